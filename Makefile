@@ -1,0 +1,50 @@
+# One entry point for people and CI: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: demo test check lint typecheck imports unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Everything the simulation needs (runtime extras only).
+$(VENV)/.app: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[all]'
+	touch $@
+
+# Plus the development tools (a PEP 735 dependency group, not a runtime extra).
+$(VENV)/.dev: $(VENV)/.app
+	$(PIP) install -q --group dev
+	touch $@
+
+demo: $(VENV)/.app
+	$(BIN)/wattmesh simulate --households 20 --days 2 --seed 1 --report out/report.json
+
+test: $(VENV)/.dev
+	scripts/ensure-mosquitto
+	$(MAKE) check
+
+check: lint typecheck imports unit
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+imports:
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/bench_gate_closure.py
+	$(BIN)/python bench/bench_simulate.py
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis
