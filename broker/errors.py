@@ -1,0 +1,48 @@
+"""The exception tree of wattmesh's wire contract.
+
+Everything that can go wrong with a message raises :class:`MessageError`, whose
+``reason`` is one of the named :class:`RejectReason` values that the ledger sends
+back to the household on its error topic.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WattmeshError(Exception):
+    """Base class of every error wattmesh raises on purpose."""
+
+
+class RejectReason(StrEnum):
+    """Why a message was refused. The values are part of the wire contract."""
+
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA = "schema"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
+    KEY_MISMATCH = "key_mismatch"
+    REPLAY = "replay"
+    WRONG_MARKET = "wrong_market"
+    WRONG_INTERVAL = "wrong_interval"
+    LATE = "late"
+    EXPIRED = "expired"
+    DUPLICATE = "duplicate"
+    OUT_OF_BOUNDS = "out_of_bounds"
+
+
+class MessageError(WattmeshError):
+    """A message that cannot be accepted, with a reason the sender can see."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class KeyFileError(WattmeshError):
+    """A key file that is missing, unreadable, malformed or too widely readable."""
+
+
+class ConfigError(WattmeshError):
+    """A configuration value that is out of range or malformed."""

@@ -1,0 +1,91 @@
+"""The topic tree. Every topic lives under ``<prefix>/<market_id>/`` (prefix default ``wattmesh``).
+
+Households publish only below ``.../household/<agent_id>/`` (readings, orders, status),
+which a Mosquitto ACL can pin to the MQTT username with ``%u``; the operator publishes
+the market topics, rejections, and forecasts (as the forecasting service).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from broker.errors import ConfigError
+
+DEFAULT_PREFIX = "wattmesh"
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+
+
+def check_segment(value: str, what: str) -> str:
+    """Raise ConfigError unless ``value`` is usable as one topic level (no wildcards, no '/')."""
+    if not _SEGMENT.fullmatch(value):  # not match(): '$' would let a final newline in
+        raise ConfigError(f"{what} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names for one market."""
+
+    market_id: str
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_segment(self.market_id, "market id")
+        for part in self.prefix.split("/"):
+            check_segment(part, "topic prefix level")
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}/{self.market_id}"
+
+    def household(self, agent_id: str) -> str:
+        return f"{self.root}/household/{check_segment(agent_id, 'agent id')}"
+
+    def reading(self, agent_id: str) -> str:
+        return f"{self.household(agent_id)}/reading"
+
+    def order(self, agent_id: str) -> str:
+        return f"{self.household(agent_id)}/order"
+
+    def status(self, agent_id: str) -> str:
+        """Retained ``online``/``offline``; ``offline`` is the agent's MQTT last will."""
+        return f"{self.household(agent_id)}/status"
+
+    def forecast(self, agent_id: str) -> str:
+        return f"{self.household(agent_id)}/forecast"
+
+    def error(self, agent_id: str) -> str:
+        return f"{self.household(agent_id)}/error"
+
+    @property
+    def announce(self) -> str:
+        return f"{self.root}/market/announce"
+
+    @property
+    def trades(self) -> str:
+        return f"{self.root}/market/trades"
+
+    # Wildcard subscriptions for the services.
+    @property
+    def all_readings(self) -> str:
+        return f"{self.root}/household/+/reading"
+
+    @property
+    def all_orders(self) -> str:
+        return f"{self.root}/household/+/order"
+
+    @property
+    def all_status(self) -> str:
+        return f"{self.root}/household/+/status"
+
+    def agent_of(self, topic: str) -> str | None:
+        """The agent id in a ``.../household/<id>/...`` topic of this market, else None."""
+        head = f"{self.root}/household/"
+        if not topic.startswith(head):
+            return None
+        agent, sep, _rest = topic[len(head) :].partition("/")
+        return agent if sep and agent else None

@@ -1,0 +1,569 @@
+"""MQTT 3.1.1 transport with automatic reconnection, built on aiomqtt 2.x.
+
+aiomqtt (>=2.5,<3) gives one connection per ``Client`` and never reconnects. This
+module wraps it in a supervisor that reconnects with exponential backoff and full
+jitter, resubscribes after every (re)connect, republishes caller-chosen "on connect"
+messages (e.g. a retained ``online`` status) and retries QoS 1 publishes that were
+cut off by a dropped connection (at-least-once: the receiver may see duplicates).
+
+Sessions are clean (``clean_session=True``): persistent sessions would not buy
+reliable redelivery here, because aiomqtt keeps in-flight QoS state inside the
+``Client`` object (a new one is made per connection) and amqtt skips the offline
+QoS 1 queue for anonymous sessions; a persistent session of a dead subscriber also
+makes the broker queue without bound. Subscriptions are therefore re-sent after
+every connect and a message published while a subscriber is offline is not kept for
+it (use retained messages for state).
+
+Nothing here depends on MQTT 5 features. Times are in seconds (``_s`` suffix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+__all__ = [
+    "DEFAULT_MQTT_PORT",
+    "BrokerAddress",
+    "Message",
+    "Transport",
+    "TransportClosedError",
+    "TransportConfig",
+    "Will",
+    "backoff_delays",
+    "parse_broker_url",
+]
+
+_LOG = logging.getLogger(__name__)
+_MQTT_LOG = logging.getLogger(f"{__name__}.mqtt")  # aiomqtt/paho's own messages
+# aiomqtt warns once more than this many publishes await their acknowledgement; a
+# service that publishes to many households at once is expected to exceed its 10.
+_PENDING_PUBLISH_WARNING = 10_000
+
+DEFAULT_MQTT_PORT: Final = 1883
+_MAX_PORT: Final = 65535
+_QOS_LEVELS: Final = (0, 1, 2)
+_URL_FORM: Final = "mqtt://host[:port]"
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """TCP address of a plain (non-TLS) MQTT broker; ``port`` is a TCP port number."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            msg = "broker host must not be empty"
+            raise ValueError(msg)
+        if not 1 <= self.port <= _MAX_PORT:
+            msg = f"broker port must be in 1..{_MAX_PORT}, got {self.port}"
+            raise ValueError(msg)
+
+    @property
+    def url(self) -> str:
+        """The address as ``mqtt://host:port`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mqtt://{host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt://host[:port]`` (default port 1883) into a :class:`BrokerAddress`.
+
+    Raises ValueError naming the expected form for anything else: another scheme,
+    credentials, a path, query or fragment, a missing host or a bad port.
+    """
+
+    def invalid(reason: str) -> ValueError:
+        return ValueError(f"invalid broker URL {url!r}: {reason}; expected {_URL_FORM}")
+
+    parts = urlsplit(url.strip())
+    if parts.scheme != "mqtt":
+        raise invalid(f"scheme must be 'mqtt', got {parts.scheme or 'none'!r}")
+    if "@" in parts.netloc:
+        raise invalid("credentials do not belong in the URL (use username/password)")
+    if parts.path or parts.query or parts.fragment or url.strip().endswith(("?", "#")):
+        raise invalid("no path, query or fragment allowed")
+    host = parts.hostname
+    if not host:
+        raise invalid("missing host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise invalid("port must be an integer in 1..65535") from None
+    if port is None:
+        if parts.netloc.endswith(":"):
+            raise invalid("empty port")
+        port = DEFAULT_MQTT_PORT
+    if not 1 <= port <= _MAX_PORT:
+        raise invalid("port must be an integer in 1..65535")
+    return BrokerAddress(host=host, port=port)
+
+
+# ------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class Will:
+    """Last-will message the broker publishes if the connection dies uncleanly."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    def __post_init__(self) -> None:
+        _check_publish_topic(self.topic)
+        _check_qos(self.qos)
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Connection settings.
+
+    ``keepalive_s`` is the MQTT keepalive in whole seconds. Reconnect delays follow
+    :func:`backoff_delays` with ``backoff_initial_s`` and ``backoff_max_s``.
+    ``inbound_queue_size`` bounds buffered inbound messages (see :class:`Transport`);
+    ``operation_timeout_s`` bounds waiting for CONNACK, SUBACK and PUBACK.
+    """
+
+    address: BrokerAddress
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    will: Will | None = None
+    keepalive_s: int = 30
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    inbound_queue_size: int = 1000
+    operation_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.client_id:
+            msg = "client_id must not be empty (clean sessions still need a stable id)"
+            raise ValueError(msg)
+        if self.password is not None and self.username is None:
+            msg = "a password needs a username"
+            raise ValueError(msg)
+        if self.keepalive_s < 1:
+            msg = f"keepalive_s must be >= 1, got {self.keepalive_s}"
+            raise ValueError(msg)
+        _check_backoff(self.backoff_initial_s, self.backoff_max_s)
+        if self.inbound_queue_size < 1:
+            msg = f"inbound_queue_size must be >= 1, got {self.inbound_queue_size}"
+            raise ValueError(msg)
+        if self.operation_timeout_s <= 0:
+            msg = f"operation_timeout_s must be > 0, got {self.operation_timeout_s}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Message:
+    """An inbound message. ``retain`` is true only when it came from the retained store."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class TransportClosedError(Exception):
+    """The transport was closed (or its supervisor failed) while an operation waited."""
+
+
+# ----------------------------------------------------------------------------- backoff
+
+
+def backoff_delays(initial_s: float, maximum_s: float, rng: random.Random) -> Iterator[float]:
+    """Yield reconnect delays in seconds: exponential backoff with full jitter.
+
+    The n-th delay (n from 0) is uniform in ``[0, min(maximum_s, initial_s * 2**n)]``.
+    The generator is infinite; all randomness comes from ``rng``.
+    """
+    _check_backoff(initial_s, maximum_s)
+    attempt = 0
+    while True:
+        cap = min(maximum_s, initial_s * 2.0**attempt)
+        yield rng.uniform(0.0, cap)
+        if cap < maximum_s:  # stop growing the exponent once capped (no float overflow)
+            attempt += 1
+
+
+# --------------------------------------------------------------------------- transport
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """One live aiomqtt connection; ``lost`` resolves when it must no longer be used."""
+
+    client: aiomqtt.Client
+    lost: asyncio.Future[None]
+
+
+class Transport:
+    """Reconnecting MQTT 3.1.1 client; use as ``async with Transport(...) as t``.
+
+    Entering starts a background supervisor and returns at once (the broker may be
+    down); :meth:`wait_connected` waits for the first connection. After every
+    (re)connect the supervisor subscribes to ``subscriptions`` (``(filter, qos)``)
+    and publishes ``on_connect_publish`` (``(topic, payload, qos, retain)``) before
+    the transport counts as connected, so a publish never overtakes them.
+
+    Inbound messages are buffered in a queue of ``config.inbound_queue_size``; when
+    the consumer of :meth:`messages` falls behind, the reader stops draining aiomqtt,
+    whose own queue (same bound) then discards further messages with a logged
+    warning. aiomqtt offers no way to pause the socket, so this is bounded memory,
+    not TCP-level backpressure.
+
+    Leaving disconnects cleanly (the broker does not publish the will); publish an
+    ``offline`` status yourself before leaving.
+    """
+
+    def __init__(
+        self,
+        config: TransportConfig,
+        *,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_connect_publish: Sequence[tuple[str, bytes, int, bool]] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        for topic_filter, qos in subscriptions:
+            if not topic_filter:
+                msg = "subscription filter must not be empty"
+                raise ValueError(msg)
+            _check_qos(qos)
+        for topic, _payload, qos, _retain in on_connect_publish:
+            _check_publish_topic(topic)
+            _check_qos(qos)
+        self._config = config
+        self._subscriptions = tuple(subscriptions)
+        self._on_connect_publish = tuple(on_connect_publish)
+        self._rng = rng if rng is not None else random.Random()
+        self._inbound: asyncio.Queue[Message] = asyncio.Queue(maxsize=config.inbound_queue_size)
+        self._conn: _Connection | None = None
+        self._connected_evt = asyncio.Event()
+        self._disconnected_evt = asyncio.Event()
+        self._disconnected_evt.set()
+        self._closed: asyncio.Future[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._ever_connected = False
+        self._reconnects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._supervisor is not None:
+            msg = "Transport can be entered only once"
+            raise RuntimeError(msg)
+        self._closed = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(
+            self._supervise(), name=f"mqtt-transport-{self._config.client_id}"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Disconnect cleanly and stop reconnecting; idempotent."""
+        if self._supervisor is None or self._closed is None:
+            return
+        if not self._closed.done():
+            self._closed.set_result(None)
+        # The supervisor finishes its current connect/subscribe step (bounded by the
+        # operation timeout) and then disconnects; cancelling a connect half-way
+        # would leak aiomqtt's socket.
+        grace_s = 2 * self._config.operation_timeout_s + 1.0
+        done, _ = await asyncio.wait({self._supervisor}, timeout=grace_s)
+        if not done:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        elif not self._supervisor.cancelled() and (failure := self._supervisor.exception()):
+            raise failure
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up, subscribed and on-connect messages are sent."""
+        return self._conn is not None and not self._conn.lost.done()
+
+    @property
+    def reconnects(self) -> int:
+        """Number of successful connections after the first one."""
+        return self._reconnects
+
+    async def wait_connected(self) -> None:
+        """Wait until connected; raises TransportClosedError if closed meanwhile."""
+        await self._current_connection()
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the transport has no usable connection (returns at once if so)."""
+        await self._disconnected_evt.wait()
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish ``payload`` to ``topic``, waiting for a connection first.
+
+        QoS 1 and 2 return once the broker acknowledged; QoS 0 once written to the
+        socket. If the connection drops before that, the publish is retried on the
+        next connection (at-least-once; duplicates possible). Raises
+        TransportClosedError if the transport closes while waiting.
+        """
+        _check_publish_topic(topic)
+        _check_qos(qos)
+        while True:
+            conn = await self._current_connection()
+            if await self._publish_on(conn, topic, payload, qos, retain):
+                return
+
+    async def _publish_on(
+        self, conn: _Connection, topic: str, payload: bytes, qos: int, retain: bool
+    ) -> bool:
+        """One attempt on ``conn``; False if the connection was lost meanwhile."""
+        attempt = asyncio.ensure_future(
+            conn.client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=self._config.operation_timeout_s
+            )
+        )
+        try:
+            await _wait_first(attempt, conn.lost)
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
+        if attempt.cancelled():
+            return False
+        error = attempt.exception()
+        if error is None:
+            return True
+        if isinstance(error, aiomqtt.MqttError):
+            _LOG.info("publish to %s failed (%s); reconnecting and retrying", topic, error)
+            self._mark_lost(conn)
+            return False
+        raise error
+
+    # ------------------------------------------------------------------ receiving
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Messages from all subscriptions, across reconnects, in arrival order.
+
+        Iteration ends once the transport is closed and the buffer is drained.
+        """
+        closed = self._require_started()
+        while True:
+            if not self._inbound.empty():
+                yield self._inbound.get_nowait()
+                continue
+            if closed.done():
+                return
+            getter = asyncio.ensure_future(self._inbound.get())
+            try:
+                await _wait_first(getter, closed)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+                    await asyncio.gather(getter, return_exceptions=True)
+            if not getter.cancelled():
+                yield getter.result()
+
+    # ------------------------------------------------------------------ supervisor
+
+    def _require_started(self) -> asyncio.Future[None]:
+        if self._closed is None:
+            msg = "Transport is not started: use 'async with Transport(...)'"
+            raise RuntimeError(msg)
+        return self._closed
+
+    async def _current_connection(self) -> _Connection:
+        closed = self._require_started()
+        while True:
+            if closed.done():
+                raise TransportClosedError("transport closed") from self._failure
+            conn = self._conn
+            if conn is not None and not conn.lost.done():
+                return conn
+            waiter = asyncio.ensure_future(self._connected_evt.wait())
+            try:
+                await _wait_first(waiter, closed)
+            finally:
+                waiter.cancel()
+
+    def _mark_lost(self, conn: _Connection) -> None:
+        if not conn.lost.done():
+            conn.lost.set_result(None)
+        if self._conn is conn:
+            self._conn = None
+            self._connected_evt.clear()
+            self._disconnected_evt.set()
+
+    async def _supervise(self) -> None:
+        closed = self._require_started()
+        try:
+            delays = self._new_backoff()
+            while not closed.done():
+                established = False
+                try:
+                    established = await self._connect_and_serve(closed)
+                except aiomqtt.MqttError as exc:
+                    _LOG.warning("MQTT connection to %s failed: %s", self._config.address.url, exc)
+                if closed.done():
+                    break
+                if established:
+                    delays = self._new_backoff()
+                delay_s = next(delays)
+                _LOG.info("reconnecting to %s in %.2f s", self._config.address.url, delay_s)
+                await asyncio.wait({closed}, timeout=delay_s)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            if not closed.done():
+                closed.set_result(None)
+
+    def _new_backoff(self) -> Iterator[float]:
+        return backoff_delays(self._config.backoff_initial_s, self._config.backoff_max_s, self._rng)
+
+    def _new_client(self) -> aiomqtt.Client:
+        cfg = self._config
+        will = (
+            None
+            if cfg.will is None
+            else aiomqtt.Will(cfg.will.topic, cfg.will.payload, cfg.will.qos, cfg.will.retain)
+        )
+        client = aiomqtt.Client(
+            cfg.address.host,
+            cfg.address.port,
+            username=cfg.username,
+            password=cfg.password,
+            identifier=cfg.client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            will=will,
+            clean_session=True,
+            keepalive=cfg.keepalive_s,
+            timeout=cfg.operation_timeout_s,
+            max_queued_incoming_messages=cfg.inbound_queue_size,
+            logger=_MQTT_LOG,
+        )
+        client.pending_calls_threshold = _PENDING_PUBLISH_WARNING
+        return client
+
+    async def _connect_and_serve(self, closed: asyncio.Future[None]) -> bool:
+        """Run one connection until it is lost or the transport closes.
+
+        Returns True if the connection was fully established (subscribed and
+        on-connect messages sent). Raises aiomqtt.MqttError if that failed.
+        """
+        client = self._new_client()
+        async with client:
+            _disable_nagle(client)
+            if self._subscriptions:
+                granted = await client.subscribe(list(self._subscriptions))
+                refused = [
+                    topic_filter
+                    for (topic_filter, _qos), code in zip(self._subscriptions, granted, strict=True)
+                    if _refused(code)
+                ]
+                if refused:
+                    msg = f"broker refused subscriptions {refused}"
+                    raise aiomqtt.MqttError(msg)
+            for topic, payload, qos, retain in self._on_connect_publish:
+                await client.publish(topic, payload, qos=qos, retain=retain)
+            if closed.done():
+                return True
+            conn = _Connection(client, asyncio.get_running_loop().create_future())
+            reader = asyncio.create_task(self._read(client), name="mqtt-transport-reader")
+            reader.add_done_callback(lambda _task: self._mark_lost(conn))
+            self._conn = conn
+            self._disconnected_evt.clear()
+            self._connected_evt.set()
+            if self._ever_connected:
+                self._reconnects += 1
+                _LOG.info("reconnected to %s", self._config.address.url)
+            self._ever_connected = True
+            try:
+                await _wait_first(conn.lost, closed)
+            finally:
+                self._mark_lost(conn)
+                reader.cancel()
+                (outcome,) = await asyncio.gather(reader, return_exceptions=True)
+                if isinstance(outcome, Exception) and not isinstance(outcome, aiomqtt.MqttError):
+                    _LOG.error("inbound reader failed", exc_info=outcome)
+            if not closed.done():
+                _LOG.warning("MQTT connection to %s lost", self._config.address.url)
+        return True
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Move messages from aiomqtt into the bounded inbound queue until disconnect."""
+        async for message in client.messages:
+            # aiomqtt types the payload as bytes (paho delivers bytes for MQTT 3.1.1)
+            payload = bytes(message.payload)
+            await self._inbound.put(Message(message.topic.value, payload, message.retain))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+async def _wait_first(*futures: asyncio.Future[Any]) -> None:
+    """Wait until any of ``futures`` is done (none is cancelled or consumed)."""
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _disable_nagle(client: aiomqtt.Client) -> None:
+    """Send small MQTT packets at once (paho leaves Nagle's algorithm on).
+
+    With Nagle on, a publish that follows another before its TCP ACK waits for the
+    peer's delayed ACK (~40 ms on Linux): every request/response hop pays it.
+    """
+    sock = client._client.socket()  # paho's socket; aiomqtt exposes no setter
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _refused(code: object) -> bool:
+    """True for a SUBACK failure (0x80); paho gives ReasonCode objects or ints."""
+    is_failure = getattr(code, "is_failure", None)
+    if isinstance(is_failure, bool):
+        return is_failure
+    return code == 0x80
+
+
+def _check_qos(qos: int) -> None:
+    if qos not in _QOS_LEVELS:
+        msg = f"qos must be 0, 1 or 2, got {qos!r}"
+        raise ValueError(msg)
+
+
+def _check_publish_topic(topic: str) -> None:
+    if not topic or "+" in topic or "#" in topic:
+        msg = f"publish topic must be non-empty and wildcard-free, got {topic!r}"
+        raise ValueError(msg)
+
+
+def _check_backoff(initial_s: float, maximum_s: float) -> None:
+    if not 0 < initial_s <= maximum_s:
+        msg = f"need 0 < backoff initial ({initial_s}) <= maximum ({maximum_s})"
+        raise ValueError(msg)
