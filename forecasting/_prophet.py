@@ -1,0 +1,87 @@
+"""Thin adapter around Prophet: the only module that touches prophet, pandas or cmdstanpy.
+
+Everything heavy is imported lazily inside :func:`fit_predict`, so importing this module
+(and ``forecasting.models``) stays cheap. Inputs and outputs are plain Python values:
+epoch seconds (UTC) and Wh per interval in, Wh per interval (floats, unrounded) out.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+# Pandas >= 3.1 deprecates ``inplace=`` and prophet 1.5.0 still uses it internally
+# (prophet/forecaster.py). The warning is prophet's to fix, not ours; it is silenced only for
+# warnings attributed to prophet's own modules and only while Prophet runs.
+_PROPHET_MODULES = r"prophet(\..*)?$"
+
+# Daily Fourier order per target. A PV day is a bell with flat zero nights, which the default
+# order (4) smears into negative lobes; a higher order follows the dawn/dusk edges.
+_DAILY_ORDER: dict[str, int] = {"demand": 10, "pv": 12}
+# The sun keeps no calendar: a weekly term on PV only fits noise.
+_WEEKLY: dict[str, bool] = {"demand": True, "pv": False}
+
+
+def _quiet_loggers() -> None:
+    """Drop prophet's and cmdstanpy's per-fit INFO chatter; warnings still propagate.
+
+    ``prophet.plot`` logs an ERROR at import time when plotly is missing; nothing here plots.
+    A ``NullHandler`` on ``cmdstanpy`` stops it attaching its own stderr handler on first use.
+    Only these three library loggers are touched.
+    """
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    cmdstan = logging.getLogger("cmdstanpy")
+    if not cmdstan.handlers:
+        cmdstan.addHandler(logging.NullHandler())
+    cmdstan.setLevel(logging.WARNING)
+
+
+def _prophet_class() -> Any:
+    """Import Prophet lazily (about 1 s the first time) with its loggers quietened."""
+    _quiet_loggers()  # before the import: prophet.plot complains while being imported
+    from prophet import Prophet
+
+    _quiet_loggers()  # after the import: prophet/forecaster.py resets its logger to INFO
+    return Prophet
+
+
+def fit_predict(
+    *,
+    history_epoch_s: Sequence[int],
+    values_wh: Sequence[int],
+    future_epoch_s: Sequence[int],
+    kind: Literal["demand", "pv"],
+) -> list[float]:
+    """Fit Prophet (MAP, no MCMC, no uncertainty sampling) and return yhat in Wh per interval.
+
+    ``history_epoch_s`` and ``future_epoch_s`` are interval start times in UTC epoch seconds;
+    Prophet sees them as naive UTC timestamps, so its daily cycle is the UTC day.
+    Raises whatever Prophet raises; the caller decides what a failure means.
+    """
+    prophet_cls = _prophet_class()
+    import pandas as pd
+
+    train = pd.DataFrame(
+        {
+            "ds": pd.to_datetime(list(history_epoch_s), unit="s"),
+            "y": [float(v) for v in values_wh],
+        }
+    )
+    future = pd.DataFrame({"ds": pd.to_datetime(list(future_epoch_s), unit="s")})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=_PROPHET_MODULES)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=_PROPHET_MODULES)
+        model = prophet_cls(
+            growth="linear",
+            yearly_seasonality=False,
+            weekly_seasonality=_WEEKLY[kind],
+            daily_seasonality=_DAILY_ORDER[kind],
+            mcmc_samples=0,
+            uncertainty_samples=0,
+        )
+        model.fit(train)
+        predicted = model.predict(future)
+    return [float(v) for v in predicted["yhat"].to_numpy()]

@@ -1,0 +1,246 @@
+"""The forecasting service: turns household readings into per-household forecasts.
+
+It subscribes to every household's signed readings, derives per-interval demand and PV
+energy from the cumulative registers, refits a model per household once a day (Prophet,
+or a seasonal-naive model), and publishes a signed forecast for the next intervals to
+each household's forecast topic every time a new reading arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from broker.errors import MessageError, RejectReason
+from broker.keys import SigningKey, VerifyingKey
+from broker.messages import ForecastBody, ReadingBody, decode_message, sign_message
+from broker.topics import Topics
+from broker.transport import Message, Transport
+from forecasting.models import Forecast, Series, intervals_per_day, prophet_forecast, seasonal_naive
+
+_LOG = logging.getLogger(__name__)
+
+ModelName = Literal["prophet", "naive"]
+SERVICE_ID = "forecaster"
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    topics: Topics
+    interval_s: int = 900
+    horizon: int = 96  # intervals published with every forecast
+    model: ModelName = "prophet"
+    refit_intervals: int = 96  # refit each household's model once per this many intervals
+    window_intervals: int = 28 * 96  # history kept and fitted on
+    min_history_intervals: int = 2 * 96  # below this, Prophet falls back to seasonal naive
+    workers: int = 2  # model fits in parallel
+
+
+@dataclass
+class _Household:
+    start: int  # epoch s of demand[0] / pv[0]
+    demand: list[int] = field(default_factory=list)
+    pv: list[int] = field(default_factory=list)
+    last: ReadingBody | None = None
+    fitted_at: int | None = None
+    demand_fc: Forecast | None = None
+    pv_fc: Forecast | None = None
+
+
+class ForecastService:
+    """Consumes readings and publishes forecasts; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ForecasterConfig,
+        *,
+        key: SigningKey,
+        transport: Transport,
+        registry: Mapping[str, VerifyingKey] | None = None,
+    ) -> None:
+        self.config = config
+        self.key = key
+        self.transport = transport
+        self.registry = registry
+        self.ignored: Counter[str] = Counter()
+        self.fits = 0
+        self.models: Counter[str] = Counter()  # which model produced each fitted series
+        self._households: dict[str, _Household] = {}
+        self._seq = 0
+        self._fit_slots = asyncio.Semaphore(config.workers)
+        # Prophet is not thread-safe (it filters warnings process-wide), so fits run in
+        # worker processes; the naive model is cheap enough to run inline.
+        self._pool: ProcessPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._agent_locks: dict[str, asyncio.Lock] = {}
+
+    def load_history(
+        self, agent: str, *, start: int, demand_wh: Sequence[int], pv_wh: Sequence[int]
+    ) -> None:
+        """Seed a household's history (e.g. from the ledger's readings or a scenario)."""
+        if len(demand_wh) != len(pv_wh):
+            raise ValueError("demand and PV histories differ in length")
+        keep = self.config.window_intervals
+        skipped = max(len(demand_wh) - keep, 0)
+        self._households[agent] = _Household(
+            start=start + skipped * self.config.interval_s,
+            demand=list(demand_wh[skipped:]),
+            pv=list(pv_wh[skipped:]),
+        )
+
+    async def run(self) -> None:
+        try:
+            async for message in self.transport.messages():
+                task = asyncio.create_task(self.handle(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def handle(self, message: Message) -> None:
+        agent = self.config.topics.agent_of(message.topic)
+        if agent is None:
+            return
+        try:
+            decoded = decode_message(message.payload)
+            reading = decoded.body_as(ReadingBody)
+            if decoded.header.agent != agent:
+                raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
+            if self.registry is not None:
+                key = self.registry.get(agent)
+                if key is None:
+                    self.ignored["unknown_key"] += 1
+                    return
+                decoded.verify(key)
+        except MessageError as exc:
+            self.ignored[exc.reason.value] += 1
+            return
+        lock = self._agent_locks.setdefault(agent, asyncio.Lock())
+        async with lock:
+            await self._on_reading(agent, reading)
+
+    async def _on_reading(self, agent: str, reading: ReadingBody) -> None:
+        interval_s = self.config.interval_s
+        now = reading.meter_time - reading.meter_time % interval_s
+        hh = self._households.get(agent)
+        if hh is None:
+            hh = self._households[agent] = _Household(start=now)
+        _append_deltas(hh, reading, interval_s)
+        hh.last = reading
+        history_end = hh.start + len(hh.demand) * interval_s
+        if history_end != now:
+            _LOG.info(
+                "%s: history ends at %s, reading at %s; restarting it", agent, history_end, now
+            )
+            hh.start, hh.demand, hh.pv = now, [], []
+            hh.fitted_at = None
+        self._trim(hh)
+        if hh.fitted_at is None or now - hh.fitted_at >= self.config.refit_intervals * interval_s:
+            await self._refit(hh, now)
+        if hh.demand_fc is None or hh.pv_fc is None or hh.fitted_at is None:
+            raise RuntimeError("refit left no forecast")  # unreachable: _refit sets all three
+        offset = (now - hh.fitted_at) // interval_s
+        horizon = self.config.horizon
+        demand = hh.demand_fc.values_wh[offset : offset + horizon]
+        pv = hh.pv_fc.values_wh[offset : offset + horizon]
+        fallback = hh.demand_fc.fallback_reason or hh.pv_fc.fallback_reason
+        body = ForecastBody(
+            start=now,
+            interval_s=interval_s,
+            demand_wh=demand,
+            pv_wh=pv,
+            model=hh.demand_fc.model,
+            fallback=fallback,
+        )
+        self._seq += 1
+        message = sign_message(
+            self.key,
+            body,
+            market=self.config.topics.market_id,
+            interval=now,
+            agent=SERVICE_ID,
+            seq=self._seq,
+            expires=now + horizon * interval_s,
+        )
+        await self.transport.publish(self.config.topics.forecast(agent), message.to_wire(), qos=1)
+
+    def _trim(self, hh: _Household) -> None:
+        extra = len(hh.demand) - self.config.window_intervals
+        if extra > 0:
+            del hh.demand[:extra]
+            del hh.pv[:extra]
+            hh.start += extra * self.config.interval_s
+
+    async def _refit(self, hh: _Household, now: int) -> None:
+        interval_s = self.config.interval_s
+        steps = self.config.horizon + self.config.refit_intervals
+        demand = Series(hh.start, interval_s, tuple(hh.demand))
+        pv = Series(hh.start, interval_s, tuple(hh.pv))
+        model, minimum = self.config.model, self.config.min_history_intervals
+        if model == "naive":
+            demand_fc = fit_one(demand, steps, "demand", model, minimum)
+            pv_fc = fit_one(pv, steps, "pv", model, minimum)
+        else:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+            loop = asyncio.get_running_loop()
+            async with self._fit_slots:
+                demand_fc, pv_fc = await asyncio.gather(
+                    loop.run_in_executor(
+                        self._pool, fit_one, demand, steps, "demand", model, minimum
+                    ),
+                    loop.run_in_executor(self._pool, fit_one, pv, steps, "pv", model, minimum),
+                )
+        hh.demand_fc, hh.pv_fc, hh.fitted_at = demand_fc, pv_fc, now
+        self.fits += 1
+        self.models[demand_fc.model] += 1
+        self.models[pv_fc.model] += 1
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def fit_one(
+    series: Series, steps: int, kind: Literal["demand", "pv"], model: ModelName, minimum: int
+) -> Forecast:
+    """Fit one series and forecast ``steps`` intervals (runs in a worker process)."""
+    if not any(series.values_wh):
+        return Forecast(series.end_epoch_s, series.interval_s, (0,) * steps, "zero", None)
+    if model == "prophet":
+        return prophet_forecast(series, steps, kind=kind, min_history_intervals=minimum)
+    season = intervals_per_day(series.interval_s)
+    return seasonal_naive(series, steps, season_intervals=season, kind=kind)
+
+
+def _append_deltas(hh: _Household, reading: ReadingBody, interval_s: int) -> None:
+    """Append the energy between the last reading and this one, one value per interval.
+
+    A gap of several intervals is spread evenly over them (remainder on the last).
+    """
+    last = hh.last
+    if last is None:
+        return
+    steps = (reading.meter_time - last.meter_time) // interval_s
+    if steps <= 0:
+        return
+    d_import = reading.import_wh - last.import_wh
+    d_export = reading.export_wh - last.export_wh
+    d_pv = reading.pv_wh - last.pv_wh
+    if min(d_import, d_export, d_pv) < 0:
+        return  # registers went backwards: do not learn from it
+    demand = max(d_import - d_export + d_pv, 0)
+    for i in range(steps):
+        last_step = i == steps - 1
+        hh.demand.append(demand // steps + (demand % steps if last_step else 0))
+        hh.pv.append(d_pv // steps + (d_pv % steps if last_step else 0))
