@@ -1,0 +1,343 @@
+"""The ledger's core: accept signed messages, close intervals, append them to the log.
+
+No network here: the MQTT adapter (:mod:`ledger.service`) feeds payloads in and
+publishes what comes out. The only I/O is the store, written once per interval in one
+transaction together with the signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from broker.errors import MessageError, RejectReason
+from broker.keys import SigningKey, VerifyingKey
+from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
+from ledger.checkpoint import origin_for, sign_checkpoint
+from ledger.clearing import ClearingResult, Fill, GridTariff, Order, clear_uniform
+from ledger.entries import (
+    EntryKind,
+    NewEntry,
+    clearing_entry,
+    key_entry,
+    message_entry,
+    settlement_entry,
+    trade_entry,
+)
+from ledger.merkle import CompactRange
+from ledger.settlement import RegisterError, Registers, Settlement, settle_household
+from ledger.store import Checkpoint, LedgerStore
+from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
+
+
+@dataclass(frozen=True)
+class IntervalOutcome:
+    """What closing one interval appended to the log."""
+
+    interval: int
+    clearing: ClearingResult
+    settlements: tuple[Settlement, ...]
+    checkpoint: Checkpoint
+    orders: int
+    readings: int
+    flagged: tuple[str, ...]  # households whose settlement was refused (e.g. registers)
+
+
+@dataclass
+class _Open:
+    interval: int
+    tariff: GridTariff
+    trading: bool  # False for the closing round, which only collects final readings
+    readings: dict[str, SignedMessage] = field(default_factory=dict)
+    orders: dict[str, SignedMessage] = field(default_factory=dict)
+
+
+class Ledger:
+    """Validates messages, clears and settles intervals, and keeps the verifiable log."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        market_id: str,
+        operator_key: SigningKey,
+        clearing_k: Fraction = Fraction(1, 2),
+    ) -> None:
+        self.store = store
+        self.market_id = market_id
+        self.origin = origin_for(market_id)
+        self.operator_key = operator_key
+        self.clearing_k = clearing_k
+        store.set_meta_once(META_MARKET, market_id)
+        store.set_meta_once(META_ORIGIN, self.origin)
+        store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
+        self.keys: dict[str, VerifyingKey] = {}
+        self.rejections: Counter[RejectReason] = Counter()
+        self._tree = CompactRange()
+        self._last_seq: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], str] = {}
+        self._registers: dict[str, Registers] = {}
+        self._last_interval: int | None = None
+        self._last_tariff: GridTariff | None = None
+        self._last_fills: tuple[Fill, ...] = ()
+        self._open: _Open | None = None
+        self._restore()
+
+    # --- state -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    @property
+    def root(self) -> bytes:
+        return self._tree.root()
+
+    @property
+    def households(self) -> tuple[str, ...]:
+        return tuple(sorted(self.keys))
+
+    @property
+    def last_closed_interval(self) -> int | None:
+        return self._last_interval
+
+    def _restore(self) -> None:
+        """Rebuild the in-memory state from the log (after a restart)."""
+        for entry in self.store.iter_entries():
+            self._tree.append_leaf_hash(entry.leaf_hash)
+            obj = json.loads(entry.data)
+            if entry.kind == EntryKind.KEY:
+                self.keys[str(entry.agent)] = VerifyingKey.from_der(
+                    base64.b64decode(obj["public_key"])
+                )
+            elif entry.kind in (EntryKind.READING, EntryKind.ORDER):
+                agent, seq = str(entry.agent), int(entry.agent_seq or 0)
+                message = decode_message(
+                    json.dumps({"signed": obj["signed"], "sig": obj["sig"]}).encode()
+                )
+                self._last_seq[agent] = max(self._last_seq.get(agent, 0), seq)
+                self._seen[(agent, seq)] = message.message_id
+                if isinstance(message.body, ReadingBody):
+                    self._registers[agent] = _registers(message.body)
+            elif entry.kind == EntryKind.CLEARING:
+                if entry.interval != self._last_interval:
+                    self._last_fills = ()
+                self._last_interval = entry.interval
+                self._last_tariff = GridTariff(
+                    obj["retail_micro_per_kwh"], obj["feed_in_micro_per_kwh"]
+                )
+            elif entry.kind == EntryKind.TRADE:
+                self._last_fills += (
+                    Fill(
+                        obj["buyer"],
+                        obj["seller"],
+                        obj["quantity_wh"],
+                        obj["price_micro_per_kwh"],
+                        obj["buy_order"],
+                        obj["sell_order"],
+                    ),
+                )
+
+    # --- registration ----------------------------------------------------------------
+
+    def register(self, keys: Mapping[str, VerifyingKey], *, interval: int) -> int:
+        """Log a ``key`` entry for each new or changed household key; return how many."""
+        entries = [
+            key_entry(agent=agent, key=keys[agent], interval=interval)
+            for agent in sorted(keys)
+            if self.keys.get(agent) != keys[agent]
+        ]
+        if entries:
+            self._append(entries, interval)
+            self.keys.update(keys)
+        return len(entries)
+
+    # --- intervals -------------------------------------------------------------------
+
+    def open_interval(self, interval: int, tariff: GridTariff, *, trading: bool = True) -> None:
+        """Start accepting messages for ``interval``; ``trading=False`` collects readings only."""
+        if self._open is not None:
+            raise RuntimeError(f"interval {self._open.interval} is still open")
+        if self._last_interval is not None and interval <= self._last_interval:
+            raise ValueError(f"interval {interval} was closed already")
+        self._open = _Open(interval, tariff, trading)
+
+    def missing(self) -> set[str]:
+        """Registered households that have not yet sent all the open interval needs."""
+        if self._open is None:
+            return set()
+        op = self._open
+        return {
+            agent
+            for agent in self.keys
+            if agent not in op.readings or (op.trading and agent not in op.orders)
+        }
+
+    def ingest(self, payload: bytes, *, topic_agent: str | None = None) -> SignedMessage:
+        """Validate and accept one household message; raise MessageError with the reason."""
+        try:
+            message = self._check(payload, topic_agent)
+        except MessageError as exc:
+            self.rejections[exc.reason] += 1
+            raise
+        op = self._open
+        assert op is not None  # _check refuses messages while no interval is open
+        agent = message.header.agent
+        target = op.readings if isinstance(message.body, ReadingBody) else op.orders
+        target[agent] = message
+        self._last_seq[agent] = message.header.seq
+        self._seen[(agent, message.header.seq)] = message.message_id
+        return message
+
+    def _check(self, payload: bytes, topic_agent: str | None) -> SignedMessage:
+        message = decode_message(payload)
+        self._check_sender(message, topic_agent)
+        op = self._check_timing(message)
+        if isinstance(message.body, OrderBody):
+            if not op.trading:
+                raise MessageError(RejectReason.WRONG_INTERVAL, "the market is closed")
+            if message.header.agent in op.orders:
+                raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
+        elif isinstance(message.body, ReadingBody):
+            self._check_reading(message.header.agent, message.body, op)
+        return message
+
+    def _check_sender(self, message: SignedMessage, topic_agent: str | None) -> None:
+        """Kind, market, key and signature, then duplicates and replays."""
+        header = message.header
+        if header.kind not in (EntryKind.READING, EntryKind.ORDER):
+            raise MessageError(RejectReason.SCHEMA, f"households may not send {header.kind}")
+        if header.market != self.market_id:
+            raise MessageError(RejectReason.WRONG_MARKET, f"this is market {self.market_id}")
+        if topic_agent is not None and topic_agent != header.agent:
+            raise MessageError(RejectReason.KEY_MISMATCH, "sent on another household's topic")
+        key = self.keys.get(header.agent)
+        if key is None:
+            raise MessageError(RejectReason.UNKNOWN_KEY, f"{header.agent} is not registered")
+        message.verify(key)
+        if self._seen.get((header.agent, header.seq)) == message.message_id:
+            raise MessageError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
+        if header.seq <= self._last_seq.get(header.agent, 0):
+            raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
+
+    def _check_timing(self, message: SignedMessage) -> _Open:
+        header = message.header
+        op = self._open
+        if op is None or header.interval < op.interval:
+            raise MessageError(RejectReason.LATE, f"interval {header.interval} is closed")
+        if header.interval > op.interval:
+            raise MessageError(RejectReason.WRONG_INTERVAL, f"open interval is {op.interval}")
+        if header.expires < op.interval:
+            raise MessageError(RejectReason.EXPIRED, f"expired at {header.expires}")
+        return op
+
+    def _check_reading(self, agent: str, body: ReadingBody, op: _Open) -> None:
+        if agent in op.readings:
+            raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
+        last = self._registers.get(agent)
+        if last is not None and (
+            body.meter_time <= last.meter_time
+            or body.import_wh < last.import_wh
+            or body.export_wh < last.export_wh
+        ):
+            raise MessageError(RejectReason.OUT_OF_BOUNDS, "meter registers went backwards")
+
+    def close_interval(self) -> IntervalOutcome:
+        """Gate closure: clear, settle the previous interval, log all of it, checkpoint."""
+        op = self._open
+        if op is None:
+            raise RuntimeError("no interval is open")
+        readings = [op.readings[a] for a in sorted(op.readings)]
+        orders = [op.orders[a] for a in sorted(op.orders)]
+        entries: list[NewEntry] = [message_entry(m) for m in readings]
+        entries += [message_entry(m) for m in orders]
+        clearing = ClearingResult(None, ())
+        if op.trading:
+            book = [
+                Order(m.header.agent, b.side, b.quantity_wh, b.price_micro_per_kwh, m.message_id)
+                for m in orders
+                for b in (m.body_as(OrderBody),)
+            ]
+            clearing = clear_uniform(book, op.tariff, k=self.clearing_k)
+            entries.append(
+                clearing_entry(
+                    interval=op.interval,
+                    tariff=op.tariff,
+                    price_micro_per_kwh=clearing.price_micro_per_kwh,
+                    volume_wh=clearing.volume_wh,
+                    orders=len(orders),
+                    rejected=sum(self.rejections.values()),
+                )
+            )
+            entries += [trade_entry(interval=op.interval, fill=f) for f in clearing.fills]
+        settlements, flagged, registers = self._settle(readings)
+        entries += [settlement_entry(s) for s in settlements]
+        checkpoint = self._append(entries, op.interval)
+        self._registers.update(registers)
+        if op.trading:
+            self._last_interval = op.interval
+            self._last_tariff = op.tariff
+            self._last_fills = clearing.fills
+        self._open = None
+        return IntervalOutcome(
+            op.interval,
+            clearing,
+            tuple(settlements),
+            checkpoint,
+            len(orders),
+            len(readings),
+            tuple(flagged),
+        )
+
+    def _settle(
+        self, readings: list[SignedMessage]
+    ) -> tuple[list[Settlement], list[str], dict[str, Registers]]:
+        """Settle the last cleared interval for every household whose reading closes it."""
+        settlements: list[Settlement] = []
+        flagged: list[str] = []
+        registers: dict[str, Registers] = {}
+        for message in readings:
+            agent = message.header.agent
+            end = _registers(message.body_as(ReadingBody))
+            registers[agent] = end
+            start = self._registers.get(agent)
+            if start is None or self._last_interval is None or self._last_tariff is None:
+                continue
+            try:
+                settlements.append(
+                    settle_household(
+                        agent=agent,
+                        interval=self._last_interval,
+                        start=start,
+                        end=end,
+                        fills=self._last_fills,
+                        tariff=self._last_tariff,
+                    )
+                )
+            except RegisterError:
+                flagged.append(agent)
+        return settlements, flagged, registers
+
+    def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
+        first = self._tree.size
+        new_tree = self._tree.copy()
+        for e in entries:
+            new_tree.append(e.data)
+        checkpoint = sign_checkpoint(
+            self.operator_key,
+            origin=self.origin,
+            tree_size=new_tree.size,
+            root=new_tree.root(),
+            interval=interval,
+        )
+        self.store.append(first, entries, checkpoint)
+        self._tree = new_tree
+        return checkpoint
+
+
+def _registers(body: ReadingBody) -> Registers:
+    return Registers(body.meter_time, body.import_wh, body.export_wh)

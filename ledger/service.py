@@ -1,0 +1,190 @@
+"""The ledger's MQTT adapter and market operator.
+
+Feeds household messages into :class:`ledger.ledger.Ledger`, sends every rejection back
+on the household's error topic, and runs each interval: announce it open, wait until
+every registered household has sent its reading and order (or is offline), close the
+gate, clear, log, checkpoint, and announce the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from broker.errors import MessageError
+from broker.keys import SigningKey
+from broker.messages import (
+    AnnouncementBody,
+    Body,
+    Phase,
+    RejectionBody,
+    TradeLine,
+    TradesBody,
+    decode_message,
+    sign_message,
+)
+from broker.topics import STATUS_OFFLINE, Topics
+from broker.transport import Message, Transport
+from ledger.clearing import GridTariff
+from ledger.ledger import IntervalOutcome, Ledger
+
+_LOG = logging.getLogger(__name__)
+
+OPERATOR_ID = "operator"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    topics: Topics
+    interval_s: int = 900
+    gate_timeout_s: float = 60.0  # wall-clock backstop for households that stay silent
+
+
+def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
+    return [(topics.all_readings, 1), (topics.all_orders, 1), (topics.all_status, 1)]
+
+
+class LedgerService:
+    """Runs the market over MQTT; the ledger itself stays free of I/O but its store."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        config: OperatorConfig,
+        *,
+        key: SigningKey,
+        transport: Transport,
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self.key = key
+        self.transport = transport
+        self.offline: set[str] = set()
+        self._progress = asyncio.Event()
+        self._seq = ledger.size * 1000  # operator messages are not logged; keep seq rising
+
+    async def run_ingest(self) -> None:
+        """Consume household messages until the transport closes."""
+        async for message in self.transport.messages():
+            await self.handle(message)
+
+    async def handle(self, message: Message) -> None:
+        topics = self.config.topics
+        agent = topics.agent_of(message.topic)
+        if agent is None:
+            return
+        if message.topic == topics.status(agent):
+            if message.payload == STATUS_OFFLINE:
+                self.offline.add(agent)
+            else:  # online, or a cleared retained status
+                self.offline.discard(agent)
+            self._progress.set()
+            return
+        try:
+            self.ledger.ingest(message.payload, topic_agent=agent)
+        except MessageError as exc:
+            await self._reject(agent, message.payload, exc)
+        self._progress.set()
+
+    async def _reject(self, agent: str, payload: bytes, exc: MessageError) -> None:
+        ref, ref_seq = _reference(payload)
+        _LOG.info("rejected message from %s: %s", agent, exc)
+        if agent not in self.ledger.keys:
+            return  # nobody registered listens there; do not let strangers make us publish
+        body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
+        await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)
+
+    async def clear_retained(self) -> None:
+        """Remove the retained market state (announcement, household statuses).
+
+        For a market that starts afresh on a broker that may still hold a previous
+        run's retained messages (``wattmesh simulate`` reusing a broker).
+        """
+        topics = self.config.topics
+        for topic in (topics.announce, *(topics.status(a) for a in self.ledger.households)):
+            await self.transport.publish(topic, b"", qos=1, retain=True)
+
+    async def run_interval(
+        self, interval: int, tariff: GridTariff, *, trading: bool = True
+    ) -> IntervalOutcome:
+        """Open ``interval``, wait for the households, close it, and announce the result.
+
+        With ``trading=False`` this is the closing round: it only collects the final
+        readings so that the last traded interval can be settled.
+        """
+        self.ledger.open_interval(interval, tariff, trading=trading)
+        phase = Phase.OPEN if trading else Phase.CLOSED
+        await self._announce(interval, tariff, phase)
+        await self._wait_for_households()
+        outcome = self.ledger.close_interval()
+        if trading:
+            trades = TradesBody(
+                tuple(
+                    TradeLine(f.buyer, f.seller, f.quantity_wh, f.price_micro_per_kwh)
+                    for f in outcome.clearing.fills
+                )
+            )
+            await self._publish(self.config.topics.trades, trades, interval=interval, retain=False)
+            await self._announce(interval, tariff, Phase.CLEARED, outcome)
+        return outcome
+
+    async def _wait_for_households(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.gate_timeout_s
+        while self.ledger.missing() - self.offline:
+            self._progress.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = sorted(self.ledger.missing() - self.offline)
+                _LOG.warning(
+                    "gate closed without %d household(s): %s", len(missing), ", ".join(missing[:10])
+                )
+                return
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                continue
+
+    async def _announce(
+        self,
+        interval: int,
+        tariff: GridTariff,
+        phase: Phase,
+        outcome: IntervalOutcome | None = None,
+    ) -> None:
+        body = AnnouncementBody(
+            phase=phase,
+            interval_s=self.config.interval_s,
+            retail_micro_per_kwh=tariff.retail_micro_per_kwh,
+            feed_in_micro_per_kwh=tariff.feed_in_micro_per_kwh,
+            price_micro_per_kwh=outcome.clearing.price_micro_per_kwh if outcome else None,
+            volume_wh=outcome.clearing.volume_wh if outcome else 0,
+            tree_size=outcome.checkpoint.tree_size if outcome else 0,
+            root=outcome.checkpoint.root.hex() if outcome else "",
+        )
+        # Retained, so an agent that (re)connects learns the market's state at once.
+        await self._publish(self.config.topics.announce, body, interval=interval, retain=True)
+
+    async def _publish(self, topic: str, body: Body, *, interval: int, retain: bool) -> None:
+        self._seq += 1
+        message = sign_message(
+            self.key,
+            body,
+            market=self.config.topics.market_id,
+            interval=interval,
+            agent=OPERATOR_ID,
+            seq=self._seq,
+            expires=interval + self.config.interval_s,
+        )
+        await self.transport.publish(topic, message.to_wire(), qos=1, retain=retain)
+
+
+def _reference(payload: bytes) -> tuple[str, int | None]:
+    """The message id and seq of a rejected payload, as far as it can be read."""
+    try:
+        message = decode_message(payload)
+    except MessageError:
+        return hashlib.sha256(payload).hexdigest(), None
+    return message.message_id, message.header.seq

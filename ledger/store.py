@@ -1,0 +1,194 @@
+"""The ledger's append-only tables (SQLModel) and the adapter that reads and writes them.
+
+SQLite by default (a file URL), PostgreSQL by URL. Each interval is appended in one
+database transaction together with the checkpoint that covers it, so every committed
+entry is covered by a signed checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, LargeBinary, Table, UniqueConstraint, event, insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from broker.errors import ConfigError
+from ledger.entries import NewEntry
+from ledger.merkle import leaf_hash
+
+LOG_TABLE = "log_entry"
+CHECKPOINT_TABLE = "checkpoint"
+META_TABLE = "ledger_meta"
+
+
+def _table(name: str) -> Table:
+    return SQLModel.metadata.tables[name]
+
+
+class LogEntry(SQLModel, table=True):
+    """One leaf of the Merkle log. ``idx`` is its position (0-based)."""
+
+    __tablename__ = LOG_TABLE
+    __table_args__ = (UniqueConstraint("agent", "agent_seq", name="uq_agent_seq"),)
+
+    idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    interval: int = Field(index=True)
+    kind: str = Field(max_length=16)
+    agent: str | None = Field(default=None, max_length=64, index=True)
+    agent_seq: int | None = Field(default=None)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A signed tree head: the operator's signature over the checkpoint text."""
+
+    __tablename__ = CHECKPOINT_TABLE
+
+    tree_size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    interval: int
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    kid: str = Field(max_length=64)
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class MetaRow(SQLModel, table=True):
+    """Ledger-wide facts: market id, origin, the operator's public key."""
+
+    __tablename__ = META_TABLE
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept ``sqlite:///file``, ``postgresql://...``; pick the psycopg 3 driver."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("sqlite://", "postgresql+psycopg://")):
+        return url
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://...")
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(normalise_db_url(url))
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    interval: int
+    root: bytes
+    kid: str
+    signature: bytes
+
+
+class LedgerStore:
+    """Append-only access to the log tables."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(
+            self.engine, tables=[_table(name) for name in (LOG_TABLE, CHECKPOINT_TABLE, META_TABLE)]
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def get_meta(self, key: str) -> str | None:
+        with Session(self.engine) as session:
+            row = session.get(MetaRow, key)
+            return None if row is None else row.value
+
+    def set_meta_once(self, key: str, value: str) -> None:
+        """Record ``key`` the first time; raise ConfigError if it was recorded differently."""
+        with Session(self.engine) as session:
+            row = session.get(MetaRow, key)
+            if row is None:
+                session.add(MetaRow(key=key, value=value))
+                session.commit()
+            elif row.value != value:
+                raise ConfigError(f"ledger {key} is {row.value!r}, not {value!r}")
+
+    def size(self) -> int:
+        with Session(self.engine) as session:
+            last = session.exec(
+                select(LogEntry.idx).order_by(col(LogEntry.idx).desc()).limit(1)
+            ).first()
+            return 0 if last is None else last + 1
+
+    def leaf_hashes(self) -> list[bytes]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(LogEntry.leaf_hash).order_by(LogEntry.idx)))  # type: ignore[arg-type]
+
+    def iter_entries(self, *, batch: int = 5000) -> Iterator[LogEntry]:
+        """Every entry in index order, read in batches."""
+        after = -1
+        while True:
+            with Session(self.engine) as session:
+                rows = session.exec(
+                    select(LogEntry).where(LogEntry.idx > after).order_by(LogEntry.idx).limit(batch)  # type: ignore[arg-type]
+                ).all()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1].idx
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(CheckpointRow).order_by(CheckpointRow.tree_size)).all()  # type: ignore[arg-type]
+            return [Checkpoint(r.tree_size, r.interval, r.root, r.kid, r.signature) for r in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(CheckpointRow).order_by(CheckpointRow.tree_size.desc()).limit(1)  # type: ignore[attr-defined]
+            ).first()
+            if row is None:
+                return None
+            return Checkpoint(row.tree_size, row.interval, row.root, row.kid, row.signature)
+
+    def append(self, first_idx: int, entries: Sequence[NewEntry], checkpoint: Checkpoint) -> None:
+        """Append ``entries`` at ``first_idx`` and the checkpoint, in one transaction."""
+        if checkpoint.tree_size != first_idx + len(entries):
+            raise ValueError("checkpoint does not cover exactly the appended entries")
+        rows = [
+            {
+                "idx": first_idx + offset,
+                "interval": e.interval,
+                "kind": e.kind,
+                "agent": e.agent,
+                "agent_seq": e.agent_seq,
+                "data": e.data,
+                "leaf_hash": leaf_hash(e.data),
+            }
+            for offset, e in enumerate(entries)
+        ]
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(insert(_table(LOG_TABLE)), rows)
+            conn.execute(
+                insert(_table(CHECKPOINT_TABLE)),
+                [
+                    {
+                        "tree_size": checkpoint.tree_size,
+                        "interval": checkpoint.interval,
+                        "root": checkpoint.root,
+                        "kid": checkpoint.kid,
+                        "signature": checkpoint.signature,
+                    }
+                ],
+            )
