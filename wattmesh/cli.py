@@ -1,0 +1,121 @@
+"""The ``wattmesh`` command line.
+
+Each subcommand imports what it needs only when it runs, so ``wattmesh agent`` works on
+an edge device that installed only the agent's extra (no SQLAlchemy, pandas or prophet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from broker.errors import WattmeshError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from broker.keys import write_key_pair
+
+    key = write_key_pair(Path(args.out))
+    print(key.kid)
+    return 0
+
+
+def _cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from broker.keys import load_verifying_key
+    from ledger.store import LedgerStore
+    from ledger.verify import verify_ledger
+
+    operator = load_verifying_key(Path(args.operator_key)) if args.operator_key else None
+    store = LedgerStore(args.db)
+    try:
+        report = verify_ledger(store, operator)
+    finally:
+        store.close()
+    if report.ok:
+        print(
+            f"ok: {report.entries} entries, {report.checkpoints} checkpoints, "
+            f"root {report.root.hex()}"
+        )
+        return 0
+    where = "" if report.first_bad_entry is None else f"entry {report.first_bad_entry}: "
+    print(f"FAILED: {where}{report.problem}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from wattmesh.simulate_cli import run_simulate_command
+
+    return run_simulate_command(args)
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from wattmesh.agent_cli import run_agent_command
+
+    return run_agent_command(Path(args.config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wattmesh", description="Peer-to-peer energy trading for microgrids.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sim = sub.add_parser("simulate", help="run a whole neighbourhood on this machine")
+    sim.add_argument("--households", type=int, default=20)
+    sim.add_argument("--days", type=int, default=2)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--pv-share", type=float, default=0.4)
+    sim.add_argument("--broker", default="auto", help="auto, or mqtt://host:port")
+    sim.add_argument("--db", default=None, help="ledger database URL (default: out/ledger.db)")
+    sim.add_argument("--forecaster", choices=("prophet", "naive"), default="prophet")
+    sim.add_argument("--history-days", type=int, default=28, help="history before the period")
+    sim.add_argument("--report", default="out/report.json")
+    sim.add_argument("--workdir", default="out")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    sim.set_defaults(func=_cmd_simulate)
+
+    keys = sub.add_parser("keys", help="household and operator keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    new = keys_sub.add_parser("new", help="write a new P-256 key pair and print its key id")
+    new.add_argument("--out", required=True, help="directory for private_key.pem (0600)")
+    new.set_defaults(func=_cmd_keys_new)
+
+    ledger = sub.add_parser("ledger", help="inspect the ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+    verify = ledger_sub.add_parser("verify", help="recheck every hash, signature and checkpoint")
+    verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
+    verify.add_argument("--operator-key", help="the operator's public key (PEM)")
+    verify.set_defaults(func=_cmd_ledger_verify)
+
+    agent = sub.add_parser("agent", help="run a household agent")
+    agent.add_argument("--config", required=True, help="agent configuration (TOML)")
+    agent.set_defaults(func=_cmd_agent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except WattmeshError as exc:
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

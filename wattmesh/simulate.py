@@ -1,0 +1,277 @@
+"""``wattmesh simulate``: a whole neighbourhood on one machine, over a real MQTT broker.
+
+Every part runs as it would in production (household agents, forecasting service,
+ledger and market operator, each with its own MQTT connection); only time is simulated:
+the operator opens the next interval as soon as the previous one has cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.meter import MarketClock, SimulatedMeter
+from agents.sequence import MemorySequence
+from broker.errors import ConfigError
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
+from forecasting.service import ForecasterConfig, ForecastService, ModelName
+from ledger.clearing import GridTariff
+from ledger.ledger import IntervalOutcome, Ledger
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.store import LedgerStore
+from ledger.verify import verify_ledger
+from wattmesh.report import build_report
+from wattmesh.scenario import Scenario, build_scenario
+from wattmesh.simkeys import simulation_key
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    households: int
+    days: int
+    seed: int
+    pv_share: float = 0.4
+    broker: str = "auto"  # "auto" or mqtt://host:port
+    db_url: str | None = None  # default: sqlite in workdir, recreated
+    forecaster: ModelName = "prophet"
+    workdir: Path = Path("out")
+    market_id: str = "sim"
+    interval_s: int = 900
+    history_days: int = 28
+    tariff: GridTariff = field(default_factory=lambda: GridTariff(300_000, 80_000))
+    gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
+
+    def __post_init__(self) -> None:
+        if self.households < 1:
+            raise ConfigError(f"--households must be at least 1, got {self.households}")
+        if self.days < 1:
+            raise ConfigError(f"--days must be at least 1, got {self.days}")
+        if self.history_days < 1:
+            raise ConfigError(f"--history-days must be at least 1, got {self.history_days}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must not be negative, got {self.seed}")
+        if not 0.0 <= self.pv_share <= 1.0:
+            raise ConfigError(f"--pv-share must lie in [0, 1], got {self.pv_share}")
+        if self.forecaster not in ("prophet", "naive"):
+            raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
+        if self.broker != "auto":
+            parse_broker_url_or_config_error(self.broker)
+
+
+def parse_broker_url_or_config_error(url: str) -> BrokerAddress:
+    try:
+        return parse_broker_url(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+async def check_reachable(address: BrokerAddress, timeout_s: float = 5.0) -> None:
+    """Connect once with a clean MQTT session; raise ConfigError if no broker answers."""
+    import aiomqtt
+
+    client = aiomqtt.Client(
+        address.host,
+        address.port,
+        identifier=f"wattmesh-probe-{os.getpid()}",
+        protocol=aiomqtt.ProtocolVersion.V311,
+        timeout=timeout_s,
+    )
+    try:
+        async with client:
+            pass
+    except aiomqtt.MqttError as exc:
+        raise ConfigError(f"cannot reach the MQTT broker at {address.url}") from exc
+
+
+@contextlib.asynccontextmanager
+async def open_broker(spec: str, workdir: Path) -> AsyncIterator[tuple[BrokerAddress, str]]:
+    """The broker to use: a given URL, a private Mosquitto, or the embedded amqtt broker."""
+    if spec != "auto":
+        address = parse_broker_url_or_config_error(spec)
+        await check_reachable(address)
+        yield address, "external"
+        return
+    from broker.mosquitto import find_mosquitto, private_mosquitto
+
+    if find_mosquitto() is not None:
+        async with private_mosquitto(workdir / "mosquitto") as address:
+            yield address, "mosquitto"
+    else:
+        from broker.embedded import embedded_broker
+
+        async with embedded_broker() as address:
+            yield address, "amqtt"
+
+
+def open_store(config: SimulationConfig) -> tuple[LedgerStore, str]:
+    url = config.db_url
+    if url is None:
+        path = config.workdir / "ledger.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    store = LedgerStore(url)
+    if store.size() > 0:
+        store.close()
+        raise ConfigError(f"the database {url} already holds a ledger; give an empty one")
+    return store, url
+
+
+async def run_simulation(
+    config: SimulationConfig, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run the neighbourhood and return the report (see docs/ARCHITECTURE.md)."""
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    scenario = build_scenario(
+        households=config.households,
+        days=config.days,
+        seed=config.seed,
+        pv_share=config.pv_share,
+        history_days=config.history_days,
+        interval_s=config.interval_s,
+    )
+    store, db_url = open_store(config)
+    try:
+        async with open_broker(config.broker, config.workdir) as (address, broker_kind):
+            outcomes, ledger, models = await _run(config, scenario, store, address, progress)
+        report = verify_ledger(store)
+        return build_report(
+            config=config,
+            scenario=scenario,
+            outcomes=outcomes,
+            ledger=ledger,
+            verified=report.ok,
+            extra={
+                "broker": broker_kind,
+                "db": db_url,
+                "verify_problem": report.problem,
+                "forecast_models": dict(sorted(models.items())),
+            },
+        )
+    finally:
+        store.close()
+
+
+def _transport(address: BrokerAddress, client_id: str, **kwargs: Any) -> TransportConfig:
+    return TransportConfig(address=address, client_id=client_id, **kwargs)
+
+
+async def _run(
+    config: SimulationConfig,
+    scenario: Scenario,
+    store: LedgerStore,
+    address: BrokerAddress,
+    progress: Progress | None,
+) -> tuple[list[IntervalOutcome], Ledger, Counter[str]]:
+    topics = Topics(config.market_id)
+    interval_s = scenario.interval_s
+    first = int(scenario.interval_start(scenario.history_intervals).timestamp())
+    history_start = int(scenario.start.timestamp())
+    intervals = scenario.simulated_intervals
+    operator_key = simulation_key(config.seed, "operator")
+    household_keys = {
+        hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
+        for hh in scenario.households
+    }
+    ledger = Ledger(store, market_id=config.market_id, operator_key=operator_key)
+    ledger.register({a: k.verifying for a, k in household_keys.items()}, interval=first)
+
+    async with contextlib.AsyncExitStack() as stack:
+        ledger_transport = await stack.enter_async_context(
+            Transport(
+                _transport(address, f"{config.market_id}-ledger", inbound_queue_size=1_000_000),
+                subscriptions=ledger_subscriptions(topics),
+            )
+        )
+        service = LedgerService(
+            ledger,
+            OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
+            key=operator_key,
+            transport=ledger_transport,
+        )
+        await ledger_transport.wait_connected()
+        await service.clear_retained()  # a reused broker may hold an earlier run's state
+        forecast_transport = await stack.enter_async_context(
+            Transport(
+                _transport(address, f"{config.market_id}-forecaster", inbound_queue_size=1_000_000),
+                subscriptions=[(topics.all_readings, 1)],
+            )
+        )
+        forecaster = ForecastService(
+            ForecasterConfig(topics, interval_s=interval_s, model=config.forecaster),
+            key=simulation_key(config.seed, "forecaster"),
+            transport=forecast_transport,
+            registry={a: k.verifying for a, k in household_keys.items()},
+        )
+        stack.callback(forecaster.close)
+        history = scenario.history_intervals
+        agents: list[HouseholdAgent] = []
+        for hh in scenario.households:
+            agent_id = hh.spec.agent_id
+            forecaster.load_history(
+                agent_id,
+                start=history_start,
+                demand_wh=hh.demand_wh[:history],
+                pv_wh=hh.pv_wh[:history],
+            )
+            clock = MarketClock(history_start)
+            agent_config = AgentConfig(
+                agent_id=agent_id,
+                topics=topics,
+                operator_key=operator_key.verifying,
+                forecast_timeout_s=config.gate_timeout_s,
+            )
+            transport = await stack.enter_async_context(
+                agent_transport(agent_config, _transport(address, f"{config.market_id}-{agent_id}"))
+            )
+            meter = SimulatedMeter(
+                start=history_start,
+                interval_s=interval_s,
+                demand_wh=hh.demand_wh,
+                pv_wh=hh.pv_wh,
+                clock=clock,
+            )
+            agents.append(
+                HouseholdAgent(
+                    agent_config,
+                    key=household_keys[agent_id],
+                    transport=transport,
+                    meter=meter,
+                    sequence=MemorySequence(),
+                    market_clock=clock,
+                )
+            )
+        all_transports = [ledger_transport, forecast_transport, *(a.transport for a in agents)]
+        await asyncio.gather(*(t.wait_connected() for t in all_transports))
+
+        tasks = [
+            asyncio.create_task(service.run_ingest(), name="ledger-ingest"),
+            asyncio.create_task(forecaster.run(), name="forecaster"),
+        ]
+        agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
+        outcomes: list[IntervalOutcome] = []
+        try:
+            for index in range(intervals):
+                outcome = await service.run_interval(first + index * interval_s, config.tariff)
+                outcomes.append(outcome)
+                if progress is not None:
+                    progress(index + 1, intervals)
+            end = first + intervals * interval_s
+            outcomes.append(await service.run_interval(end, config.tariff, trading=False))
+            await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
+            await service.clear_retained()
+        finally:
+            for task in [*tasks, *agent_tasks]:
+                task.cancel()
+            await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+    return outcomes, ledger, forecaster.models

@@ -1,0 +1,90 @@
+"""Terminal front end of ``wattmesh simulate``: progress bar, summary table, report file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wattmesh.simulate import SimulationConfig, run_simulation
+
+
+def run_simulate_command(args: argparse.Namespace) -> int:
+    config = SimulationConfig(
+        households=args.households,
+        days=args.days,
+        seed=args.seed,
+        pv_share=args.pv_share,
+        broker=args.broker,
+        db_url=args.db,
+        forecaster=args.forecaster,
+        workdir=Path(args.workdir),
+        history_days=args.history_days,
+    )
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    console = Console(stderr=True, quiet=args.quiet)
+    with Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("intervals"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("intervals", total=config.days * 86_400 // config.interval_s)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = asyncio.run(run_simulation(config, progress=advance))
+    path = Path(args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        Console().print(summary_table(report))
+        Console().print(f"report written to {path}")
+    return 0 if report["verified"] else 1
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    energy, money = report["energy_wh"], report["money_micro"]
+    table = Table(
+        title=f"wattmesh simulate: {report['households']} households, "
+        f"{report['days']} days, seed {report['seed']}"
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("demand", _kwh(energy["demand"])),
+        ("PV production", _kwh(energy["pv"])),
+        ("traded between neighbours", _kwh(energy["p2p"])),
+        ("bought from the grid", _kwh(energy["grid_import"])),
+        ("sold to the grid", _kwh(energy["grid_export"])),
+        ("cost with the grid only", _money(money["grid_only"])),
+        ("cost in the community", _money(money["community"])),
+        ("savings", f"{report['savings_pct']:.2f} %"),
+        ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
+        ("trades", str(report["trades"])),
+        ("orders rejected", str(report["orders_rejected"])),
+        ("ledger root", report["ledger_root"][:16] + "…"),
+        ("ledger verified", "yes" if report["verified"] else "NO"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _kwh(wh: int) -> str:
+    return f"{wh / 1000:,.1f} kWh"
+
+
+def _money(micro: int) -> str:
+    return f"{micro / 1_000_000:,.2f}"
