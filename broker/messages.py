@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
-import rfc8785
-
 from broker._validate import (
     as_object,
     exact_keys,
@@ -34,6 +32,7 @@ from broker._validate import (
     get_str,
     schema_error,
 )
+from broker.canonical import canonical_bytes as canonical_bytes  # noqa: PLC0414 (re-export)
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 
@@ -358,11 +357,6 @@ class SignedMessage:
 
     def to_wire(self) -> bytes:
         return _wire(self.signed_bytes, self.signature)
-
-
-def canonical_bytes(obj: Mapping[str, Any]) -> bytes:
-    """RFC 8785 (JCS) bytes of ``obj``."""
-    return rfc8785.dumps(obj)
 
 
 def _wire(signed_bytes: bytes, signature: bytes) -> bytes:
