@@ -17,20 +17,16 @@ from fractions import Fraction
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
-from ledger.accounts import Posting, correction_postings, settlement_postings
+from ledger.accounts import Posting
+from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order, clear_uniform
 from ledger.entries import (
     EntryKind,
     NewEntry,
     clearing_entry,
-    flag_entry,
     key_entry,
     message_entry,
-    parse_flag,
-    parse_revision,
-    posting_entry,
-    revision_entry,
     trade_entry,
 )
 from ledger.merkle import CompactRange
@@ -119,6 +115,7 @@ class Ledger:
 
     def _restore(self) -> None:
         """Rebuild the in-memory state from the log (after a restart)."""
+        latest = 0
         for entry in self.store.iter_entries():
             self._tree.append_leaf_hash(entry.leaf_hash)
             obj = json.loads(entry.data)
@@ -153,23 +150,9 @@ class Ledger:
                         obj["sell_order"],
                     ),
                 )
-            elif entry.kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION):
-                logged = parse_revision(obj)
-                replay = (
-                    self._metering.restore_settlement
-                    if entry.kind == EntryKind.SETTLEMENT
-                    else self._metering.restore_correction
-                )
-                replay(
-                    logged.settlement,
-                    logged.basis,
-                    end_interval=logged.end_interval,
-                    tariff=logged.tariff,
-                )
-            elif entry.kind == EntryKind.FLAG:
-                self._metering.restore_flag(parse_flag(obj))
-        if self._last_interval is not None:
-            self._metering.prune(self._last_interval)
+            replay(self._metering, entry.kind, obj)
+            latest = max(latest, entry.interval)
+        self._metering.prune(latest)
 
     # --- registration ----------------------------------------------------------------
 
@@ -363,17 +346,7 @@ class Ledger:
             },
             settle=due,
         )
-        postings: list[Posting] = []
-        entries: list[NewEntry] = []
-        for revision in revisions:
-            entries.append(revision_entry(revision))
-            if revision.before is None:
-                posted = settlement_postings(revision.after, basis=revision.basis)
-            else:
-                posted = correction_postings(revision.before, revision.after)
-            postings += posted
-            entries += [posting_entry(p) for p in posted]
-        entries += [flag_entry(f) for f in flags]
+        postings, entries = book(revisions, flags)
         return revisions, flags, postings, entries
 
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:

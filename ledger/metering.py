@@ -156,13 +156,17 @@ class Metering:
         if settle is not None and (self.last_settled is None or settle[0] > self.last_settled):
             p, tariff, fills = settle
             self.last_settled = p
+            own: dict[str, list[Fill]] = {}
+            for f in fills:
+                own.setdefault(f.buyer, []).append(f)
+                if f.seller != f.buyer:
+                    own.setdefault(f.seller, []).append(f)
             for agent in sorted(self._houses):
                 house = self._houses[agent]
                 if any(at <= p for at in house.readings):  # it has a baseline
                     house.open[p] = _Open(p, interval, tariff, None)
                     touched.add((agent, interval))
-                    own = [f for f in fills if agent in (f.buyer, f.seller)]
-                    self._pending_fills[(agent, p)] = own
+                    self._pending_fills[(agent, p)] = own.get(agent, [])
         for agent, at in sorted(touched):
             self._revise(agent, at, revisions, flags)
         for agent in sorted(self._houses):
@@ -174,8 +178,7 @@ class Metering:
     def _revise(self, agent: str, at: int, revisions: list[Revision], flags: list[Flag]) -> None:
         """Reconcile the runs of open intervals that end or start at the reading ``at``."""
         house = self._houses[agent]
-        known = sorted(house.readings)
-        for run in _runs_touching(house, known, at):
+        for run in _runs_touching(house, at):
             left, right = run[0].interval, run[-1].end
             start, end = house.readings[left], house.readings[right]
             reason = check_registers(start, end, max_power_w=self.config.limit_w(agent))
@@ -317,20 +320,22 @@ def _spread(total_wh: int, parts: int) -> list[int]:
     return [share + (1 if i < rest else 0) for i in range(parts)]
 
 
-def _runs_touching(house: _House, known: list[int], at: int) -> list[list[_Open]]:
-    """Runs of open intervals bounded by known readings on both sides, next to ``at``."""
-    runs: list[list[_Open]] = []
-    items = sorted(house.open.values(), key=lambda o: o.interval)
-    known_set = set(known)
-    for left in known:
+def _runs_touching(house: _House, at: int) -> list[list[_Open]]:
+    """The runs of open intervals, bounded by known readings on both sides, that start
+    or end at the reading ``at``."""
+    if at not in house.readings:
+        return []
+    before = [k for k in house.readings if k < at]
+    lefts = [max(before), at] if before else [at]
+    runs = []
+    for left in lefts:
         run: list[_Open] = []
-        cursor = left
-        for item in items:
-            if item.interval == cursor:
-                run.append(item)
-                cursor = item.end
-                if cursor in known_set:
-                    break
-        if run and run[-1].end in known_set and at in (left, run[-1].end):
+        item = house.open.get(left)
+        while item is not None:
+            run.append(item)
+            if item.end in house.readings:
+                break
+            item = house.open.get(item.end)
+        if run and run[-1].end in house.readings and at in (left, run[-1].end):
             runs.append(run)
     return runs

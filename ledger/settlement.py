@@ -9,7 +9,7 @@ the grid's tariffs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger.clearing import Fill, GridTariff
@@ -165,12 +165,16 @@ def with_energy(
     grid_buy_wh = max(deviation_wh, 0)
     grid_sell_wh = max(-deviation_wh, 0)
     retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
-    return replace(
-        settlement,
+    return Settlement(
+        agent=settlement.agent,
+        interval=settlement.interval,
         import_wh=import_wh,
         export_wh=export_wh,
+        bought_wh=settlement.bought_wh,
+        sold_wh=settlement.sold_wh,
         grid_buy_wh=grid_buy_wh,
         grid_sell_wh=grid_sell_wh,
+        p2p_cost_micro=settlement.p2p_cost_micro,
         grid_cost_micro=cost_micro(grid_buy_wh, retail) - cost_micro(grid_sell_wh, feed_in),
         grid_only_cost_micro=cost_micro(import_wh, retail) - cost_micro(export_wh, feed_in),
     )
