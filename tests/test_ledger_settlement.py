@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,60 @@ def test_verify_refuses_a_posting_that_does_not_balance(db_url: str) -> None:
         "posting does not balance: posting lines sum to 1, not 0",
     )
     ledger.store.close()
+
+
+def _eventful_run(
+    db_url: str, operator: SigningKey, keys: dict[str, SigningKey], *, restart_each: bool
+) -> tuple[bytes, int, Counter[str]]:
+    """Eight intervals with missing readings, backfills, a gap that is never backfilled
+    and a register that goes backwards; optionally restarting the ledger every interval."""
+    houses = {agent: House(agent, key=key) for agent, key in keys.items()}
+    a, b, c = houses["h001"], houses["h002"], houses["h003"]
+    ledger = _ledger(db_url, operator, houses)
+    held: list[bytes] = []
+    for k in range(8):
+        t = T0 + k * STEP
+        if restart_each and k:
+            ledger.store.close()
+            ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
+        a.meter(import_wh=100 + 10 * k)
+        b.meter(export_wh=300 + k)
+        c.meter(import_wh=50)
+        if k == 5:
+            c.import_wh -= 60  # backwards: c's interval 4 is flagged
+        ledger.open_interval(t, TARIFF)
+        for house in (a, b, c):
+            message = house.reading(t)
+            if house is b and k in (2, 3):
+                held.append(message)  # b misses two readings, backfilled in interval 5
+            elif not (house is a and k in (4, 5)):  # a misses two, never backfilled
+                ledger.ingest(message)
+        if k == 5:
+            for message in held:
+                ledger.ingest(message)
+        ledger.ingest(a.order(t, Side.BUY, 200, 250_000))
+        ledger.ingest(b.order(t, Side.SELL, 250, 100_000))
+        ledger.ingest(c.order(t, Side.BUY, 0, 100_000))
+        ledger.close_interval()
+    report = verify_ledger(ledger.store)
+    assert report.ok, report.problem
+    result = ledger.root, ledger.size, _balances(ledger)
+    kinds = Counter(e.kind for e in ledger.store.iter_entries())
+    assert kinds["flag"] == 1 and kinds["correction"] >= 2
+    ledger.store.close()
+    return result
+
+
+def test_restarting_every_interval_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    operator = SigningKey.generate()
+    keys = {agent: SigningKey.generate() for agent in ("h001", "h002", "h003")}
+    restarted = _eventful_run(db_url, operator, keys, restart_each=True)
+    straight = _eventful_run(
+        f"sqlite:///{tmp_path / 'straight.db'}", operator, keys, restart_each=False
+    )
+    assert restarted == straight
+    totals = straight[2]
+    assert sum(totals.values()) == 0
+    assert totals[MARKET_ACCOUNT] == 0  # every trade's two sides were settled
+    # a's six metered-or-estimated intervals 0..6 at 200 Wh bought each, b's sales likewise.
+    assert totals[household_account("h001")] > 0 > totals[household_account("h002")]
