@@ -17,7 +17,7 @@ from broker.keys import VerifyingKey
 from broker.messages import decode_message
 from ledger.accounts import Posting, UnbalancedPosting
 from ledger.checkpoint import verify_checkpoint
-from ledger.entries import EntryKind
+from ledger.entries import EntryKind, parse_flag, parse_revision
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.store import LedgerStore, LogEntry
 
@@ -66,12 +66,25 @@ def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
                 raise _Bad(idx, f"trade refers to an order that is not in the log: {ref}")
     elif entry.kind == EntryKind.POSTING:
         _check_posting(entry, obj)
-    elif entry.kind not in _PLAIN_KINDS:
+    elif entry.kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG):
+        _check_settlement(entry, obj)
+    elif entry.kind != EntryKind.CLEARING:
         raise _Bad(idx, f"unknown entry kind {entry.kind!r}")
 
 
-# Operator entries checked for their kind only (their figures are recomputable from the log).
-_PLAIN_KINDS = (EntryKind.CLEARING, EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG)
+def _check_settlement(entry: LogEntry, obj: dict[str, Any]) -> None:
+    """Settlements, corrections and flags must parse and match their columns."""
+    try:
+        if entry.kind == EntryKind.FLAG:
+            flag = parse_flag(obj)
+            agent, interval = flag.agent, flag.interval
+        else:
+            s = parse_revision(obj).settlement
+            agent, interval = s.agent, s.interval
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Bad(entry.idx, f"{entry.kind} entry is malformed: {exc!r}") from exc
+    if agent != entry.agent or interval != entry.interval:
+        raise _Bad(entry.idx, f"{entry.kind} columns do not match its data")
 
 
 def _check_posting(entry: LogEntry, obj: dict[str, Any]) -> None:

@@ -225,3 +225,28 @@ def test_restarting_every_interval_changes_nothing(db_url: str, tmp_path: Path) 
     assert totals[MARKET_ACCOUNT] == 0  # every trade's two sides were settled
     # a's six metered-or-estimated intervals 0..6 at 200 Wh bought each, b's sales likewise.
     assert totals[household_account("h001")] > 0 > totals[household_account("h002")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj", "problem"),
+    [
+        ("settlement", {"agent": "h001", "interval": T0}, "settlement entry is malformed"),
+        ("flag", {"agent": "h001", "interval": T0, "reason": "cosmic_rays"}, "flag entry is"),
+        (
+            "posting",
+            {"agent": "h002", "interval": T0, "cause": "p2p_trade", "lines": []},
+            "posting does not balance",
+        ),
+    ],
+)
+def test_verify_refuses_malformed_settlement_entries(
+    db_url: str, kind: str, obj: dict[str, object], problem: str
+) -> None:
+    ledger = _ledger(db_url, SigningKey.generate(), {"h001": House("h001")})
+    data = json.dumps({"kind": kind, **obj}, sort_keys=True).encode()
+    agent = str(obj["agent"])
+    ledger._append([NewEntry(kind, T0, agent, None, data)], T0)
+    report = verify_ledger(ledger.store)
+    assert not report.ok and report.first_bad_entry == 1
+    assert report.problem is not None and report.problem.startswith(problem), report.problem
+    ledger.store.close()
