@@ -32,6 +32,9 @@ class EntryKind:
     POSTING = "posting"
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # stateless, reusable
+
+
 def operator_bytes(obj: dict[str, Any]) -> bytes:
     """RFC 8785 bytes of an operator entry made of ASCII strings, integers and null.
 
@@ -39,7 +42,7 @@ def operator_bytes(obj: dict[str, Any]) -> bytes:
     the same, integers below 2^53 print the same); anything that needs an escape takes
     the general path. About 10x faster than the general path for settlement entries.
     """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    text = _ENCODER.encode(obj)
     if "\\" in text or not text.isascii():
         return canonical_bytes(obj)
     return text.encode("ascii")
