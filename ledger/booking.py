@@ -16,16 +16,27 @@ from ledger.entries import (
     revision_entry,
 )
 from ledger.metering import Flag, Metering, Revision
+from ledger.money import cost_micro
 
 
-def book(revisions: list[Revision], flags: list[Flag]) -> tuple[list[Posting], list[NewEntry]]:
-    """Each settlement or correction entry followed by its postings, then the flags."""
+def book(
+    revisions: list[Revision], flags: list[Flag], *, network_fee_micro_per_kwh: int = 0
+) -> tuple[list[Posting], list[NewEntry]]:
+    """Each settlement or correction entry followed by its postings, then the flags.
+
+    A network fee, when the market charges one, is paid by the buyer on the P2P energy
+    it bought (``cost_micro(bought_wh, fee)``, to ``operator/fees``); none is charged
+    today (0). Corrections never change it: they revise metered energy, not trades.
+    """
     postings: list[Posting] = []
     entries: list[NewEntry] = []
     for revision in revisions:
         entries.append(revision_entry(revision))
         if revision.before is None:
-            posted = settlement_postings(revision.after, basis=revision.basis)
+            fee = cost_micro(revision.after.bought_wh, network_fee_micro_per_kwh)
+            posted = settlement_postings(
+                revision.after, basis=revision.basis, network_fee_micro=fee
+            )
         else:
             posted = correction_postings(revision.before, revision.after)
         postings += posted

@@ -23,9 +23,12 @@ from ledger.accounts import (
     household_account,
     settlement_postings,
 )
+from ledger.booking import book
 from ledger.clearing import Fill, GridTariff
 from ledger.entries import operator_bytes, posting_entry
+from ledger.metering import Revision
 from ledger.settlement import Basis, Settlement, settle_flows, with_energy
+from ledger.statement import build_statement
 
 AGENTS = ("h0", "h1", "h2", "h3")
 TARIFF = GridTariff(300_000, 80_000)
@@ -189,3 +192,36 @@ def test_operator_bytes_are_rfc8785(
     entry = posting_entry(posting)
     assert entry.data == canonical_bytes({"kind": "posting", **posting.to_json()})
     assert Posting.from_json(json.loads(entry.data)) == posting
+
+
+def test_booking_charges_a_network_fee_to_buyers() -> None:
+    """The fee account is ready for a network fee (clearing charges none yet)."""
+    fill = Fill("h0", "h1", 1_000, 200_000, "B", "S")
+    revisions = [
+        Revision(
+            settle_flows(
+                agent=a, interval=7, import_wh=i, export_wh=e, fills=[fill], tariff=TARIFF
+            ),
+            None,
+            Basis.METERED,
+            8,
+            TARIFF,
+        )
+        for a, i, e in (("h0", 1_000, 0), ("h1", 0, 1_000))
+    ]
+    postings, entries = book(revisions, [], network_fee_micro_per_kwh=12_345)
+    (fee,) = [p for p in postings if p.cause is Cause.NETWORK_FEE]
+    assert (fee.agent, fee.amount_for("household/h0"), fee.amount_for(FEES_ACCOUNT)) == (
+        "h0",
+        12_345,
+        -12_345,
+    )
+    totals = balances(postings)
+    assert sum(totals.values()) == 0 and totals[MARKET_ACCOUNT] == 0
+    statement = build_statement(
+        [json.loads(e.data) for e in entries], household="h0", start=None, end=None
+    )
+    (row,) = statement.rows
+    assert (row.fee_micro, row.cost_micro) == (12_345, 200_000 + 12_345)
+    no_fee, _ = book(revisions, [])
+    assert all(p.cause is not Cause.NETWORK_FEE for p in no_fee)
