@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,16 +64,29 @@ class StatementRow:
         return self.p2p_cost_micro + self.grid_cost_micro + self.fee_micro
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("posted_micro")
+        """The row's fields in statement order (the CSV columns)."""
         start = datetime.fromtimestamp(self.interval, UTC).isoformat().replace("+00:00", "Z")
         return {
             "start": start,
-            **out,
+            "interval": self.interval,
+            "basis": self.basis,
+            "import_wh": self.import_wh,
+            "export_wh": self.export_wh,
             "metered_net_wh": self.metered_net_wh,
+            "bought_wh": self.bought_wh,
+            "sold_wh": self.sold_wh,
             "traded_net_wh": self.traded_net_wh,
             "deviation_wh": self.deviation_wh,
+            "price_micro_per_kwh": self.price_micro_per_kwh,
+            "retail_micro_per_kwh": self.retail_micro_per_kwh,
+            "feed_in_micro_per_kwh": self.feed_in_micro_per_kwh,
+            "p2p_cost_micro": self.p2p_cost_micro,
+            "grid_cost_micro": self.grid_cost_micro,
+            "fee_micro": self.fee_micro,
             "cost_micro": self.cost_micro,
+            "grid_only_cost_micro": self.grid_only_cost_micro,
+            "corrections": self.corrections,
+            "flag_reason": self.flag_reason,
         }
 
 
