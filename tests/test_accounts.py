@@ -139,7 +139,7 @@ def ledgers(draw: st.DrawFn) -> list[tuple[Settlement, Basis, int, list[Settleme
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(book=ledgers())
 def test_accounts_always_sum_to_zero(
     book: list[tuple[Settlement, Basis, int, list[Settlement]]],
@@ -173,7 +173,7 @@ names = st.one_of(st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True), st.tex
 amounts = st.integers(-(2**53) + 1, 2**53 - 1)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     agent=names,
     account=names,

@@ -124,7 +124,7 @@ def latest(log: Log) -> dict[tuple[str, int], Revision]:
     return current
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(plan=plans())
 def test_runs_between_known_readings_are_billed_exactly(plan: Plan) -> None:
     n = len(plan.registers[AGENTS[0]])
@@ -156,7 +156,7 @@ def test_runs_between_known_readings_are_billed_exactly(plan: Plan) -> None:
             )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(plan=plans(allow_never=False))
 def test_once_every_reading_arrived_every_interval_is_metered(plan: Plan) -> None:
     n = len(plan.registers[AGENTS[0]])
@@ -173,7 +173,7 @@ def test_once_every_reading_arrived_every_interval_is_metered(plan: Plan) -> Non
             assert r.after.export_wh == regs[i + 1].export_wh - regs[i].export_wh
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(plan=plans(), cut=st.integers(1, 8))
 def test_state_restored_from_the_log_behaves_the_same(plan: Plan, cut: int) -> None:
     """A Metering rebuilt from what was logged gives the same events from then on."""
