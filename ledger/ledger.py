@@ -17,6 +17,8 @@ from fractions import Fraction
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
+from ledger.accounts import Posting
+from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order, clear_uniform
 from ledger.entries import (
@@ -25,11 +27,11 @@ from ledger.entries import (
     clearing_entry,
     key_entry,
     message_entry,
-    settlement_entry,
     trade_entry,
 )
 from ledger.merkle import CompactRange
-from ledger.settlement import RegisterError, Registers, Settlement, settle_household
+from ledger.metering import Flag, Metering, MeteringConfig, Revision
+from ledger.settlement import Registers, Settlement
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
@@ -45,6 +47,10 @@ class IntervalOutcome:
     orders: int
     readings: int
     flagged: tuple[str, ...]  # households whose settlement was refused (e.g. registers)
+    revisions: tuple[Revision, ...] = ()  # settlements and corrections, in log order
+    flags: tuple[Flag, ...] = ()
+    postings: tuple[Posting, ...] = ()
+    late_readings: int = 0
 
 
 @dataclass
@@ -54,6 +60,7 @@ class _Open:
     trading: bool  # False for the closing round, which only collects final readings
     readings: dict[str, SignedMessage] = field(default_factory=dict)
     orders: dict[str, SignedMessage] = field(default_factory=dict)
+    late: dict[tuple[str, int], SignedMessage] = field(default_factory=dict)  # backfills
 
 
 class Ledger:
@@ -66,6 +73,7 @@ class Ledger:
         market_id: str,
         operator_key: SigningKey,
         clearing_k: Fraction = Fraction(1, 2),
+        metering: MeteringConfig | None = None,
     ) -> None:
         self.store = store
         self.market_id = market_id
@@ -80,7 +88,7 @@ class Ledger:
         self._tree = CompactRange()
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
-        self._registers: dict[str, Registers] = {}
+        self._metering = Metering(metering)
         self._last_interval: int | None = None
         self._last_tariff: GridTariff | None = None
         self._last_fills: tuple[Fill, ...] = ()
@@ -107,6 +115,7 @@ class Ledger:
 
     def _restore(self) -> None:
         """Rebuild the in-memory state from the log (after a restart)."""
+        latest = 0
         for entry in self.store.iter_entries():
             self._tree.append_leaf_hash(entry.leaf_hash)
             obj = json.loads(entry.data)
@@ -122,7 +131,7 @@ class Ledger:
                 self._last_seq[agent] = max(self._last_seq.get(agent, 0), seq)
                 self._seen[(agent, seq)] = message.message_id
                 if isinstance(message.body, ReadingBody):
-                    self._registers[agent] = _registers(message.body)
+                    self._metering.restore_reading(agent, entry.interval, _registers(message.body))
             elif entry.kind == EntryKind.CLEARING:
                 if entry.interval != self._last_interval:
                     self._last_fills = ()
@@ -141,6 +150,9 @@ class Ledger:
                         obj["sell_order"],
                     ),
                 )
+            replay(self._metering, entry.kind, obj)
+            latest = max(latest, entry.interval)
+        self._metering.prune(latest)
 
     # --- registration ----------------------------------------------------------------
 
@@ -187,9 +199,12 @@ class Ledger:
         op = self._open
         assert op is not None  # _check refuses messages while no interval is open
         agent = message.header.agent
-        target = op.readings if isinstance(message.body, ReadingBody) else op.orders
-        target[agent] = message
-        self._last_seq[agent] = message.header.seq
+        if isinstance(message.body, ReadingBody) and message.header.interval < op.interval:
+            op.late[(agent, message.header.interval)] = message
+        else:
+            target = op.readings if isinstance(message.body, ReadingBody) else op.orders
+            target[agent] = message
+        self._last_seq[agent] = max(self._last_seq.get(agent, 0), message.header.seq)
         self._seen[(agent, message.header.seq)] = message.message_id
         return message
 
@@ -203,7 +218,7 @@ class Ledger:
             if message.header.agent in op.orders:
                 raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
         elif isinstance(message.body, ReadingBody):
-            self._check_reading(message.header.agent, message.body, op)
+            self._check_reading(message, op)
         return message
 
     def _check_sender(self, message: SignedMessage, topic_agent: str | None) -> None:
@@ -219,15 +234,29 @@ class Ledger:
         if key is None:
             raise MessageError(RejectReason.UNKNOWN_KEY, f"{header.agent} is not registered")
         message.verify(key)
-        if self._seen.get((header.agent, header.seq)) == message.message_id:
+        seen = self._seen.get((header.agent, header.seq))
+        if seen == message.message_id:
             raise MessageError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
-        if header.seq <= self._last_seq.get(header.agent, 0):
+        if header.seq <= self._last_seq.get(header.agent, 0) and (
+            seen is not None or not self._is_backfill(message)
+        ):
             raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
+
+    def _is_backfill(self, message: SignedMessage) -> bool:
+        """A reading for a closed interval that fills a gap an estimate stands in for."""
+        header = message.header
+        op = self._open
+        return (
+            header.kind == EntryKind.READING
+            and op is not None
+            and header.interval < op.interval
+            and self._metering.awaits(header.agent, header.interval)
+        )
 
     def _check_timing(self, message: SignedMessage) -> _Open:
         header = message.header
         op = self._open
-        if op is None or header.interval < op.interval:
+        if op is None or (header.interval < op.interval and not self._is_backfill(message)):
             raise MessageError(RejectReason.LATE, f"interval {header.interval} is closed")
         if header.interval > op.interval:
             raise MessageError(RejectReason.WRONG_INTERVAL, f"open interval is {op.interval}")
@@ -235,16 +264,12 @@ class Ledger:
             raise MessageError(RejectReason.EXPIRED, f"expired at {header.expires}")
         return op
 
-    def _check_reading(self, agent: str, body: ReadingBody, op: _Open) -> None:
-        if agent in op.readings:
+    def _check_reading(self, message: SignedMessage, op: _Open) -> None:
+        """One reading per household and interval. Registers that went backwards are
+        accepted (the signed reading is evidence) and the interval is flagged unsettled."""
+        agent, interval = message.header.agent, message.header.interval
+        if agent in op.readings if interval == op.interval else (agent, interval) in op.late:
             raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
-        last = self._registers.get(agent)
-        if last is not None and (
-            body.meter_time <= last.meter_time
-            or body.import_wh < last.import_wh
-            or body.export_wh < last.export_wh
-        ):
-            raise MessageError(RejectReason.OUT_OF_BOUNDS, "meter registers went backwards")
 
     def close_interval(self) -> IntervalOutcome:
         """Gate closure: clear, settle the previous interval, log all of it, checkpoint."""
@@ -252,8 +277,10 @@ class Ledger:
         if op is None:
             raise RuntimeError("no interval is open")
         readings = [op.readings[a] for a in sorted(op.readings)]
+        late = [op.late[k] for k in sorted(op.late)]
         orders = [op.orders[a] for a in sorted(op.orders)]
         entries: list[NewEntry] = [message_entry(m) for m in readings]
+        entries += [message_entry(m) for m in late]
         entries += [message_entry(m) for m in orders]
         clearing = ClearingResult(None, ())
         if op.trading:
@@ -274,10 +301,12 @@ class Ledger:
                 )
             )
             entries += [trade_entry(interval=op.interval, fill=f) for f in clearing.fills]
-        settlements, flagged, registers = self._settle(readings)
-        entries += [settlement_entry(s) for s in settlements]
+        metering = self._metering.copy()
+        revisions, flags, postings, settled = self._settle(metering, op, readings, late)
+        entries += settled
+        settlements = [r.after for r in revisions if r.before is None]
         checkpoint = self._append(entries, op.interval)
-        self._registers.update(registers)
+        self._metering = metering
         if op.trading:
             self._last_interval = op.interval
             self._last_tariff = op.tariff
@@ -290,37 +319,35 @@ class Ledger:
             checkpoint,
             len(orders),
             len(readings),
-            tuple(flagged),
+            tuple(sorted({f.agent for f in flags})),
+            tuple(revisions),
+            tuple(flags),
+            tuple(postings),
+            len(late),
         )
 
     def _settle(
-        self, readings: list[SignedMessage]
-    ) -> tuple[list[Settlement], list[str], dict[str, Registers]]:
-        """Settle the last cleared interval for every household whose reading closes it."""
-        settlements: list[Settlement] = []
-        flagged: list[str] = []
-        registers: dict[str, Registers] = {}
-        for message in readings:
-            agent = message.header.agent
-            end = _registers(message.body_as(ReadingBody))
-            registers[agent] = end
-            start = self._registers.get(agent)
-            if start is None or self._last_interval is None or self._last_tariff is None:
-                continue
-            try:
-                settlements.append(
-                    settle_household(
-                        agent=agent,
-                        interval=self._last_interval,
-                        start=start,
-                        end=end,
-                        fills=self._last_fills,
-                        tariff=self._last_tariff,
-                    )
-                )
-            except RegisterError:
-                flagged.append(agent)
-        return settlements, flagged, registers
+        self,
+        metering: Metering,
+        op: _Open,
+        readings: list[SignedMessage],
+        late: list[SignedMessage],
+    ) -> tuple[list[Revision], list[Flag], list[Posting], list[NewEntry]]:
+        """Settle the last cleared interval, estimate and correct (:mod:`ledger.metering`)."""
+        due = None
+        if self._last_interval is not None and self._last_tariff is not None:
+            due = (self._last_interval, self._last_tariff, self._last_fills)
+        revisions, flags = metering.close(
+            interval=op.interval,
+            readings={m.header.agent: _registers(m.body_as(ReadingBody)) for m in readings},
+            late={
+                (m.header.agent, m.header.interval): _registers(m.body_as(ReadingBody))
+                for m in late
+            },
+            settle=due,
+        )
+        postings, entries = book(revisions, flags)
+        return revisions, flags, postings, entries
 
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
         first = self._tree.size

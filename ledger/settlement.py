@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from ledger.clearing import Fill, GridTariff
 from ledger.money import cost_micro
@@ -26,6 +27,48 @@ class Registers:
 
 class RegisterError(ValueError):
     """Registers that went backwards or do not belong to the interval."""
+
+
+class Basis(StrEnum):
+    """What a settlement's energy rests on. The values are part of the log format."""
+
+    METERED = "metered"  # two signed readings bracket the interval
+    ESTIMATED = "estimated"  # a reading is missing: see ledger.metering for the rule
+
+
+class FlagReason(StrEnum):
+    """Why a household's interval was flagged and not settled (part of the log format)."""
+
+    REGISTER_BACKWARDS = "register_backwards"  # import or export register decreased
+    METER_TIME_BACKWARDS = "meter_time_backwards"  # reading not later than the previous one
+    BEYOND_LIMIT = "beyond_limit"  # more energy than the connection can carry
+
+
+# A 25 A three-phase connection at 230 V: 25 * 3 * 230 W.
+DEFAULT_MAX_POWER_W = 17_250
+
+
+def energy_limit_wh(max_power_w: int, elapsed_s: int) -> int:
+    """Most energy (Wh, rounded up) a connection of ``max_power_w`` W carries in ``elapsed_s``."""
+    return -(-max_power_w * elapsed_s // 3600)
+
+
+def check_registers(start: Registers, end: Registers, *, max_power_w: int) -> FlagReason | None:
+    """Why the registers from ``start`` to ``end`` cannot be settled, or None if they can.
+
+    Import plus export over the elapsed meter time may not exceed what ``max_power_w``
+    carries in that time (the connection carries power one way at a time).
+    """
+    import_wh = end.import_wh - start.import_wh
+    export_wh = end.export_wh - start.export_wh
+    if import_wh < 0 or export_wh < 0:
+        return FlagReason.REGISTER_BACKWARDS
+    elapsed_s = end.meter_time - start.meter_time
+    if elapsed_s <= 0:
+        return FlagReason.METER_TIME_BACKWARDS
+    if import_wh + export_wh > energy_limit_wh(max_power_w, elapsed_s):
+        return FlagReason.BEYOND_LIMIT
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,6 +123,26 @@ def settle_household(
         raise RegisterError(f"{agent}: a register went backwards in interval {interval}")
     if end.meter_time <= start.meter_time:
         raise RegisterError(f"{agent}: readings out of order in interval {interval}")
+    return settle_flows(
+        agent=agent,
+        interval=interval,
+        import_wh=import_wh,
+        export_wh=export_wh,
+        fills=fills,
+        tariff=tariff,
+    )
+
+
+def settle_flows(
+    *,
+    agent: str,
+    interval: int,
+    import_wh: int,
+    export_wh: int,
+    fills: Iterable[Fill],
+    tariff: GridTariff,
+) -> Settlement:
+    """Settle ``agent`` for ``interval`` from its metered (or estimated) energy flows."""
     bought_wh = sold_wh = p2p_cost = 0
     for fill in fills:
         if fill.buyer == agent:
@@ -88,20 +151,30 @@ def settle_household(
         if fill.seller == agent:
             sold_wh += fill.quantity_wh
             p2p_cost -= cost_micro(fill.quantity_wh, fill.price_micro_per_kwh)
-    deviation_wh = (import_wh - export_wh) - (bought_wh - sold_wh)
+    traded = Settlement(agent, interval, 0, 0, bought_wh, sold_wh, 0, 0, p2p_cost, 0, 0)
+    return with_energy(traded, import_wh=import_wh, export_wh=export_wh, tariff=tariff)
+
+
+def with_energy(
+    settlement: Settlement, *, import_wh: int, export_wh: int, tariff: GridTariff
+) -> Settlement:
+    """``settlement`` for other metered energy: the trades stay, the grid part follows."""
+    if import_wh < 0 or export_wh < 0:
+        raise RegisterError(f"{settlement.agent}: negative energy in {settlement.interval}")
+    deviation_wh = (import_wh - export_wh) - (settlement.bought_wh - settlement.sold_wh)
     grid_buy_wh = max(deviation_wh, 0)
     grid_sell_wh = max(-deviation_wh, 0)
     retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
     return Settlement(
-        agent=agent,
-        interval=interval,
+        agent=settlement.agent,
+        interval=settlement.interval,
         import_wh=import_wh,
         export_wh=export_wh,
-        bought_wh=bought_wh,
-        sold_wh=sold_wh,
+        bought_wh=settlement.bought_wh,
+        sold_wh=settlement.sold_wh,
         grid_buy_wh=grid_buy_wh,
         grid_sell_wh=grid_sell_wh,
-        p2p_cost_micro=p2p_cost,
+        p2p_cost_micro=settlement.p2p_cost_micro,
         grid_cost_micro=cost_micro(grid_buy_wh, retail) - cost_micro(grid_sell_wh, feed_in),
         grid_only_cost_micro=cost_micro(import_wh, retail) - cost_micro(export_wh, feed_in),
     )

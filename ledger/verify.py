@@ -15,8 +15,9 @@ from typing import Any
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
 from broker.messages import decode_message
+from ledger.accounts import Posting, UnbalancedPosting
 from ledger.checkpoint import verify_checkpoint
-from ledger.entries import EntryKind
+from ledger.entries import EntryKind, parse_flag, parse_revision
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.store import LedgerStore, LogEntry
 
@@ -63,8 +64,39 @@ def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
         for ref in (obj.get("buy_order"), obj.get("sell_order")):
             if ref not in state.order_ids:
                 raise _Bad(idx, f"trade refers to an order that is not in the log: {ref}")
-    elif entry.kind not in (EntryKind.CLEARING, EntryKind.SETTLEMENT):
+    elif entry.kind == EntryKind.POSTING:
+        _check_posting(entry, obj)
+    elif entry.kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG):
+        _check_settlement(entry, obj)
+    elif entry.kind != EntryKind.CLEARING:
         raise _Bad(idx, f"unknown entry kind {entry.kind!r}")
+
+
+def _check_settlement(entry: LogEntry, obj: dict[str, Any]) -> None:
+    """Settlements, corrections and flags must parse and match their columns."""
+    try:
+        if entry.kind == EntryKind.FLAG:
+            flag = parse_flag(obj)
+            agent, interval = flag.agent, flag.interval
+        else:
+            s = parse_revision(obj).settlement
+            agent, interval = s.agent, s.interval
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Bad(entry.idx, f"{entry.kind} entry is malformed: {exc!r}") from exc
+    if agent != entry.agent or interval != entry.interval:
+        raise _Bad(entry.idx, f"{entry.kind} columns do not match its data")
+
+
+def _check_posting(entry: LogEntry, obj: dict[str, Any]) -> None:
+    """Every posting must balance: its lines sum to zero."""
+    try:
+        posting = Posting.from_json(obj)
+    except UnbalancedPosting as exc:
+        raise _Bad(entry.idx, f"posting does not balance: {exc}") from exc
+    except ValueError as exc:
+        raise _Bad(entry.idx, f"posting is malformed: {exc}") from exc
+    if posting.agent != entry.agent or posting.interval != entry.interval:
+        raise _Bad(entry.idx, "posting columns do not match its data")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from broker.keys import SigningKey
 from broker.messages import Side
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
+from ledger.settlement import FlagReason
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, House
@@ -137,9 +138,11 @@ def test_every_rejection_is_named_and_counted(
     ledger.store.close()
 
 
-def test_registers_going_backwards_are_refused(
+def test_registers_going_backwards_are_logged_flagged_and_not_settled(
     db_url: str, operator: SigningKey, houses: dict[str, House]
 ) -> None:
+    """The signed reading is evidence: it is logged, and the interval is flagged with its
+    reason instead of settled (issue 4; before, the reading was refused)."""
     ledger = _ledger(db_url, operator, houses)
     a = houses["h001"]
     a.meter(import_wh=1000)
@@ -148,7 +151,17 @@ def test_registers_going_backwards_are_refused(
     ledger.close_interval()
     a.import_wh -= 1
     ledger.open_interval(T0 + STEP, TARIFF)
-    assert _rejected(ledger, a.reading(T0 + STEP)) is RejectReason.OUT_OF_BOUNDS
+    ledger.ingest(a.reading(T0 + STEP))
+    outcome = ledger.close_interval()
+    assert outcome.settlements == ()
+    assert outcome.flagged == ("h001",)
+    (flag,) = outcome.flags
+    assert (flag.agent, flag.interval, flag.reason) == ("h001", T0, FlagReason.REGISTER_BACKWARDS)
+    assert (flag.import_wh, flag.export_wh) == (-1, 0)
+    kinds = [e.kind for e in ledger.store.iter_entries()]
+    assert kinds.count("reading") == 2 and kinds.count("flag") == 1
+    assert "settlement" not in kinds and "posting" not in kinds
+    assert verify_ledger(ledger.store).ok
     ledger.store.close()
 
 

@@ -55,6 +55,12 @@ def _cmd_ledger_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _cmd_ledger_statement(args: argparse.Namespace) -> int:
+    from wattmesh.statement_cli import run_statement_command
+
+    return run_statement_command(args)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from wattmesh.simulate_cli import run_simulate_command
 
@@ -97,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
     verify.add_argument("--operator-key", help="the operator's public key (PEM)")
     verify.set_defaults(func=_cmd_ledger_verify)
+    statement = ledger_sub.add_parser("statement", help="one household's bill, from the log")
+    statement.add_argument("--db", required=True, help="database URL")
+    statement.add_argument("--household", required=True, help="the household's agent id")
+    statement.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD (UTC)")
+    statement.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (UTC), inclusive")
+    statement.add_argument("--format", choices=("csv", "json"), default="json")
+    statement.set_defaults(func=_cmd_ledger_statement)
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ledger.accounts import (
+    FEES_ACCOUNT,
+    GRID_ACCOUNT,
+    MARKET_ACCOUNT,
+    balances,
+    household_account,
+)
 from ledger.ledger import IntervalOutcome, Ledger
+from ledger.metering import Revision
+from ledger.settlement import Basis
 
 if TYPE_CHECKING:
     from wattmesh.scenario import Scenario
@@ -35,10 +44,39 @@ class _Household:
     grid_export_wh: int = 0
     grid_only_micro: int = 0
     community_micro: int = 0
-    settled_intervals: int = 0
+    settled_intervals: int = 0  # on two signed readings (metered)
+    estimated_intervals: int = 0  # still on an estimate (a reading missing)
+    flagged_intervals: int = 0  # not settled: registers backwards or beyond the limit
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _add_settlements(
+    households: dict[str, _Household], outcomes: Sequence[IntervalOutcome]
+) -> None:
+    """Add each interval's last revision (settlement or correction) to its household."""
+    latest: dict[tuple[str, int], Revision] = {}
+    for outcome in outcomes:
+        for revision in outcome.revisions:
+            latest[(revision.after.agent, revision.after.interval)] = revision
+        for flag in outcome.flags:
+            households[flag.agent].flagged_intervals += 1
+    for revision in latest.values():
+        s = revision.after
+        h = households[s.agent]
+        if revision.basis is Basis.ESTIMATED:
+            h.estimated_intervals += 1
+        else:
+            h.settled_intervals += 1
+        h.import_wh += s.import_wh
+        h.export_wh += s.export_wh
+        h.p2p_bought_wh += s.bought_wh
+        h.p2p_sold_wh += s.sold_wh
+        h.grid_import_wh += s.grid_buy_wh
+        h.grid_export_wh += s.grid_sell_wh
+        h.grid_only_micro += s.grid_only_cost_micro
+        h.community_micro += s.cost_micro
 
 
 def build_report(
@@ -60,20 +98,8 @@ def build_report(
         )
         for hh in scenario.households
     }
-    trades = 0
-    for outcome in outcomes:
-        trades += len(outcome.clearing.fills)
-        for s in outcome.settlements:
-            h = households[s.agent]
-            h.import_wh += s.import_wh
-            h.export_wh += s.export_wh
-            h.p2p_bought_wh += s.bought_wh
-            h.p2p_sold_wh += s.sold_wh
-            h.grid_import_wh += s.grid_buy_wh
-            h.grid_export_wh += s.grid_sell_wh
-            h.grid_only_micro += s.grid_only_cost_micro
-            h.community_micro += s.cost_micro
-            h.settled_intervals += 1
+    trades = sum(len(outcome.clearing.fills) for outcome in outcomes)
+    _add_settlements(households, outcomes)
     rows = [households[a] for a in sorted(households)]
     for h in rows:
         if h.settled_intervals == count and h.demand_wh - h.pv_wh != h.import_wh - h.export_wh:
@@ -83,8 +109,15 @@ def build_report(
     grid_import = sum(h.grid_import_wh for h in rows)
     grid_export = sum(h.grid_export_wh for h in rows)
     p2p = sum(h.p2p_bought_wh for h in rows)
-    if p2p != sum(h.p2p_sold_wh for h in rows):
+    flagged = any(h.flagged_intervals for h in rows)  # a flagged side leaves a trade open
+    if not flagged and p2p != sum(h.p2p_sold_wh for h in rows):
         raise BalanceError("P2P energy bought differs from energy sold")
+    accounts = balances(p for outcome in outcomes for p in outcome.postings)
+    if sum(accounts.values()) != 0:
+        raise BalanceError("the postings do not sum to zero over all accounts")
+    for h in rows:
+        if accounts[household_account(h.agent)] != h.community_micro:
+            raise BalanceError(f"{h.agent}: the postings differ from the settlements")
     complete = all(h.settled_intervals == count for h in rows)
     if complete and demand - pv != grid_import - grid_export:
         raise BalanceError("demand - pv differs from grid import - grid export")
@@ -106,6 +139,7 @@ def build_report(
             "grid_export": grid_export,
         },
         "money_micro": {"grid_only": grid_only, "community": community},
+        "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},
         "savings_pct": round(100 * (grid_only - community) / grid_only, 2) if grid_only else 0.0,
         "self_sufficiency": round((demand - grid_import) / demand, 4) if demand else 0.0,
         "trades": trades,

@@ -1,0 +1,63 @@
+"""Between the meter state and the log: settlement events to entries and postings, and
+logged entries back into the meter state on restart. No I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.accounts import Posting, correction_postings, settlement_postings
+from ledger.entries import (
+    EntryKind,
+    NewEntry,
+    flag_entry,
+    parse_flag,
+    parse_revision,
+    posting_entry,
+    revision_entry,
+)
+from ledger.metering import Flag, Metering, Revision
+from ledger.money import cost_micro
+
+
+def book(
+    revisions: list[Revision], flags: list[Flag], *, network_fee_micro_per_kwh: int = 0
+) -> tuple[list[Posting], list[NewEntry]]:
+    """Each settlement or correction entry followed by its postings, then the flags.
+
+    A network fee, when the market charges one, is paid by the buyer on the P2P energy
+    it bought (``cost_micro(bought_wh, fee)``, to ``operator/fees``); none is charged
+    today (0). Corrections never change it: they revise metered energy, not trades.
+    """
+    postings: list[Posting] = []
+    entries: list[NewEntry] = []
+    for revision in revisions:
+        entries.append(revision_entry(revision))
+        if revision.before is None:
+            fee = cost_micro(revision.after.bought_wh, network_fee_micro_per_kwh)
+            posted = settlement_postings(
+                revision.after, basis=revision.basis, network_fee_micro=fee
+            )
+        else:
+            posted = correction_postings(revision.before, revision.after)
+        postings += posted
+        entries += [posting_entry(p) for p in posted]
+    entries += [flag_entry(f) for f in flags]
+    return postings, entries
+
+
+def replay(metering: Metering, kind: str, obj: dict[str, Any]) -> None:
+    """Replay the settlement side of one logged entry (not readings) into ``metering``."""
+    if kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION):
+        logged = parse_revision(obj)
+        restore = (
+            metering.restore_settlement
+            if kind == EntryKind.SETTLEMENT
+            else metering.restore_correction
+        )
+        restore(
+            logged.settlement, logged.basis, end_interval=logged.end_interval, tariff=logged.tariff
+        )
+    elif kind == EntryKind.FLAG:
+        metering.restore_flag(parse_flag(obj))
+    elif kind == EntryKind.CLEARING:
+        metering.prune(int(obj["interval"]))  # keeps memory bounded on long logs
