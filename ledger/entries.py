@@ -72,7 +72,9 @@ def clearing_entry(
     volume_wh: int,
     orders: int,
     rejected: int,
+    mechanism: dict[str, Any] | None = None,
 ) -> NewEntry:
+    """``mechanism`` (its ``to_json()``) only for a non-default mechanism."""
     obj: dict[str, Any] = {
         "kind": EntryKind.CLEARING,
         "interval": interval,
@@ -83,6 +85,8 @@ def clearing_entry(
         "orders": orders,
         "rejected": rejected,
     }
+    if mechanism is not None:
+        obj["mechanism"] = mechanism
     return NewEntry(EntryKind.CLEARING, interval, None, None, canonical_bytes(obj))
 
 
