@@ -74,7 +74,7 @@ def clearing_entry(
     rejected: int,
     mechanism: dict[str, Any] | None = None,
 ) -> NewEntry:
-    """``mechanism`` (its ``to_json()``) only for a non-default mechanism."""
+    """``mechanism`` (its ``to_json()`` fields) only for a non-default mechanism."""
     obj: dict[str, Any] = {
         "kind": EntryKind.CLEARING,
         "interval": interval,
@@ -86,7 +86,7 @@ def clearing_entry(
         "rejected": rejected,
     }
     if mechanism is not None:
-        obj["mechanism"] = mechanism
+        obj.update(mechanism)
     return NewEntry(EntryKind.CLEARING, interval, None, None, canonical_bytes(obj))
 
 

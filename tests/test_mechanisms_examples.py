@@ -223,11 +223,11 @@ def test_mechanism_validation() -> None:
     assert Mechanism().is_default
     assert not Mechanism("uniform", MarketRules(k=Fraction(1, 3))).is_default
     assert Mechanism("pay-as-bid", MarketRules(k=Fraction(2, 4))).to_json() == {
-        "name": "pay-as-bid",
+        "mechanism": "pay-as-bid",
         "k": "1/2",
         "network_fee_micro_per_kwh": 0,
     }
-    assert Mechanism("sdr").to_json() == {"name": "sdr", "network_fee_micro_per_kwh": 0}
+    assert Mechanism("sdr").to_json() == {"mechanism": "sdr", "network_fee_micro_per_kwh": 0}
 
 
 # --- time-of-use tariffs -------------------------------------------------------------

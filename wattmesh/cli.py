@@ -61,6 +61,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return run_simulate_command(args)
 
 
+def _cmd_market_clear(args: argparse.Namespace) -> int:
+    from wattmesh.market_cli import run_market_clear_command
+
+    return run_market_clear_command(args.mechanism, Path(args.file))
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from wattmesh.agent_cli import run_agent_command
 
@@ -97,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
     verify.add_argument("--operator-key", help="the operator's public key (PEM)")
     verify.set_defaults(func=_cmd_ledger_verify)
+
+    market = sub.add_parser("market", help="offline market tools")
+    market_sub = market.add_subparsers(dest="market_command", required=True, parser_class=_Parser)
+    clear = market_sub.add_parser("clear", help="clear a JSON order book and print JSON")
+    clear.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
+    clear.add_argument("file", help="order book (JSON, see docs/protocol.md)")
+    clear.set_defaults(func=_cmd_market_clear)
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")

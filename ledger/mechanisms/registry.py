@@ -52,9 +52,9 @@ class Mechanism:
         return MECHANISMS[self.name](orders, tariff, self.rules)
 
     def to_json(self) -> dict[str, Any]:
-        """The form logged in clearing entries: name, k as "n/d" (if used), fee."""
+        """As logged in clearing entries: ``mechanism`` (name), ``k`` "n/d" (if used), fee."""
         obj: dict[str, Any] = {
-            "name": self.name,
+            "mechanism": self.name,
             "network_fee_micro_per_kwh": self.rules.network_fee_micro_per_kwh,
         }
         if self.name in USES_K:
