@@ -275,7 +275,7 @@ class Ledger:
                 for m in orders
                 for b in (m.body_as(OrderBody),)
             ]
-            clearing = self.mechanism.clear(book, op.tariff).clearing
+            clearing = self.mechanism.clear_local(book, op.tariff)
             entries.append(
                 clearing_entry(
                     interval=op.interval,

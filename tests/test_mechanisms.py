@@ -250,8 +250,19 @@ def test_uniform_without_a_fee_is_the_existing_auction(
     book: list[Order], tariff: GridTariff, k: Fraction
 ) -> None:
     """Ledger roots of existing markets depend on this: same price, same fills, same order."""
-    result = Mechanism("uniform", MarketRules(k=k)).clear(book, tariff)
-    assert result.clearing == clear_uniform(book, tariff, k=k)
+    mechanism = Mechanism("uniform", MarketRules(k=k))
+    assert mechanism.clear(book, tariff).clearing == clear_uniform(book, tariff, k=k)
+    assert mechanism.clear_local(book, tariff) == clear_uniform(book, tariff, k=k)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@FEW
+@given(book=books(), tariff=tariffs(), k=ks, fee=fees)
+def test_the_local_part_is_what_clear_returns(
+    name: str, book: list[Order], tariff: GridTariff, k: Fraction, fee: int
+) -> None:
+    m = mechanism(name, k, fee)
+    assert m.clear_local(book, tariff) == m.clear(book, tariff).clearing
 
 
 @FEW

@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from broker.messages import Side
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
+
+_BUY = Side.BUY  # a module constant: enum member lookups are slow in hot loops
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,14 @@ class MarketResult:
         return ClearingResult(self.price_micro_per_kwh, self.fills)
 
 
-@dataclass(frozen=True)
-class Limited:
+class Limited(NamedTuple):
     """An order with positive quantity, its position in the book and its market limit.
 
     ``limit`` is ``min(bid, R)`` for a buy and the gross ask ``max(ask, F) + f`` for a
     sell (see the module docstring).
     """
 
-    index: int
+    pos: int
     order: Order
     limit: int
 
@@ -100,7 +102,7 @@ def limited(
     for i, o in enumerate(book):
         if o.quantity_wh <= 0:
             continue
-        if o.side is Side.BUY:
+        if o.side is _BUY:
             buys.append(Limited(i, o, min(o.price_micro_per_kwh, retail)))
         else:
             sells.append(Limited(i, o, max(o.price_micro_per_kwh, feed_in) + fee))
@@ -122,12 +124,9 @@ def grid_rests(
     book: Sequence[Order], traded_wh: Sequence[int], tariff: GridTariff
 ) -> tuple[GridFill, ...]:
     """Each order's untraded rest at the grid's tariff, in book order (rests > 0 only)."""
-    rests: list[GridFill] = []
-    for o, traded in zip(book, traded_wh, strict=True):
-        rest = max(o.quantity_wh, 0) - traded
-        if rest > 0:
-            price = (
-                tariff.retail_micro_per_kwh if o.side is Side.BUY else tariff.feed_in_micro_per_kwh
-            )
-            rests.append(GridFill(o.agent, o.order_ref, o.side, rest, price))
-    return tuple(rests)
+    retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
+    return tuple(
+        GridFill(o.agent, o.order_ref, o.side, rest, retail if o.side is _BUY else feed_in)
+        for o, traded in zip(book, traded_wh, strict=True)
+        if (rest := o.quantity_wh - traded) > 0
+    )

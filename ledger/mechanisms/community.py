@@ -71,10 +71,19 @@ def pro_rata(volume_wh: int, side: list[Limited]) -> list[int]:
 
 
 def clear_at_price(
-    name: str, book: tuple[Order, ...], tariff: GridTariff, rules: MarketRules, price: int | None
+    name: str,
+    book: tuple[Order, ...],
+    *,
+    tariff: GridTariff,
+    rules: MarketRules,
+    price: int | None,
+    limits: tuple[list[Limited], list[Limited]],
 ) -> MarketResult:
-    """Trade everything that can trade at ``price``; pair the shares in canonical order."""
-    buys, sells = limited(book, tariff, rules)
+    """Trade everything that can trade at ``price``; pair the shares in canonical order.
+
+    ``limits`` is ``limited(book, tariff, rules)``.
+    """
+    buys, sells = limits
     fee = rules.network_fee_micro_per_kwh
     traded = [0] * len(book)
     fills: list[Fill] = []
@@ -114,8 +123,8 @@ def _pair(
         buy, sell = buys[bi][0], sells[si][0]
         quantity = min(b_left[bi], s_left[si])
         fills.append(fill(buy.order, sell.order, quantity, price))
-        traded[buy.index] += quantity
-        traded[sell.index] += quantity
+        traded[buy.pos] += quantity
+        traded[sell.pos] += quantity
         b_left[bi] -= quantity
         s_left[si] -= quantity
     return fills
@@ -123,7 +132,11 @@ def _pair(
 
 def clear_mmr(orders: Sequence[Order], tariff: GridTariff, rules: MarketRules) -> MarketResult:
     """Mid-market rate: every local kWh at ``floor((R + F + f) / 2)``."""
-    return clear_at_price("mmr", tuple(orders), tariff, rules, mmr_price(tariff, rules))
+    book = tuple(orders)
+    limits = limited(book, tariff, rules)
+    return clear_at_price(
+        "mmr", book, tariff=tariff, rules=rules, price=mmr_price(tariff, rules), limits=limits
+    )
 
 
 def clear_sdr(orders: Sequence[Order], tariff: GridTariff, rules: MarketRules) -> MarketResult:
@@ -134,4 +147,7 @@ def clear_sdr(orders: Sequence[Order], tariff: GridTariff, rules: MarketRules) -
     retail = tariff.retail_micro_per_kwh
     buy_wh = sum(x.order.quantity_wh for x in buys if x.limit >= floor_)
     sell_wh = sum(x.order.quantity_wh for x in sells if x.limit <= retail)
-    return clear_at_price("sdr", book, tariff, rules, sdr_price(tariff, rules, sell_wh, buy_wh))
+    price = sdr_price(tariff, rules, sell_wh, buy_wh)
+    return clear_at_price(
+        "sdr", book, tariff=tariff, rules=rules, price=price, limits=(buys, sells)
+    )

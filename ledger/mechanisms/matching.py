@@ -50,6 +50,6 @@ def traded_per_index(size: int, matches: list[Match]) -> list[int]:
     """Traded Wh per book position."""
     traded = [0] * size
     for m in matches:
-        traded[m.buy.index] += m.quantity_wh
-        traded[m.sell.index] += m.quantity_wh
+        traded[m.buy.pos] += m.quantity_wh
+        traded[m.sell.pos] += m.quantity_wh
     return traded

@@ -8,7 +8,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
-from ledger.clearing import GridTariff, Order
+from ledger.clearing import ClearingResult, GridTariff, Order, clear_uniform
 from ledger.mechanisms.auctions import clear_pay_as_bid, clear_uniform_price
 from ledger.mechanisms.base import MarketResult, MarketRules
 from ledger.mechanisms.community import clear_mmr, clear_sdr
@@ -50,6 +50,16 @@ class Mechanism:
 
     def clear(self, orders: Sequence[Order], tariff: GridTariff) -> MarketResult:
         return MECHANISMS[self.name](orders, tariff, self.rules)
+
+    def clear_local(self, orders: Sequence[Order], tariff: GridTariff) -> ClearingResult:
+        """Only the local part (what the ledger logs and settles from metering).
+
+        Uniform pricing without a fee takes :func:`ledger.clearing.clear_uniform`
+        directly (the same result, tested, without building grid rests).
+        """
+        if self.name == "uniform" and not self.rules.network_fee_micro_per_kwh:
+            return clear_uniform(orders, tariff, k=self.rules.k)
+        return self.clear(orders, tariff).clearing
 
     def to_json(self) -> dict[str, Any]:
         """As logged in clearing entries: ``mechanism`` (name), ``k`` "n/d" (if used), fee."""
