@@ -27,7 +27,7 @@ from tests.test_clearing import books, ks, tariffs
 BUY, SELL = Side.BUY, Side.SELL
 NAMES = sorted(MECHANISMS)
 fees = st.one_of(st.just(0), st.sampled_from((1, 999, 10_000, 50_000)), st.integers(0, 400_000))
-FEW = settings(max_examples=40, deadline=None)
+FEW = settings(max_examples=30, deadline=None)
 
 
 def mechanism(name: str, k: Fraction, fee: int) -> Mechanism:
