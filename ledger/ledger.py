@@ -69,8 +69,8 @@ class Ledger:
         *,
         market_id: str,
         operator_key: SigningKey,
-        clearing_k: Fraction = Fraction(1, 2),
         mechanism: Mechanism | None = None,
+        clearing_k: Fraction = Fraction(1, 2),
     ) -> None:
         """``mechanism`` defaults to uniform pricing with ``clearing_k``; it is recorded
         once in the store's meta table, and a restart with another one is refused."""
