@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--report", default="out/report.json")
     sim.add_argument("--workdir", default="out")
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    sim.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
+    sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
     sim.set_defaults(func=_cmd_simulate)
 
     keys = sub.add_parser("keys", help="household and operator keys")
