@@ -89,8 +89,14 @@ def test_no_buyer_pays_above_and_no_seller_nets_below_its_limit(
         assert f.quantity_wh > 0
         assert f.price_micro_per_kwh <= buy_limit(buy, tariff)
         assert f.price_micro_per_kwh - fee >= sell_limit(sell, tariff)
-        if name != "pay-as-bid":
+        if name == "uniform":
             assert f.price_micro_per_kwh == result.price_micro_per_kwh
+        elif name in ("sdr", "mmr"):
+            # The community price, or the nearest price both limits admit.
+            p = result.price_micro_per_kwh
+            assert p is not None
+            ask = sell_limit(sell, tariff) + fee
+            assert f.price_micro_per_kwh == min(max(p, ask), buy_limit(buy, tariff))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -175,15 +181,25 @@ def test_result_does_not_depend_on_the_order_of_the_book(
     assert Counter(a.grid) == Counter(b.grid)
 
 
-@pytest.mark.parametrize("name", ["uniform", "pay-as-bid"])
+@pytest.mark.parametrize("name", NAMES)
 @FEW
 @given(book=books(), tariff=tariffs(), k=ks, fee=fees)
-def test_the_auctions_trade_the_efficient_volume(
+def test_every_mechanism_trades_the_efficient_volume(
     name: str, book: list[Order], tariff: GridTariff, k: Fraction, fee: int
 ) -> None:
-    """Every buy priced at or above a sell it could match (net of the fee) is matched."""
+    """Every buy priced at or above a sell it could match (net of the fee) is matched.
+
+    The auctions trade exactly the competitive volume (max over p of min(demand,
+    supply)). The community schemes trade at least that: their first step pairs every
+    order admitting p regardless of merit, which can leave pairs (high bid, high ask)
+    that the second step still matches.
+    """
     result = mechanism(name, k, fee).clear(book, tariff)
-    assert result.volume_wh == efficient_volume(book, tariff, fee)
+    competitive = efficient_volume(book, tariff, fee)
+    if name in ("uniform", "pay-as-bid"):
+        assert result.volume_wh == competitive
+    else:
+        assert result.volume_wh >= competitive
     rests = {g.order_ref: g for g in result.grid}
     orders = by_ref(book)
     bids = [buy_limit(orders[r], tariff) for r, g in rests.items() if g.side is BUY]
@@ -195,23 +211,22 @@ def test_the_auctions_trade_the_efficient_volume(
 @pytest.mark.parametrize("name", ["sdr", "mmr"])
 @FEW
 @given(book=books(), tariff=tariffs(), fee=fees)
-def test_community_schemes_leave_nothing_that_could_trade_at_their_price(
+def test_community_schemes_trade_all_they_can_at_their_price_first(
     name: str, book: list[Order], tariff: GridTariff, fee: int
 ) -> None:
+    """At the community price p: the short side of the orders admitting p trades all of
+    its quantity at p; only the rest trades at other prices."""
     result = mechanism(name, Fraction(1, 2), fee).clear(book, tariff)
-    price = (
-        result.price_micro_per_kwh
-        if name == "sdr"
-        else mmr_price(tariff, MarketRules(network_fee_micro_per_kwh=fee))
-    )
-    if price is None:
-        assert not result.fills
+    p = result.price_micro_per_kwh
+    if name == "mmr" and result.fills:
+        assert p == mmr_price(tariff, MarketRules(network_fee_micro_per_kwh=fee))
+    if p is None:
         return
-    orders = by_ref(book)
-    rests = [(orders[g.order_ref], g) for g in result.grid]
-    buyers = [o for o, g in rests if o.side is BUY and buy_limit(o, tariff) >= price]
-    sellers = [o for o, g in rests if o.side is SELL and sell_limit(o, tariff) + fee <= price]
-    assert not (buyers and sellers)
+    live = [o for o in book if o.quantity_wh > 0]
+    demand = sum(o.quantity_wh for o in live if o.side is BUY and buy_limit(o, tariff) >= p)
+    supply = sum(o.quantity_wh for o in live if o.side is SELL and sell_limit(o, tariff) + fee <= p)
+    at_p = sum(f.quantity_wh for f in result.fills if f.price_micro_per_kwh == p)
+    assert at_p >= min(demand, supply)
 
 
 @FEW
@@ -220,7 +235,8 @@ def test_with_price_taking_households_all_mechanisms_trade_the_efficient_volume(
     book: list[Order], tariff: GridTariff, fee: int, data: st.DataObject
 ) -> None:
     """Bids at or above retail, asks at or below feed-in (the papers' setting): every
-    mechanism trades min(total buy, total sell), the efficient volume."""
+    mechanism trades min(total buy, total sell), the efficient volume, the community
+    schemes all of it at their single price."""
     retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
     fee = min(fee, retail - feed_in)
     takers = [
@@ -235,9 +251,11 @@ def test_with_price_taking_households_all_mechanisms_trade_the_efficient_volume(
         )
         for o in book
     ]
-    volumes = {
-        name: mechanism(name, Fraction(1, 2), fee).clear(takers, tariff).volume_wh for name in NAMES
-    }
+    results = {name: mechanism(name, Fraction(1, 2), fee).clear(takers, tariff) for name in NAMES}
+    volumes = {name: r.volume_wh for name, r in results.items()}
+    for name in ("sdr", "mmr"):
+        prices = {f.price_micro_per_kwh for f in results[name].fills}
+        assert prices <= {results[name].price_micro_per_kwh}
     demand = sum(o.quantity_wh for o in takers if o.side is BUY and o.quantity_wh > 0)
     supply = sum(o.quantity_wh for o in takers if o.side is SELL and o.quantity_wh > 0)
     assert set(volumes.values()) == {min(demand, supply)}

@@ -64,31 +64,35 @@ def test_mmr_hand_book() -> None:
     """p = (300_000 + 80_000) / 2 = 190_000: buys a, b (1500 Wh) against sell s (700 Wh).
 
     Buyers share pro rata: b 700 * 500 / 1500 = 233.3, a 466.7; the last Wh goes to the
-    larger remainder (a). t (200_000) and u would not take 190_000; c would not pay it.
+    larger remainder (a). Then, in merit order, what 190_000 excluded: t asks 200_000,
+    so b (267 Wh left) and a (333 of its 533) buy from t at 200_000, the price nearest
+    190_000 that t admits. a's last 200 Wh (250_000) cannot meet u (280_000): grid.
     """
     result = Mechanism("mmr").clear(HAND_BOOK, TARIFF)
     assert result.price_micro_per_kwh == 190_000
     assert result.fills == (
         Fill("a", "s", 467, 190_000, "A", "S"),
         Fill("b", "s", 233, 190_000, "B", "S"),
+        Fill("b", "t", 267, 200_000, "B", "T"),
+        Fill("a", "t", 333, 200_000, "A", "T"),
     )
-    assert result.grid == (
-        GridFill("a", "A", BUY, 533, R),
-        GridFill("b", "B", BUY, 267, R),
-        GridFill("c", "C", BUY, 800, R),
-        GridFill("t", "T", SELL, 600, F),
-        GridFill("u", "U", SELL, 1000, F),
-    )
+    assert result.volume_wh == 1300  # the efficient volume, as for the auctions
+    assert result.grid == MERIT_REST
 
 
-def test_sdr_hand_book_oversupplied_trades_at_feed_in() -> None:
+def test_sdr_hand_book_oversupplied() -> None:
     """Candidates: buys a, b (1500 Wh), sells s, t, u (2300 Wh): SDR > 1, p = feed-in.
 
-    No seller asked as little as feed-in, so nothing trades locally."""
+    No seller asks as little as 80_000, so everything trades in the second step, each
+    pair at the seller's ask (the price nearest 80_000 it admits)."""
     result = Mechanism("sdr").clear(HAND_BOOK, TARIFF)
-    assert result.price_micro_per_kwh is None
-    assert result.fills == ()
-    assert sum(g.quantity_wh for g in result.grid) == 1000 + 500 + 800 + 700 + 600 + 1000
+    assert result.price_micro_per_kwh == 80_000
+    assert result.fills == (
+        Fill("b", "s", 500, 100_000, "B", "S"),
+        Fill("a", "s", 200, 100_000, "A", "S"),
+        Fill("a", "t", 600, 200_000, "A", "T"),
+    )
+    assert result.grid == MERIT_REST
 
 
 # Price-taking households (bids >= retail, asks <= feed-in), as in the papers.
@@ -195,7 +199,7 @@ def test_pro_rata_shares_are_within_one_wh_of_exact(
 ) -> None:
     from ledger.mechanisms.base import Limited
 
-    side = [Limited(i, Order(f"h{i}", BUY, q, 0, f"r{i}"), 0) for i, q in enumerate(quantities)]
+    side = [Limited(i, Order(f"h{i}", BUY, q, 0, f"r{i}"), 0, q) for i, q in enumerate(quantities)]
     volume = data.draw(st.integers(0, sum(quantities)))
     shares = pro_rata(volume, side)
     assert sum(shares) == volume
@@ -281,3 +285,26 @@ def test_tou_schedule_from_json_and_errors() -> None:
         TariffSchedule.from_json([{**rows[0], "feed_in_micro_per_kwh": 300_000}])
     with pytest.raises(ValueError, match="hour"):
         TariffSchedule((TouPeriod(0, NIGHT), TouPeriod(24, PEAK)))
+
+
+def test_community_pairing_can_trade_more_than_the_auctions() -> None:
+    """Merit order pairs the best bid with the best ask and stops: 100 Wh.
+
+    MMR at 190_000 first shares s (ask 100_000) between x and y (both admit 190_000),
+    50 Wh each; x's other 50 Wh then still meets t (ask 250_000) at 250_000, the price
+    nearest 190_000 that t admits: 150 Wh, more volume (less surplus) than the auction.
+    """
+    book = [
+        Order("x", BUY, 100, 300_000, "X"),
+        Order("y", BUY, 100, 200_000, "Y"),
+        Order("s", SELL, 100, 100_000, "S"),
+        Order("t", SELL, 100, 250_000, "T"),
+    ]
+    assert Mechanism("uniform").clear(book, TARIFF).fills == (
+        Fill("x", "s", 100, 200_000, "X", "S"),  # then y 200_000 < t 250_000
+    )
+    assert Mechanism("mmr").clear(book, TARIFF).fills == (
+        Fill("x", "s", 50, 190_000, "X", "S"),
+        Fill("y", "s", 50, 190_000, "Y", "S"),
+        Fill("x", "t", 50, 250_000, "X", "T"),
+    )

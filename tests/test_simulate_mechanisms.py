@@ -62,14 +62,24 @@ async def test_mmr_market_with_tou_tariffs(tmp_path: Path, mosquitto: BrokerAddr
     assert seen_tariffs == {
         GridTariff(r["retail_micro_per_kwh"], r["feed_in_micro_per_kwh"]) for r in TOU
     }
+    limits = {
+        (obj["signed"]["agent"], obj["signed"]["interval"]): obj["signed"]["body"]
+        for kind, obj in entries
+        if kind == EntryKind.ORDER
+    }
     trades = [obj for kind, obj in entries if kind == EntryKind.TRADE]
     assert trades
+    at_mid = 0
     for t in trades:
         tariff = schedule.at(t["interval"])
-        assert (
-            t["price_micro_per_kwh"]
-            == (tariff.retail_micro_per_kwh + tariff.feed_in_micro_per_kwh) // 2
-        )
+        retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
+        bid = min(limits[(t["buyer"], t["interval"])]["price_micro_per_kwh"], retail)
+        ask = max(limits[(t["seller"], t["interval"])]["price_micro_per_kwh"], feed_in)
+        mid = (retail + feed_in) // 2
+        # The mid-market rate, or the nearest price both limits admit.
+        assert t["price_micro_per_kwh"] == min(max(mid, ask), bid)
+        at_mid += t["price_micro_per_kwh"] == mid
+    assert at_mid > 0
 
 
 @pytest.mark.parametrize(

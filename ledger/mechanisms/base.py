@@ -80,15 +80,17 @@ class MarketResult:
 
 
 class Limited(NamedTuple):
-    """An order with positive quantity, its position in the book and its market limit.
+    """An order with Wh to trade, its position in the book and its market limit.
 
     ``limit`` is ``min(bid, R)`` for a buy and the gross ask ``max(ask, F) + f`` for a
-    sell (see the module docstring).
+    sell (see the module docstring); ``quantity_wh`` is what is still to trade (the
+    order's quantity at first).
     """
 
     pos: int
     order: Order
     limit: int
+    quantity_wh: int
 
 
 def limited(
@@ -103,9 +105,9 @@ def limited(
         if o.quantity_wh <= 0:
             continue
         if o.side is _BUY:
-            buys.append(Limited(i, o, min(o.price_micro_per_kwh, retail)))
+            buys.append(Limited(i, o, min(o.price_micro_per_kwh, retail), o.quantity_wh))
         else:
-            sells.append(Limited(i, o, max(o.price_micro_per_kwh, feed_in) + fee))
+            sells.append(Limited(i, o, max(o.price_micro_per_kwh, feed_in) + fee, o.quantity_wh))
     return buys, sells
 
 

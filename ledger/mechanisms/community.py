@@ -15,8 +15,12 @@ network fee, so a seller always nets at least feed-in):
 At ``p`` trade every buy whose limit is at least ``p`` and every sell whose gross ask is
 at most ``p``. The short side trades all of its quantity; the long side shares the
 volume pro rata to quantity (largest remainder to whole Wh; ties by the canonical
-ranking agent, order ref, quantity). Whatever is left goes to the grid. As in the
-papers, a buyer's average over local and grid energy is ``SDR * p + (1 - SDR) * R``.
+ranking agent, order ref, quantity). What is then left and could still trade locally
+(pairs whose limits exclude ``p``) is matched in merit order, each pair at the price
+nearest ``p`` that both its limits admit; so the volume is the efficient one, as for
+the auctions. Whatever is left after that goes to the grid. With price-taking
+households (the papers' setting) that second step is empty, and a buyer's average over
+local and grid energy is the papers' ``SDR * p + (1 - SDR) * R``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ledger.mechanisms.base import (
     grid_rests,
     limited,
 )
+from ledger.mechanisms.matching import merit_order
 
 
 def mmr_price(tariff: GridTariff, rules: MarketRules) -> int | None:
@@ -59,11 +64,11 @@ def sdr_price(tariff: GridTariff, rules: MarketRules, sell_wh: int, buy_wh: int)
 
 def pro_rata(volume_wh: int, side: list[Limited]) -> list[int]:
     """Split ``volume_wh`` (at most the side's total) pro rata, largest remainder first."""
-    total = sum(x.order.quantity_wh for x in side)
+    total = sum(x.quantity_wh for x in side)
     if volume_wh >= total:
-        return [x.order.quantity_wh for x in side]
-    shares = [volume_wh * x.order.quantity_wh // total for x in side]
-    remainders = [volume_wh * x.order.quantity_wh % total for x in side]
+        return [x.quantity_wh for x in side]
+    shares = [volume_wh * x.quantity_wh // total for x in side]
+    remainders = [volume_wh * x.quantity_wh % total for x in side]
     left = volume_wh - sum(shares)
     for i in sorted(range(len(side)), key=lambda i: -remainders[i])[:left]:
         shares[i] += 1
@@ -90,7 +95,7 @@ def clear_at_price(
     if price is not None:
         b_in = sorted((x for x in buys if x.limit >= price), key=canonical_key)
         s_in = sorted((x for x in sells if x.limit <= price), key=canonical_key)
-        volume = min(sum(x.order.quantity_wh for x in b_in), sum(x.order.quantity_wh for x in s_in))
+        volume = min(sum(x.quantity_wh for x in b_in), sum(x.quantity_wh for x in s_in))
         b_share, s_share = pro_rata(volume, b_in), pro_rata(volume, s_in)
         fills = _pair(
             list(zip(b_in, b_share, strict=True)),
@@ -98,8 +103,29 @@ def clear_at_price(
             price,
             traded,
         )
+        fills += _residual(buys, sells, price, traded)
     grid = grid_rests(book, traded, tariff)
     return MarketResult(name, price if fills else None, tuple(fills), grid, fee)
+
+
+def _residual(
+    buys: list[Limited], sells: list[Limited], price: int, traded: list[int]
+) -> list[Fill]:
+    """Merit order over what is left, each pair at ``price`` moved into its own limits.
+
+    Only pairs that the community price excludes trade here (one side's limit is on the
+    wrong side of ``price``), at the nearest price both admit: the buyer's bid when it
+    is below ``price``, the seller's gross ask when that is above.
+    """
+    rest_b = [x._replace(quantity_wh=r) for x in buys if (r := x.quantity_wh - traded[x.pos]) > 0]
+    rest_s = [x._replace(quantity_wh=r) for x in sells if (r := x.quantity_wh - traded[x.pos]) > 0]
+    fills: list[Fill] = []
+    for m in merit_order(rest_b, rest_s):
+        pair_price = min(max(price, m.sell.limit), m.buy.limit)
+        fills.append(fill(m.buy.order, m.sell.order, m.quantity_wh, pair_price))
+        traded[m.buy.pos] += m.quantity_wh
+        traded[m.sell.pos] += m.quantity_wh
+    return fills
 
 
 def _pair(
@@ -145,8 +171,8 @@ def clear_sdr(orders: Sequence[Order], tariff: GridTariff, rules: MarketRules) -
     buys, sells = limited(book, tariff, rules)
     floor_ = tariff.feed_in_micro_per_kwh + rules.network_fee_micro_per_kwh
     retail = tariff.retail_micro_per_kwh
-    buy_wh = sum(x.order.quantity_wh for x in buys if x.limit >= floor_)
-    sell_wh = sum(x.order.quantity_wh for x in sells if x.limit <= retail)
+    buy_wh = sum(x.quantity_wh for x in buys if x.limit >= floor_)
+    sell_wh = sum(x.quantity_wh for x in sells if x.limit <= retail)
     price = sdr_price(tariff, rules, sell_wh, buy_wh)
     return clear_at_price(
         "sdr", book, tariff=tariff, rules=rules, price=price, limits=(buys, sells)

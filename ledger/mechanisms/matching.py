@@ -21,7 +21,10 @@ class Match:
 
 
 def merit_order(buys: list[Limited], sells: list[Limited]) -> list[Match]:
-    """Match ``buys`` and ``sells`` (limits as in :func:`ledger.mechanisms.base.limited`)."""
+    """Match ``buys`` and ``sells`` (limits as in :func:`ledger.mechanisms.base.limited`).
+
+    Each trades at most its ``quantity_wh``; ties are ranked by the order's own fields.
+    """
     b_sorted = sorted(
         buys, key=lambda x: (-x.limit, x.order.agent, x.order.order_ref, x.order.quantity_wh)
     )
@@ -30,8 +33,8 @@ def merit_order(buys: list[Limited], sells: list[Limited]) -> list[Match]:
     )
     matches: list[Match] = []
     bi = si = 0
-    buy_left = b_sorted[0].order.quantity_wh if b_sorted else 0
-    sell_left = s_sorted[0].order.quantity_wh if s_sorted else 0
+    buy_left = b_sorted[0].quantity_wh if b_sorted else 0
+    sell_left = s_sorted[0].quantity_wh if s_sorted else 0
     while bi < len(b_sorted) and si < len(s_sorted) and b_sorted[bi].limit >= s_sorted[si].limit:
         quantity = min(buy_left, sell_left)
         matches.append(Match(b_sorted[bi], s_sorted[si], quantity))
@@ -39,10 +42,10 @@ def merit_order(buys: list[Limited], sells: list[Limited]) -> list[Match]:
         sell_left -= quantity
         if buy_left == 0:
             bi += 1
-            buy_left = b_sorted[bi].order.quantity_wh if bi < len(b_sorted) else 0
+            buy_left = b_sorted[bi].quantity_wh if bi < len(b_sorted) else 0
         if sell_left == 0:
             si += 1
-            sell_left = s_sorted[si].order.quantity_wh if si < len(s_sorted) else 0
+            sell_left = s_sorted[si].quantity_wh if si < len(s_sorted) else 0
     return matches
 
 
