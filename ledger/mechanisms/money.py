@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from broker.messages import Side
 from ledger.mechanisms.base import MarketResult
@@ -31,8 +31,7 @@ class Account(StrEnum):
     OPERATOR = "operator"
 
 
-@dataclass(frozen=True)
-class Posting:
+class Posting(NamedTuple):
     """``amount_micro`` > 0: the account pays; < 0: it receives. ``agent`` only for households."""
 
     account: Account
