@@ -100,6 +100,7 @@ BAD = [
     ("float price", _order(price_micro_per_kwh=2.5e5), "non-integer number 250000.0"),
     ("float tariff", _top(grid={**GRID, "retail_micro_per_kwh": 0.3}), "non-integer number 0.3"),
     ("NaN", NAN, "invalid JSON constant NaN"),
+    ("duplicate key", '{"grid": {}, "grid": {}, "orders": []}', "duplicate JSON key 'grid'"),
     (
         "negative quantity",
         _order(quantity_wh=-5),

@@ -40,6 +40,15 @@ def _parse_int(value: str) -> int:
     return int(value)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise MarketInputError(f"duplicate JSON key {key!r}")
+        obj[key] = value
+    return obj
+
+
 def _reject_float(value: str) -> Any:
     raise MarketInputError(f"non-integer number {value} (amounts are integers)")
 
@@ -92,7 +101,11 @@ def parse_book(text: str, mechanism_name: str) -> tuple[Mechanism, GridTariff, l
         )
     try:
         obj = json.loads(
-            text, parse_int=_parse_int, parse_float=_reject_float, parse_constant=_reject_constant
+            text,
+            parse_int=_parse_int,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicate_keys,
         )
     except (json.JSONDecodeError, RecursionError) as exc:
         raise MarketInputError(f"not JSON: {str(exc)[:200]}") from exc
