@@ -46,6 +46,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_gate_closure.py
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_settlement.py
+	$(BIN)/python bench/bench_mechanisms.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

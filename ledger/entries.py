@@ -94,7 +94,9 @@ def clearing_entry(
     volume_wh: int,
     orders: int,
     rejected: int,
+    mechanism: dict[str, Any] | None = None,
 ) -> NewEntry:
+    """``mechanism`` (its ``to_json()`` fields) only for a non-default mechanism."""
     obj: dict[str, Any] = {
         "kind": EntryKind.CLEARING,
         "interval": interval,
@@ -105,6 +107,8 @@ def clearing_entry(
         "orders": orders,
         "rejected": rejected,
     }
+    if mechanism is not None:
+        obj.update(mechanism)
     return NewEntry(EntryKind.CLEARING, interval, None, None, canonical_bytes(obj))
 
 

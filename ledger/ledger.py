@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from broker.errors import MessageError, RejectReason
+from broker.errors import ConfigError, MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
-from ledger.clearing import ClearingResult, Fill, GridTariff, Order, clear_uniform
+from ledger.clearing import ClearingResult, Fill, GridTariff, Order
 from ledger.entries import (
     EntryKind,
     NewEntry,
@@ -29,11 +29,15 @@ from ledger.entries import (
     message_entry,
     trade_entry,
 )
+from ledger.mechanisms.base import MarketRules
+from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.settlement import Registers, Settlement
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
+
+META_MECHANISM = "mechanism"
 
 
 @dataclass(frozen=True)
@@ -72,17 +76,26 @@ class Ledger:
         *,
         market_id: str,
         operator_key: SigningKey,
+        mechanism: Mechanism | None = None,
         clearing_k: Fraction = Fraction(1, 2),
         metering: MeteringConfig | None = None,
     ) -> None:
+        """``mechanism`` defaults to uniform pricing with ``clearing_k``; it is recorded
+        once in the store's meta table, and a restart with another one is refused."""
+        if mechanism is None:
+            mechanism = Mechanism("uniform", MarketRules(k=clearing_k))
+        if mechanism.rules.network_fee_micro_per_kwh:
+            raise ConfigError("network fees are not settled by the ledger yet")
         self.store = store
         self.market_id = market_id
         self.origin = origin_for(market_id)
         self.operator_key = operator_key
-        self.clearing_k = clearing_k
+        self.clearing_k = mechanism.rules.k
+        self.mechanism = mechanism
         store.set_meta_once(META_MARKET, market_id)
         store.set_meta_once(META_ORIGIN, self.origin)
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
+        store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
         self.keys: dict[str, VerifyingKey] = {}
         self.rejections: Counter[RejectReason] = Counter()
         self._tree = CompactRange()
@@ -289,7 +302,7 @@ class Ledger:
                 for m in orders
                 for b in (m.body_as(OrderBody),)
             ]
-            clearing = clear_uniform(book, op.tariff, k=self.clearing_k)
+            clearing = self.mechanism.clear_local(book, op.tariff)
             entries.append(
                 clearing_entry(
                     interval=op.interval,
@@ -298,6 +311,7 @@ class Ledger:
                     volume_wh=clearing.volume_wh,
                     orders=len(orders),
                     rejected=sum(self.rejections.values()),
+                    mechanism=None if self.mechanism.is_default else self.mechanism.to_json(),
                 )
             )
             entries += [trade_entry(interval=op.interval, fill=f) for f in clearing.fills]

@@ -67,6 +67,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return run_simulate_command(args)
 
 
+def _cmd_market_clear(args: argparse.Namespace) -> int:
+    from wattmesh.market_cli import run_market_clear_command
+
+    return run_market_clear_command(args.mechanism, Path(args.file))
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from wattmesh.agent_cli import run_agent_command
 
@@ -89,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--report", default="out/report.json")
     sim.add_argument("--workdir", default="out")
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    sim.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
+    sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
     sim.set_defaults(func=_cmd_simulate)
 
     keys = sub.add_parser("keys", help="household and operator keys")
@@ -110,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     statement.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (UTC), inclusive")
     statement.add_argument("--format", choices=("csv", "json"), default="json")
     statement.set_defaults(func=_cmd_ledger_statement)
+
+    market = sub.add_parser("market", help="offline market tools")
+    market_sub = market.add_subparsers(dest="market_command", required=True, parser_class=_Parser)
+    clear = market_sub.add_parser("clear", help="clear a JSON order book and print JSON")
+    clear.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
+    clear.add_argument("file", help="order book (JSON, see docs/protocol.md)")
+    clear.set_defaults(func=_cmd_market_clear)
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")

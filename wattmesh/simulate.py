@@ -25,6 +25,8 @@ from broker.transport import BrokerAddress, Transport, TransportConfig, parse_br
 from forecasting.service import ForecasterConfig, ForecastService, ModelName
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger
+from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
@@ -49,6 +51,8 @@ class SimulationConfig:
     interval_s: int = 900
     history_days: int = 28
     tariff: GridTariff = field(default_factory=lambda: GridTariff(300_000, 80_000))
+    tariffs: TariffSchedule | None = None  # time-of-use schedule; None: ``tariff`` all day
+    mechanism: Mechanism = field(default_factory=Mechanism)
     gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
 
     def __post_init__(self) -> None:
@@ -66,6 +70,10 @@ class SimulationConfig:
             raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
         if self.broker != "auto":
             parse_broker_url_or_config_error(self.broker)
+
+    def tariff_at(self, interval: int) -> GridTariff:
+        """The grid tariff of the interval starting at ``interval`` (epoch s)."""
+        return self.tariff if self.tariffs is None else self.tariffs.at(interval)
 
 
 def parse_broker_url_or_config_error(url: str) -> BrokerAddress:
@@ -183,7 +191,9 @@ async def _run(
         hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
         for hh in scenario.households
     }
-    ledger = Ledger(store, market_id=config.market_id, operator_key=operator_key)
+    ledger = Ledger(
+        store, market_id=config.market_id, operator_key=operator_key, mechanism=config.mechanism
+    )
     ledger.register({a: k.verifying for a, k in household_keys.items()}, interval=first)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -262,12 +272,14 @@ async def _run(
         outcomes: list[IntervalOutcome] = []
         try:
             for index in range(intervals):
-                outcome = await service.run_interval(first + index * interval_s, config.tariff)
+                start = first + index * interval_s
+                outcome = await service.run_interval(start, config.tariff_at(start))
                 outcomes.append(outcome)
                 if progress is not None:
                     progress(index + 1, intervals)
             end = first + intervals * interval_s
-            outcomes.append(await service.run_interval(end, config.tariff, trading=False))
+            closing = await service.run_interval(end, config.tariff_at(end), trading=False)
+            outcomes.append(closing)
             await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
             await service.clear_retained()
         finally:

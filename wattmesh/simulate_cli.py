@@ -13,6 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from broker.errors import ConfigError
+from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.simulate import SimulationConfig, run_simulation
 
 
@@ -27,6 +30,8 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         forecaster=args.forecaster,
         workdir=Path(args.workdir),
         history_days=args.history_days,
+        tariffs=None if args.tariffs is None else load_tariffs(Path(args.tariffs)),
+        mechanism=_mechanism(args.mechanism),
     )
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True, quiet=args.quiet)
@@ -52,6 +57,24 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         Console().print(summary_table(report))
         Console().print(f"report written to {path}")
     return 0 if report["verified"] else 1
+
+
+def _mechanism(name: str) -> Mechanism:
+    try:
+        return Mechanism(name)
+    except ValueError as exc:
+        raise ConfigError(f"--mechanism: {exc}") from exc
+
+
+def load_tariffs(path: Path) -> TariffSchedule:
+    """A time-of-use schedule file: a JSON list of periods (docs/protocol.md)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("must be a JSON list of objects")
+        return TariffSchedule.from_json(rows)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise ConfigError(f"--tariffs {path}: {exc}") from exc
 
 
 def summary_table(report: dict[str, Any]) -> Table:

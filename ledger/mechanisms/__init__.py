@@ -1,0 +1,7 @@
+"""Market mechanisms: pure functions from an order book and the grid's tariff to fills.
+
+One module per concern: :mod:`.base` (rules, results, limits), :mod:`.matching`
+(merit order), :mod:`.auctions` (uniform, pay-as-bid), :mod:`.community` (SDR, MMR),
+:mod:`.money` (line items), :mod:`.tariffs` (time-of-use schedules), :mod:`.registry`
+(names).
+"""

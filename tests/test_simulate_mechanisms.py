@@ -1,0 +1,117 @@
+"""`wattmesh simulate` with a chosen mechanism and a time-of-use tariff schedule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from broker.transport import BrokerAddress
+from ledger.clearing import GridTariff
+from ledger.entries import EntryKind
+from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.tariffs import TariffSchedule
+from ledger.store import LedgerStore
+from wattmesh.cli import main
+from wattmesh.simulate import SimulationConfig, run_simulation
+
+pytestmark = pytest.mark.slow
+
+TOU = [
+    {"start_hour_utc": 0, "retail_micro_per_kwh": 200_000, "feed_in_micro_per_kwh": 60_000},
+    {"start_hour_utc": 7, "retail_micro_per_kwh": 300_000, "feed_in_micro_per_kwh": 80_000},
+    {"start_hour_utc": 17, "retail_micro_per_kwh": 410_000, "feed_in_micro_per_kwh": 90_000},
+]
+
+
+async def test_mmr_market_with_tou_tariffs(tmp_path: Path, mosquitto: BrokerAddress) -> None:
+    schedule = TariffSchedule.from_json(TOU)
+    config = SimulationConfig(
+        households=4,
+        days=1,
+        seed=3,
+        pv_share=0.5,
+        forecaster="naive",
+        history_days=7,
+        workdir=tmp_path,
+        broker=mosquitto.url,
+        gate_timeout_s=30.0,
+        tariffs=schedule,
+        mechanism=Mechanism("mmr"),
+    )
+    report = await run_simulation(config)
+    assert report["verified"] is True, report["verify_problem"]
+    assert report["trades"] > 0
+    store = LedgerStore(report["db"])
+    try:
+        entries = [(e.kind, json.loads(e.data)) for e in store.iter_entries()]
+    finally:
+        store.close()
+    clearings = {obj["interval"]: obj for kind, obj in entries if kind == EntryKind.CLEARING}
+    assert len(clearings) == report["intervals"]
+    seen_tariffs = set()
+    for interval, obj in clearings.items():
+        tariff = schedule.at(interval)
+        seen_tariffs.add(tariff)
+        assert obj["mechanism"] == "mmr"
+        assert (obj["retail_micro_per_kwh"], obj["feed_in_micro_per_kwh"]) == (
+            tariff.retail_micro_per_kwh,
+            tariff.feed_in_micro_per_kwh,
+        )
+    assert seen_tariffs == {
+        GridTariff(r["retail_micro_per_kwh"], r["feed_in_micro_per_kwh"]) for r in TOU
+    }
+    limits = {
+        (obj["signed"]["agent"], obj["signed"]["interval"]): obj["signed"]["body"]
+        for kind, obj in entries
+        if kind == EntryKind.ORDER
+    }
+    trades = [obj for kind, obj in entries if kind == EntryKind.TRADE]
+    assert trades
+    at_mid = 0
+    for t in trades:
+        tariff = schedule.at(t["interval"])
+        retail, feed_in = tariff.retail_micro_per_kwh, tariff.feed_in_micro_per_kwh
+        bid = min(limits[(t["buyer"], t["interval"])]["price_micro_per_kwh"], retail)
+        ask = max(limits[(t["seller"], t["interval"])]["price_micro_per_kwh"], feed_in)
+        mid = (retail + feed_in) // 2
+        # The mid-market rate, or the nearest price both limits admit.
+        assert t["price_micro_per_kwh"] == min(max(mid, ask), bid)
+        at_mid += t["price_micro_per_kwh"] == mid
+    assert at_mid > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "message"),
+    [
+        (["--mechanism", "vickrey"], None, "--mechanism: unknown mechanism 'vickrey'"),
+        (["--tariffs", "{t}"], "[{]", "--tariffs {t}: Expecting"),
+        (["--tariffs", "{t}"], '{"start_hour_utc": 0}', "must be a JSON list of objects"),
+        (
+            ["--tariffs", "{t}"],
+            json.dumps([{**TOU[0], "retail_micro_per_kwh": 0.2}]),
+            "must be an integer",
+        ),
+        (["--tariffs", "{t}"], json.dumps(TOU[1:]), "first period starting at hour 0"),
+        (["--tariffs", "{t}/missing.json"], None, "No such file"),
+    ],
+    ids=["mechanism", "not-json", "not-a-list", "float", "no-hour-0", "missing"],
+)
+def test_bad_mechanism_or_tariffs_give_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    content: str | None,
+    message: str,
+) -> None:
+    t = tmp_path / "tou.json"
+    if content is not None:
+        t.write_text(content, encoding="utf-8")
+    args = [a.replace("{t}", str(t)) for a in args]
+    assert main(["simulate", "--workdir", str(tmp_path), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message.replace("{t}", str(t)) in lines[0], err
+    assert not (tmp_path / "ledger.db").exists()  # refused before anything ran
