@@ -22,6 +22,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         pv_share=args.pv_share,
+        battery_share=args.battery_share,
         broker=args.broker,
         db_url=args.db,
         forecaster=args.forecaster,
