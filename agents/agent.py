@@ -174,6 +174,8 @@ class HouseholdAgent:
             export_wh=reading.export_wh,
             pv_wh=reading.pv_wh,
             power_w=reading.power_w,
+            battery_in_wh=reading.battery_in_wh,
+            battery_out_wh=reading.battery_out_wh,
         )
         await self._publish(
             self.config.topics.reading(self.config.agent_id),

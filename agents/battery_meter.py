@@ -2,7 +2,9 @@
 
 Like ``SimulatedMeter`` it replays per-interval demand and PV profiles, but the battery
 acts on the *real* demand and PV of each interval (``agents.battery.step``) in the mode
-the agent commanded for it, and the grid registers change only by the remainder. The
+the agent commanded for it, and the grid registers change only by the remainder; the
+battery's own registers (AC energy in and out) are read too, so the forecaster can tell
+demand from battery flows. The
 battery advances lazily, interval by interval, as simulated time passes a boundary, so
 the agent's command for an interval (given when it orders) is in force before that
 interval is applied. An interval without a command runs in ``default_mode``.
@@ -56,6 +58,8 @@ class BatteryMeter:
         self._import = [0]
         self._export = [0]
         self._pv_register = [0]
+        self._battery_in = [0]
+        self._battery_out = [0]
 
     @property
     def battery(self) -> BatterySpec:
@@ -98,6 +102,8 @@ class BatteryMeter:
         self._import.append(self._import[-1] + done.import_wh)
         self._export.append(self._export[-1] + done.export_wh)
         self._pv_register.append(self._pv_register[-1] + self._pv[index])
+        self._battery_in.append(self._battery_in[-1] + done.charge_wh)
+        self._battery_out.append(self._battery_out[-1] + done.discharge_wh)
         return done
 
     async def soc_wh(self) -> int:
@@ -127,4 +133,6 @@ class BatteryMeter:
             export_wh=self._export[elapsed],
             pv_wh=self._pv_register[elapsed],
             power_w=power_w,
+            battery_in_wh=self._battery_in[elapsed],
+            battery_out_wh=self._battery_out[elapsed],
         )
