@@ -219,7 +219,10 @@ class HouseholdAgent:
                 feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
                 policy=self.config.policy,
             )
-            self.battery.command(interval, decision.mode)
+            try:
+                self.battery.command(interval, decision.mode)
+            except ValueError as exc:  # e.g. a late order: the interval has begun
+                _LOG.warning("%s: battery command refused: %s", self.config.agent_id, exc)
             body = decision.order
         await self._publish(
             self.config.topics.order(self.config.agent_id),

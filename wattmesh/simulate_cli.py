@@ -78,6 +78,15 @@ def summary_table(report: dict[str, Any]) -> Table:
         ("ledger root", report["ledger_root"][:16] + "…"),
         ("ledger verified", "yes" if report["verified"] else "NO"),
     ]
+    batteries = report.get("battery_comparison", {}).get("pv_battery", {})
+    if batteries.get("households"):
+        rows.insert(
+            -3,
+            (
+                f"battery savings ({batteries['households']} households, mean)",
+                _money(batteries["mean_battery_savings_micro"]),
+            ),
+        )
     for name, value in rows:
         table.add_row(name, value)
     return table
