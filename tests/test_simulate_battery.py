@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from agents.battery import BatterySpec
+from agents.battery_meter import BatteryMeter
+from agents.meter import MarketClock
 from broker.transport import BrokerAddress
+from wattmesh.battery_report import BatteryTotals, battery_totals
 from wattmesh.scenario import (
     BATTERY_CAPACITY_MAX_WH,
     BATTERY_CAPACITY_MIN_WH,
@@ -125,3 +129,25 @@ def test_cli_refuses_a_bad_battery_share(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "wattmesh: error: --battery-share must lie in [0, 1], got -0.1"
     ), result.stderr
+
+
+async def test_battery_totals_cover_the_simulated_period_only() -> None:
+    battery = BatterySpec(capacity_wh=5_000, max_charge_w=4_000, max_discharge_w=4_000)
+    clock = MarketClock(0)
+    meter = BatteryMeter(
+        start=0,
+        interval_s=900,
+        demand_wh=[0, 0, 500, 0],
+        pv_wh=[1_000, 1_000, 0, 0],
+        battery=battery,
+        clock=clock,
+    )
+    assert battery_totals(meter, first=2, count=2) == BatteryTotals(0, 0, 0, 0, 0)
+    clock.set(900)
+    await meter.read()
+    assert battery_totals(meter, first=2, count=2) == BatteryTotals(0, 0, 0, 900, 900)
+    clock.set(4 * 900)
+    await meter.read()
+    totals = battery_totals(meter, first=1, count=2)
+    assert totals == BatteryTotals(1_000, 500, 100, 900, 1_300)
+    assert totals.balance_wh == 100 + 1_300 - 900

@@ -52,8 +52,9 @@ class BatteryTotals:
 def battery_totals(meter: BatteryMeter, *, first: int, count: int) -> BatteryTotals:
     """Sum the battery's steps over intervals ``first .. first + count - 1`` applied so far."""
     steps = meter.steps[first : first + count]
-    if not steps:
-        soc = meter.steps[first - 1].soc_end_wh if 0 < first <= len(meter.steps) else 0
+    if not steps:  # not reached yet: the last SoC known
+        done = min(first, len(meter.steps))
+        soc = meter.steps[done - 1].soc_end_wh if done else meter.initial_soc_wh
         return BatteryTotals(0, 0, 0, soc, soc)
     return BatteryTotals(
         charge_wh=sum(s.charge_wh for s in steps),
