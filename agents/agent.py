@@ -13,6 +13,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from agents.battery import BatteryController
+from agents.battery_strategy import battery_order_for
 from agents.meter import MarketClock, Meter
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy, order_for
@@ -83,6 +85,7 @@ class HouseholdAgent:
         meter: Meter,
         sequence: Sequence,
         market_clock: MarketClock | None = None,
+        battery: BatteryController | None = None,
     ) -> None:
         self.config = config
         self.key = key
@@ -90,6 +93,7 @@ class HouseholdAgent:
         self.meter = meter
         self.sequence = sequence
         self.market_clock = market_clock
+        self.battery = battery
         self.rejections: Counter[str] = Counter()
         self.published = 0
         self._open: AnnouncementBody | None = None
@@ -170,6 +174,8 @@ class HouseholdAgent:
             export_wh=reading.export_wh,
             pv_wh=reading.pv_wh,
             power_w=reading.power_w,
+            battery_in_wh=reading.battery_in_wh,
+            battery_out_wh=reading.battery_out_wh,
         )
         await self._publish(
             self.config.topics.reading(self.config.agent_id),
@@ -194,13 +200,30 @@ class HouseholdAgent:
         self._ordered.add(interval)
         if self._fallback is not None:
             self._fallback.cancel()
-        body = order_for(
-            demand_wh=demand_wh,
-            pv_wh=pv_wh,
-            retail_micro_per_kwh=announced.retail_micro_per_kwh,
-            feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
-            policy=self.config.policy,
-        )
+        if self.battery is None:
+            body = order_for(
+                demand_wh=demand_wh,
+                pv_wh=pv_wh,
+                retail_micro_per_kwh=announced.retail_micro_per_kwh,
+                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
+                policy=self.config.policy,
+            )
+        else:
+            decision = battery_order_for(
+                demand_wh=demand_wh,
+                pv_wh=pv_wh,
+                soc_wh=await self.battery.soc_wh(),
+                battery=self.battery.battery,
+                interval_s=announced.interval_s,
+                retail_micro_per_kwh=announced.retail_micro_per_kwh,
+                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
+                policy=self.config.policy,
+            )
+            try:
+                self.battery.command(interval, decision.mode)
+            except ValueError as exc:  # e.g. a late order: the interval has begun
+                _LOG.warning("%s: battery command refused: %s", self.config.agent_id, exc)
+            body = decision.order
         await self._publish(
             self.config.topics.order(self.config.agent_id),
             body,

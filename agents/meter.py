@@ -20,6 +20,8 @@ class MeterReading:
     export_wh: int
     pv_wh: int
     power_w: int  # positive importing, negative exporting
+    battery_in_wh: int | None = None  # cumulative AC energy into a home battery, if any
+    battery_out_wh: int | None = None  # cumulative AC energy out of it
 
 
 class Meter(Protocol):

@@ -71,6 +71,11 @@ class ReadingBody:
     ``import_wh``/``export_wh`` are the grid meter's registers; ``pv_wh`` is the PV
     generation meter's register (0 for a household without PV). Demand over a period is
     then ``d_import - d_export + d_pv``.
+
+    A household with a battery behind the meter also sends ``battery_in_wh`` and
+    ``battery_out_wh``, the battery's cumulative AC energy in and out (both or neither;
+    absent, not null, without a battery). Demand is then
+    ``d_import - d_export + d_pv - d_battery_in + d_battery_out``.
     """
 
     KIND: ClassVar[str] = "reading"
@@ -79,25 +84,41 @@ class ReadingBody:
     export_wh: int
     pv_wh: int
     power_w: int  # grid power at meter_time: positive when importing, negative exporting
+    battery_in_wh: int | None = None
+    battery_out_wh: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.battery_in_wh is None) != (self.battery_out_wh is None):
+            raise ValueError("battery_in_wh and battery_out_wh go together")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "meter_time": self.meter_time,
             "import_wh": self.import_wh,
             "export_wh": self.export_wh,
             "pv_wh": self.pv_wh,
             "power_w": self.power_w,
         }
+        if self.battery_in_wh is not None:
+            obj["battery_in_wh"] = self.battery_in_wh
+            obj["battery_out_wh"] = self.battery_out_wh
+        return obj
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ReadingBody:
-        exact_keys(obj, {"meter_time", "import_wh", "export_wh", "pv_wh", "power_w"}, "reading")
+        keys = {"meter_time", "import_wh", "export_wh", "pv_wh", "power_w"}
+        battery = obj.keys() & {"battery_in_wh", "battery_out_wh"}
+        if battery:
+            keys |= {"battery_in_wh", "battery_out_wh"}
+        exact_keys(obj, keys, "reading")
         return cls(
             meter_time=get_int(obj, "meter_time"),
             import_wh=get_int(obj, "import_wh"),
             export_wh=get_int(obj, "export_wh"),
             pv_wh=get_int(obj, "pv_wh"),
             power_w=get_int(obj, "power_w", minimum=-1_000_000, maximum=1_000_000),
+            battery_in_wh=get_int(obj, "battery_in_wh") if battery else None,
+            battery_out_wh=get_int(obj, "battery_out_wh") if battery else None,
         )
 
 

@@ -223,6 +223,27 @@ def fit_one(
     return seasonal_naive(series, steps, season_intervals=season, kind=kind)
 
 
+def demand_and_pv(last: ReadingBody, reading: ReadingBody) -> tuple[int, int] | None:
+    """Demand and PV energy (Wh) between two readings, or None when not to be learnt from.
+
+    Demand is ``d_import - d_export + d_pv - d_battery_in + d_battery_out`` (battery
+    terms only when both readings carry battery registers; None when just one does or a
+    register went backwards), clamped at 0.
+    """
+    d_import = reading.import_wh - last.import_wh
+    d_export = reading.export_wh - last.export_wh
+    d_pv = reading.pv_wh - last.pv_wh
+    d_in = d_out = 0
+    if (last.battery_in_wh is None) != (reading.battery_in_wh is None):
+        return None  # a battery appeared or vanished: its registers have no baseline
+    if last.battery_in_wh is not None and reading.battery_in_wh is not None:
+        d_in = reading.battery_in_wh - last.battery_in_wh
+        d_out = (reading.battery_out_wh or 0) - (last.battery_out_wh or 0)
+    if min(d_import, d_export, d_pv, d_in, d_out) < 0:
+        return None  # registers went backwards: do not learn from it
+    return max(d_import - d_export + d_pv - d_in + d_out, 0), d_pv
+
+
 def _append_deltas(hh: _Household, reading: ReadingBody, interval_s: int) -> None:
     """Append the energy between the last reading and this one, one value per interval.
 
@@ -234,12 +255,10 @@ def _append_deltas(hh: _Household, reading: ReadingBody, interval_s: int) -> Non
     steps = (reading.meter_time - last.meter_time) // interval_s
     if steps <= 0:
         return
-    d_import = reading.import_wh - last.import_wh
-    d_export = reading.export_wh - last.export_wh
-    d_pv = reading.pv_wh - last.pv_wh
-    if min(d_import, d_export, d_pv) < 0:
-        return  # registers went backwards: do not learn from it
-    demand = max(d_import - d_export + d_pv, 0)
+    energy = demand_and_pv(last, reading)
+    if energy is None:
+        return
+    demand, d_pv = energy
     for i in range(steps):
         last_step = i == steps - 1
         hh.demand.append(demand // steps + (demand % steps if last_step else 0))

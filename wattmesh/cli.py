@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int, default=2)
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--pv-share", type=float, default=0.4)
+    sim.add_argument(
+        "--battery-share", type=float, default=0.0, help="share of PV households with a battery"
+    )
     sim.add_argument("--broker", default="auto", help="auto, or mqtt://host:port")
     sim.add_argument("--db", default=None, help="ledger database URL (default: out/ledger.db)")
     sim.add_argument("--forecaster", choices=("prophet", "naive"), default="prophet")

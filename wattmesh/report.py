@@ -2,11 +2,17 @@
 
 Energy figures are integers (Wh) and balance exactly; money in integer micro-units.
 Only the derived ratios (``savings_pct``, ``self_sufficiency``) are floats.
+
+With home batteries (``wattmesh/battery_report.py``) the balance, per household and for
+the neighbourhood, is
+``demand - pv + battery_losses + battery_soc_change == import - export``
+(``battery_soc_change = soc_end - soc_start`` over the simulated period); without a
+battery both battery terms are 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +26,12 @@ from ledger.accounts import (
 from ledger.ledger import IntervalOutcome, Ledger
 from ledger.metering import Revision
 from ledger.settlement import Basis
+from wattmesh.battery_report import (
+    BatteryTotals,
+    battery_comparison,
+    household_battery_json,
+    reference_costs,
+)
 
 if TYPE_CHECKING:
     from wattmesh.scenario import Scenario
@@ -87,7 +99,9 @@ def build_report(
     ledger: Ledger,
     verified: bool,
     extra: dict[str, Any],
+    batteries: Mapping[str, BatteryTotals] | None = None,
 ) -> dict[str, Any]:
+    batteries = batteries or {}
     first, count = scenario.history_intervals, scenario.simulated_intervals
     households = {
         hh.spec.agent_id: _Household(
@@ -101,8 +115,10 @@ def build_report(
     trades = sum(len(outcome.clearing.fills) for outcome in outcomes)
     _add_settlements(households, outcomes)
     rows = [households[a] for a in sorted(households)]
+    stored = {a: t.balance_wh for a, t in batteries.items()}
     for h in rows:
-        if h.settled_intervals == count and h.demand_wh - h.pv_wh != h.import_wh - h.export_wh:
+        net = h.demand_wh - h.pv_wh + stored.get(h.agent, 0)
+        if h.settled_intervals == count and net != h.import_wh - h.export_wh:
             raise BalanceError(f"{h.agent}: metered energy differs from the scenario")
     demand = sum(h.demand_wh for h in rows)
     pv = sum(h.pv_wh for h in rows)
@@ -119,9 +135,24 @@ def build_report(
         if accounts[household_account(h.agent)] != h.community_micro:
             raise BalanceError(f"{h.agent}: the postings differ from the settlements")
     complete = all(h.settled_intervals == count for h in rows)
-    if complete and demand - pv != grid_import - grid_export:
-        raise BalanceError("demand - pv differs from grid import - grid export")
+    losses = sum(t.losses_wh for t in batteries.values())
+    soc_change = sum(t.soc_end_wh - t.soc_start_wh for t in batteries.values())
+    if complete and demand - pv + losses + soc_change != grid_import - grid_export:
+        raise BalanceError("demand - pv (+ battery terms) differs from grid import - export")
     grid_only = sum(h.grid_only_micro for h in rows)
+    profiles = {hh.spec.agent_id: hh for hh in scenario.households}
+    per_household = []
+    for h in rows:
+        hh = profiles[h.agent]
+        reference, pv_only = reference_costs(hh, first=first, count=count, tariff=config.tariff)
+        per_household.append(
+            {
+                **h.to_json(),
+                "battery": household_battery_json(hh, batteries.get(h.agent)),
+                "reference_micro": reference,
+                "pv_only_micro": pv_only,
+            }
+        )
     community = sum(h.community_micro for h in rows)
     return {
         "households": len(rows),
@@ -130,6 +161,7 @@ def build_report(
         "interval_s": scenario.interval_s,
         "seed": config.seed,
         "pv_share": config.pv_share,
+        "battery_share": config.battery_share,
         "forecaster": config.forecaster,
         "energy_wh": {
             "demand": demand,
@@ -137,6 +169,8 @@ def build_report(
             "p2p": p2p,
             "grid_import": grid_import,
             "grid_export": grid_export,
+            "battery_losses": losses,
+            "battery_soc_change": soc_change,
         },
         "money_micro": {"grid_only": grid_only, "community": community},
         "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},
@@ -149,5 +183,6 @@ def build_report(
         "ledger_root": ledger.root.hex(),
         "verified": verified,
         **extra,
-        "per_household": [h.to_json() for h in rows],
+        "per_household": per_household,
+        "battery_comparison": battery_comparison(per_household),
     }

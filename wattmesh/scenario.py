@@ -36,6 +36,8 @@ import pandas as pd
 import pvlib
 from demandlib.bdew import H25
 
+from agents.battery import BatterySpec
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -53,6 +55,17 @@ PV_PEAK_STEP_W = 100
 ANNUAL_DEMAND_MIN_WH = 2_000_000
 ANNUAL_DEMAND_MAX_WH = 6_000_000
 ANNUAL_DEMAND_STEP_WH = 1_000
+
+BATTERY_CAPACITY_MIN_WH = 5_000
+BATTERY_CAPACITY_MAX_WH = 10_000
+BATTERY_CAPACITY_STEP_WH = 500
+BATTERY_POWER_MIN_W = 2_500
+BATTERY_POWER_MAX_W = 5_000
+BATTERY_POWER_STEP_W = 100
+BATTERY_ROUND_TRIP_PERMILLE = 900
+BATTERY_MIN_SOC_PERMILLE = 100
+"""Seeded batteries: capacity and power (charge = discharge) from these ranges; 90 %
+round trip; the SoC is kept above 10 % of the capacity."""
 
 DEMAND_NOISE_SIGMA = 0.35
 """Sigma of the per-interval log-normal demand noise (its mean is 1)."""
@@ -82,6 +95,7 @@ _DAYS_BEFORE_MONTH = np.array(
 _STREAM_PV_SELECTION = 0
 _STREAM_SPEC = 1
 _STREAM_PROFILE = 2
+_STREAM_BATTERY = 3  # (3, 0): which households; (3, 1, i): household i's battery
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,14 @@ class HouseholdSpec:
     """Static description of a simulated household.
 
     ``pv_peak_w`` is the PV peak (nameplate) power in W, 0 without PV;
-    ``annual_demand_wh`` is the consumption over one calendar year in Wh.
+    ``annual_demand_wh`` is the consumption over one calendar year in Wh;
+    ``battery`` is the home battery behind the meter, if any.
     """
 
     agent_id: str
     pv_peak_w: int
     annual_demand_wh: int
+    battery: BatterySpec | None = None
 
     def __post_init__(self) -> None:
         if not self.agent_id:
@@ -184,17 +200,24 @@ class _Weather:
     altitude_m: float
 
 
-def make_households(n: int, *, seed: int, pv_share: float) -> tuple[HouseholdSpec, ...]:
+def make_households(
+    n: int, *, seed: int, pv_share: float, battery_share: float = 0.0
+) -> tuple[HouseholdSpec, ...]:
     """Draw ``n`` household specs ``h001, h002, ...``.
 
     ``floor(pv_share * n + 0.5)`` of them (chosen by the seed) get a PV peak
     power in [3000, 8000] W (steps of 100 W); the others 0.  Annual demand is
     in [2000, 6000] kWh (steps of 1 kWh).  Household ``i``'s own values come
     from a seed stream of its own.
+
+    ``floor(battery_share * pv_count + 0.5)`` of the PV households also get a battery
+    (see ``BATTERY_*``), drawn from seed streams of their own, so a share of 0 leaves
+    every other value as it was.
     """
     _check_count(n)
     _check_seed(seed)
     _check_pv_share(pv_share)
+    _check_pv_share(battery_share, name="battery_share")
     pv_count = math.floor(pv_share * n + 0.5)
     order = _rng(seed, _STREAM_PV_SELECTION).permutation(n)
     has_pv = np.zeros(n, dtype=np.bool_)
@@ -221,7 +244,50 @@ def make_households(n: int, *, seed: int, pv_share: float) -> tuple[HouseholdSpe
                 annual_demand_wh=demand_steps * ANNUAL_DEMAND_STEP_WH,
             )
         )
-    return tuple(specs)
+    return _add_batteries(tuple(specs), seed=seed, battery_share=battery_share)
+
+
+def _add_batteries(
+    specs: tuple[HouseholdSpec, ...], *, seed: int, battery_share: float
+) -> tuple[HouseholdSpec, ...]:
+    with_pv = [i for i, spec in enumerate(specs) if spec.pv_peak_w > 0]
+    count = math.floor(battery_share * len(with_pv) + 0.5)
+    if count == 0:
+        return specs
+    order = _rng(seed, _STREAM_BATTERY, 0).permutation(len(with_pv))
+    chosen = {with_pv[int(k)] for k in order[:count]}
+    result = list(specs)
+    for i in sorted(chosen):
+        rng = _rng(seed, _STREAM_BATTERY, 1, i)
+        capacity = BATTERY_CAPACITY_STEP_WH * int(
+            rng.integers(
+                BATTERY_CAPACITY_MIN_WH // BATTERY_CAPACITY_STEP_WH,
+                BATTERY_CAPACITY_MAX_WH // BATTERY_CAPACITY_STEP_WH,
+                endpoint=True,
+            )
+        )
+        power = BATTERY_POWER_STEP_W * int(
+            rng.integers(
+                BATTERY_POWER_MIN_W // BATTERY_POWER_STEP_W,
+                BATTERY_POWER_MAX_W // BATTERY_POWER_STEP_W,
+                endpoint=True,
+            )
+        )
+        battery = BatterySpec(
+            capacity_wh=capacity,
+            max_charge_w=power,
+            max_discharge_w=power,
+            round_trip_permille=BATTERY_ROUND_TRIP_PERMILLE,
+            min_soc_wh=capacity * BATTERY_MIN_SOC_PERMILLE // 1000,
+        )
+        spec = specs[i]
+        result[i] = HouseholdSpec(
+            agent_id=spec.agent_id,
+            pv_peak_w=spec.pv_peak_w,
+            annual_demand_wh=spec.annual_demand_wh,
+            battery=battery,
+        )
+    return tuple(result)
 
 
 def build_scenario(
@@ -230,6 +296,7 @@ def build_scenario(
     days: int,
     seed: int,
     pv_share: float = 0.4,
+    battery_share: float = 0.0,
     start: datetime = DEFAULT_START,
     history_days: int = 28,
     interval_s: int = 900,
@@ -265,7 +332,7 @@ def build_scenario(
     if start_utc.microsecond != 0 or start_epoch_s % interval_s != 0:
         raise ValueError(f"start must be aligned to interval_s={interval_s}, got {start!r}")
 
-    specs = make_households(households, seed=seed, pv_share=pv_share)
+    specs = make_households(households, seed=seed, pv_share=pv_share, battery_share=battery_share)
     interval_count = (history_days + days) * 86_400 // interval_s
     utc_offset_s = round(longitude_deg / 15.0) * 3600
 
@@ -584,6 +651,6 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed must be >= 0, got {seed}")
 
 
-def _check_pv_share(pv_share: float) -> None:
-    if not 0.0 <= pv_share <= 1.0:  # also rejects NaN
-        raise ValueError(f"pv_share must be in [0, 1], got {pv_share}")
+def _check_pv_share(share: float, *, name: str = "pv_share") -> None:
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {share}")

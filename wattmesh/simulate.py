@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.battery_meter import BatteryMeter
 from agents.meter import MarketClock, SimulatedMeter
 from agents.sequence import MemorySequence
 from broker.errors import ConfigError
@@ -30,6 +31,7 @@ from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
+from wattmesh.battery_report import battery_balances
 from wattmesh.report import build_report
 from wattmesh.scenario import Scenario, build_scenario
 from wattmesh.simkeys import simulation_key
@@ -43,6 +45,7 @@ class SimulationConfig:
     days: int
     seed: int
     pv_share: float = 0.4
+    battery_share: float = 0.0  # of the PV households
     broker: str = "auto"  # "auto" or mqtt://host:port
     db_url: str | None = None  # default: sqlite in workdir, recreated
     forecaster: ModelName = "prophet"
@@ -66,6 +69,8 @@ class SimulationConfig:
             raise ConfigError(f"--seed must not be negative, got {self.seed}")
         if not 0.0 <= self.pv_share <= 1.0:
             raise ConfigError(f"--pv-share must lie in [0, 1], got {self.pv_share}")
+        if not 0.0 <= self.battery_share <= 1.0:
+            raise ConfigError(f"--battery-share must lie in [0, 1], got {self.battery_share}")
         if self.forecaster not in ("prophet", "naive"):
             raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
         if self.broker != "auto":
@@ -145,13 +150,16 @@ async def run_simulation(
         days=config.days,
         seed=config.seed,
         pv_share=config.pv_share,
+        battery_share=config.battery_share,
         history_days=config.history_days,
         interval_s=config.interval_s,
     )
     store, db_url = open_store(config)
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
-            outcomes, ledger, models = await _run(config, scenario, store, address, progress)
+            outcomes, ledger, models, meters = await _run(
+                config, scenario, store, address, progress
+            )
         report = verify_ledger(store)
         return build_report(
             config=config,
@@ -159,6 +167,7 @@ async def run_simulation(
             outcomes=outcomes,
             ledger=ledger,
             verified=report.ok,
+            batteries=battery_balances(scenario, meters),
             extra={
                 "broker": broker_kind,
                 "db": db_url,
@@ -180,7 +189,7 @@ async def _run(
     store: LedgerStore,
     address: BrokerAddress,
     progress: Progress | None,
-) -> tuple[list[IntervalOutcome], Ledger, Counter[str]]:
+) -> tuple[list[IntervalOutcome], Ledger, Counter[str], dict[str, BatteryMeter]]:
     topics = Topics(config.market_id)
     interval_s = scenario.interval_s
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
@@ -226,6 +235,7 @@ async def _run(
         stack.callback(forecaster.close)
         history = scenario.history_intervals
         agents: list[HouseholdAgent] = []
+        battery_meters: dict[str, BatteryMeter] = {}
         for hh in scenario.households:
             agent_id = hh.spec.agent_id
             forecaster.load_history(
@@ -244,13 +254,22 @@ async def _run(
             transport = await stack.enter_async_context(
                 agent_transport(agent_config, _transport(address, f"{config.market_id}-{agent_id}"))
             )
-            meter = SimulatedMeter(
+            meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
                 start=history_start,
                 interval_s=interval_s,
                 demand_wh=hh.demand_wh,
                 pv_wh=hh.pv_wh,
                 clock=clock,
             )
+            if hh.spec.battery is not None:  # it runs (self-consumption) from history start
+                meter = battery_meters[agent_id] = BatteryMeter(
+                    start=history_start,
+                    interval_s=interval_s,
+                    demand_wh=hh.demand_wh,
+                    pv_wh=hh.pv_wh,
+                    battery=hh.spec.battery,
+                    clock=clock,
+                )
             agents.append(
                 HouseholdAgent(
                     agent_config,
@@ -259,6 +278,7 @@ async def _run(
                     meter=meter,
                     sequence=MemorySequence(),
                     market_clock=clock,
+                    battery=battery_meters.get(agent_id),
                 )
             )
         all_transports = [ledger_transport, forecast_transport, *(a.transport for a in agents)]
@@ -286,4 +306,4 @@ async def _run(
             for task in [*tasks, *agent_tasks]:
                 task.cancel()
             await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
-    return outcomes, ledger, forecaster.models
+    return outcomes, ledger, forecaster.models, battery_meters

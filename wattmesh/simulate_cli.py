@@ -25,6 +25,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         pv_share=args.pv_share,
+        battery_share=args.battery_share,
         broker=args.broker,
         db_url=args.db,
         forecaster=args.forecaster,
@@ -100,6 +101,15 @@ def summary_table(report: dict[str, Any]) -> Table:
         ("ledger root", report["ledger_root"][:16] + "…"),
         ("ledger verified", "yes" if report["verified"] else "NO"),
     ]
+    batteries = report.get("battery_comparison", {}).get("pv_battery", {})
+    if batteries.get("households"):
+        rows.insert(
+            -3,
+            (
+                f"battery savings ({batteries['households']} households, mean)",
+                _money(batteries["mean_battery_savings_micro"]),
+            ),
+        )
     for name, value in rows:
         table.add_row(name, value)
     return table
