@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agents.meter import MarketClock, Meter
 from agents.sequence import Sequence
@@ -50,16 +50,7 @@ def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
     """A transport with the agent's subscriptions and its availability last will."""
     topics, agent = config.topics, config.agent_id
     status = topics.status(agent)
-    transport_config = TransportConfig(
-        address=base.address,
-        client_id=base.client_id,
-        username=base.username,
-        password=base.password,
-        will=Will(status, STATUS_OFFLINE, qos=1, retain=True),
-        keepalive_s=base.keepalive_s,
-        backoff_initial_s=base.backoff_initial_s,
-        backoff_max_s=base.backoff_max_s,
-    )
+    transport_config = replace(base, will=Will(status, STATUS_OFFLINE, qos=1, retain=True))
     return Transport(
         transport_config,
         subscriptions=[
