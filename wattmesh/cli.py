@@ -62,8 +62,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from wattmesh.agent_cli import run_agent_command
+    from wattmesh.agent_cli import run_agent_command, validate_config_command
 
+    if args.validate_config:
+        return validate_config_command(Path(args.config))
     return run_agent_command(Path(args.config))
 
 
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")
+    agent.add_argument(
+        "--validate-config", action="store_true", help="check the configuration, exit 0/1"
+    )
     agent.set_defaults(func=_cmd_agent)
 
     meter = sub.add_parser("meter", help="test a meter's wiring")
