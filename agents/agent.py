@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from agents.meter import MarketClock, Meter
+from agents.metering.errors import MeterError
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy, order_for
 from broker.errors import MessageError
@@ -83,6 +84,7 @@ class HouseholdAgent:
         self.market_clock = market_clock
         self.rejections: Counter[str] = Counter()
         self.published = 0
+        self.meter_failures = 0
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
         self._ordered: set[int] = set()
@@ -146,7 +148,11 @@ class HouseholdAgent:
         self._open = body
         if self.market_clock is not None:
             self.market_clock.set(interval)
-        await self._publish_reading(interval)
+        try:
+            await self._publish_reading(interval)
+        except MeterError as exc:  # no reading this interval; the agent keeps trading
+            self.meter_failures += 1
+            _LOG.warning("%s: no meter reading for %s: %s", self.config.agent_id, interval, exc)
         if body.phase is Phase.CLOSED:
             return True
         self._arm_fallback(interval)
