@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import struct
-from collections.abc import AsyncIterator
+import tty
+from collections.abc import AsyncIterator, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from agents.metering.errors import MeterError
-from agents.metering.modbus import ModbusMeter, tcp_client
+from agents.metering.modbus import ModbusMeter, rtu_client, tcp_client
 from agents.metering.modbus_maps import (
     RegisterType,
     builtin_maps,
@@ -45,8 +49,8 @@ class ModbusSim:
         self.tables: dict[str, list[int]] = {"input": [0] * 0x50, "holding": [0] * 0x50}
         self._servers: list[ModbusTcpServer] = []
 
-    async def start(self) -> None:
-        device = SimDevice(
+    def _device(self) -> SimDevice:
+        return SimDevice(
             id=1,
             simdata=(
                 [SimData(0, values=False, datatype=DataType.BITS)],
@@ -55,7 +59,14 @@ class ModbusSim:
                 [SimData(0, values=self.tables["input"], datatype=DataType.REGISTERS)],
             ),
         )
-        server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
+
+    async def start(self) -> None:
+        server = ModbusTcpServer(self._device(), address=("127.0.0.1", self.port))
+        await server.serve_forever(background=True)
+        self._servers.append(server)
+
+    async def start_rtu(self, device: str, baud: int) -> None:
+        server = ModbusSerialServer(self._device(), port=device, baudrate=baud)
         await server.serve_forever(background=True)
         self._servers.append(server)
 
@@ -123,6 +134,42 @@ async def test_custom_map_with_integer_holding_registers(sim: ModbusSim, tmp_pat
     assert reading.import_wh == 1_234_567_890
     assert reading.export_wh == 70
     assert reading.power_w == -2  # -1.5 W rounds half to even
+
+
+@contextlib.contextmanager
+def null_modem() -> Iterator[tuple[str, str]]:
+    """Two pseudo-terminals wired together like an RS485 pair: yields their device paths."""
+    loop = asyncio.get_running_loop()
+    (ctrl_a, dev_a), (ctrl_b, dev_b) = os.openpty(), os.openpty()
+    for dev in (dev_a, dev_b):
+        tty.setraw(dev)
+
+    def forward(source: int, sink: int) -> None:
+        with contextlib.suppress(OSError):
+            os.write(sink, os.read(source, 4096))
+
+    loop.add_reader(ctrl_a, forward, ctrl_a, ctrl_b)
+    loop.add_reader(ctrl_b, forward, ctrl_b, ctrl_a)
+    try:
+        yield os.ttyname(dev_a), os.ttyname(dev_b)
+    finally:
+        loop.remove_reader(ctrl_a)
+        loop.remove_reader(ctrl_b)
+        for fd in (ctrl_a, dev_a, ctrl_b, dev_b):
+            os.close(fd)
+
+
+async def test_sdm120_over_modbus_rtu_on_a_serial_line(sim: ModbusSim) -> None:
+    sim.tables["input"][:] = input_registers(
+        {0x0C: float32_words(-640.5), 0x48: float32_words(7.125), 0x4A: float32_words(1.5)}
+    )
+    with null_modem() as (meter_side, agent_side):
+        await sim.start_rtu(meter_side, 9600)
+        client = rtu_client(agent_side, baud=9600, timeout_s=2.0)
+        async with ModbusMeter("rtu", client, load_map("sdm120")) as meter:
+            reading = await meter.read()
+        await sim.stop()
+    assert (reading.import_wh, reading.export_wh, reading.power_w) == (7125, 1500, -640)
 
 
 async def test_a_unit_that_is_not_there_is_a_meter_error(sim: ModbusSim) -> None:
