@@ -64,7 +64,7 @@ _URL_FORM: Final = "mqtt://host[:port]"
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """TCP address of a plain (non-TLS) MQTT broker; ``port`` is a TCP port number."""
+    """TCP address of an MQTT broker (TLS is chosen in TransportConfig); ``port`` is a TCP port."""
 
     host: str
     port: int
@@ -488,6 +488,11 @@ class Transport:
             if cfg.will is None
             else aiomqtt.Will(cfg.will.topic, cfg.will.payload, cfg.will.qos, cfg.will.retain)
         )
+        try:
+            tls_context = None if cfg.tls is None else cfg.tls.context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; retried with backoff
+            msg = f"cannot set up TLS: {exc}"
+            raise aiomqtt.MqttError(msg) from exc
         client = aiomqtt.Client(
             cfg.address.host,
             cfg.address.port,
@@ -496,7 +501,7 @@ class Transport:
             identifier=cfg.client_id,
             protocol=aiomqtt.ProtocolVersion.V311,
             will=will,
-            tls_context=None if cfg.tls is None else cfg.tls.context(),
+            tls_context=tls_context,
             clean_session=True,
             keepalive=cfg.keepalive_s,
             timeout=cfg.operation_timeout_s,

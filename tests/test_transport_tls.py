@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from pathlib import Path
 
@@ -93,3 +94,33 @@ async def test_tls_client_certificate_and_password(tmp_path: Path) -> None:
 def test_client_certificate_needs_both_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="both cert_file and key_file"):
         TlsConfig(cert_file=tmp_path / "c.crt")
+
+
+async def test_unreadable_tls_files_are_retried_not_fatal(tmp_path: Path) -> None:
+    failures = asyncio.Event()
+    seen: list[str] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cannot set up TLS" in record.getMessage():
+                seen.append(record.getMessage())
+                if len(seen) >= 2:
+                    failures.set()
+
+    handler = Count()
+    logger = logging.getLogger("broker.transport")
+    logger.addHandler(handler)
+    try:
+        config = TransportConfig(
+            address=BrokerAddress("localhost", 1),
+            client_id="tls-missing",
+            tls=TlsConfig(ca_file=tmp_path / "missing-ca.pem"),
+            backoff_initial_s=0.01,
+            backoff_max_s=0.02,
+        )
+        async with Transport(config) as transport:
+            await asyncio.wait_for(failures.wait(), 10)  # failed twice, still retrying
+            assert not transport.connected
+    finally:
+        logger.removeHandler(handler)
+    assert "missing-ca.pem" in seen[0] or "No such file" in seen[0]
