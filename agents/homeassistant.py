@@ -9,9 +9,11 @@ the agent's status topic (its MQTT last will sets ``offline``) and the bridge's 
 retained JSON topics below the household (``ha/meter``, ``ha/price``,
 ``ha/trade``) that are only ever published from real data: never a 0 or NaN
 placeholder at start-up, and meter registers never decrease (a reading with a
-lower register is dropped), so HA's ``total_increasing`` statistics see no false
-meter resets. Meter sensors also expire (``expire_after``) when no fresh reading
-arrives, so a dead meter shows as unavailable rather than as a stale value.
+lower register than the last one this process published is dropped; across
+restarts the meter's own persistent registers count), so HA's ``total_increasing``
+statistics see no false meter resets. Meter sensors also expire (``expire_after``)
+when no fresh reading arrives, so a dead meter shows as unavailable rather than as
+a stale value.
 
 Prices are published in currency units per kWh, as exact decimal strings from the
 integer micro-units on the wire (HA can cost energy with such a price sensor).

@@ -182,3 +182,15 @@ def test_no_secret_can_be_given_on_the_command_line() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0 and "password" not in result.stdout.lower()
+
+
+def test_unreadable_or_broken_toml_is_one_clear_problem(tmp_path: Path) -> None:
+    assert _problems(tmp_path / "missing.toml") == [
+        "cannot read the file: No such file or directory"
+    ]
+    broken = tmp_path / "broken.toml"
+    broken.write_text('agent_id = "h001\n', encoding="utf-8")
+    (problem,) = _problems(broken)
+    assert problem.startswith("not valid TOML: ")
+    result = _validate_cli(broken)
+    assert result.returncode == 1 and result.stderr.startswith(f"{broken}: not valid TOML")
