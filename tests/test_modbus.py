@@ -225,3 +225,18 @@ def test_decoding_and_scaling_are_exact() -> None:
         scale_exactly(float("nan"), Fraction(1))
     with pytest.raises(MeterError):
         decode([1], RegisterType.FLOAT32, "big")
+
+
+def test_reads_are_grouped_per_table_within_125_registers() -> None:
+    from agents.metering.modbus import plan_reads
+    from agents.metering.modbus_maps import Register, Table
+
+    near = Register(Table.INPUT, 0x34, RegisterType.FLOAT32, Fraction(1))
+    near2 = Register(Table.INPUT, 0x48, RegisterType.FLOAT32, Fraction(1000))
+    far = Register(Table.INPUT, 0x34 + 125, RegisterType.FLOAT32, Fraction(1000))
+    holding = Register(Table.HOLDING, 0x34, RegisterType.UINT64, Fraction(10))
+    plan = plan_reads((near, near2, far, holding))
+    assert plan[near][0] == plan[near2][0] and plan[near2][1] == 0x48 - 0x34
+    assert plan[near][0].count == 0x48 + 2 - 0x34
+    assert plan[far][0] != plan[near][0] and plan[far][1] == 0
+    assert plan[holding][0].table is Table.HOLDING and plan[holding][0].count == 4

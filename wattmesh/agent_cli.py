@@ -26,6 +26,7 @@ from broker.errors import ConfigError
 from wattmesh.agent_config import AgentFileConfig, ReplaySpec, check_agent_config, load_agent_config
 
 EXIT_INVALID = 1
+_OFFLINE_TIMEOUT_S = 5.0
 
 
 def _replay_meter(path: Path) -> SimulatedMeter:
@@ -90,9 +91,13 @@ async def _run(config: AgentFileConfig) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if bridge is not None:
-            await bridge.go_offline()
-        await agent.go_offline()
+        # Bounded: with the broker down, the retained status is left to the last will.
+        offline = (
+            [agent.go_offline()] if bridge is None else [bridge.go_offline(), agent.go_offline()]
+        )
+        for publish in offline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(publish, _OFFLINE_TIMEOUT_S)
 
 
 def run_agent_command(path: Path) -> int:
