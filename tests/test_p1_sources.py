@@ -140,3 +140,26 @@ async def test_replay_meter_returns_each_good_telegram_then_stops(tmp_path: Path
 def test_replay_of_a_missing_file_is_a_meter_error(tmp_path: Path) -> None:
     with pytest.raises(MeterError, match="cannot read P1 capture"):
         P1ReplayMeter(tmp_path / "nope.txt")
+
+
+async def test_a_port_that_cannot_be_opened_is_retried_and_reported() -> None:
+    attempts = 0
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("device unplugged")  # not an OSError, like serialx's errors
+
+    meter = P1StreamMeter("p1-serial:/dev/gone", connect, timeout_s=0.3, backoff_initial_s=0.01)
+    async with meter:
+        with pytest.raises(MeterError, match="cannot connect: device unplugged"):
+            await meter.read()
+    assert attempts >= 2
+
+
+async def test_serial_device_that_does_not_exist_is_a_clear_meter_error(tmp_path: Path) -> None:
+    name = str(tmp_path / "ttyUSB9")
+    meter = P1StreamMeter(name, serial_connector(name, P1Version.DSMR5), timeout_s=0.5)
+    async with meter:
+        with pytest.raises(MeterError, match=r"no valid telegram from .*ttyUSB9.*cannot connect"):
+            await meter.read()

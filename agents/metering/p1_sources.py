@@ -48,10 +48,7 @@ def serial_connector(device: str, version: P1Version, baud: int | None = None) -
         settings = dict(SERIAL_SETTINGS_V4 if version is P1Version.DSMR4 else SERIAL_SETTINGS_V5)
         if baud is not None:
             settings["baudrate"] = baud
-        try:
-            return await serialx.open_serial_connection(url=device, **settings)
-        except serialx.SerialException as exc:
-            raise OSError(f"cannot open {device}: {exc}") from exc
+        return await serialx.open_serial_connection(url=device, **settings)
 
     return connect
 
@@ -135,7 +132,7 @@ class P1StreamMeter:
         while True:
             try:
                 reader, writer = await self._connect()
-            except OSError as exc:
+            except Exception as exc:  # the reader must outlive any port error
                 self.connection_error = f"cannot connect: {exc}"
                 _LOG.warning("P1 %s: %s; retrying in %.1f s", self.name, exc, delay_s)
                 await asyncio.sleep(delay_s)  # reconnect backoff, not synchronisation
@@ -145,7 +142,7 @@ class P1StreamMeter:
             try:
                 if await self._pump(reader):
                     delay_s = self._backoff[0]
-            except OSError as exc:
+            except Exception as exc:  # e.g. serialx.SerialException on unplug
                 self.connection_error = f"connection lost: {exc}"
             finally:
                 writer.close()
