@@ -113,7 +113,11 @@ class HomeAssistantBridge:
 
     async def _poll_meter(self) -> None:
         while True:
-            await self.publish_meter_state()
+            try:
+                await self.publish_meter_state()
+            except Exception:  # a meter bug must not silence HA for good: log, go on
+                self.meter_failures += 1
+                _LOG.exception("%s: Home Assistant meter update failed", self.agent.agent_id)
             await asyncio.sleep(self.config.state_interval_s)  # the update period
 
     async def handle(self, message: Message) -> None:
