@@ -23,6 +23,7 @@ def telegram(
     power_used: str = "01.193",
     power_delivered: str = "00.000",
     omit: tuple[str, ...] = (),
+    totals: tuple[str, str] | None = None,
 ) -> bytes:
     """A DSMR 5.0.2 telegram like a Landis+Gyr E360 sends, CRC included."""
     lines = [
@@ -52,6 +53,9 @@ def telegram(
         "0-1:96.1.0(4730303339303031393336393930363139)",
         "0-1:24.2.1(261201143000W)(04212.871*m3)",
     ]
+    if totals is not None:  # meters that send only total registers (e.g. Sweden)
+        lines = [line for line in lines if not line.startswith(("1-0:1.8.", "1-0:2.8."))]
+        lines[4:4] = [f"1-0:1.8.0({totals[0]}*kWh)", f"1-0:2.8.0({totals[1]}*kWh)"]
     lines = [line for line in lines if not any(line.startswith(o) for o in omit)]
     body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
     return body + f"{crc16_arc(body):04X}\r\n".encode("ascii")

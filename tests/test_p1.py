@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from dsmr_parser.parsers import TelegramParser
 
-from agents.metering.p1 import P1Decoder, P1Parser, P1TelegramError, kwh_to_wh
+from agents.metering.p1 import P1Decoder, P1Parser, P1TelegramError, P1Version, kwh_to_wh
 from tests.p1kit import corrupt, crc16_arc, telegram
 
 
@@ -122,3 +122,18 @@ def test_endless_garbage_does_not_grow_the_buffer_without_bound() -> None:
         decoder.feed(b"/" + b"x" * 8192)
     assert decoder.counts.bad_other >= 1
     assert decoder.feed(telegram()) != []
+
+
+@pytest.mark.parametrize("version", [P1Version.DSMR4, P1Version.BELGIUM, P1Version.LUXEMBOURG])
+def test_tariff_dialects_read_the_same_registers(version: P1Version) -> None:
+    reading = P1Parser(version).reading(telegram().decode("ascii"))
+    assert (reading.import_wh, reading.export_wh) == (22_222_221, 3_580_245)
+
+
+def test_total_only_meters_use_the_total_registers() -> None:
+    text = telegram(totals=("004321.009", "000012.340")).decode("ascii")
+    reading = P1Parser(P1Version.SWEDEN).reading(text)
+    assert (reading.import_wh, reading.export_wh) == (4_321_009, 12_340)
+    # dsmr-parser's DSMR 5 specification has no 2.8.0 line: such a telegram is refused
+    with pytest.raises(P1TelegramError, match="ELECTRICITY_EXPORTED_TOTAL"):
+        P1Parser(P1Version.DSMR5).reading(text)
