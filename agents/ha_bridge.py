@@ -4,7 +4,9 @@ The bridge has its own MQTT connection (client id ``<agent client id>-ha``) so i
 never delays the agent's signed messages, and its own last will on
 ``ha/availability``. On every (re)connect it publishes the retained discovery
 configs and ``online``; it re-sends the configs when HA announces ``online`` on
-``<prefix>/status``. Every ``state_interval_s`` it reads the meter and publishes
+``<prefix>/status``. It first reads back its retained meter state (the register
+floor, see :class:`~agents.homeassistant.RegisterGuard`); then every
+``state_interval_s`` it reads the meter and publishes
 the retained meter state (a failed read publishes nothing: the sensors expire);
 it follows the market's announcements and trades for the price and trade sensors,
 trusting only operator-signed ones when the operator key is configured.
@@ -24,6 +26,7 @@ from agents.homeassistant import (
     RegisterGuard,
     discovery_messages,
     meter_state,
+    parse_meter_state,
     price_state,
     trade_state,
 )
@@ -70,12 +73,18 @@ class HomeAssistantBridge:
                 (agent.topics.announce, 1),
                 (agent.topics.trades, 1),
                 (self.ha.ha_status, 1),
+                (self.ha.meter, 1),  # the retained state of the previous run: the floor
+                (self.ha.sync, 1),
             ],
             on_connect_publish=[
                 *((topic, payload, 1, True) for topic, payload in self._discovery),
                 (self.ha.availability, STATUS_ONLINE, 1, True),
+                # The broker delivers retained messages on SUBSCRIBE, before it handles
+                # this later publish: its echo means the floor (if any) has arrived.
+                (self.ha.sync, b"sync", 1, False),
             ],
         )
+        self._synced = asyncio.Event()
 
     async def run(self) -> None:
         """Publish until cancelled."""
@@ -112,6 +121,7 @@ class HomeAssistantBridge:
         return True
 
     async def _poll_meter(self) -> None:
+        await self._synced.wait()  # never publish below a floor that is still in flight
         while True:
             try:
                 await self.publish_meter_state()
@@ -121,6 +131,13 @@ class HomeAssistantBridge:
             await asyncio.sleep(self.config.state_interval_s)  # the update period
 
     async def handle(self, message: Message) -> None:
+        if message.topic == self.ha.meter:
+            if message.retain and (registers := parse_meter_state(message.payload)):
+                self.guard.seed(*registers)
+            return
+        if message.topic == self.ha.sync:
+            self._synced.set()
+            return
         if message.topic == self.ha.ha_status:
             if message.payload == STATUS_ONLINE:
                 for topic, payload in self._discovery:

@@ -8,12 +8,12 @@ the agent's status topic (its MQTT last will sets ``offline``) and the bridge's 
 ``ha/availability`` (the same, for the bridge's connection). State lives in
 retained JSON topics below the household (``ha/meter``, ``ha/price``,
 ``ha/trade``) that are only ever published from real data: never a 0 or NaN
-placeholder at start-up, and meter registers never decrease (a reading with a
-lower register than the last one this process published is dropped; across
-restarts the meter's own persistent registers count), so HA's ``total_increasing``
-statistics see no false meter resets. Meter sensors also expire (``expire_after``)
-when no fresh reading arrives, so a dead meter shows as unavailable rather than as
-a stale value.
+placeholder at start-up, and meter registers never decrease: a reading with a
+register below the last published one is dropped, across restarts too (the floor
+is read back from the retained ``ha/meter`` state before the first publish), so
+HA's ``total_increasing`` statistics see no false meter resets. Meter sensors
+also expire (``expire_after``) when no fresh reading arrives, so a dead meter
+shows as unavailable rather than as a stale value.
 
 Prices are published in currency units per kWh, as exact decimal strings from the
 integer micro-units on the wire (HA can cost energy with such a price sensor).
@@ -75,6 +75,11 @@ class HaTopics:
     @property
     def trade(self) -> str:
         return f"{self.topics.household(self.agent_id)}/ha/trade"
+
+    @property
+    def sync(self) -> str:
+        """The bridge's own echo: once it is back, retained state has been delivered."""
+        return f"{self.topics.household(self.agent_id)}/ha/sync"
 
     @property
     def ha_status(self) -> str:
@@ -253,21 +258,40 @@ def trade_state(
 
 
 class RegisterGuard:
-    """Lets a reading through only if neither register went down since the last one."""
+    """Lets a reading through only if neither register is below the published floor.
+
+    The floor is the last admitted reading, or (after a restart) the registers of the
+    retained state the previous run published (:meth:`seed`).
+    """
 
     def __init__(self) -> None:
-        self._last: MeterReading | None = None
+        self._import_wh = 0
+        self._export_wh = 0
         self.refused = 0
 
+    def seed(self, import_wh: int, export_wh: int) -> None:
+        """Raise the floor to registers published earlier (never lowers it)."""
+        self._import_wh = max(self._import_wh, import_wh)
+        self._export_wh = max(self._export_wh, export_wh)
+
     def admit(self, reading: MeterReading) -> bool:
-        last = self._last
-        if last is not None and (
-            reading.import_wh < last.import_wh or reading.export_wh < last.export_wh
-        ):
+        if reading.import_wh < self._import_wh or reading.export_wh < self._export_wh:
             self.refused += 1
             return False
-        self._last = reading
+        self._import_wh, self._export_wh = reading.import_wh, reading.export_wh
         return True
+
+
+def parse_meter_state(payload: bytes) -> tuple[int, int] | None:
+    """``(import_wh, export_wh)`` of a retained meter state, or None if unusable."""
+    try:
+        state = json.loads(payload)
+        registers = state["import_wh"], state["export_wh"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if all(type(v) is int and v >= 0 for v in registers):
+        return registers[0], registers[1]
+    return None
 
 
 def _json(value: dict[str, Any]) -> bytes:

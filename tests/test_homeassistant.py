@@ -234,3 +234,56 @@ async def test_bridge_over_mosquitto(mosquitto: BrokerAddress) -> None:
                 if m.retain or m.topic.startswith(("homeassistant/", TOPICS.household("h1")))
             }:
                 await cleanup.publish(topic, b"", qos=1, retain=True)
+
+
+def test_guard_seeded_from_retained_state_and_bad_states_ignored() -> None:
+    from agents.homeassistant import parse_meter_state
+
+    guard = RegisterGuard()
+    guard.seed(5000, 100)
+    guard.seed(10, 10)  # never lowers the floor
+    assert not guard.admit(MeterReading(1, 0, 0, 0, 0))  # a meter that woke up with zeros
+    assert guard.admit(MeterReading(2, 5000, 100, 0, 0))
+    assert parse_meter_state(b'{"import_wh": 7, "export_wh": 8}') == (7, 8)
+    for bad in (
+        b"",
+        b"not json",
+        b'{"import_wh": 1.5, "export_wh": 1}',
+        b'{"import_wh": -1, "export_wh": 0}',
+        b"[]",
+    ):
+        assert parse_meter_state(bad) is None
+
+
+async def test_bridge_restart_keeps_the_floor_of_the_previous_run(mosquitto: BrokerAddress) -> None:
+    agent = AgentConfig(agent_id="h9", topics=TOPICS)
+    state_topic = f"{TOPICS.household('h9')}/ha/meter"
+    async with Transport(TransportConfig(address=mosquitto, client_id="prev-run")) as previous:
+        await previous.publish(
+            state_topic,
+            b'{"export_wh":100,"import_wh":5000,"meter_time":1,"power_w":0}',
+            qos=1,
+            retain=True,
+        )
+    meter = ScriptedMeter([MeterReading(2, 0, 0, 0, 0), MeterReading(3, 5001, 100, 0, 40)])
+    base = TransportConfig(address=mosquitto, client_id="m1-h9")
+    bridge = HomeAssistantBridge(
+        HomeAssistantConfig(state_interval_s=0.05), agent, base, meter, sw_version="t"
+    )
+    viewer = Transport(
+        TransportConfig(address=mosquitto, client_id="h9-viewer"), subscriptions=[(state_topic, 1)]
+    )
+    async with viewer, bridge.transport:
+        await asyncio.wait_for(viewer.wait_connected(), 10)
+        runner = asyncio.create_task(bridge.run())
+        seen: list[Message] = []
+        await _collect_until(viewer, seen, lambda s: any(not m.retain for m in s))
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    live = [json.loads(m.payload) for m in seen if not m.retain]
+    assert live[0]["import_wh"] == 5001  # the zeros were never published
+    assert bridge.guard.refused >= 1
+    async with Transport(TransportConfig(address=mosquitto, client_id="h9-clean")) as clean:
+        for topic in (state_topic, *(t for t, _ in bridge._discovery), bridge.ha.availability):
+            await clean.publish(topic, b"", qos=1, retain=True)
