@@ -194,3 +194,15 @@ def test_unreadable_or_broken_toml_is_one_clear_problem(tmp_path: Path) -> None:
     assert problem.startswith("not valid TOML: ")
     result = _validate_cli(broken)
     assert result.returncode == 1 and result.stderr.startswith(f"{broken}: not valid TOML")
+
+
+def test_modbus_meter_without_the_modbus_extra_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pymodbus", None)  # as on a Pi with only [agent]
+    path = _write(
+        tmp_path, '[meter]\nkind = "modbus-rtu"\ndevice = "/dev/ttyUSB0"\nmap = "sdm630"\n'
+    )
+    assert _problems(path) == [
+        "meter.kind: modbus-rtu needs pymodbus: pip install 'wattmesh[agent,modbus]'"
+    ]

@@ -235,6 +235,13 @@ def _meter_spec(model: _Agent, base: Path, problems: _Problems) -> MeterSpec | R
             return P1FileSpec(meter.path, meter.version)
         case _ModbusTcp() | _ModbusRtu():
             _check_map(meter.map, base, problems)
+            try:
+                import pymodbus  # noqa: F401 - only to tell a missing extra early
+            except ImportError:
+                problems.add(
+                    "meter.kind",
+                    f"{meter.kind} needs pymodbus: pip install 'wattmesh[agent,modbus]'",
+                )
             if isinstance(meter, _ModbusTcp):
                 return ModbusTcpSpec(meter.host, meter.port, meter.map, meter.unit)
             return ModbusRtuSpec(
