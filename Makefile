@@ -47,6 +47,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_settlement.py
 	$(BIN)/python bench/bench_mechanisms.py
+	$(BIN)/python bench/bench_p1.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
 from agents.meter import MarketClock, Meter
+from agents.metering.errors import MeterError
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy, order_for
 from broker.errors import MessageError
@@ -52,16 +53,7 @@ def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
     """A transport with the agent's subscriptions and its availability last will."""
     topics, agent = config.topics, config.agent_id
     status = topics.status(agent)
-    transport_config = TransportConfig(
-        address=base.address,
-        client_id=base.client_id,
-        username=base.username,
-        password=base.password,
-        will=Will(status, STATUS_OFFLINE, qos=1, retain=True),
-        keepalive_s=base.keepalive_s,
-        backoff_initial_s=base.backoff_initial_s,
-        backoff_max_s=base.backoff_max_s,
-    )
+    transport_config = replace(base, will=Will(status, STATUS_OFFLINE, qos=1, retain=True))
     return Transport(
         transport_config,
         subscriptions=[
@@ -96,6 +88,7 @@ class HouseholdAgent:
         self.battery = battery
         self.rejections: Counter[str] = Counter()
         self.published = 0
+        self.meter_failures = 0
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
         self._ordered: set[int] = set()
@@ -159,7 +152,11 @@ class HouseholdAgent:
         self._open = body
         if self.market_clock is not None:
             self.market_clock.set(interval)
-        await self._publish_reading(interval)
+        try:
+            await self._publish_reading(interval)
+        except MeterError as exc:  # no reading this interval; the agent keeps trading
+            self.meter_failures += 1
+            _LOG.warning("%s: no meter reading for %s: %s", self.config.agent_id, interval, exc)
         if body.phase is Phase.CLOSED:
             return True
         self._arm_fallback(interval)

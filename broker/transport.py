@@ -24,8 +24,10 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_MQTT_PORT",
     "BrokerAddress",
     "Message",
+    "TlsConfig",
     "Transport",
     "TransportClosedError",
     "TransportConfig",
@@ -61,7 +64,7 @@ _URL_FORM: Final = "mqtt://host[:port]"
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """TCP address of a plain (non-TLS) MQTT broker; ``port`` is a TCP port number."""
+    """TCP address of an MQTT broker (TLS is chosen in TransportConfig); ``port`` is a TCP port."""
 
     host: str
     port: int
@@ -132,6 +135,35 @@ class Will:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """MQTT over TLS (1.2 or later), with the broker's hostname verified.
+
+    ``ca_file`` is the PEM bundle that signs the broker's certificate (None: the
+    system's trusted CAs); ``cert_file`` and ``key_file`` (PEM, both or neither)
+    are a client certificate for brokers that authenticate clients by certificate.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "a client certificate needs both cert_file and key_file"
+            raise ValueError(msg)
+
+    def context(self) -> ssl.SSLContext:
+        """A client SSLContext; raises OSError/ssl.SSLError for unreadable files."""
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=None if self.ca_file is None else str(self.ca_file)
+        )
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None and self.key_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return ctx
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     """Connection settings.
 
@@ -139,6 +171,7 @@ class TransportConfig:
     :func:`backoff_delays` with ``backoff_initial_s`` and ``backoff_max_s``.
     ``inbound_queue_size`` bounds buffered inbound messages (see :class:`Transport`);
     ``operation_timeout_s`` bounds waiting for CONNACK, SUBACK and PUBACK.
+    ``tls`` (None: plain TCP) turns on MQTT over TLS.
     """
 
     address: BrokerAddress
@@ -151,6 +184,7 @@ class TransportConfig:
     backoff_max_s: float = 30.0
     inbound_queue_size: int = 1000
     operation_timeout_s: float = 10.0
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -454,6 +488,11 @@ class Transport:
             if cfg.will is None
             else aiomqtt.Will(cfg.will.topic, cfg.will.payload, cfg.will.qos, cfg.will.retain)
         )
+        try:
+            tls_context = None if cfg.tls is None else cfg.tls.context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; retried with backoff
+            msg = f"cannot set up TLS: {exc}"
+            raise aiomqtt.MqttError(msg) from exc
         client = aiomqtt.Client(
             cfg.address.host,
             cfg.address.port,
@@ -462,6 +501,7 @@ class Transport:
             identifier=cfg.client_id,
             protocol=aiomqtt.ProtocolVersion.V311,
             will=will,
+            tls_context=tls_context,
             clean_session=True,
             keepalive=cfg.keepalive_s,
             timeout=cfg.operation_timeout_s,

@@ -29,6 +29,7 @@ def _heavy(modules: set[str]) -> set[str]:
 def test_every_agents_module_imports_without_heavy_dependencies() -> None:
     names = [m.name for m in pkgutil.walk_packages(agents.__path__, "agents.")]
     assert "agents.agent" in names and "agents.meter" in names
+    assert {"agents.metering.p1", "agents.metering.modbus", "agents.metering.spec"} <= set(names)
     loaded = _loaded_after("\n".join(f"import {name}" for name in names))
     assert set(names) <= loaded
     assert _heavy(loaded) == set()
@@ -41,6 +42,17 @@ def test_agent_cli_path_imports_without_heavy_dependencies() -> None:
     )
     assert "wattmesh.agent_cli" in loaded
     assert _heavy(loaded) == set()
+
+
+def test_meter_read_cli_path_imports_without_heavy_dependencies() -> None:
+    loaded = _loaded_after(
+        "import wattmesh.cli, wattmesh.meter_cli\n"
+        "wattmesh.cli.build_parser().parse_args(['meter', 'read', '--meter', 'p1-file:x'])"
+    )
+    assert {"wattmesh.meter_cli", "agents.metering.open", "agents.metering.p1"} <= loaded
+    assert _heavy(loaded) == set()
+    # P1 users install only the agent extra: pymodbus loads only for a Modbus meter.
+    assert "pymodbus" not in {m.split(".")[0] for m in loaded}
 
 
 def test_the_probe_would_notice_a_heavy_import() -> None:

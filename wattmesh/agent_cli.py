@@ -1,19 +1,9 @@
-"""``wattmesh agent --config agent.toml``: run one household agent.
+"""``wattmesh agent --config agent.toml [--validate-config]``: run one household agent.
 
-Imports only the agent's dependencies (the wire contract and aiomqtt). Configuration
-is TOML; secrets are read from files named in it, never from the command line::
-
-    agent_id = "h001"
-    market_id = "m1"
-    broker = "mqtt://127.0.0.1:1883"
-    key_file = "keys/private_key.pem"      # mode 0600
-    state_dir = "state"                     # keeps the sequence number across restarts
-    operator_key_file = "operator.pem"      # optional: only trust signed announcements
-
-    [meter]
-    kind = "replay"                         # the simulated meter, replaying a profile
-    file = "profile.json"                   # {"start": epoch_s, "interval_s": 900,
-                                            #  "demand_wh": [...], "pv_wh": [...]}
+Imports only the agent's dependencies (the wire contract, aiomqtt, dsmr-parser,
+pydantic; pymodbus for a Modbus meter). The configuration format is documented in
+:mod:`wattmesh.agent_config` and docs/raspberry-pi.md. A replay meter reads a JSON
+profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``.
 """
 
 from __future__ import annotations
@@ -23,68 +13,20 @@ import contextlib
 import json
 import logging
 import signal
-import tomllib
-from dataclasses import dataclass
+import sys
+from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.meter import SimulatedMeter, system_clock
+from agents.agent import HouseholdAgent, agent_transport
+from agents.meter import Meter, SimulatedMeter, system_clock
+from agents.metering.open import open_meter
 from agents.sequence import FileSequence
 from broker.errors import ConfigError
-from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
-from broker.topics import Topics, check_segment
-from broker.transport import TransportConfig, parse_broker_url
+from wattmesh.agent_config import AgentFileConfig, ReplaySpec, check_agent_config, load_agent_config
 
-_KEYS = {"agent_id", "market_id", "broker", "key_file", "state_dir", "operator_key_file", "meter"}
-
-
-@dataclass(frozen=True)
-class AgentFileConfig:
-    agent: AgentConfig
-    transport: TransportConfig
-    key: SigningKey
-    state_dir: Path
-    meter_file: Path
-
-
-def load_agent_config(path: Path) -> AgentFileConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    unknown = set(raw) - _KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    base = path.parent
-
-    def need(key: str) -> str:
-        value = raw.get(key)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: '{key}' must be a non-empty string")
-        return value
-
-    agent_id = check_segment(need("agent_id"), "agent_id")
-    topics = Topics(check_segment(need("market_id"), "market_id"))
-    try:
-        address = parse_broker_url(need("broker"))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    operator: VerifyingKey | None = None
-    if "operator_key_file" in raw:
-        operator = load_verifying_key(base / need("operator_key_file"))
-    meter: Any = raw.get("meter")
-    if not isinstance(meter, dict) or meter.get("kind") != "replay" or "file" not in meter:
-        raise ConfigError(f'{path}: [meter] needs kind = "replay" and file = "..."')
-    return AgentFileConfig(
-        agent=AgentConfig(agent_id=agent_id, topics=topics, operator_key=operator),
-        transport=TransportConfig(address=address, client_id=f"{topics.market_id}-{agent_id}"),
-        key=load_signing_key(base / need("key_file")),
-        state_dir=base / need("state_dir"),
-        meter_file=base / str(meter["file"]),
-    )
+EXIT_INVALID = 1
+_OFFLINE_TIMEOUT_S = 5.0
 
 
 def _replay_meter(path: Path) -> SimulatedMeter:
@@ -101,10 +43,27 @@ def _replay_meter(path: Path) -> SimulatedMeter:
         raise ConfigError(f"cannot use meter profile {path}: {exc}") from exc
 
 
+@contextlib.asynccontextmanager
+async def _meter(config: AgentFileConfig) -> AsyncIterator[Meter]:
+    if isinstance(config.meter, ReplaySpec):
+        yield _replay_meter(config.meter.path)
+        return
+    async with open_meter(config.meter, base=config.base) as meter:
+        yield meter
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wattmesh")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 async def _run(config: AgentFileConfig) -> None:
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    meter = _replay_meter(config.meter_file)
-    async with agent_transport(config.agent, config.transport) as transport:
+    async with contextlib.AsyncExitStack() as stack:
+        meter = await stack.enter_async_context(_meter(config))
+        transport = await stack.enter_async_context(agent_transport(config.agent, config.transport))
         agent = HouseholdAgent(
             config.agent,
             key=config.key,
@@ -112,21 +71,47 @@ async def _run(config: AgentFileConfig) -> None:
             meter=meter,
             sequence=FileSequence(config.state_dir / "sequence"),
         )
+        tasks = {asyncio.create_task(agent.run(), name="agent")}
+        bridge = None
+        if config.homeassistant is not None:
+            from agents.ha_bridge import HomeAssistantBridge
+
+            bridge = HomeAssistantBridge(
+                config.homeassistant, config.agent, config.transport, meter, sw_version=_version()
+            )
+            await stack.enter_async_context(bridge.transport)
+            tasks.add(asyncio.create_task(bridge.run(), name="homeassistant"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        run = asyncio.create_task(agent.run())
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (run, stopper):
+        await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (*tasks, stopper):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await agent.go_offline()
+        # Bounded: with the broker down, the retained status is left to the last will.
+        offline = (
+            [agent.go_offline()] if bridge is None else [bridge.go_offline(), agent.go_offline()]
+        )
+        for publish in offline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(publish, _OFFLINE_TIMEOUT_S)
 
 
 def run_agent_command(path: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     asyncio.run(_run(load_agent_config(path)))
+    return 0
+
+
+def validate_config_command(path: Path) -> int:
+    """Check ``path`` without connecting anywhere: 0 if valid, 1 listing every problem."""
+    config, problems = check_agent_config(path)
+    if config is None:
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{path}: ok (agent {config.agent.agent_id}, market {config.agent.topics.market_id})")
     return 0

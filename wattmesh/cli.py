@@ -74,9 +74,17 @@ def _cmd_market_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from wattmesh.agent_cli import run_agent_command
+    from wattmesh.agent_cli import run_agent_command, validate_config_command
 
+    if args.validate_config:
+        return validate_config_command(Path(args.config))
     return run_agent_command(Path(args.config))
+
+
+def _cmd_meter_read(args: argparse.Namespace) -> int:
+    from wattmesh.meter_cli import run_meter_read
+
+    return run_meter_read(args.meter, as_json=args.json, timeout_s=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")
+    agent.add_argument(
+        "--validate-config", action="store_true", help="check the configuration, exit 0/1"
+    )
     agent.set_defaults(func=_cmd_agent)
+
+    meter = sub.add_parser("meter", help="test a meter's wiring")
+    meter_sub = meter.add_subparsers(dest="meter_command", required=True, parser_class=_Parser)
+    read = meter_sub.add_parser("read", help="print one reading (UTC time, Wh registers, W)")
+    read.add_argument(
+        "--meter", required=True, help="e.g. p1-serial:/dev/ttyUSB0, p1-tcp:host:port"
+    )
+    read.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    read.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    read.set_defaults(func=_cmd_meter_read)
     return parser
 
 

@@ -1,0 +1,9 @@
+"""The one exception meters raise."""
+
+from __future__ import annotations
+
+from broker.errors import WattmeshError
+
+
+class MeterError(WattmeshError):
+    """A meter that cannot be read right now (no data, bad data, connection lost)."""

@@ -1,0 +1,208 @@
+"""agent.toml validation: pydantic, unknown keys, secrets from files, file modes, meters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.metering.p1 import P1Version
+from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
+from broker.errors import ConfigError
+from broker.keys import write_key_pair
+from tests.securebroker import make_pki
+from wattmesh.agent_config import ReplaySpec, check_agent_config, load_agent_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """\
+agent_id = "h001"
+market_id = "m1"
+broker = "{broker}"
+key_file = "keys/private_key.pem"
+state_dir = "state"
+"""
+
+
+def _write(tmp_path: Path, extra: str = "", *, broker: str = "mqtt://127.0.0.1:1883") -> Path:
+    if not (tmp_path / "keys" / "private_key.pem").exists():
+        write_key_pair(tmp_path / "keys")
+    (tmp_path / "profile.json").write_text(
+        '{"start": 0, "interval_s": 900, "demand_wh": [1], "pv_wh": [0]}', encoding="utf-8"
+    )
+    meter = '[meter]\nkind = "replay"\nfile = "profile.json"\n' if "[meter]" not in extra else ""
+    path = tmp_path / "agent.toml"
+    path.write_text(BASE.format(broker=broker) + extra + "\n" + meter, encoding="utf-8")
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    config, problems = check_agent_config(path)
+    assert config is None
+    return problems
+
+
+def _validate_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattmesh.cli", "agent", "--config", str(path), "--validate-config"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_minimal_config_is_valid(tmp_path: Path) -> None:
+    config = load_agent_config(_write(tmp_path))
+    assert config.agent.agent_id == "h001" and config.agent.topics.market_id == "m1"
+    assert config.transport.client_id == "m1-h001" and config.transport.tls is None
+    assert config.meter == ReplaySpec(tmp_path / "profile.json")
+    assert config.homeassistant is None  # off by default
+    result = _validate_cli(tmp_path / "agent.toml")
+    assert result.returncode == 0 and "ok (agent h001, market m1)" in result.stdout
+
+
+def test_every_problem_is_listed_with_its_toml_path(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'colour = "red"\n[mqtt]\nkeepalive_s = 0\n[mqtt.tls]\ncafile = "ca.pem"\n'
+        '[homeassistant]\nprefx = "ha"\n',
+    )
+    problems = _problems(path)
+    assert "colour: unknown key" in problems
+    assert "mqtt.tls.cafile: unknown key" in problems
+    assert "homeassistant.prefx: unknown key" in problems
+    assert any(
+        p.startswith("mqtt.keepalive_s: Input should be greater than or equal to 1")
+        for p in problems
+    )
+    result = _validate_cli(path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == len(problems) == 4
+    assert f"{path}: colour: unknown key" in result.stderr
+
+
+def test_missing_keys_and_unknown_meter_kind(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('agent_id = "h001"\n[meter]\nkind = "smart"\n', encoding="utf-8")
+    problems = _problems(path)
+    for key in ("market_id", "broker", "key_file", "state_dir"):
+        assert f"{key}: Field required" in problems
+    assert any(
+        p.startswith("meter: unknown meter kind; expected replay, p1-serial") for p in problems
+    )
+
+
+def test_a_password_in_the_toml_is_refused(tmp_path: Path) -> None:
+    problems = _problems(_write(tmp_path, '[mqtt]\nusername = "h001"\npassword = "hunter2"\n'))
+    assert problems == [
+        "mqtt.password: unknown key (secrets are read from files: use password_file)"
+    ]
+
+
+def test_password_comes_from_a_private_file(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    secret.chmod(0o600)
+    path = _write(tmp_path, '[mqtt]\nusername = "h001"\npassword_file = "mqtt.password"\n')
+    config = load_agent_config(path)
+    assert (config.transport.username, config.transport.password) == ("h001", "s3cret")
+    secret.chmod(0o644)
+    assert _problems(path) == [
+        f"mqtt.password_file: {secret} is readable by others (mode 644); chmod 600 it"
+    ]
+
+
+def test_a_world_readable_private_key_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    key = tmp_path / "keys" / "private_key.pem"
+    key.chmod(0o644)
+    (problem,) = _problems(path)
+    assert (
+        problem.startswith("key_file: ")
+        and "readable by others" in problem
+        and "chmod 600" in problem
+    )
+    with pytest.raises(ConfigError, match="key_file"):
+        load_agent_config(path)
+
+
+def test_tls_settings(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = (
+        f'[mqtt.tls]\nca_file = "{pki.ca}"\n'
+        f'cert_file = "{pki.client_cert}"\nkey_file = "{pki.client_key}"\n'
+    )
+    config = load_agent_config(_write(tmp_path, tls, broker="mqtts://broker.example.net"))
+    assert config.transport.address.port == 8883
+    assert config.transport.tls is not None and config.transport.tls.ca_file == pki.ca
+    assert _problems(_write(tmp_path, tls)) == [
+        "mqtt.tls: TLS settings need an mqtts:// broker URL"
+    ]
+    missing = '[mqtt.tls]\nca_file = "nope.pem"\n'
+    (problem,) = _problems(_write(tmp_path, missing, broker="mqtts://b:8884"))
+    assert problem.startswith("mqtt.tls.ca_file: ") and "nope.pem does not exist" in problem
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('kind = "p1-serial"\ndevice = "/dev/ttyUSB0"', P1SerialSpec("/dev/ttyUSB0")),
+        (
+            'kind = "p1-tcp"\nhost = "10.0.0.9"\nport = 2001\nversion = "4"',
+            P1TcpSpec("10.0.0.9", 2001, P1Version.DSMR4),
+        ),
+        ('kind = "modbus-tcp"\nhost = "gw"\nmap = "sdm630"', ModbusTcpSpec("gw", 502, "sdm630", 1)),
+        (
+            'kind = "modbus-rtu"\ndevice = "/dev/ttyUSB0"\nmap = "sdm120"\nbaud = 2400',
+            ModbusRtuSpec("/dev/ttyUSB0", "sdm120", 1, 2400),
+        ),
+    ],
+)
+def test_meter_kinds(tmp_path: Path, section: str, expected: object) -> None:
+    assert load_agent_config(_write(tmp_path, f"[meter]\n{section}\n")).meter == expected
+
+
+def test_unknown_register_map_is_reported(tmp_path: Path) -> None:
+    (problem,) = _problems(
+        _write(tmp_path, '[meter]\nkind = "modbus-tcp"\nhost = "gw"\nmap = "abb"\n')
+    )
+    assert problem.startswith("meter.map: unknown register map 'abb'")
+
+
+def test_no_secret_can_be_given_on_the_command_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wattmesh.cli", "agent", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0 and "password" not in result.stdout.lower()
+
+
+def test_unreadable_or_broken_toml_is_one_clear_problem(tmp_path: Path) -> None:
+    assert _problems(tmp_path / "missing.toml") == [
+        "cannot read the file: No such file or directory"
+    ]
+    broken = tmp_path / "broken.toml"
+    broken.write_text('agent_id = "h001\n', encoding="utf-8")
+    (problem,) = _problems(broken)
+    assert problem.startswith("not valid TOML: ")
+    result = _validate_cli(broken)
+    assert result.returncode == 1 and result.stderr.startswith(f"{broken}: not valid TOML")
+
+
+def test_modbus_meter_without_the_modbus_extra_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pymodbus", None)  # as on a Pi with only [agent]
+    path = _write(
+        tmp_path, '[meter]\nkind = "modbus-rtu"\ndevice = "/dev/ttyUSB0"\nmap = "sdm630"\n'
+    )
+    assert _problems(path) == [
+        "meter.kind: modbus-rtu needs pymodbus: pip install 'wattmesh[agent,modbus]'"
+    ]
