@@ -90,7 +90,12 @@ def _cmd_meter_read(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wattmesh", description="Peer-to-peer energy trading for microgrids.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_simulate, _add_keys, _add_ledger, _add_market, _add_agent, _add_meter):
+        add(sub)
+    return parser
 
+
+def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     sim = sub.add_parser("simulate", help="run a whole neighbourhood on this machine")
     sim.add_argument("--households", type=int, default=20)
     sim.add_argument("--days", type=int, default=2)
@@ -110,12 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
     sim.set_defaults(func=_cmd_simulate)
 
+
+def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
     keys = sub.add_parser("keys", help="household and operator keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     new = keys_sub.add_parser("new", help="write a new P-256 key pair and print its key id")
     new.add_argument("--out", required=True, help="directory for private_key.pem (0600)")
     new.set_defaults(func=_cmd_keys_new)
 
+
+def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
     ledger = sub.add_parser("ledger", help="inspect the ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
     verify = ledger_sub.add_parser("verify", help="recheck every hash, signature and checkpoint")
@@ -130,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     statement.add_argument("--format", choices=("csv", "json"), default="json")
     statement.set_defaults(func=_cmd_ledger_statement)
 
+
+def _add_market(sub: argparse._SubParsersAction[_Parser]) -> None:
     market = sub.add_parser("market", help="offline market tools")
     market_sub = market.add_subparsers(dest="market_command", required=True, parser_class=_Parser)
     clear = market_sub.add_parser("clear", help="clear a JSON order book and print JSON")
@@ -137,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("file", help="order book (JSON, see docs/protocol.md)")
     clear.set_defaults(func=_cmd_market_clear)
 
+
+def _add_agent(sub: argparse._SubParsersAction[_Parser]) -> None:
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")
     agent.add_argument(
@@ -144,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.set_defaults(func=_cmd_agent)
 
+
+def _add_meter(sub: argparse._SubParsersAction[_Parser]) -> None:
     meter = sub.add_parser("meter", help="test a meter's wiring")
     meter_sub = meter.add_subparsers(dest="meter_command", required=True, parser_class=_Parser)
     read = meter_sub.add_parser("read", help="print one reading (UTC time, Wh registers, W)")
@@ -153,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--json", action="store_true", help="one JSON object instead of text")
     read.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     read.set_defaults(func=_cmd_meter_read)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
