@@ -34,6 +34,14 @@ from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
 
+class RedeliveredError(MessageError):
+    """The very message (same agent, seq and message id) was accepted already.
+
+    An MQTT QoS 1 redelivery or an agent's outbox backfill: acknowledged and not
+    stored again; not counted as a rejection (see :attr:`Ledger.redeliveries`).
+    """
+
+
 @dataclass(frozen=True)
 class IntervalOutcome:
     """What closing one interval appended to the log."""
@@ -77,6 +85,7 @@ class Ledger:
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
         self.keys: dict[str, VerifyingKey] = {}
         self.rejections: Counter[RejectReason] = Counter()
+        self.redeliveries = 0  # messages received again after being accepted
         self._tree = CompactRange()
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
@@ -181,6 +190,9 @@ class Ledger:
         """Validate and accept one household message; raise MessageError with the reason."""
         try:
             message = self._check(payload, topic_agent)
+        except RedeliveredError:
+            self.redeliveries += 1
+            raise
         except MessageError as exc:
             self.rejections[exc.reason] += 1
             raise
@@ -220,7 +232,7 @@ class Ledger:
             raise MessageError(RejectReason.UNKNOWN_KEY, f"{header.agent} is not registered")
         message.verify(key)
         if self._seen.get((header.agent, header.seq)) == message.message_id:
-            raise MessageError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
+            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
         if header.seq <= self._last_seq.get(header.agent, 0):
             raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
 
