@@ -7,7 +7,7 @@ is TOML; secrets are read from files named in it, never from the command line::
     market_id = "m1"
     broker = "mqtt://127.0.0.1:1883"
     key_file = "keys/private_key.pem"      # mode 0600
-    state_dir = "state"                     # keeps the sequence number across restarts
+    state_dir = "state"                     # the outbox (and sequence number) across restarts
     operator_key_file = "operator.pem"      # optional: only trust signed announcements
 
     [meter]
@@ -19,18 +19,16 @@ is TOML; secrets are read from files named in it, never from the command line::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.agent import AgentConfig
+from agents.lifecycle import serve_household
 from agents.meter import SimulatedMeter, system_clock
-from agents.sequence import FileSequence
 from broker.errors import ConfigError
 from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
 from broker.topics import Topics, check_segment
@@ -102,28 +100,13 @@ def _replay_meter(path: Path) -> SimulatedMeter:
 
 
 async def _run(config: AgentFileConfig) -> None:
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    meter = _replay_meter(config.meter_file)
-    async with agent_transport(config.agent, config.transport) as transport:
-        agent = HouseholdAgent(
-            config.agent,
-            key=config.key,
-            transport=transport,
-            meter=meter,
-            sequence=FileSequence(config.state_dir / "sequence"),
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        run = asyncio.create_task(agent.run())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (run, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await agent.go_offline()
+    await serve_household(
+        config.agent,
+        config.transport,
+        key=config.key,
+        meter=_replay_meter(config.meter_file),
+        state_dir=config.state_dir,
+    )
 
 
 def run_agent_command(path: Path) -> int:
