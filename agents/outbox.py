@@ -13,6 +13,9 @@ Live entries always form one contiguous run of sequence numbers
 ``[floor, last_seq]``: messages are published one at a time in order, and both
 acknowledgements and drops remove from the old end.
 
+Layout: one table ``outbox(seq, topic, payload)``; the row with seq 0 holds the
+counter and the drop count, so a steady-state commit changes a single page.
+
 Durability: WAL journal with ``synchronous=FULL``, so every commit is one fsync of
 the WAL and a committed message and its number survive a power cut (a Raspberry Pi
 is usually switched off by pulling the plug). With ``synchronous=NORMAL`` the last
@@ -25,6 +28,7 @@ Standard library only (``sqlite3``): the agent must not import SQLAlchemy.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -37,19 +41,21 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_CAPACITY: Final = 100_000
 """Entries kept at most: about 28 h of one reading per second, 60 MB of disk."""
 
-# A page size of 1 KiB instead of SQLite's 4 KiB default: each commit appends whole
-# pages to the WAL, so small pages mean fewer bytes per commit (see BENCHMARKS.md).
-_PAGE_SIZE: Final = 1024
-
+# Row 0 of the one table holds the counter and the drop count (as JSON), so that in
+# the steady state (a handful of live rows, all in the table's root page) a commit
+# that inserts a message, deletes the acknowledged one and advances the counter
+# changes one page: one WAL frame per commit (see BENCHMARKS.md). A separate state
+# table would add a second page to every commit.
+_STATE_SEQ: Final = 0
+# 2 KiB pages: the root page then holds the counter row and two ~600-byte messages
+# (the new one and the acknowledged one it replaces) without splitting; 1 KiB pages
+# split, 4 KiB ones write twice the bytes per frame (figures in BENCHMARKS.md).
+_PAGE_SIZE: Final = 2048
 _SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS outbox_state ("
-    " id INTEGER PRIMARY KEY CHECK (id = 1),"
-    " last_seq INTEGER NOT NULL,"
-    " dropped INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS outbox ("
     " seq INTEGER PRIMARY KEY,"
     " topic TEXT NOT NULL,"
-    " payload BLOB NOT NULL)",
+    " payload BLOB NOT NULL)"
 )
 
 
@@ -79,23 +85,30 @@ class Outbox:
         self.path = path
         self.capacity = capacity
         self._db = sqlite3.connect(path, isolation_level=None)  # explicit transactions
-        self._db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # only takes effect on a new file
+        self._db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # only for a new file
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
-        self._db.execute("INSERT OR IGNORE INTO outbox_state VALUES (1, 0, 0)")
-        last_seq, dropped = self._db.execute(
-            "SELECT last_seq, dropped FROM outbox_state WHERE id = 1"
+        self._db.execute(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO outbox VALUES (?, 'state', ?)", (_STATE_SEQ, _state(0, 0))
+        )
+        (raw,) = self._db.execute(
+            "SELECT payload FROM outbox WHERE seq = ?", (_STATE_SEQ,)
         ).fetchone()
-        (lowest,) = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()
-        self._last_seq: int = max(int(last_seq), min_last_seq)
+        last_seq, dropped = _parse_state(bytes(raw))
+        (lowest,) = self._db.execute(
+            "SELECT MIN(seq) FROM outbox WHERE seq > ?", (_STATE_SEQ,)
+        ).fetchone()
+        self._last_seq: int = max(last_seq, min_last_seq)
         self._durable_seq = self._last_seq  # everything up to here is on disk
-        self._dropped: int = int(dropped)
+        self._dropped: int = dropped
         self._floor: int = int(lowest) if lowest is not None else self._last_seq + 1
         self._stored_floor = self._floor
         self._staged: list[Entry] = []
-        self._state_dirty = self._last_seq != int(last_seq)
+        self._state_dirty = self._last_seq != last_seq
+        # A drop must be on disk before anything newer is published: otherwise a
+        # crash would bring the dropped entry back and send it after a newer one.
+        self._drop_unsaved = False
         self._last_drop_logged = 0
         self.commits = 0
 
@@ -142,6 +155,7 @@ class Outbox:
         self._floor += count
         self._dropped += count
         self._state_dirty = True
+        self._drop_unsaved = True
         self._staged = [e for e in self._staged if e.seq >= self._floor]
         if self._last_drop_logged == 0 or self._dropped - self._last_drop_logged >= 1000:
             self._last_drop_logged = self._dropped
@@ -165,10 +179,12 @@ class Outbox:
                 [(e.seq, e.topic, e.payload) for e in self._staged],
             )
             if self._floor != self._stored_floor:
-                db.execute("DELETE FROM outbox WHERE seq < ?", (self._floor,))
+                db.execute(
+                    "DELETE FROM outbox WHERE seq > ? AND seq < ?", (_STATE_SEQ, self._floor)
+                )
             db.execute(
-                "UPDATE outbox_state SET last_seq = ?, dropped = ? WHERE id = 1",
-                (self._last_seq, self._dropped),
+                "UPDATE outbox SET payload = ? WHERE seq = ?",
+                (_state(self._last_seq, self._dropped), _STATE_SEQ),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -178,13 +194,17 @@ class Outbox:
         self._stored_floor = self._floor
         self._staged = []
         self._state_dirty = False
+        self._drop_unsaved = False
         self.commits += 1
 
     # ------------------------------------------------------------------ reading
 
     def next_ready(self) -> Entry | None:
-        """The oldest live entry if it is committed (safe to publish), else None."""
-        if self._floor > self._durable_seq:
+        """The oldest live entry if it is committed (safe to publish), else None.
+
+        None also while a drop is not committed yet (see :meth:`add`).
+        """
+        if self._floor > self._durable_seq or self._drop_unsaved:
             return None
         row = self._db.execute(
             "SELECT seq, topic, payload FROM outbox WHERE seq >= ? ORDER BY seq LIMIT 1",
@@ -212,3 +232,12 @@ class Outbox:
         """Commit what is staged and close the file."""
         self.commit()
         self._db.close()
+
+
+def _state(last_seq: int, dropped: int) -> bytes:
+    return json.dumps({"dropped": dropped, "last_seq": last_seq}).encode()
+
+
+def _parse_state(raw: bytes) -> tuple[int, int]:
+    state = json.loads(raw)
+    return int(state["last_seq"]), int(state["dropped"])

@@ -145,14 +145,14 @@ def test_continues_above_a_legacy_sequence_number(tmp_path: Path) -> None:
     assert Outbox(tmp_path / "outbox.db", min_last_seq=7).add("t", _payload) == 43
 
 
-def test_the_file_is_wal_with_full_sync_and_small_pages(tmp_path: Path) -> None:
+def test_the_file_is_wal_with_full_sync(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     Outbox(path).close()
     outbox = Outbox(path)
     db = outbox._db
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
-    assert db.execute("PRAGMA page_size").fetchone() == (1024,)
+    assert db.execute("PRAGMA page_size").fetchone() == (2048,)
     outbox.close()
     with pytest.raises(ValueError, match="capacity"):
         Outbox(tmp_path / "other.db", capacity=0)
@@ -170,7 +170,7 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(ops=_OPS, capacity=st.integers(1, 6))
 def test_random_histories_keep_order_and_account_for_every_number(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]], capacity: int
@@ -205,8 +205,8 @@ def test_random_histories_keep_order_and_account_for_every_number(
     assert len(set(published)) + outbox.dropped >= outbox.last_seq
     assert outbox.pending == 0
     outbox.close()
-    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM outbox").fetchone()
-    assert rows == (0,)
+    rows = sqlite3.connect(path).execute("SELECT seq FROM outbox").fetchall()
+    assert rows == [(0,)]  # only the counter row is left
 
 
 # ------------------------------------------------------------------------ clock health
