@@ -46,13 +46,19 @@ class CountingMeter:
 class Receiver:
     """Records (agent, seq) of every reading it receives; persistent MQTT session."""
 
-    def __init__(self, address: BrokerAddress, topics: Topics, client_id: str) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        topics: Topics,
+        client_id: str,
+        session: Session = Session.PERSISTENT,
+    ) -> None:
         config = TransportConfig(
             address=address,
             client_id=client_id,
             backoff_initial_s=0.05,
             backoff_max_s=0.5,
-            session=Session.PERSISTENT,
+            session=session,
         )
         self.transport = Transport(config, subscriptions=[(topics.all_readings, 1)])
         self.firsts: list[tuple[str, int]] = []  # first copy of each (agent, seq), in order
@@ -108,21 +114,32 @@ class OutageReport:
 
 
 async def run_outage(
-    workdir: Path, *, readings: int, kills: int, rate_hz: float = 10.0, outage_readings: int = 10
+    workdir: Path,
+    *,
+    readings: int,
+    kills: int,
+    rate_hz: float = 10.0,
+    outage_readings: int = 10,
+    receiver_session: Session = Session.PERSISTENT,
 ) -> OutageReport:
     """Publish ``readings`` at ``rate_hz`` and SIGKILL Mosquitto ``kills`` times.
 
     Each outage lasts while ``outage_readings`` readings are taken; the broker then
     restarts on the same port with its persistence file. Kills are spread evenly.
+    ``receiver_session=Session.CLEAN`` is the baseline: a clean-session receiver and
+    a broker without persistence (it loses messages; the receiver then gives up
+    waiting after 5 s and the report shows what arrived).
     """
-    broker = MosquittoProcess(workdir / "mosquitto", persistence=Persistence.ON)
+    keeps = receiver_session is Session.PERSISTENT
+    persistence = Persistence.ON if keeps else Persistence.OFF
+    broker = MosquittoProcess(workdir / "mosquitto", persistence=persistence)
     await broker.start()
     topics = Topics(f"m{uuid.uuid4().hex[:8]}")
     config = AgentConfig(agent_id="h001", topics=topics)
     base = TransportConfig(
         address=broker.address, client_id="agent-h001", backoff_initial_s=0.05, backoff_max_s=0.5
     )
-    receiver = Receiver(broker.address, topics, "ledger-ingest")
+    receiver = Receiver(broker.address, topics, "ledger-ingest", receiver_session)
     report = OutageReport(readings, kills, [], 0, 0, 0)
     taken = 0
     progress = asyncio.Event()
@@ -167,7 +184,11 @@ async def run_outage(
                     await broker.start()
                 await asyncio.wait_for(producer, readings / rate_hz + TIMEOUT_S)
                 last_taken = time.monotonic()
-                await receiver.wait_for(readings)
+                try:
+                    await receiver.wait_for(readings, TIMEOUT_S if keeps else 5.0)
+                except TimeoutError:
+                    if keeps:
+                        raise
                 report.drain_s = time.monotonic() - last_taken
                 assert await publisher.flush(TIMEOUT_S)
                 report.reconnects = transport.reconnects
