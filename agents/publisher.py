@@ -102,6 +102,9 @@ class DurablePublisher:
         self.outbox.commit()
 
     async def submit(self, topic: str, build: Callable[[int], bytes]) -> int:
+        for task in self._tasks:  # a failed committer or sender must not go unnoticed
+            if task.done() and not task.cancelled() and (error := task.exception()):
+                raise error
         seq = self.outbox.add(topic, build)
         self._drained.clear()
         self._dirty.set()
