@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -132,3 +133,30 @@ async def test_every_reading_arrives_once_in_order_while_mosquitto_is_killed_thr
     # Readings really waited in the outbox during each outage and were backfilled.
     assert len(report.backlog_at_restart) == 3
     assert min(report.backlog_at_restart) >= 10
+
+
+async def test_a_failed_outbox_surfaces_on_the_next_submit(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    config = _base(BrokerAddress("127.0.0.1", 1))  # never connects: nothing is sent
+    transport = agent_transport(AgentConfig(agent_id="h001", topics=Topics("m1")), config)
+    publisher = DurablePublisher(outbox, transport)
+    refused = False
+
+    async def scenario() -> None:
+        nonlocal refused
+        async with publisher:
+            outbox._db.close()  # the disk went away under the committer
+            await publisher.submit("t", lambda seq: b"x")
+            done, _ = await asyncio.wait(
+                publisher._tasks, timeout=TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert done
+            with pytest.raises(sqlite3.ProgrammingError):
+                await publisher.submit("t", lambda seq: b"y")
+            refused = True
+
+    async with transport:
+        with pytest.raises(sqlite3.ProgrammingError):  # leaving re-raises it too
+            await scenario()
+    assert refused
+    assert outbox.last_seq == 1  # the second message was not even numbered

@@ -533,6 +533,42 @@ def test_backoff_is_full_jitter_and_seedable() -> None:
     assert max(capped) > 7.9
 
 
+class _Delays(logging.Handler):
+    """Collects the supervisor's "reconnecting in N s" delays; wakes a waiter."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.delays: list[str] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("reconnecting to"):
+            self.delays.append(f"{record.args[1]:.2f}")  # type: ignore[index]
+            self.changed.set()
+
+
+async def test_the_supervisor_waits_the_jittered_exponential_delays_between_attempts() -> None:
+    nobody = BrokerAddress("127.0.0.1", free_port())
+    config = TransportConfig(
+        address=nobody, client_id="backoff", backoff_initial_s=0.01, backoff_max_s=0.08
+    )
+    handler = _Delays()
+    logger = logging.getLogger("broker.transport")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with Transport(config, rng=random.Random(11)):
+            while len(handler.delays) < 8:
+                handler.changed.clear()
+                await asyncio.wait_for(handler.changed.wait(), TIMEOUT_S)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    expected = backoff_delays(0.01, 0.08, random.Random(11))
+    assert handler.delays[:8] == [f"{next(expected):.2f}" for _ in range(8)]
+
+
 @pytest.mark.parametrize(("initial_s", "maximum_s"), [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])
 def test_backoff_rejects_bad_bounds(initial_s: float, maximum_s: float) -> None:
     with pytest.raises(ValueError, match="backoff"):
