@@ -51,6 +51,9 @@ class AgentConfig:
     # Refuse to sign orders while meter and system clocks differ by more (s); None: never.
     # Not checked under a MarketClock (simulated time is not wall time).
     max_clock_drift_s: int | None = DEFAULT_MAX_DRIFT_S
+    # Diagnostics go out after a reading at most this often (s), and at once when the
+    # clock verdict or the outbox's drop count changes.
+    diagnostics_interval_s: float = 60.0
 
 
 def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
@@ -118,6 +121,8 @@ class HouseholdAgent:
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
         self._diagnostics: asyncio.Task[None] | None = None
+        self._diagnosed_at: float | None = None  # loop time of the last report
+        self._diagnosed: tuple[bool, int] | None = None  # (clock ok, dropped) reported
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
         self._ordered: set[int] = set()
@@ -313,13 +318,24 @@ class HouseholdAgent:
         """Publish the diagnostics (retained) in the background once connected.
 
         At most one report waits for the broker; it is built when it can be sent.
-        Not under a MarketClock: simulations have no use for it.
+        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict or
+        the drop count changed. Not under a MarketClock: simulations have no use for it.
         """
         if self.market_clock is not None:
             return
         if self._diagnostics is not None and not self._diagnostics.done():
             return
-        self._diagnostics = asyncio.get_running_loop().create_task(self._send_diagnostics())
+        loop = asyncio.get_running_loop()
+        report = self.diagnostics()
+        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])))
+        due = (
+            self._diagnosed_at is None
+            or loop.time() - self._diagnosed_at >= self.config.diagnostics_interval_s
+        )
+        if not due and verdict == self._diagnosed:
+            return
+        self._diagnosed_at, self._diagnosed = loop.time(), verdict
+        self._diagnostics = loop.create_task(self._send_diagnostics())
 
     async def _send_diagnostics(self) -> None:
         with contextlib.suppress(TransportClosedError):

@@ -58,7 +58,9 @@ async def test_orders_are_refused_while_the_meter_clock_is_off_and_diagnostics_s
     mosquitto: BrokerAddress,
 ) -> None:
     topics = Topics(f"m{uuid.uuid4().hex[:8]}")
-    config = AgentConfig(agent_id="h001", topics=topics, max_clock_drift_s=300)
+    config = AgentConfig(
+        agent_id="h001", topics=topics, max_clock_drift_s=300, diagnostics_interval_s=3600
+    )
     base = TransportConfig(address=mosquitto, client_id=f"agent-{uuid.uuid4().hex[:8]}")
     watch = Transport(
         TransportConfig(address=mosquitto, client_id=f"watch-{uuid.uuid4().hex[:8]}"),
@@ -108,12 +110,19 @@ async def test_orders_are_refused_while_the_meter_clock_is_off_and_diagnostics_s
         meter.skew_s = 0
         await interval(NOW + STEP, 3)
         assert agent.clock.ok
-        # The first order on the bus is the second interval's: none was signed for the first.
-        while True:
+        # The first order on the bus is the second interval's: none was signed for the
+        # first. The verdict changed, so diagnostics go out at once (within the hour).
+        order: Message | None = None
+        report = {}
+        while order is None or not report:
             message = await asyncio.wait_for(anext(inbox), TIMEOUT_S)
-            if message.topic == topics.order("h001"):
-                break
-        order = decode_message(message.payload)
-        assert isinstance(order.body, OrderBody)
-        assert order.header.interval == NOW + STEP
+            if message.topic == topics.order("h001") and order is None:
+                order = message
+            elif message.topic == topics.diagnostics("h001"):
+                report = json.loads(message.payload)
+        signed = decode_message(order.payload)
+        assert isinstance(signed.body, OrderBody)
+        assert signed.header.interval == NOW + STEP
+        assert report["clock_ok"] is True
+        assert report["clock_drift_s"] == 2  # the meter's reading counter adds 1 s per read
         assert agent.published == 3  # two readings, one order

@@ -42,7 +42,7 @@ meter = SimulatedMeter(
 )
 asyncio.run(
     serve_household(
-        AgentConfig(agent_id="h001", topics=Topics(market)),
+        AgentConfig(agent_id="h001", topics=Topics(market), diagnostics_interval_s=0),
         TransportConfig(address=parse_broker_url(url), client_id=f"{market}-h001"),
         key=SigningKey.generate(),
         meter=meter,
