@@ -48,6 +48,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_settlement.py
 	$(BIN)/python bench/bench_mechanisms.py
 	$(BIN)/python bench/bench_p1.py
+	$(BIN)/python bench/bench_outbox_wear.py
+	$(BIN)/python bench/bench_outbox_outage.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -9,14 +9,18 @@ closes it publishes a final reading so the last interval can be settled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
-from agents.meter import MarketClock, Meter
+from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
+from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
+from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy, order_for
 from broker.errors import MessageError
@@ -33,7 +37,7 @@ from broker.messages import (
     sign_message,
 )
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
-from broker.transport import Message, Transport, TransportConfig, Will
+from broker.transport import Message, Transport, TransportClosedError, TransportConfig, Will
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,6 +51,12 @@ class AgentConfig:
     policy: LimitPricePolicy = field(default_factory=LimitPricePolicy)
     operator_key: VerifyingKey | None = None  # when set, unsigned-by-operator news is ignored
     forecast_timeout_s: float = 60.0  # wall-clock backstop when no forecast arrives
+    # Refuse to sign orders while meter and system clocks differ by more (s); None: never.
+    # Not checked under a MarketClock (simulated time is not wall time).
+    max_clock_drift_s: int | None = DEFAULT_MAX_DRIFT_S
+    # Diagnostics go out after a reading at most this often (s), and at once when the
+    # clock verdict or the outbox's drop count changes.
+    diagnostics_interval_s: float = 60.0
 
 
 def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
@@ -66,7 +76,12 @@ def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
 
 
 class HouseholdAgent:
-    """Drives one household. ``run()`` returns once the market announces it is closed."""
+    """Drives one household. ``run()`` returns once the market announces it is closed.
+
+    Signed messages go out through ``publisher`` (the real agent: a
+    :class:`DurablePublisher` over its outbox), or, given a ``sequence`` instead,
+    straight to the transport (simulations).
+    """
 
     def __init__(
         self,
@@ -75,20 +90,36 @@ class HouseholdAgent:
         key: SigningKey,
         transport: Transport,
         meter: Meter,
-        sequence: Sequence,
+        sequence: Sequence | None = None,
+        publisher: Publisher | None = None,
         market_clock: MarketClock | None = None,
         battery: BatteryController | None = None,
+        wall_clock: Clock = system_clock,
     ) -> None:
+        if publisher is None:
+            if sequence is None:
+                msg = "give a sequence or a publisher"
+                raise ValueError(msg)
+            publisher = DirectPublisher(transport, sequence)
+        elif sequence is not None:
+            msg = "give a sequence or a publisher, not both"
+            raise ValueError(msg)
         self.config = config
         self.key = key
         self.transport = transport
         self.meter = meter
-        self.sequence = sequence
+        self.publisher: Publisher = publisher
         self.market_clock = market_clock
         self.battery = battery
+        self.meter_failures = 0
+        self.wall_clock = wall_clock
         self.rejections: Counter[str] = Counter()
         self.published = 0
-        self.meter_failures = 0
+        self.clock: ClockHealth | None = None  # from the last reading; None: not checked
+        self.orders_refused = 0
+        self._diagnostics: asyncio.Task[None] | None = None
+        self._diagnosed_at: float | None = None  # loop time of the last report
+        self._diagnosed: tuple[bool, int] | None = None  # (clock ok, dropped) reported
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
         self._ordered: set[int] = set()
@@ -153,7 +184,7 @@ class HouseholdAgent:
         if self.market_clock is not None:
             self.market_clock.set(interval)
         try:
-            await self._publish_reading(interval)
+            await self.record_reading(interval)
         except MeterError as exc:  # no reading this interval; the agent keeps trading
             self.meter_failures += 1
             _LOG.warning("%s: no meter reading for %s: %s", self.config.agent_id, interval, exc)
@@ -163,8 +194,10 @@ class HouseholdAgent:
         await self._maybe_order()
         return False
 
-    async def _publish_reading(self, interval: int) -> None:
+    async def record_reading(self, interval: int) -> None:
+        """Read the meter and publish a signed reading for ``interval`` (meter time)."""
         reading = await self.meter.read()
+        self._check_clock(reading.time)
         body = ReadingBody(
             meter_time=reading.time,
             import_wh=reading.import_wh,
@@ -180,6 +213,24 @@ class HouseholdAgent:
             interval=interval,
             expires=interval + READING_VALIDITY_S,
         )
+        self.report_diagnostics()
+
+    def _check_clock(self, meter_time_s: int) -> None:
+        limit = self.config.max_clock_drift_s
+        if limit is None or self.market_clock is not None:
+            return
+        health = assess_clock(
+            meter_time_s=meter_time_s, system_time_s=self.wall_clock(), max_drift_s=limit
+        )
+        if not health.ok and (self.clock is None or self.clock.ok):
+            _LOG.error(
+                "%s: clock problem, not signing orders: %s", self.config.agent_id, health.reason
+            )
+        elif health.ok and self.clock is not None and not self.clock.ok:
+            _LOG.warning(
+                "%s: clocks agree again (drift %d s)", self.config.agent_id, health.drift_s
+            )
+        self.clock = health
 
     async def _maybe_order(self) -> None:
         interval, announced, forecast = self._open_interval, self._open, self._forecast
@@ -197,6 +248,12 @@ class HouseholdAgent:
         self._ordered.add(interval)
         if self._fallback is not None:
             self._fallback.cancel()
+        if self.clock is not None and not self.clock.ok:
+            self.orders_refused += 1
+            _LOG.warning(
+                "%s: no order for %s: %s", self.config.agent_id, interval, self.clock.reason
+            )
+            return
         if self.battery is None:
             body = order_for(
                 demand_wh=demand_wh,
@@ -250,23 +307,81 @@ class HouseholdAgent:
         self._fallback = loop.call_later(self.config.forecast_timeout_s, fire)
 
     async def _publish(self, topic: str, body: Body, *, interval: int, expires: int) -> None:
-        message = sign_message(
-            self.key,
-            body,
-            market=self.config.topics.market_id,
-            interval=interval,
-            agent=self.config.agent_id,
-            seq=self.sequence.next(),
-            expires=expires,
-        )
-        await self.transport.publish(topic, message.to_wire(), qos=1)
+        def build(seq: int) -> bytes:
+            return sign_message(
+                self.key,
+                body,
+                market=self.config.topics.market_id,
+                interval=interval,
+                agent=self.config.agent_id,
+                seq=seq,
+                expires=expires,
+            ).to_wire()
+
+        await self.publisher.submit(topic, build)
         self.published += 1
 
-    async def go_offline(self) -> None:
-        """Publish the retained offline status before a clean shutdown."""
-        await self.transport.publish(
-            self.config.topics.status(self.config.agent_id), STATUS_OFFLINE, qos=1, retain=True
+    def diagnostics(self) -> dict[str, object]:
+        """The agent's health report (JSON-able; see docs/protocol.md, diagnostics)."""
+        outbox = self.publisher.outbox if isinstance(self.publisher, DurablePublisher) else None
+        return {
+            "outbox_pending": outbox.pending if outbox is not None else 0,
+            "outbox_dropped": outbox.dropped if outbox is not None else 0,
+            "clock_drift_s": self.clock.drift_s if self.clock is not None else None,
+            "clock_ok": self.clock.ok if self.clock is not None else True,
+            "orders_refused": self.orders_refused,
+            "reconnects": self.transport.reconnects,
+            "rejections": dict(sorted(self.rejections.items())),
+        }
+
+    def report_diagnostics(self) -> None:
+        """Publish the diagnostics (retained) in the background once connected.
+
+        At most one report waits for the broker; it is built when it can be sent.
+        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict or
+        the drop count changed. Not under a MarketClock: simulations have no use for it.
+        """
+        if self.market_clock is not None:
+            return
+        if self._diagnostics is not None and not self._diagnostics.done():
+            return
+        loop = asyncio.get_running_loop()
+        report = self.diagnostics()
+        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])))
+        due = (
+            self._diagnosed_at is None
+            or loop.time() - self._diagnosed_at >= self.config.diagnostics_interval_s
         )
+        if not due and verdict == self._diagnosed:
+            return
+        self._diagnosed_at, self._diagnosed = loop.time(), verdict
+        self._diagnostics = loop.create_task(self._send_diagnostics())
+
+    async def _send_diagnostics(self) -> None:
+        with contextlib.suppress(TransportClosedError):
+            await self.transport.wait_connected()
+            payload = json.dumps(self.diagnostics(), sort_keys=True).encode()
+            topic = self.config.topics.diagnostics(self.config.agent_id)
+            await self.transport.publish(topic, payload, qos=1, retain=True)
+
+    async def go_offline(self, timeout_s: float = 5.0) -> bool:
+        """Publish the retained offline status before a clean shutdown.
+
+        Returns False if the broker did not acknowledge within ``timeout_s`` (it is
+        unreachable; it then publishes the offline last will itself once it notices).
+        """
+        if self._diagnostics is not None:
+            self._diagnostics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._diagnostics
+        topic = self.config.topics.status(self.config.agent_id)
+        try:
+            await asyncio.wait_for(
+                self.transport.publish(topic, STATUS_OFFLINE, qos=1, retain=True), timeout_s
+            )
+        except (TimeoutError, TransportClosedError):
+            return False
+        return True
 
 
 def _covers(forecast: ForecastBody, interval: int) -> bool:

@@ -23,7 +23,11 @@ class MemorySequence:
 
 
 class FileSequence:
-    """A counter kept in a small file, written atomically before each number is used."""
+    """A counter kept in a small file, written atomically before each number is used.
+
+    The real agent now keeps its counter in the outbox (:mod:`agents.outbox`), which
+    continues above this file's number when it finds one (``agents.lifecycle``).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path

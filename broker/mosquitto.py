@@ -1,7 +1,8 @@
 """A private Mosquitto broker process for tests and ``wattmesh simulate --broker auto``.
 
 The broker listens on 127.0.0.1 only, allows anonymous clients, keeps nothing on
-disk (persistence off) and logs to ``mosquitto.log`` in its working directory.
+disk (persistence off, unless :attr:`Persistence.ON` is chosen) and logs to
+``mosquitto.log`` in its working directory.
 When run as root, Mosquitto 2 would drop privileges to the ``mosquitto`` user and
 then fail to open a log file in a root-owned directory; the config therefore names
 the current user, so the broker runs with the caller's identity.
@@ -20,6 +21,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
+from enum import Enum
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +31,7 @@ __all__ = [
     "BrokerAddress",
     "MosquittoNotFoundError",
     "MosquittoProcess",
+    "Persistence",
     "find_mosquitto",
     "free_port",
     "parse_broker_url",
@@ -79,13 +82,33 @@ def _ensure_port_free(port: int) -> None:
             raise RuntimeError(msg) from exc
 
 
-def _config_text(port: int, log_path: Path) -> str:
+class Persistence(Enum):
+    """``OFF``: nothing on disk. ``ON``: sessions, subscriptions, retained and queued
+    messages saved to ``mosquitto.db`` in the workdir after every change
+    (``autosave_on_changes``), so they survive a restart, even after SIGKILL up to
+    the last save."""
+
+    OFF = "off"
+    ON = "on"
+
+
+def _config_text(port: int, log_path: Path, persistence: Persistence) -> str:
     user = pwd.getpwuid(os.getuid()).pw_name
+    stored: tuple[str, ...]
+    if persistence is Persistence.ON:
+        stored = (
+            "persistence true",
+            f"persistence_location {log_path.parent}/",
+            "autosave_on_changes true",
+            "autosave_interval 1",
+        )
+    else:
+        stored = ("persistence false",)
     return "\n".join(
         (
             f"listener {port} {_HOST}",
             "allow_anonymous true",
-            "persistence false",
+            *stored,
             "set_tcp_nodelay true",
             f"log_dest file {log_path}",
             f"user {user}",
@@ -119,7 +142,12 @@ class MosquittoProcess:
     """
 
     def __init__(
-        self, workdir: Path, *, port: int | None = None, executable: str | None = None
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        executable: str | None = None,
+        persistence: Persistence = Persistence.OFF,
     ) -> None:
         found = executable if executable is not None else find_mosquitto()
         if found is None:
@@ -127,6 +155,7 @@ class MosquittoProcess:
         self._executable = found
         self._workdir = workdir
         self._port = port if port is not None else free_port()
+        self._persistence = persistence
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -156,7 +185,9 @@ class MosquittoProcess:
         _ensure_port_free(self._port)
         self._workdir.mkdir(parents=True, exist_ok=True)
         config_path = self._workdir / "mosquitto.conf"
-        config_path.write_text(_config_text(self._port, self.log_path), encoding="utf-8")
+        config_path.write_text(
+            _config_text(self._port, self.log_path, self._persistence), encoding="utf-8"
+        )
         stderr_fd = _open_append(self._workdir / "mosquitto.stderr")
         try:
             process = await asyncio.create_subprocess_exec(

@@ -55,6 +55,10 @@ class Topics:
         """Retained ``online``/``offline``; ``offline`` is the agent's MQTT last will."""
         return f"{self.household(agent_id)}/status"
 
+    def diagnostics(self, agent_id: str) -> str:
+        """Retained, unsigned JSON health report of the agent (outbox, clock, links)."""
+        return f"{self.household(agent_id)}/diagnostics"
+
     def forecast(self, agent_id: str) -> str:
         return f"{self.household(agent_id)}/forecast"
 

@@ -6,13 +6,21 @@ jitter, resubscribes after every (re)connect, republishes caller-chosen "on conn
 messages (e.g. a retained ``online`` status) and retries QoS 1 publishes that were
 cut off by a dropped connection (at-least-once: the receiver may see duplicates).
 
-Sessions are clean (``clean_session=True``): persistent sessions would not buy
-reliable redelivery here, because aiomqtt keeps in-flight QoS state inside the
-``Client`` object (a new one is made per connection) and amqtt skips the offline
-QoS 1 queue for anonymous sessions; a persistent session of a dead subscriber also
-makes the broker queue without bound. Subscriptions are therefore re-sent after
-every connect and a message published while a subscriber is offline is not kept for
-it (use retained messages for state).
+Sessions are clean (``clean_session=True``) by default: a persistent session would
+not buy reliable redelivery of our *own* publishes, because aiomqtt keeps in-flight
+QoS state inside the ``Client`` object (a new one is made per connection; the
+transport retries instead), and amqtt skips the offline QoS 1 queue for anonymous
+sessions; a persistent session of a dead subscriber also makes the broker queue
+without bound. Subscriptions are therefore re-sent after every connect and a message
+published while a clean-session subscriber is offline is not kept for it (use
+retained messages for state). A receiver that must not miss messages published
+while it reconnects (the ledger's ingest) chooses :attr:`Session.PERSISTENT`: the
+broker then queues QoS 1 messages for it while it is away and redelivers
+unacknowledged ones; over a broker restart only if the broker persists sessions.
+
+aiomqtt discards messages still in its queue when a connection drops, although
+paho has already acknowledged them; the transport moves them into its own buffer
+first, so an acknowledged inbound message is never lost with the connection.
 
 Nothing here depends on MQTT 5 features. Times are in seconds (``_s`` suffix).
 """
@@ -27,6 +35,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -38,6 +47,7 @@ __all__ = [
     "DEFAULT_MQTT_PORT",
     "BrokerAddress",
     "Message",
+    "Session",
     "TlsConfig",
     "Transport",
     "TransportClosedError",
@@ -120,6 +130,14 @@ def parse_broker_url(url: str) -> BrokerAddress:
 # ------------------------------------------------------------------------ configuration
 
 
+class Session(Enum):
+    """MQTT session kind: ``CLEAN`` forgets everything on disconnect; ``PERSISTENT``
+    (``clean_session=False``) keeps subscriptions and queued QoS 1 messages."""
+
+    CLEAN = "clean"
+    PERSISTENT = "persistent"
+
+
 @dataclass(frozen=True)
 class Will:
     """Last-will message the broker publishes if the connection dies uncleanly."""
@@ -185,6 +203,7 @@ class TransportConfig:
     inbound_queue_size: int = 1000
     operation_timeout_s: float = 10.0
     tls: TlsConfig | None = None
+    session: Session = Session.CLEAN
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -502,7 +521,7 @@ class Transport:
             protocol=aiomqtt.ProtocolVersion.V311,
             will=will,
             tls_context=tls_context,
-            clean_session=True,
+            clean_session=cfg.session is Session.CLEAN,
             keepalive=cfg.keepalive_s,
             timeout=cfg.operation_timeout_s,
             max_queued_incoming_messages=cfg.inbound_queue_size,
@@ -535,7 +554,8 @@ class Transport:
             if closed.done():
                 return True
             conn = _Connection(client, asyncio.get_running_loop().create_future())
-            reader = asyncio.create_task(self._read(client), name="mqtt-transport-reader")
+            carry: list[Message] = []  # the message the reader holds while it waits
+            reader = asyncio.create_task(self._read(client, carry), name="mqtt-transport-reader")
             reader.add_done_callback(lambda _task: self._mark_lost(conn))
             self._conn = conn
             self._disconnected_evt.clear()
@@ -544,27 +564,57 @@ class Transport:
                 self._reconnects += 1
                 _LOG.info("reconnected to %s", self._config.address.url)
             self._ever_connected = True
+            # aiomqtt's own "connection gone" future: the reader notices a drop only at
+            # its next message, and not at all while it waits for a full buffer.
+            gone: asyncio.Future[None] = client._disconnected
             try:
-                await _wait_first(conn.lost, closed)
+                await _wait_first(conn.lost, closed, gone)
             finally:
+                if gone.done() and not gone.cancelled():
+                    gone.exception()  # retrieved: the loss is logged below
                 self._mark_lost(conn)
                 reader.cancel()
                 (outcome,) = await asyncio.gather(reader, return_exceptions=True)
                 if isinstance(outcome, Exception) and not isinstance(outcome, aiomqtt.MqttError):
                     _LOG.error("inbound reader failed", exc_info=outcome)
+                await self._rescue_queued(client, carry)
             if not closed.done():
                 _LOG.warning("MQTT connection to %s lost", self._config.address.url)
         return True
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        """Move messages from aiomqtt into the bounded inbound queue until disconnect."""
+    async def _read(self, client: aiomqtt.Client, carry: list[Message]) -> None:
+        """Move messages from aiomqtt into the bounded inbound queue until disconnect.
+
+        The message being put stays in ``carry`` until the put completed, so that a
+        cancellation while the buffer is full does not lose it.
+        """
         async for message in client.messages:
-            # aiomqtt types the payload as bytes (paho delivers bytes for MQTT 3.1.1)
-            payload = bytes(message.payload)
-            await self._inbound.put(Message(message.topic.value, payload, message.retain))
+            carry.append(_inbound_message(message))
+            await self._inbound.put(carry[0])
+            carry.clear()
+
+    async def _rescue_queued(self, client: aiomqtt.Client, carry: list[Message]) -> None:
+        """Move what the reader held and what aiomqtt still queues into our buffer.
+
+        paho has already PUBACKed these messages, so the broker will not send them
+        again. aiomqtt's iterator stops at a disconnect even when its queue holds
+        messages, and offers no public way to drain it (aiomqtt 2.5, pinned <3).
+        """
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue
+        rescued = [*carry]
+        carry.clear()
+        while not queue.empty():
+            rescued.append(_inbound_message(queue.get_nowait()))
+        for message in rescued:
+            await self._inbound.put(message)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _inbound_message(message: aiomqtt.Message) -> Message:
+    # aiomqtt types the payload as bytes (paho delivers bytes for MQTT 3.1.1)
+    return Message(message.topic.value, bytes(message.payload), message.retain)
 
 
 async def _wait_first(*futures: asyncio.Future[Any]) -> None:

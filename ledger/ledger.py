@@ -40,6 +40,14 @@ from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 META_MECHANISM = "mechanism"
 
 
+class RedeliveredError(MessageError):
+    """The very message (same agent, seq and message id) was accepted already.
+
+    An MQTT QoS 1 redelivery or an agent's outbox backfill: acknowledged and not
+    stored again; not counted as a rejection (see :attr:`Ledger.redeliveries`).
+    """
+
+
 @dataclass(frozen=True)
 class IntervalOutcome:
     """What closing one interval appended to the log."""
@@ -98,6 +106,7 @@ class Ledger:
         store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
         self.keys: dict[str, VerifyingKey] = {}
         self.rejections: Counter[RejectReason] = Counter()
+        self.redeliveries = 0  # messages received again after being accepted
         self._tree = CompactRange()
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
@@ -206,6 +215,9 @@ class Ledger:
         """Validate and accept one household message; raise MessageError with the reason."""
         try:
             message = self._check(payload, topic_agent)
+        except RedeliveredError:
+            self.redeliveries += 1
+            raise
         except MessageError as exc:
             self.rejections[exc.reason] += 1
             raise
@@ -249,7 +261,7 @@ class Ledger:
         message.verify(key)
         seen = self._seen.get((header.agent, header.seq))
         if seen == message.message_id:
-            raise MessageError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
+            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
         if header.seq <= self._last_seq.get(header.agent, 0) and (
             seen is not None or not self._is_backfill(message)
         ):

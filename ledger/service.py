@@ -28,7 +28,7 @@ from broker.messages import (
 from broker.topics import STATUS_OFFLINE, Topics
 from broker.transport import Message, Transport
 from ledger.clearing import GridTariff
-from ledger.ledger import IntervalOutcome, Ledger
+from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ class LedgerService:
             return
         try:
             self.ledger.ingest(message.payload, topic_agent=agent)
+        except RedeliveredError:
+            # Acknowledged (the PUBACK went out) and stored once; no rejection is sent:
+            # the agent has nothing to correct.
+            _LOG.debug("redelivered message from %s ignored", agent)
         except MessageError as exc:
             await self._reject(agent, message.payload, exc)
         self._progress.set()

@@ -9,7 +9,7 @@ from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import Side
 from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
+from ledger.ledger import Ledger, RedeliveredError
 from ledger.settlement import FlagReason
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
@@ -130,10 +130,13 @@ def test_every_rejection_is_named_and_counted(
     accepted = a.order(T0, Side.BUY, 10, 200_000)
     ledger.ingest(accepted)
     assert _rejected(ledger, accepted) is RejectReason.DUPLICATE  # redelivery
+    with pytest.raises(RedeliveredError):  # ... of its own kind: acknowledged, not rejected
+        ledger.ingest(accepted)
     assert _rejected(ledger, a.order(T0, Side.BUY, 5, 1)) is RejectReason.DUPLICATE  # 2nd order
     assert _rejected(ledger, a.order(T0, Side.BUY, 5, 1, seq=1)) is RejectReason.REPLAY
-    assert sum(ledger.rejections.values()) == 13
-    assert ledger.rejections[RejectReason.DUPLICATE] == 2
+    assert sum(ledger.rejections.values()) == 12  # redeliveries are not rejections
+    assert ledger.rejections[RejectReason.DUPLICATE] == 1
+    assert ledger.redeliveries == 2
     assert ledger.missing() == {"h001", "h002", "h003"}  # readings still missing
     ledger.store.close()
 

@@ -9,8 +9,9 @@ import random
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from broker.mosquitto import MosquittoProcess, free_port, private_mosquitto
 from broker.transport import (
     BrokerAddress,
     Message,
+    Session,
     Transport,
     TransportClosedError,
     TransportConfig,
@@ -199,6 +201,41 @@ async def test_reconnects_after_broker_restart_and_delivers_publish_issued_while
         await process.stop()
 
 
+async def test_a_persistent_session_gets_what_was_published_while_it_was_away(
+    mosquitto: BrokerAddress,
+) -> None:
+    p = _prefix()
+    config = TransportConfig(
+        address=mosquitto,
+        client_id=f"persistent-{p[-12:]}",
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
+        session=Session.PERSISTENT,
+    )
+    async with Transport(config, subscriptions=[(f"{p}/data/#", 1)]) as first:
+        await _connected(first)
+    # Away (disconnected cleanly): the broker queues QoS 1 messages for the session.
+    async with Transport(_config(mosquitto, f"pub-{p[-12:]}")) as publisher:
+        for n in range(3):
+            await publisher.publish(f"{p}/data/{n}", f"queued {n}".encode(), qos=1)
+    async with Transport(config, subscriptions=[(f"{p}/data/#", 1)]) as again:
+        inbox = again.messages()
+        for n in range(3):
+            assert await _next(inbox) == Message(f"{p}/data/{n}", f"queued {n}".encode(), False)
+    # A clean session (the default) would have lost them: nothing was kept for it.
+    clean = _config(mosquitto, f"clean-{p[-12:]}")
+    async with Transport(clean, subscriptions=[(f"{p}/data/#", 1)]) as c1:
+        await _connected(c1)
+    async with Transport(_config(mosquitto, f"pub2-{p[-12:]}")) as publisher:
+        await publisher.publish(f"{p}/data/lost", b"lost", qos=1)
+        await publisher.publish(f"{p}/marker", b"m", qos=1)
+    async with Transport(clean, subscriptions=[(f"{p}/data/#", 1), (f"{p}/marker", 1)]) as c2:
+        await _connected(c2)
+        async with Transport(_config(mosquitto, f"pub3-{p[-12:]}")) as publisher:
+            await publisher.publish(f"{p}/marker", b"after", qos=1)
+        assert await _next(c2.messages()) == Message(f"{p}/marker", b"after", retain=False)
+
+
 class _CuttableProxy:
     """TCP proxy to a broker that can swallow client bytes and cut all connections."""
 
@@ -285,6 +322,71 @@ async def test_publish_in_flight_when_the_connection_dies_is_retried(
             assert await _next(inbox) == Message(f"{p}/data/1", b"in-flight", retain=False)
             await asyncio.wait_for(pending, TIMEOUT_S)
             assert transport.reconnects == 1
+    finally:
+        await proxy.close()
+
+
+class _QueueWatch:
+    """Counts puts and gets on an asyncio.Queue (by wrapping the instance's methods)."""
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self.puts = self.gets = 0
+        self._changed = asyncio.Event()
+        put, get = queue.put_nowait, queue.get_nowait
+
+        def counted_put(item: Any) -> None:
+            put(item)
+            self.puts += 1
+            self._changed.set()
+
+        def counted_get() -> Any:
+            item = get()
+            self.gets += 1
+            self._changed.set()
+            return item
+
+        queue.put_nowait = counted_put  # type: ignore[method-assign]
+        queue.get_nowait = counted_get  # type: ignore[method-assign]
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), TIMEOUT_S)
+
+
+async def test_messages_buffered_when_the_connection_dies_are_not_lost(
+    broker: BrokerAddress,
+) -> None:
+    p = _prefix()
+    proxy = _CuttableProxy(broker)
+    via_proxy = await proxy.start()
+    try:
+        config = TransportConfig(
+            address=via_proxy,
+            client_id=f"slow-{p[-12:]}",
+            backoff_initial_s=0.05,
+            backoff_max_s=0.5,
+            inbound_queue_size=1,
+        )
+        subscriber = Transport(config, subscriptions=[(f"{p}/data/#", 1)])
+        async with subscriber, Transport(_config(broker, f"pub-{p[-12:]}")) as publisher:
+            await _connected(subscriber, publisher)
+            conn = subscriber._conn
+            assert conn is not None
+            ours, theirs = _QueueWatch(subscriber._inbound), _QueueWatch(conn.client._queue)
+            # Nobody consumes: message 0 fills our buffer, the reader then holds 1
+            # while it waits, and aiomqtt queues 2. paho has PUBACKed all three.
+            await publisher.publish(f"{p}/data/0", b"0", qos=1)
+            await ours.until(lambda: ours.puts == 1)
+            await publisher.publish(f"{p}/data/1", b"1", qos=1)
+            await theirs.until(lambda: theirs.gets == 2)
+            await publisher.publish(f"{p}/data/2", b"2", qos=1)
+            await theirs.until(lambda: theirs.puts == 3)
+            proxy.cut()
+            await asyncio.wait_for(subscriber.wait_disconnected(), TIMEOUT_S)
+            inbox = subscriber.messages()
+            for n in range(3):
+                assert await _next(inbox) == Message(f"{p}/data/{n}", str(n).encode(), False)
     finally:
         await proxy.close()
 
@@ -429,6 +531,42 @@ def test_backoff_is_full_jitter_and_seedable() -> None:
     assert abs(sum(capped) / len(capped) - 4.0) < 0.25  # uniform on [0, 8] has mean 4
     assert min(capped) < 0.1
     assert max(capped) > 7.9
+
+
+class _Delays(logging.Handler):
+    """Collects the supervisor's "reconnecting in N s" delays; wakes a waiter."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.delays: list[str] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("reconnecting to"):
+            self.delays.append(f"{record.args[1]:.2f}")  # type: ignore[index]
+            self.changed.set()
+
+
+async def test_the_supervisor_waits_the_jittered_exponential_delays_between_attempts() -> None:
+    nobody = BrokerAddress("127.0.0.1", free_port())
+    config = TransportConfig(
+        address=nobody, client_id="backoff", backoff_initial_s=0.01, backoff_max_s=0.08
+    )
+    handler = _Delays()
+    logger = logging.getLogger("broker.transport")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with Transport(config, rng=random.Random(11)):
+            while len(handler.delays) < 8:
+                handler.changed.clear()
+                await asyncio.wait_for(handler.changed.wait(), TIMEOUT_S)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    expected = backoff_delays(0.01, 0.08, random.Random(11))
+    assert handler.delays[:8] == [f"{next(expected):.2f}" for _ in range(8)]
 
 
 @pytest.mark.parametrize(("initial_s", "maximum_s"), [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])

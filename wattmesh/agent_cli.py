@@ -12,21 +12,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 
-from agents.agent import HouseholdAgent, agent_transport
+from agents.lifecycle import serve_household
 from agents.meter import Meter, SimulatedMeter, system_clock
 from agents.metering.open import open_meter
-from agents.sequence import FileSequence
 from broker.errors import ConfigError
 from wattmesh.agent_config import AgentFileConfig, ReplaySpec, check_agent_config, load_agent_config
 
 EXIT_INVALID = 1
-_OFFLINE_TIMEOUT_S = 5.0
 
 
 def _replay_meter(path: Path) -> SimulatedMeter:
@@ -60,19 +57,9 @@ def _version() -> str:
 
 
 async def _run(config: AgentFileConfig) -> None:
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         meter = await stack.enter_async_context(_meter(config))
-        transport = await stack.enter_async_context(agent_transport(config.agent, config.transport))
-        agent = HouseholdAgent(
-            config.agent,
-            key=config.key,
-            transport=transport,
-            meter=meter,
-            sequence=FileSequence(config.state_dir / "sequence"),
-        )
-        tasks = {asyncio.create_task(agent.run(), name="agent")}
-        bridge = None
+        companions = []
         if config.homeassistant is not None:
             from agents.ha_bridge import HomeAssistantBridge
 
@@ -80,24 +67,15 @@ async def _run(config: AgentFileConfig) -> None:
                 config.homeassistant, config.agent, config.transport, meter, sw_version=_version()
             )
             await stack.enter_async_context(bridge.transport)
-            tasks.add(asyncio.create_task(bridge.run(), name="homeassistant"))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (*tasks, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # Bounded: with the broker down, the retained status is left to the last will.
-        offline = (
-            [agent.go_offline()] if bridge is None else [bridge.go_offline(), agent.go_offline()]
+            companions.append(bridge)
+        await serve_household(
+            config.agent,
+            config.transport,
+            key=config.key,
+            meter=meter,
+            state_dir=config.state_dir,
+            companions=companions,
         )
-        for publish in offline:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(publish, _OFFLINE_TIMEOUT_S)
 
 
 def run_agent_command(path: Path) -> int:

@@ -1,0 +1,228 @@
+"""The agent's SQLite outbox: numbering, durability, order, the bound (real SQLite)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.clock import EARLIEST_PLAUSIBLE_S, assess_clock
+from agents.outbox import Entry, Outbox
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _payload(seq: int) -> bytes:
+    return f"message {seq}".encode()
+
+
+def _drain(outbox: Outbox) -> list[int]:
+    """Publish-and-acknowledge everything ready, as the sender does; the seqs in order."""
+    sent = []
+    while (entry := outbox.next_ready()) is not None:
+        assert entry.payload == _payload(entry.seq)
+        sent.append(entry.seq)
+        outbox.ack(entry.seq)
+    return sent
+
+
+def test_numbers_rise_across_reopen_and_only_committed_entries_are_ready(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    assert outbox.add("t/a", _payload) == 1
+    assert outbox.add("t/b", _payload) == 2
+    assert outbox.next_ready() is None  # staged, not on disk: must not be published
+    outbox.commit()
+    assert outbox.next_ready() == Entry(1, "t/a", b"message 1")
+    outbox.close()
+
+    again = Outbox(path)
+    assert again.last_seq == 2
+    assert again.pending == 2
+    assert _drain(again) == [1, 2]
+    assert again.add("t/a", _payload) == 3
+    again.close()
+
+
+_CRASH = """
+import os, sys
+from pathlib import Path
+from agents.outbox import Outbox
+
+outbox = Outbox(Path(sys.argv[1]))
+for _ in range(3):
+    outbox.add("t", lambda seq: f"message {seq}".encode())
+outbox.commit()
+outbox.add("t", lambda seq: b"never committed")
+os._exit(9)  # no close, no commit: like a crash or SIGKILL
+"""
+
+
+def test_a_crash_keeps_committed_entries_and_forgets_only_unpublished_numbers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    child = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(path)], cwd=REPO_ROOT, check=False, timeout=30
+    )
+    assert child.returncode == 9
+    outbox = Outbox(path)
+    # Seq 4 was never committed, hence never published: handing it out again is safe.
+    assert outbox.last_seq == 3
+    assert _drain(outbox) == [1, 2, 3]
+    assert outbox.add("t", _payload) == 4
+
+
+def test_acknowledged_entries_come_back_unless_a_commit_wrote_their_deletion(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    for _ in range(3):
+        outbox.add("t", _payload)
+    outbox.commit()
+    assert _drain(outbox) == [1, 2, 3]
+    assert outbox.pending == 0
+    assert outbox.dirty  # the deletions are not on disk yet
+    outbox._db.close()  # gone without the trailing commit (a crash)
+
+    again = Outbox(path)
+    assert _drain(again) == [1, 2, 3]  # at-least-once: redelivered
+    again.commit()
+    again.close()
+    assert Outbox(path).pending == 0
+
+
+def test_the_bound_drops_the_oldest_counts_it_and_logs_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, capacity=3)
+    with caplog.at_level(logging.WARNING, logger="agents.outbox"):
+        for _ in range(5):
+            outbox.add("t", _payload)
+    assert outbox.dropped == 2
+    assert outbox.pending == 3
+    # The first drop is logged at once, later ones every 1000 (the counter is exact).
+    assert [r.getMessage() for r in caplog.records] == [
+        "outbox full (3 entries): dropped the oldest, 1 dropped so far; oldest kept is seq 2"
+    ]
+    outbox.commit()
+    outbox.close()
+    again = Outbox(path, capacity=3)
+    assert again.dropped == 2  # survives a restart
+    assert _drain(again) == [3, 4, 5]
+
+
+def test_an_entry_dropped_in_flight_and_then_acknowledged_is_not_counted_lost(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", capacity=2)
+    outbox.add("t", _payload)
+    outbox.add("t", _payload)
+    outbox.commit()
+    in_flight = outbox.next_ready()
+    assert in_flight is not None
+    assert in_flight.seq == 1
+    outbox.add("t", _payload)  # full: drops seq 1 although it is being published
+    assert outbox.dropped == 1
+    outbox.ack(in_flight.seq)  # ... and the broker acknowledged it after all
+    assert outbox.dropped == 0
+    outbox.commit()
+    assert _drain(outbox) == [2, 3]
+
+
+def test_continues_above_a_legacy_sequence_number(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", min_last_seq=41)
+    assert outbox.add("t", _payload) == 42
+    outbox.close()
+    assert Outbox(tmp_path / "outbox.db", min_last_seq=7).add("t", _payload) == 43
+
+
+def test_the_file_is_wal_with_full_sync(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    Outbox(path).close()
+    outbox = Outbox(path)
+    db = outbox._db
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert db.execute("PRAGMA page_size").fetchone() == (2048,)
+    outbox.close()
+    with pytest.raises(ValueError, match="capacity"):
+        Outbox(tmp_path / "other.db", capacity=0)
+
+
+# One operation of a random history: add n, commit, send+ack k, or reopen (no commit).
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 4)),
+        st.tuples(st.just("commit"), st.just(0)),
+        st.tuples(st.just("send"), st.integers(1, 4)),
+        st.tuples(st.just("crash"), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=_OPS, capacity=st.integers(1, 6))
+def test_random_histories_keep_order_and_account_for_every_number(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]], capacity: int
+) -> None:
+    path = tmp_path_factory.mktemp("hist") / "outbox.db"
+    outbox = Outbox(path, capacity=capacity)
+    published: list[int] = []
+    for op, n in ops:
+        if op == "add":
+            for _ in range(n):
+                outbox.add("t", _payload)
+        elif op == "commit":
+            outbox.commit()
+        elif op == "send":
+            for _ in range(n):
+                entry = outbox.next_ready()
+                if entry is None:
+                    break
+                published.append(entry.seq)
+                outbox.ack(entry.seq)
+        else:
+            outbox._db.close()
+            outbox = Outbox(path, capacity=capacity)
+    outbox.commit()
+    published += _drain(outbox)
+    # Delivery is in order; a number repeats only as a redelivery after a crash.
+    firsts = list(dict.fromkeys(published))
+    assert firsts == sorted(firsts)
+    # Every number on disk was published or counted as dropped (a number published
+    # before a crash may be dropped after it, hence >=); nothing else was published.
+    assert set(published) <= set(range(1, outbox.last_seq + 1))
+    assert len(set(published)) + outbox.dropped >= outbox.last_seq
+    assert outbox.pending == 0
+    outbox.close()
+    rows = sqlite3.connect(path).execute("SELECT seq FROM outbox").fetchall()
+    assert rows == [(0,)]  # only the counter row is left
+
+
+# ------------------------------------------------------------------------ clock health
+
+
+def test_clock_health_refuses_large_drift_and_an_unset_system_clock() -> None:
+    now = EARLIEST_PLAUSIBLE_S + 10**8
+    ok = assess_clock(meter_time_s=now - 299, system_time_s=now, max_drift_s=300)
+    assert (ok.ok, ok.drift_s, ok.reason) == (True, -299, "")
+    edge = assess_clock(meter_time_s=now + 300, system_time_s=now, max_drift_s=300)
+    assert edge.ok
+    fast = assess_clock(meter_time_s=now + 301, system_time_s=now, max_drift_s=300)
+    assert (fast.ok, fast.drift_s) == (False, 301)
+    assert "differ by 301 s" in fast.reason
+    unset = assess_clock(meter_time_s=now, system_time_s=86_400, max_drift_s=300)
+    assert not unset.ok
+    assert unset.reason == "system clock is not set"
+    with pytest.raises(ValueError, match="max_drift_s"):
+        assess_clock(meter_time_s=now, system_time_s=now, max_drift_s=-1)
