@@ -25,7 +25,7 @@ from broker.keys import SigningKey
 from broker.messages import Side, decode_message
 from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
-from ledger.ledger import Ledger
+from ledger.ledger import Ledger, RedeliveredError
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.conftest import _with_database
@@ -126,15 +126,24 @@ class IngestMachine(RuleBasedStateMachine):
         self.size = self.ledger.size
         self.accepted: set[str] = set()
         self.rejected = 0
+        self.redelivered = 0
 
     @rule(payload=PAYLOADS)
     def ingest(self, payload: bytes) -> None:
         missing = self.ledger.missing()
         reason: RejectReason | None = None
+        redelivered = False
         try:
             message = self.ledger.ingest(payload)
+        except RedeliveredError:
+            redelivered = True
         except MessageError as exc:
             reason = exc.reason
+        if redelivered:  # acknowledged, not stored again, and only for what was taken
+            assert decode_message(payload).message_id in self.accepted
+            assert self.ledger.missing() == missing
+            self.redelivered += 1
+            return
         if reason is not None:
             assert reason in set(RejectReason)
             assert self.ledger.missing() == missing  # nothing of it was taken
@@ -150,6 +159,7 @@ class IngestMachine(RuleBasedStateMachine):
         if hasattr(self, "ledger"):
             assert self.ledger.size == self.size
             assert sum(self.ledger.rejections.values()) == self.rejected
+            assert self.ledger.redeliveries == self.redelivered
 
     def teardown(self) -> None:
         if not hasattr(self, "ledger"):
