@@ -28,7 +28,7 @@ from ledger.entries import (
     settlement_entry,
     trade_entry,
 )
-from ledger.merkle import CompactRange
+from ledger.merkle import CompactRange, leaf_hash
 from ledger.settlement import RegisterError, Registers, Settlement, settle_household
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
@@ -325,8 +325,9 @@ class Ledger:
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
         first = self._tree.size
         new_tree = self._tree.copy()
+        nodes: list[tuple[int, int, bytes]] = []
         for e in entries:
-            new_tree.append(e.data)
+            nodes += new_tree.append_leaf_hash_nodes(leaf_hash(e.data))
         checkpoint = sign_checkpoint(
             self.operator_key,
             origin=self.origin,
@@ -334,7 +335,7 @@ class Ledger:
             root=new_tree.root(),
             interval=interval,
         )
-        self.store.append(first, entries, checkpoint)
+        self.store.append(first, entries, checkpoint, nodes=nodes)
         self._tree = new_tree
         return checkpoint
 
