@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
     verify.add_argument("--operator-key", help="the operator's public key (PEM)")
     verify.set_defaults(func=_cmd_ledger_verify)
+    from wattmesh.ledger_cli import add_proof_commands  # stdlib only at import time
+
+    add_proof_commands(ledger_sub)
 
     agent = sub.add_parser("agent", help="run a household agent")
     agent.add_argument("--config", required=True, help="agent configuration (TOML)")
