@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.errors import MessageError
 from broker.keys import VerifyingKey
-from broker.messages import decode_message
 from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
 from ledger.checkpoint import verify_checkpoint
 from ledger.entries import EntryKind
 from ledger.merkle import CompactRange, leaf_hash
+from ledger.msgcheck import MessageChecker, MessageJob
 from ledger.proofs import (
     consistency_proof_from_source,
     inclusion_proof_from_source,
     root_from_source,
 )
-from ledger.sigpool import SignatureChecker
-from ledger.store import Checkpoint, LedgerStore, LogEntry
+from ledger.store import Checkpoint, LedgerStore, StoredEntry
 
 META_MARKET = "market_id"
 META_ORIGIN = "origin"
@@ -56,7 +55,7 @@ class _Bad(Exception):
         self.problem = problem
 
 
-def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
+def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
     idx = entry.idx
     if idx != expected_idx:
         what = "missing" if idx > expected_idx else "duplicated"
@@ -85,55 +84,53 @@ def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
 @dataclass
 class _State:
     market: str
-    signatures: SignatureChecker
-    keys: dict[str, VerifyingKey] = field(default_factory=dict)
+    messages: MessageChecker
     ders: dict[str, bytes] = field(default_factory=dict)
     order_ids: set[str] = field(default_factory=set)
 
 
-def _check_key(entry: LogEntry, obj: dict[str, Any], state: _State) -> None:
+def _check_key(entry: StoredEntry, obj: dict[str, Any], state: _State) -> None:
     try:
         key = VerifyingKey.from_der(base64.b64decode(obj["public_key"], validate=True))
     except (KeyError, ValueError, binascii.Error) as exc:
         raise _Bad(entry.idx, "key entry holds no valid public key") from exc
     if key.kid != obj.get("kid") or obj.get("agent") != entry.agent:
         raise _Bad(entry.idx, "key entry's key id or agent does not match")
-    state.keys[str(entry.agent)] = key
     state.ders[str(entry.agent)] = key.der()
 
 
 _SIGNED_SEP = b'","signed":'
 
 
-def _check_message(entry: LogEntry, state: _State) -> None:
-    """A reading or order: the exact layout ``message_entry`` writes, a canonical signed
-    envelope whose header matches the columns, signed by the agent's registered key."""
+def _check_message(entry: StoredEntry, state: _State) -> None:
+    """A reading or order: the exact layout ``message_entry`` writes; the rest (a
+    canonical signed envelope whose header matches the columns, signed by the agent's
+    registered key) is checked by :mod:`ledger.msgcheck`, maybe on a worker process."""
     data, idx = entry.data, entry.idx
     prefix = b'{"kind":"' + entry.kind.encode() + b'","sig":"'
     cut = data.find(_SIGNED_SEP, len(prefix))
     if not data.startswith(prefix) or cut < 0 or not data.endswith(b"}"):
         raise _Bad(idx, "stored message is not in the log's message layout")
-    sig_text, signed = data[len(prefix) : cut], data[cut + len(_SIGNED_SEP) : -1]
-    try:
-        message = decode_message(b'{"signed":' + signed + b',"sig":"' + sig_text + b'"}')
-    except MessageError as exc:
-        raise _Bad(idx, f"stored message does not decode: {exc}") from exc
-    if message.signed_bytes != signed:
-        raise _Bad(idx, "stored message is not in canonical (RFC 8785) form")
-    header = message.header
-    if header.kind != entry.kind or header.agent != entry.agent or header.seq != entry.agent_seq:
-        raise _Bad(idx, "entry columns do not match the signed message")
-    if header.market != state.market or header.interval != entry.interval:
-        raise _Bad(idx, "signed message belongs to another market or interval")
-    key = state.keys.get(header.agent)
-    if key is None:
-        raise _Bad(idx, f"no registered key for {header.agent} before this entry")
-    if key.kid != header.kid:
-        raise _Bad(idx, "signature check failed: message names another key id")
-    if state.signatures.add(idx, state.ders[header.agent], message.signature, signed) is not None:
-        raise _Bad(idx, "signature check failed: signature does not verify")
+    signed = data[cut + len(_SIGNED_SEP) : -1]
+    der = state.ders.get(str(entry.agent))
+    if der is None:
+        raise _Bad(idx, f"no registered key for {entry.agent} before this entry")
+    job = MessageJob(
+        idx,
+        entry.kind,
+        entry.agent,
+        entry.agent_seq,
+        entry.interval,
+        state.market,
+        signed,
+        data[len(prefix) : cut],
+        der,
+    )
+    failed = state.messages.add(job)
+    if failed is not None:
+        raise _Bad(*failed)
     if entry.kind == EntryKind.ORDER:
-        state.order_ids.add(message.message_id)
+        state.order_ids.add(hashlib.sha256(signed).hexdigest())
 
 
 def default_workers(entries: int) -> int:
@@ -160,20 +157,18 @@ def verify_ledger(
         )
     if workers is None:
         workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
-    walk = _Walk(
-        store, origin, operator_key, checkpoints, _State(market, SignatureChecker(workers))
-    )
+    walk = _Walk(store, origin, operator_key, checkpoints, _State(market, MessageChecker(workers)))
     try:
         walk.run()
     except _Bad as bad:
-        failed = walk.state.signatures.first_failure()
-        if failed is not None and (bad.idx is None or failed < bad.idx):
-            bad = _Bad(failed, "signature check failed: signature does not verify")
+        failed = walk.state.messages.first_failure()
+        if failed is not None and (bad.idx is None or failed[0] < bad.idx):
+            bad = _Bad(*failed)
         return VerifyReport(
             False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem
         )
     finally:
-        walk.state.signatures.close()
+        walk.state.messages.close()
     return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
 
 
@@ -197,7 +192,7 @@ class _Walk:
 
     def run(self) -> None:
         self._checkpoints_due()
-        for batch in self.store.iter_entry_batches():
+        for batch in self.store.iter_stored_batches():
             stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
             for entry in batch:
                 _check_entry(entry, self.count, self.state)
@@ -209,9 +204,9 @@ class _Walk:
                         )
                 self.count += 1
                 self._checkpoints_due()
-        failed = self.state.signatures.first_failure()
+        failed = self.state.messages.first_failure()
         if failed is not None:
-            raise _Bad(failed, "signature check failed: signature does not verify")
+            raise _Bad(*failed)
         if self.pending:
             size = self.pending[-1].tree_size
             raise _Bad(self.count, f"checkpoint at size {size} covers entries that are missing")
