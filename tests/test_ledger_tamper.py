@@ -12,12 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from broker.keys import SigningKey
-from ledger.append_only import trigger_names
 from ledger.ledger import Ledger
 from ledger.merkle import leaf_hash
-from ledger.store import APPEND_ONLY_TABLES, LedgerStore
+from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House
+from tests.ledgerkit import MARKET, T0, House, drop_append_only_triggers
 from tests.test_ledger import _run_two_intervals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,22 +44,12 @@ def _exec(ledger: Ledger, sql: str, **params: object) -> None:
         conn.execute(sa.text(sql), params)
 
 
-def _drop_append_only_triggers(ledger: Ledger) -> None:
-    """What an attacker with database admin rights does before rewriting rows."""
-    postgres = ledger.store.engine.dialect.name == "postgresql"
-    with ledger.store.engine.begin() as conn:
-        for table in APPEND_ONLY_TABLES:
-            for name in trigger_names(table):
-                on = f' ON "{table}"' if postgres else ""
-                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"{on}'))
-
-
 def _tamper(ledger: Ledger, sql: str, **params: object) -> None:
     """Run an UPDATE or DELETE on a log table: the database refuses it while the
     append-only triggers are in place, so drop them first, as an admin could."""
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
         _exec(ledger, sql, **params)
-    _drop_append_only_triggers(ledger)
+    drop_append_only_triggers(ledger.store.engine)
     _exec(ledger, sql, **params)
 
 

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.keys import SigningKey
-from ledger.append_only import trigger_names
 from ledger.entries import NewEntry
 from ledger.ledger import Ledger
 from ledger.merkle import (
@@ -32,7 +31,7 @@ from ledger.proofs import (
 )
 from ledger.store import APPEND_ONLY_TABLES, Checkpoint, LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House
+from tests.ledgerkit import MARKET, T0, House, drop_append_only_triggers
 from tests.test_ledger import _run_two_intervals
 
 BATCHES = (1, 2, 5, 1, 8, 3, 13, 4)  # 37 leaves, appended in uneven transactions
@@ -160,12 +159,8 @@ def ledger(db_url: str) -> Ledger:
 
 def _admin(ledger: Ledger, sql: str, **params: object) -> None:
     """Rewrite rows as a database admin would: drop the append-only triggers first."""
-    postgres = ledger.store.engine.dialect.name == "postgresql"
+    drop_append_only_triggers(ledger.store.engine)
     with ledger.store.engine.begin() as conn:
-        for table in APPEND_ONLY_TABLES:
-            for name in trigger_names(table):
-                on = f' ON "{table}"' if postgres else ""
-                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"{on}'))
         conn.execute(sa.text(sql), params)
 
 
