@@ -15,8 +15,8 @@ import multiprocessing
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
@@ -26,8 +26,7 @@ from ledger.logged import decode_logged
 CHUNK = 500
 
 
-@dataclass(frozen=True, slots=True)
-class MessageJob:
+class MessageJob(NamedTuple):
     """One logged reading or order and what it must match: its columns, the market, the
     DER public key registered for its agent at that point of the log."""
 

@@ -207,7 +207,7 @@ class LedgerStore:
         while True:
             query = sa_select(*columns).where(log.c.idx > after).order_by(log.c.idx).limit(batch)
             with self.engine.connect() as conn:
-                rows = [StoredEntry(*row) for row in conn.execute(query)]
+                rows = [StoredEntry(*row) for row in conn.execute(query).fetchall()]
             if not rows:
                 return
             yield rows

@@ -134,8 +134,16 @@ def _check_message(entry: StoredEntry, state: _State) -> None:
 
 
 def default_workers(entries: int) -> int:
-    """Signature-checking processes worth starting for a log of ``entries`` entries."""
-    return min(os.cpu_count() or 1, 4) if entries >= PARALLEL_FROM_ENTRIES else 1
+    """Message-checking processes worth starting for a log of ``entries`` entries.
+
+    Workers pay off only for large logs and only when cores are idle: on a saturated
+    machine (load average within half a core of the core count) they cost more CPU
+    (pickling, a second copy of each job) than they win, so the check runs inline.
+    """
+    cores = os.cpu_count() or 1
+    if entries < PARALLEL_FROM_ENTRIES or cores < 2 or os.getloadavg()[0] > cores - 0.5:
+        return 1
+    return min(cores, 4)
 
 
 def verify_ledger(
