@@ -151,7 +151,8 @@ def verify_ledger(
 ) -> VerifyReport:
     """Recompute every hash, signature, root, stored tree node and checkpoint, check every
     checkpoint's signed note and the consistency proofs between consecutive checkpoints;
-    stop at the first failure. ``workers``: signature-checking processes (default: by size).
+    stop at the first failure. ``workers``: message-checking processes (default: by size
+    and idle cores, see :func:`default_workers`).
     """
     market = store.get_meta(META_MARKET)
     origin = store.get_meta(META_ORIGIN)
