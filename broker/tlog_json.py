@@ -12,6 +12,10 @@ notes with the key and runs the RFC 9162 verifier. Formats (docs/protocol.md)::
      "old_checkpoint": note | null, "new_checkpoint": note | null}
 
 Sizes count leaves, indices are zero-based, hashes are 32-byte SHA-256 in lowercase hex.
+
+A household that keeps the last checkpoint it saw uses :func:`check_extends` (the new
+signed tree extends *its* old one, not just the old one the document carries: that
+is how a fork shows) and :func:`check_includes` (the proved leaf is *its* entry).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from broker.errors import WattmeshError
 from broker.keys import VerifyingKey
 from broker.tlog import (
     HASH_SIZE,
+    CheckpointBody,
     NoteError,
     leaf_hash,
     open_checkpoint,
@@ -204,3 +209,38 @@ def _check_consistency(doc: Mapping[str, Any], key: VerifyingKey) -> ProofCheck:
     if not verify_consistency(old_size, new_size, old_root, new_root, proof):
         return ProofCheck(False, f"the tree of size {new_size} does not extend that of {old_size}")
     return ProofCheck(True, f"the signed tree of size {new_size} extends that of {old_size}")
+
+
+def check_extends(saved: CheckpointBody, doc: object, key: VerifyingKey) -> ProofCheck:
+    """Check a consistency document from the checkpoint ``saved`` (one the caller opened
+    earlier with the operator's key) to a newer one.
+
+    Fails (a fork, or a proof for something else) unless the document starts at
+    ``saved``'s size and root, for ``saved``'s log, and holds. Raises
+    ProofDocumentError for a malformed document.
+    """
+    if not isinstance(doc, dict) or doc.get("format") != CONSISTENCY_FORMAT:
+        raise ProofDocumentError("not a consistency proof document")
+    if doc.get("origin") != saved.origin:
+        return ProofCheck(False, f"the proof is for log {doc.get('origin')!r}")
+    if doc.get("old_size") != saved.tree_size:
+        return ProofCheck(
+            False, f"the proof starts at {doc.get('old_size')}, not {saved.tree_size}"
+        )
+    if _hash(doc.get("old_root"), "old_root") != saved.root:
+        return ProofCheck(
+            False, f"fork: the log's tree of size {saved.tree_size} is not the one seen"
+        )
+    return check_proof_document(doc, key)
+
+
+def check_includes(leaf_data: bytes, doc: object, key: VerifyingKey) -> ProofCheck:
+    """Check an inclusion document proves exactly ``leaf_data`` (the entry's bytes).
+
+    Raises ProofDocumentError for a malformed document.
+    """
+    if not isinstance(doc, dict) or doc.get("format") != INCLUSION_FORMAT:
+        raise ProofDocumentError("not an inclusion proof document")
+    if _hash(doc.get("leaf_hash"), "leaf_hash") != leaf_hash(leaf_data):
+        return ProofCheck(False, "the proof is for another entry")
+    return check_proof_document(doc, key)

@@ -15,6 +15,8 @@ import pytest
 
 from broker.keys import SigningKey
 from broker.tlog import open_checkpoint, verify_consistency, verify_inclusion
+from broker.tlog_json import check_extends, check_includes, check_proof_document
+from ledger.checkpoint import checkpoint_note
 from ledger.ledger import Ledger
 from ledger.store import LedgerStore
 from tests.ledgerkit import MARKET, T0, House
@@ -182,3 +184,60 @@ def test_check_proof_runs_without_the_ledger_extra(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: entry 0 is included")
+
+
+def test_a_household_detects_a_fork_and_checks_its_own_entry(
+    setup: tuple[str, Ledger, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The pure checks an agent runs: its saved checkpoint, then the operator's proofs."""
+    url, ledger, _pem = setup
+    key = ledger.operator_key.verifying
+    cps = ledger.store.checkpoints()
+    old, new = cps[-2], cps[-1]
+    saved = open_checkpoint(checkpoint_note(old, origin=ledger.origin), key)
+    code, out, _ = _run(
+        capsys,
+        "ledger",
+        "consistency",
+        "--db",
+        url,
+        "--from",
+        str(old.tree_size),
+        "--to",
+        str(new.tree_size),
+    )
+    assert code == 0
+    doc = json.loads(out)
+    assert check_extends(saved, doc, key).ok
+    # The same operator key signs a rewritten history (another order in the first
+    # interval): its proof cannot extend the checkpoint the household saw.
+    houses = {name: House(name) for name in ("h001", "h002", "h003")}
+    forked_url = f"sqlite:///{tmp_path / 'forked.db'}"
+    forked = Ledger(LedgerStore(forked_url), market_id=MARKET, operator_key=ledger.operator_key)
+    forked.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    _run_two_intervals(forked, houses)  # new household keys: other signed bytes
+    sizes = [cp.tree_size for cp in forked.store.checkpoints()]
+    forked.store.close()
+    assert old.tree_size in sizes
+    code, out, _ = _run(
+        capsys,
+        "ledger",
+        "consistency",
+        "--db",
+        forked_url,
+        "--from",
+        str(old.tree_size),
+        "--to",
+        str(sizes[-1]),
+    )
+    assert code == 0
+    fork_doc = json.loads(out)
+    assert check_proof_document(fork_doc, key).ok  # consistent with itself...
+    result = check_extends(saved, fork_doc, key)  # ...but not with what the household saw
+    assert not result.ok and result.detail.startswith("fork")
+    # Its own order: included; any other bytes: not.
+    order = next(e for e in ledger.store.iter_entries() if e.kind == "order")
+    code, out, _ = _run(capsys, "ledger", "prove", "--db", url, "--entry", str(order.idx))
+    proof_doc = json.loads(out)
+    assert check_includes(order.data, proof_doc, key).ok
+    assert not check_includes(order.data + b" ", proof_doc, key).ok
