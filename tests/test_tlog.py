@@ -4,6 +4,7 @@ ECDSA implementation (python-ecdsa) and against the C2SP specs' example notes.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 
 import ecdsa
@@ -19,12 +20,20 @@ from broker.tlog import (
     SignedNote,
     checkpoint_text,
     format_note,
+    leaf_hash,
     note_key_id,
     open_checkpoint,
     parse_checkpoint_text,
     parse_note,
     sign_note,
     verify_note,
+)
+from broker.tlog_json import (
+    CONSISTENCY_FORMAT,
+    INCLUSION_FORMAT,
+    ProofDocumentError,
+    check_proof_document,
+    inclusion_document,
 )
 
 ORIGIN = "wattmesh/test"
@@ -173,3 +182,71 @@ def test_any_note_text_round_trips_and_verifies(lines: list[str], name: str) -> 
     parsed = parse_note(note)
     assert parsed.text == text
     assert verify_note(parsed, name, key.verifying)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(max_size=300))
+def test_parsers_raise_only_note_error(text: str) -> None:
+    for parse in (parse_note, parse_checkpoint_text):
+        with contextlib.suppress(NoteError):
+            parse(text)
+    with contextlib.suppress(NoteError):
+        open_checkpoint(text, _KEY.verifying)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=_json, fmt=st.sampled_from([INCLUSION_FORMAT, CONSISTENCY_FORMAT, None]))
+def test_any_json_is_a_failed_check_or_a_document_error(doc: object, fmt: str | None) -> None:
+    if fmt is not None and isinstance(doc, dict):
+        doc = {**doc, "format": fmt}
+    try:
+        result = check_proof_document(doc, _KEY.verifying)
+    except ProofDocumentError:
+        return
+    assert not result.ok
+
+
+def _valid_inclusion_doc() -> dict[str, object]:
+    from ledger.merkle import inclusion_proof, root_hash
+
+    leaves = [b"a", b"b", b"c", b"d", b"e"]
+    text = checkpoint_text(ORIGIN, 5, root_hash(leaves))
+    note = format_note(SignedNote(text, (sign_note(text, ORIGIN, _KEY),)))
+    return inclusion_document(
+        origin=ORIGIN,
+        leaf_index=2,
+        tree_size=5,
+        leaf_data=b"c",
+        leaf_hash_=leaf_hash(b"c"),
+        proof=inclusion_proof(leaves, 2),
+        checkpoint_note=note,
+    )
+
+
+_VALID = _valid_inclusion_doc()
+
+
+def test_the_valid_document_checks() -> None:
+    assert check_proof_document(_VALID, _KEY.verifying).ok
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(sorted(_VALID)), value=_json)
+def test_any_changed_field_fails_cleanly(field: str, value: object) -> None:
+    doc = {**_VALID, field: value}
+    if value == _VALID[field] or (field == "leaf_data" and value is None):
+        return
+    try:
+        result = check_proof_document(doc, _KEY.verifying)
+    except ProofDocumentError:
+        return
+    assert not result.ok, (field, value)
