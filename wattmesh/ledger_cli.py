@@ -42,8 +42,9 @@ def run_prove(args: argparse.Namespace) -> int:
     store = LedgerStore(args.db)
     try:
         origin = store.get_meta(META_ORIGIN)
-        cp = store.latest_checkpoint() if args.tree_size is None else None
-        if args.tree_size is not None:
+        if args.tree_size is None:
+            cp = store.latest_checkpoint()
+        else:
             cp = store.checkpoint_at(args.tree_size)
         if origin is None or cp is None:
             return _error("no such checkpoint in this ledger")
