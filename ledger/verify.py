@@ -136,12 +136,12 @@ def _check_message(entry: StoredEntry, state: _State) -> None:
 def default_workers(entries: int) -> int:
     """Message-checking processes worth starting for a log of ``entries`` entries.
 
-    Workers pay off only for large logs and only when cores are idle: on a saturated
-    machine (load average within half a core of the core count) they cost more CPU
-    (pickling, a second copy of each job) than they win, so the check runs inline.
+    Workers pay off only for large logs and only when at least about two cores are
+    idle: otherwise they cost more CPU (pickling, process start, a second copy of each
+    job) than they win (measured in bench/bench_verify.py), so the check runs inline.
     """
     cores = os.cpu_count() or 1
-    if entries < PARALLEL_FROM_ENTRIES or cores < 2 or os.getloadavg()[0] > cores - 0.5:
+    if entries < PARALLEL_FROM_ENTRIES or cores < 2 or os.getloadavg()[0] > cores - 1.5:
         return 1
     return min(cores, 4)
 
