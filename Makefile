@@ -45,6 +45,8 @@ unit:
 bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_gate_closure.py
 	$(BIN)/python bench/bench_simulate.py
+	$(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_proofs.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis
