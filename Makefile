@@ -50,6 +50,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_p1.py
 	$(BIN)/python bench/bench_outbox_wear.py
 	$(BIN)/python bench/bench_outbox_outage.py
+	$(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_proofs.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -94,9 +94,13 @@ def naive_store(entries: int) -> tuple[float, float]:
             start = time.perf_counter()
             if per_row:
                 for i, e in enumerate(data):
-                    store.append(i, [e], Checkpoint(i + 1, T0, b"\0" * 32, key.kid, b"sig"))
+                    store.append(
+                        i, [e], Checkpoint(i + 1, T0, b"\0" * 32, key.kid, b"sig"), nodes=()
+                    )
             else:
-                store.append(0, data, Checkpoint(entries, T0, b"\0" * 32, key.kid, b"sig"))
+                store.append(
+                    0, data, Checkpoint(entries, T0, b"\0" * 32, key.kid, b"sig"), nodes=()
+                )
             times.append(time.perf_counter() - start)
             store.close()
     return times[0], times[1]

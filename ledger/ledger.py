@@ -31,7 +31,7 @@ from ledger.entries import (
 )
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
-from ledger.merkle import CompactRange
+from ledger.merkle import CompactRange, leaf_hash
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.settlement import Registers, Settlement
 from ledger.store import Checkpoint, LedgerStore
@@ -378,8 +378,9 @@ class Ledger:
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
         first = self._tree.size
         new_tree = self._tree.copy()
+        nodes: list[tuple[int, int, bytes]] = []
         for e in entries:
-            new_tree.append(e.data)
+            nodes += new_tree.append_leaf_hash_nodes(leaf_hash(e.data))
         checkpoint = sign_checkpoint(
             self.operator_key,
             origin=self.origin,
@@ -387,7 +388,7 @@ class Ledger:
             root=new_tree.root(),
             interval=interval,
         )
-        self.store.append(first, entries, checkpoint)
+        self.store.append(first, entries, checkpoint, nodes=nodes)
         self._tree = new_tree
         return checkpoint
 

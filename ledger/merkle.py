@@ -12,6 +12,10 @@ leaf indices are counts of leaves (``int``, zero-based indices). Proofs are list
 32-byte hashes ordered from the leaf level upwards, exactly as RFC 9162 sections 2.1.3
 and 2.1.4 define them, so they interoperate with other RFC 6962/9162 implementations.
 
+The verifiers (and the hashing) live in :mod:`broker.tlog`, where household agents can
+import them, and are re-exported here unchanged. Proofs are built by the hash-source
+algorithm of :mod:`ledger.proofs`, which the SQL store shares.
+
 Functions whose argument is raw leaf data (``root_hash``, ``inclusion_proof``,
 ``verify_inclusion``, ``consistency_proof``) have hash-level twins working on
 precomputed leaf hashes, for callers that keep only the hashes. :class:`CompactRange`
@@ -28,6 +32,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from typing import Final
+
+from broker.tlog import (
+    EMPTY_ROOT_HASH,
+    HASH_SIZE,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+    verify_inclusion_hash,
+)
+from ledger.proofs import (
+    LeafListSource,
+    consistency_proof_from_source,
+    inclusion_proof_from_source,
+)
 
 __all__ = [
     "EMPTY_ROOT_HASH",
@@ -46,33 +65,11 @@ __all__ = [
     "verify_inclusion_hash",
 ]
 
-HASH_SIZE: Final = 32
-"""Length in bytes of every hash: a SHA-256 digest."""
-
-EMPTY_ROOT_HASH: Final = hashlib.sha256(b"").digest()
-"""Root hash of the tree with no leaves: SHA-256 of the empty string."""
-
-_LEAF_PREFIX: Final = b"\x00"
 _NODE_PREFIX: Final = b"\x01"
 _sha256 = hashlib.sha256
 
 
 # --------------------------------------------------------------------------- hashing
-
-
-def leaf_hash(data: bytes) -> bytes:
-    """Return the 32-byte leaf hash ``SHA-256(0x00 || data)`` of raw leaf data."""
-    return _sha256(_LEAF_PREFIX + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """Return the 32-byte interior hash ``SHA-256(0x01 || left || right)``.
-
-    Raises ValueError unless both children are 32-byte hashes.
-    """
-    _require_hash(left, "left")
-    _require_hash(right, "right")
-    return _node(left, right)
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -98,11 +95,6 @@ def _require_hashes(hashes: Sequence[bytes]) -> None:
 def _require_non_negative(value: int, what: str) -> None:
     if value < 0:
         raise ValueError(f"{what} must be non-negative, got {value}")
-
-
-def _split_point(size: int) -> int:
-    """Largest power of two strictly below ``size`` (leaves); requires ``size > 1``."""
-    return 1 << ((size - 1).bit_length() - 1)
 
 
 def _subtree_root(hashes: Sequence[bytes], start: int, end: int) -> bytes:
@@ -169,56 +161,8 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
 
 
 def _inclusion_path(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """PATH(index, D[n]) of RFC 9162 2.1.3.1, walked from the root down, then reversed."""
-    path: list[bytes] = []
-    start, end = 0, len(hashes)
-    while end - start > 1:
-        middle = start + _split_point(end - start)
-        if index < middle:
-            path.append(_subtree_root(hashes, middle, end))
-            end = middle
-        else:
-            path.append(_subtree_root(hashes, start, middle))
-            start = middle
-    path.reverse()
-    return path
-
-
-def verify_inclusion_hash(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> bool:
-    """Check an RFC 9162 inclusion proof for a 32-byte leaf hash (algorithm 2.1.3.2).
-
-    ``index`` is the zero-based leaf index and ``size`` the tree size in leaves. Returns
-    False for any proof that does not verify (including ``index >= size``, wrong proof
-    length, malformed hashes). Raises ValueError for a negative index or size.
-    """
-    _require_non_negative(index, "index")
-    _require_non_negative(size, "size")
-    if index >= size or not _is_hash(leaf_hash) or not _is_hash(root):
-        return False
-    fn, sn = index, size - 1
-    result = leaf_hash
-    for sibling in proof:
-        if sn == 0 or not _is_hash(sibling):
-            return False
-        if fn & 1 or fn == sn:
-            result = _node(sibling, result)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            result = _node(result, sibling)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and result == root
-
-
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> bool:
-    """Check an RFC 9162 inclusion proof for raw leaf data; see :func:`verify_inclusion_hash`."""
-    return verify_inclusion_hash(leaf_hash(leaf), index, size, proof, root)
+    """PATH(index, D[n]) of RFC 9162 2.1.3.1, by the shared hash-source algorithm."""
+    return inclusion_proof_from_source(LeafListSource(hashes), index, len(hashes))
 
 
 # --------------------------------------------------------------------------- consistency
@@ -252,80 +196,8 @@ def _check_old_size(old_size: int, new_size: int) -> None:
 
 
 def _consistency_path(hashes: Sequence[bytes], old_size: int) -> list[bytes]:
-    """SUBPROOF(m, D[n], true) of RFC 9162 2.1.4.1, walked from the root down, then reversed."""
-    path: list[bytes] = []
-    start, end = 0, len(hashes)
-    remaining = old_size  # m, relative to ``start``
-    whole_old_tree = True  # the flag b: this subtree is the whole old tree
-    while remaining != end - start:
-        middle = start + _split_point(end - start)
-        if remaining <= middle - start:
-            path.append(_subtree_root(hashes, middle, end))
-            end = middle
-        else:
-            path.append(_subtree_root(hashes, start, middle))
-            remaining -= middle - start
-            start = middle
-            whole_old_tree = False
-    if not whole_old_tree:
-        path.append(_subtree_root(hashes, start, end))
-    path.reverse()
-    return path
-
-
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
-    """Check an RFC 9162 consistency proof between two tree sizes (algorithm 2.1.4.2).
-
-    Sizes are in leaves, roots are 32-byte hashes. Returns True only if ``proof`` shows
-    that the tree of ``new_size`` leaves with ``new_root`` extends the tree of
-    ``old_size`` leaves with ``old_root``. ``old_size == new_size > 0`` verifies with an
-    empty proof and equal roots. A proof from the empty tree (``old_size == 0``) is
-    meaningless and never verifies; neither does ``old_size > new_size``. Raises
-    ValueError only for a negative size.
-    """
-    _require_non_negative(old_size, "old_size")
-    _require_non_negative(new_size, "new_size")
-    well_formed = (
-        0 < old_size <= new_size
-        and _is_hash(old_root)
-        and _is_hash(new_root)
-        and all(_is_hash(node) for node in proof)
-    )
-    if not well_formed:
-        return False
-    if old_size == new_size:
-        return len(proof) == 0 and old_root == new_root
-    return len(proof) > 0 and _chain_consistency(old_size, new_size, old_root, new_root, proof)
-
-
-def _chain_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
-    """Steps 2-7 of RFC 9162 2.1.4.2 for well-formed input with ``0 < old_size < new_size``."""
-    path = list(proof)
-    if old_size & (old_size - 1) == 0:  # the old tree is a perfect subtree of the new one
-        path.insert(0, old_root)
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    old_result = new_result = path[0]
-    for node in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            old_result = _node(node, old_result)
-            new_result = _node(node, new_result)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            new_result = _node(new_result, node)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and old_result == old_root and new_result == new_root
+    """SUBPROOF(m, D[n], true) of RFC 9162 2.1.4.1, by the shared hash-source algorithm."""
+    return consistency_proof_from_source(LeafListSource(hashes), old_size, len(hashes))
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -365,6 +237,27 @@ class CompactRange:
     def append(self, data: bytes) -> None:
         """Append a leaf given its raw data."""
         self._push(leaf_hash(data))
+
+    def append_leaf_hash_nodes(self, h: bytes) -> list[tuple[int, int, bytes]]:
+        """Append a leaf hash; return the subtrees it completes as ``(level, index, hash)``.
+
+        Those are the complete aligned subtrees of level >= 1 whose last leaf is the new
+        one, lowest level first: exactly the rows a stored tree gains (see
+        :mod:`ledger.proofs`). Raises ValueError for a malformed hash.
+        """
+        _require_hash(h, "leaf hash")
+        stack = self._stack
+        carry = self._size
+        level = 0
+        completed: list[tuple[int, int, bytes]] = []
+        while carry & 1:
+            h = _node(stack.pop(), h)
+            carry >>= 1
+            level += 1
+            completed.append((level, ((self._size + 1) >> level) - 1, h))
+        stack.append(h)
+        self._size += 1
+        return completed
 
     def _push(self, h: bytes) -> None:
         stack = self._stack

@@ -1,8 +1,10 @@
 """The ledger's append-only tables (SQLModel) and the adapter that reads and writes them.
 
 SQLite by default (a file URL), PostgreSQL by URL. Each interval is appended in one
-database transaction together with the checkpoint that covers it, so every committed
-entry is covered by a signed checkpoint.
+database transaction together with the checkpoint that covers it and the Merkle tree
+nodes it completes, so every committed entry is covered by a signed checkpoint and
+proofs read O(log n) rows (:class:`StoreHashSource`). The log tables are append-only in
+the database itself: triggers refuse UPDATE and DELETE (``ledger/append_only.py``).
 """
 
 from __future__ import annotations
@@ -11,17 +13,34 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, LargeBinary, Table, UniqueConstraint, event, insert
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    LargeBinary,
+    Table,
+    UniqueConstraint,
+    event,
+    func,
+    insert,
+    or_,
+    text,
+)
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from broker.errors import ConfigError
+from ledger.append_only import install_append_only_triggers
 from ledger.entries import NewEntry
 from ledger.merkle import leaf_hash
+from ledger.proofs import NodeRef, nodes_ending_in
 
 LOG_TABLE = "log_entry"
 CHECKPOINT_TABLE = "checkpoint"
+NODE_TABLE = "merkle_node"
 META_TABLE = "ledger_meta"
+APPEND_ONLY_TABLES = (LOG_TABLE, CHECKPOINT_TABLE, NODE_TABLE)
 
 
 def _table(name: str) -> Table:
@@ -53,6 +72,19 @@ class CheckpointRow(SQLModel, table=True):
     root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     kid: str = Field(max_length=64)
     signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class MerkleNodeRow(SQLModel, table=True):
+    """A complete aligned subtree of level >= 1: the hash of leaves
+    ``[idx * 2**level, (idx + 1) * 2**level)``. Level 0 is ``log_entry.leaf_hash``."""
+
+    __tablename__ = NODE_TABLE
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(
+        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, nullable=False)
+    )
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class MetaRow(SQLModel, table=True):
@@ -87,6 +119,19 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A log entry's columns as a plain value (what the verifier reads)."""
+
+    idx: int
+    interval: int
+    kind: str
+    agent: str | None
+    agent_seq: int | None
+    data: bytes
+    leaf_hash: bytes
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     tree_size: int
@@ -102,8 +147,10 @@ class LedgerStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(
-            self.engine, tables=[_table(name) for name in (LOG_TABLE, CHECKPOINT_TABLE, META_TABLE)]
+            self.engine,
+            tables=[_table(name) for name in (*APPEND_ONLY_TABLES, META_TABLE)],
         )
+        install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -136,6 +183,11 @@ class LedgerStore:
 
     def iter_entries(self, *, batch: int = 5000) -> Iterator[LogEntry]:
         """Every entry in index order, read in batches."""
+        for rows in self.iter_entry_batches(batch=batch):
+            yield from rows
+
+    def iter_entry_batches(self, *, batch: int = 5000) -> Iterator[Sequence[LogEntry]]:
+        """Every entry in index order, as lists of at most ``batch`` entries."""
         after = -1
         while True:
             with Session(self.engine) as session:
@@ -144,8 +196,81 @@ class LedgerStore:
                 ).all()
             if not rows:
                 return
-            yield from rows
+            yield rows
             after = rows[-1].idx
+
+    def iter_stored_batches(self, *, batch: int = 5000) -> Iterator[list[StoredEntry]]:
+        """Like :meth:`iter_entry_batches`, as plain values (no ORM objects): for speed."""
+        log = _table(LOG_TABLE)
+        columns = [log.c[name] for name in StoredEntry.__slots__]
+        after = -1
+        while True:
+            query = sa_select(*columns).where(log.c.idx > after).order_by(log.c.idx).limit(batch)
+            with self.engine.connect() as conn:
+                rows = [StoredEntry(*row) for row in conn.execute(query).fetchall()]
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].idx
+
+    def entry(self, idx: int) -> LogEntry | None:
+        """The entry at position ``idx``, or None."""
+        with Session(self.engine) as session:
+            return session.get(LogEntry, idx)
+
+    def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
+        """The checkpoint of exactly ``tree_size`` leaves, or None."""
+        with Session(self.engine) as session:
+            r = session.get(CheckpointRow, tree_size)
+            return (
+                None
+                if r is None
+                else Checkpoint(r.tree_size, r.interval, r.root, r.kid, r.signature)
+            )
+
+    def node_hashes(self, nodes: Sequence[NodeRef]) -> list[bytes]:
+        """Hashes of stored subtrees ``(level, index)`` in the order asked; level 0 = leaves.
+
+        One query per 200 nodes: an IN on the log's primary key for the leaves and an OR
+        of primary-key equalities for the inner nodes (both databases use the index for
+        each term; a row-value IN makes SQLite scan). Raises LookupError naming the first
+        node that is not stored.
+        """
+        found: dict[NodeRef, bytes] = {}
+        wanted = sorted(set(nodes))
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted, 200):
+                query, params = _node_query(chunk)
+                found.update(
+                    ((int(lv), int(i)), bytes(h)) for lv, i, h in conn.execute(query, params)
+                )
+        missing = [ref for ref in nodes if ref not in found]
+        if missing:
+            raise LookupError(f"stored tree has no node {missing[0]}")
+        return [found[ref] for ref in nodes]
+
+    def nodes_completed_in(self, first_leaf: int, end_leaf: int) -> dict[NodeRef, bytes]:
+        """Stored nodes (level >= 1) whose last leaf is in ``[first_leaf, end_leaf)``."""
+        ranges = nodes_ending_in(first_leaf, end_leaf, max(end_leaf, 1).bit_length())
+        if not ranges:
+            return {}
+        node = _table(NODE_TABLE)
+        where = or_(
+            *(
+                (node.c.level == level) & (node.c.idx >= lo) & (node.c.idx < hi)
+                for level, lo, hi in ranges
+            )
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa_select(node.c.level, node.c.idx, node.c.hash).where(where))
+            return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+
+    def node_count(self) -> int:
+        """Number of stored nodes of level >= 1."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(sa_select(func.count()).select_from(_table(NODE_TABLE))).scalar_one()
+            )
 
     def checkpoints(self) -> list[Checkpoint]:
         with Session(self.engine) as session:
@@ -161,8 +286,17 @@ class LedgerStore:
                 return None
             return Checkpoint(row.tree_size, row.interval, row.root, row.kid, row.signature)
 
-    def append(self, first_idx: int, entries: Sequence[NewEntry], checkpoint: Checkpoint) -> None:
-        """Append ``entries`` at ``first_idx`` and the checkpoint, in one transaction."""
+    def append(
+        self,
+        first_idx: int,
+        entries: Sequence[NewEntry],
+        checkpoint: Checkpoint,
+        *,
+        nodes: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        """Append ``entries`` at ``first_idx``, the checkpoint and the tree ``nodes``
+        (``(level, index, hash)``, level >= 1, those the entries complete) in one
+        transaction."""
         if checkpoint.tree_size != first_idx + len(entries):
             raise ValueError("checkpoint does not cover exactly the appended entries")
         rows = [
@@ -180,6 +314,11 @@ class LedgerStore:
         with self.engine.begin() as conn:
             if rows:
                 conn.execute(insert(_table(LOG_TABLE)), rows)
+            if nodes:
+                conn.execute(
+                    insert(_table(NODE_TABLE)),
+                    [{"level": lv, "idx": i, "hash": h} for lv, i, h in nodes],
+                )
             conn.execute(
                 insert(_table(CHECKPOINT_TABLE)),
                 [
@@ -192,3 +331,29 @@ class LedgerStore:
                     }
                 ],
             )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _node_query(refs: Sequence[NodeRef]) -> tuple[TextClause, dict[str, int]]:
+    """SELECT level, idx, hash for the given node references (level 0 from the log)."""
+    params: dict[str, int] = {}
+    leaves = [f":p{n}" for n, (level, i) in enumerate(refs) if level == 0]
+    terms = [f"(level = :l{n} AND idx = :p{n})" for n, (level, _i) in enumerate(refs) if level]
+    for n, (level, i) in enumerate(refs):
+        params[f"p{n}"] = i
+        if level:
+            params[f"l{n}"] = level
+    # Only constant table names and numbered placeholders go into the text (no values).
+    parts = []
+    if leaves:
+        parts.append(
+            f"SELECT 0 AS level, idx, leaf_hash AS hash FROM {LOG_TABLE} "  # noqa: S608
+            f"WHERE idx IN ({', '.join(leaves)})"
+        )
+    if terms:
+        parts.append(f"SELECT level, idx, hash FROM {NODE_TABLE} WHERE {' OR '.join(terms)}")  # noqa: S608
+    return text(" UNION ALL ".join(parts)), params

@@ -1,29 +1,42 @@
-"""Check a whole ledger from its tables alone: hashes, signatures, Merkle roots, checkpoints.
+"""Check a whole ledger from its tables alone: hashes, signatures, Merkle roots, stored
+tree nodes, checkpoints (their signed notes) and the proofs between them.
 
 Used by ``wattmesh ledger verify``. Any changed, removed or inserted row shows up as
-the first entry (or checkpoint) that does not hold.
+the first entry (or checkpoint) that does not hold. A stored tree node that disagrees
+with the entries is reported at the next checkpoint unless that checkpoint itself
+fails (then the entries, not the node, were changed after signing).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
-from broker.errors import MessageError
 from broker.keys import VerifyingKey
-from broker.messages import decode_message
+from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
 from ledger.accounts import Posting, UnbalancedPosting
 from ledger.checkpoint import verify_checkpoint
 from ledger.entries import EntryKind, parse_flag, parse_revision
 from ledger.merkle import CompactRange, leaf_hash
-from ledger.store import LedgerStore, LogEntry
+from ledger.msgcheck import MessageChecker, MessageJob
+from ledger.proofs import (
+    consistency_proof_from_source,
+    inclusion_proof_from_source,
+    root_from_source,
+)
+from ledger.store import Checkpoint, LedgerStore, StoredEntry
 
 META_MARKET = "market_id"
 META_ORIGIN = "origin"
 META_OPERATOR_KEY = "operator_public_key"
+
+PARALLEL_FROM_ENTRIES = 20_000
+"""Below this many entries, signatures are checked inline (starting workers costs more)."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +56,16 @@ class _Bad(Exception):
         self.problem = problem
 
 
-def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
+def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
     idx = entry.idx
     if idx != expected_idx:
         what = "missing" if idx > expected_idx else "duplicated"
         raise _Bad(expected_idx, f"entry {expected_idx} is {what}")
     if leaf_hash(entry.data) != entry.leaf_hash:
         raise _Bad(idx, "stored leaf hash does not match the entry's data")
+    if entry.kind in (EntryKind.READING, EntryKind.ORDER):
+        _check_message(entry, state)
+        return
     try:
         obj = json.loads(entry.data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -58,8 +74,6 @@ def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
         raise _Bad(idx, "entry kind does not match its data")
     if entry.kind == EntryKind.KEY:
         _check_key(entry, obj, state)
-    elif entry.kind in (EntryKind.READING, EntryKind.ORDER):
-        _check_message(entry, obj, state)
     elif entry.kind == EntryKind.TRADE:
         for ref in (obj.get("buy_order"), obj.get("sell_order")):
             if ref not in state.order_ids:
@@ -72,7 +86,7 @@ def _check_entry(entry: LogEntry, expected_idx: int, state: _State) -> None:
         raise _Bad(idx, f"unknown entry kind {entry.kind!r}")
 
 
-def _check_settlement(entry: LogEntry, obj: dict[str, Any]) -> None:
+def _check_settlement(entry: StoredEntry, obj: dict[str, Any]) -> None:
     """Settlements, corrections and flags must parse and match their columns."""
     try:
         if entry.kind == EntryKind.FLAG:
@@ -87,7 +101,7 @@ def _check_settlement(entry: LogEntry, obj: dict[str, Any]) -> None:
         raise _Bad(entry.idx, f"{entry.kind} columns do not match its data")
 
 
-def _check_posting(entry: LogEntry, obj: dict[str, Any]) -> None:
+def _check_posting(entry: StoredEntry, obj: dict[str, Any]) -> None:
     """Every posting must balance: its lines sum to zero."""
     try:
         posting = Posting.from_json(obj)
@@ -102,79 +116,185 @@ def _check_posting(entry: LogEntry, obj: dict[str, Any]) -> None:
 @dataclass
 class _State:
     market: str
-    keys: dict[str, VerifyingKey]
-    order_ids: set[str]
+    messages: MessageChecker
+    ders: dict[str, bytes] = field(default_factory=dict)
+    order_ids: set[str] = field(default_factory=set)
 
 
-def _check_key(entry: LogEntry, obj: dict[str, Any], state: _State) -> None:
+def _check_key(entry: StoredEntry, obj: dict[str, Any], state: _State) -> None:
     try:
         key = VerifyingKey.from_der(base64.b64decode(obj["public_key"], validate=True))
     except (KeyError, ValueError, binascii.Error) as exc:
         raise _Bad(entry.idx, "key entry holds no valid public key") from exc
     if key.kid != obj.get("kid") or obj.get("agent") != entry.agent:
         raise _Bad(entry.idx, "key entry's key id or agent does not match")
-    state.keys[str(entry.agent)] = key
+    state.ders[str(entry.agent)] = key.der()
 
 
-def _check_message(entry: LogEntry, obj: dict[str, Any], state: _State) -> None:
-    wire = json.dumps({"signed": obj.get("signed"), "sig": obj.get("sig")}).encode()
-    try:
-        message = decode_message(wire)
-    except MessageError as exc:
-        raise _Bad(entry.idx, f"stored message does not decode: {exc}") from exc
-    header = message.header
-    if header.kind != entry.kind or header.agent != entry.agent or header.seq != entry.agent_seq:
-        raise _Bad(entry.idx, "entry columns do not match the signed message")
-    if header.market != state.market or header.interval != entry.interval:
-        raise _Bad(entry.idx, "signed message belongs to another market or interval")
-    key = state.keys.get(header.agent)
-    if key is None:
-        raise _Bad(entry.idx, f"no registered key for {header.agent} before this entry")
-    try:
-        message.verify(key)
-    except MessageError as exc:
-        raise _Bad(entry.idx, f"signature check failed: {exc}") from exc
+_SIGNED_SEP = b'","signed":'
+
+
+def _check_message(entry: StoredEntry, state: _State) -> None:
+    """A reading or order: the exact layout ``message_entry`` writes; the rest (a
+    canonical signed envelope whose header matches the columns, signed by the agent's
+    registered key) is checked by :mod:`ledger.msgcheck`, maybe on a worker process."""
+    data, idx = entry.data, entry.idx
+    prefix = b'{"kind":"' + entry.kind.encode() + b'","sig":"'
+    cut = data.find(_SIGNED_SEP, len(prefix))
+    if not data.startswith(prefix) or cut < 0 or not data.endswith(b"}"):
+        raise _Bad(idx, "stored message is not in the log's message layout")
+    signed = data[cut + len(_SIGNED_SEP) : -1]
+    der = state.ders.get(str(entry.agent))
+    if der is None:
+        raise _Bad(idx, f"no registered key for {entry.agent} before this entry")
+    job = MessageJob(
+        idx,
+        entry.kind,
+        entry.agent,
+        entry.agent_seq,
+        entry.interval,
+        state.market,
+        signed,
+        data[len(prefix) : cut],
+        der,
+    )
+    failed = state.messages.add(job)
+    if failed is not None:
+        raise _Bad(*failed)
     if entry.kind == EntryKind.ORDER:
-        state.order_ids.add(message.message_id)
+        state.order_ids.add(hashlib.sha256(signed).hexdigest())
 
 
-def verify_ledger(store: LedgerStore, operator_key: VerifyingKey | None = None) -> VerifyReport:
-    """Recompute every hash, signature, root and checkpoint; stop at the first failure."""
+def default_workers(entries: int) -> int:
+    """Message-checking processes worth starting for a log of ``entries`` entries.
+
+    Workers pay off only for large logs and only when at least about two cores are
+    idle: otherwise they cost more CPU (pickling, process start, a second copy of each
+    job) than they win (measured in bench/bench_verify.py), so the check runs inline.
+    """
+    cores = os.cpu_count() or 1
+    if entries < PARALLEL_FROM_ENTRIES or cores < 2 or os.getloadavg()[0] > cores - 1.5:
+        return 1
+    return min(cores, 4)
+
+
+def verify_ledger(
+    store: LedgerStore, operator_key: VerifyingKey | None = None, *, workers: int | None = None
+) -> VerifyReport:
+    """Recompute every hash, signature, root, stored tree node and checkpoint, check every
+    checkpoint's signed note and the consistency proofs between consecutive checkpoints;
+    stop at the first failure. ``workers``: message-checking processes (default: by size
+    and idle cores, see :func:`default_workers`).
+    """
     market = store.get_meta(META_MARKET)
     origin = store.get_meta(META_ORIGIN)
     if operator_key is None:
         pem = store.get_meta(META_OPERATOR_KEY)
         operator_key = VerifyingKey.from_pem(pem.encode()) if pem else None
-    tree = CompactRange()
     checkpoints = store.checkpoints()
     if market is None or origin is None or operator_key is None:
-        return VerifyReport(False, 0, len(checkpoints), tree.root(), None, "ledger has no metadata")
-    state = _State(market=market, keys={}, order_ids=set())
-    pending = list(reversed(checkpoints))
-    count = 0
+        return VerifyReport(
+            False, 0, len(checkpoints), EMPTY_ROOT_HASH, None, "ledger has no metadata"
+        )
+    if workers is None:
+        workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
+    walk = _Walk(store, origin, operator_key, checkpoints, _State(market, MessageChecker(workers)))
     try:
-        while pending and pending[-1].tree_size == 0:
-            cp = pending.pop()
-            if cp.root != tree.root() or not verify_checkpoint(cp, origin=origin, key=operator_key):
-                raise _Bad(0, "checkpoint at size 0 does not hold")
-        for entry in store.iter_entries():
-            _check_entry(entry, count, state)
-            tree.append_leaf_hash(entry.leaf_hash)
-            count += 1
-            while pending and pending[-1].tree_size == count:
-                cp = pending.pop()
-                if cp.root != tree.root():
-                    raise _Bad(entry.idx, f"checkpoint at size {count} does not match the log")
-                if not verify_checkpoint(cp, origin=origin, key=operator_key):
-                    raise _Bad(entry.idx, f"checkpoint at size {count} has a bad signature")
-        if pending:
-            cp = pending[-1]
-            raise _Bad(count, f"checkpoint at size {cp.tree_size} covers entries that are missing")
-        if not checkpoints or checkpoints[-1].tree_size != count:
-            raise _Bad(
-                checkpoints[-1].tree_size if checkpoints else 0,
-                "entries after the last checkpoint are not covered by any signed checkpoint",
-            )
+        walk.run()
     except _Bad as bad:
-        return VerifyReport(False, count, len(checkpoints), tree.root(), bad.idx, bad.problem)
-    return VerifyReport(True, count, len(checkpoints), tree.root())
+        failed = walk.state.messages.first_failure()
+        if failed is not None and (bad.idx is None or failed[0] < bad.idx):
+            bad = _Bad(*failed)
+        return VerifyReport(
+            False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem
+        )
+    finally:
+        walk.state.messages.close()
+    return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
+
+
+class _Walk:
+    """One pass over the log in index order, then the proof paths between checkpoints."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        origin: str,
+        key: VerifyingKey,
+        checkpoints: list[Checkpoint],
+        state: _State,
+    ) -> None:
+        self.store, self.origin, self.key, self.state = store, origin, key, state
+        self.checkpoints = checkpoints
+        self.pending = list(reversed(checkpoints))
+        self.tree = CompactRange()
+        self.count = 0
+        self.node_problem: _Bad | None = None  # reported at the next checkpoint that holds
+
+    def run(self) -> None:
+        self._checkpoints_due()
+        for batch in self.store.iter_stored_batches():
+            stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
+            for entry in batch:
+                _check_entry(entry, self.count, self.state)
+                for level, index, h in self.tree.append_leaf_hash_nodes(entry.leaf_hash):
+                    if stored.get((level, index)) != h and self.node_problem is None:
+                        what = "is missing" if (level, index) not in stored else "does not match"
+                        self.node_problem = _Bad(
+                            entry.idx, f"stored tree node ({level}, {index}) {what} the entries"
+                        )
+                self.count += 1
+                self._checkpoints_due()
+        failed = self.state.messages.first_failure()
+        if failed is not None:
+            raise _Bad(*failed)
+        if self.pending:
+            size = self.pending[-1].tree_size
+            raise _Bad(self.count, f"checkpoint at size {size} covers entries that are missing")
+        cps = self.checkpoints
+        if not cps or cps[-1].tree_size != self.count:
+            at = cps[-1].tree_size if cps else 0
+            raise _Bad(
+                at, "entries after the last checkpoint are not covered by any signed checkpoint"
+            )
+        if self.node_problem is not None:
+            raise self.node_problem
+        expected_nodes = self.count - self.count.bit_count()
+        if self.store.node_count() != expected_nodes:
+            raise _Bad(self.count, "stored tree holds nodes beyond the log")
+        self._check_proof_paths()
+
+    def _checkpoints_due(self) -> None:
+        while self.pending and self.pending[-1].tree_size == self.count:
+            cp = self.pending.pop()
+            at = max(self.count - 1, 0)
+            if cp.root != self.tree.root():
+                raise _Bad(at, f"checkpoint at size {self.count} does not match the log")
+            if not verify_checkpoint(cp, origin=self.origin, key=self.key):
+                raise _Bad(at, f"checkpoint at size {self.count} has a bad signature")
+            if self.node_problem is not None:
+                raise self.node_problem
+
+    def _check_proof_paths(self) -> None:
+        """Proofs from the stored tree: each checkpoint's root, the consistency proof from
+        the previous checkpoint, and the inclusion of the checkpoint's last entry."""
+        source = self.store
+        previous: Checkpoint | None = None
+        for cp in self.checkpoints:
+            n, at = cp.tree_size, max(cp.tree_size - 1, 0)
+            try:
+                if root_from_source(source, n) != cp.root:
+                    raise _Bad(at, f"stored tree gives another root at size {n}")
+                if n and previous is not None and previous.tree_size:
+                    m = previous.tree_size
+                    proof = consistency_proof_from_source(source, m, n)
+                    if not verify_consistency(m, n, previous.root, cp.root, proof):
+                        raise _Bad(at, f"no consistency proof from checkpoint {m} to {n}")
+                if n:
+                    last = source.node_hashes([(0, n - 1)])[0]
+                    path = inclusion_proof_from_source(source, n - 1, n)
+                    if not verify_inclusion_hash(last, n - 1, n, path, cp.root):
+                        raise _Bad(at, f"inclusion proof of entry {n - 1} fails at size {n}")
+            except LookupError as exc:
+                raise _Bad(at, f"stored tree is incomplete: {exc}") from exc
+            previous = cp

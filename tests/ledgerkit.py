@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
 from broker.keys import SigningKey
 from broker.messages import OrderBody, ReadingBody, Side, sign_message
+from ledger.append_only import trigger_names
+from ledger.store import APPEND_ONLY_TABLES
 
 MARKET = "test"
 T0 = 1_750_000_500 - 1_750_000_500 % 900  # an interval start
@@ -63,3 +68,13 @@ class House:
         self.import_wh += import_wh
         self.export_wh += export_wh
         self.pv_wh += pv_wh
+
+
+def drop_append_only_triggers(engine: Engine) -> None:
+    """What an attacker with database admin rights does before rewriting log rows."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        for table in APPEND_ONLY_TABLES:
+            for name in trigger_names(table):
+                on = f' ON "{table}"' if postgres else ""
+                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"{on}'))

@@ -16,7 +16,7 @@ from ledger.ledger import Ledger
 from ledger.merkle import leaf_hash
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House
+from tests.ledgerkit import MARKET, T0, House, drop_append_only_triggers
 from tests.test_ledger import _run_two_intervals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +44,18 @@ def _exec(ledger: Ledger, sql: str, **params: object) -> None:
         conn.execute(sa.text(sql), params)
 
 
+def _tamper(ledger: Ledger, sql: str, **params: object) -> None:
+    """Run an UPDATE or DELETE on a log table: the database refuses it while the
+    append-only triggers are in place, so drop them first, as an admin could."""
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        _exec(ledger, sql, **params)
+    drop_append_only_triggers(ledger.store.engine)
+    _exec(ledger, sql, **params)
+
+
 def _set_data(ledger: Ledger, idx: int, data: bytes, *, rehash: bool) -> None:
     if rehash:
-        _exec(
+        _tamper(
             ledger,
             "UPDATE log_entry SET data=:d, leaf_hash=:h WHERE idx=:i",
             d=data,
@@ -54,7 +63,7 @@ def _set_data(ledger: Ledger, idx: int, data: bytes, *, rehash: bool) -> None:
             i=idx,
         )
     else:
-        _exec(ledger, "UPDATE log_entry SET data=:d WHERE idx=:i", d=data, i=idx)
+        _tamper(ledger, "UPDATE log_entry SET data=:d WHERE idx=:i", d=data, i=idx)
 
 
 def _change_order_quantity(ledger: Ledger) -> int:
@@ -73,7 +82,7 @@ def _change_bytes_without_rehash(ledger: Ledger) -> int:
 
 def _delete_row(ledger: Ledger) -> int:
     idx, _data = _entry(ledger, "reading")
-    _exec(ledger, "DELETE FROM log_entry WHERE idx=:i", i=idx)
+    _tamper(ledger, "DELETE FROM log_entry WHERE idx=:i", i=idx)
     return idx
 
 
@@ -92,7 +101,7 @@ def _insert_row(ledger: Ledger) -> int:
 
 def _change_agent_column(ledger: Ledger) -> int:
     idx, _data = _entry(ledger, "order")
-    _exec(ledger, "UPDATE log_entry SET agent='h009' WHERE idx=:i", i=idx)
+    _tamper(ledger, "UPDATE log_entry SET agent='h009' WHERE idx=:i", i=idx)
     return idx
 
 
@@ -153,7 +162,7 @@ def test_a_changed_unsigned_entry_fails_its_checkpoint(built: tuple[str, Ledger]
 
 def test_a_changed_checkpoint_fails(built: tuple[str, Ledger]) -> None:
     _url, ledger = built
-    _exec(ledger, "UPDATE checkpoint SET root=:r WHERE tree_size=:s", r=b"\1" * 32, s=ledger.size)
+    _tamper(ledger, "UPDATE checkpoint SET root=:r WHERE tree_size=:s", r=b"\1" * 32, s=ledger.size)
     report = verify_ledger(ledger.store)
     assert not report.ok and "checkpoint" in (report.problem or "")
     ledger.store.close()

@@ -16,6 +16,7 @@ from broker.mosquitto import free_port
 from broker.transport import BrokerAddress
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
+from tests.ledgerkit import drop_append_only_triggers
 from wattmesh.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +101,14 @@ async def test_simulation_on_postgresql_matches_sqlite(
             idx, data = conn.execute(
                 sa.text("SELECT idx, data FROM log_entry WHERE kind = 'order' ORDER BY idx LIMIT 1")
             ).one()
-            changed = bytes(data).replace(b'"quantity_wh":', b'"quantity_wh":1', 1)
-            assert changed != bytes(data)
-            conn.execute(
-                sa.text("UPDATE log_entry SET data = :d WHERE idx = :i"), {"d": changed, "i": idx}
-            )
+        changed = bytes(data).replace(b'"quantity_wh":', b'"quantity_wh":1', 1)
+        assert changed != bytes(data)
+        update = sa.text("UPDATE log_entry SET data = :d WHERE idx = :i")
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(update, {"d": changed, "i": idx})  # the database refuses it...
+        drop_append_only_triggers(store.engine)  # ...unless an admin drops the triggers
+        with store.engine.begin() as conn:
+            conn.execute(update, {"d": changed, "i": idx})
         report = verify_ledger(store)
         assert not report.ok and report.first_bad_entry is not None
     finally:

@@ -138,6 +138,9 @@ def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
     statement.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (UTC), inclusive")
     statement.add_argument("--format", choices=("csv", "json"), default="json")
     statement.set_defaults(func=_cmd_ledger_statement)
+    from wattmesh.ledger_cli import add_proof_commands  # stdlib only at import time
+
+    add_proof_commands(ledger_sub)
 
 
 def _add_market(sub: argparse._SubParsersAction[_Parser]) -> None:

@@ -1,0 +1,67 @@
+"""Decode a logged reading or order from its exact signed bytes, for the verifier.
+
+At ingest :func:`broker.messages.decode_message` parses the wire envelope and
+re-canonicalises it (RFC 8785) before the signature check. The log stores those
+canonical signed bytes verbatim, so re-checking them needs only: parse, the same schema
+checks, and a test that the bytes are canonical. That test first compares with
+Python's compact sorted JSON, which equals RFC 8785 for every value the schema admits
+(ASCII keys, integers within 2**53, strings); only when they differ does it run the
+(slower) RFC 8785 serialiser.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker._validate import as_object, get_int, get_str, schema_error
+from broker.errors import MessageError, RejectReason
+from broker.messages import (
+    DOMAIN_PREFIX,
+    Body,
+    Header,
+    OrderBody,
+    ReadingBody,
+    SignedMessage,
+    canonical_bytes,
+)
+
+_BODIES: dict[str, type[ReadingBody] | type[OrderBody]] = {
+    ReadingBody.KIND: ReadingBody,
+    OrderBody.KIND: OrderBody,
+}
+_HEADER_KEYS = frozenset({"domain", "market", "interval", "agent", "kid", "seq", "expires", "body"})
+
+
+def _no_number(value: str) -> Any:
+    raise schema_error(f"non-integer number {value}")
+
+
+def decode_logged(kind: str, signed: bytes, signature: bytes) -> SignedMessage:
+    """The message a log entry of ``kind`` holds; raise MessageError naming what is wrong."""
+    body_type = _BODIES.get(kind)
+    if body_type is None:
+        raise schema_error(f"{kind} entries are not signed messages")
+    try:
+        obj = json.loads(signed, parse_float=_no_number, parse_constant=_no_number)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MessageError(RejectReason.MALFORMED_JSON, str(exc)[:200]) from exc
+    obj = as_object(obj, "signed")
+    if obj.keys() != _HEADER_KEYS:
+        raise schema_error("signed object does not have exactly the header fields")
+    if obj["domain"] != DOMAIN_PREFIX + kind:
+        raise schema_error(f"domain is not {DOMAIN_PREFIX + kind}")
+    header = Header(
+        kind=kind,
+        market=get_str(obj, "market"),
+        interval=get_int(obj, "interval"),
+        agent=get_str(obj, "agent"),
+        kid=get_str(obj, "kid", max_len=64),
+        seq=get_int(obj, "seq"),
+        expires=get_int(obj, "expires"),
+    )
+    body: Body = body_type.from_json(as_object(obj["body"], "body"))
+    compact = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if compact.encode("utf-8") != signed and canonical_bytes(obj) != signed:
+        raise schema_error("signed bytes are not in canonical (RFC 8785) form")
+    return SignedMessage(header, body, signature, signed)
