@@ -8,7 +8,6 @@ earlier ``key`` entry.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,22 +29,6 @@ class EntryKind:
     CORRECTION = "correction"
     FLAG = "flag"
     POSTING = "posting"
-
-
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # stateless, reusable
-
-
-def operator_bytes(obj: dict[str, Any]) -> bytes:
-    """RFC 8785 bytes of an operator entry made of ASCII strings, integers and null.
-
-    For such values JCS is ``json.dumps`` with sorted keys and no whitespace (keys sort
-    the same, integers below 2^53 print the same); anything that needs an escape takes
-    the general path. About 10x faster than the general path for settlement entries.
-    """
-    text = _ENCODER.encode(obj)
-    if "\\" in text or not text.isascii():
-        return canonical_bytes(obj)
-    return text.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -140,7 +123,7 @@ def revision_entry(revision: Revision) -> NewEntry:
     }
     if revision.before is not None:
         obj["delta_grid_cost_micro"] = s.grid_cost_micro - revision.before.grid_cost_micro
-    return NewEntry(kind, s.interval, s.agent, None, operator_bytes(obj))
+    return NewEntry(kind, s.interval, s.agent, None, canonical_bytes(obj))
 
 
 @dataclass(frozen=True)
@@ -185,7 +168,7 @@ def flag_entry(flag: Flag) -> NewEntry:
         "elapsed_s": flag.elapsed_s,
         "limit_wh": flag.limit_wh,
     }
-    return NewEntry(EntryKind.FLAG, flag.interval, flag.agent, None, operator_bytes(obj))
+    return NewEntry(EntryKind.FLAG, flag.interval, flag.agent, None, canonical_bytes(obj))
 
 
 def parse_flag(obj: dict[str, Any]) -> Flag:
@@ -203,4 +186,4 @@ def parse_flag(obj: dict[str, Any]) -> Flag:
 
 def posting_entry(posting: Posting) -> NewEntry:
     obj: dict[str, Any] = {"kind": EntryKind.POSTING, **posting.to_json()}
-    return NewEntry(EntryKind.POSTING, posting.interval, posting.agent, None, operator_bytes(obj))
+    return NewEntry(EntryKind.POSTING, posting.interval, posting.agent, None, canonical_bytes(obj))
