@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,21 @@ _LOG = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
 LEGACY_SEQUENCE_FILE = "sequence"  # agents.sequence.FileSequence, before the outbox
+DEFAULT_FLUSH_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """The ``[outbox]`` section of agent.toml (see :func:`serve_household`).
+
+    ``capacity``: live entries kept at most (entries; the oldest are dropped beyond);
+    ``commit_interval_s``: at most one group commit (one fsync) per this many seconds;
+    ``flush_timeout_s``: on shutdown, how long to wait for the broker's acknowledgements.
+    """
+
+    capacity: int = DEFAULT_CAPACITY
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
+    flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
 
 
 class Companion(Protocol):
@@ -59,7 +75,7 @@ async def serve_household(
     state_dir: Path,
     capacity: int = DEFAULT_CAPACITY,
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
-    flush_timeout_s: float = 5.0,
+    flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
     companions: Sequence[Companion] = (),
 ) -> None:
     """Run one household agent until the market closes or SIGTERM/SIGINT arrives.

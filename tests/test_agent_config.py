@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.clock import DEFAULT_MAX_DRIFT_S
+from agents.lifecycle import OutboxSettings
 from agents.metering.p1 import P1Version
 from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
+from agents.outbox import DEFAULT_CAPACITY
 from broker.errors import ConfigError
 from broker.keys import write_key_pair
 from tests.securebroker import make_pki
@@ -206,3 +209,49 @@ def test_modbus_meter_without_the_modbus_extra_is_reported(
     assert _problems(path) == [
         "meter.kind: modbus-rtu needs pymodbus: pip install 'wattmesh[agent,modbus]'"
     ]
+
+
+def test_outbox_and_health_defaults(tmp_path: Path) -> None:
+    config = load_agent_config(_write(tmp_path))
+    assert config.outbox == OutboxSettings(
+        capacity=DEFAULT_CAPACITY, commit_interval_s=1.0, flush_timeout_s=5.0
+    )
+    assert config.agent.max_clock_drift_s == DEFAULT_MAX_DRIFT_S
+    assert config.agent.diagnostics_interval_s == 60.0
+
+
+def test_outbox_and_health_settings_reach_the_agent(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[outbox]\ncapacity = 5000\ncommit_interval_s = 2.5\nflush_timeout_s = 0\n"
+        "[health]\nmax_clock_drift_s = 30\ndiagnostics_interval_s = 300\n",
+    )
+    config = load_agent_config(path)
+    assert config.outbox == OutboxSettings(capacity=5000, commit_interval_s=2.5, flush_timeout_s=0)
+    assert (config.agent.max_clock_drift_s, config.agent.diagnostics_interval_s) == (30, 300.0)
+    result = _validate_cli(path)
+    assert result.returncode == 0 and "ok (agent h001" in result.stdout
+
+
+def test_bad_outbox_and_health_settings_are_listed(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[outbox]\ncapacity = 0\ncommit_interval_s = -1\nflush_timeout_s = "soon"\nsize = 3\n'
+        "[health]\nmax_clock_drift_s = 1.5\ndiagnostics_interval_s = 0.1\n",
+    )
+    problems = _problems(path)
+    expected = {
+        "outbox.capacity": "Input should be greater than or equal to 1",
+        "outbox.commit_interval_s": "Input should be greater than or equal to 0",
+        "outbox.flush_timeout_s": "Input should be a valid number",
+        "outbox.size": "unknown key",
+        "health.max_clock_drift_s": "Input should be a valid integer",
+        "health.diagnostics_interval_s": "Input should be greater than or equal to 1",
+    }
+    assert len(problems) == len(expected)
+    for where, message in expected.items():
+        assert any(p.startswith(f"{where}: {message}") for p in problems), (where, problems)
+    result = _validate_cli(path)
+    assert result.returncode == 1
+    assert f"{path}: outbox.capacity: Input should be greater" in result.stderr
+    assert result.stderr.count("\n") == len(expected)

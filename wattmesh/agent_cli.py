@@ -74,6 +74,9 @@ async def _run(config: AgentFileConfig) -> None:
             key=config.key,
             meter=meter,
             state_dir=config.state_dir,
+            capacity=config.outbox.capacity,
+            commit_interval_s=config.outbox.commit_interval_s,
+            flush_timeout_s=config.outbox.flush_timeout_s,
             companions=companions,
         )
 

@@ -28,6 +28,15 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
     [homeassistant]                             # optional; off by default
     enabled = true
     prefix = "homeassistant"
+
+    [outbox]                                    # optional; these are the defaults
+    capacity = 100000                           # entries kept at most (oldest dropped)
+    commit_interval_s = 1.0                     # at most one fsync per interval (s)
+    flush_timeout_s = 5.0                       # on SIGTERM: wait for the broker (s)
+
+    [health]                                    # optional; these are the defaults
+    max_clock_drift_s = 300                     # refuse orders beyond this drift (s)
+    diagnostics_interval_s = 60.0               # retained diagnostics at most this often (s)
 """
 
 from __future__ import annotations
@@ -42,7 +51,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.agent import AgentConfig
+from agents.clock import DEFAULT_MAX_DRIFT_S
 from agents.homeassistant import HomeAssistantConfig
+from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
 from agents.metering.errors import MeterError
 from agents.metering.p1 import P1Version
 from agents.metering.spec import (
@@ -53,6 +64,8 @@ from agents.metering.spec import (
     P1SerialSpec,
     P1TcpSpec,
 )
+from agents.outbox import DEFAULT_CAPACITY
+from agents.publisher import DEFAULT_COMMIT_INTERVAL_S
 from broker.errors import ConfigError, WattmeshError
 from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
 from broker.topics import DEFAULT_PREFIX, Topics, check_segment
@@ -136,6 +149,17 @@ class _HomeAssistant(_Strict):
     state_interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)
 
 
+class _Outbox(_Strict):
+    capacity: int = Field(default=DEFAULT_CAPACITY, ge=1, le=10_000_000)
+    commit_interval_s: float = Field(default=DEFAULT_COMMIT_INTERVAL_S, ge=0.0, le=60.0)
+    flush_timeout_s: float = Field(default=DEFAULT_FLUSH_TIMEOUT_S, ge=0.0, le=300.0)
+
+
+class _Health(_Strict):
+    max_clock_drift_s: int = Field(default=DEFAULT_MAX_DRIFT_S, ge=1, le=86_400)
+    diagnostics_interval_s: float = Field(default=60.0, ge=1.0, le=86_400.0)
+
+
 class _Agent(_Strict):
     agent_id: str = Field(pattern=_ID)
     market_id: str = Field(pattern=_ID)
@@ -148,6 +172,8 @@ class _Agent(_Strict):
     mqtt: _Mqtt = _Mqtt()
     meter: _Meter
     homeassistant: _HomeAssistant = _HomeAssistant()
+    outbox: _Outbox = _Outbox()
+    health: _Health = _Health()
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,7 @@ class AgentFileConfig:
     meter: MeterSpec | ReplaySpec
     base: Path  # the configuration file's folder (resolves the meter's relative paths)
     homeassistant: HomeAssistantConfig | None
+    outbox: OutboxSettings
 
 
 class _Problems:
@@ -355,6 +382,8 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
                 topics=topics,
                 operator_key=operator,
                 forecast_timeout_s=model.forecast_timeout_s,
+                max_clock_drift_s=model.health.max_clock_drift_s,
+                diagnostics_interval_s=model.health.diagnostics_interval_s,
             ),
             transport=transport,
             key=key,
@@ -367,6 +396,11 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
                 )
                 if ha.enabled
                 else None
+            ),
+            outbox=OutboxSettings(
+                capacity=model.outbox.capacity,
+                commit_interval_s=model.outbox.commit_interval_s,
+                flush_timeout_s=model.outbox.flush_timeout_s,
             ),
         ),
         [],
