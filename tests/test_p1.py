@@ -7,9 +7,19 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.parsers import TelegramParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.metering.p1 import P1Decoder, P1Parser, P1TelegramError, P1Version, kwh_to_wh
+from agents.metering.p1 import (
+    P1Decoder,
+    P1Parser,
+    P1TelegramError,
+    P1Version,
+    TelegramFramer,
+    kwh_to_wh,
+)
 from tests.p1kit import corrupt, crc16_arc, telegram
 
 
@@ -137,3 +147,31 @@ def test_total_only_meters_use_the_total_registers() -> None:
     # dsmr-parser's DSMR 5 specification has no 2.8.0 line: such a telegram is refused
     with pytest.raises(P1TelegramError, match="ELECTRICITY_EXPORTED_TOTAL"):
         P1Parser(P1Version.DSMR5).reading(text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    parts=st.lists(
+        st.sampled_from(["tele", "noise", "cut", "slash", "bang"]), min_size=1, max_size=8
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+)
+def test_framer_frames_like_dsmr_parsers_telegram_buffer(parts: list[str], cuts: list[int]) -> None:
+    # The agent frames with its own TelegramFramer (so that dsmr_parser.clients, and
+    # serialx with it, is not loaded): it must cut any stream exactly as dsmr-parser does.
+    whole = telegram().decode("ascii")
+    pieces = {"tele": whole, "noise": "garbage\r\n", "cut": whole[:300], "slash": "/"}
+    pieces["bang"] = "!\r\n"
+    stream = "".join(pieces[p] for p in parts)
+    ours, theirs = TelegramFramer(), TelegramBuffer()
+    framed: list[str] = []
+    reference: list[str] = []
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    for start, end in itertools.pairwise(bounds):
+        ours.append(stream[start:end])
+        theirs.append(stream[start:end])
+        framed += ours.telegrams()
+        reference += list(theirs.get_all())
+    assert framed == reference
+    if set(parts) == {"tele"}:
+        assert framed == [whole] * len(parts)
