@@ -236,6 +236,8 @@ async def _main(seconds: float) -> None:
                     sys.executable, "-X", "importtime", "-m", "wattmesh.cli", "agent",
                     "--config", str(config), cwd=REPO, stderr=log,
                 )  # fmt: skip
+                # One start-up at a time: on two cores they would slow each other down.
+                await asyncio.wait_for(firsts["agent"].wait(), 30)
                 t_base = time.time()
                 base = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", BASELINE, broker.address.host,

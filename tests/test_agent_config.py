@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from agents.agent import AgentConfig
 from agents.clock import DEFAULT_MAX_DRIFT_S
-from agents.lifecycle import OutboxSettings
+from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
 from agents.metering.p1 import P1Version
 from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
 from agents.outbox import DEFAULT_CAPACITY
+from agents.publisher import DEFAULT_COMMIT_INTERVAL_S
 from broker.errors import ConfigError
 from broker.keys import write_key_pair
+from broker.topics import Topics
 from tests.securebroker import make_pki
-from wattmesh.agent_config import ReplaySpec, check_agent_config, load_agent_config
+from wattmesh import agent_schema
+from wattmesh.agent_config import (
+    ReplaySpec,
+    check_agent_config,
+    check_agent_config_isolated,
+    load_agent_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,3 +266,45 @@ def test_bad_outbox_and_health_settings_are_listed(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{path}: outbox.capacity: Input should be greater" in result.stderr
     assert result.stderr.count("\n") == len(expected)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "",
+        '[meter]\nkind = "p1-tcp"\nhost = "10.0.0.9"\nport = 2001\nversion = "5B"\n'
+        "[outbox]\ncapacity = 50\n[health]\nmax_clock_drift_s = 10\n",
+        'colour = "red"\n[mqtt]\nkeepalive_s = 0\n[homeassistant]\nprefix = "a b"\n',
+        '[meter]\nkind = "smart"\n[outbox]\ncapacity = -1\n',
+        '[meter]\nkind = "p1-serial"\nbaud = 1\n',
+    ],
+)
+def test_the_agent_validates_in_a_child_process_with_the_same_verdict(
+    tmp_path: Path, extra: str
+) -> None:
+    # wattmesh agent keeps pydantic out of its own process; the verdict must not change.
+    path = _write(tmp_path, extra)
+    isolated, here = check_agent_config_isolated(path), check_agent_config(path)
+    assert isolated[1] == here[1]
+    assert (isolated[0] is None) == (here[0] is None) == bool(here[1])
+    if isolated[0] is not None and here[0] is not None:
+        # Key objects do not compare equal; their key ids do.
+        assert isolated[0].key.verifying.kid == here[0].key.verifying.kid
+        assert replace(isolated[0], key=here[0].key) == here[0]
+
+
+def test_the_isolated_check_reports_an_unreadable_file(tmp_path: Path) -> None:
+    assert check_agent_config_isolated(tmp_path / "missing.toml") == (
+        None,
+        ["cannot read the file: No such file or directory"],
+    )
+
+
+def test_schema_defaults_agree_with_the_agent() -> None:
+    # agent_schema repeats these (it must stay light for the validating child).
+    assert agent_schema.DEFAULT_CAPACITY == DEFAULT_CAPACITY
+    assert agent_schema.DEFAULT_COMMIT_INTERVAL_S == DEFAULT_COMMIT_INTERVAL_S
+    assert agent_schema.DEFAULT_FLUSH_TIMEOUT_S == DEFAULT_FLUSH_TIMEOUT_S
+    assert agent_schema.DEFAULT_MAX_DRIFT_S == DEFAULT_MAX_DRIFT_S
+    assert set(get_args(agent_schema.P1VersionName)) == {v.value for v in P1Version}
+    assert AgentConfig(agent_id="a", topics=Topics("m")).diagnostics_interval_s == 60.0

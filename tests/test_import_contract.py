@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import agents
+from broker.keys import write_key_pair
 
 HEAVY = ("numpy", "pandas", "prophet", "sqlalchemy", "sqlmodel", "pvlib", "amqtt", "cmdstanpy")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +71,37 @@ def test_agent_help_runs_on_the_agent_closure() -> None:
     )
     assert result.returncode == 0
     assert "--config" in result.stdout
+
+
+def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path) -> None:
+    # What `wattmesh agent --config` loads before it connects: the configuration is
+    # validated with pydantic in a child process, so pydantic never stays resident.
+    write_key_pair(tmp_path / "keys")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'agent_id = "h001"\nmarket_id = "m1"\nbroker = "mqtt://127.0.0.1:1883"\n'
+        'key_file = "keys/private_key.pem"\nstate_dir = "state"\n'
+        '[meter]\nkind = "p1-tcp"\nhost = "127.0.0.1"\nport = 2001\n',
+        encoding="utf-8",
+    )
+    loaded = _loaded_after(
+        "import wattmesh.cli, wattmesh.agent_cli\n"
+        "from pathlib import Path\n"
+        "from wattmesh.agent_config import load_agent_config_isolated\n"
+        f"config = load_agent_config_isolated(Path({str(config)!r}))\n"
+        "assert config.agent.agent_id == 'h001'\n"
+        "import agents.lifecycle, agents.metering.open"
+    )
+    top = {m.split(".")[0] for m in loaded}
+    assert {"agents", "aiomqtt", "dsmr_parser"} <= top
+    assert _heavy(loaded) == set()
+    assert "pydantic" not in top and "pydantic_core" not in top
+    # The Home Assistant bridge and Modbus load only when configured.
+    assert "agents.ha_bridge" not in loaded and "pymodbus" not in top
+    assert "importlib.metadata" not in loaded  # only the bridge needs the version
+    # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed.
+    assert "dsmr_parser.clients" not in loaded and "serialx" not in top
+
+
+def test_the_probe_would_notice_pydantic() -> None:
+    assert "pydantic" in {m.split(".")[0] for m in _loaded_after("import wattmesh.agent_validate")}

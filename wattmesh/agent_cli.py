@@ -1,32 +1,34 @@
 """``wattmesh agent --config agent.toml [--validate-config]``: run one household agent.
 
-Imports only the agent's dependencies (the wire contract, aiomqtt, dsmr-parser,
-pydantic; pymodbus for a Modbus meter). The configuration format is documented in
-:mod:`wattmesh.agent_config` and docs/raspberry-pi.md. A replay meter reads a JSON
+Imports only the agent's dependencies (the wire contract, aiomqtt, dsmr-parser;
+pymodbus for a Modbus meter). pydantic validates the file in a short-lived child
+process (:mod:`wattmesh.agent_validate_child`), so it never stays in the agent. The
+configuration format is documented in :mod:`wattmesh.agent_config` and
+docs/raspberry-pi.md. A replay meter reads a JSON
 profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import sys
 from collections.abc import AsyncIterator
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agents.lifecycle import serve_household
-from agents.meter import Meter, SimulatedMeter, system_clock
-from agents.metering.open import open_meter
-from broker.errors import ConfigError
-from wattmesh.agent_config import AgentFileConfig, ReplaySpec, check_agent_config, load_agent_config
+if TYPE_CHECKING:  # the agent's own modules load lazily: see run_agent_command
+    from agents.meter import Meter, SimulatedMeter
+    from wattmesh.agent_config import AgentFileConfig
 
 EXIT_INVALID = 1
 
 
 def _replay_meter(path: Path) -> SimulatedMeter:
+    from agents.meter import SimulatedMeter, system_clock
+    from broker.errors import ConfigError
+
     try:
         profile = json.loads(path.read_text(encoding="utf-8"))
         return SimulatedMeter(
@@ -42,6 +44,9 @@ def _replay_meter(path: Path) -> SimulatedMeter:
 
 @contextlib.asynccontextmanager
 async def _meter(config: AgentFileConfig) -> AsyncIterator[Meter]:
+    from agents.metering.open import open_meter
+    from wattmesh.agent_config import ReplaySpec
+
     if isinstance(config.meter, ReplaySpec):
         yield _replay_meter(config.meter.path)
         return
@@ -50,6 +55,9 @@ async def _meter(config: AgentFileConfig) -> AsyncIterator[Meter]:
 
 
 def _version() -> str:
+    # Only for the Home Assistant bridge: importlib.metadata costs memory otherwise.
+    from importlib import metadata
+
     try:
         return metadata.version("wattmesh")
     except metadata.PackageNotFoundError:
@@ -57,6 +65,8 @@ def _version() -> str:
 
 
 async def _run(config: AgentFileConfig) -> None:
+    from agents.lifecycle import serve_household
+
     async with contextlib.AsyncExitStack() as stack:
         meter = await stack.enter_async_context(_meter(config))
         companions = []
@@ -83,12 +93,23 @@ async def _run(config: AgentFileConfig) -> None:
 
 def run_agent_command(path: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(_run(load_agent_config(path)))
+    from wattmesh.agent_validate_child import ValidationChild
+
+    # pydantic validates in a child process (never loaded here: about 9 MB), started
+    # first so that it runs while this process imports the agent.
+    child = ValidationChild(path)
+    import asyncio
+
+    from wattmesh.agent_config import load_agent_config_isolated
+
+    asyncio.run(_run(load_agent_config_isolated(path, child)))
     return 0
 
 
 def validate_config_command(path: Path) -> int:
     """Check ``path`` without connecting anywhere: 0 if valid, 1 listing every problem."""
+    from wattmesh.agent_config import check_agent_config
+
     config, problems = check_agent_config(path)
     if config is None:
         for problem in problems:

@@ -42,18 +42,13 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
 from __future__ import annotations
 
 import stat
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from agents.agent import AgentConfig
-from agents.clock import DEFAULT_MAX_DRIFT_S
 from agents.homeassistant import HomeAssistantConfig
-from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
+from agents.lifecycle import OutboxSettings
 from agents.metering.errors import MeterError
 from agents.metering.p1 import P1Version
 from agents.metering.spec import (
@@ -64,116 +59,23 @@ from agents.metering.spec import (
     P1SerialSpec,
     P1TcpSpec,
 )
-from agents.outbox import DEFAULT_CAPACITY
-from agents.publisher import DEFAULT_COMMIT_INTERVAL_S
 from broker.errors import ConfigError, WattmeshError
 from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
-from broker.topics import DEFAULT_PREFIX, Topics, check_segment
+from broker.topics import Topics, check_segment
 from broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
+from wattmesh.agent_schema import (
+    AgentSection,
+    ModbusRtuSection,
+    ModbusTcpSection,
+    P1FileSection,
+    P1SerialSection,
+    P1TcpSection,
+    ReplaySection,
+    TlsSection,
+)
+from wattmesh.agent_validate_child import ValidationChild
 
 _MQTTS_PORT = 8883
-_ID = r"^[A-Za-z0-9_.-]{1,64}$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Tls(_Strict):
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
-class _Mqtt(_Strict):
-    username: str | None = Field(default=None, min_length=1)
-    password_file: str | None = None
-    client_id: str | None = Field(default=None, min_length=1)
-    keepalive_s: int = Field(default=30, ge=1, le=3600)
-    tls: _Tls | None = None
-
-
-class _Replay(_Strict):
-    kind: Literal["replay"]
-    file: str
-
-
-class _P1Serial(_Strict):
-    kind: Literal["p1-serial"]
-    device: str = Field(min_length=1)
-    version: P1Version = P1Version.DSMR5
-    baud: int | None = Field(default=None, ge=300, le=4_000_000)
-
-
-class _P1Tcp(_Strict):
-    kind: Literal["p1-tcp"]
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    version: P1Version = P1Version.DSMR5
-
-
-class _P1File(_Strict):
-    kind: Literal["p1-file"]
-    path: str = Field(min_length=1)
-    version: P1Version = P1Version.DSMR5
-
-
-class _ModbusTcp(_Strict):
-    kind: Literal["modbus-tcp"]
-    host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
-    map: str = Field(min_length=1)
-
-
-class _ModbusRtu(_Strict):
-    kind: Literal["modbus-rtu"]
-    device: str = Field(min_length=1)
-    map: str = Field(min_length=1)
-    unit: int = Field(default=1, ge=0, le=247)
-    baud: int = Field(default=9600, ge=300, le=4_000_000)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-
-
-_Meter = Annotated[
-    _Replay | _P1Serial | _P1Tcp | _P1File | _ModbusTcp | _ModbusRtu,
-    Field(discriminator="kind"),
-]
-
-
-class _HomeAssistant(_Strict):
-    enabled: bool = False
-    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-    state_interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)
-
-
-class _Outbox(_Strict):
-    capacity: int = Field(default=DEFAULT_CAPACITY, ge=1, le=10_000_000)
-    commit_interval_s: float = Field(default=DEFAULT_COMMIT_INTERVAL_S, ge=0.0, le=60.0)
-    flush_timeout_s: float = Field(default=DEFAULT_FLUSH_TIMEOUT_S, ge=0.0, le=300.0)
-
-
-class _Health(_Strict):
-    max_clock_drift_s: int = Field(default=DEFAULT_MAX_DRIFT_S, ge=1, le=86_400)
-    diagnostics_interval_s: float = Field(default=60.0, ge=1.0, le=86_400.0)
-
-
-class _Agent(_Strict):
-    agent_id: str = Field(pattern=_ID)
-    market_id: str = Field(pattern=_ID)
-    topic_prefix: str = DEFAULT_PREFIX
-    broker: str
-    key_file: str
-    state_dir: str
-    operator_key_file: str | None = None
-    forecast_timeout_s: float = Field(default=60.0, gt=0)
-    mqtt: _Mqtt = _Mqtt()
-    meter: _Meter
-    homeassistant: _HomeAssistant = _HomeAssistant()
-    outbox: _Outbox = _Outbox()
-    health: _Health = _Health()
 
 
 @dataclass(frozen=True)
@@ -205,24 +107,6 @@ class _Problems:
         self.items.append(f"{where}: {message}")
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-            if where.endswith("password"):
-                message += " (secrets are read from files: use password_file)"
-        elif error["type"] == "union_tag_invalid":
-            message = (
-                "unknown meter kind; expected replay, p1-serial, p1-tcp, p1-file, "
-                "modbus-tcp or modbus-rtu"
-            )
-        problems.append(f"{where}: {message}")
-    return problems
-
-
 def _secret_file(path: Path, where: str, problems: _Problems) -> str | None:
     """The first line of a secret file that only its owner may read."""
     try:
@@ -248,19 +132,19 @@ def _readable(path: Path, where: str, problems: _Problems) -> Path:
     return path
 
 
-def _meter_spec(model: _Agent, base: Path, problems: _Problems) -> MeterSpec | ReplaySpec:
+def _meter_spec(model: AgentSection, base: Path, problems: _Problems) -> MeterSpec | ReplaySpec:
     meter = model.meter
     match meter:
-        case _Replay():
+        case ReplaySection():
             return ReplaySpec(_readable(base / meter.file, "meter.file", problems))
-        case _P1Serial():
-            return P1SerialSpec(meter.device, meter.version, meter.baud)
-        case _P1Tcp():
-            return P1TcpSpec(meter.host, meter.port, meter.version)
-        case _P1File():
+        case P1SerialSection():
+            return P1SerialSpec(meter.device, P1Version(meter.version), meter.baud)
+        case P1TcpSection():
+            return P1TcpSpec(meter.host, meter.port, P1Version(meter.version))
+        case P1FileSection():
             _readable(base / meter.path, "meter.path", problems)
-            return P1FileSpec(meter.path, meter.version)
-        case _ModbusTcp() | _ModbusRtu():
+            return P1FileSpec(meter.path, P1Version(meter.version))
+        case ModbusTcpSection() | ModbusRtuSection():
             _check_map(meter.map, base, problems)
             try:
                 import pymodbus  # noqa: F401 - only to tell a missing extra early
@@ -269,7 +153,7 @@ def _meter_spec(model: _Agent, base: Path, problems: _Problems) -> MeterSpec | R
                     "meter.kind",
                     f"{meter.kind} needs pymodbus: pip install 'wattmesh[agent,modbus]'",
                 )
-            if isinstance(meter, _ModbusTcp):
+            if isinstance(meter, ModbusTcpSection):
                 return ModbusTcpSpec(meter.host, meter.port, meter.map, meter.unit)
             return ModbusRtuSpec(
                 meter.device, meter.map, meter.unit, meter.baud, meter.parity, meter.stopbits
@@ -286,7 +170,7 @@ def _check_map(name: str, base: Path, problems: _Problems) -> None:
         problems.add("meter.map", str(exc))
 
 
-def _transport(model: _Agent, base: Path, problems: _Problems) -> TransportConfig | None:
+def _transport(model: AgentSection, base: Path, problems: _Problems) -> TransportConfig | None:
     url = model.broker.strip()
     secure = url.startswith("mqtts://")
     try:
@@ -301,7 +185,7 @@ def _transport(model: _Agent, base: Path, problems: _Problems) -> TransportConfi
     if mqtt.tls is not None and not secure:
         problems.add("mqtt.tls", "TLS settings need an mqtts:// broker URL")
     if secure:
-        t = mqtt.tls or _Tls()
+        t = mqtt.tls or TlsSection()
         files = {
             name: None if value is None else _readable(base / value, f"mqtt.tls.{name}", problems)
             for name, value in (
@@ -333,26 +217,37 @@ def _transport(model: _Agent, base: Path, problems: _Problems) -> TransportConfi
     )
 
 
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}") from exc
-
-
 def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
-    """Validate ``path``: the configuration, or None and every problem (TOML path first)."""
-    try:
-        raw = _read_toml(path)
-    except ConfigError as exc:
-        return None, [str(exc)]
-    try:
-        model = _Agent.model_validate(raw)
-    except ValidationError as exc:
-        return None, _pydantic_problems(exc)
-    base = path.parent
+    """Validate ``path`` in this process: the configuration, or None and every problem.
+
+    Loads pydantic into this process (``--validate-config``, tests); the agent itself
+    uses :func:`check_agent_config_isolated`.
+    """
+    from wattmesh.agent_validate import validate_file
+
+    model, problems = validate_file(path)
+    if model is None:
+        return None, problems
+    return _build(model, path.parent)
+
+
+def check_agent_config_isolated(
+    path: Path, child: ValidationChild | None = None
+) -> tuple[AgentFileConfig | None, list[str]]:
+    """Like :func:`check_agent_config`, with the pydantic validation in a child process.
+
+    The child (:class:`~wattmesh.agent_validate_child.ValidationChild`, pass one already
+    started for ``path`` to overlap it with other work) returns the validated sections
+    as plain dataclasses, so pydantic's memory never stays in the long-running agent.
+    """
+    model, problems = (child or ValidationChild(path)).result()
+    if model is None:
+        return None, problems
+    return _build(model, path.parent)
+
+
+def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, list[str]]:
+    """Check the files the validated sections name and build the configuration."""
     problems = _Problems()
     try:
         topics = Topics(check_segment(model.market_id, "market_id"), model.topic_prefix)
@@ -409,7 +304,17 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
 
 def load_agent_config(path: Path) -> AgentFileConfig:
     """The validated configuration; ConfigError listing every problem otherwise."""
-    config, problems = check_agent_config(path)
+    return _raise_problems(path, *check_agent_config(path))
+
+
+def load_agent_config_isolated(path: Path, child: ValidationChild | None = None) -> AgentFileConfig:
+    """:func:`load_agent_config` with pydantic in a child process (what the agent runs)."""
+    return _raise_problems(path, *check_agent_config_isolated(path, child))
+
+
+def _raise_problems(
+    path: Path, config: AgentFileConfig | None, problems: list[str]
+) -> AgentFileConfig:
     if config is None:
         raise ConfigError(f"{path}: " + f"; {path}: ".join(problems))
     return config
