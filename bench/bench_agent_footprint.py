@@ -8,8 +8,9 @@ outbox on disk. Per announcement the agent publishes a signed reading and, after
 ``forecast_timeout_s`` = 0.5 s without a forecast, a signed order.
 
 Baseline in the same run and on the same announcements: a bare Python process that
-imports only aiomqtt and cryptography and publishes the same two Ed25519-signed
-messages (JSON of similar size, QoS 1) per announcement.
+imports only aiomqtt and cryptography (loading a PEM key like the agent) and
+publishes two ECDSA P-256-signed messages (JSON of similar size, QoS 1) per
+announcement, as the agent does.
 
 Figures: resident memory (RSS, and PSS/USS from /proc/PID/smaps_rollup) after the
 window, peak RSS (VmHWM), CPU (utime+stime over the window, % of one core), start-up
@@ -55,10 +56,15 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASELINE = r"""
 import asyncio, json, sys, time
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 host, port, announce, reading_topic, order_topic = sys.argv[1:6]
-key = Ed25519PrivateKey.generate()
+pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+)
+key = serialization.load_pem_private_key(pem, password=None)  # as the agent loads its key
+algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 seq = 0
 
 def signed(body):
@@ -66,7 +72,7 @@ def signed(body):
     seq += 1
     header = {"agent": "base", "seq": seq, "time": int(time.time())}
     data = json.dumps({"body": body, "header": header}, sort_keys=True).encode()
-    return json.dumps({"msg": data.decode(), "sig": key.sign(data).hex(), "pad": "x" * 180})
+    return json.dumps({"msg": data.decode(), "sig": key.sign(data, algorithm).hex(), "pad": "x" * 180})
 
 async def main():
     async with aiomqtt.Client(host, int(port), identifier="fp-baseline") as client:
