@@ -72,7 +72,8 @@ def signed(body):
     seq += 1
     header = {"agent": "base", "seq": seq, "time": int(time.time())}
     data = json.dumps({"body": body, "header": header}, sort_keys=True).encode()
-    return json.dumps({"msg": data.decode(), "sig": key.sign(data, algorithm).hex(), "pad": "x" * 180})
+    signature = key.sign(data, algorithm).hex()
+    return json.dumps({"msg": data.decode(), "sig": signature, "pad": "x" * 180})
 
 async def main():
     async with aiomqtt.Client(host, int(port), identifier="fp-baseline") as client:

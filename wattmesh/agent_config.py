@@ -1,6 +1,9 @@
 """``agent.toml``: the household agent's configuration, validated with pydantic.
 
-Unknown keys are errors; every problem is reported with its TOML path. Secrets
+Unknown keys are errors; every problem is reported with its TOML path. The sections
+are plain dataclasses (:mod:`wattmesh.agent_schema`) that pydantic validates
+(:mod:`wattmesh.agent_validate`); the running agent does that in a short-lived child
+process (:func:`check_agent_config_isolated`) so pydantic never stays resident. Secrets
 (the signing key, the MQTT password, a TLS client key) are read from files named
 here, never from the command line or the TOML itself; the signing key and the
 password file must not be readable by group or others (chmod 600). Relative paths
