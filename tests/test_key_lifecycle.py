@@ -3,13 +3,18 @@ before and after, what it logs, what ``ledger verify`` checks, and restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+from pathlib import Path
 
 import pytest
 
 from broker.errors import ConfigError, MessageError, RejectReason
 from broker.keys import SigningKey
-from broker.messages import Side, decode_message
+from broker.messages import RejectionBody, Side, decode_message
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.clearing import GridTariff
 from ledger.entries import (
     EntryKind,
@@ -20,11 +25,13 @@ from ledger.entries import (
     message_entry,
 )
 from ledger.ledger import Ledger
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, House
 from wattmesh.cli import main
 
+TIMEOUT_S = 10.0
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 T1, T2, T3 = T0 + STEP, T0 + 2 * STEP, T0 + 3 * STEP
 
@@ -260,4 +267,55 @@ def test_verify_refuses_key_entries_that_do_not_follow(
     report = verify_ledger(ledger.store)
     assert (report.ok, report.first_bad_entry) == (False, at)
     assert report.problem is not None and problem in report.problem
+    ledger.store.close()
+
+
+async def test_a_revoked_household_hears_its_rejection_and_the_service_runs_on(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    """Over real Mosquitto: the revoked household (which has no valid key left, so the
+    gate does not wait for it) gets ``revoked_key`` on its error topic; the next
+    household's message is still accepted."""
+    market = f"m{uuid.uuid4().hex[:8]}"
+    topics = Topics(market)
+    a, b = House("h001"), House("h002")
+    ledger = Ledger(
+        LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}"),
+        market_id=market,
+        operator_key=SigningKey.generate(),
+    )
+    ledger.register({h.agent: h.key.verifying for h in (a, b)}, interval=T0)
+    ledger.register({}, interval=T0, revoked={"h002": {b.key.kid: "stolen"}})
+    ledger.open_interval(T0, TARIFF, trading=False)  # readings only
+
+    def config(name: str) -> TransportConfig:
+        return TransportConfig(address=mosquitto, client_id=f"{name}-{market}")
+
+    ingest = Transport(config("ledger"), subscriptions=ledger_subscriptions(topics))
+    household = Transport(config("h002"), subscriptions=[(topics.error("h002"), 1)])
+    service = LedgerService(
+        ledger, OperatorConfig(topics), key=ledger.operator_key, transport=ingest
+    )
+    async with ingest, household:
+        await asyncio.wait_for(
+            asyncio.gather(ingest.wait_connected(), household.wait_connected()), TIMEOUT_S
+        )
+        running = asyncio.create_task(service.run_ingest())
+        errors = household.messages()
+        refused = b.reading(T0, market=market)
+        await household.publish(topics.reading("h002"), refused, qos=1)
+        message = await asyncio.wait_for(anext(errors), TIMEOUT_S)
+        rejection = decode_message(message.payload).body
+        assert isinstance(rejection, RejectionBody)
+        assert (rejection.reason, rejection.ref) == (
+            RejectReason.REVOKED_KEY,
+            decode_message(refused).message_id,
+        )
+        assert "stolen" in rejection.detail
+        await household.publish(topics.reading("h001"), a.reading(T0, market=market), qos=1)
+        await asyncio.wait_for(service._wait_for_households(), TIMEOUT_S)
+        await ingest.aclose()
+        await asyncio.wait_for(running, TIMEOUT_S)
+    assert ledger.rejections == {RejectReason.REVOKED_KEY: 1}
+    assert ledger.close_interval().readings == 1
     ledger.store.close()
