@@ -218,13 +218,13 @@ class Ledger:
         self._open = _Open(interval, tariff, trading)
 
     def missing(self) -> set[str]:
-        """Registered households that have not yet sent all the open interval needs."""
+        """Households with a valid key that have not yet sent all the open interval needs."""
         if self._open is None:
             return set()
         op = self._open
         return {
             agent
-            for agent in self.keys
+            for agent in self._keyring.valid_der
             if agent not in op.readings or (op.trading and agent not in op.orders)
         }
 

@@ -16,6 +16,8 @@ for which household at each point.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,15 +107,20 @@ def _household(path: Path, number: int, item: Any) -> Household:
         key = VerifyingKey.from_pem(str(item["public_key"]).encode())
     except (ValueError, KeyFileError) as exc:
         raise ConfigError(f"{where}: 'public_key' is no valid P-256 public key (PEM)") from exc
-    limit = item.get("max_power_w")
-    if limit is not None and (
-        type(limit) is not int or not 0 < limit <= MAX_POWER_LIMIT_W  # bool is no int here
-    ):
+    limit = check_limit(where, item.get("max_power_w"))
+    return Household(agent, key, limit, _revoked(where, item.get("revoked_keys", [])))
+
+
+def check_limit(where: str, limit: object) -> int | None:
+    """A connection limit: None or an integer 1..MAX_POWER_LIMIT_W (W); else ConfigError."""
+    if limit is None:
+        return None
+    if type(limit) is not int or not 0 < limit <= MAX_POWER_LIMIT_W:  # bool is no int here
         raise ConfigError(
             f"{where}: 'max_power_w' must be an integer from 1 to {MAX_POWER_LIMIT_W} W, "
             f"got {limit!r}"
         )
-    return Household(agent, key, limit, _revoked(where, item.get("revoked_keys", [])))
+    return limit
 
 
 def _revoked(where: str, items: Any) -> dict[str, str]:
@@ -135,7 +142,7 @@ def _revoked(where: str, items: Any) -> dict[str, str]:
 
 def write_registry(path: Path, registry: Registry | Mapping[str, VerifyingKey]) -> None:
     """Write ``registry`` (or just keys per agent) in the format :func:`load_registry`
-    reads, households in id order."""
+    reads, households in id order; atomically (a new file renamed over the old one)."""
     if not isinstance(registry, Registry):
         registry = Registry({a: Household(a, k) for a, k in registry.items()})
     households = []
@@ -147,4 +154,16 @@ def write_registry(path: Path, registry: Registry | Mapping[str, VerifyingKey]) 
         if h.revoked:
             item["revoked_keys"] = [{"kid": k, "reason": h.revoked[k]} for k in sorted(h.revoked)]
         households.append(item)
-    path.write_text(json.dumps({"households": households}, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps({"households": households}, indent=2) + "\n"
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -185,6 +185,16 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
         restarted.register({"h003": old_c.key.verifying}, interval=T2)
     with pytest.raises(ConfigError, match="not registered"):
         restarted.register({}, interval=T2, revoked={"h999": {b.key.kid: "x"}})
+    restarted.close_interval()
+    old_b = House("h002", key=b.key, seq=200)
+    b.key, b.seq = SigningKey.generate(), 300  # h002 is back with a new key
+    assert restarted.register({"h002": b.key.verifying}, interval=T3) == 1
+    restarted.open_interval(T3, TARIFF)
+    assert _reason(restarted, old_b.reading(T3)) is RejectReason.REVOKED_KEY
+    restarted.ingest(b.reading(T3))
+    restarted.close_interval()
+    report = verify_ledger(restarted.store)
+    assert report.ok, report.problem
     restarted.store.close()
 
 
