@@ -170,16 +170,19 @@ class KeyRing:
 
     def key_for(self, agent: str, kid: str) -> VerifyingKey:
         """The key that checks a message of ``agent`` naming ``kid``; MessageError with
-        ``unknown_key``, ``revoked_key`` or ``rotated_key`` when there is none. A kid
-        the ring never saw is left to the signature check (``key_mismatch``)."""
+        ``unknown_key``, ``revoked_key`` (``kid`` is revoked, or the agent's current key
+        is) or ``rotated_key`` when there is none. A kid the ring never saw is left to
+        the signature check (``key_mismatch``)."""
         current = self.current.get(agent)
         if current is None:
             raise MessageError(RejectReason.UNKNOWN_KEY, f"{agent} is not registered")
         problem = self.why_not(agent, kid)
-        if problem is not None:
+        if problem is not None and problem[0] is RejectReason.REVOKED_KEY:
             raise MessageError(*problem)
         if agent not in self.valid_der:
             raise MessageError(RejectReason.REVOKED_KEY, f"{agent} has no valid key: revoked")
+        if problem is not None:
+            raise MessageError(*problem)
         return current
 
     def why_not(self, agent: str, kid: str) -> tuple[RejectReason, str] | None:
