@@ -22,6 +22,8 @@ class RejectReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KEY = "unknown_key"
     KEY_MISMATCH = "key_mismatch"
+    ROTATED_KEY = "rotated_key"  # the agent's key was replaced by a rotation
+    REVOKED_KEY = "revoked_key"
     REPLAY = "replay"
     WRONG_MARKET = "wrong_market"
     WRONG_INTERVAL = "wrong_interval"

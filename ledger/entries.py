@@ -21,6 +21,8 @@ from ledger.settlement import Basis, FlagReason, Settlement
 
 class EntryKind:
     KEY = "key"
+    KEY_ROTATION = "key_rotation"
+    KEY_REVOCATION = "key_revocation"
     READING = "reading"
     ORDER = "order"
     CLEARING = "clearing"
@@ -50,6 +52,24 @@ def key_entry(*, agent: str, key: VerifyingKey, interval: int) -> NewEntry:
         "public_key": base64.b64encode(key.der()).decode("ascii"),
     }
     return NewEntry(EntryKind.KEY, interval, agent, None, canonical_bytes(obj))
+
+
+def key_rotation_entry(*, agent: str, old_kid: str, key: VerifyingKey, interval: int) -> NewEntry:
+    """``key`` replaces the agent's current key ``old_kid`` from this entry on."""
+    obj = {
+        "kind": EntryKind.KEY_ROTATION,
+        "agent": agent,
+        "old_kid": old_kid,
+        "kid": key.kid,
+        "public_key": base64.b64encode(key.der()).decode("ascii"),
+    }
+    return NewEntry(EntryKind.KEY_ROTATION, interval, agent, None, canonical_bytes(obj))
+
+
+def key_revocation_entry(*, agent: str, kid: str, reason: str, interval: int) -> NewEntry:
+    """The agent's key ``kid`` verifies nothing from this entry on."""
+    obj = {"kind": EntryKind.KEY_REVOCATION, "agent": agent, "kid": kid, "reason": reason}
+    return NewEntry(EntryKind.KEY_REVOCATION, interval, agent, None, canonical_bytes(obj))
 
 
 def message_entry(message: SignedMessage) -> NewEntry:

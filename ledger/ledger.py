@@ -7,7 +7,6 @@ transaction together with the signed checkpoint.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -21,14 +20,8 @@ from ledger.accounts import Posting
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
-from ledger.entries import (
-    EntryKind,
-    NewEntry,
-    clearing_entry,
-    key_entry,
-    message_entry,
-    trade_entry,
-)
+from ledger.entries import EntryKind, NewEntry, clearing_entry, message_entry, trade_entry
+from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
@@ -104,7 +97,7 @@ class Ledger:
         store.set_meta_once(META_ORIGIN, self.origin)
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
         store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
-        self.keys: dict[str, VerifyingKey] = {}
+        self._keyring = KeyRing()
         self.rejections: Counter[RejectReason] = Counter()
         self.redeliveries = 0  # messages received again after being accepted
         self._tree = CompactRange()
@@ -128,8 +121,17 @@ class Ledger:
         return self._tree.root()
 
     @property
+    def keys(self) -> dict[str, VerifyingKey]:
+        """Each household's valid key (households whose key is revoked are left out)."""
+        return self._keyring.valid
+
+    @property
     def households(self) -> tuple[str, ...]:
-        return tuple(sorted(self.keys))
+        """Every registered household, also those whose key is revoked."""
+        return tuple(sorted(self._keyring.current))
+
+    def is_registered(self, agent: str) -> bool:
+        return agent in self._keyring.current
 
     @property
     def last_closed_interval(self) -> int | None:
@@ -141,10 +143,8 @@ class Ledger:
         for entry in self.store.iter_entries():
             self._tree.append_leaf_hash(entry.leaf_hash)
             obj = json.loads(entry.data)
-            if entry.kind == EntryKind.KEY:
-                self.keys[str(entry.agent)] = VerifyingKey.from_der(
-                    base64.b64decode(obj["public_key"])
-                )
+            if entry.kind in KEY_KINDS:
+                self._keyring.apply(entry.kind, entry.agent, obj, at=entry.idx)
             elif entry.kind in (EntryKind.READING, EntryKind.ORDER):
                 agent, seq = str(entry.agent), int(entry.agent_seq or 0)
                 message = decode_message(
@@ -178,16 +178,33 @@ class Ledger:
 
     # --- registration ----------------------------------------------------------------
 
-    def register(self, keys: Mapping[str, VerifyingKey], *, interval: int) -> int:
-        """Log a ``key`` entry for each new or changed household key; return how many."""
-        entries = [
-            key_entry(agent=agent, key=keys[agent], interval=interval)
-            for agent in sorted(keys)
-            if self.keys.get(agent) != keys[agent]
-        ]
+    def register(
+        self,
+        keys: Mapping[str, VerifyingKey],
+        *,
+        interval: int,
+        revoked: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> int:
+        """Log what changed: a ``key`` entry for each new household, a ``key_rotation``
+        for each household whose key is another one now, a ``key_revocation`` for each
+        newly revoked key (``revoked``: agent -> kid -> reason); return how many.
+
+        A household left out of ``keys`` keeps its key. Rotations and revocations take
+        effect at their position in the log, so they are refused while an interval is
+        open (its accepted messages are logged at its close). ConfigError when a key
+        cannot be revoked or rotated to (see :class:`ledger.keyring.KeyRing`).
+        """
+        try:
+            entries = self._keyring.plan(keys, revoked or {}, interval=interval)
+        except KeyLogError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self._open is not None and any(e.kind != EntryKind.KEY for e in entries):
+            raise RuntimeError("rotate or revoke keys between intervals, not while one is open")
         if entries:
+            first = self._tree.size
             self._append(entries, interval)
-            self.keys.update(keys)
+            for at, e in enumerate(entries, start=first):
+                self._keyring.apply(e.kind, e.agent, json.loads(e.data), at=at)
         return len(entries)
 
     # --- intervals -------------------------------------------------------------------
@@ -201,13 +218,13 @@ class Ledger:
         self._open = _Open(interval, tariff, trading)
 
     def missing(self) -> set[str]:
-        """Registered households that have not yet sent all the open interval needs."""
+        """Households with a valid key that have not yet sent all the open interval needs."""
         if self._open is None:
             return set()
         op = self._open
         return {
             agent
-            for agent in self.keys
+            for agent in self._keyring.valid_der
             if agent not in op.readings or (op.trading and agent not in op.orders)
         }
 
@@ -255,10 +272,7 @@ class Ledger:
             raise MessageError(RejectReason.WRONG_MARKET, f"this is market {self.market_id}")
         if topic_agent is not None and topic_agent != header.agent:
             raise MessageError(RejectReason.KEY_MISMATCH, "sent on another household's topic")
-        key = self.keys.get(header.agent)
-        if key is None:
-            raise MessageError(RejectReason.UNKNOWN_KEY, f"{header.agent} is not registered")
-        message.verify(key)
+        message.verify(self._keyring.key_for(header.agent, header.kid))
         seen = self._seen.get((header.agent, header.seq))
         if seen == message.message_id:
             raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")

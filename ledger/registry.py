@@ -1,51 +1,169 @@
 """Which key belongs to which household: a JSON registry file the operator keeps.
 
-Format (see docs/protocol.md)::
+Format (see docs/protocol.md, Registry)::
 
-    {"households": [{"agent": "h001", "public_key": "-----BEGIN PUBLIC KEY-----..."}]}
+    {"households": [{"agent": "h001", "public_key": "-----BEGIN PUBLIC KEY-----...",
+                     "max_power_w": 11040,
+                     "revoked_keys": [{"kid": "<64 hex>", "reason": "stolen device"}]}]}
 
-The ledger logs every registration as a ``key`` entry, so the log itself says which
-key was valid for which household from which point on.
+``public_key`` is the household's current key; ``max_power_w`` (optional) its
+connection limit in W; ``revoked_keys`` (optional) keys that verify nothing any more.
+The ledger logs every registration, rotation (a new ``public_key``) and revocation
+(:meth:`ledger.ledger.Ledger.register`), so the log itself says which key was valid
+for which household at each point.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from broker.errors import ConfigError, KeyFileError
 from broker.keys import VerifyingKey
 from broker.topics import check_segment
+from ledger.keyring import KeyLogError, check_kid, check_reason
+from ledger.metering import MeteringConfig
+
+MAX_POWER_LIMIT_W = 1_000_000
+"""Largest connection limit a registry may give (the wire bound of ``power_w``)."""
+
+_FIELDS = frozenset({"agent", "public_key", "max_power_w", "revoked_keys"})
 
 
-def load_registry(path: Path) -> dict[str, VerifyingKey]:
-    """Read a registry file; raise ConfigError naming what is wrong."""
+@dataclass(frozen=True)
+class Household:
+    """One registry entry: the current key, revoked keys (kid -> reason), the limit."""
+
+    agent: str
+    key: VerifyingKey
+    max_power_w: int | None = None
+    revoked: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registry:
+    households: Mapping[str, Household]
+
+    @property
+    def keys(self) -> dict[str, VerifyingKey]:
+        """Each household's current key, for :meth:`ledger.ledger.Ledger.register`."""
+        return {a: h.key for a, h in self.households.items()}
+
+    @property
+    def revoked(self) -> dict[str, dict[str, str]]:
+        """agent -> kid -> reason, for :meth:`ledger.ledger.Ledger.register`."""
+        return {a: dict(h.revoked) for a, h in self.households.items() if h.revoked}
+
+    def metering(self, base: MeteringConfig | None = None) -> MeteringConfig:
+        """``base`` (default: the defaults) with the registry's per-household limits."""
+        base = base or MeteringConfig()
+        limits = dict(base.max_power_w)
+        limits.update(
+            {a: h.max_power_w for a, h in self.households.items() if h.max_power_w is not None}
+        )
+        return replace(base, max_power_w=limits)
+
+
+def load_registry(path: Path) -> Registry:
+    """Read a registry file; raise ConfigError naming the file, household and problem."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read registry {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"registry {path} is not JSON: {exc}") from exc
     households = obj.get("households") if isinstance(obj, dict) else None
     if not isinstance(households, list):
         raise ConfigError(f"registry {path} needs a 'households' list")
-    keys: dict[str, VerifyingKey] = {}
+    parsed: dict[str, Household] = {}
     for number, item in enumerate(households):
-        if not isinstance(item, dict) or set(item) != {"agent", "public_key"}:
-            raise ConfigError(f"registry entry {number} needs exactly 'agent' and 'public_key'")
-        agent = check_segment(str(item["agent"]), "agent id")
-        if agent in keys:
-            raise ConfigError(f"registry lists {agent} twice")
+        household = _household(path, number, item)
+        if household.agent in parsed:
+            raise ConfigError(f"registry {path} lists {household.agent} twice")
+        parsed[household.agent] = household
+    return Registry(parsed)
+
+
+def _household(path: Path, number: int, item: Any) -> Household:
+    where = f"registry {path}: entry {number}"
+    if not isinstance(item, dict) or not {"agent", "public_key"} <= set(item) <= _FIELDS:
+        raise ConfigError(
+            f"{where} needs 'agent' and 'public_key' and may have only "
+            "'max_power_w' and 'revoked_keys' besides"
+        )
+    if not isinstance(item["agent"], str):
+        raise ConfigError(f"{where}: 'agent' must be a string")
+    try:
+        agent = check_segment(item["agent"], "agent id")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    where = f"registry {path}: household {agent}"
+    try:
+        key = VerifyingKey.from_pem(str(item["public_key"]).encode())
+    except (ValueError, KeyFileError) as exc:
+        raise ConfigError(f"{where}: 'public_key' is no valid P-256 public key (PEM)") from exc
+    limit = check_limit(where, item.get("max_power_w"))
+    return Household(agent, key, limit, _revoked(where, item.get("revoked_keys", [])))
+
+
+def check_limit(where: str, limit: object) -> int | None:
+    """A connection limit: None or an integer 1..MAX_POWER_LIMIT_W (W); else ConfigError."""
+    if limit is None:
+        return None
+    if type(limit) is not int or not 0 < limit <= MAX_POWER_LIMIT_W:  # bool is no int here
+        raise ConfigError(
+            f"{where}: 'max_power_w' must be an integer from 1 to {MAX_POWER_LIMIT_W} W, "
+            f"got {limit!r}"
+        )
+    return limit
+
+
+def _revoked(where: str, items: Any) -> dict[str, str]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: 'revoked_keys' must be a list")
+    revoked: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"kid", "reason"}:
+            raise ConfigError(f"{where}: each of 'revoked_keys' needs exactly 'kid' and 'reason'")
         try:
-            keys[agent] = VerifyingKey.from_pem(str(item["public_key"]).encode())
-        except (ValueError, KeyFileError) as exc:
-            raise ConfigError(f"registry entry {agent} holds no valid P-256 public key") from exc
-    return keys
+            kid, reason = check_kid(item["kid"]), check_reason(item["reason"])
+        except KeyLogError as exc:
+            raise ConfigError(f"{where}: revoked key: {exc}") from exc
+        if kid in revoked:
+            raise ConfigError(f"{where}: revoked key {kid[:16]} is listed twice")
+        revoked[kid] = reason
+    return revoked
 
 
-def write_registry(path: Path, keys: Mapping[str, VerifyingKey]) -> None:
-    households = [
-        {"agent": agent, "public_key": keys[agent].pem().decode("ascii")} for agent in sorted(keys)
-    ]
-    path.write_text(json.dumps({"households": households}, indent=2) + "\n", encoding="utf-8")
+def write_registry(path: Path, registry: Registry | Mapping[str, VerifyingKey]) -> None:
+    """Write ``registry`` (or just keys per agent) in the format :func:`load_registry`
+    reads, households in id order; atomically (a new file renamed over the old one)."""
+    if not isinstance(registry, Registry):
+        registry = Registry({a: Household(a, k) for a, k in registry.items()})
+    households = []
+    for agent in sorted(registry.households):
+        h = registry.households[agent]
+        item: dict[str, Any] = {"agent": agent, "public_key": h.key.pem().decode("ascii")}
+        if h.max_power_w is not None:
+            item["max_power_w"] = h.max_power_w
+        if h.revoked:
+            item["revoked_keys"] = [{"kid": k, "reason": h.revoked[k]} for k in sorted(h.revoked)]
+        households.append(item)
+    text = json.dumps({"households": households}, indent=2) + "\n"
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -95,7 +95,7 @@ class LedgerService:
     async def _reject(self, agent: str, payload: bytes, exc: MessageError) -> None:
         ref, ref_seq = _reference(payload)
         _LOG.info("rejected message from %s: %s", agent, exc)
-        if agent not in self.ledger.keys:
+        if not self.ledger.is_registered(agent):
             return  # nobody registered listens there; do not let strangers make us publish
         body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
         await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)

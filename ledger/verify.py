@@ -9,19 +9,19 @@ fails (then the entries, not the node, were changed after signing).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.errors import RejectReason
 from broker.keys import VerifyingKey
 from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
 from ledger.accounts import Posting, UnbalancedPosting
 from ledger.checkpoint import verify_checkpoint
 from ledger.entries import EntryKind, parse_flag, parse_revision
+from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.msgcheck import MessageChecker, MessageJob
 from ledger.proofs import (
@@ -72,7 +72,7 @@ def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
         raise _Bad(idx, "entry data is not JSON") from exc
     if not isinstance(obj, dict) or obj.get("kind") != entry.kind:
         raise _Bad(idx, "entry kind does not match its data")
-    if entry.kind == EntryKind.KEY:
+    if entry.kind in KEY_KINDS:
         _check_key(entry, obj, state)
     elif entry.kind == EntryKind.TRADE:
         for ref in (obj.get("buy_order"), obj.get("sell_order")):
@@ -117,21 +117,20 @@ def _check_posting(entry: StoredEntry, obj: dict[str, Any]) -> None:
 class _State:
     market: str
     messages: MessageChecker
-    ders: dict[str, bytes] = field(default_factory=dict)
+    keys: KeyRing = field(default_factory=KeyRing)
     order_ids: set[str] = field(default_factory=set)
 
 
 def _check_key(entry: StoredEntry, obj: dict[str, Any], state: _State) -> None:
+    """A registration, rotation or revocation must follow from the key entries before."""
     try:
-        key = VerifyingKey.from_der(base64.b64decode(obj["public_key"], validate=True))
-    except (KeyError, ValueError, binascii.Error) as exc:
-        raise _Bad(entry.idx, "key entry holds no valid public key") from exc
-    if key.kid != obj.get("kid") or obj.get("agent") != entry.agent:
-        raise _Bad(entry.idx, "key entry's key id or agent does not match")
-    state.ders[str(entry.agent)] = key.der()
+        state.keys.apply(entry.kind, entry.agent, obj, at=entry.idx)
+    except KeyLogError as exc:
+        raise _Bad(entry.idx, str(exc)) from exc
 
 
 _SIGNED_SEP = b'","signed":'
+_KID = b'"kid":"'
 
 
 def _check_message(entry: StoredEntry, state: _State) -> None:
@@ -144,9 +143,13 @@ def _check_message(entry: StoredEntry, state: _State) -> None:
     if not data.startswith(prefix) or cut < 0 or not data.endswith(b"}"):
         raise _Bad(idx, "stored message is not in the log's message layout")
     signed = data[cut + len(_SIGNED_SEP) : -1]
-    der = state.ders.get(str(entry.agent))
+    agent = str(entry.agent)
+    keys = state.keys
+    der = keys.valid_der.get(agent)
+    if der is None or agent in keys.retired_agents:
+        _check_kid_valid(idx, agent, signed, keys)
     if der is None:
-        raise _Bad(idx, f"no registered key for {entry.agent} before this entry")
+        raise _Bad(idx, f"no registered key for {agent} before this entry")
     job = MessageJob(
         idx,
         entry.kind,
@@ -163,6 +166,26 @@ def _check_message(entry: StoredEntry, state: _State) -> None:
         raise _Bad(*failed)
     if entry.kind == EntryKind.ORDER:
         state.order_ids.add(hashlib.sha256(signed).hexdigest())
+
+
+def _check_kid_valid(idx: int, agent: str, signed: bytes, keys: KeyRing) -> None:
+    """A message signed with a key rotated out or revoked before it: say so.
+
+    Only the error message depends on this: the signature check (key id and signature
+    against the agent's valid key) refuses such a message anyway. The kid is the first
+    ``"kid":"`` in the canonical signed bytes (the bodies of readings and orders hold
+    no strings that could contain it).
+    """
+    at = signed.find(_KID)
+    if at < 0:
+        return
+    kid = signed[at + len(_KID) : at + len(_KID) + 64].decode("ascii", "replace")
+    gone = keys.retired.get((agent, kid))
+    if gone is not None:
+        what = "revoked" if gone.kind is RejectReason.REVOKED_KEY else "rotated out"
+        raise _Bad(idx, f"signed with key {kid[:16]} of {agent}, {what} at entry {gone.at}")
+    if agent in keys.current and agent not in keys.valid_der:
+        raise _Bad(idx, f"{agent} has no valid key here: its key was revoked")
 
 
 def default_workers(entries: int) -> int:

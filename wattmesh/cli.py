@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_simulate, _add_keys, _add_ledger, _add_market, _add_agent, _add_meter):
         add(sub)
+    from wattmesh.registry_cli import add_registry_commands  # stdlib only at import time
+
+    add_registry_commands(sub)
     return parser
 
 
