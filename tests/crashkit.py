@@ -16,6 +16,7 @@ dozens of kills::
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
 import sys
@@ -33,6 +34,7 @@ T0 = 1_750_000_500 - 1_750_000_500 % 900
 STEP = 900
 SEED = 7
 HOUSEHOLDS = tuple(f"h{i:03d}" for i in range(1, 7))
+STALL_S = 45.0
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 
 
@@ -101,6 +103,8 @@ def serve(db_url: str, intervals: int) -> None:
         pid = os.fork()
         if pid == 0:  # the ledger process
             code = 0
+            # A stalled ledger process shows where it stalls (stderr) and ends.
+            faulthandler.dump_traceback_later(STALL_S, exit=True)
             try:
                 print(f"pid {os.getpid()}", flush=True)
                 play(db_url, intervals, say=True)

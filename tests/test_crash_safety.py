@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -27,6 +30,13 @@ from tests import crashkit
 ROOT = Path(__file__).resolve().parents[1]
 INTERVALS = 24
 KILLS = 20
+LINE_TIMEOUT_S = 60.0
+
+
+def _pump(stream: TextIO, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put("")  # end of output
 
 
 def _check_consistent(db_url: str) -> int:
@@ -68,18 +78,28 @@ def test_ledger_resumes_exactly_after_repeated_sigkills(db_url: str, tmp_path: P
         text=True,
     )
     assert server.stdin is not None and server.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(server.stdout, lines), daemon=True)
+    reader.start()
+
+    def next_line() -> str:
+        try:  # a stalled ledger process fails the test here, not at the suite's timeout
+            return lines.get(timeout=LINE_TIMEOUT_S).strip()
+        except queue.Empty:
+            pytest.fail(f"no output from the ledger process for {LINE_TIMEOUT_S} s")
+
     try:
         while True:
             server.stdin.write("run\n")
             server.stdin.flush()
-            first = server.stdout.readline().split()
+            first = next_line().split()
             assert first[0] == "pid", first
             pid = int(first[1])
             # Kill after a random number of progress lines plus a random few
             # milliseconds, so kills land before, inside and after commits.
             kill_after = rng.randint(1, 20) if kills < KILLS else None
             seen, finished = 0, False
-            while (line := server.stdout.readline().strip()) and not line.startswith("exit"):
+            while (line := next_line()) and not line.startswith("exit"):
                 finished = finished or line == "done"
                 seen += 1
                 if kill_after is not None and seen == kill_after:
@@ -95,7 +115,9 @@ def test_ledger_resumes_exactly_after_repeated_sigkills(db_url: str, tmp_path: P
                 break
     finally:
         server.stdin.close()
-        server.wait(timeout=60)
+        if server.wait(timeout=60) is None:
+            server.kill()
+        reader.join(timeout=60)
         server.stdout.close()
     assert kills >= KILLS
     assert _check_consistent(db_url) == INTERVALS
