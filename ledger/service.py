@@ -149,9 +149,14 @@ class LedgerService:
         audit = self.audit_messages(outcome)
         topics, interval = self.config.topics, outcome.interval
         await self._publish(topics.checkpoint, audit.checkpoint, interval=interval, retain=True)
-        for agent, parts in audit.receipts.items():
-            for part in parts:
-                await self._publish(topics.receipt(agent), part, interval=interval, retain=False)
+        # In flight together (QoS 1, each awaits its PUBACK): one round trip, not N.
+        await asyncio.gather(
+            *(
+                self._publish(topics.receipt(agent), part, interval=interval, retain=False)
+                for agent, parts in audit.receipts.items()
+                for part in parts
+            )
+        )
 
     async def clear_retained(self) -> None:
         """Remove the retained market state (announcement, household statuses).
