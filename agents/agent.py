@@ -140,6 +140,7 @@ class HouseholdAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.audit: Auditor | None = None
         self.audited = asyncio.Event()  # set after each operator audit message handled
+        self._audit_link = transport.reconnects  # reconnections the audit knows of
         if config.operator_key is not None:
             self.audit = Auditor(
                 config.agent_id,
@@ -196,6 +197,9 @@ class HouseholdAgent:
         audit, topics, me = self.audit, self.config.topics, self.config.agent_id
         if audit is None or self.config.operator_key is None:
             return
+        if self.transport.reconnects != self._audit_link:
+            self._audit_link = self.transport.reconnects
+            audit.reconnected()
         try:
             message.verify(self.config.operator_key)
         except MessageError as exc:

@@ -14,7 +14,8 @@ operator publishes it checks (docs/protocol.md, "Audit"):
   about this household (else ``bad_proof``);
 * every reading and order it sent and the ledger did not refuse shows up in a receipt
   by the end of the next interval's receipt, and every trade the operator announced
-  for it is in that interval's receipt (else ``missing_entry``).
+  for it is in that interval's receipt (else ``missing_entry``; after a lost
+  connection, whose receipts are gone, only if its interval's receipt was checked).
 
 The checks are plain functions and one state machine (:class:`Auditor`) without I/O
 but the checkpoint file; :mod:`agents.agent` feeds it and logs, counts and reports
@@ -226,6 +227,7 @@ class _Expected:
     kind: str
     seq: int
     message_id: str
+    excused: bool = False  # the link dropped since: its receipt may never have come
 
 
 @dataclass
@@ -250,6 +252,8 @@ class Auditor:
         self.last_alarm: Finding | None = None
         self.receipts_checked = 0
         self.entries_checked = 0
+        self.unverified = 0  # own messages whose receipt was lost with the connection
+        self._verified: set[int] = set()  # intervals whose receipt was checked
         self.saved: CheckpointBody | None = None
         self._roots: OrderedDict[int, bytes] = OrderedDict()
         self._expected: OrderedDict[bytes, _Expected] = OrderedDict()  # leaf bytes
@@ -288,6 +292,7 @@ class Auditor:
             "checkpoint_size": self.saved.tree_size if self.saved is not None else None,
             "receipts_checked": self.receipts_checked,
             "entries_checked": self.entries_checked,
+            "unverified": self.unverified,
             "alarms": dict(sorted(self.alarms.items())),
             "last_alarm": None
             if last is None
@@ -310,6 +315,13 @@ class Auditor:
         )
         while len(self._expected) > MAX_EXPECTED:
             self._expected.popitem(last=False)
+
+    def reconnected(self) -> None:
+        """The connection to the broker dropped: receipts sent meanwhile were lost, so
+        messages sent before now need no receipt of their own interval (an alarm only if
+        that receipt was checked and lacked them)."""
+        for exp in self._expected.values():
+            exp.excused = True
 
     def refused(self, message_id: str) -> None:
         """The ledger rejected message ``message_id``: it is not expected in the log."""
@@ -380,6 +392,9 @@ class Auditor:
             self._expected.pop(entry.data, None)
         self.entries_checked += len(good)
         self.receipts_checked += 1
+        self._verified.add(interval)
+        if len(self._verified) > MAX_EXPECTED:
+            self._verified.discard(min(self._verified))
         findings += self._judge_expected(before=interval)
         self._logged[interval] = logged_trades(good)
         self._trim(self._logged)
@@ -394,6 +409,9 @@ class Auditor:
             del self._expected[leaf]
             if exp.message_id in self._refused:
                 self._refused.discard(exp.message_id)
+                continue
+            if exp.excused and exp.interval not in self._verified:
+                self.unverified += 1
                 continue
             detail = (
                 f"{exp.kind} seq {exp.seq} of interval {exp.interval} is in no verified receipt"

@@ -295,3 +295,20 @@ def test_household_entries_names_both_trade_parties() -> None:
         NewEntry("posting", T0, "h002", None, b"{}"),
     ]
     assert household_entries(10, entries) == {"h001": [10, 11], "h002": [11, 13]}
+
+
+def test_after_a_lost_connection_an_unseen_receipt_is_unverified_not_missing() -> None:
+    log = Log()
+    audit = Auditor("h001", origin=ORIGIN, key=OPERATOR.verifying, store=MemoryCheckpointStore())
+    before, omitted = _order(1), _order(2, interval=T0 + 900)
+    audit.expect(before)
+    audit.reconnected()  # the receipt of T0 went out while the agent was away
+    audit.expect(omitted)
+    later = _order(3, interval=T0 + 1800)
+    log.leaves = [b"x", message_leaf(later)]
+    audit.on_checkpoint(log.checkpoint(0), current=True)
+    assert audit.on_receipt(T0 + 900, log.receipt([1])) == []  # T0 + 900: omitted is absent
+    assert audit.unverified == 1 and audit.alarms == {}
+    findings = audit.on_receipt(T0 + 1800, log.receipt([1]))
+    assert [f.alarm for f in findings] == [Alarm.MISSING_ENTRY]  # sent after the reconnect
+    assert "seq 2" in findings[0].detail
