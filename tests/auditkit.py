@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,20 @@ class Market:
     mosquitto: BrokerAddress
     interval: int = T0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    make_agent: Callable[[str], Awaitable[HouseholdAgent]] | None = None
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def restart(self, agent_id: str) -> HouseholdAgent:
+        """Stop one agent and start a new one with the same key, sequence and state dir."""
+        self.running[agent_id].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.running[agent_id]
+        assert self.make_agent is not None
+        agent = self.agents[agent_id] = await self.make_agent(agent_id)
+        await asyncio.wait_for(agent.transport.wait_connected(), TIMEOUT_S)
+        self.running[agent_id] = asyncio.create_task(agent.run())
+        self.tasks.append(self.running[agent_id])
+        return agent
 
     async def run_intervals(self, count: int) -> None:
         """Run ``count`` trading intervals (each waits for every agent's reading and
@@ -143,8 +157,9 @@ async def market(
         service = service_type(
             ledger, OperatorConfig(topics, interval_s=STEP), key=operator, transport=ingest
         )
-        agents: dict[str, HouseholdAgent] = {}
-        for agent_id, (demand, pv) in PLAN.items():
+        sequences = {a: MemorySequence() for a in PLAN}
+
+        async def make_agent(agent_id: str) -> HouseholdAgent:
             agent_config = AgentConfig(
                 agent_id=agent_id,
                 topics=topics,
@@ -158,14 +173,17 @@ async def market(
             )
             state = tmp_path / agent_id
             state.mkdir(exist_ok=True)
-            agents[agent_id] = HouseholdAgent(
+            return HouseholdAgent(
                 agent_config,
                 key=keys[agent_id],
                 transport=transport,
-                meter=StepMeter(demand, pv),
-                sequence=MemorySequence(),
+                meter=meters[agent_id],
+                sequence=sequences[agent_id],
                 checkpoints=CheckpointFile(state / "checkpoint.note"),
             )
+
+        meters = {a: StepMeter(d, p) for a, (d, p) in PLAN.items()}
+        agents = {a: await make_agent(a) for a in PLAN}
         await asyncio.wait_for(
             asyncio.gather(
                 ingest.wait_connected(),
@@ -174,11 +192,12 @@ async def market(
             ),
             TIMEOUT_S,
         )
-        result = Market(topics, ledger, service, agents, mosquitto)
+        result = Market(topics, ledger, service, agents, mosquitto, make_agent=make_agent)
+        result.running = {a: asyncio.create_task(agent.run()) for a, agent in agents.items()}
         result.tasks = [
             asyncio.create_task(service.run_ingest()),
             asyncio.create_task(_forecaster(forecasts, topics, SigningKey.generate())),
-            *(asyncio.create_task(a.run()) for a in agents.values()),
+            *result.running.values(),
         ]
         try:
             yield result

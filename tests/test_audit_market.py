@@ -54,6 +54,25 @@ async def test_households_verify_receipts_and_checkpoints_without_alarms(
     assert "AUDIT ALARM" not in caplog.text
 
 
+async def test_a_restarted_agent_checks_consistency_from_its_saved_checkpoint(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    async with market(mosquitto, tmp_path) as m:
+        await m.run_intervals(2)
+        await m.until_all(lambda a: a.receipts_checked == 2)
+        saved_size = m.ledger.size
+        agent = await m.restart("h001")
+        audit = agent.audit
+        assert audit is not None and audit.saved is not None
+        assert audit.saved.tree_size == saved_size  # read back from checkpoint.note
+        await m.run_intervals(2)
+        await m.until_all(lambda a: a.receipts_checked >= 2)
+        assert audit.saved.tree_size == m.ledger.size > saved_size
+        assert audit.alarms == {}
+        other = m.agents["h002"].audit
+        assert other is not None and other.alarms == {} and other.receipts_checked == 4
+
+
 class _Tamper(LedgerService):
     """An operator that changes one household's receipt or the checkpoint of one interval."""
 
