@@ -214,7 +214,7 @@ class HouseholdAgent:
             topics.checkpoint_reply(me),
         ):
             outcome: CheckpointOutcome = audit.on_checkpoint(
-                body, current=topic == topics.checkpoint
+                body, current=topic == topics.checkpoint, interval=interval
             )
             self._alarm(*outcome.findings)
             if outcome.request_from is not None:

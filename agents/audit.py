@@ -254,6 +254,7 @@ class Auditor:
         self.entries_checked = 0
         self.unverified = 0  # own messages whose receipt was lost with the connection
         self._verified: set[int] = set()  # intervals whose receipt was checked
+        self._head_interval: int | None = None  # interval of the last head checkpoint
         self.saved: CheckpointBody | None = None
         self._roots: OrderedDict[int, bytes] = OrderedDict()
         self._expected: OrderedDict[bytes, _Expected] = OrderedDict()  # leaf bytes
@@ -331,14 +332,23 @@ class Auditor:
 
     # --- checkpoints -----------------------------------------------------------------
 
-    def on_checkpoint(self, body: CheckpointNoteBody, *, current: bool) -> CheckpointOutcome:
-        """Check a signed checkpoint message (``current``: the market's head)."""
+    def on_checkpoint(
+        self, body: CheckpointNoteBody, *, current: bool, interval: int | None = None
+    ) -> CheckpointOutcome:
+        """Check a signed checkpoint message (``current``: the market's head, closing
+        ``interval``). A new head also settles own messages of intervals before the
+        previous head's: their receipts were due before it, so a household whose
+        receipts are withheld altogether finds out too."""
         out = CheckpointOutcome()
         opened = open_note(body.note, self.key, self.origin)
         if isinstance(opened, Finding):
             out.findings.append(self._raise(opened))
             return out
         self._know(opened)
+        if current and interval is not None:
+            if self._head_interval is not None and interval > self._head_interval:
+                out.findings += self._judge_expected(before=self._head_interval)
+            self._head_interval = max(interval, self._head_interval or interval)
         verdict = judge_checkpoint(self.saved, opened, body.old_size, body.proof, current=current)
         if verdict.finding is not None:
             out.findings.append(self._raise(verdict.finding))

@@ -312,3 +312,18 @@ def test_after_a_lost_connection_an_unseen_receipt_is_unverified_not_missing() -
     findings = audit.on_receipt(T0 + 1800, log.receipt([1]))
     assert [f.alarm for f in findings] == [Alarm.MISSING_ENTRY]  # sent after the reconnect
     assert "seq 2" in findings[0].detail
+
+
+def test_withheld_receipts_raise_missing_entry_at_a_later_checkpoint() -> None:
+    log = Log()
+    audit = Auditor("h001", origin=ORIGIN, key=OPERATOR.verifying, store=MemoryCheckpointStore())
+    audit.expect(_order(1))  # logged by nobody; no receipt ever comes
+    heads = []
+    for n in range(3):
+        old = len(log.leaves)
+        log.leaves.append(b"clearing %d" % n)
+        heads.append(audit.on_checkpoint(log.checkpoint(old), current=True, interval=T0 + n * 900))
+    # Receipts of T0 were due before the head of T0 + 900; judged at the next head.
+    assert [f.alarm for h in heads for f in h.findings] == [Alarm.MISSING_ENTRY]
+    assert heads[2].findings and "seq 1" in heads[2].findings[0].detail
+    assert audit.saved is not None and audit.saved.tree_size == 3
