@@ -35,6 +35,7 @@ from ledger.receipts import AuditMessages, IntervalSource, audit_messages, check
 _LOG = logging.getLogger(__name__)
 
 OPERATOR_ID = "operator"
+MAX_AUDIT_REQUEST_BYTES = 256  # {"from_size": N} is about 30 bytes
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,14 @@ class LedgerService:
         """Send a registered household the latest checkpoint with a consistency proof
         from the tree size it saved (``{"from_size": N}``); ignore anything else."""
         latest = self.ledger.store.latest_checkpoint()
-        try:
-            request = json.loads(payload)
-            from_size = request["from_size"] if isinstance(request, dict) else None
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError):
-            from_size = None
+        from_size = None
+        if len(payload) <= MAX_AUDIT_REQUEST_BYTES:
+            try:
+                request = json.loads(payload)
+            except (ValueError, RecursionError):  # not UTF-8 or not JSON
+                request = None
+            if isinstance(request, dict) and request.keys() == {"from_size"}:
+                from_size = request["from_size"]
         if (
             agent not in self.ledger.keys
             or latest is None

@@ -36,11 +36,20 @@ async def test_households_verify_receipts_and_checkpoints_without_alarms(
     async with market(mosquitto, tmp_path) as m:
         # Audit requests the operator must ignore (and keep running).
         request = m.topics.audit_request("h001")
-        for junk in (b"junk", b'{"from_size": 1000000}', b'{"from_size": true}', b"[]"):
+        junks = (
+            b"junk",
+            b'{"from_size": 1000000}',
+            b'{"from_size": true}',
+            b"[]",
+            b"[" * 100_000,
+            b'{"from_size": 1, "x": 2}',
+            b"\xff\xfe",
+        )
+        for junk in junks:
             await m.agents["h001"].transport.publish(request, junk, qos=1)
         await m.run_intervals(3)
         await m.until_all(lambda a: a.receipts_checked == 3)
-        assert caplog.text.count("ignored audit request from h001") == 4
+        assert caplog.text.count("ignored audit request from h001") == len(junks)
         for agent_id, agent in m.agents.items():
             audit = agent.audit
             assert audit is not None
