@@ -53,6 +53,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_outbox_outage.py
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_proofs.py
+	$(BIN)/python bench/bench_receipts.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding, MemoryCheckpointStore
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
@@ -33,9 +34,11 @@ from broker.messages import (
     ReadingBody,
     RejectionBody,
     SignedMessage,
+    TradesBody,
     decode_message,
     sign_message,
 )
+from broker.receipts import CheckpointNoteBody, ReceiptBody, log_origin
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig, Will
 
@@ -70,6 +73,10 @@ def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
             (topics.announce, 1),
             (topics.forecast(agent), 1),
             (topics.error(agent), 1),
+            (topics.checkpoint, 1),
+            (topics.checkpoint_reply(agent), 1),
+            (topics.receipt(agent), 1),
+            (topics.trades, 1),
         ],
         on_connect_publish=[(status, STATUS_ONLINE, 1, True)],
     )
@@ -81,6 +88,10 @@ class HouseholdAgent:
     Signed messages go out through ``publisher`` (the real agent: a
     :class:`DurablePublisher` over its outbox), or, given a ``sequence`` instead,
     straight to the transport (simulations).
+
+    With ``config.operator_key`` set the agent audits the operator's log
+    (:mod:`agents.audit`), keeping its last verified checkpoint in ``checkpoints``
+    (the real agent: a file in its state directory; default: in memory).
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class HouseholdAgent:
         market_clock: MarketClock | None = None,
         battery: BatteryController | None = None,
         wall_clock: Clock = system_clock,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         if publisher is None:
             if sequence is None:
@@ -119,13 +131,26 @@ class HouseholdAgent:
         self.orders_refused = 0
         self._diagnostics: asyncio.Task[None] | None = None
         self._diagnosed_at: float | None = None  # loop time of the last report
-        self._diagnosed: tuple[bool, int] | None = None  # (clock ok, dropped) reported
+        self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
         self._ordered: set[int] = set()
         self._forecast: ForecastBody | None = None
         self._fallback: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.audit: Auditor | None = None
+        self.audited = asyncio.Event()  # set after each operator audit message handled
+        self._audit_link = transport.reconnects  # reconnections the audit knows of
+        if config.operator_key is not None:
+            self.audit = Auditor(
+                config.agent_id,
+                origin=log_origin(config.topics.market_id),
+                key=config.operator_key,
+                store=checkpoints if checkpoints is not None else MemoryCheckpointStore(),
+            )
+            if self.audit.last_alarm is not None:  # the saved checkpoint did not verify
+                last = self.audit.last_alarm
+                _LOG.error("%s: AUDIT ALARM %s: %s", config.agent_id, last.alarm.value, last.detail)
 
     async def run(self) -> None:
         async for message in self.transport.messages():
@@ -152,7 +177,11 @@ class HouseholdAgent:
         ):
             self._forecast = body
             await self._maybe_order()
+        elif isinstance(body, CheckpointNoteBody | ReceiptBody | TradesBody):
+            await self._on_audit(message.topic, decoded)
         elif isinstance(body, RejectionBody):
+            if self.audit is not None:
+                self.audit.refused(body.ref)
             self.rejections[body.reason.value] += 1
             _LOG.warning(
                 "%s: ledger rejected seq %s: %s (%s)",
@@ -162,6 +191,51 @@ class HouseholdAgent:
                 body.detail,
             )
         return False
+
+    async def _on_audit(self, topic: str, message: SignedMessage) -> None:
+        """Feed the auditor an operator message; alarms are logged and reported."""
+        audit, topics, me = self.audit, self.config.topics, self.config.agent_id
+        if audit is None or self.config.operator_key is None:
+            return
+        body, interval = message.body, message.header.interval
+        if isinstance(body, TradesBody) and all(me not in (t.buyer, t.seller) for t in body.trades):
+            return  # nothing of this household to check: spare the signature check
+        if self.transport.reconnects != self._audit_link:
+            self._audit_link = self.transport.reconnects
+            audit.reconnected()
+        try:
+            message.verify(self.config.operator_key)
+        except MessageError as exc:
+            self._alarm(audit.bad_signature(f"{message.header.kind} on {topic}: {exc.detail}"))
+            self.audited.set()
+            return
+        if isinstance(body, CheckpointNoteBody) and topic in (
+            topics.checkpoint,
+            topics.checkpoint_reply(me),
+        ):
+            outcome: CheckpointOutcome = audit.on_checkpoint(
+                body, current=topic == topics.checkpoint, interval=interval
+            )
+            self._alarm(*outcome.findings)
+            if outcome.request_from is not None:
+                request = json.dumps({"from_size": outcome.request_from}).encode()
+                with contextlib.suppress(TransportClosedError):
+                    await self.transport.publish(topics.audit_request(me), request, qos=1)
+        elif isinstance(body, ReceiptBody) and topic == topics.receipt(me):
+            self._alarm(*audit.on_receipt(interval, body))
+        elif isinstance(body, TradesBody) and topic == topics.trades:
+            self._alarm(*audit.on_trades(interval, body))
+        self.audited.set()
+
+    def _alarm(self, *findings: Finding | None) -> None:
+        for finding in findings:
+            if finding is None:
+                continue
+            _LOG.error(
+                "%s: AUDIT ALARM %s: %s", self.config.agent_id, finding.alarm.value, finding.detail
+            )
+        if any(findings):
+            self.report_diagnostics()
 
     def _trusted(self, message: SignedMessage) -> bool:
         key = self.config.operator_key
@@ -308,7 +382,7 @@ class HouseholdAgent:
 
     async def _publish(self, topic: str, body: Body, *, interval: int, expires: int) -> None:
         def build(seq: int) -> bytes:
-            return sign_message(
+            message = sign_message(
                 self.key,
                 body,
                 market=self.config.topics.market_id,
@@ -316,7 +390,10 @@ class HouseholdAgent:
                 agent=self.config.agent_id,
                 seq=seq,
                 expires=expires,
-            ).to_wire()
+            )
+            if self.audit is not None:
+                self.audit.expect(message)
+            return message.to_wire()
 
         await self.publisher.submit(topic, build)
         self.published += 1
@@ -332,6 +409,7 @@ class HouseholdAgent:
             "orders_refused": self.orders_refused,
             "reconnects": self.transport.reconnects,
             "rejections": dict(sorted(self.rejections.items())),
+            "audit": self.audit.report() if self.audit is not None else None,
         }
 
     def report_diagnostics(self) -> None:
@@ -347,7 +425,8 @@ class HouseholdAgent:
             return
         loop = asyncio.get_running_loop()
         report = self.diagnostics()
-        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])))
+        alarms = sum(self.audit.alarms.values()) if self.audit is not None else 0
+        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
         due = (
             self._diagnosed_at is None
             or loop.time() - self._diagnosed_at >= self.config.diagnostics_interval_s

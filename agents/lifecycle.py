@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.audit import CHECKPOINT_FILE, CheckpointFile
 from agents.meter import Meter
 from agents.outbox import DEFAULT_CAPACITY, Outbox
 from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DurablePublisher
@@ -94,7 +95,12 @@ async def serve_household(
             DurablePublisher(outbox, transport, commit_interval_s=commit_interval_s) as publisher,
         ):
             agent = HouseholdAgent(
-                config, key=key, transport=transport, meter=meter, publisher=publisher
+                config,
+                key=key,
+                transport=transport,
+                meter=meter,
+                publisher=publisher,
+                checkpoints=CheckpointFile(state_dir / CHECKPOINT_FILE),
             )
             run = asyncio.create_task(agent.run())
             stopper = asyncio.create_task(stop.wait())

@@ -35,6 +35,7 @@ from broker._validate import (
 from broker.canonical import canonical_bytes as canonical_bytes  # noqa: PLC0414 (re-export)
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
+from broker.receipts import CheckpointNoteBody, ReceiptBody
 
 PROTOCOL_VERSION = 1
 DOMAIN_PREFIX = f"wattmesh/v{PROTOCOL_VERSION}/"
@@ -331,6 +332,8 @@ _BODY_TYPES: dict[str, Any] = {
         AnnouncementBody,
         TradesBody,
         RejectionBody,
+        CheckpointNoteBody,
+        ReceiptBody,
     )
 }
 

@@ -65,6 +65,27 @@ class Topics:
     def error(self, agent_id: str) -> str:
         return f"{self.household(agent_id)}/error"
 
+    def receipt(self, agent_id: str) -> str:
+        """The operator's signed receipts of the household's log entries."""
+        return f"{self.household(agent_id)}/receipt"
+
+    def checkpoint_reply(self, agent_id: str) -> str:
+        """The operator's answer to an audit request: a signed ``checkpoint``."""
+        return f"{self.household(agent_id)}/checkpoint"
+
+    def audit_request(self, agent_id: str) -> str:
+        """The household asks for a consistency proof from its saved tree size."""
+        return f"{self.household(agent_id)}/audit"
+
+    @property
+    def checkpoint(self) -> str:
+        """Retained signed ``checkpoint`` (note and consistency proof) after each interval."""
+        return f"{self.root}/market/checkpoint"
+
+    @property
+    def all_audit_requests(self) -> str:
+        return f"{self.root}/household/+/audit"
+
     @property
     def announce(self) -> str:
         return f"{self.root}/market/announce"

@@ -56,6 +56,8 @@ class IntervalOutcome:
     flags: tuple[Flag, ...] = ()
     postings: tuple[Posting, ...] = ()
     late_readings: int = 0
+    first_index: int = 0  # log index of the first entry of ``entries``
+    entries: tuple[NewEntry, ...] = ()  # what the interval appended, in log order
 
 
 @dataclass
@@ -364,6 +366,8 @@ class Ledger:
             tuple(flags),
             tuple(postings),
             len(late),
+            checkpoint.tree_size - len(entries),
+            tuple(entries),
         )
 
     def _settle(

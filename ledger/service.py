@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 
@@ -29,10 +30,12 @@ from broker.topics import STATUS_OFFLINE, Topics
 from broker.transport import Message, Transport
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
+from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 
 _LOG = logging.getLogger(__name__)
 
 OPERATOR_ID = "operator"
+MAX_AUDIT_REQUEST_BYTES = 256  # {"from_size": N} is about 30 bytes
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,12 @@ class OperatorConfig:
 
 
 def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
-    return [(topics.all_readings, 1), (topics.all_orders, 1), (topics.all_status, 1)]
+    return [
+        (topics.all_readings, 1),
+        (topics.all_orders, 1),
+        (topics.all_status, 1),
+        (topics.all_audit_requests, 1),
+    ]
 
 
 class LedgerService:
@@ -82,6 +90,9 @@ class LedgerService:
                 self.offline.discard(agent)
             self._progress.set()
             return
+        if message.topic == topics.audit_request(agent):
+            await self._answer_audit(agent, message.payload)
+            return
         try:
             self.ledger.ingest(message.payload, topic_agent=agent)
         except RedeliveredError:
@@ -100,6 +111,57 @@ class LedgerService:
         body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
         await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)
 
+    async def _answer_audit(self, agent: str, payload: bytes) -> None:
+        """Send a registered household the latest checkpoint with a consistency proof
+        from the tree size it saved (``{"from_size": N}``); ignore anything else."""
+        latest = self.ledger.store.latest_checkpoint()
+        from_size = None
+        if len(payload) <= MAX_AUDIT_REQUEST_BYTES:
+            try:
+                request = json.loads(payload)
+            except (ValueError, RecursionError):  # not UTF-8 or not JSON
+                request = None
+            if isinstance(request, dict) and request.keys() == {"from_size"}:
+                from_size = request["from_size"]
+        if (
+            agent not in self.ledger.keys
+            or latest is None
+            or not isinstance(from_size, int)
+            or isinstance(from_size, bool)
+            or not 0 < from_size <= latest.tree_size
+        ):
+            _LOG.info("ignored audit request from %s", agent)
+            return
+        source = IntervalSource(self.ledger.store, latest.tree_size, ())
+        body = checkpoint_body(source, latest, origin=self.ledger.origin, old_size=from_size)
+        topic = self.config.topics.checkpoint_reply(agent)
+        await self._publish(topic, body, interval=latest.interval, retain=False)
+
+    def audit_messages(self, outcome: IntervalOutcome) -> AuditMessages:
+        """The interval's checkpoint body and receipts (:mod:`ledger.receipts`)."""
+        return audit_messages(
+            self.ledger.store,
+            outcome.checkpoint,
+            origin=self.ledger.origin,
+            first=outcome.first_index,
+            entries=outcome.entries,
+            households=self.ledger.households,
+        )
+
+    async def _publish_audit(self, outcome: IntervalOutcome) -> None:
+        """The retained checkpoint, then each household's receipt(s) of the interval."""
+        audit = self.audit_messages(outcome)
+        topics, interval = self.config.topics, outcome.interval
+        await self._publish(topics.checkpoint, audit.checkpoint, interval=interval, retain=True)
+        # In flight together (QoS 1, each awaits its PUBACK): one round trip, not N.
+        await asyncio.gather(
+            *(
+                self._publish(topics.receipt(agent), part, interval=interval, retain=False)
+                for agent, parts in audit.receipts.items()
+                for part in parts
+            )
+        )
+
     async def clear_retained(self) -> None:
         """Remove the retained market state (announcement, household statuses).
 
@@ -107,7 +169,12 @@ class LedgerService:
         run's retained messages (``wattmesh simulate`` reusing a broker).
         """
         topics = self.config.topics
-        for topic in (topics.announce, *(topics.status(a) for a in self.ledger.households)):
+        retained = (
+            topics.announce,
+            topics.checkpoint,
+            *(topics.status(a) for a in self.ledger.households),
+        )
+        for topic in retained:
             await self.transport.publish(topic, b"", qos=1, retain=True)
 
     async def run_interval(
@@ -132,6 +199,7 @@ class LedgerService:
             )
             await self._publish(self.config.topics.trades, trades, interval=interval, retain=False)
             await self._announce(interval, tariff, Phase.CLEARED, outcome)
+        await self._publish_audit(outcome)
         return outcome
 
     async def _wait_for_households(self) -> None:
