@@ -38,6 +38,15 @@ STALL_S = 45.0
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 
 
+def emit(line: str) -> None:
+    """One progress line in one write(2): a kill can never leave half a line behind.
+
+    (``print`` writes the text and the newline separately; a SIGKILL between the two
+    would glue the server's next line onto this one.)
+    """
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
 def operator_key() -> SigningKey:
     return simulation_key(SEED, "operator")
 
@@ -86,10 +95,10 @@ def play(db_url: str, intervals: int, *, say: bool) -> bytes:
             for agent, wire in interval_messages(index):
                 ledger.ingest(wire, topic_agent=agent)
                 if say:
-                    print(f"ingested {index}", flush=True)
+                    emit(f"ingested {index}")
             ledger.close_interval()
             if say:
-                print(f"closed {index}", flush=True)
+                emit(f"closed {index}")
         return ledger.root
     finally:
         ledger.store.close()
@@ -106,16 +115,16 @@ def serve(db_url: str, intervals: int) -> None:
             # A stalled ledger process shows where it stalls (stderr) and ends.
             faulthandler.dump_traceback_later(STALL_S, exit=True)
             try:
-                print(f"pid {os.getpid()}", flush=True)
+                emit(f"pid {os.getpid()}")
                 play(db_url, intervals, say=True)
-                print("done", flush=True)
+                emit("done")
             except BaseException:
                 traceback.print_exc()
                 code = 1
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+        emit(f"exit {os.waitstatus_to_exitcode(status)}")
 
 
 if __name__ == "__main__":

@@ -82,11 +82,18 @@ def test_ledger_resumes_exactly_after_repeated_sigkills(db_url: str, tmp_path: P
     reader = threading.Thread(target=_pump, args=(server.stdout, lines), daemon=True)
     reader.start()
 
+    seen_lines: list[str] = []
+
     def next_line() -> str:
         try:  # a stalled ledger process fails the test here, not at the suite's timeout
-            return lines.get(timeout=LINE_TIMEOUT_S).strip()
+            line = lines.get(timeout=LINE_TIMEOUT_S).strip()
         except queue.Empty:
-            pytest.fail(f"no output from the ledger process for {LINE_TIMEOUT_S} s")
+            pytest.fail(
+                f"no output from the ledger process for {LINE_TIMEOUT_S} s; "
+                f"zygote alive: {server.poll() is None}; last lines: {seen_lines[-12:]}"
+            )
+        seen_lines.append(line)
+        return line
 
     try:
         while True:
