@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -29,11 +29,13 @@ from ledger.entries import (
     message_entry,
     trade_entry,
 )
+from ledger.gcpause import gc_paused
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.settlement import Registers, Settlement
+from ledger.sigcheck import InlineVerifier, SignatureJob, SignatureVerifier
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
@@ -214,7 +216,67 @@ class Ledger:
     def ingest(self, payload: bytes, *, topic_agent: str | None = None) -> SignedMessage:
         """Validate and accept one household message; raise MessageError with the reason."""
         try:
-            message = self._check(payload, topic_agent)
+            message = decode_message(payload)
+        except MessageError as exc:
+            self.rejections[exc.reason] += 1
+            raise
+        return self._admit(message, topic_agent, verified=None)
+
+    def ingest_many(
+        self,
+        items: Sequence[tuple[bytes, str | None]],
+        verifier: SignatureVerifier | None = None,
+    ) -> list[SignedMessage | MessageError]:
+        """:meth:`ingest` for a batch of ``(payload, topic_agent)``, in arrival order.
+
+        Each result is the accepted message or the MessageError :meth:`ingest` would
+        have raised (a :class:`RedeliveredError` for a redelivery); the counters and the
+        state change exactly as for one :meth:`ingest` per item. The signatures are
+        checked first, all at once, by ``verifier`` (e.g. on worker processes,
+        :mod:`ledger.sigcheck`); every other check runs here afterwards, in order.
+        """
+        with gc_paused():
+            return self._ingest_many(items, verifier or InlineVerifier())
+
+    def _ingest_many(
+        self, items: Sequence[tuple[bytes, str | None]], verifier: SignatureVerifier
+    ) -> list[SignedMessage | MessageError]:
+        decoded: list[SignedMessage | MessageError] = []
+        jobs: list[SignatureJob] = []
+        job_keys: list[tuple[int, VerifyingKey]] = []
+        for payload, _agent in items:
+            try:
+                message = decode_message(payload)
+            except MessageError as exc:
+                decoded.append(exc)
+                continue
+            key = self.keys.get(message.header.agent)
+            if key is not None and key.kid == message.header.kid:
+                jobs.append((key.der(), message.signature, message.signed_bytes))
+                job_keys.append((len(decoded), key))
+            decoded.append(message)
+        verdicts = verifier.verify_all(jobs)
+        verified = {i: key for (i, key), ok in zip(job_keys, verdicts, strict=True) if ok}
+        results: list[SignedMessage | MessageError] = []
+        for i, ((_payload, agent), item) in enumerate(zip(items, decoded, strict=True)):
+            if isinstance(item, MessageError):
+                self.rejections[item.reason] += 1
+                results.append(item)
+                continue
+            try:
+                results.append(self._admit(item, agent, verified=verified.get(i)))
+            except MessageError as exc:
+                results.append(exc)
+        return results
+
+    def _admit(
+        self, message: SignedMessage, topic_agent: str | None, *, verified: VerifyingKey | None
+    ) -> SignedMessage:
+        """Check a decoded message against the ledger's state and accept it.
+
+        ``verified`` is the key its signature was already checked against, if any."""
+        try:
+            self._check(message, topic_agent, verified)
         except RedeliveredError:
             self.redeliveries += 1
             raise
@@ -233,9 +295,10 @@ class Ledger:
         self._seen[(agent, message.header.seq)] = message.message_id
         return message
 
-    def _check(self, payload: bytes, topic_agent: str | None) -> SignedMessage:
-        message = decode_message(payload)
-        self._check_sender(message, topic_agent)
+    def _check(
+        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
+    ) -> None:
+        self._check_sender(message, topic_agent, verified)
         op = self._check_timing(message)
         if isinstance(message.body, OrderBody):
             if not op.trading:
@@ -244,10 +307,12 @@ class Ledger:
                 raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
         elif isinstance(message.body, ReadingBody):
             self._check_reading(message, op)
-        return message
 
-    def _check_sender(self, message: SignedMessage, topic_agent: str | None) -> None:
-        """Kind, market, key and signature, then duplicates and replays."""
+    def _check_sender(
+        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
+    ) -> None:
+        """Kind, market, key and signature (unless already checked with this very key),
+        then duplicates and replays."""
         header = message.header
         if header.kind not in (EntryKind.READING, EntryKind.ORDER):
             raise MessageError(RejectReason.SCHEMA, f"households may not send {header.kind}")
@@ -258,7 +323,8 @@ class Ledger:
         key = self.keys.get(header.agent)
         if key is None:
             raise MessageError(RejectReason.UNKNOWN_KEY, f"{header.agent} is not registered")
-        message.verify(key)
+        if verified is not key:
+            message.verify(key)
         seen = self._seen.get((header.agent, header.seq))
         if seen == message.message_id:
             raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
@@ -297,7 +363,15 @@ class Ledger:
             raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
 
     def close_interval(self) -> IntervalOutcome:
-        """Gate closure: clear, settle the previous interval, log all of it, checkpoint."""
+        """Gate closure: clear, settle the previous interval, log all of it, checkpoint.
+
+        The cyclic garbage collector is paused meanwhile: closing allocates tens of
+        thousands of small objects, and with a large ledger state in memory each full
+        collection it triggers scans all of it (``BENCHMARKS.md``)."""
+        with gc_paused():
+            return self._close_interval()
+
+    def _close_interval(self) -> IntervalOutcome:
         op = self._open
         if op is None:
             raise RuntimeError("no interval is open")
@@ -378,9 +452,8 @@ class Ledger:
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
         first = self._tree.size
         new_tree = self._tree.copy()
-        nodes: list[tuple[int, int, bytes]] = []
-        for e in entries:
-            nodes += new_tree.append_leaf_hash_nodes(leaf_hash(e.data))
+        hashes = [leaf_hash(e.data) for e in entries]
+        nodes = new_tree.extend_nodes(hashes)
         checkpoint = sign_checkpoint(
             self.operator_key,
             origin=self.origin,
@@ -388,7 +461,7 @@ class Ledger:
             root=new_tree.root(),
             interval=interval,
         )
-        self.store.append(first, entries, checkpoint, nodes=nodes)
+        self.store.append(first, entries, checkpoint, nodes=nodes, leaf_hashes=hashes)
         self._tree = new_tree
         return checkpoint
 
