@@ -18,6 +18,7 @@ from broker.errors import ConfigError, MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
+from ledger.batch import PreparedBatch, prepare_batch
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
@@ -35,7 +36,7 @@ from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.settlement import Registers, Settlement
-from ledger.sigcheck import InlineVerifier, SignatureJob, SignatureVerifier
+from ledger.sigcheck import InlineVerifier, SignatureVerifier
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
@@ -202,6 +203,11 @@ class Ledger:
             raise ValueError(f"interval {interval} was closed already")
         self._open = _Open(interval, tariff, trading)
 
+    @property
+    def open_orders(self) -> int:
+        """Orders accepted so far for the open interval (0 when none is open)."""
+        return 0 if self._open is None else len(self._open.orders)
+
     def missing(self) -> set[str]:
         """Registered households that have not yet sent all the open interval needs."""
         if self._open is None:
@@ -236,29 +242,26 @@ class Ledger:
         :mod:`ledger.sigcheck`); every other check runs here afterwards, in order.
         """
         with gc_paused():
-            return self._ingest_many(items, verifier or InlineVerifier())
+            batch = self.prepare_batch(items)
+            verdicts = (verifier or InlineVerifier()).verify_all(batch.jobs)
+            return self.admit_batch(batch, verdicts)
 
-    def _ingest_many(
-        self, items: Sequence[tuple[bytes, str | None]], verifier: SignatureVerifier
+    def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
+        """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""
+        return prepare_batch(items, self.keys)
+
+    def admit_batch(
+        self, batch: PreparedBatch, verdicts: Sequence[bool]
     ) -> list[SignedMessage | MessageError]:
-        decoded: list[SignedMessage | MessageError] = []
-        jobs: list[SignatureJob] = []
-        job_keys: list[tuple[int, VerifyingKey]] = []
-        for payload, _agent in items:
-            try:
-                message = decode_message(payload)
-            except MessageError as exc:
-                decoded.append(exc)
-                continue
-            key = self.keys.get(message.header.agent)
-            if key is not None and key.kid == message.header.kid:
-                jobs.append((key.der(), message.signature, message.signed_bytes))
-                job_keys.append((len(decoded), key))
-            decoded.append(message)
-        verdicts = verifier.verify_all(jobs)
-        verified = {i: key for (i, key), ok in zip(job_keys, verdicts, strict=True) if ok}
+        """Step 2 of :meth:`ingest_many`: with one verdict per job of ``batch``, apply
+        every other check and accept, in arrival order. A message whose key changed
+        since :meth:`prepare_batch`, or whose signature failed, is checked again inline,
+        so the decision is always the one :meth:`ingest` makes now."""
+        if len(verdicts) != len(batch.jobs):
+            raise ValueError("one verdict per signature job")
+        verified = {i: key for (i, key), ok in zip(batch.keys, verdicts, strict=True) if ok}
         results: list[SignedMessage | MessageError] = []
-        for i, ((_payload, agent), item) in enumerate(zip(items, decoded, strict=True)):
+        for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):
             if isinstance(item, MessageError):
                 self.rejections[item.reason] += 1
                 results.append(item)
