@@ -113,6 +113,7 @@ class Ledger:
         self._tree = CompactRange()
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
+        self._der_by_kid: dict[str, bytes] = {}  # for batch signature jobs
         self._metering = Metering(metering)
         self._last_interval: int | None = None
         self._last_tariff: GridTariff | None = None
@@ -248,7 +249,7 @@ class Ledger:
 
     def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
         """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""
-        return prepare_batch(items, self.keys)
+        return prepare_batch(items, self.keys, self._der_by_kid)
 
     def admit_batch(
         self, batch: PreparedBatch, verdicts: Sequence[bool]
