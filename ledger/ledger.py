@@ -233,19 +233,31 @@ class Ledger:
         self,
         items: Sequence[tuple[bytes, str | None]],
         verifier: SignatureVerifier | None = None,
+        *,
+        chunk: int = 1000,
     ) -> list[SignedMessage | MessageError]:
         """:meth:`ingest` for a batch of ``(payload, topic_agent)``, in arrival order.
 
         Each result is the accepted message or the MessageError :meth:`ingest` would
         have raised (a :class:`RedeliveredError` for a redelivery); the counters and the
         state change exactly as for one :meth:`ingest` per item. The signatures are
-        checked first, all at once, by ``verifier`` (e.g. on worker processes,
-        :mod:`ledger.sigcheck`); every other check runs here afterwards, in order.
+        checked first by ``verifier`` (e.g. on worker processes, :mod:`ledger.sigcheck`),
+        in chunks of ``chunk`` messages, each submitted as soon as it is decoded; every
+        other check runs here afterwards, in order.
         """
+        checker = verifier or InlineVerifier()
         with gc_paused():
-            batch = self.prepare_batch(items)
-            verdicts = (verifier or InlineVerifier()).verify_all(batch.jobs)
-            return self.admit_batch(batch, verdicts)
+            # Chunks: the workers verify one while the next is decoded here. Every
+            # chunk is prepared before any is admitted, as for one big batch.
+            chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+            prepared = []
+            for part in chunks:
+                batch = self.prepare_batch(part)
+                prepared.append((batch, checker.submit(batch.jobs)))
+            results: list[SignedMessage | MessageError] = []
+            for batch, verdicts in prepared:
+                results += self.admit_batch(batch, verdicts.result())
+            return results
 
     def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
         """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""

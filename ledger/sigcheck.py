@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
 from typing import Protocol
 
@@ -26,6 +26,11 @@ SignatureJob = tuple[bytes, bytes, bytes]
 class SignatureVerifier(Protocol):
     def verify_all(self, jobs: Sequence[SignatureJob]) -> list[bool]:
         """One verdict per job, in order: True when the signature verifies."""
+        ...
+
+    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
+        """:meth:`verify_all` started now, its verdicts in the future (which may
+        already be done), so the caller can prepare the next jobs meanwhile."""
         ...
 
 
@@ -44,6 +49,11 @@ class InlineVerifier:
 
     def verify_all(self, jobs: Sequence[SignatureJob]) -> list[bool]:
         return verify_jobs(jobs)
+
+    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
+        done: Future[list[bool]] = Future()
+        done.set_result(verify_jobs(jobs))
+        return done
 
 
 class PoolVerifier:
@@ -71,6 +81,14 @@ class PoolVerifier:
         for part in self._pool.map(verify_jobs, chunks):
             verdicts += part
         return verdicts
+
+    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
+        """One chunk to the next free worker (small ones are checked inline)."""
+        if len(jobs) < self._min_batch:
+            done: Future[list[bool]] = Future()
+            done.set_result(verify_jobs(jobs))
+            return done
+        return self._pool.submit(verify_jobs, list(jobs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

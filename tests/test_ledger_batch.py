@@ -88,11 +88,13 @@ def _compare(
     url_b: str,
     items: Sequence[tuple[bytes, str | None]],
     verifier: SignatureVerifier | None,
+    *,
+    chunk: int = 1000,
 ) -> None:
     single, batch = _ledger(url_a), _ledger(url_b)
     try:
         expected = _one_by_one(single, items)
-        got = [_outcome(r) for r in batch.ingest_many(items, verifier)]
+        got = [_outcome(r) for r in batch.ingest_many(items, verifier, chunk=chunk)]
         assert got == expected
         assert batch.rejections == single.rejections
         assert batch.redeliveries == single.redeliveries
@@ -122,11 +124,13 @@ def test_mixed_batch_on_workers_matches_one_by_one(
     probe.store.close()
     # The batch covers acceptance and the rejection reasons it is meant to.
     assert {"bad_signature", "duplicate", "replay", "unknown_key", "wrong_market"} <= outcomes
-    _compare(f"sqlite:///{tmp_path / 'single.db'}", db_url, CANDIDATES, pool)
+    # In chunks of 7: later chunks are decoded while the workers check earlier ones.
+    _compare(f"sqlite:///{tmp_path / 'single.db'}", db_url, CANDIDATES, pool, chunk=7)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(CANDIDATES), max_size=30))
-def test_any_batch_matches_one_by_one(items: list[tuple[bytes, str | None]]) -> None:
+@given(st.lists(st.sampled_from(CANDIDATES), max_size=30), st.integers(1, 40))
+def test_any_batch_matches_one_by_one(items: list[tuple[bytes, str | None]], chunk: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        _compare(f"sqlite:///{Path(tmp) / 'a.db'}", f"sqlite:///{Path(tmp) / 'b.db'}", items, None)
+        a, b = f"sqlite:///{Path(tmp) / 'a.db'}", f"sqlite:///{Path(tmp) / 'b.db'}"
+        _compare(a, b, items, None, chunk=chunk)
