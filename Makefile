@@ -44,6 +44,7 @@ unit:
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_gate_closure.py
+	$(BIN)/python bench/bench_ingest_mqtt.py
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_settlement.py
 	$(BIN)/python bench/bench_mechanisms.py

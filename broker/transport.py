@@ -443,6 +443,18 @@ class Transport:
             if not getter.cancelled():
                 yield getter.result()
 
+    def buffered(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages already received, in arrival order, without waiting.
+
+        For consumers that work in batches: take one from :meth:`messages`, then what
+        is buffered behind it.
+        """
+        out: list[Message] = []
+        inbound = self._inbound
+        while len(out) < limit and not inbound.empty():
+            out.append(inbound.get_nowait())
+        return out
+
     # ------------------------------------------------------------------ supervisor
 
     def _require_started(self) -> asyncio.Future[None]:

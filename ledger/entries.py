@@ -8,6 +8,7 @@ earlier ``key`` entry.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +116,45 @@ def clearing_entry(
     return NewEntry(EntryKind.CLEARING, interval, None, None, canonical_bytes(obj))
 
 
+_INT_LIMIT = 2**53 - 1
+_json_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+_TRADE_TEMPLATE = (
+    '{"buy_order":%s,"buyer":%s,"interval":%d,"kind":"trade","price_micro_per_kwh":%d,'
+    '"quantity_wh":%d,"sell_order":%s,"seller":%s}'
+)
+
+
 def trade_entry(*, interval: int, fill: Fill) -> NewEntry:
-    obj = {
+    """A trade. Its bytes are formatted from a template with the keys in RFC 8785 order
+    (thousands per interval; ``canonical_bytes`` checks every value's type first);
+    values outside the template's safe types take ``canonical_bytes``. Both give the
+    same bytes (``tests/test_entries_fast.py``)."""
+    ints = (interval, fill.price_micro_per_kwh, fill.quantity_wh)
+    strs = (fill.buy_ref, fill.buyer, fill.sell_ref, fill.seller)
+    data: bytes | None = None
+    if all(type(v) is int and -_INT_LIMIT <= v <= _INT_LIMIT for v in ints) and all(
+        type(v) is str for v in strs
+    ):
+        text = _TRADE_TEMPLATE % (
+            _json_str(fill.buy_ref),
+            _json_str(fill.buyer),
+            interval,
+            fill.price_micro_per_kwh,
+            fill.quantity_wh,
+            _json_str(fill.sell_ref),
+            _json_str(fill.seller),
+        )
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            data = None  # a lone surrogate: canonical_bytes raises its own error
+    if data is None:
+        data = canonical_bytes(_trade_object(interval, fill))
+    return NewEntry(EntryKind.TRADE, interval, None, None, data)
+
+
+def _trade_object(interval: int, fill: Fill) -> dict[str, Any]:
+    return {
         "kind": EntryKind.TRADE,
         "interval": interval,
         "buyer": fill.buyer,
@@ -126,7 +164,6 @@ def trade_entry(*, interval: int, fill: Fill) -> NewEntry:
         "buy_order": fill.buy_ref,
         "sell_order": fill.sell_ref,
     }
-    return NewEntry(EntryKind.TRADE, interval, None, None, canonical_bytes(obj))
 
 
 def revision_entry(revision: Revision) -> NewEntry:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -17,16 +17,19 @@ from broker.errors import ConfigError, MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
+from ledger.batch import PreparedBatch, prepare_batch
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
 from ledger.entries import EntryKind, NewEntry, clearing_entry, message_entry, trade_entry
+from ledger.gcpause import gc_paused
 from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.settlement import Registers, Settlement
+from ledger.sigcheck import InlineVerifier, SignatureVerifier
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
@@ -105,6 +108,7 @@ class Ledger:
         self._tree = CompactRange()
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
+        self._der_by_kid: dict[str, bytes] = {}  # for batch signature jobs
         self._metering = Metering(metering)
         self._last_interval: int | None = None
         self._last_tariff: GridTariff | None = None
@@ -219,6 +223,11 @@ class Ledger:
             raise ValueError(f"interval {interval} was closed already")
         self._open = _Open(interval, tariff, trading)
 
+    @property
+    def open_orders(self) -> int:
+        """Orders accepted so far for the open interval (0 when none is open)."""
+        return 0 if self._open is None else len(self._open.orders)
+
     def missing(self) -> set[str]:
         """Households with a valid key that have not yet sent all the open interval needs."""
         if self._open is None:
@@ -233,7 +242,76 @@ class Ledger:
     def ingest(self, payload: bytes, *, topic_agent: str | None = None) -> SignedMessage:
         """Validate and accept one household message; raise MessageError with the reason."""
         try:
-            message = self._check(payload, topic_agent)
+            message = decode_message(payload)
+        except MessageError as exc:
+            self.rejections[exc.reason] += 1
+            raise
+        return self._admit(message, topic_agent, verified=None)
+
+    def ingest_many(
+        self,
+        items: Sequence[tuple[bytes, str | None]],
+        verifier: SignatureVerifier | None = None,
+        *,
+        chunk: int = 1000,
+    ) -> list[SignedMessage | MessageError]:
+        """:meth:`ingest` for a batch of ``(payload, topic_agent)``, in arrival order.
+
+        Each result is the accepted message or the MessageError :meth:`ingest` would
+        have raised (a :class:`RedeliveredError` for a redelivery); the counters and the
+        state change exactly as for one :meth:`ingest` per item. The signatures are
+        checked first by ``verifier`` (e.g. on worker processes, :mod:`ledger.sigcheck`),
+        in chunks of ``chunk`` messages, each submitted as soon as it is decoded; every
+        other check runs here afterwards, in order.
+        """
+        checker = verifier or InlineVerifier()
+        with gc_paused():
+            # Chunks: the workers verify one while the next is decoded here. Every
+            # chunk is prepared before any is admitted, as for one big batch.
+            chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+            prepared = []
+            for part in chunks:
+                batch = self.prepare_batch(part)
+                prepared.append((batch, checker.submit(batch.jobs)))
+            results: list[SignedMessage | MessageError] = []
+            for batch, verdicts in prepared:
+                results += self.admit_batch(batch, verdicts.result())
+            return results
+
+    def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
+        """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""
+        return prepare_batch(items, self.keys, self._der_by_kid)
+
+    def admit_batch(
+        self, batch: PreparedBatch, verdicts: Sequence[bool]
+    ) -> list[SignedMessage | MessageError]:
+        """Step 2 of :meth:`ingest_many`: with one verdict per job of ``batch``, apply
+        every other check and accept, in arrival order. A message whose key changed
+        since :meth:`prepare_batch`, or whose signature failed, is checked again inline,
+        so the decision is always the one :meth:`ingest` makes now."""
+        if len(verdicts) != len(batch.jobs):
+            raise ValueError("one verdict per signature job")
+        verified = {i: key for (i, key), ok in zip(batch.keys, verdicts, strict=True) if ok}
+        results: list[SignedMessage | MessageError] = []
+        for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):
+            if isinstance(item, MessageError):
+                self.rejections[item.reason] += 1
+                results.append(item)
+                continue
+            try:
+                results.append(self._admit(item, agent, verified=verified.get(i)))
+            except MessageError as exc:
+                results.append(exc)
+        return results
+
+    def _admit(
+        self, message: SignedMessage, topic_agent: str | None, *, verified: VerifyingKey | None
+    ) -> SignedMessage:
+        """Check a decoded message against the ledger's state and accept it.
+
+        ``verified`` is the key its signature was already checked against, if any."""
+        try:
+            self._check(message, topic_agent, verified)
         except RedeliveredError:
             self.redeliveries += 1
             raise
@@ -252,9 +330,10 @@ class Ledger:
         self._seen[(agent, message.header.seq)] = message.message_id
         return message
 
-    def _check(self, payload: bytes, topic_agent: str | None) -> SignedMessage:
-        message = decode_message(payload)
-        self._check_sender(message, topic_agent)
+    def _check(
+        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
+    ) -> None:
+        self._check_sender(message, topic_agent, verified)
         op = self._check_timing(message)
         if isinstance(message.body, OrderBody):
             if not op.trading:
@@ -263,10 +342,12 @@ class Ledger:
                 raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
         elif isinstance(message.body, ReadingBody):
             self._check_reading(message, op)
-        return message
 
-    def _check_sender(self, message: SignedMessage, topic_agent: str | None) -> None:
-        """Kind, market, key and signature, then duplicates and replays."""
+    def _check_sender(
+        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
+    ) -> None:
+        """Kind, market, key and signature (unless already checked with this very key),
+        then duplicates and replays."""
         header = message.header
         if header.kind not in (EntryKind.READING, EntryKind.ORDER):
             raise MessageError(RejectReason.SCHEMA, f"households may not send {header.kind}")
@@ -274,7 +355,9 @@ class Ledger:
             raise MessageError(RejectReason.WRONG_MARKET, f"this is market {self.market_id}")
         if topic_agent is not None and topic_agent != header.agent:
             raise MessageError(RejectReason.KEY_MISMATCH, "sent on another household's topic")
-        message.verify(self._keyring.key_for(header.agent, header.kid))
+        key = self._keyring.key_for(header.agent, header.kid)
+        if verified is not key:  # a batch may have checked it already
+            message.verify(key)
         seen = self._seen.get((header.agent, header.seq))
         if seen == message.message_id:
             raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
@@ -313,7 +396,15 @@ class Ledger:
             raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
 
     def close_interval(self) -> IntervalOutcome:
-        """Gate closure: clear, settle the previous interval, log all of it, checkpoint."""
+        """Gate closure: clear, settle the previous interval, log all of it, checkpoint.
+
+        The cyclic garbage collector is paused meanwhile: closing allocates tens of
+        thousands of small objects, and with a large ledger state in memory each full
+        collection it triggers scans all of it (``BENCHMARKS.md``)."""
+        with gc_paused():
+            return self._close_interval()
+
+    def _close_interval(self) -> IntervalOutcome:
         op = self._open
         if op is None:
             raise RuntimeError("no interval is open")
@@ -396,9 +487,8 @@ class Ledger:
     def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
         first = self._tree.size
         new_tree = self._tree.copy()
-        nodes: list[tuple[int, int, bytes]] = []
-        for e in entries:
-            nodes += new_tree.append_leaf_hash_nodes(leaf_hash(e.data))
+        hashes = [leaf_hash(e.data) for e in entries]
+        nodes = new_tree.extend_nodes(hashes)
         checkpoint = sign_checkpoint(
             self.operator_key,
             origin=self.origin,
@@ -406,7 +496,7 @@ class Ledger:
             root=new_tree.root(),
             interval=interval,
         )
-        self.store.append(first, entries, checkpoint, nodes=nodes)
+        self.store.append(first, entries, checkpoint, nodes=nodes, leaf_hashes=hashes)
         self._tree = new_tree
         return checkpoint
 

@@ -259,6 +259,32 @@ class CompactRange:
         self._size += 1
         return completed
 
+    def extend_nodes(self, hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+        """Append many leaf hashes; return every subtree they complete, in order.
+
+        The same as :meth:`append_leaf_hash_nodes` for each hash in turn, in one loop
+        (the ledger appends thousands per interval). Raises ValueError for a malformed
+        hash before changing anything.
+        """
+        _require_hashes(hashes)
+        stack = self._stack
+        size = self._size
+        completed: list[tuple[int, int, bytes]] = []
+        add = completed.append
+        for leaf in hashes:
+            h = leaf
+            carry = size
+            size += 1
+            level = 0
+            while carry & 1:
+                h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()
+                carry >>= 1
+                level += 1
+                add((level, (size >> level) - 1, h))
+            stack.append(h)
+        self._size = size
+        return completed
+
     def _push(self, h: bytes) -> None:
         stack = self._stack
         carry = self._size

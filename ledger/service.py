@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.errors import MessageError
@@ -31,6 +32,7 @@ from broker.transport import Message, Transport
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
+from ledger.sigcheck import SignatureVerifier
 
 _LOG = logging.getLogger(__name__)
 
@@ -71,12 +73,45 @@ class LedgerService:
         self.transport = transport
         self.offline: set[str] = set()
         self._progress = asyncio.Event()
+        self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         self._seq = ledger.size * 1000  # operator messages are not logged; keep seq rising
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
         async for message in self.transport.messages():
             await self.handle(message)
+
+    async def run_ingest_batched(
+        self, verifier: SignatureVerifier, *, max_batch: int = 1000
+    ) -> None:
+        """Like :meth:`run_ingest`, in batches: each message with what is buffered behind
+        it (at most ``max_batch``) goes through :meth:`Ledger.ingest_many`'s steps, the
+        signatures checked by ``verifier`` in a thread (e.g. on worker processes, so
+        receiving goes on meanwhile); decisions and rejections are as one by one."""
+        async for first in self.transport.messages():
+            await self.handle_batch([first, *self.transport.buffered(max_batch - 1)], verifier)
+
+    async def handle_batch(self, messages: list[Message], verifier: SignatureVerifier) -> None:
+        """Status messages at once; household messages as one batch, in arrival order."""
+        items: list[tuple[bytes, str | None]] = []
+        for message in messages:
+            agent = self.config.topics.agent_of(message.topic)
+            if agent is not None and message.topic == self.config.topics.status(agent):
+                await self.handle(message)
+            elif agent is not None:
+                items.append((message.payload, agent))
+        if not items:
+            return
+        async with self._ledger_lock:  # no gate closure between the two steps
+            batch = self.ledger.prepare_batch(items)
+            verdicts = await asyncio.to_thread(verifier.verify_all, batch.jobs)
+            results = self.ledger.admit_batch(batch, verdicts)
+        for (payload, agent), result in zip(items, results, strict=True):
+            if isinstance(result, RedeliveredError):
+                _LOG.debug("redelivered message from %s ignored", agent)
+            elif isinstance(result, MessageError):
+                await self._reject(str(agent), payload, result)
+        self._progress.set()
 
     async def handle(self, message: Message) -> None:
         topics = self.config.topics
@@ -189,7 +224,8 @@ class LedgerService:
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)
         await self._wait_for_households()
-        outcome = self.ledger.close_interval()
+        async with self._ledger_lock:
+            outcome = self.ledger.close_interval()
         if trading:
             trades = TradesBody(
                 tuple(
@@ -201,6 +237,16 @@ class LedgerService:
             await self._announce(interval, tariff, Phase.CLEARED, outcome)
         await self._publish_audit(outcome)
         return outcome
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Return once ``condition()`` holds, re-checked after each handled message;
+        raise TimeoutError after ``timeout_s`` seconds."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                self._progress.clear()
+                if condition():
+                    return
+                await self._progress.wait()
 
     async def _wait_for_households(self) -> None:
         loop = asyncio.get_running_loop()

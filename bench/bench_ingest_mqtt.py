@@ -1,0 +1,287 @@
+"""Ingest from Mosquitto: signed orders accepted and stored per second.
+
+A private Mosquitto (own config: ``max_queued_messages 0`` and ``max_inflight_messages
+0``, since Mosquitto's default queue of 1,000 messages per client drops QoS 1 messages
+to a subscriber that falls behind a burst), ``--publishers`` processes holding the N
+pre-signed orders (one per household) that each publish their share at QoS 1 as soon as
+the market's OPEN announcement arrives, and the ledger's ``LedgerService`` over
+``broker.transport.Transport`` ingesting (``Ledger.ingest`` one by one, or in batches
+with the signatures checked on ``--workers`` processes) and closing the interval
+(clearing, log, SQLite transaction, signed checkpoint). The figure: N / (time from the
+OPEN announcement to the signed checkpoint). Baseline in the same run: a bare aiomqtt
+subscriber receiving the same messages from the same publishers, no verification.
+
+    python bench/bench_ingest_mqtt.py [--orders 10000] [--publishers 4] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import pwd
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from _machine import machine_line
+
+from broker.keys import SigningKey
+from broker.mosquitto import find_mosquitto, free_port
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig
+from ledger.clearing import GridTariff
+from ledger.ledger import Ledger
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier
+from ledger.store import LedgerStore
+
+MARKET = "bench"
+T0 = 1_750_000_500 - 1_750_000_500 % 900
+TARIFF = GridTariff(300_000, 80_000)
+TOPICS = Topics(MARKET)
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Any:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+        f"log_dest file {workdir / 'mosquitto.log'}\n"
+    )
+    exe = find_mosquitto()
+    assert exe is not None, "mosquitto not found"
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # wait for the port to accept (a condition with a timeout)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("mosquitto did not start")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _varint(len(body)) + body
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _read_packet(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
+    """One MQTT packet (first byte, body) from the socket."""
+    while True:
+        if len(buf) >= 2:
+            length, shift, pos = 0, 0, 1
+            while pos < len(buf):
+                byte = buf[pos]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                pos += 1
+                if not byte & 0x80:
+                    if len(buf) >= pos + length:
+                        first, body = buf[0], bytes(buf[pos : pos + length])
+                        del buf[: pos + length]
+                        return first, body
+                    break
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buf += chunk
+
+
+def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any) -> None:
+    """A thin MQTT 3.1.1 publisher (raw socket, QoS 1): it stands for many household
+    devices, so it must cost the shared two cores as little as possible. It encodes
+    every PUBLISH in advance, waits for the OPEN announcement, writes them all and
+    waits for every PUBACK."""
+    packets = b"".join(
+        _packet(0x32, _utf8(topic) + (i % 65_535 + 1).to_bytes(2, "big") + payload)
+        for i, (topic, payload) in enumerate(items)
+    )
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray()
+    client_id = f"pub-{os.getpid()}"
+    sock.sendall(_packet(0x10, _utf8("MQTT") + b"\x04\x02\x00\x3c" + _utf8(client_id)))
+    assert _read_packet(sock, buf)[0] == 0x20
+    sock.sendall(_packet(0x82, b"\x00\x01" + _utf8(TOPICS.announce) + b"\x00"))
+    assert _read_packet(sock, buf)[0] == 0x90
+    ready.put(os.getpid())
+    while _read_packet(sock, buf)[0] >> 4 != 3:  # the announcement (QoS 0 subscription)
+        pass
+    sock.sendall(packets)
+    acked = 0
+    while acked < len(items):
+        if _read_packet(sock, buf)[0] == 0x40:
+            acked += 1
+    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.close()
+    done.put(acked)
+
+
+def _signed(n: int) -> tuple[dict[str, SigningKey], list[tuple[str, bytes]]]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_gate_closure import _orders
+
+    keys = {f"h{i:06d}": SigningKey.generate() for i in range(n)}
+    wires = _orders(keys, random.Random(n))
+    return keys, [(TOPICS.order(str(agent)), wire) for wire, agent in wires]
+
+
+@contextlib.asynccontextmanager
+async def publishers(
+    port: int, items: list[tuple[str, bytes]], count: int
+) -> AsyncIterator[Callable[[], Any]]:
+    """Start the publisher processes, wait until each is subscribed; yield a coroutine
+    factory that waits until all have published."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_publisher, args=(port, items[i::count], ready, done))
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    loop = asyncio.get_running_loop()
+    for _ in procs:
+        await loop.run_in_executor(None, ready.get, True, 60)
+
+    async def all_done() -> int:
+        return sum([await loop.run_in_executor(None, done.get, True, 120) for _ in procs])
+
+    try:
+        yield all_done
+    finally:
+        for p in procs:
+            p.join(30)
+
+
+async def baseline(port: int, items: list[tuple[str, bytes]], count: int) -> float:
+    """Bare aiomqtt: receive all N messages, nothing else."""
+    async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as sub:
+        await sub.subscribe(TOPICS.all_orders, qos=1)
+        async with publishers(port, items, count) as all_done:
+            start = time.perf_counter()
+            await sub.publish(TOPICS.announce, b"go", qos=1)
+            received = 0
+            async for _message in sub.messages:
+                received += 1
+                if received == len(items):
+                    break
+            elapsed = time.perf_counter() - start
+            await all_done()
+    return elapsed
+
+
+async def ledger_run(
+    port: int,
+    keys: dict[str, SigningKey],
+    items: list[tuple[str, bytes]],
+    count: int,
+    verifier: SignatureVerifier | None,
+    db: str,
+) -> tuple[float, int]:
+    operator = SigningKey.generate()
+    ledger = Ledger(LedgerStore(db), market_id=MARKET, operator_key=operator)
+    ledger.register({a: k.verifying for a, k in keys.items()}, interval=T0)
+    config = TransportConfig(
+        BrokerAddress("127.0.0.1", port), "ledger", inbound_queue_size=len(items) + 1000
+    )
+    async with Transport(config, subscriptions=ledger_subscriptions(TOPICS)) as transport:
+        await transport.wait_connected()
+        service = LedgerService(
+            ledger, OperatorConfig(TOPICS, gate_timeout_s=120), key=operator, transport=transport
+        )
+        ingest = asyncio.create_task(
+            service.run_ingest() if verifier is None else service.run_ingest_batched(verifier)
+        )
+        ledger.open_interval(T0, TARIFF)
+        async with publishers(port, items, count) as all_done:
+            start = time.perf_counter()
+            await transport.publish(TOPICS.announce, b"open", qos=1)
+            # Every order in: close the gate.
+            await service.wait_until(lambda: ledger.open_orders == len(items), 120)
+            outcome = ledger.close_interval()
+            elapsed = time.perf_counter() - start
+            await all_done()
+        ingest.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ingest
+    ledger.store.close()
+    return elapsed, outcome.orders
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    keys, items = _signed(args.orders)
+    n = len(items)
+    pool = PoolVerifier(args.workers)
+    pool.warm_up()
+    variants: list[tuple[str, SignatureVerifier | None]] = [
+        ("ledger, one by one (Ledger.ingest)", None),
+        ("ledger, batches, inline verify", InlineVerifier()),
+        (f"ledger, batches, {args.workers} verify workers", pool),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, verifier in [("baseline: bare aiomqtt receive", None), *variants]:
+            work = Path(tmp) / str(abs(hash(name)))
+            work.mkdir()
+            with mosquitto(work) as port:
+                if name.startswith("baseline"):
+                    elapsed = await baseline(port, items, args.publishers)
+                    stored = n
+                else:
+                    db = f"sqlite:///{work / 'ledger.db'}"
+                    elapsed, stored = await ledger_run(
+                        port, keys, items, args.publishers, verifier, db
+                    )
+            print(
+                f"{name:42} {elapsed:6.2f} s  {stored / elapsed:8,.0f} orders/s  "
+                f"({stored:,} of {n:,} accepted and stored)  load {os.getloadavg()[0]:.1f}"
+            )
+            shutil.rmtree(work, ignore_errors=True)
+    pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print(machine_line())
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""``LedgerService.run_ingest_batched`` over a real Mosquitto, verifying on worker
+processes: the same acceptances, rejections (sent on the error topic) and log as
+``run_ingest`` one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from broker.keys import SigningKey
+from broker.messages import RejectionBody, Side, decode_message
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig
+from ledger.clearing import GridTariff
+from ledger.ledger import Ledger
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.sigcheck import PoolVerifier
+from ledger.store import LedgerStore
+from tests.ledgerkit import T0, House
+
+TIMEOUT_S = 20.0
+TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
+
+
+def _bad_signature(wire: bytes) -> bytes:
+    at = wire.index(b'"sig":"') + 12
+    return wire[:at] + (b"A" if wire[at : at + 1] != b"A" else b"B") + wire[at + 1 :]
+
+
+async def _run(
+    broker: BrokerAddress, db: str, market: str, payloads: list[tuple[str, bytes]], *, batched: bool
+) -> tuple[Ledger, list[tuple[str, str]]]:
+    topics = Topics(market)
+    ledger = Ledger(LedgerStore(db), market_id=market, operator_key=SigningKey.generate())
+    ledger.register({h.agent: h.key.verifying for h in HOUSES}, interval=T0)
+    ledger.open_interval(T0, TARIFF)
+    tag = f"{market}-{'b' if batched else 's'}"
+    ingest = Transport(
+        TransportConfig(address=broker, client_id=f"ledger-{tag}"),
+        subscriptions=ledger_subscriptions(topics),
+    )
+    errors = Transport(
+        TransportConfig(address=broker, client_id=f"errors-{tag}"),
+        subscriptions=[(f"{topics.root}/household/+/error", 1)],
+    )
+    service = LedgerService(
+        ledger, OperatorConfig(topics), key=ledger.operator_key, transport=ingest
+    )
+    pool = PoolVerifier(2, min_batch=1) if batched else None
+    rejections: list[tuple[str, str]] = []
+    try:
+        async with ingest, errors:
+            await asyncio.wait_for(
+                asyncio.gather(ingest.wait_connected(), errors.wait_connected()), TIMEOUT_S
+            )
+            running = asyncio.create_task(
+                service.run_ingest_batched(pool) if pool else service.run_ingest()
+            )
+            for agent, payload in payloads:
+                await errors.publish(topics.order(agent), payload, qos=1)
+            await service.wait_until(
+                lambda: ledger.open_orders == len(HOUSES) and sum(ledger.rejections.values()) == 3,
+                TIMEOUT_S,
+            )
+            inbox = errors.messages()
+            for _ in range(3):
+                body = decode_message(
+                    (await asyncio.wait_for(anext(inbox), TIMEOUT_S)).payload
+                ).body
+                assert isinstance(body, RejectionBody)
+                rejections.append((body.ref, body.reason.value))
+            await ingest.aclose()
+            await asyncio.wait_for(running, TIMEOUT_S)
+    finally:
+        if pool is not None:
+            pool.close()
+    return ledger, sorted(rejections)
+
+
+HOUSES = [House(f"h{i}") for i in range(3)]
+
+
+async def test_batched_ingest_over_mqtt_matches_one_by_one(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    market = f"m{uuid.uuid4().hex[:8]}"
+    payloads: list[tuple[str, bytes]] = []
+    for n, house in enumerate(HOUSES):
+        house.seq = 0
+        payloads.append(
+            (house.agent, house.order(T0, Side.BUY if n else Side.SELL, 100, 90_000, market=market))
+        )
+    a, b = HOUSES[0], HOUSES[1]
+    payloads += [
+        (a.agent, _bad_signature(a.order(T0, Side.SELL, 5, 1, market=market))),
+        (a.agent, a.order(T0, Side.SELL, 5, 1, market=market, seq=1)),  # replayed seq
+        (b.agent, a.order(T0, Side.SELL, 5, 1, market=market)),  # on another's topic
+    ]
+    results = []
+    for batched in (False, True):
+        ledger, rejections = await _run(
+            mosquitto, f"sqlite:///{tmp_path / f'{batched}.db'}", market, payloads, batched=batched
+        )
+        outcome = ledger.close_interval()
+        results.append((outcome.orders, rejections, dict(ledger.rejections), ledger.root))
+        ledger.store.close()
+    assert results[0] == results[1]
+    assert results[1][0] == len(HOUSES)
+    assert {reason for _ref, reason in results[1][1]} == {"bad_signature", "replay", "key_mismatch"}
