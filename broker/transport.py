@@ -32,16 +32,25 @@ import contextlib
 import logging
 import random
 import socket
-import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
-from urllib.parse import urlsplit
+from typing import Any, Self
 
 import aiomqtt
+
+from broker.transport_config import (
+    DEFAULT_MQTT_PORT,
+    BrokerAddress,
+    Session,
+    TlsConfig,
+    TransportConfig,
+    Will,
+    _check_publish_topic,
+    _check_qos,
+    backoff_delays,
+    parse_broker_url,
+)
 
 __all__ = [
     "DEFAULT_MQTT_PORT",
@@ -63,166 +72,6 @@ _MQTT_LOG = logging.getLogger(f"{__name__}.mqtt")  # aiomqtt/paho's own messages
 # service that publishes to many households at once is expected to exceed its 10.
 _PENDING_PUBLISH_WARNING = 10_000
 
-DEFAULT_MQTT_PORT: Final = 1883
-_MAX_PORT: Final = 65535
-_QOS_LEVELS: Final = (0, 1, 2)
-_URL_FORM: Final = "mqtt://host[:port]"
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """TCP address of an MQTT broker (TLS is chosen in TransportConfig); ``port`` is a TCP port."""
-
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            msg = "broker host must not be empty"
-            raise ValueError(msg)
-        if not 1 <= self.port <= _MAX_PORT:
-            msg = f"broker port must be in 1..{_MAX_PORT}, got {self.port}"
-            raise ValueError(msg)
-
-    @property
-    def url(self) -> str:
-        """The address as ``mqtt://host:port`` (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mqtt://{host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://host[:port]`` (default port 1883) into a :class:`BrokerAddress`.
-
-    Raises ValueError naming the expected form for anything else: another scheme,
-    credentials, a path, query or fragment, a missing host or a bad port.
-    """
-
-    def invalid(reason: str) -> ValueError:
-        return ValueError(f"invalid broker URL {url!r}: {reason}; expected {_URL_FORM}")
-
-    parts = urlsplit(url.strip())
-    if parts.scheme != "mqtt":
-        raise invalid(f"scheme must be 'mqtt', got {parts.scheme or 'none'!r}")
-    if "@" in parts.netloc:
-        raise invalid("credentials do not belong in the URL (use username/password)")
-    if parts.path or parts.query or parts.fragment or url.strip().endswith(("?", "#")):
-        raise invalid("no path, query or fragment allowed")
-    host = parts.hostname
-    if not host:
-        raise invalid("missing host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise invalid("port must be an integer in 1..65535") from None
-    if port is None:
-        if parts.netloc.endswith(":"):
-            raise invalid("empty port")
-        port = DEFAULT_MQTT_PORT
-    if not 1 <= port <= _MAX_PORT:
-        raise invalid("port must be an integer in 1..65535")
-    return BrokerAddress(host=host, port=port)
-
-
-# ------------------------------------------------------------------------ configuration
-
-
-class Session(Enum):
-    """MQTT session kind: ``CLEAN`` forgets everything on disconnect; ``PERSISTENT``
-    (``clean_session=False``) keeps subscriptions and queued QoS 1 messages."""
-
-    CLEAN = "clean"
-    PERSISTENT = "persistent"
-
-
-@dataclass(frozen=True)
-class Will:
-    """Last-will message the broker publishes if the connection dies uncleanly."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-    def __post_init__(self) -> None:
-        _check_publish_topic(self.topic)
-        _check_qos(self.qos)
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """MQTT over TLS (1.2 or later), with the broker's hostname verified.
-
-    ``ca_file`` is the PEM bundle that signs the broker's certificate (None: the
-    system's trusted CAs); ``cert_file`` and ``key_file`` (PEM, both or neither)
-    are a client certificate for brokers that authenticate clients by certificate.
-    """
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        if (self.cert_file is None) != (self.key_file is None):
-            msg = "a client certificate needs both cert_file and key_file"
-            raise ValueError(msg)
-
-    def context(self) -> ssl.SSLContext:
-        """A client SSLContext; raises OSError/ssl.SSLError for unreadable files."""
-        ctx = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=None if self.ca_file is None else str(self.ca_file)
-        )
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file is not None and self.key_file is not None:
-            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
-        return ctx
-
-
-@dataclass(frozen=True)
-class TransportConfig:
-    """Connection settings.
-
-    ``keepalive_s`` is the MQTT keepalive in whole seconds. Reconnect delays follow
-    :func:`backoff_delays` with ``backoff_initial_s`` and ``backoff_max_s``.
-    ``inbound_queue_size`` bounds buffered inbound messages (see :class:`Transport`);
-    ``operation_timeout_s`` bounds waiting for CONNACK, SUBACK and PUBACK.
-    ``tls`` (None: plain TCP) turns on MQTT over TLS.
-    """
-
-    address: BrokerAddress
-    client_id: str
-    username: str | None = None
-    password: str | None = None
-    will: Will | None = None
-    keepalive_s: int = 30
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    inbound_queue_size: int = 1000
-    operation_timeout_s: float = 10.0
-    tls: TlsConfig | None = None
-    session: Session = Session.CLEAN
-
-    def __post_init__(self) -> None:
-        if not self.client_id:
-            msg = "client_id must not be empty (clean sessions still need a stable id)"
-            raise ValueError(msg)
-        if self.password is not None and self.username is None:
-            msg = "a password needs a username"
-            raise ValueError(msg)
-        if self.keepalive_s < 1:
-            msg = f"keepalive_s must be >= 1, got {self.keepalive_s}"
-            raise ValueError(msg)
-        _check_backoff(self.backoff_initial_s, self.backoff_max_s)
-        if self.inbound_queue_size < 1:
-            msg = f"inbound_queue_size must be >= 1, got {self.inbound_queue_size}"
-            raise ValueError(msg)
-        if self.operation_timeout_s <= 0:
-            msg = f"operation_timeout_s must be > 0, got {self.operation_timeout_s}"
-            raise ValueError(msg)
-
 
 @dataclass(frozen=True)
 class Message:
@@ -235,24 +84,6 @@ class Message:
 
 class TransportClosedError(Exception):
     """The transport was closed (or its supervisor failed) while an operation waited."""
-
-
-# ----------------------------------------------------------------------------- backoff
-
-
-def backoff_delays(initial_s: float, maximum_s: float, rng: random.Random) -> Iterator[float]:
-    """Yield reconnect delays in seconds: exponential backoff with full jitter.
-
-    The n-th delay (n from 0) is uniform in ``[0, min(maximum_s, initial_s * 2**n)]``.
-    The generator is infinite; all randomness comes from ``rng``.
-    """
-    _check_backoff(initial_s, maximum_s)
-    attempt = 0
-    while True:
-        cap = min(maximum_s, initial_s * 2.0**attempt)
-        yield rng.uniform(0.0, cap)
-        if cap < maximum_s:  # stop growing the exponent once capped (no float overflow)
-            attempt += 1
 
 
 # --------------------------------------------------------------------------- transport
@@ -651,21 +482,3 @@ def _refused(code: object) -> bool:
     if isinstance(is_failure, bool):
         return is_failure
     return code == 0x80
-
-
-def _check_qos(qos: int) -> None:
-    if qos not in _QOS_LEVELS:
-        msg = f"qos must be 0, 1 or 2, got {qos!r}"
-        raise ValueError(msg)
-
-
-def _check_publish_topic(topic: str) -> None:
-    if not topic or "+" in topic or "#" in topic:
-        msg = f"publish topic must be non-empty and wildcard-free, got {topic!r}"
-        raise ValueError(msg)
-
-
-def _check_backoff(initial_s: float, maximum_s: float) -> None:
-    if not 0 < initial_s <= maximum_s:
-        msg = f"need 0 < backoff initial ({initial_s}) <= maximum ({maximum_s})"
-        raise ValueError(msg)
