@@ -32,6 +32,7 @@ class EntryKind:
     CORRECTION = "correction"
     FLAG = "flag"
     POSTING = "posting"
+    CHECKPOINT_REF = "checkpoint_ref"
 
 
 @dataclass(frozen=True)
@@ -244,3 +245,16 @@ def parse_flag(obj: dict[str, Any]) -> Flag:
 def posting_entry(posting: Posting) -> NewEntry:
     obj: dict[str, Any] = {"kind": EntryKind.POSTING, **posting.to_json()}
     return NewEntry(EntryKind.POSTING, posting.interval, posting.agent, None, canonical_bytes(obj))
+
+
+def checkpoint_ref_entry(*, interval: int, tree_size: int, root: bytes) -> NewEntry:
+    """The log's own record of the signed checkpoint it had reached: the first entry of
+    every interval, naming the tree size and root that the previous checkpoint signed.
+    The tree thereby commits to the whole chain of its checkpoints."""
+    obj = {
+        "kind": EntryKind.CHECKPOINT_REF,
+        "interval": interval,
+        "tree_size": tree_size,
+        "root": root.hex(),
+    }
+    return NewEntry(EntryKind.CHECKPOINT_REF, interval, None, None, canonical_bytes(obj))

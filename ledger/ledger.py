@@ -21,7 +21,14 @@ from ledger.batch import PreparedBatch, prepare_batch
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
-from ledger.entries import EntryKind, NewEntry, clearing_entry, message_entry, trade_entry
+from ledger.entries import (
+    EntryKind,
+    NewEntry,
+    checkpoint_ref_entry,
+    clearing_entry,
+    message_entry,
+    trade_entry,
+)
 from ledger.gcpause import gc_paused
 from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.mechanisms.base import MarketRules
@@ -411,7 +418,14 @@ class Ledger:
         readings = [op.readings[a] for a in sorted(op.readings)]
         late = [op.late[k] for k in sorted(op.late)]
         orders = [op.orders[a] for a in sorted(op.orders)]
-        entries: list[NewEntry] = [message_entry(m) for m in readings]
+        entries: list[NewEntry] = []
+        if self._tree.size > 0:  # every append is checkpointed: this size and root are signed
+            entries.append(
+                checkpoint_ref_entry(
+                    interval=op.interval, tree_size=self._tree.size, root=self._tree.root()
+                )
+            )
+        entries += [message_entry(m) for m in readings]
         entries += [message_entry(m) for m in late]
         entries += [message_entry(m) for m in orders]
         clearing = ClearingResult(None, ())

@@ -82,7 +82,7 @@ def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
         _check_posting(entry, obj)
     elif entry.kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG):
         _check_settlement(entry, obj)
-    elif entry.kind != EntryKind.CLEARING:
+    elif entry.kind not in (EntryKind.CLEARING, EntryKind.CHECKPOINT_REF):
         raise _Bad(idx, f"unknown entry kind {entry.kind!r}")
 
 
@@ -249,6 +249,7 @@ class _Walk:
     ) -> None:
         self.store, self.origin, self.key, self.state = store, origin, key, state
         self.checkpoints = checkpoints
+        self.checkpoint_sizes = {cp.tree_size for cp in checkpoints}
         self.pending = list(reversed(checkpoints))
         self.tree = CompactRange()
         self.count = 0
@@ -260,6 +261,8 @@ class _Walk:
             stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
             for entry in batch:
                 _check_entry(entry, self.count, self.state)
+                if entry.kind == EntryKind.CHECKPOINT_REF:
+                    self._check_reference(entry)
                 for level, index, h in self.tree.append_leaf_hash_nodes(entry.leaf_hash):
                     if stored.get((level, index)) != h and self.node_problem is None:
                         what = "is missing" if (level, index) not in stored else "does not match"
@@ -286,6 +289,18 @@ class _Walk:
         if self.store.node_count() != expected_nodes:
             raise _Bad(self.count, "stored tree holds nodes beyond the log")
         self._check_proof_paths()
+
+    def _check_reference(self, entry: StoredEntry) -> None:
+        """A checkpoint reference names the size and root a signed checkpoint had then."""
+        obj = json.loads(entry.data)
+        if set(obj) != {"kind", "interval", "tree_size", "root"} or obj["interval"] != (
+            entry.interval
+        ):
+            raise _Bad(entry.idx, "checkpoint reference is malformed")
+        if obj["tree_size"] != entry.idx or obj["root"] != self.tree.root().hex():
+            raise _Bad(entry.idx, "checkpoint reference does not name the log before it")
+        if entry.idx not in self.checkpoint_sizes:
+            raise _Bad(entry.idx, f"no signed checkpoint at size {entry.idx} to refer to")
 
     def _checkpoints_due(self) -> None:
         while self.pending and self.pending[-1].tree_size == self.count:
