@@ -445,6 +445,19 @@ def _reject_constant(value: str) -> Any:
     raise schema_error(f"invalid JSON constant {value}")
 
 
+def parse_header(signed: Mapping[str, Any], kind: str) -> Header:
+    """The header fields of a ``signed`` object whose domain names ``kind``, checked."""
+    return Header(
+        kind=kind,
+        market=get_str(signed, "market"),
+        interval=get_int(signed, "interval"),
+        agent=get_str(signed, "agent"),
+        kid=get_str(signed, "kid", max_len=64),
+        seq=get_int(signed, "seq"),
+        expires=get_int(signed, "expires"),
+    )
+
+
 def decode_message(payload: bytes) -> SignedMessage:
     """Parse and schema-check an envelope; raise ``MessageError`` with the reason."""
     if len(payload) > MAX_MESSAGE_BYTES:
@@ -469,15 +482,7 @@ def decode_message(payload: bytes) -> SignedMessage:
     body_type = _BODY_TYPES.get(kind)
     if body_type is None:
         raise schema_error(f"unknown message kind {kind!r}")
-    header = Header(
-        kind=kind,
-        market=get_str(signed, "market"),
-        interval=get_int(signed, "interval"),
-        agent=get_str(signed, "agent"),
-        kid=get_str(signed, "kid", max_len=64),
-        seq=get_int(signed, "seq"),
-        expires=get_int(signed, "expires"),
-    )
+    header = parse_header(signed, kind)
     body: Body = body_type.from_json(as_object(signed["body"], "body"))
     sig_text = get_str(outer, "sig", max_len=200)
     try:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker._validate import as_object, get_int, get_str, schema_error
+from broker._validate import as_object, schema_error
 from broker.errors import MessageError, RejectReason
 from broker.messages import (
     DOMAIN_PREFIX,
     Body,
-    Header,
     OrderBody,
     ReadingBody,
     SignedMessage,
     canonical_bytes,
+    parse_header,
 )
 
 _BODIES: dict[str, type[ReadingBody] | type[OrderBody]] = {
@@ -49,15 +49,7 @@ def decode_logged(kind: str, signed: bytes, signature: bytes) -> SignedMessage:
         raise schema_error("signed object does not have exactly the header fields")
     if obj["domain"] != DOMAIN_PREFIX + kind:
         raise schema_error(f"domain is not {DOMAIN_PREFIX + kind}")
-    header = Header(
-        kind=kind,
-        market=get_str(obj, "market"),
-        interval=get_int(obj, "interval"),
-        agent=get_str(obj, "agent"),
-        kid=get_str(obj, "kid", max_len=64),
-        seq=get_int(obj, "seq"),
-        expires=get_int(obj, "expires"),
-    )
+    header = parse_header(obj, kind)
     body: Body = body_type.from_json(as_object(obj["body"], "body"))
     if canonical_bytes(obj) != signed:
         raise schema_error("signed bytes are not in canonical (RFC 8785) form")
