@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +21,6 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
-    or_,
     text,
 )
 from sqlalchemy import select as sa_select
@@ -119,8 +118,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
+class StoredEntry(NamedTuple):
     """A log entry's columns as a plain value (what the verifier reads)."""
 
     idx: int
@@ -200,18 +198,29 @@ class LedgerStore:
             after = rows[-1].idx
 
     def iter_stored_batches(self, *, batch: int = 5000) -> Iterator[list[StoredEntry]]:
-        """Like :meth:`iter_entry_batches`, as plain values (no ORM objects): for speed."""
-        log = _table(LOG_TABLE)
-        columns = [log.c[name] for name in StoredEntry.__slots__]
+        """Like :meth:`iter_entry_batches`, as plain values (no ORM objects) read through
+        the driver's own cursor: for speed, this reads the whole log."""
+        columns = ", ".join(f'"{name}"' for name in StoredEntry._fields)
+        mark = self._mark()
+        sql = (
+            f"SELECT {columns} FROM {LOG_TABLE} "  # noqa: S608 (constant names only)
+            f"WHERE idx > {mark} ORDER BY idx LIMIT {mark}"
+        )
         after = -1
         while True:
-            query = sa_select(*columns).where(log.c.idx > after).order_by(log.c.idx).limit(batch)
             with self.engine.connect() as conn:
-                rows = [StoredEntry(*row) for row in conn.execute(query).fetchall()]
+                cursor = conn.connection.cursor()
+                cursor.execute(sql, (after, batch))
+                rows = list(map(StoredEntry._make, cursor.fetchall()))
+                cursor.close()
             if not rows:
                 return
             yield rows
             after = rows[-1].idx
+
+    def _mark(self) -> str:
+        """The driver's placeholder: sqlite3 takes ``?``, psycopg ``%s``."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
     def entry(self, idx: int) -> LogEntry | None:
         """The entry at position ``idx``, or None."""
@@ -250,20 +259,21 @@ class LedgerStore:
         return [found[ref] for ref in nodes]
 
     def nodes_completed_in(self, first_leaf: int, end_leaf: int) -> dict[NodeRef, bytes]:
-        """Stored nodes (level >= 1) whose last leaf is in ``[first_leaf, end_leaf)``."""
+        """Stored nodes (level >= 1) whose last leaf is in ``[first_leaf, end_leaf)``;
+        read through the driver's own cursor (the verifier reads every node)."""
         ranges = nodes_ending_in(first_leaf, end_leaf, max(end_leaf, 1).bit_length())
         if not ranges:
             return {}
-        node = _table(NODE_TABLE)
-        where = or_(
-            *(
-                (node.c.level == level) & (node.c.idx >= lo) & (node.c.idx < hi)
-                for level, lo, hi in ranges
-            )
-        )
+        mark = self._mark()
+        where = " OR ".join(f"(level = {mark} AND idx >= {mark} AND idx < {mark})" for _ in ranges)
+        sql = f"SELECT level, idx, hash FROM {NODE_TABLE} WHERE {where}"  # noqa: S608
+        params = [value for level_range in ranges for value in level_range]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa_select(node.c.level, node.c.idx, node.c.hash).where(where))
-            return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+            cursor = conn.connection.cursor()
+            cursor.execute(sql, params)
+            found = {(level, idx): bytes(h) for level, idx, h in cursor.fetchall()}
+            cursor.close()
+        return found
 
     def node_count(self) -> int:
         """Number of stored nodes of level >= 1."""

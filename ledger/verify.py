@@ -13,17 +13,15 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from broker.errors import RejectReason
 from broker.keys import VerifyingKey
 from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
-from ledger.accounts import Posting, UnbalancedPosting
 from ledger.checkpoint import verify_checkpoint
-from ledger.entries import EntryKind, parse_flag, parse_revision
+from ledger.entries import EntryKind
+from ledger.entrycheck import RowChecker
 from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.merkle import CompactRange, leaf_hash
-from ledger.msgcheck import MessageChecker, MessageJob
 from ledger.proofs import (
     consistency_proof_from_source,
     inclusion_proof_from_source,
@@ -36,7 +34,7 @@ META_ORIGIN = "origin"
 META_OPERATOR_KEY = "operator_public_key"
 
 PARALLEL_FROM_ENTRIES = 20_000
-"""Below this many entries, signatures are checked inline (starting workers costs more)."""
+"""Below this many entries, entries are checked inline (starting workers costs more)."""
 
 
 @dataclass(frozen=True)
@@ -57,86 +55,67 @@ class _Bad(Exception):
 
 
 def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
+    """What depends on the log's order here; the rest goes to ``state.rows``."""
     idx = entry.idx
     if idx != expected_idx:
         what = "missing" if idx > expected_idx else "duplicated"
         raise _Bad(expected_idx, f"entry {expected_idx} is {what}")
     if leaf_hash(entry.data) != entry.leaf_hash:
         raise _Bad(idx, "stored leaf hash does not match the entry's data")
-    if entry.kind in (EntryKind.READING, EntryKind.ORDER):
+    kind = entry.kind
+    if kind in _MESSAGE_KINDS:
         _check_message(entry, state)
-        return
+    elif kind in _ORDERED_KINDS:
+        _check_ordered(entry, state)
+    else:
+        _add(state, entry, None)
+
+
+def _add(state: _State, entry: StoredEntry, der: bytes | None) -> None:
+    row = (entry.idx, entry.kind, entry.agent, entry.agent_seq, entry.interval, entry.data, der)
+    failed = state.rows.add(row)
+    if failed is not None:
+        raise _Bad(*failed)
+
+
+def _check_ordered(entry: StoredEntry, state: _State) -> None:
+    """Key entries and trades: they change or consult the walk's state."""
+    idx = entry.idx
     try:
         obj = json.loads(entry.data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Bad(idx, "entry data is not JSON") from exc
     if not isinstance(obj, dict) or obj.get("kind") != entry.kind:
         raise _Bad(idx, "entry kind does not match its data")
-    if entry.kind in KEY_KINDS:
-        _check_key(entry, obj, state)
-    elif entry.kind == EntryKind.TRADE:
+    if entry.kind == EntryKind.TRADE:
         for ref in (obj.get("buy_order"), obj.get("sell_order")):
             if ref not in state.order_ids:
                 raise _Bad(idx, f"trade refers to an order that is not in the log: {ref}")
-    elif entry.kind == EntryKind.POSTING:
-        _check_posting(entry, obj)
-    elif entry.kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG):
-        _check_settlement(entry, obj)
-    elif entry.kind not in (EntryKind.CLEARING, EntryKind.CHECKPOINT_REF):
-        raise _Bad(idx, f"unknown entry kind {entry.kind!r}")
-
-
-def _check_settlement(entry: StoredEntry, obj: dict[str, Any]) -> None:
-    """Settlements, corrections and flags must parse and match their columns."""
-    try:
-        if entry.kind == EntryKind.FLAG:
-            flag = parse_flag(obj)
-            agent, interval = flag.agent, flag.interval
-        else:
-            s = parse_revision(obj).settlement
-            agent, interval = s.agent, s.interval
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _Bad(entry.idx, f"{entry.kind} entry is malformed: {exc!r}") from exc
-    if agent != entry.agent or interval != entry.interval:
-        raise _Bad(entry.idx, f"{entry.kind} columns do not match its data")
-
-
-def _check_posting(entry: StoredEntry, obj: dict[str, Any]) -> None:
-    """Every posting must balance: its lines sum to zero."""
-    try:
-        posting = Posting.from_json(obj)
-    except UnbalancedPosting as exc:
-        raise _Bad(entry.idx, f"posting does not balance: {exc}") from exc
-    except ValueError as exc:
-        raise _Bad(entry.idx, f"posting is malformed: {exc}") from exc
-    if posting.agent != entry.agent or posting.interval != entry.interval:
-        raise _Bad(entry.idx, "posting columns do not match its data")
+    elif entry.kind in KEY_KINDS:
+        try:
+            state.keys.apply(entry.kind, entry.agent, obj, at=idx)
+        except KeyLogError as exc:
+            raise _Bad(idx, str(exc)) from exc
 
 
 @dataclass
 class _State:
     market: str
-    messages: MessageChecker
+    rows: RowChecker
     keys: KeyRing = field(default_factory=KeyRing)
     order_ids: set[str] = field(default_factory=set)
 
 
-def _check_key(entry: StoredEntry, obj: dict[str, Any], state: _State) -> None:
-    """A registration, rotation or revocation must follow from the key entries before."""
-    try:
-        state.keys.apply(entry.kind, entry.agent, obj, at=entry.idx)
-    except KeyLogError as exc:
-        raise _Bad(entry.idx, str(exc)) from exc
-
-
 _SIGNED_SEP = b'","signed":'
 _KID = b'"kid":"'
+_MESSAGE_KINDS = frozenset({EntryKind.READING, EntryKind.ORDER})
+_ORDERED_KINDS = KEY_KINDS | {EntryKind.TRADE, EntryKind.CHECKPOINT_REF}
 
 
 def _check_message(entry: StoredEntry, state: _State) -> None:
-    """A reading or order: the exact layout ``message_entry`` writes; the rest (a
-    canonical signed envelope whose header matches the columns, signed by the agent's
-    registered key) is checked by :mod:`ledger.msgcheck`, maybe on a worker process."""
+    """A reading or order: the exact layout ``message_entry`` writes and the key valid
+    for its agent here; the rest (a canonical signed envelope whose header matches the
+    columns, signed by that key) is checked by :mod:`ledger.entrycheck`."""
     data, idx = entry.data, entry.idx
     prefix = b'{"kind":"' + entry.kind.encode() + b'","sig":"'
     cut = data.find(_SIGNED_SEP, len(prefix))
@@ -150,20 +129,7 @@ def _check_message(entry: StoredEntry, state: _State) -> None:
         _check_kid_valid(idx, agent, signed, keys)
     if der is None:
         raise _Bad(idx, f"no registered key for {agent} before this entry")
-    job = MessageJob(
-        idx,
-        entry.kind,
-        entry.agent,
-        entry.agent_seq,
-        entry.interval,
-        state.market,
-        signed,
-        data[len(prefix) : cut],
-        der,
-    )
-    failed = state.messages.add(job)
-    if failed is not None:
-        raise _Bad(*failed)
+    _add(state, entry, der)
     if entry.kind == EntryKind.ORDER:
         state.order_ids.add(hashlib.sha256(signed).hexdigest())
 
@@ -189,14 +155,11 @@ def _check_kid_valid(idx: int, agent: str, signed: bytes, keys: KeyRing) -> None
 
 
 def default_workers(entries: int) -> int:
-    """Message-checking processes worth starting for a log of ``entries`` entries.
-
-    Workers pay off only for large logs and only when at least about two cores are
-    idle: otherwise they cost more CPU (pickling, process start, a second copy of each
-    job) than they win (measured in bench/bench_verify.py), so the check runs inline.
-    """
+    """Checking processes worth starting for a log of ``entries`` entries: one per core
+    (at most four) for large logs; below :data:`PARALLEL_FROM_ENTRIES`, or on one
+    core, the checks run inline (starting workers would cost more than they win)."""
     cores = os.cpu_count() or 1
-    if entries < PARALLEL_FROM_ENTRIES or cores < 2 or os.getloadavg()[0] > cores - 1.5:
+    if entries < PARALLEL_FROM_ENTRIES or cores < 2:
         return 1
     return min(cores, 4)
 
@@ -221,18 +184,19 @@ def verify_ledger(
         )
     if workers is None:
         workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
-    walk = _Walk(store, origin, operator_key, checkpoints, _State(market, MessageChecker(workers)))
+    state = _State(market, RowChecker(market, workers))
+    walk = _Walk(store, origin, operator_key, checkpoints, state)
     try:
         walk.run()
     except _Bad as bad:
-        failed = walk.state.messages.first_failure()
+        failed = walk.state.rows.drain()
         if failed is not None and (bad.idx is None or failed[0] < bad.idx):
             bad = _Bad(*failed)
         return VerifyReport(
             False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem
         )
     finally:
-        walk.state.messages.close()
+        walk.state.rows.close()
     return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
 
 
@@ -271,7 +235,7 @@ class _Walk:
                         )
                 self.count += 1
                 self._checkpoints_due()
-        failed = self.state.messages.first_failure()
+        failed = self.state.rows.drain()
         if failed is not None:
             raise _Bad(*failed)
         if self.pending:

@@ -117,20 +117,33 @@ def _swap_key(ledger: Ledger) -> int:
     return idx
 
 
+def _unbalance_posting(ledger: Ledger) -> int:
+    """A posting whose lines no longer sum to zero (rehashed: only its checks see it)."""
+    idx, data = _entry(ledger, "posting")
+    obj = json.loads(data)
+    obj["lines"][0]["amount_micro"] += 1
+    _set_data(ledger, idx, json.dumps(obj).encode(), rehash=True)
+    return idx
+
+
 TAMPERS: dict[str, Callable[[Ledger], int]] = {
     "signed-order-changed": _change_order_quantity,
     "bytes-changed": _change_bytes_without_rehash,
     "row-deleted": _delete_row,
     "row-inserted": _insert_row,
     "column-changed": _change_agent_column,
+    "posting-unbalanced": _unbalance_posting,
 }
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["inline", "2-workers"])
 @pytest.mark.parametrize("tamper", sorted(TAMPERS))
-def test_verify_names_the_first_bad_entry(built: tuple[str, Ledger], tamper: str) -> None:
+def test_verify_names_the_first_bad_entry(
+    built: tuple[str, Ledger], tamper: str, workers: int
+) -> None:
     _url, ledger = built
     bad = TAMPERS[tamper](ledger)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, workers=workers)
     assert not report.ok
     assert report.first_bad_entry == bad, report.problem
     ledger.store.close()
