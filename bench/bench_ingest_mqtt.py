@@ -37,6 +37,7 @@ from _machine import machine_line
 
 from broker.keys import SigningKey
 from broker.mosquitto import find_mosquitto, free_port
+from broker.subscriber import Subscriber
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.clearing import GridTariff
@@ -203,6 +204,27 @@ async def baseline(port: int, items: list[tuple[str, bytes]], count: int) -> flo
     return elapsed
 
 
+async def baseline_subscriber(port: int, items: list[tuple[str, bytes]], count: int) -> float:
+    """Bare broker.subscriber.Subscriber: receive all N messages, nothing else."""
+    config = TransportConfig(
+        BrokerAddress("127.0.0.1", port), "bare-sub", inbound_queue_size=len(items) + 1000
+    )
+    async with Subscriber(config, [(TOPICS.all_orders, 1)]) as sub:
+        await sub.wait_connected(30)
+        async with publishers(port, items, count) as all_done:
+            start = time.perf_counter()
+            async with aiomqtt.Client("127.0.0.1", port) as announcer:
+                await announcer.publish(TOPICS.announce, b"go", qos=1)
+            received = 0
+            async for _message in sub.messages():
+                received += 1
+                if received == len(items):
+                    break
+            elapsed = time.perf_counter() - start
+            await all_done()
+    return elapsed
+
+
 async def ledger_run(
     port: int,
     keys: dict[str, SigningKey],
@@ -210,20 +232,36 @@ async def ledger_run(
     count: int,
     verifier: SignatureVerifier | None,
     db: str,
+    *,
+    own_subscriber: bool = False,
 ) -> tuple[float, int]:
+    """The ledger's ingest over the transport, or (``own_subscriber``) over a
+    ``Subscriber`` on its own connection, the transport then only publishing."""
     operator = SigningKey.generate()
     ledger = Ledger(LedgerStore(db), market_id=MARKET, operator_key=operator)
     ledger.register({a: k.verifying for a, k in keys.items()}, interval=T0)
-    config = TransportConfig(
-        BrokerAddress("127.0.0.1", port), "ledger", inbound_queue_size=len(items) + 1000
-    )
-    async with Transport(config, subscriptions=ledger_subscriptions(TOPICS)) as transport:
+    address = BrokerAddress("127.0.0.1", port)
+    config = TransportConfig(address, "ledger", inbound_queue_size=len(items) + 1000)
+    subscriptions = ledger_subscriptions(TOPICS)
+    async with contextlib.AsyncExitStack() as stack:
+        transport = await stack.enter_async_context(
+            Transport(config, subscriptions=[] if own_subscriber else subscriptions)
+        )
         await transport.wait_connected()
+        source = None
+        if own_subscriber:
+            sub_config = TransportConfig(
+                address, "ledger-ingest", inbound_queue_size=len(items) + 1000
+            )
+            source = await stack.enter_async_context(Subscriber(sub_config, subscriptions))
+            await source.wait_connected(30)
         service = LedgerService(
             ledger, OperatorConfig(TOPICS, gate_timeout_s=120), key=operator, transport=transport
         )
         ingest = asyncio.create_task(
-            service.run_ingest() if verifier is None else service.run_ingest_batched(verifier)
+            service.run_ingest()
+            if verifier is None
+            else service.run_ingest_batched(verifier, source=source)
         )
         ledger.open_interval(T0, TARIFF)
         async with publishers(port, items, count) as all_done:
@@ -246,26 +284,33 @@ async def main_async(args: argparse.Namespace) -> None:
     n = len(items)
     pool = PoolVerifier(args.workers)
     pool.warm_up()
-    variants: list[tuple[str, SignatureVerifier | None]] = [
-        ("ledger, one by one (Ledger.ingest)", None),
-        ("ledger, batches, inline verify", InlineVerifier()),
-        (f"ledger, batches, {args.workers} verify workers", pool),
+    variants: list[tuple[str, SignatureVerifier | None, bool]] = [
+        ("ledger, one by one (Ledger.ingest)", None, False),
+        ("ledger, batches, inline verify", InlineVerifier(), False),
+        (f"ledger, batches, {args.workers} verify workers", pool, False),
+        ("ledger, Subscriber, batches, inline verify", InlineVerifier(), True),
+        (f"ledger, Subscriber, batches, {args.workers} verify workers", pool, True),
+    ]
+    baselines = [
+        ("baseline: bare aiomqtt receive", None, False),
+        ("bare Subscriber receive", None, True),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, verifier in [("baseline: bare aiomqtt receive", None), *variants]:
+        for name, verifier, own in [*baselines, *variants]:
             work = Path(tmp) / str(abs(hash(name)))
             work.mkdir()
             with mosquitto(work) as port:
-                if name.startswith("baseline"):
-                    elapsed = await baseline(port, items, args.publishers)
+                if (name, verifier, own) in baselines:
+                    bare = baseline_subscriber if own else baseline
+                    elapsed = await bare(port, items, args.publishers)
                     stored = n
                 else:
                     db = f"sqlite:///{work / 'ledger.db'}"
                     elapsed, stored = await ledger_run(
-                        port, keys, items, args.publishers, verifier, db
+                        port, keys, items, args.publishers, verifier, db, own_subscriber=own
                     )
             print(
-                f"{name:42} {elapsed:6.2f} s  {stored / elapsed:8,.0f} orders/s  "
+                f"{name:52} {elapsed:6.2f} s  {stored / elapsed:8,.0f} orders/s  "
                 f"({stored:,} of {n:,} accepted and stored)  load {os.getloadavg()[0]:.1f}"
             )
             shutil.rmtree(work, ignore_errors=True)

@@ -33,6 +33,7 @@ from broker._validate import (
     schema_error,
 )
 from broker.canonical import canonical_bytes as canonical_bytes  # noqa: PLC0414 (re-export)
+from broker.canonical import canonical_bytes_of_checked
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.receipts import CheckpointNoteBody, ReceiptBody
@@ -489,5 +490,10 @@ def decode_message(payload: bytes) -> SignedMessage:
         signature = base64.b64decode(sig_text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MessageError(RejectReason.BAD_SIGNATURE, "sig is not base64") from exc
-    signed_bytes = canonical_bytes(_signed_object(header, body.to_json()))
+    # Every field was checked above (ASCII keys, bounded integers, strings), so the C
+    # encoder's bytes are the canonical ones; a lone surrogate has no canonical form.
+    try:
+        signed_bytes = canonical_bytes_of_checked(_signed_object(header, body.to_json()))
+    except UnicodeEncodeError as exc:
+        raise schema_error("a string is not valid Unicode") from exc
     return SignedMessage(header, body, signature, signed_bytes)

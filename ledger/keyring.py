@@ -20,6 +20,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from broker.errors import KeyFileError, MessageError, RejectReason
@@ -74,11 +75,13 @@ class KeyRing:
         self.valid_der: dict[str, bytes] = {}  # agent -> DER of its valid key, if any
         self.retired: dict[tuple[str, str], Retired] = {}  # (agent, kid)
         self.retired_agents: set[str] = set()  # agents with a key in ``retired``
+        self._valid: dict[str, VerifyingKey] = {}  # kept in step with valid_der
 
     @property
-    def valid(self) -> dict[str, VerifyingKey]:
-        """Households with a valid key, and that key."""
-        return {a: k for a, k in self.current.items() if a in self.valid_der}
+    def valid(self) -> Mapping[str, VerifyingKey]:
+        """Households with a valid key, and that key (a read-only view, kept up to date:
+        the ledger looks keys up for every message of a batch)."""
+        return MappingProxyType(self._valid)
 
     # --- what a registry calls for -----------------------------------------------------
 
@@ -154,6 +157,7 @@ class KeyRing:
             raise KeyLogError(f"{kind} is not a key entry")
         self.current[name] = key
         self.valid_der[name] = key.der()
+        self._valid[name] = key
 
     def _revoke(self, agent: str, kid: str, reason: str, at: int) -> None:
         if agent not in self.current:
@@ -165,6 +169,7 @@ class KeyRing:
         self.retired_agents.add(agent)
         if self.current[agent].kid == kid:
             del self.valid_der[agent]
+            del self._valid[agent]
 
     # --- checking messages -------------------------------------------------------------
 

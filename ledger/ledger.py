@@ -134,7 +134,7 @@ class Ledger:
         return self._tree.root()
 
     @property
-    def keys(self) -> dict[str, VerifyingKey]:
+    def keys(self) -> Mapping[str, VerifyingKey]:
         """Each household's valid key (households whose key is revoked are left out)."""
         return self._keyring.valid
 

@@ -12,8 +12,9 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.errors import MessageError
 from broker.keys import SigningKey
@@ -45,6 +46,15 @@ class OperatorConfig:
     topics: Topics
     interval_s: int = 900
     gate_timeout_s: float = 60.0  # wall-clock backstop for households that stay silent
+
+
+class MessageSource(Protocol):
+    """Inbound messages in arrival order: :class:`broker.transport.Transport` or
+    :class:`broker.subscriber.Subscriber`."""
+
+    def messages(self) -> AsyncIterator[Message]: ...
+
+    def buffered(self, limit: int) -> list[Message]: ...
 
 
 def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
@@ -82,24 +92,37 @@ class LedgerService:
             await self.handle(message)
 
     async def run_ingest_batched(
-        self, verifier: SignatureVerifier, *, max_batch: int = 1000
+        self,
+        verifier: SignatureVerifier,
+        *,
+        max_batch: int = 1000,
+        source: MessageSource | None = None,
     ) -> None:
         """Like :meth:`run_ingest`, in batches: each message with what is buffered behind
         it (at most ``max_batch``) goes through :meth:`Ledger.ingest_many`'s steps, the
         signatures checked by ``verifier`` in a thread (e.g. on worker processes, so
-        receiving goes on meanwhile); decisions and rejections are as one by one."""
-        async for first in self.transport.messages():
-            await self.handle_batch([first, *self.transport.buffered(max_batch - 1)], verifier)
+        receiving goes on meanwhile); decisions and rejections are as one by one.
+
+        ``source``: where the messages come from (default: the service's transport);
+        e.g. a :class:`broker.subscriber.Subscriber` on its own connection, which
+        receives several times faster than the transport."""
+        inbox = self.transport if source is None else source
+        async for first in inbox.messages():
+            await self.handle_batch([first, *inbox.buffered(max_batch - 1)], verifier)
 
     async def handle_batch(self, messages: list[Message], verifier: SignatureVerifier) -> None:
-        """Status messages at once; household messages as one batch, in arrival order."""
+        """Readings and orders as one batch, in arrival order; anything else (status,
+        audit requests) one by one, as :meth:`handle` does."""
+        topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
         for message in messages:
-            agent = self.config.topics.agent_of(message.topic)
-            if agent is not None and message.topic == self.config.topics.status(agent):
-                await self.handle(message)
-            elif agent is not None:
+            agent = topics.agent_of(message.topic)
+            if agent is None:
+                continue
+            if message.topic in (topics.reading(agent), topics.order(agent)):
                 items.append((message.payload, agent))
+            else:
+                await self.handle(message)
         if not items:
             return
         async with self._ledger_lock:  # no gate closure between the two steps

@@ -1,0 +1,207 @@
+"""The MQTT 3.1.1 packets a receive-only client needs, encoded and parsed: pure bytes.
+
+Used by :mod:`broker.subscriber` (the ledger's ingest connection). Only what a
+subscriber sends (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT) is encoded, and
+only what a broker sends it (CONNACK, SUBACK, PUBLISH at QoS 0 or 1, PINGRESP) is
+parsed; anything else is a :class:`MqttProtocolError`. :class:`PacketReader` takes
+the byte stream in arbitrary pieces and returns complete packets, so one read of
+thousands of PUBLISH packets costs one pass over a buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.errors import WattmeshError
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
+PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
+
+MAX_PACKET_BYTES = 1 << 20
+"""Largest packet accepted from the broker (signed messages are far smaller)."""
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+PINGREQ_BYTES = bytes((PINGREQ << 4, 0))
+DISCONNECT_BYTES = bytes((DISCONNECT << 4, 0))
+
+
+class MqttProtocolError(WattmeshError):
+    """The broker sent something an MQTT 3.1.1 subscriber cannot accept, or refused
+    the connection or a subscription; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """An inbound PUBLISH. ``packet_id`` is None at QoS 0."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    packet_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Any other inbound packet: its type and body (after the fixed header)."""
+
+    kind: int
+    body: bytes
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + _varint(len(body)) + body
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("MQTT strings are at most 65,535 bytes")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def connect_packet(
+    client_id: str,
+    *,
+    keepalive_s: int,
+    clean_session: bool,
+    username: str | None = None,
+    password: str | None = None,
+) -> bytes:
+    """CONNECT (protocol level 4), no will."""
+    if not 0 <= keepalive_s <= 0xFFFF:
+        raise ValueError("keepalive must fit in 16 bits")
+    flags = (0x02 if clean_session else 0) | (0x80 if username is not None else 0)
+    flags |= 0x40 if password is not None else 0
+    body = _string("MQTT") + bytes((4, flags)) + keepalive_s.to_bytes(2, "big")
+    body += _string(client_id)
+    if username is not None:
+        body += _string(username)
+    if password is not None:
+        body += _string(password)
+    return _packet(CONNECT << 4, body)
+
+
+def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
+    """SUBSCRIBE for ``(topic filter, max QoS)`` pairs."""
+    if not filters:
+        raise ValueError("subscribe to at least one filter")
+    body = packet_id.to_bytes(2, "big")
+    for topic_filter, qos in filters:
+        if qos not in (0, 1):
+            raise ValueError("a subscriber here takes QoS 0 or 1")
+        body += _string(topic_filter) + bytes((qos,))
+    return _packet((SUBSCRIBE << 4) | 0x02, body)
+
+
+def puback_packet(packet_id: int) -> bytes:
+    return bytes((PUBACK << 4, 2)) + packet_id.to_bytes(2, "big")
+
+
+def connack_problem(body: bytes) -> str | None:
+    """Why a CONNACK refuses the connection, or None when it accepts it."""
+    if len(body) != 2:
+        return "malformed CONNACK"
+    code = body[1]
+    return None if code == 0 else CONNACK_REASONS.get(code, f"CONNACK return code {code}")
+
+
+def suback_codes(body: bytes, packet_id: int) -> bytes:
+    """The granted QoS codes of a SUBACK for ``packet_id`` (0x80: refused)."""
+    if len(body) < 3 or int.from_bytes(body[:2], "big") != packet_id:
+        raise MqttProtocolError("SUBACK for another SUBSCRIBE")
+    return body[2:]
+
+
+class PacketReader:
+    """Reassembles packets from a byte stream fed in pieces of any size."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Publish | Control]:
+        """Append ``data``; return every packet now complete, in order."""
+        buf = self._buf
+        buf += data
+        out: list[Publish | Control] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            first = buf[pos]
+            length, at = _remaining_length(buf, pos + 1, end)
+            if length < 0:
+                break  # the length itself is incomplete
+            if length > MAX_PACKET_BYTES:
+                raise MqttProtocolError(f"packet of {length} bytes (limit {MAX_PACKET_BYTES})")
+            if end - at < length:
+                break
+            body = bytes(buf[at : at + length])
+            pos = at + length
+            kind = first >> 4
+            out.append(_publish(first, body) if kind == PUBLISH else _control(kind, first, body))
+        del buf[:pos]
+        return out
+
+
+def _remaining_length(buf: bytearray, at: int, end: int) -> tuple[int, int]:
+    """The remaining length encoded at ``buf[at:]`` and where the body starts; -1 when
+    the buffer ends inside it."""
+    length, multiplier = 0, 1
+    for _ in range(4):
+        if at >= end:
+            return -1, at
+        digit = buf[at]
+        at += 1
+        length += (digit & 0x7F) * multiplier
+        if not digit & 0x80:
+            return length, at
+        multiplier *= 128
+    raise MqttProtocolError("remaining length longer than four bytes")
+
+
+def _publish(first: int, body: bytes) -> Publish:
+    qos = (first >> 1) & 0x03
+    if qos > 1:
+        raise MqttProtocolError(f"PUBLISH at QoS {qos}; this subscriber asked for at most 1")
+    if len(body) < 2:
+        raise MqttProtocolError("PUBLISH without a topic")
+    size = int.from_bytes(body[:2], "big")
+    cut = 2 + size
+    if len(body) < cut + (2 if qos else 0):
+        raise MqttProtocolError("PUBLISH shorter than its topic and packet id")
+    try:
+        topic = body[2:cut].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MqttProtocolError("PUBLISH topic is not UTF-8") from exc
+    packet_id = None
+    if qos:
+        packet_id = int.from_bytes(body[cut : cut + 2], "big")
+        cut += 2
+    return Publish(topic, body[cut:], qos, bool(first & 0x01), bool(first & 0x08), packet_id)
+
+
+_EXPECTED_FLAGS = {CONNACK: 0, SUBACK: 0, PINGRESP: 0}
+
+
+def _control(kind: int, first: int, body: bytes) -> Control:
+    if kind not in _EXPECTED_FLAGS:
+        raise MqttProtocolError(f"unexpected packet type {kind} for a subscriber")
+    if first & 0x0F != _EXPECTED_FLAGS[kind]:
+        raise MqttProtocolError(f"packet type {kind} with reserved flags set")
+    return Control(kind, body)
