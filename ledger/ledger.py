@@ -94,11 +94,10 @@ class Ledger:
         metering: MeteringConfig | None = None,
     ) -> None:
         """``mechanism`` defaults to uniform pricing with ``clearing_k``; it is recorded
-        once in the store's meta table, and a restart with another one is refused."""
+        once in the store's meta table, and a restart with another one is refused. Its
+        network fee, if any, is settled with each seller (:mod:`ledger.settlement`)."""
         if mechanism is None:
             mechanism = Mechanism("uniform", MarketRules(k=clearing_k))
-        if mechanism.rules.network_fee_micro_per_kwh:
-            raise ConfigError("network fees are not settled by the ledger yet")
         self.store = store
         self.market_id = market_id
         self.origin = origin_for(market_id)
@@ -494,6 +493,7 @@ class Ledger:
                 for m in late
             },
             settle=due,
+            network_fee_micro_per_kwh=self.mechanism.rules.network_fee_micro_per_kwh,
         )
         postings, entries = book(revisions, flags)
         return revisions, flags, postings, entries
