@@ -13,7 +13,10 @@ Accounts:
 - ``operator/market``: the operator as the central counterparty of P2P trades. Buyers
   pay it and it pays sellers; over an interval in which every party was settled it
   nets to zero. A household whose settlement was flagged leaves its share open here.
-- ``operator/fees``: the operator's network fees on P2P trades (none are charged yet).
+- ``operator/fees``: the operator's network fees on P2P trades. A fill's price is what
+  the buyer pays; the market account pays the seller that same gross amount, and the
+  seller pays the fee of its sales (``Settlement.network_fee_micro``) to this account,
+  so it nets the clearing's ``cost(q, p - f)`` (docs/protocol.md, "Network fee").
 """
 
 from __future__ import annotations
@@ -112,15 +115,14 @@ def _transfer(
     return [Posting(s.interval, s.agent, cause, lines)]
 
 
-def settlement_postings(
-    settlement: Settlement, *, basis: Basis = Basis.METERED, network_fee_micro: int = 0
-) -> list[Posting]:
+def settlement_postings(settlement: Settlement, *, basis: Basis = Basis.METERED) -> list[Posting]:
     """The postings of one household's settlement for one interval.
 
     P2P money goes between the household and the market account; the grid deviation
     between the household and the grid (cause ``estimate`` when the energy was
-    estimated); a network fee, when charged, from the household to the fee account.
-    Zero amounts give no posting.
+    estimated); the network fee of a seller's sales from the household to the fee
+    account. Zero amounts give no posting. The household's lines sum to
+    ``settlement.cost_micro``.
     """
     s = settlement
     home = household_account(s.agent)
@@ -133,7 +135,7 @@ def settlement_postings(
         cause = Cause.GRID_SALE if s.grid_sell_wh > 0 else Cause.GRID_PURCHASE
     postings += _transfer(s, cause, payer=home, payee=GRID_ACCOUNT, amount_micro=s.grid_cost_micro)
     postings += _transfer(
-        s, Cause.NETWORK_FEE, payer=home, payee=FEES_ACCOUNT, amount_micro=network_fee_micro
+        s, Cause.NETWORK_FEE, payer=home, payee=FEES_ACCOUNT, amount_micro=s.network_fee_micro
     )
     return postings
 
@@ -142,7 +144,10 @@ def correction_postings(before: Settlement, after: Settlement) -> list[Posting]:
     """The difference between two revisions of one settlement (never a replacement)."""
     if (before.agent, before.interval) != (after.agent, after.interval):
         raise ValueError("a correction revises one household's settlement of one interval")
-    if after.p2p_cost_micro != before.p2p_cost_micro:
+    if (after.p2p_cost_micro, after.network_fee_micro) != (
+        before.p2p_cost_micro,
+        before.network_fee_micro,
+    ):
         raise ValueError("a correction revises metered energy; the trades stay as cleared")
     delta = after.grid_cost_micro - before.grid_cost_micro
     home = household_account(after.agent)

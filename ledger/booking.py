@@ -16,27 +16,21 @@ from ledger.entries import (
     revision_entry,
 )
 from ledger.metering import Flag, Metering, Revision
-from ledger.money import cost_micro
 
 
-def book(
-    revisions: list[Revision], flags: list[Flag], *, network_fee_micro_per_kwh: int = 0
-) -> tuple[list[Posting], list[NewEntry]]:
+def book(revisions: list[Revision], flags: list[Flag]) -> tuple[list[Posting], list[NewEntry]]:
     """Each settlement or correction entry followed by its postings, then the flags.
 
-    A network fee, when the market charges one, is paid by the buyer on the P2P energy
-    it bought (``cost_micro(bought_wh, fee)``, to ``operator/fees``); none is charged
-    today (0). Corrections never change it: they revise metered energy, not trades.
+    A settlement's network fee (a seller's, ``Settlement.network_fee_micro``, computed
+    from its fills when it was settled) is posted with it, to ``operator/fees``.
+    Corrections never change it: they revise metered energy, not trades.
     """
     postings: list[Posting] = []
     entries: list[NewEntry] = []
     for revision in revisions:
         entries.append(revision_entry(revision))
         if revision.before is None:
-            fee = cost_micro(revision.after.bought_wh, network_fee_micro_per_kwh)
-            posted = settlement_postings(
-                revision.after, basis=revision.basis, network_fee_micro=fee
-            )
+            posted = settlement_postings(revision.after, basis=revision.basis)
         else:
             posted = correction_postings(revision.before, revision.after)
         postings += posted

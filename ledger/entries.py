@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from broker.keys import VerifyingKey
@@ -210,6 +210,9 @@ def parse_revision(obj: dict[str, Any]) -> LoggedRevision:
     settlement = Settlement(
         str(obj["agent"]), int(obj["interval"]), *(int(obj[name]) for name in fields)
     )
+    fee = int(obj.get("network_fee_micro", 0))  # absent when 0 (see Settlement.to_json)
+    if fee:
+        settlement = replace(settlement, network_fee_micro=fee)
     tariff = GridTariff(int(obj["retail_micro_per_kwh"]), int(obj["feed_in_micro_per_kwh"]))
     return LoggedRevision(settlement, Basis(obj["basis"]), int(obj["end_interval"]), tariff)
 

@@ -1,8 +1,11 @@
-"""The ledger's core: accept signed messages, close intervals, append them to the log.
+"""The ledger's core: the interval state machine over the verifiable log.
 
-No network here: the MQTT adapter (:mod:`ledger.service`) feeds payloads in and
-publishes what comes out. The only I/O is the store, written once per interval in one
-transaction together with the signed checkpoint.
+Open an interval, accept signed messages into it (the checks are
+:mod:`ledger.admission`'s), close it (clear, settle, log, checkpoint), and rebuild the
+state from the log after a restart. No network here: the MQTT adapter
+(:mod:`ledger.service`) feeds payloads in and publishes what comes out. The only I/O is
+the store, written once per interval in one transaction together with the signed
+checkpoint.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from broker.errors import ConfigError, MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
-from ledger.batch import PreparedBatch, prepare_batch
+from ledger.admission import Admission, OpenInterval, RedeliveredError
+from ledger.batch import PreparedBatch
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
@@ -40,15 +44,9 @@ from ledger.sigcheck import InlineVerifier, SignatureVerifier
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
+__all__ = ["META_MECHANISM", "IntervalOutcome", "Ledger", "RedeliveredError"]
+
 META_MECHANISM = "mechanism"
-
-
-class RedeliveredError(MessageError):
-    """The very message (same agent, seq and message id) was accepted already.
-
-    An MQTT QoS 1 redelivery or an agent's outbox backfill: acknowledged and not
-    stored again; not counted as a rejection (see :attr:`Ledger.redeliveries`).
-    """
 
 
 @dataclass(frozen=True)
@@ -70,16 +68,6 @@ class IntervalOutcome:
     entries: tuple[NewEntry, ...] = ()  # what the interval appended, in log order
 
 
-@dataclass
-class _Open:
-    interval: int
-    tariff: GridTariff
-    trading: bool  # False for the closing round, which only collects final readings
-    readings: dict[str, SignedMessage] = field(default_factory=dict)
-    orders: dict[str, SignedMessage] = field(default_factory=dict)
-    late: dict[tuple[str, int], SignedMessage] = field(default_factory=dict)  # backfills
-
-
 class Ledger:
     """Validates messages, clears and settles intervals, and keeps the verifiable log."""
 
@@ -94,11 +82,10 @@ class Ledger:
         metering: MeteringConfig | None = None,
     ) -> None:
         """``mechanism`` defaults to uniform pricing with ``clearing_k``; it is recorded
-        once in the store's meta table, and a restart with another one is refused."""
+        once in the store's meta table, and a restart with another one is refused. Its
+        network fee, if any, is settled with each seller (:mod:`ledger.settlement`)."""
         if mechanism is None:
             mechanism = Mechanism("uniform", MarketRules(k=clearing_k))
-        if mechanism.rules.network_fee_micro_per_kwh:
-            raise ConfigError("network fees are not settled by the ledger yet")
         self.store = store
         self.market_id = market_id
         self.origin = origin_for(market_id)
@@ -110,20 +97,26 @@ class Ledger:
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
         store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
         self._keyring = KeyRing()
-        self.rejections: Counter[RejectReason] = Counter()
-        self.redeliveries = 0  # messages received again after being accepted
+        self._admission = Admission(market_id, self._keyring, self._awaits_backfill)
         self._tree = CompactRange()
-        self._last_seq: dict[str, int] = {}
-        self._seen: dict[tuple[str, int], str] = {}
-        self._der_by_kid: dict[str, bytes] = {}  # for batch signature jobs
         self._metering = Metering(metering)
         self._last_interval: int | None = None
         self._last_tariff: GridTariff | None = None
         self._last_fills: tuple[Fill, ...] = ()
-        self._open: _Open | None = None
+        self._open: OpenInterval | None = None
         self._restore()
 
     # --- state -----------------------------------------------------------------------
+
+    @property
+    def rejections(self) -> Counter[RejectReason]:
+        """Rejected messages per reason (:class:`ledger.admission.Admission`)."""
+        return self._admission.rejections
+
+    @property
+    def redeliveries(self) -> int:
+        """Messages received again after being accepted (not rejections)."""
+        return self._admission.redeliveries
 
     @property
     def size(self) -> int:
@@ -163,8 +156,7 @@ class Ledger:
                 message = decode_message(
                     json.dumps({"signed": obj["signed"], "sig": obj["sig"]}).encode()
                 )
-                self._last_seq[agent] = max(self._last_seq.get(agent, 0), seq)
-                self._seen[(agent, seq)] = message.message_id
+                self._admission.restore(agent, seq, message.message_id)
                 if isinstance(message.body, ReadingBody):
                     self._metering.restore_reading(agent, entry.interval, _registers(message.body))
             elif entry.kind == EntryKind.CLEARING:
@@ -228,7 +220,7 @@ class Ledger:
             raise RuntimeError(f"interval {self._open.interval} is still open")
         if self._last_interval is not None and interval <= self._last_interval:
             raise ValueError(f"interval {interval} was closed already")
-        self._open = _Open(interval, tariff, trading)
+        self._open = OpenInterval(interval, tariff, trading)
 
     @property
     def open_orders(self) -> int:
@@ -251,9 +243,9 @@ class Ledger:
         try:
             message = decode_message(payload)
         except MessageError as exc:
-            self.rejections[exc.reason] += 1
+            self._admission.refuse(exc)
             raise
-        return self._admit(message, topic_agent, verified=None)
+        return self._admission.admit(message, topic_agent, self._open, verified=None)
 
     def ingest_many(
         self,
@@ -287,7 +279,7 @@ class Ledger:
 
     def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
         """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""
-        return prepare_batch(items, self.keys, self._der_by_kid)
+        return self._admission.prepare_batch(items)
 
     def admit_batch(
         self, batch: PreparedBatch, verdicts: Sequence[bool]
@@ -296,111 +288,11 @@ class Ledger:
         every other check and accept, in arrival order. A message whose key changed
         since :meth:`prepare_batch`, or whose signature failed, is checked again inline,
         so the decision is always the one :meth:`ingest` makes now."""
-        if len(verdicts) != len(batch.jobs):
-            raise ValueError("one verdict per signature job")
-        verified = {i: key for (i, key), ok in zip(batch.keys, verdicts, strict=True) if ok}
-        results: list[SignedMessage | MessageError] = []
-        for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):
-            if isinstance(item, MessageError):
-                self.rejections[item.reason] += 1
-                results.append(item)
-                continue
-            try:
-                results.append(self._admit(item, agent, verified=verified.get(i)))
-            except MessageError as exc:
-                results.append(exc)
-        return results
+        return self._admission.admit_batch(batch, verdicts, self._open)
 
-    def _admit(
-        self, message: SignedMessage, topic_agent: str | None, *, verified: VerifyingKey | None
-    ) -> SignedMessage:
-        """Check a decoded message against the ledger's state and accept it.
-
-        ``verified`` is the key its signature was already checked against, if any."""
-        try:
-            self._check(message, topic_agent, verified)
-        except RedeliveredError:
-            self.redeliveries += 1
-            raise
-        except MessageError as exc:
-            self.rejections[exc.reason] += 1
-            raise
-        op = self._open
-        assert op is not None  # _check refuses messages while no interval is open
-        agent = message.header.agent
-        if isinstance(message.body, ReadingBody) and message.header.interval < op.interval:
-            op.late[(agent, message.header.interval)] = message
-        else:
-            target = op.readings if isinstance(message.body, ReadingBody) else op.orders
-            target[agent] = message
-        self._last_seq[agent] = max(self._last_seq.get(agent, 0), message.header.seq)
-        self._seen[(agent, message.header.seq)] = message.message_id
-        return message
-
-    def _check(
-        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
-    ) -> None:
-        self._check_sender(message, topic_agent, verified)
-        op = self._check_timing(message)
-        if isinstance(message.body, OrderBody):
-            if not op.trading:
-                raise MessageError(RejectReason.WRONG_INTERVAL, "the market is closed")
-            if message.header.agent in op.orders:
-                raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
-        elif isinstance(message.body, ReadingBody):
-            self._check_reading(message, op)
-
-    def _check_sender(
-        self, message: SignedMessage, topic_agent: str | None, verified: VerifyingKey | None
-    ) -> None:
-        """Kind, market, key and signature (unless already checked with this very key),
-        then duplicates and replays."""
-        header = message.header
-        if header.kind not in (EntryKind.READING, EntryKind.ORDER):
-            raise MessageError(RejectReason.SCHEMA, f"households may not send {header.kind}")
-        if header.market != self.market_id:
-            raise MessageError(RejectReason.WRONG_MARKET, f"this is market {self.market_id}")
-        if topic_agent is not None and topic_agent != header.agent:
-            raise MessageError(RejectReason.KEY_MISMATCH, "sent on another household's topic")
-        key = self._keyring.key_for(header.agent, header.kid)
-        if verified is not key:  # a batch may have checked it already
-            message.verify(key)
-        seen = self._seen.get((header.agent, header.seq))
-        if seen == message.message_id:
-            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
-        if header.seq <= self._last_seq.get(header.agent, 0) and (
-            seen is not None or not self._is_backfill(message)
-        ):
-            raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
-
-    def _is_backfill(self, message: SignedMessage) -> bool:
-        """A reading for a closed interval that fills a gap an estimate stands in for."""
-        header = message.header
-        op = self._open
-        return (
-            header.kind == EntryKind.READING
-            and op is not None
-            and header.interval < op.interval
-            and self._metering.awaits(header.agent, header.interval)
-        )
-
-    def _check_timing(self, message: SignedMessage) -> _Open:
-        header = message.header
-        op = self._open
-        if op is None or (header.interval < op.interval and not self._is_backfill(message)):
-            raise MessageError(RejectReason.LATE, f"interval {header.interval} is closed")
-        if header.interval > op.interval:
-            raise MessageError(RejectReason.WRONG_INTERVAL, f"open interval is {op.interval}")
-        if header.expires < op.interval:
-            raise MessageError(RejectReason.EXPIRED, f"expired at {header.expires}")
-        return op
-
-    def _check_reading(self, message: SignedMessage, op: _Open) -> None:
-        """One reading per household and interval. Registers that went backwards are
-        accepted (the signed reading is evidence) and the interval is flagged unsettled."""
-        agent, interval = message.header.agent, message.header.interval
-        if agent in op.readings if interval == op.interval else (agent, interval) in op.late:
-            raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
+    def _awaits_backfill(self, agent: str, interval: int) -> bool:
+        """Whether a late reading would fill a gap an estimate stands in for."""
+        return self._metering.awaits(agent, interval)
 
     def close_interval(self) -> IntervalOutcome:
         """Gate closure: clear, settle the previous interval, log all of it, checkpoint.
@@ -478,7 +370,7 @@ class Ledger:
     def _settle(
         self,
         metering: Metering,
-        op: _Open,
+        op: OpenInterval,
         readings: list[SignedMessage],
         late: list[SignedMessage],
     ) -> tuple[list[Revision], list[Flag], list[Posting], list[NewEntry]]:
@@ -494,6 +386,7 @@ class Ledger:
                 for m in late
             },
             settle=due,
+            network_fee_micro_per_kwh=self.mechanism.rules.network_fee_micro_per_kwh,
         )
         postings, entries = book(revisions, flags)
         return revisions, flags, postings, entries

@@ -23,7 +23,7 @@ readings at the start of ``p`` and at the start of the next interval ``c``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ledger.clearing import Fill, GridTariff
@@ -35,7 +35,7 @@ from ledger.settlement import (
     Settlement,
     check_registers,
     energy_limit_wh,
-    settle_flows,
+    traded_position,
     with_energy,
 )
 
@@ -101,7 +101,7 @@ class Metering:
         self.config = config or MeteringConfig()
         self._houses: dict[str, _House] = {}
         self.last_settled: int | None = None
-        self._pending_fills: dict[tuple[str, int], list[Fill]] = {}
+        self._pending: dict[tuple[str, int], Settlement] = {}  # traded positions, in close
 
     def copy(self) -> Metering:
         """An independent copy, to work on until the interval is committed."""
@@ -138,11 +138,13 @@ class Metering:
         readings: Mapping[str, Registers],
         late: Mapping[tuple[str, int], Registers],
         settle: tuple[int, GridTariff, tuple[Fill, ...]] | None,
+        network_fee_micro_per_kwh: int = 0,
     ) -> tuple[list[Revision], list[Flag]]:
         """Gate closure of ``interval``: take its readings and late ones, settle ``settle``.
 
         ``settle`` is the previous traded interval with its tariff and fills (None when
-        there is none, or it was settled already).
+        there is none, or it was settled already); ``network_fee_micro_per_kwh`` the
+        market's fee on those fills (:func:`ledger.settlement.traded_position`).
         """
         revisions: list[Revision] = []
         flags: list[Flag] = []
@@ -166,12 +168,14 @@ class Metering:
                 if any(at <= p for at in house.readings):  # it has a baseline
                     house.open[p] = _Open(p, interval, tariff, None)
                     touched.add((agent, interval))
-                    self._pending_fills[(agent, p)] = own.get(agent, [])
+                    self._pending[(agent, p)] = traded_position(
+                        agent, p, own.get(agent, []), network_fee_micro_per_kwh
+                    )
         for agent, at in sorted(touched):
             self._revise(agent, at, revisions, flags)
         for agent in sorted(self._houses):
             self._estimate_pending(agent, revisions)
-        self._pending_fills.clear()
+        self._pending.clear()
         self.prune(interval)
         return revisions, flags
 
@@ -230,19 +234,14 @@ class Metering:
                 del house.open[item.interval]
 
     def _settle(self, agent: str, item: _Open, import_wh: int, export_wh: int) -> Settlement:
-        if item.settlement is None:
-            fills: Iterable[Fill] = self._pending_fills.get((agent, item.interval), [])
-            return settle_flows(
-                agent=agent,
-                interval=item.interval,
-                import_wh=import_wh,
-                export_wh=export_wh,
-                fills=fills,
-                tariff=item.tariff,
-            )
-        return with_energy(
-            item.settlement, import_wh=import_wh, export_wh=export_wh, tariff=item.tariff
-        )
+        """The interval's settlement for this energy: its trades (and their fee) as
+        cleared, from the traded position of this close or the earlier estimate."""
+        base = item.settlement
+        if base is None:
+            base = self._pending.get((agent, item.interval))
+        if base is None:
+            base = traded_position(agent, item.interval, ())
+        return with_energy(base, import_wh=import_wh, export_wh=export_wh, tariff=item.tariff)
 
     def _estimate_pending(self, agent: str, revisions: list[Revision]) -> None:
         """Settle on the estimate rule every interval that no reading closed."""

@@ -4,6 +4,14 @@ Pure functions. A household's metered net import over an interval is the differe
 its cumulative registers; its traded net is what it bought minus what it sold on the
 local market. The deviation is bought from (positive) or sold to (negative) the grid at
 the grid's tariffs.
+
+Network fee (docs/protocol.md, "Network fee"): with a fee ``f`` per kWh a fill's price
+``p`` is what the buyer pays; the seller's P2P money is the same gross ``cost(q, p)``,
+and it pays the operator's fee ``cost(q, p) - cost(q, p - f)`` per fill
+(:func:`ledger.money.network_fee_micro`), so it nets ``cost(q, p - f)``: exactly the
+clearing's money lines (:mod:`ledger.mechanisms.money`). The fee is charged on the
+traded (cleared) energy, not on the metered energy: a deviation is grid energy at grid
+prices, and a correction of the metered energy never changes the fee.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger.clearing import Fill, GridTariff
-from ledger.money import cost_micro
+from ledger.money import cost_micro, network_fee_micro
 
 
 @dataclass(frozen=True)
@@ -86,13 +94,17 @@ class Settlement:
     p2p_cost_micro: int
     grid_cost_micro: int
     grid_only_cost_micro: int  # what the same metered energy would cost with the grid alone
+    network_fee_micro: int = 0  # the seller's network fee on its P2P sales (to the operator)
 
     @property
     def cost_micro(self) -> int:
-        return self.p2p_cost_micro + self.grid_cost_micro
+        """What the household pays in all (negative: receives), fee included."""
+        return self.p2p_cost_micro + self.grid_cost_micro + self.network_fee_micro
 
     def to_json(self) -> dict[str, int | str]:
-        return {
+        """As logged; ``network_fee_micro`` only when it is not 0 (so the entries of a
+        market without a fee, and their roots, are what they were before fees)."""
+        obj: dict[str, int | str] = {
             "agent": self.agent,
             "interval": self.interval,
             "import_wh": self.import_wh,
@@ -105,6 +117,9 @@ class Settlement:
             "grid_cost_micro": self.grid_cost_micro,
             "grid_only_cost_micro": self.grid_only_cost_micro,
         }
+        if self.network_fee_micro:
+            obj["network_fee_micro"] = self.network_fee_micro
+        return obj
 
 
 def settle_household(
@@ -115,6 +130,7 @@ def settle_household(
     end: Registers,
     fills: Iterable[Fill],
     tariff: GridTariff,
+    network_fee_micro_per_kwh: int = 0,
 ) -> Settlement:
     """Settle ``agent`` for ``interval`` from its registers at both ends and its fills."""
     import_wh = end.import_wh - start.import_wh
@@ -130,6 +146,7 @@ def settle_household(
         export_wh=export_wh,
         fills=fills,
         tariff=tariff,
+        network_fee_micro_per_kwh=network_fee_micro_per_kwh,
     )
 
 
@@ -141,9 +158,27 @@ def settle_flows(
     export_wh: int,
     fills: Iterable[Fill],
     tariff: GridTariff,
+    network_fee_micro_per_kwh: int = 0,
 ) -> Settlement:
-    """Settle ``agent`` for ``interval`` from its metered (or estimated) energy flows."""
-    bought_wh = sold_wh = p2p_cost = 0
+    """Settle ``agent`` for ``interval`` from its metered (or estimated) energy flows.
+
+    ``network_fee_micro_per_kwh`` is the market's fee ``f``: the seller of each fill
+    pays ``network_fee_micro(q, p, f)`` of it (see the module docstring)."""
+    return with_energy(
+        traded_position(agent, interval, fills, network_fee_micro_per_kwh),
+        import_wh=import_wh,
+        export_wh=export_wh,
+        tariff=tariff,
+    )
+
+
+def traded_position(
+    agent: str, interval: int, fills: Iterable[Fill], network_fee_micro_per_kwh: int = 0
+) -> Settlement:
+    """``agent``'s trades of ``interval`` and their money, with no metered energy yet."""
+    if network_fee_micro_per_kwh < 0:
+        raise ValueError("the network fee must not be negative")
+    bought_wh = sold_wh = p2p_cost = fee = 0
     for fill in fills:
         if fill.buyer == agent:
             bought_wh += fill.quantity_wh
@@ -151,8 +186,10 @@ def settle_flows(
         if fill.seller == agent:
             sold_wh += fill.quantity_wh
             p2p_cost -= cost_micro(fill.quantity_wh, fill.price_micro_per_kwh)
-    traded = Settlement(agent, interval, 0, 0, bought_wh, sold_wh, 0, 0, p2p_cost, 0, 0)
-    return with_energy(traded, import_wh=import_wh, export_wh=export_wh, tariff=tariff)
+            fee += network_fee_micro(
+                fill.quantity_wh, fill.price_micro_per_kwh, network_fee_micro_per_kwh
+            )
+    return Settlement(agent, interval, 0, 0, bought_wh, sold_wh, 0, 0, p2p_cost, 0, 0, fee)
 
 
 def with_energy(
@@ -177,4 +214,5 @@ def with_energy(
         p2p_cost_micro=settlement.p2p_cost_micro,
         grid_cost_micro=cost_micro(grid_buy_wh, retail) - cost_micro(grid_sell_wh, feed_in),
         grid_only_cost_micro=cost_micro(import_wh, retail) - cost_micro(export_wh, feed_in),
+        network_fee_micro=settlement.network_fee_micro,
     )

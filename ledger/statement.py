@@ -2,9 +2,10 @@
 what it traded, the deviation the grid covered, the price and the cost.
 
 Pure: :func:`build_statement` reads parsed log entries (``json.loads`` of each leaf).
-Each interval's figures are its last revision (settlement or correction); its cost is
-recomputed from those figures plus any network fee and must equal the sum of the
-household's posting lines for the interval, or :class:`StatementError` is raised.
+Each interval's figures are its last revision (settlement or correction), the network
+fee (a seller's, ``fee_micro``) included; its cost is recomputed from those figures and
+must equal the sum of the household's posting lines for the interval (P2P, grid and
+``network_fee`` postings), or :class:`StatementError` is raised.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class StatementRow:
     feed_in_micro_per_kwh: int | None = None
     p2p_cost_micro: int = 0
     grid_cost_micro: int = 0
-    fee_micro: int = 0
+    fee_micro: int = 0  # the network fee on the household's P2P sales (settlement figure)
     grid_only_cost_micro: int = 0
     corrections: int = 0
     posted_micro: int = 0  # the household's posting lines for the interval
+    fee_posted_micro: int = 0  # of which cause network_fee
     flag_reason: str = ""
 
     @property
@@ -195,7 +197,7 @@ class _Builder:
             r = self.row(interval)
             r.posted_micro += posting.amount_for(self.account)
             if posting.cause is Cause.NETWORK_FEE:
-                r.fee_micro += posting.amount_for(self.account)
+                r.fee_posted_micro += posting.amount_for(self.account)
 
     def finish(self) -> Statement:
         statement = Statement(self.household, [self.rows[t] for t in sorted(self.rows)])
@@ -205,6 +207,11 @@ class _Builder:
                 raise StatementError(
                     f"{self.household}, interval {r.interval}: cost {r.cost_micro} differs "
                     f"from the postings {r.posted_micro}"
+                )
+            if r.fee_micro != r.fee_posted_micro:
+                raise StatementError(
+                    f"{self.household}, interval {r.interval}: network fee {r.fee_micro} "
+                    f"differs from the fee postings {r.fee_posted_micro}"
                 )
         return statement
 
@@ -217,5 +224,6 @@ def _apply_revision(row: StatementRow, obj: Mapping[str, Any]) -> None:
     row.bought_wh, row.sold_wh = s.bought_wh, s.sold_wh
     row.p2p_cost_micro, row.grid_cost_micro = s.p2p_cost_micro, s.grid_cost_micro
     row.grid_only_cost_micro = s.grid_only_cost_micro
+    row.fee_micro = s.network_fee_micro
     row.retail_micro_per_kwh = logged.tariff.retail_micro_per_kwh
     row.feed_in_micro_per_kwh = logged.tariff.feed_in_micro_per_kwh

@@ -28,8 +28,9 @@ from ledger.booking import book
 from ledger.clearing import Fill, GridTariff
 from ledger.entries import posting_entry
 from ledger.metering import Revision
+from ledger.money import network_fee_micro
 from ledger.settlement import Basis, Settlement, settle_flows, with_energy
-from ledger.statement import build_statement
+from ledger.statement import StatementError, build_statement
 
 AGENTS = ("h0", "h1", "h2", "h3")
 TARIFF = GridTariff(300_000, 80_000)
@@ -52,14 +53,13 @@ def test_hand_worked_postings() -> None:
         fills=[Fill("h0", "h1", 1_000, 200_000, "B", "S")],
         tariff=TARIFF,
     )
-    p2p, grid, fee = settlement_postings(s, network_fee_micro=1_000)
+    p2p, grid = settlement_postings(s)  # a buyer pays no fee beyond the fill's price
     assert p2p == Posting(
         7, "h0", Cause.P2P_TRADE, (Line("household/h0", 200_000), Line(MARKET_ACCOUNT, -200_000))
     )
     assert grid == Posting(
         7, "h0", Cause.GRID_PURCHASE, (Line("household/h0", 150_000), Line(GRID_ACCOUNT, -150_000))
     )
-    assert fee.cause is Cause.NETWORK_FEE and fee.amount_for(FEES_ACCOUNT) == -1_000
     seller = settle_flows(
         agent="h1",
         interval=7,
@@ -67,10 +67,16 @@ def test_hand_worked_postings() -> None:
         export_wh=1_200,
         fills=[Fill("h0", "h1", 1_000, 200_000, "B", "S")],
         tariff=TARIFF,
+        network_fee_micro_per_kwh=10_000,
     )
-    p2p, grid = settlement_postings(seller, basis=Basis.ESTIMATED)
-    assert p2p.amount_for("household/h1") == -200_000  # the seller receives
+    p2p, grid, fee = settlement_postings(seller, basis=Basis.ESTIMATED)
+    assert p2p.amount_for("household/h1") == -200_000  # the seller receives the gross price
     assert (grid.cause, grid.amount_for("household/h1")) == (Cause.ESTIMATE, -16_000)
+    # ... and pays the fee on its 1 kWh: it nets 1 kWh at 0.19.
+    assert fee == Posting(
+        7, "h1", Cause.NETWORK_FEE, (Line("household/h1", 10_000), Line(FEES_ACCOUNT, -10_000))
+    )
+    assert seller.cost_micro == -190_000 - 16_000
     assert (
         settlement_postings(
             settle_flows(agent="h2", interval=7, import_wh=0, export_wh=0, fills=[], tariff=TARIFF)
@@ -78,6 +84,7 @@ def test_hand_worked_postings() -> None:
         == []
     )  # nothing moved, nothing posted
     later = with_energy(seller, import_wh=0, export_wh=900, tariff=TARIFF)
+    assert later.network_fee_micro == 10_000  # the fee is on the trade, not the meter
     (correction,) = correction_postings(seller, later)
     # 100 Wh short now: bought from the grid at retail instead of 200 Wh sold at feed-in.
     assert correction.cause is Cause.CORRECTION
@@ -116,13 +123,20 @@ tariffs = st.integers(0, 300_000).flatmap(
 flows = st.integers(0, 20_000)
 
 
+fees = st.one_of(st.just(0), st.integers(0, 50_000), st.integers(0, 700_000))
+
+
 @st.composite
-def ledgers(draw: st.DrawFn) -> list[tuple[Settlement, Basis, int, list[Settlement]]]:
-    """Intervals of settlements: each with a basis, a fee and later corrections."""
+def ledgers(draw: st.DrawFn) -> tuple[list[tuple[Settlement, Basis, list[Settlement]]], int]:
+    """Intervals of settlements, each with a basis and later corrections, under a network
+    fee per interval; and the fees the interval's fills owe (one rounding per fill)."""
     out = []
+    owed = 0
     for interval in range(draw(st.integers(1, 4))):
         tariff = draw(tariffs)
         common = draw(fills)
+        fee = draw(fees)
+        owed += sum(network_fee_micro(f.quantity_wh, f.price_micro_per_kwh, fee) for f in common)
         for agent in AGENTS:
             s = settle_flows(
                 agent=agent,
@@ -131,23 +145,25 @@ def ledgers(draw: st.DrawFn) -> list[tuple[Settlement, Basis, int, list[Settleme
                 export_wh=draw(flows),
                 fills=common,
                 tariff=tariff,
+                network_fee_micro_per_kwh=fee,
             )
             revisions = [
                 with_energy(s, import_wh=draw(flows), export_wh=draw(flows), tariff=tariff)
                 for _ in range(draw(st.integers(0, 2)))
             ]
-            out.append((s, draw(st.sampled_from(Basis)), draw(st.integers(0, 5_000)), revisions))
-    return out
+            out.append((s, draw(st.sampled_from(Basis)), revisions))
+    return out, owed
 
 
 @settings(max_examples=100, deadline=None)
-@given(book=ledgers())
+@given(drawn=ledgers())
 def test_accounts_always_sum_to_zero(
-    book: list[tuple[Settlement, Basis, int, list[Settlement]]],
+    drawn: tuple[list[tuple[Settlement, Basis, list[Settlement]]], int],
 ) -> None:
+    book, owed = drawn
     postings: list[Posting] = []
-    for s, basis, fee, revisions in book:
-        postings += settlement_postings(s, basis=basis, network_fee_micro=fee)
+    for s, basis, revisions in book:
+        postings += settlement_postings(s, basis=basis)
         before = s
         for after in revisions:
             postings += correction_postings(before, after)
@@ -158,13 +174,13 @@ def test_accounts_always_sum_to_zero(
         assert sum(line.amount_micro for line in posting.lines) == 0
     totals = balances(postings)
     assert sum(totals.values()) == 0
-    final = {(s.agent, s.interval): (revs[-1] if revs else s) for s, _, _, revs in book}
+    final = {(s.agent, s.interval): (revs[-1] if revs else s) for s, _, revs in book}
     for agent in AGENTS:
         billed = sum(f.cost_micro for (a, _), f in final.items() if a == agent)
-        fees = sum(fee for s, _, fee, _ in book if s.agent == agent)
-        assert totals[household_account(agent)] == billed + fees
+        assert totals[household_account(agent)] == billed  # the fee included
     assert totals[GRID_ACCOUNT] == -sum(f.grid_cost_micro for f in final.values())
-    assert totals[FEES_ACCOUNT] == -sum(fee for _, _, fee, _ in book)
+    # The operator collects each fill's fee exactly once, from its seller.
+    assert totals[FEES_ACCOUNT] == -sum(f.network_fee_micro for f in final.values()) == -owed
     # Every household of every interval was settled against the same fills: the
     # operator's market account, the counterparty of all P2P trades, nets to zero.
     assert totals[MARKET_ACCOUNT] == 0
@@ -195,13 +211,19 @@ def test_posting_bytes_are_rfc8785(
     assert Posting.from_json(json.loads(entry.data)) == posting
 
 
-def test_booking_charges_a_network_fee_to_buyers() -> None:
-    """The fee account is ready for a network fee (clearing charges none yet)."""
+def _revisions(fee: int) -> list[Revision]:
+    """h0 buys 1 kWh from h1 at 0.20; both metered exactly as traded."""
     fill = Fill("h0", "h1", 1_000, 200_000, "B", "S")
-    revisions = [
+    return [
         Revision(
             settle_flows(
-                agent=a, interval=7, import_wh=i, export_wh=e, fills=[fill], tariff=TARIFF
+                agent=a,
+                interval=7,
+                import_wh=i,
+                export_wh=e,
+                fills=[fill],
+                tariff=TARIFF,
+                network_fee_micro_per_kwh=fee,
             ),
             None,
             Basis.METERED,
@@ -210,19 +232,46 @@ def test_booking_charges_a_network_fee_to_buyers() -> None:
         )
         for a, i, e in (("h0", 1_000, 0), ("h1", 0, 1_000))
     ]
-    postings, entries = book(revisions, [], network_fee_micro_per_kwh=12_345)
+
+
+def test_booking_charges_the_network_fee_to_the_seller() -> None:
+    """The fill's price is what the buyer pays; the seller nets it minus the fee."""
+    postings, entries = book(_revisions(12_345), [])
     (fee,) = [p for p in postings if p.cause is Cause.NETWORK_FEE]
-    assert (fee.agent, fee.amount_for("household/h0"), fee.amount_for(FEES_ACCOUNT)) == (
-        "h0",
+    assert (fee.agent, fee.amount_for("household/h1"), fee.amount_for(FEES_ACCOUNT)) == (
+        "h1",
         12_345,
         -12_345,
     )
     totals = balances(postings)
     assert sum(totals.values()) == 0 and totals[MARKET_ACCOUNT] == 0
-    statement = build_statement(
-        [json.loads(e.data) for e in entries], household="h0", start=None, end=None
+    assert totals[household_account("h0")] == 200_000  # the price, nothing on top
+    assert totals[household_account("h1")] == -(200_000 - 12_345)  # cost(1 kWh, p - f)
+    parsed = [json.loads(e.data) for e in entries]
+    (buyer,) = build_statement(parsed, household="h0").rows
+    assert (buyer.fee_micro, buyer.cost_micro) == (0, 200_000)
+    (seller,) = build_statement(parsed, household="h1").rows
+    assert (seller.p2p_cost_micro, seller.fee_micro, seller.cost_micro) == (
+        -200_000,
+        12_345,
+        -200_000 + 12_345,
     )
-    (row,) = statement.rows
-    assert (row.fee_micro, row.cost_micro) == (12_345, 200_000 + 12_345)
-    no_fee, _ = book(revisions, [])
+    # The settlement entry carries the fee, so the statement recomputes it.
+    assert [obj.get("network_fee_micro") for obj in parsed if obj["kind"] == "settlement"] == [
+        None,
+        12_345,
+    ]
+    no_fee, no_fee_entries = book(_revisions(0), [])
     assert all(p.cause is not Cause.NETWORK_FEE for p in no_fee)
+    assert all(b"network_fee" not in e.data for e in no_fee_entries)  # bytes as before fees
+
+
+def test_a_statement_whose_fee_differs_from_its_postings_is_refused() -> None:
+    _, entries = book(_revisions(12_345), [])
+    parsed = [json.loads(e.data) for e in entries]
+    for obj in parsed:
+        if obj["kind"] == "settlement" and obj["agent"] == "h1":
+            obj["network_fee_micro"] = 12_000
+            obj["p2p_cost_micro"] += 345  # the same total cost, another fee
+    with pytest.raises(StatementError, match="network fee 12000 differs"):
+        build_statement(parsed, household="h1")

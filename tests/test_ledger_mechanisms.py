@@ -98,15 +98,3 @@ def test_the_default_mechanism_logs_no_mechanism_field(db_url: str) -> None:
     (clearing,) = _logged(ledger, EntryKind.CLEARING)
     assert not {"mechanism", "k", "network_fee_micro_per_kwh"} & set(clearing)
     ledger.store.close()
-
-
-def test_a_network_fee_is_refused_until_settlement_books_it(db_url: str) -> None:
-    store = LedgerStore(db_url)
-    with pytest.raises(ConfigError, match="network fees"):
-        Ledger(
-            store,
-            market_id=MARKET,
-            operator_key=SigningKey.generate(),
-            mechanism=Mechanism("mmr", MarketRules(network_fee_micro_per_kwh=10_000)),
-        )
-    store.close()

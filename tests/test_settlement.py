@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from broker.messages import Side
 from ledger.clearing import Fill, GridTariff, Order, clear_uniform
 from ledger.money import cost_micro
-from ledger.settlement import RegisterError, Registers, Settlement, settle_household
+from ledger.settlement import (
+    RegisterError,
+    Registers,
+    Settlement,
+    settle_flows,
+    settle_household,
+)
 
 # 0.30 per kWh retail, 0.08 per kWh feed-in.
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
@@ -189,6 +195,57 @@ def test_every_fill_is_rounded_on_its_own_and_the_same_for_both_sides() -> None:
     assert buyer.grid_buy_wh == 2
     assert buyer.grid_cost_micro == 600
     assert buyer.grid_only_cost_micro == 3_600
+
+
+def test_the_network_fee_is_rounded_per_fill_and_paid_by_the_seller() -> None:
+    """Each fill's fee is ``cost(q, p) - cost(q, p - f)``: the buyer's rounded figure minus
+    the seller's, so the seller nets exactly the clearing's ``cost(q, p - f)`` per fill
+    (not ``cost(sold, f)`` once: here 0 + 0 against 2)."""
+    fills = [Fill("b", "s", 1, 1_499, "B1", "S"), Fill("b", "s", 1, 1_499, "B2", "S")]
+    buyer = settle_flows(
+        agent="b",
+        interval=7,
+        import_wh=2,
+        export_wh=0,
+        fills=fills,
+        tariff=TARIFF,
+        network_fee_micro_per_kwh=999,
+    )
+    seller = settle_flows(
+        agent="s",
+        interval=7,
+        import_wh=0,
+        export_wh=2,
+        fills=fills,
+        tariff=TARIFF,
+        network_fee_micro_per_kwh=999,
+    )
+    assert (buyer.p2p_cost_micro, buyer.network_fee_micro, buyer.cost_micro) == (2, 0, 2)
+    assert (seller.p2p_cost_micro, seller.network_fee_micro) == (-2, 0)  # 1 - 1 per fill
+    assert seller.cost_micro == -2 * cost_micro(1, 1_499 - 999)
+    big = [Fill("b", "s", 1_000, 200_000, "B", "S"), Fill("b", "s", 333, 200_001, "B", "S")]
+    sold = settle_flows(
+        agent="s",
+        interval=7,
+        import_wh=0,
+        export_wh=1_333,
+        fills=big,
+        tariff=TARIFF,
+        network_fee_micro_per_kwh=10_000,
+    )
+    assert sold.network_fee_micro == 10_000 + (66_600 - 63_270)
+    assert sold.to_json()["network_fee_micro"] == sold.network_fee_micro
+    assert "network_fee_micro" not in buyer.to_json()  # 0 is not logged
+    with pytest.raises(ValueError, match="negative"):
+        settle_flows(
+            agent="s",
+            interval=7,
+            import_wh=0,
+            export_wh=0,
+            fills=big,
+            tariff=TARIFF,
+            network_fee_micro_per_kwh=-1,
+        )
 
 
 def test_a_self_fill_nets_out() -> None:

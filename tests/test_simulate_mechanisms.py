@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from broker.transport import BrokerAddress
+from ledger.accounts import FEES_ACCOUNT
 from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
 from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
+from ledger.money import network_fee_micro
+from ledger.statement import build_statement
 from ledger.store import LedgerStore
 from wattmesh.cli import main
 from wattmesh.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 TOU = [
     {"start_hour_utc": 0, "retail_micro_per_kwh": 200_000, "feed_in_micro_per_kwh": 60_000},
@@ -95,8 +101,13 @@ async def test_mmr_market_with_tou_tariffs(tmp_path: Path, mosquitto: BrokerAddr
         ),
         (["--tariffs", "{t}"], json.dumps(TOU[1:]), "first period starting at hour 0"),
         (["--tariffs", "{t}/missing.json"], None, "No such file"),
+        (
+            ["--network-fee-micro-per-kwh", "-1"],
+            None,
+            "--network-fee-micro-per-kwh: the network fee must not be negative",
+        ),
     ],
-    ids=["mechanism", "not-json", "not-a-list", "float", "no-hour-0", "missing"],
+    ids=["mechanism", "not-json", "not-a-list", "float", "no-hour-0", "missing", "fee"],
 )
 def test_bad_mechanism_or_tariffs_give_one_line(
     tmp_path: Path,
@@ -115,3 +126,58 @@ def test_bad_mechanism_or_tariffs_give_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message.replace("{t}", str(t)) in lines[0], err
     assert not (tmp_path / "ledger.db").exists()  # refused before anything ran
+
+
+def test_simulate_with_a_network_fee_collects_and_reports_it(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """The CLI option end to end: the operator's fee account holds each trade's fee, the
+    report shows it, sellers net the price minus the fee, and statements reconcile."""
+    fee = 20_000
+    report_path = tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "wattmesh.cli", "simulate", "--households", "4"),
+            *("--days", "1", "--seed", "3", "--pv-share", "0.5", "--forecaster", "naive"),
+            *("--history-days", "7", "--broker", mosquitto.url, "--workdir", str(tmp_path)),
+            *("--report", str(report_path), "--network-fee-micro-per-kwh", str(fee)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "network fees collected" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["verified"] is True and report["settlement_complete"] is True
+    assert report["network_fee_micro_per_kwh"] == fee
+    store = LedgerStore(report["db"])
+    try:
+        entries = [json.loads(e.data) for e in store.iter_entries()]
+    finally:
+        store.close()
+    (clearing, *_) = [obj for obj in entries if obj["kind"] == EntryKind.CLEARING]
+    assert (clearing["mechanism"], clearing["network_fee_micro_per_kwh"]) == ("uniform", fee)
+    trades = [obj for obj in entries if obj["kind"] == EntryKind.TRADE]
+    owed = sum(network_fee_micro(t["quantity_wh"], t["price_micro_per_kwh"], fee) for t in trades)
+    assert owed > 0
+    assert report["money_micro"]["network_fees"] == owed == -report["accounts_micro"][FEES_ACCOUNT]
+    rows = report["per_household"]
+    assert sum(r["network_fee_micro"] for r in rows) == owed
+    assert sum(r["community_micro"] for r in rows) == report["money_micro"]["community"]
+    limits = {
+        (obj["signed"]["agent"], obj["signed"]["interval"]): obj["signed"]["body"]
+        for obj in entries
+        if obj["kind"] == EntryKind.ORDER
+    }
+    for t in trades:
+        feed_in = clearing["feed_in_micro_per_kwh"]
+        ask = max(limits[(t["seller"], t["interval"])]["price_micro_per_kwh"], feed_in)
+        bid = limits[(t["buyer"], t["interval"])]["price_micro_per_kwh"]
+        assert ask <= t["price_micro_per_kwh"] - fee and t["price_micro_per_kwh"] <= bid
+    for r in rows:
+        totals = build_statement(entries, household=r["agent"]).totals()
+        assert totals["fee_micro"] == r["network_fee_micro"]
+        assert totals["cost_micro"] == totals["posted_micro"] == r["community_micro"]

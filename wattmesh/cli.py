@@ -116,6 +116,12 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
     sim.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
     sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
+    sim.add_argument(
+        "--network-fee-micro-per-kwh",
+        type=int,
+        default=0,
+        help="operator's network fee per locally traded kWh (micro-units; default 0)",
+    )
     sim.set_defaults(func=_cmd_simulate)
 
 

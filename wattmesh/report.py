@@ -55,7 +55,8 @@ class _Household:
     grid_import_wh: int = 0
     grid_export_wh: int = 0
     grid_only_micro: int = 0
-    community_micro: int = 0
+    community_micro: int = 0  # what it paid in all: P2P, grid and network fee
+    network_fee_micro: int = 0  # the network fee on its P2P sales (to the operator)
     settled_intervals: int = 0  # on two signed readings (metered)
     estimated_intervals: int = 0  # still on an estimate (a reading missing)
     flagged_intervals: int = 0  # not settled: registers backwards or beyond the limit
@@ -89,6 +90,7 @@ def _add_settlements(
         h.grid_export_wh += s.grid_sell_wh
         h.grid_only_micro += s.grid_only_cost_micro
         h.community_micro += s.cost_micro
+        h.network_fee_micro += s.network_fee_micro
 
 
 def build_report(
@@ -154,6 +156,9 @@ def build_report(
             }
         )
     community = sum(h.community_micro for h in rows)
+    fees = sum(h.network_fee_micro for h in rows)
+    if fees != -accounts[FEES_ACCOUNT]:
+        raise BalanceError("the network fees differ from the operator's fee account")
     return {
         "households": len(rows),
         "days": config.days,
@@ -172,7 +177,8 @@ def build_report(
             "battery_losses": losses,
             "battery_soc_change": soc_change,
         },
-        "money_micro": {"grid_only": grid_only, "community": community},
+        "money_micro": {"grid_only": grid_only, "community": community, "network_fees": fees},
+        "network_fee_micro_per_kwh": config.mechanism.rules.network_fee_micro_per_kwh,
         "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},
         "savings_pct": round(100 * (grid_only - community) / grid_only, 2) if grid_only else 0.0,
         "self_sufficiency": round((demand - grid_import) / demand, 4) if demand else 0.0,

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker.errors import ConfigError
+from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.simulate import SimulationConfig, run_simulation
@@ -32,7 +33,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir),
         history_days=args.history_days,
         tariffs=None if args.tariffs is None else load_tariffs(Path(args.tariffs)),
-        mechanism=_mechanism(args.mechanism),
+        mechanism=_mechanism(args.mechanism, args.network_fee_micro_per_kwh),
     )
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True, quiet=args.quiet)
@@ -60,9 +61,13 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     return 0 if report["verified"] else 1
 
 
-def _mechanism(name: str) -> Mechanism:
+def _mechanism(name: str, network_fee_micro_per_kwh: int) -> Mechanism:
     try:
-        return Mechanism(name)
+        rules = MarketRules(network_fee_micro_per_kwh=network_fee_micro_per_kwh)
+    except ValueError as exc:
+        raise ConfigError(f"--network-fee-micro-per-kwh: {exc}") from exc
+    try:
+        return Mechanism(name, rules)
     except ValueError as exc:
         raise ConfigError(f"--mechanism: {exc}") from exc
 
@@ -94,6 +99,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         ("sold to the grid", _kwh(energy["grid_export"])),
         ("cost with the grid only", _money(money["grid_only"])),
         ("cost in the community", _money(money["community"])),
+        ("network fees collected", _money(money["network_fees"])),
         ("savings", f"{report['savings_pct']:.2f} %"),
         ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
         ("trades", str(report["trades"])),

@@ -5,10 +5,11 @@ balances on its own, so money sums to zero exactly over households, operator and
 
 - a local fill of ``q`` Wh at price ``p`` with network fee ``f``: the buyer pays
   ``cost(q, p)``; the seller receives ``cost(q, p - f)``; the operator receives the
-  difference ``cost(q, p) - cost(q, p - f)`` (>= 0, and within half a micro-unit of
-  ``q * f / 1000``). Rounding the seller's own price, not the fee, keeps
-  ``cost(q, p - f) >= cost(q, ask)`` exactly for every seller whose net price is at or
-  above its ask.
+  difference ``cost(q, p) - cost(q, p - f)`` (``ledger.money.network_fee_micro``: >= 0,
+  within half a micro-unit of ``q * f / 1000``). Rounding the seller's own price, not
+  the fee, keeps ``cost(q, p - f) >= cost(q, ask)`` exactly for every seller whose net
+  price is at or above its ask. Settlement books exactly these figures
+  (:mod:`ledger.settlement`: the seller's ``network_fee_micro``, to ``operator/fees``).
 - a grid rest of ``q`` Wh: a buyer pays the grid ``cost(q, R)``; the grid pays a seller
   ``cost(q, F)``.
 """
@@ -22,7 +23,7 @@ from typing import NamedTuple
 
 from broker.messages import Side
 from ledger.mechanisms.base import MarketResult
-from ledger.money import cost_micro
+from ledger.money import cost_micro, network_fee_micro
 
 
 class Account(StrEnum):
@@ -46,11 +47,11 @@ def postings(result: MarketResult) -> tuple[Posting, ...]:
     out: list[Posting] = []
     for f in result.fills:
         paid = cost_micro(f.quantity_wh, f.price_micro_per_kwh)
-        received = cost_micro(f.quantity_wh, f.price_micro_per_kwh - fee)
+        charged = network_fee_micro(f.quantity_wh, f.price_micro_per_kwh, fee)
         out.append(Posting(Account.HOUSEHOLD, f.buyer, paid, f.buy_ref))
-        out.append(Posting(Account.HOUSEHOLD, f.seller, -received, f.sell_ref))
-        if paid != received:
-            out.append(Posting(Account.OPERATOR, "", received - paid, ""))
+        out.append(Posting(Account.HOUSEHOLD, f.seller, charged - paid, f.sell_ref))
+        if charged:
+            out.append(Posting(Account.OPERATOR, "", -charged, ""))
     for g in result.grid:
         amount = cost_micro(g.quantity_wh, g.price_micro_per_kwh)
         sign = 1 if g.side is Side.BUY else -1

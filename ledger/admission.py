@@ -1,0 +1,211 @@
+"""Admission of household messages: which signed readings and orders the ledger accepts.
+
+Pure state, no I/O. :class:`Admission` checks each decoded message against the ledger's
+state, in this order: kind, market, topic, key and signature (unless a batch checked it
+with this very key already), redelivery, replay, timing (late, wrong interval, expired;
+backfilled readings for estimated intervals are let in), then one order or reading per
+household and interval. It counts every rejection by its reason and every redelivery,
+and keeps the last sequence number and the message id per (household, seq). Accepted
+messages go into the :class:`OpenInterval`, which the interval state machine
+(:class:`ledger.ledger.Ledger`) opens and closes.
+
+The batch path (:meth:`ledger.ledger.Ledger.ingest_many`) decodes and lists signature
+jobs with :func:`ledger.batch.prepare_batch`; :meth:`Admission.admit_batch` then applies
+the verdicts and every other check here, in arrival order, exactly as one by one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from broker.errors import MessageError, RejectReason
+from broker.keys import VerifyingKey
+from broker.messages import OrderBody, ReadingBody, SignedMessage
+from ledger.batch import PreparedBatch, prepare_batch
+from ledger.clearing import GridTariff
+from ledger.entries import EntryKind
+from ledger.keyring import KeyRing
+
+
+class RedeliveredError(MessageError):
+    """The very message (same agent, seq and message id) was accepted already.
+
+    An MQTT QoS 1 redelivery or an agent's outbox backfill: acknowledged and not
+    stored again; not counted as a rejection (see :attr:`Admission.redeliveries`).
+    """
+
+
+@dataclass
+class OpenInterval:
+    """The interval accepting messages, and what it accepted so far."""
+
+    interval: int
+    tariff: GridTariff
+    trading: bool  # False for the closing round, which only collects final readings
+    readings: dict[str, SignedMessage] = field(default_factory=dict)
+    orders: dict[str, SignedMessage] = field(default_factory=dict)
+    late: dict[tuple[str, int], SignedMessage] = field(default_factory=dict)  # backfills
+
+    def accept(self, message: SignedMessage) -> None:
+        """Keep an admitted message: a reading of a closed interval is a backfill."""
+        agent = message.header.agent
+        if isinstance(message.body, ReadingBody) and message.header.interval < self.interval:
+            self.late[(agent, message.header.interval)] = message
+        else:
+            target = self.readings if isinstance(message.body, ReadingBody) else self.orders
+            target[agent] = message
+
+
+class Admission:
+    """Checks messages against the ledger's keys, sequence numbers and open interval.
+
+    ``awaits(agent, interval)`` says whether a late reading of ``agent`` for the closed
+    ``interval`` would fill a gap an estimate stands in for (the ledger's metering).
+    """
+
+    def __init__(
+        self, market_id: str, keyring: KeyRing, awaits: Callable[[str, int], bool]
+    ) -> None:
+        self.market_id = market_id
+        self._keyring = keyring
+        self._awaits = awaits
+        self.rejections: Counter[RejectReason] = Counter()
+        self.redeliveries = 0  # messages received again after being accepted
+        self._last_seq: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], str] = {}
+        self._der_by_kid: dict[str, bytes] = {}  # for batch signature jobs
+
+    def restore(self, agent: str, seq: int, message_id: str) -> None:
+        """Replay one logged household message (after a restart)."""
+        self._last_seq[agent] = max(self._last_seq.get(agent, 0), seq)
+        self._seen[(agent, seq)] = message_id
+
+    def refuse(self, error: MessageError) -> MessageError:
+        """Count a message refused before it reached :meth:`admit` (e.g. undecodable)."""
+        self.rejections[error.reason] += 1
+        return error
+
+    def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
+        """Step 1 of a batch (:func:`ledger.batch.prepare_batch`) with the valid keys."""
+        return prepare_batch(items, self._keyring.valid, self._der_by_kid)
+
+    def admit_batch(
+        self, batch: PreparedBatch, verdicts: Sequence[bool], op: OpenInterval | None
+    ) -> list[SignedMessage | MessageError]:
+        """Step 2 of a batch: with one verdict per job of ``batch``, apply every other
+        check and accept, in arrival order. A message whose key changed since
+        :meth:`prepare_batch`, or whose signature failed, is checked again inline, so
+        the decision is always the one :meth:`admit` makes now."""
+        if len(verdicts) != len(batch.jobs):
+            raise ValueError("one verdict per signature job")
+        verified = {i: key for (i, key), ok in zip(batch.keys, verdicts, strict=True) if ok}
+        results: list[SignedMessage | MessageError] = []
+        for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):
+            if isinstance(item, MessageError):
+                results.append(self.refuse(item))
+                continue
+            try:
+                results.append(self.admit(item, agent, op, verified=verified.get(i)))
+            except MessageError as exc:
+                results.append(exc)
+        return results
+
+    def admit(
+        self,
+        message: SignedMessage,
+        topic_agent: str | None,
+        op: OpenInterval | None,
+        *,
+        verified: VerifyingKey | None,
+    ) -> SignedMessage:
+        """Check a decoded message and accept it into ``op``; raise MessageError (counted)
+        or :class:`RedeliveredError`. ``verified`` is the key its signature was already
+        checked against, if any."""
+        try:
+            op = self._check(message, topic_agent, op, verified)
+        except RedeliveredError:
+            self.redeliveries += 1
+            raise
+        except MessageError as exc:
+            self.rejections[exc.reason] += 1
+            raise
+        op.accept(message)
+        agent = message.header.agent
+        self._last_seq[agent] = max(self._last_seq.get(agent, 0), message.header.seq)
+        self._seen[(agent, message.header.seq)] = message.message_id
+        return message
+
+    def _check(
+        self,
+        message: SignedMessage,
+        topic_agent: str | None,
+        op: OpenInterval | None,
+        verified: VerifyingKey | None,
+    ) -> OpenInterval:
+        self._check_sender(message, topic_agent, op, verified)
+        op = self._check_timing(message, op)
+        if isinstance(message.body, OrderBody):
+            if not op.trading:
+                raise MessageError(RejectReason.WRONG_INTERVAL, "the market is closed")
+            if message.header.agent in op.orders:
+                raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
+        elif isinstance(message.body, ReadingBody):
+            _check_reading(message, op)
+        return op
+
+    def _check_sender(
+        self,
+        message: SignedMessage,
+        topic_agent: str | None,
+        op: OpenInterval | None,
+        verified: VerifyingKey | None,
+    ) -> None:
+        """Kind, market, key and signature (unless already checked with this very key),
+        then duplicates and replays."""
+        header = message.header
+        if header.kind not in (EntryKind.READING, EntryKind.ORDER):
+            raise MessageError(RejectReason.SCHEMA, f"households may not send {header.kind}")
+        if header.market != self.market_id:
+            raise MessageError(RejectReason.WRONG_MARKET, f"this is market {self.market_id}")
+        if topic_agent is not None and topic_agent != header.agent:
+            raise MessageError(RejectReason.KEY_MISMATCH, "sent on another household's topic")
+        key = self._keyring.key_for(header.agent, header.kid)
+        if verified is not key:  # a batch may have checked it already
+            message.verify(key)
+        seen = self._seen.get((header.agent, header.seq))
+        if seen == message.message_id:
+            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
+        if header.seq <= self._last_seq.get(header.agent, 0) and (
+            seen is not None or not self._is_backfill(message, op)
+        ):
+            raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
+
+    def _is_backfill(self, message: SignedMessage, op: OpenInterval | None) -> bool:
+        """A reading for a closed interval that fills a gap an estimate stands in for."""
+        header = message.header
+        return (
+            header.kind == EntryKind.READING
+            and op is not None
+            and header.interval < op.interval
+            and self._awaits(header.agent, header.interval)
+        )
+
+    def _check_timing(self, message: SignedMessage, op: OpenInterval | None) -> OpenInterval:
+        header = message.header
+        if op is None or (header.interval < op.interval and not self._is_backfill(message, op)):
+            raise MessageError(RejectReason.LATE, f"interval {header.interval} is closed")
+        if header.interval > op.interval:
+            raise MessageError(RejectReason.WRONG_INTERVAL, f"open interval is {op.interval}")
+        if header.expires < op.interval:
+            raise MessageError(RejectReason.EXPIRED, f"expired at {header.expires}")
+        return op
+
+
+def _check_reading(message: SignedMessage, op: OpenInterval) -> None:
+    """One reading per household and interval. Registers that went backwards are
+    accepted (the signed reading is evidence) and the interval is flagged unsettled."""
+    agent, interval = message.header.agent, message.header.interval
+    if agent in op.readings if interval == op.interval else (agent, interval) in op.late:
+        raise MessageError(RejectReason.DUPLICATE, "one reading per household and interval")
