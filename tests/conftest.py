@@ -14,8 +14,10 @@ import pytest
 import pytest_asyncio
 
 from broker.embedded import embedded_broker
+from broker.keys import SigningKey
 from broker.mosquitto import MosquittoProcess, find_mosquitto
 from broker.transport import BrokerAddress
+from tests.ledgerkit import House, households
 
 # ============================================================================
 # MQTT brokers
@@ -131,3 +133,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # ============================================================================
 # end of databases
 # ============================================================================
+
+
+# ============================================================================
+# Ledger tests (builders in tests/ledgerkit.py)
+#
+# ``operator``  a fresh operator signing key.
+# ``houses``    households h001, h002, h003, each with a fresh key, by id.
+# ============================================================================
+
+
+@pytest.fixture
+def operator() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def houses() -> dict[str, House]:
+    return households("h001", "h002", "h003")

@@ -1,20 +1,33 @@
-"""Small builders for ledger tests: households with real keys and signed messages."""
+"""Small builders for ledger tests: households with real keys and signed messages, a
+ledger with them registered, rejections, and the ledger's MQTT ingest over a real broker."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import OrderBody, ReadingBody, Side, sign_message
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.append_only import trigger_names
-from ledger.store import APPEND_ONLY_TABLES
+from ledger.clearing import GridTariff
+from ledger.ledger import Ledger
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.store import APPEND_ONLY_TABLES, LedgerStore
 
 MARKET = "test"
 T0 = 1_750_000_500 - 1_750_000_500 % 900  # an interval start
 STEP = 900
+TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
+TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -78,3 +91,72 @@ def drop_append_only_triggers(engine: Engine) -> None:
             for name in trigger_names(table):
                 on = f' ON "{table}"' if postgres else ""
                 conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"{on}'))
+
+
+def households(*agents: str) -> dict[str, House]:
+    """A fresh :class:`House` (own new key) for each agent id, by id."""
+    return {agent: House(agent) for agent in agents}
+
+
+def new_ledger(
+    db_url: str, operator: SigningKey, houses: Iterable[House], *, market: str = MARKET
+) -> Ledger:
+    """A ledger on ``db_url`` with the current key of each of ``houses`` registered at T0."""
+    ledger = Ledger(LedgerStore(db_url), market_id=market, operator_key=operator)
+    ledger.register({h.agent: h.key.verifying for h in houses}, interval=T0)
+    return ledger
+
+
+def rejection_reason(
+    ledger: Ledger, payload: bytes, *, topic_agent: str | None = None
+) -> RejectReason:
+    """The reason ``ledger`` names when it refuses ``payload`` (fails if it accepts it)."""
+    with pytest.raises(MessageError) as info:
+        ledger.ingest(payload, topic_agent=topic_agent)
+    return info.value.reason
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """The ledger's MQTT ingest, running; ``errors`` is what ``household`` hears."""
+
+    service: LedgerService
+    household: Transport
+    errors: AsyncIterator[Message]
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(
+    ledger: Ledger, broker: BrokerAddress, *, listener: str
+) -> AsyncIterator[IngestRun]:
+    """Run ``ledger``'s MQTT ingest (``LedgerService.run_ingest``) over ``broker``, with
+    a connected transport for household ``listener`` subscribed to its error topic.
+
+    Both transports are connected before the ingest starts. On leaving, the ingest
+    transport is closed and the ingest must end within ``TIMEOUT_S``.
+    """
+    market = ledger.market_id
+    topics = Topics(market)
+
+    def config(name: str) -> TransportConfig:
+        return TransportConfig(address=broker, client_id=f"{name}-{market}")
+
+    ingest = Transport(config("ledger"), subscriptions=ledger_subscriptions(topics))
+    household = Transport(config(listener), subscriptions=[(topics.error(listener), 1)])
+    service = LedgerService(
+        ledger, OperatorConfig(topics), key=ledger.operator_key, transport=ingest
+    )
+    async with ingest, household:
+        await asyncio.wait_for(
+            asyncio.gather(ingest.wait_connected(), household.wait_connected()), TIMEOUT_S
+        )
+        running = asyncio.create_task(service.run_ingest())
+        try:
+            yield IngestRun(service=service, household=household, errors=household.messages())
+        except BaseException:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            raise
+        await ingest.aclose()
+        await asyncio.wait_for(running, TIMEOUT_S)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import ConfigError, MessageError, RejectReason
+from broker.errors import ConfigError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import RejectionBody, Side, decode_message
 from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
+from broker.transport import BrokerAddress
 from ledger.entries import (
     EntryKind,
     NewEntry,
@@ -25,31 +24,22 @@ from ledger.entries import (
     message_entry,
 )
 from ledger.ledger import Ledger
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, STEP, T0, House
+from tests.ledgerkit import (
+    MARKET,
+    STEP,
+    T0,
+    TARIFF,
+    TIMEOUT_S,
+    House,
+    new_ledger,
+    rejection_reason,
+    running_ingest,
+)
 from wattmesh.cli import main
 
-TIMEOUT_S = 10.0
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 T1, T2, T3 = T0 + STEP, T0 + 2 * STEP, T0 + 3 * STEP
-
-
-@pytest.fixture
-def operator() -> SigningKey:
-    return SigningKey.generate()
-
-
-@pytest.fixture
-def houses() -> dict[str, House]:
-    return {name: House(name) for name in ("h001", "h002", "h003")}
-
-
-def _ledger(db_url: str, operator: SigningKey, houses: dict[str, House]) -> Ledger:
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
-    return ledger
 
 
 def _interval(ledger: Ledger, interval: int, houses: list[House]) -> None:
@@ -60,12 +50,6 @@ def _interval(ledger: Ledger, interval: int, houses: list[House]) -> None:
         ledger.ingest(house.reading(interval), topic_agent=house.agent)
         ledger.ingest(house.order(interval, Side.BUY, 100, 200_000), topic_agent=house.agent)
     ledger.close_interval()
-
-
-def _reason(ledger: Ledger, payload: bytes) -> RejectReason:
-    with pytest.raises(MessageError) as info:
-        ledger.ingest(payload)
-    return info.value.reason
 
 
 def _kinds(ledger: Ledger) -> list[str]:
@@ -84,7 +68,7 @@ def _logged_kids(ledger: Ledger, agent: str) -> list[str]:
 def test_rotation_mid_run_rejects_the_old_key_and_verifies_both_periods(
     db_url: str, operator: SigningKey, houses: dict[str, House]
 ) -> None:
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     a = houses["h001"]
     old = House("h001", key=a.key, seq=a.seq)  # what is still signed with the old key
     _interval(ledger, T0, list(houses.values()))
@@ -101,7 +85,7 @@ def test_rotation_mid_run_rejects_the_old_key_and_verifies_both_periods(
     }
     ledger.open_interval(T1, TARIFF)
     old.seq = a.seq + 10  # a fresh seq: the key, not a replay, is what is refused
-    assert _reason(ledger, old.reading(T1)) is RejectReason.ROTATED_KEY
+    assert rejection_reason(ledger, old.reading(T1)) is RejectReason.ROTATED_KEY
     assert ledger.rejections[RejectReason.ROTATED_KEY] == 1
     assert "h001" in ledger.missing()
     a.seq = old.seq
@@ -123,7 +107,7 @@ def test_rotation_mid_run_rejects_the_old_key_and_verifies_both_periods(
     assert restarted.register({h.agent: h.key.verifying for h in houses.values()}, interval=T2) == 0
     restarted.open_interval(T2, TARIFF)
     old.seq = a.seq + 10
-    assert _reason(restarted, old.reading(T2)) is RejectReason.ROTATED_KEY
+    assert rejection_reason(restarted, old.reading(T2)) is RejectReason.ROTATED_KEY
     restarted.ingest(a.reading(T2, seq=old.seq + 1))
     restarted.store.close()
 
@@ -133,7 +117,7 @@ def test_rotation_or_revocation_waits_for_the_open_interval_to_close(
 ) -> None:
     """A message accepted with the old key is logged at the close, after a rotation
     logged now would be: so the ledger refuses to rotate in the middle."""
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     a = houses["h001"]
     ledger.open_interval(T0, TARIFF)
     ledger.ingest(a.reading(T0))
@@ -153,7 +137,7 @@ def test_rotation_or_revocation_waits_for_the_open_interval_to_close(
 def test_revocation_rejects_the_key_counts_it_and_verify_passes(
     db_url: str, operator: SigningKey, houses: dict[str, House]
 ) -> None:
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     b, c = houses["h002"], houses["h003"]
     old_c = House("h003", key=c.key)
     _interval(ledger, T0, list(houses.values()))
@@ -167,9 +151,10 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
     assert "h002" not in ledger.missing()  # the gate does not wait for a revoked key
     assert ledger.households == ("h001", "h002", "h003")  # ... who is still registered
     assert ledger.is_registered("h002") and "h002" not in ledger.keys
-    assert _reason(ledger, b.reading(T1)) is RejectReason.REVOKED_KEY
+    assert rejection_reason(ledger, b.reading(T1)) is RejectReason.REVOKED_KEY
     old_c.seq = c.seq = 100
-    assert _reason(ledger, old_c.reading(T1)) is RejectReason.REVOKED_KEY  # not just rotated
+    # The old key is revoked, not just rotated out:
+    assert rejection_reason(ledger, old_c.reading(T1)) is RejectReason.REVOKED_KEY
     assert ledger.rejections[RejectReason.REVOKED_KEY] == 2
     ledger.ingest(c.reading(T1))
     ledger.close_interval()
@@ -179,7 +164,7 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
 
     restarted = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
     restarted.open_interval(T2, TARIFF)
-    assert _reason(restarted, b.reading(T2)) is RejectReason.REVOKED_KEY
+    assert rejection_reason(restarted, b.reading(T2)) is RejectReason.REVOKED_KEY
     assert restarted.missing() == {"h001", "h003"}
     with pytest.raises(ConfigError, match="revoked"):  # a revoked key cannot come back
         restarted.register({"h003": old_c.key.verifying}, interval=T2)
@@ -190,7 +175,7 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
     b.key, b.seq = SigningKey.generate(), 300  # h002 is back with a new key
     assert restarted.register({"h002": b.key.verifying}, interval=T3) == 1
     restarted.open_interval(T3, TARIFF)
-    assert _reason(restarted, old_b.reading(T3)) is RejectReason.REVOKED_KEY
+    assert rejection_reason(restarted, old_b.reading(T3)) is RejectReason.REVOKED_KEY
     restarted.ingest(b.reading(T3))
     restarted.close_interval()
     report = verify_ledger(restarted.store)
@@ -209,7 +194,7 @@ def _sneak_in(ledger: Ledger, entries: list[NewEntry], interval: int) -> int:
 def test_verify_names_an_old_key_message_logged_after_the_revocation(
     db_url: str, operator: SigningKey, houses: dict[str, House]
 ) -> None:
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     b = houses["h002"]
     _interval(ledger, T0, list(houses.values()))
     ledger.register({}, interval=T1, revoked={"h002": {b.key.kid: "stolen"}})
@@ -229,7 +214,7 @@ def test_verify_names_an_old_key_message_logged_after_the_revocation(
 def test_verify_names_an_old_key_message_logged_after_the_rotation(
     db_url: str, operator: SigningKey, houses: dict[str, House]
 ) -> None:
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     a = houses["h001"]
     old = House("h001", key=a.key, seq=a.seq)
     ledger.register({"h001": SigningKey.generate().verifying}, interval=T0)
@@ -254,7 +239,7 @@ def test_verify_names_an_old_key_message_logged_after_the_rotation(
 def test_verify_refuses_key_entries_that_do_not_follow(
     db_url: str, operator: SigningKey, houses: dict[str, House], case: str, problem: str
 ) -> None:
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     a, new = houses["h001"], SigningKey.generate().verifying
     entries = {
         "second_key": [key_entry(agent="h001", key=new, interval=T0)],
@@ -289,32 +274,16 @@ async def test_a_revoked_household_hears_its_rejection_and_the_service_runs_on(
     market = f"m{uuid.uuid4().hex[:8]}"
     topics = Topics(market)
     a, b = House("h001"), House("h002")
-    ledger = Ledger(
-        LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}"),
-        market_id=market,
-        operator_key=SigningKey.generate(),
+    ledger = new_ledger(
+        f"sqlite:///{tmp_path / 'ledger.db'}", SigningKey.generate(), (a, b), market=market
     )
-    ledger.register({h.agent: h.key.verifying for h in (a, b)}, interval=T0)
     ledger.register({}, interval=T0, revoked={"h002": {b.key.kid: "stolen"}})
     ledger.open_interval(T0, TARIFF, trading=False)  # readings only
 
-    def config(name: str) -> TransportConfig:
-        return TransportConfig(address=mosquitto, client_id=f"{name}-{market}")
-
-    ingest = Transport(config("ledger"), subscriptions=ledger_subscriptions(topics))
-    household = Transport(config("h002"), subscriptions=[(topics.error("h002"), 1)])
-    service = LedgerService(
-        ledger, OperatorConfig(topics), key=ledger.operator_key, transport=ingest
-    )
-    async with ingest, household:
-        await asyncio.wait_for(
-            asyncio.gather(ingest.wait_connected(), household.wait_connected()), TIMEOUT_S
-        )
-        running = asyncio.create_task(service.run_ingest())
-        errors = household.messages()
+    async with running_ingest(ledger, mosquitto, listener="h002") as run:
         refused = b.reading(T0, market=market)
-        await household.publish(topics.reading("h002"), refused, qos=1)
-        message = await asyncio.wait_for(anext(errors), TIMEOUT_S)
+        await run.household.publish(topics.reading("h002"), refused, qos=1)
+        message = await asyncio.wait_for(anext(run.errors), TIMEOUT_S)
         rejection = decode_message(message.payload).body
         assert isinstance(rejection, RejectionBody)
         assert (rejection.reason, rejection.ref) == (
@@ -322,10 +291,8 @@ async def test_a_revoked_household_hears_its_rejection_and_the_service_runs_on(
             decode_message(refused).message_id,
         )
         assert "stolen" in rejection.detail
-        await household.publish(topics.reading("h001"), a.reading(T0, market=market), qos=1)
-        await asyncio.wait_for(service._wait_for_households(), TIMEOUT_S)
-        await ingest.aclose()
-        await asyncio.wait_for(running, TIMEOUT_S)
+        await run.household.publish(topics.reading("h001"), a.reading(T0, market=market), qos=1)
+        await asyncio.wait_for(run.service._wait_for_households(), TIMEOUT_S)
     assert ledger.rejections == {RejectReason.REVOKED_KEY: 1}
     assert ledger.close_interval().readings == 1
     ledger.store.close()

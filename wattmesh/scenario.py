@@ -1,20 +1,16 @@
-"""Simulated households for ``wattmesh simulate``.
+"""Simulated households for ``wattmesh simulate``: the scenario assembly.
 
 A scenario is a fixed set of households, each with a demand profile and a PV
 production profile in integer watt-hours per interval, covering a history
 period (for forecasters to learn from) followed by the simulated period.
 
-* Demand: the BDEW 2025 household standard load profile (H25, the successor
-  of H0, from ``demandlib``), applied to the site's local standard time,
-  scaled so that one calendar year sums to the household's annual demand,
-  shifted in time by up to an hour per household and multiplied by seeded
-  log-normal noise (mean 1) per interval.
-* PV: PVWatts-style model (``pvlib``) driven by the Greensboro NC TMY3 file
-  shipped inside pvlib (hourly, local standard time), Hay-Davies transposition,
-  physical IAM, SAPM cell temperature, 14 % system losses and a PVWatts
-  inverter sized at the peak power.  Each household gets a seeded tilt and
-  azimuth from a small discrete set, so the per-Wp profile is computed once
-  per distinct orientation and scaled.
+* Household specs (:func:`make_households`): seeded PV peak power, annual
+  demand and, for a share of the PV households, a home battery.
+* Demand: :mod:`wattmesh.demand_model` (BDEW H25 from ``demandlib``, seeded
+  time shift and log-normal noise), scaled to each household's annual demand.
+* PV: :mod:`wattmesh.pv_model` (PVWatts-style ``pvlib`` model on the TMY3 file
+  shipped inside pvlib), per Wp for each household's seeded orientation,
+  scaled to its peak power.
 
 Nothing is downloaded: all data comes from files inside installed packages.
 Everything is a pure function of the arguments: the same arguments give an
@@ -24,30 +20,50 @@ identical scenario.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import pandas as pd
-import pvlib
-from demandlib.bdew import H25
 
 from agents.battery import BatterySpec
+from wattmesh.demand_model import DEMAND_MAX_SHIFT_S, DEMAND_NOISE_SIGMA, demand_cumulative
+from wattmesh.pv_model import (
+    WEATHER_SITE_LATITUDE_DEG,
+    WEATHER_SITE_LONGITUDE_DEG,
+    FloatArray,
+    PvModel,
+    draw_orientation,
+)
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+__all__ = [
+    "ANNUAL_DEMAND_MAX_WH",
+    "ANNUAL_DEMAND_MIN_WH",
+    "ANNUAL_DEMAND_STEP_WH",
+    "BATTERY_CAPACITY_MAX_WH",
+    "BATTERY_CAPACITY_MIN_WH",
+    "BATTERY_CAPACITY_STEP_WH",
+    "BATTERY_MIN_SOC_PERMILLE",
+    "BATTERY_POWER_MAX_W",
+    "BATTERY_POWER_MIN_W",
+    "BATTERY_POWER_STEP_W",
+    "BATTERY_ROUND_TRIP_PERMILLE",
+    "DEFAULT_START",
+    "DEMAND_MAX_SHIFT_S",
+    "DEMAND_NOISE_SIGMA",
+    "PV_PEAK_MAX_W",
+    "PV_PEAK_MIN_W",
+    "PV_PEAK_STEP_W",
+    "WEATHER_SITE_LATITUDE_DEG",
+    "WEATHER_SITE_LONGITUDE_DEG",
+    "HouseholdProfile",
+    "HouseholdSpec",
+    "Scenario",
+    "build_scenario",
+    "make_households",
+]
 
 DEFAULT_START = datetime(2025, 6, 2, tzinfo=UTC)
 """Default start of the history period (first interval)."""
-
-WEATHER_SITE_LATITUDE_DEG = 36.1
-"""Latitude of the TMY3 weather station (Greensboro Piedmont Triad Intl, NC)."""
-WEATHER_SITE_LONGITUDE_DEG = -79.95
-"""Longitude of the TMY3 weather station (degrees east)."""
 
 PV_PEAK_MIN_W = 3_000
 PV_PEAK_MAX_W = 8_000
@@ -66,30 +82,6 @@ BATTERY_ROUND_TRIP_PERMILLE = 900
 BATTERY_MIN_SOC_PERMILLE = 100
 """Seeded batteries: capacity and power (charge = discharge) from these ranges; 90 %
 round trip; the SoC is kept above 10 % of the capacity."""
-
-DEMAND_NOISE_SIGMA = 0.35
-"""Sigma of the per-interval log-normal demand noise (its mean is 1)."""
-DEMAND_MAX_SHIFT_S = 3_600
-"""Each household's demand profile is shifted by a seeded amount in +-this."""
-_DEMAND_SHIFT_STEP_S = 60
-
-_TILTS_DEG = (15, 20, 25, 30, 35, 40)
-_AZIMUTH_STEP_DEG = 10
-_AZIMUTH_SIGMA_STEPS = 2.5
-_AZIMUTH_MIN_DEG = 90
-_AZIMUTH_MAX_DEG = 270
-
-_TMY_FILE = Path(pvlib.__file__).parent / "data" / "723170TYA.CSV"
-_TMY_HOURS = 8760
-_SLP_STEP_S = 900  # BDEW profiles have 15-minute resolution
-_ALBEDO = 0.2
-_GAMMA_PDC_PER_C = -0.0037  # PVWatts "standard" module
-_SYSTEM_LOSS_FRACTION = 0.14  # PVWatts default total system losses
-_INVERTER_ETA_NOM = 0.96
-_SAPM_MOUNT = "close_mount_glass_glass"  # rooftop
-_DAYS_BEFORE_MONTH = np.array(
-    [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64
-)  # non-leap year
 
 # Seed-stream identifiers: SeedSequence(seed, spawn_key=(stream, ...)).
 _STREAM_PV_SELECTION = 0
@@ -186,18 +178,6 @@ class Scenario:
     def interval_start(self, index: int) -> datetime:
         """UTC start of interval ``index`` (``interval_count`` gives the end)."""
         return self.start + timedelta(seconds=index * self.interval_s)
-
-
-@dataclass(frozen=True)
-class _Weather:
-    """Hourly TMY3 series in calendar order (row = day_of_year * 24 + hour)."""
-
-    ghi: FloatArray
-    dni: FloatArray
-    dhi: FloatArray
-    temp_air_c: FloatArray
-    wind_speed_m_s: FloatArray
-    altitude_m: float
 
 
 def make_households(
@@ -336,9 +316,9 @@ def build_scenario(
     interval_count = (history_days + days) * 86_400 // interval_s
     utc_offset_s = round(longitude_deg / 15.0) * 3600
 
-    demand_cumulative = _demand_cumulative(start_epoch_s + utc_offset_s, interval_count, interval_s)
+    demand = demand_cumulative(start_epoch_s + utc_offset_s, interval_count, interval_s)
     pv_model = (
-        _PvModel.create(
+        PvModel.create(
             start_epoch_s=start_epoch_s,
             interval_count=interval_count,
             interval_s=interval_s,
@@ -354,29 +334,21 @@ def build_scenario(
 
     profiles: list[HouseholdProfile] = []
     for i, spec in enumerate(specs):
+        # One stream per household, drawn in this order: orientation, demand shift, noise.
         rng = _rng(seed, _STREAM_PROFILE, i)
-        tilt_deg = _TILTS_DEG[int(rng.integers(len(_TILTS_DEG)))]
-        azimuth_deg = _draw_azimuth_deg(rng)
-        max_shift_steps = DEMAND_MAX_SHIFT_S // _DEMAND_SHIFT_STEP_S
-        shift_s = int(rng.integers(-max_shift_steps, max_shift_steps, endpoint=True)) * (
-            _DEMAND_SHIFT_STEP_S
-        )
-        noise = rng.lognormal(
-            mean=-(DEMAND_NOISE_SIGMA**2) / 2.0, sigma=DEMAND_NOISE_SIGMA, size=interval_count
-        )
-        demand_fraction = demand_cumulative.interval_fractions(shift_s)
-        demand = _round_wh(demand_fraction * noise * float(spec.annual_demand_wh))
+        orientation = draw_orientation(rng)
+        demand_wh = _round_wh(demand.draw_shares(rng) * float(spec.annual_demand_wh))
 
         if pv_model is not None and spec.pv_peak_w > 0:
-            key = (tilt_deg, azimuth_deg)
-            unit = unit_pv_cache.get(key)
+            unit = unit_pv_cache.get(orientation)
             if unit is None:
+                tilt_deg, azimuth_deg = orientation
                 unit = pv_model.unit_interval_wh(tilt_deg=tilt_deg, azimuth_deg=azimuth_deg)
-                unit_pv_cache[key] = unit
+                unit_pv_cache[orientation] = unit
             pv: tuple[int, ...] = _round_wh(unit * float(spec.pv_peak_w))
         else:
             pv = zeros
-        profiles.append(HouseholdProfile(spec=spec, demand_wh=demand, pv_wh=pv))
+        profiles.append(HouseholdProfile(spec=spec, demand_wh=demand_wh, pv_wh=pv))
 
     return Scenario(
         start=start_utc,
@@ -384,244 +356,6 @@ def build_scenario(
         history_intervals=history_days * 86_400 // interval_s,
         households=tuple(profiles),
     )
-
-
-# --------------------------------------------------------------------------- demand
-
-
-@dataclass(frozen=True)
-class _DemandCumulative:
-    """Cumulative H25 share of annual energy at 15-minute local-time knots."""
-
-    knot_offsets_s: FloatArray  # knot times relative to the first interval's local start
-    cumulative: FloatArray  # share of annual energy consumed before each knot
-    interval_count: int
-    interval_s: int
-
-    def interval_fractions(self, shift_s: int) -> FloatArray:
-        """Share of annual energy per interval, the profile delayed by ``shift_s`` s."""
-        bounds = np.arange(self.interval_count + 1, dtype=np.float64) * self.interval_s
-        energy = np.interp(bounds - float(shift_s), self.knot_offsets_s, self.cumulative)
-        fractions: FloatArray = np.diff(energy)
-        return fractions
-
-
-def _demand_cumulative(
-    local_start_s: int, interval_count: int, interval_s: int
-) -> _DemandCumulative:
-    """Evaluate H25 once over the local calendar year of the start and the window.
-
-    ``local_start_s`` is the first interval's start on the local clock, as
-    seconds after 1970-01-01 00:00 local.  The profile is normalised so that
-    the calendar year containing the start sums to 1.
-    """
-    margin_s = DEMAND_MAX_SHIFT_S + _SLP_STEP_S
-    window_lo_s = (local_start_s - margin_s) // _SLP_STEP_S * _SLP_STEP_S
-    window_hi_s = -(-(local_start_s + interval_count * interval_s + margin_s) // _SLP_STEP_S) * (
-        _SLP_STEP_S
-    )
-    year = datetime.fromtimestamp(local_start_s, tz=UTC).year
-    year_lo_s = _epoch_seconds(datetime(year, 1, 1, tzinfo=UTC))
-    year_hi_s = _epoch_seconds(datetime(year + 1, 1, 1, tzinfo=UTC))
-    lo_s = min(window_lo_s, year_lo_s)
-    hi_s = max(window_hi_s, year_hi_s)
-    slots = (hi_s - lo_s) // _SLP_STEP_S
-    index = pd.date_range(start=pd.Timestamp(lo_s, unit="s"), periods=slots, freq=f"{_SLP_STEP_S}s")
-    power = _h25_power(index)
-    year_first = (year_lo_s - lo_s) // _SLP_STEP_S
-    year_last = (year_hi_s - lo_s) // _SLP_STEP_S
-    share = power / float(power[year_first:year_last].sum())
-    cumulative = np.concatenate(([0.0], np.cumsum(share)))
-    knots = (lo_s - local_start_s + np.arange(slots + 1, dtype=np.int64) * _SLP_STEP_S).astype(
-        np.float64
-    )
-    return _DemandCumulative(
-        knot_offsets_s=knots,
-        cumulative=cumulative,
-        interval_count=interval_count,
-        interval_s=interval_s,
-    )
-
-
-def _h25_power(index: pd.DatetimeIndex) -> FloatArray:
-    """BDEW H25 mean power per 15-minute slot of the naive local-time ``index``."""
-    with warnings.catch_warnings():
-        # demandlib 0.2.2 uses pandas' deprecated ``inplace=`` keyword (pandas >= 3.1).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        profile: Any = H25(index)
-    values: FloatArray = np.asarray(profile.to_numpy(), dtype=np.float64)
-    if values.shape != (len(index),) or not np.all(np.isfinite(values)) or values.min() < 0:
-        raise RuntimeError("demandlib H25 returned an unexpected profile")
-    return values
-
-
-# --------------------------------------------------------------------------- PV
-
-
-@dataclass(frozen=True)
-class _PvModel:
-    """Sun and weather on a sub-interval grid; per-Wp interval energy per orientation."""
-
-    interval_count: int
-    substeps_per_interval: int
-    substep_s: int
-    sun_up: npt.NDArray[np.bool_]
-    solar_zenith_deg: FloatArray  # apparent, only where sun_up
-    solar_azimuth_deg: FloatArray
-    dni_extra: FloatArray
-    ghi: FloatArray
-    dni: FloatArray
-    dhi: FloatArray
-    temp_air_c: FloatArray
-    wind_speed_m_s: FloatArray
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        start_epoch_s: int,
-        interval_count: int,
-        interval_s: int,
-        utc_offset_s: int,
-        latitude_deg: float,
-        longitude_deg: float,
-    ) -> _PvModel:
-        weather = _read_weather()
-        substep_s = math.gcd(interval_s, _SLP_STEP_S)
-        per_interval = interval_s // substep_s
-        steps = np.arange(interval_count * per_interval, dtype=np.int64)
-        substep_start_s = start_epoch_s + steps * substep_s
-        # Sub-steps never straddle a clock hour (substep_s divides 3600, start aligned).
-        rows = _tmy_rows(substep_start_s + utc_offset_s)
-        mid_ns = (substep_start_s * 1_000_000_000 + substep_s * 500_000_000).astype(
-            "datetime64[ns]"
-        )
-        times = pd.DatetimeIndex(mid_ns).tz_localize("UTC")
-        solpos: Any = pvlib.solarposition.get_solarposition(
-            times,
-            latitude_deg,
-            longitude_deg,
-            altitude=weather.altitude_m,
-            temperature=weather.temp_air_c[rows],
-        )
-        elevation = np.asarray(solpos["apparent_elevation"].to_numpy(), dtype=np.float64)
-        sun_up = elevation > 0.0
-        up_rows = rows[sun_up]
-        day_of_year = np.asarray(times[sun_up].day_of_year, dtype=np.float64)
-        dni_extra: Any = pvlib.irradiance.get_extra_radiation(day_of_year)
-        return cls(
-            interval_count=interval_count,
-            substeps_per_interval=per_interval,
-            substep_s=substep_s,
-            sun_up=sun_up,
-            solar_zenith_deg=np.asarray(
-                solpos["apparent_zenith"].to_numpy()[sun_up], dtype=np.float64
-            ),
-            solar_azimuth_deg=np.asarray(solpos["azimuth"].to_numpy()[sun_up], dtype=np.float64),
-            dni_extra=np.asarray(dni_extra, dtype=np.float64),
-            ghi=weather.ghi[up_rows],
-            dni=weather.dni[up_rows],
-            dhi=weather.dhi[up_rows],
-            temp_air_c=weather.temp_air_c[up_rows],
-            wind_speed_m_s=weather.wind_speed_m_s[up_rows],
-        )
-
-    def unit_interval_wh(self, *, tilt_deg: int, azimuth_deg: int) -> FloatArray:
-        """AC energy per interval in Wh per W of peak power for one orientation."""
-        irradiance: Any = pvlib.irradiance.get_total_irradiance(
-            surface_tilt=tilt_deg,
-            surface_azimuth=azimuth_deg,
-            solar_zenith=self.solar_zenith_deg,
-            solar_azimuth=self.solar_azimuth_deg,
-            dni=self.dni,
-            ghi=self.ghi,
-            dhi=self.dhi,
-            dni_extra=self.dni_extra,
-            albedo=_ALBEDO,
-            model="haydavies",
-        )
-        aoi: Any = pvlib.irradiance.aoi(
-            tilt_deg, azimuth_deg, self.solar_zenith_deg, self.solar_azimuth_deg
-        )
-        iam: Any = pvlib.iam.physical(aoi)
-        poa_direct = np.asarray(irradiance["poa_direct"], dtype=np.float64)
-        poa_diffuse = np.asarray(irradiance["poa_diffuse"], dtype=np.float64)
-        poa_global = np.asarray(irradiance["poa_global"], dtype=np.float64)
-        effective = np.nan_to_num(poa_direct * np.asarray(iam, dtype=np.float64) + poa_diffuse)
-        params = pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"][_SAPM_MOUNT]
-        temp_cell: Any = pvlib.temperature.sapm_cell(
-            np.nan_to_num(poa_global), self.temp_air_c, self.wind_speed_m_s, **params
-        )
-        dc: Any = pvlib.pvsystem.pvwatts_dc(
-            effective, temp_cell, pdc0=1.0, gamma_pdc=_GAMMA_PDC_PER_C
-        )
-        dc_after_losses = np.maximum(np.asarray(dc, dtype=np.float64), 0.0) * (
-            1.0 - _SYSTEM_LOSS_FRACTION
-        )
-        ac: Any = pvlib.inverter.pvwatts(
-            dc_after_losses, pdc0=1.0 / _INVERTER_ETA_NOM, eta_inv_nom=_INVERTER_ETA_NOM
-        )
-        power = np.zeros(self.sun_up.shape, dtype=np.float64)
-        power[self.sun_up] = np.asarray(ac, dtype=np.float64)
-        energy = power.reshape(self.interval_count, self.substeps_per_interval).sum(axis=1)
-        result: FloatArray = energy * (self.substep_s / 3600.0)
-        return result
-
-
-def _read_weather() -> _Weather:
-    """Read the TMY3 file shipped with pvlib into calendar-ordered hourly arrays.
-
-    TMY3 values are averages over the hour *ending* at the stamp, in local
-    standard time; row ``d * 24 + h`` here covers hour ``h`` of (non-leap)
-    day of year ``d``.  The typical months come from different years, so the
-    series jumps at month edges; those fall at local midnight, when there is no
-    irradiance, so only the (night-time) temperature jumps.
-    """
-    data: Any
-    meta: Any
-    data, meta = pvlib.iotools.read_tmy3(str(_TMY_FILE), map_variables=True)
-    if len(data) != _TMY_HOURS:
-        raise RuntimeError(f"{_TMY_FILE} has {len(data)} rows, expected {_TMY_HOURS}")
-    date = data["Date (MM/DD/YYYY)"].str.split("/", expand=True).astype(int).to_numpy()
-    hour_ending = data["Time (HH:MM)"].str.split(":").str[0].astype(int).to_numpy()
-    month = np.asarray(date[:, 0], dtype=np.int64)
-    day = np.asarray(date[:, 1], dtype=np.int64)
-    key = (_DAYS_BEFORE_MONTH[month - 1] + day - 1) * 24 + (hour_ending - 1)
-    if not np.array_equal(np.sort(key), np.arange(_TMY_HOURS)):
-        raise RuntimeError(f"{_TMY_FILE} does not hold one value per hour of a year")
-    order = np.argsort(key)
-
-    def column(name: str) -> FloatArray:
-        values = np.asarray(data[name].to_numpy(), dtype=np.float64)[order]
-        return np.maximum(values, 0.0) if name in ("ghi", "dni", "dhi", "wind_speed") else values
-
-    return _Weather(
-        ghi=column("ghi"),
-        dni=column("dni"),
-        dhi=column("dhi"),
-        temp_air_c=column("temp_air"),
-        wind_speed_m_s=column("wind_speed"),
-        altitude_m=float(meta["altitude"]),
-    )
-
-
-def _tmy_rows(local_s: IntArray) -> IntArray:
-    """TMY row for each local-clock time (s since 1970-01-01 local); 29 Feb uses 28 Feb."""
-    day = (local_s // 86_400).astype("datetime64[D]")
-    month_start = day.astype("datetime64[M]")
-    month = (month_start.astype(np.int64) % 12) + 1
-    day_of_month = (day - month_start.astype("datetime64[D]")).astype(np.int64) + 1
-    day_of_month = np.where((month == 2) & (day_of_month == 29), 28, day_of_month)
-    hour = (local_s % 86_400) // 3600
-    rows: IntArray = (_DAYS_BEFORE_MONTH[month - 1] + day_of_month - 1) * 24 + hour
-    return rows
-
-
-def _draw_azimuth_deg(rng: np.random.Generator) -> int:
-    """Azimuth (deg east of north) around south, in steps of 10 deg within [90, 270]."""
-    steps = round(float(rng.normal(0.0, _AZIMUTH_SIGMA_STEPS)))
-    return min(max(180 + steps * _AZIMUTH_STEP_DEG, _AZIMUTH_MIN_DEG), _AZIMUTH_MAX_DEG)
 
 
 # --------------------------------------------------------------------------- helpers
