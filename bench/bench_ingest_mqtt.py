@@ -269,8 +269,10 @@ async def ledger_run(
             await transport.publish(TOPICS.announce, b"open", qos=1)
             # Every order in: close the gate.
             await service.wait_until(lambda: ledger.open_orders == len(items), 120)
+            admitted = time.perf_counter() - start
             outcome = ledger.close_interval()
             elapsed = time.perf_counter() - start
+            print(f"    all admitted after {admitted:.2f} s, closed after {elapsed:.2f} s")
             await all_done()
         ingest.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,7 @@ from broker.messages import (
 )
 from broker.topics import STATUS_OFFLINE, Topics
 from broker.transport import Message, Transport
+from ledger.batch import PreparedBatch
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
@@ -55,6 +56,16 @@ class MessageSource(Protocol):
     def messages(self) -> AsyncIterator[Message]: ...
 
     def buffered(self, limit: int) -> list[Message]: ...
+
+
+@dataclass(frozen=True)
+class _PendingBatch:
+    """A decoded batch waiting for its signature verdicts."""
+
+    number: int
+    items: list[tuple[bytes, str | None]]
+    batch: PreparedBatch
+    verdicts: asyncio.Future[list[bool]]
 
 
 def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
@@ -85,6 +96,8 @@ class LedgerService:
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         self._seq = ledger.size * 1000  # operator messages are not logged; keep seq rising
+        self._prepared = 0  # batches decoded by run_ingest_batched
+        self._admitted = 0  # ... and admitted, in order
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
@@ -97,22 +110,39 @@ class LedgerService:
         *,
         max_batch: int = 1000,
         source: MessageSource | None = None,
+        depth: int = 2,
     ) -> None:
-        """Like :meth:`run_ingest`, in batches: each message with what is buffered behind
-        it (at most ``max_batch``) goes through :meth:`Ledger.ingest_many`'s steps, the
-        signatures checked by ``verifier`` in a thread (e.g. on worker processes, so
-        receiving goes on meanwhile); decisions and rejections are as one by one.
+        """Like :meth:`run_ingest`, in batches, as a pipeline: each message with what is
+        buffered behind it (at most ``max_batch``) is decoded here
+        (:meth:`Ledger.prepare_batch`), its signatures go to ``verifier`` (e.g. worker
+        processes: :class:`ledger.sigcheck.PoolVerifier`), and while they are checked the
+        next batch is received and decoded; batches are admitted
+        (:meth:`Ledger.admit_batch`) in arrival order as their verdicts come back, at
+        most ``depth`` of them waiting. Decisions and rejections are as one by one.
 
         ``source``: where the messages come from (default: the service's transport);
         e.g. a :class:`broker.subscriber.Subscriber` on its own connection, which
-        receives several times faster than the transport."""
+        receives several times faster than the transport. Returns when it ends."""
         inbox = self.transport if source is None else source
-        async for first in inbox.messages():
-            await self.handle_batch([first, *inbox.buffered(max_batch - 1)], verifier)
+        waiting: asyncio.Queue[_PendingBatch | None] = asyncio.Queue(maxsize=depth)
 
-    async def handle_batch(self, messages: list[Message], verifier: SignatureVerifier) -> None:
-        """Readings and orders as one batch, in arrival order; anything else (status,
-        audit requests) one by one, as :meth:`handle` does."""
+        async def receive() -> None:
+            async for first in inbox.messages():
+                items = await self._household_items([first, *inbox.buffered(max_batch - 1)])
+                if items:
+                    batch = self.ledger.prepare_batch(items)
+                    self._prepared += 1
+                    future = asyncio.wrap_future(verifier.submit(batch.jobs))
+                    await waiting.put(_PendingBatch(self._prepared, items, batch, future))
+            await waiting.put(None)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(receive(), name="ledger-ingest-receive")
+            group.create_task(self._admit_batches(waiting), name="ledger-ingest-admit")
+
+    async def _household_items(self, messages: list[Message]) -> list[tuple[bytes, str | None]]:
+        """Readings and orders as ``(payload, topic agent)``; anything else (status,
+        audit requests) handled at once, as :meth:`handle` does."""
         topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
         for message in messages:
@@ -123,18 +153,28 @@ class LedgerService:
                 items.append((message.payload, agent))
             else:
                 await self.handle(message)
-        if not items:
-            return
-        async with self._ledger_lock:  # no gate closure between the two steps
-            batch = self.ledger.prepare_batch(items)
-            verdicts = await asyncio.to_thread(verifier.verify_all, batch.jobs)
-            results = self.ledger.admit_batch(batch, verdicts)
-        for (payload, agent), result in zip(items, results, strict=True):
-            if isinstance(result, RedeliveredError):
-                _LOG.debug("redelivered message from %s ignored", agent)
-            elif isinstance(result, MessageError):
-                await self._reject(str(agent), payload, result)
-        self._progress.set()
+        return items
+
+    async def _admit_batches(self, waiting: asyncio.Queue[_PendingBatch | None]) -> None:
+        while (pending := await waiting.get()) is not None:
+            verdicts = await pending.verdicts
+            async with self._ledger_lock:
+                results = self.ledger.admit_batch(pending.batch, verdicts)
+            self._admitted = pending.number
+            for (payload, agent), result in zip(pending.items, results, strict=True):
+                if isinstance(result, RedeliveredError):
+                    _LOG.debug("redelivered message from %s ignored", agent)
+                elif isinstance(result, MessageError):
+                    await self._reject(str(agent), payload, result)
+            self._progress.set()
+
+    async def _caught_up(self) -> None:
+        """Wait until every batch decoded so far has been admitted (before a gate
+        closes: what arrived before it is judged before it)."""
+        target = self._prepared
+        while self._admitted < target:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def handle(self, message: Message) -> None:
         topics = self.config.topics
@@ -247,6 +287,7 @@ class LedgerService:
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)
         await self._wait_for_households()
+        await self._caught_up()
         async with self._ledger_lock:
             outcome = self.ledger.close_interval()
         if trading:

@@ -1,6 +1,6 @@
 """``LedgerService.run_ingest_batched`` over a real Mosquitto, verifying on worker
-processes: the same acceptances, rejections (sent on the error topic) and log as
-``run_ingest`` one by one."""
+processes, from the transport or from a ``Subscriber`` on its own connection: the same
+acceptances, rejections (sent on the error topic) and log as ``run_ingest`` one by one."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from broker.keys import SigningKey
 from broker.messages import RejectionBody, Side, decode_message
+from broker.subscriber import Subscriber
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.clearing import GridTariff
@@ -28,17 +29,25 @@ def _bad_signature(wire: bytes) -> bytes:
     return wire[:at] + (b"A" if wire[at : at + 1] != b"A" else b"B") + wire[at + 1 :]
 
 
+MODES = ("one-by-one", "batched", "batched-subscriber")
+
+
 async def _run(
-    broker: BrokerAddress, db: str, market: str, payloads: list[tuple[str, bytes]], *, batched: bool
+    broker: BrokerAddress, db: str, market: str, payloads: list[tuple[str, bytes]], *, mode: str
 ) -> tuple[Ledger, list[tuple[str, str]]]:
     topics = Topics(market)
     ledger = Ledger(LedgerStore(db), market_id=market, operator_key=SigningKey.generate())
     ledger.register({h.agent: h.key.verifying for h in HOUSES}, interval=T0)
     ledger.open_interval(T0, TARIFF)
-    tag = f"{market}-{'b' if batched else 's'}"
+    tag = f"{market}-{mode}"
+    batched = mode != "one-by-one"
+    own = mode == "batched-subscriber"  # ingest on its own connection; transport publishes
     ingest = Transport(
         TransportConfig(address=broker, client_id=f"ledger-{tag}"),
-        subscriptions=ledger_subscriptions(topics),
+        subscriptions=[] if own else ledger_subscriptions(topics),
+    )
+    subscriber = Subscriber(
+        TransportConfig(address=broker, client_id=f"ingest-{tag}"), ledger_subscriptions(topics)
     )
     errors = Transport(
         TransportConfig(address=broker, client_id=f"errors-{tag}"),
@@ -50,12 +59,16 @@ async def _run(
     pool = PoolVerifier(2, min_batch=1) if batched else None
     rejections: list[tuple[str, str]] = []
     try:
-        async with ingest, errors:
+        async with ingest, errors, subscriber:
             await asyncio.wait_for(
-                asyncio.gather(ingest.wait_connected(), errors.wait_connected()), TIMEOUT_S
+                asyncio.gather(
+                    ingest.wait_connected(), errors.wait_connected(), subscriber.wait_connected()
+                ),
+                TIMEOUT_S,
             )
+            source = subscriber if own else None
             running = asyncio.create_task(
-                service.run_ingest_batched(pool) if pool else service.run_ingest()
+                service.run_ingest_batched(pool, source=source) if pool else service.run_ingest()
             )
             for agent, payload in payloads:
                 await errors.publish(topics.order(agent), payload, qos=1)
@@ -70,7 +83,7 @@ async def _run(
                 ).body
                 assert isinstance(body, RejectionBody)
                 rejections.append((body.ref, body.reason.value))
-            await ingest.aclose()
+            await (subscriber.close() if own else ingest.aclose())
             await asyncio.wait_for(running, TIMEOUT_S)
     finally:
         if pool is not None:
@@ -98,13 +111,13 @@ async def test_batched_ingest_over_mqtt_matches_one_by_one(
         (b.agent, a.order(T0, Side.SELL, 5, 1, market=market)),  # on another's topic
     ]
     results = []
-    for batched in (False, True):
+    for mode in MODES:
         ledger, rejections = await _run(
-            mosquitto, f"sqlite:///{tmp_path / f'{batched}.db'}", market, payloads, batched=batched
+            mosquitto, f"sqlite:///{tmp_path / f'{mode}.db'}", market, payloads, mode=mode
         )
         outcome = ledger.close_interval()
         results.append((outcome.orders, rejections, dict(ledger.rejections), ledger.root))
         ledger.store.close()
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
     assert results[1][0] == len(HOUSES)
     assert {reason for _ref, reason in results[1][1]} == {"bad_signature", "replay", "key_mismatch"}
