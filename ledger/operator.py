@@ -58,7 +58,7 @@ class IntervalSummary:
 
 
 def summary_line(s: IntervalSummary) -> str:
-    """``interval 1764605700 (2026-12-01T16:15:00Z): orders 5/6 ...``: one line."""
+    """``interval 1796141700 (2026-12-01T16:15:00Z): orders 5/6 ...``: one line."""
     when = datetime.fromtimestamp(s.interval, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     price = "-" if s.price_micro_per_kwh is None else str(s.price_micro_per_kwh)
     rejected = sum(s.rejections.values())

@@ -14,15 +14,18 @@ from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Final
 
 from annotated_types import Ge, Gt, Le, MinLen
+from pydantic import Strict
 
 from broker.topics import DEFAULT_PREFIX
 from wattmesh.agent_schema import TlsSection
 
 _FORBID: Final = {"extra": "forbid"}
 
+# Integers are strict (a quoted "3" is refused): they are money, hours and counts.
+Int = Annotated[int, Strict()]
 NonEmpty = Annotated[str, MinLen(1)]
-Port = Annotated[int, Ge(1), Le(65535)]
-Micro = Annotated[int, Ge(0), Le(100_000_000)]  # up to 100 currency units per kWh
+Port = Annotated[Int, Ge(1), Le(65535)]
+Micro = Annotated[Int, Ge(0), Le(100_000_000)]  # up to 100 currency units per kWh
 
 DEFAULT_INTERVAL_S: Final = 900
 DEFAULT_GATE_TIMEOUT_S: Final = 120.0
@@ -49,8 +52,8 @@ class LedgerMqttSection:
     client_id: NonEmpty | None = None  # default "<market_id>-ledger"; keep it stable
     username: NonEmpty | None = None
     password_file: str | None = None
-    keepalive_s: Annotated[int, Ge(1), Le(3600)] = 30
-    inbound_queue_size: Annotated[int, Ge(1), Le(10_000_000)] = 100_000
+    keepalive_s: Annotated[Int, Ge(1), Le(3600)] = 30
+    inbound_queue_size: Annotated[Int, Ge(1), Le(10_000_000)] = 100_000
     tls: TlsSection | None = None
 
 
@@ -72,7 +75,7 @@ class MechanismSection:
 @dataclass(frozen=True)
 class TariffPeriodSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    start_hour_utc: Annotated[int, Ge(0), Le(23)]
+    start_hour_utc: Annotated[Int, Ge(0), Le(23)]
     retail_micro_per_kwh: Micro
     feed_in_micro_per_kwh: Micro
 
@@ -80,8 +83,8 @@ class TariffPeriodSection:
 @dataclass(frozen=True)
 class IngestSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    max_batch: Annotated[int, Ge(1), Le(100_000)] = 1000
-    signature_workers: Annotated[int, Ge(0), Le(64)] = 0  # 0: verify in a thread here
+    max_batch: Annotated[Int, Ge(1), Le(100_000)] = 1000
+    signature_workers: Annotated[Int, Ge(0), Le(64)] = 0  # 0: verify in a thread here
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class LedgerSection:
     registry_file: str
     mqtt: LedgerMqttSection
     tariffs: Annotated[list[TariffPeriodSection], MinLen(1)]
-    interval_s: Annotated[int, Ge(1), Le(86_400)] = DEFAULT_INTERVAL_S
+    interval_s: Annotated[Int, Ge(1), Le(86_400)] = DEFAULT_INTERVAL_S
     topic_prefix: str = DEFAULT_PREFIX
     database: DatabaseSection = field(default_factory=DatabaseSection)
     gate: GateSection = field(default_factory=GateSection)
