@@ -91,6 +91,7 @@ async def test_intervals_close_on_the_wall_clock_and_sigterm_closes_the_open_gat
             )
             assert (summary["trades"], summary["volume"], summary["rejected"]) == ("1", "150", "0")
             assert summary["price"] != "-"
+        assert previous is not None
         # h003 falls silent, so the next gate waits for it; SIGTERM closes it at once.
         households.silent.add("h003")
         while (interval := await asyncio.wait_for(households.opened.get(), 10)) <= previous:
@@ -130,6 +131,7 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
         previous = None
         for _ in range(2):
             previous = _check_full_interval(await leader.summary(), previous)
+        assert previous is not None
         await leader.kill()  # SIGKILL: no clean disconnect, the lease dies with it
         # While no ledger is connected: h003 goes offline (not retained). The broker
         # queues it in the ledger's persistent session; the new leader gets it, so its
