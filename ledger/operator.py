@@ -5,6 +5,9 @@
 :class:`ledger.schedule.Clock`), checks the leadership lease, runs the interval (open,
 gate, clear, log, checkpoint, audit messages) with the gate closing at the schedule's
 deadline at the latest, and writes one log line per interval (:func:`summary_line`).
+The lease is checked before each interval opens and again when its gate closes, just
+before it is written: a lost lease (:class:`ledger.lease.LeaseLost`) ends :meth:`run`
+without writing.
 
 Stopping (:meth:`MarketOperator.run`'s ``stop`` event, set on SIGTERM): between
 intervals it returns at once; while an interval is open it closes the gate at once
@@ -134,7 +137,8 @@ class MarketOperator:
             interval = self.schedule.next_interval(self.clock.now_s(), last)
             if not await self._wait_for(interval, stop):
                 return
-            self.lease.check()  # raises LeaseLost: another process may be acting
+            self.lease.check()  # LeaseLost: another process may be acting (checked again
+            # when the gate closes, before the interval is written)
             summary = await self._run_interval(
                 interval, stop, skipped=self.schedule.skipped(last, interval)
             )
@@ -166,12 +170,17 @@ class MarketOperator:
         timeout_s = max(0.0, self.schedule.deadline(interval) - self.clock.now_s())
         opened = loop.time()
         gate_closed: list[float] = []
+
+        def before_close() -> None:
+            gate_closed.append(loop.time())
+            self.lease.check()  # LeaseLost: the interval is not written
+
         task = asyncio.ensure_future(
             service.run_interval(
                 interval,
                 self.tariffs.at(interval),
                 gate_timeout_s=timeout_s,
-                on_gate_closed=lambda: gate_closed.append(loop.time()),
+                on_gate_closed=before_close,
             )
         )
         stopped = asyncio.ensure_future(stop.wait())

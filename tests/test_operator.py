@@ -109,7 +109,7 @@ async def test_intervals_follow_the_clock_and_a_restart_skips_what_passed(
     assert [s.interval for s in operator.summaries] == [T, T + 900, T + 1800]
     assert clock.waits == [T, T + 900, T + 1800]
     assert all(s.skipped == 0 and s.orders == 0 for s in operator.summaries)
-    assert lease.checks == 3  # once before each interval
+    assert lease.checks == 6  # before each interval opens and before it is written
 
     # Restarted on the same database 60 s into a later interval (beyond the grace):
     # it resumes from the log after T + 1800 and waits for the next start.
@@ -121,17 +121,29 @@ async def test_intervals_follow_the_clock_and_a_restart_skips_what_passed(
     assert summary.interval == T + 5 * 900 and summary.skipped == 2  # T + 2700, T + 3600
 
 
-async def test_a_lost_lease_stops_the_operator_before_it_opens_another_interval(
-    db_url: str, mosquitto: BrokerAddress
+@pytest.mark.parametrize(
+    ("lose_at", "written"),
+    [(3, [T]), (4, [T])],  # 3: before the second interval opens; 4: before it is written
+)
+async def test_a_lost_lease_stops_the_operator_before_it_writes_again(
+    db_url: str, mosquitto: BrokerAddress, lose_at: int, written: list[int]
 ) -> None:
     clock = FakeClock(T)
     async with _service(db_url, mosquitto, f"op-{uuid.uuid4().hex[:8]}") as service:
         stop = asyncio.Event()
-        operator = MarketOperator(service, SCHEDULE, TARIFFS, clock=clock, lease=CountingLease(2))
+        lease = CountingLease(lose_at)
+        operator = MarketOperator(service, SCHEDULE, TARIFFS, clock=clock, lease=lease)
         with pytest.raises(LeaseLost):
             await asyncio.wait_for(operator.run(stop), 20)
-        assert [s.interval for s in operator.summaries] == [T]
-        assert service.ledger.last_closed_interval == T
+        assert [s.interval for s in operator.summaries] == written
+        assert service.ledger.last_closed_interval == written[-1]
+        size = service.ledger.size
+    store = LedgerStore(db_url)
+    try:
+        assert store.size() == size  # nothing of the second interval reached the log
+        assert max(e.interval for e in store.iter_entries()) == T
+    finally:
+        store.close()
 
 
 async def test_stopping_while_waiting_for_the_next_interval_opens_nothing(

@@ -63,10 +63,10 @@ def validate_config_command(path: Path) -> int:
 
 
 def run_ledger_command(path: Path) -> int:
+    config = load_ledger_config(path)  # ConfigError: exit 2 (wattmesh.cli)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = load_ledger_config(path)  # ConfigError: exit 2 (wattmesh.cli)
     return asyncio.run(_main(config))
 
 
