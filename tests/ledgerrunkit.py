@@ -91,6 +91,7 @@ class Households:
     market: Market
     transport: Transport
     silent: set[str] = field(default_factory=set)
+    forger: str | None = None  # this household's topic also gets a bad-signature order
     # interval -> (agent, topic, wire) sent for it
     answered: dict[int, list[tuple[str, str, bytes]]] = field(default_factory=dict)
     opened: asyncio.Queue[int] = field(default_factory=asyncio.Queue)  # after answering
@@ -118,6 +119,21 @@ class Households:
                 if agent not in self.silent
                 for topic, wire in self._sign(agent, interval)
             ]
+            if self.forger is not None:  # first, so it arrives while the gate is open
+                order = OrderBody(Side.SELL, 1, 1)
+                wire = sign_message(
+                    self.market.keys[self.forger],
+                    order,
+                    market=self.market.topics.market_id,
+                    interval=interval,
+                    agent=self.forger,
+                    seq=10**9 + interval % 10**6,
+                    expires=interval + INTERVAL_S,
+                ).to_wire()
+                forged = wire.replace(b'"quantity_wh":1', b'"quantity_wh":9')  # signed as 1
+                assert forged != wire
+                topic = self.market.topics.order(self.forger)
+                self.answered[interval].insert(0, (self.forger, topic, forged))
         for _agent, topic, wire in self.answered[interval]:  # again: byte for byte
             await self.transport.publish(topic, wire, qos=1)
 
