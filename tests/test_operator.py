@@ -167,3 +167,22 @@ async def test_stopping_while_waiting_for_the_next_interval_opens_nothing(
         await asyncio.wait_for(running, 10)
     assert clock.waits == [T + 900] and operator.summaries == []
     assert service.ledger.last_closed_interval is None
+
+
+async def test_an_interval_open_when_the_process_died_is_opened_again_within_the_grace(
+    db_url: str, mosquitto: BrokerAddress
+) -> None:
+    market = f"op-{uuid.uuid4().hex[:8]}"
+    store = LedgerStore(db_url)
+    ledger = Ledger(store, market_id=market, operator_key=KEY)
+    ledger.open_interval(T - 900, TARIFFS.at(T - 900))
+    ledger.close_interval()
+    ledger.open_interval(T, TARIFFS.at(T))  # then the process dies: nothing of T is logged
+    store.close()
+    clock = FakeClock(T + 20)  # restarted 20 s into T: within the 30 s grace
+    async with _service(db_url, mosquitto, market) as service:
+        assert service.ledger.last_closed_interval == T - 900
+        operator = await _run(service, clock, intervals=1, lease=CountingLease())
+    (summary,) = operator.summaries
+    assert (summary.interval, summary.skipped) == (T, 0)
+    assert clock.waits == [T]  # already started: no wait
