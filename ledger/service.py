@@ -234,9 +234,7 @@ class LedgerService:
         self._gate_forced = False
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)
-        await self._wait_for_households(
-            self.config.gate_timeout_s if gate_timeout_s is None else gate_timeout_s
-        )
+        await self._wait_for_households(gate_timeout_s)
         if on_gate_closed is not None:
             on_gate_closed()
         async with self._ledger_lock:
@@ -269,9 +267,9 @@ class LedgerService:
         self._gate_forced = True
         self._progress.set()
 
-    async def _wait_for_households(self, timeout_s: float) -> None:
+    async def _wait_for_households(self, timeout_s: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = loop.time() + (self.config.gate_timeout_s if timeout_s is None else timeout_s)
         while self.ledger.missing() - self.offline:
             self._progress.clear()
             if self._gate_forced:
