@@ -96,6 +96,7 @@ def test_the_example_configuration_is_valid(
         ("interval_s = 900", "interval_s = 100", "gate.timeout_s: must not exceed interval_s = 100"),  # noqa: E501
         ("grace_s = 30.0", "grace_s = 120.0", "gate.grace_s: must be below gate.timeout_s"),
         ("timeout_s = 120.0", "timeout_s = 0", "gate.timeout_s: Input should be greater than 0"),
+        ("timeout_s = 120.0", 'timeout_s = "120"', "gate.timeout_s: Input should be a valid"),
         ('name = "uniform"', 'name = "vickrey"', "mechanism.name: unknown mechanism 'vickrey'"),
         ('k = "1/2"', 'k = "3/2"', "mechanism.k: k must lie in [0, 1]"),
         ('k = "1/2"', 'k = "half"', "mechanism.k: String should match pattern"),

@@ -22,8 +22,9 @@ from wattmesh.agent_schema import TlsSection
 
 _FORBID: Final = {"extra": "forbid"}
 
-# Integers are strict (a quoted "3" is refused): they are money, hours and counts.
+# Numbers are strict: a quoted "3" is refused (an integer still passes as a float).
 Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
 NonEmpty = Annotated[str, MinLen(1)]
 Port = Annotated[Int, Ge(1), Le(65535)]
 Micro = Annotated[Int, Ge(0), Le(100_000_000)]  # up to 100 currency units per kWh
@@ -61,8 +62,8 @@ class LedgerMqttSection:
 @dataclass(frozen=True)
 class GateSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    timeout_s: Annotated[float, Gt(0)] = DEFAULT_GATE_TIMEOUT_S
-    grace_s: Annotated[float, Ge(0)] = DEFAULT_GRACE_S
+    timeout_s: Annotated[Float, Gt(0)] = DEFAULT_GATE_TIMEOUT_S
+    grace_s: Annotated[Float, Ge(0)] = DEFAULT_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class IngestSection:
 @dataclass(frozen=True)
 class LeaseSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    poll_s: Annotated[float, Gt(0), Le(60)] = 1.0
+    poll_s: Annotated[Float, Gt(0), Le(60)] = 1.0
 
 
 @dataclass(frozen=True)
