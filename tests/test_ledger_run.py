@@ -121,6 +121,7 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
 ) -> None:
     leader = await LedgerProcess.start(market.config)
     standby: LedgerProcess | None = None
+    third: LedgerProcess | None = None
     try:
         await leader.until("leader of market")
         standby = await LedgerProcess.start(market.config)
@@ -147,13 +148,19 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
             assert (summary["orders"], summary["readings"]) == ("2", "2")
             assert (summary["trades"], summary["volume"]) == ("1", "150")
             previous = interval
+        # A third process stands by behind the new leader; SIGTERM there exits 0 at once.
+        third = await LedgerProcess.start(market.config)
+        await third.until("standing by: another process leads this market")
+        third.process.send_signal(signal.SIGTERM)
+        assert "stopped while standing by" in await third.rest()
+        assert await asyncio.wait_for(third.process.wait(), 20) == 0
         standby.process.send_signal(signal.SIGTERM)
         log = await standby.rest()
         assert await asyncio.wait_for(standby.process.wait(), 20) == 0
     finally:
-        await leader.kill()
-        if standby is not None:
-            await standby.kill()
+        for process in (leader, standby, third):
+            if process is not None:
+                await process.kill()
     assert "gate closed without" not in log and "Traceback" not in log
     entries = _entries(db_url)
     cleared = [i for i, kind in entries if kind == EntryKind.CLEARING]
