@@ -12,8 +12,10 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    is opened again if it is within the gate grace, else skipped); log what changed in
    the registry file (new keys, rotations, revocations).
 4. Connect with a persistent MQTT session (stable client id), so the broker queues
-   what households publish while the ledger restarts or fails over; ingest in batches
-   (:meth:`ledger.service.LedgerService.run_ingest_batched`).
+   what households publish while the ledger restarts or fails over: the ingest is a
+   receive-only :class:`broker.subscriber.Subscriber` on that session, in batches
+   (:meth:`ledger.service.LedgerService.run_ingest_batched`); the operator publishes
+   on a second, clean connection (``<client id>-publish``).
 5. Run :class:`ledger.operator.MarketOperator` on the wall clock until SIGTERM/SIGINT:
    an open interval is closed at once with what has arrived (logged, checkpointed,
    announced), then the process disconnects, releases the lease and exits 0.
@@ -27,12 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
 from pathlib import Path
 
-from broker.transport import Transport
+from broker.subscriber import Subscriber
+from broker.transport import Session, Transport
 from ledger.lease import LeaderLease, LeaseLost
 from ledger.ledger import Ledger
 from ledger.operator import MarketOperator
@@ -146,14 +150,24 @@ async def _lead(
             changes,
         )
         topics = config.topics
-        transport = Transport(config.transport, subscriptions=ledger_subscriptions(topics))
-        async with transport:
-            if not await _connected(transport, stop):
+        # Two connections: the ingest (receive-only Subscriber, the persistent session
+        # under the configured client id) and the operator's publishes (a clean
+        # session under "<client id>-publish", subscribed to nothing).
+        publish_config = dataclasses.replace(
+            config.transport,
+            client_id=f"{config.transport.client_id}-publish",
+            session=Session.CLEAN,
+        )
+        transport = Transport(publish_config)
+        subscriber = Subscriber(config.transport, ledger_subscriptions(topics))
+        async with transport, subscriber:
+            if not await _connected(transport, subscriber, stop):
                 return
             _LOG.info(
-                "connected to %s as %s (persistent session)",
+                "connected to %s as %s (persistent session) and %s",
                 config.transport.address.url,
                 config.transport.client_id,
+                publish_config.client_id,
             )
             service = LedgerService(
                 ledger,
@@ -166,7 +180,7 @@ async def _lead(
                 transport=transport,
             )
             ingest = asyncio.create_task(
-                service.run_ingest_batched(verifier, max_batch=config.max_batch),
+                service.run_ingest_batched(verifier, max_batch=config.max_batch, source=subscriber),
                 name="ledger-ingest",
             )
             operator = MarketOperator(
@@ -183,9 +197,13 @@ async def _lead(
         store.close()
 
 
-async def _connected(transport: Transport, stop: asyncio.Event) -> bool:
-    """Wait for the first connection (the broker may be down); False if stopped first."""
-    connected = asyncio.ensure_future(transport.wait_connected())
+async def _connected(transport: Transport, subscriber: Subscriber, stop: asyncio.Event) -> bool:
+    """Wait for both first connections (the broker may be down); False if stopped first."""
+
+    async def both() -> None:
+        await asyncio.gather(transport.wait_connected(), subscriber.wait_connected())
+
+    connected = asyncio.ensure_future(both())
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
