@@ -55,6 +55,7 @@ from broker.transport_config import (
 __all__ = [
     "DEFAULT_MQTT_PORT",
     "BrokerAddress",
+    "Link",
     "Message",
     "Session",
     "TlsConfig",
@@ -250,6 +251,15 @@ class Transport:
             return False
         raise error
 
+    async def link(self) -> Link:
+        """Wait for a connection and return a handle that publishes on it only.
+
+        For a sender that keeps several publishes in flight in a strict order (the
+        agent's outbox): see :class:`Link`. Raises TransportClosedError if the
+        transport closes while waiting.
+        """
+        return Link(self, await self._current_connection())
+
     # ------------------------------------------------------------------ receiving
 
     async def messages(self) -> AsyncIterator[Message]:
@@ -368,6 +378,7 @@ class Transport:
             keepalive=cfg.keepalive_s,
             timeout=cfg.operation_timeout_s,
             max_queued_incoming_messages=cfg.inbound_queue_size,
+            max_inflight_messages=cfg.max_inflight,
             logger=_MQTT_LOG,
         )
         client.pending_calls_threshold = _PENDING_PUBLISH_WARNING
@@ -450,6 +461,39 @@ class Transport:
             rescued.append(_inbound_message(queue.get_nowait()))
         for message in rescued:
             await self._inbound.put(message)
+
+
+class Link:
+    """One connection of a :class:`Transport`; its publishes are never retried.
+
+    :meth:`Transport.publish` retries a publish cut off by a dropped connection on
+    the next one, each call on its own, so several calls in flight across a reconnect
+    may reach the new connection in any order. A Link publishes on its connection
+    only: publishes started in some order (tasks created in that order) go out in
+    that order, and once the connection is lost every unfinished one returns False
+    and nothing of them reaches a later connection. The caller resends, in its own
+    order, on the next :meth:`Transport.link`.
+    """
+
+    def __init__(self, transport: Transport, conn: _Connection) -> None:
+        self._transport = transport
+        self._conn = conn
+
+    @property
+    def lost(self) -> bool:
+        """True once this connection must no longer be used."""
+        return self._conn.lost.done()
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> bool:
+        """Publish on this connection; True once acknowledged (QoS 1/2) or written
+        (QoS 0), False if the connection was lost first (the broker may have it)."""
+        _check_publish_topic(topic)
+        _check_qos(qos)
+        if self.lost:
+            return False
+        return await self._transport._publish_on(self._conn, topic, payload, qos, retain)
 
 
 # ----------------------------------------------------------------------------- helpers
