@@ -138,6 +138,31 @@ def test_an_entry_dropped_in_flight_and_then_acknowledged_is_not_counted_lost(
     assert _drain(outbox) == [2, 3]
 
 
+def test_ready_after_hands_out_committed_entries_in_order_for_a_window(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", capacity=10)
+    for _ in range(5):
+        outbox.add("t", _payload)
+    assert outbox.ready_after(0, 3) == []  # staged only
+    outbox.commit()
+    outbox.add("t", _payload)  # seq 6: staged, not ready
+    assert [e.seq for e in outbox.ready_after(0, 3)] == [1, 2, 3]
+    assert [e.seq for e in outbox.ready_after(3, 10)] == [4, 5]  # stops at the committed end
+    assert outbox.ready_after(5, 10) == []
+    assert outbox.ready_after(0, 0) == []
+    outbox.ack(1)
+    outbox.ack(2)
+    assert [e.seq for e in outbox.ready_after(0, 10)] == [3, 4, 5]  # from the oldest live
+    assert outbox.ready_after(4, 1) == [Entry(5, "t", b"message 5")]
+    for _ in range(8):  # seq 7..14: full at 10 live entries, drops 3 and 4
+        outbox.add("t", _payload)
+    assert outbox.dropped == 2
+    assert outbox.ready_after(0, 10) == []  # the drop is not on disk yet
+    outbox.commit()
+    assert [e.seq for e in outbox.ready_after(0, 3)] == [5, 6, 7]
+    assert [e.seq for e in outbox.ready_after(3, 2)] == [5, 6]  # a dropped start is skipped
+    outbox.close()
+
+
 def test_continues_above_a_legacy_sequence_number(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db", min_last_seq=41)
     assert outbox.add("t", _payload) == 42
