@@ -163,7 +163,7 @@ class DurablePublisher:
         """Publish committed entries on one connection until it is lost.
 
         Up to ``max_in_flight`` publishes are started in sequence order (tasks created
-        in order reach the wire in order, see :class:`broker.transport.Link`); results
+        in order reach the wire in order, see :mod:`broker.transport_link`); results
         are taken strictly in order, and an entry leaves the outbox on its own PUBACK.
         When the link is lost, this returns; the next link starts again at the oldest
         unacknowledged entry, so the wire order stays the sequence order, and entries

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import socket
@@ -51,6 +52,7 @@ from broker.transport_config import (
     backoff_delays,
     parse_broker_url,
 )
+from broker.transport_link import Link
 
 __all__ = [
     "DEFAULT_MQTT_PORT",
@@ -258,7 +260,8 @@ class Transport:
         agent's outbox): see :class:`Link`. Raises TransportClosedError if the
         transport closes while waiting.
         """
-        return Link(self, await self._current_connection())
+        conn = await self._current_connection()
+        return Link(conn.lost, functools.partial(self._publish_on, conn))
 
     # ------------------------------------------------------------------ receiving
 
@@ -461,39 +464,6 @@ class Transport:
             rescued.append(_inbound_message(queue.get_nowait()))
         for message in rescued:
             await self._inbound.put(message)
-
-
-class Link:
-    """One connection of a :class:`Transport`; its publishes are never retried.
-
-    :meth:`Transport.publish` retries a publish cut off by a dropped connection on
-    the next one, each call on its own, so several calls in flight across a reconnect
-    may reach the new connection in any order. A Link publishes on its connection
-    only: publishes started in some order (tasks created in that order) go out in
-    that order, and once the connection is lost every unfinished one returns False
-    and nothing of them reaches a later connection. The caller resends, in its own
-    order, on the next :meth:`Transport.link`.
-    """
-
-    def __init__(self, transport: Transport, conn: _Connection) -> None:
-        self._transport = transport
-        self._conn = conn
-
-    @property
-    def lost(self) -> bool:
-        """True once this connection must no longer be used."""
-        return self._conn.lost.done()
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
-    ) -> bool:
-        """Publish on this connection; True once acknowledged (QoS 1/2) or written
-        (QoS 0), False if the connection was lost first (the broker may have it)."""
-        _check_publish_topic(topic)
-        _check_qos(qos)
-        if self.lost:
-            return False
-        return await self._transport._publish_on(self._conn, topic, payload, qos, retain)
 
 
 # ----------------------------------------------------------------------------- helpers
