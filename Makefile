@@ -52,6 +52,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_agent_footprint.py
 	$(BIN)/python bench/bench_outbox_wear.py
 	$(BIN)/python bench/bench_outbox_outage.py
+	$(BIN)/python bench/bench_outbox_backfill.py
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_proofs.py
 	$(BIN)/python bench/bench_receipts.py

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from agents.audit import CHECKPOINT_FILE, CheckpointFile
 from agents.meter import Meter
 from agents.outbox import DEFAULT_CAPACITY, Outbox
-from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DurablePublisher
+from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT, DurablePublisher
 from broker.keys import SigningKey
 from broker.transport import TransportConfig
 
@@ -40,12 +40,15 @@ class OutboxSettings:
 
     ``capacity``: live entries kept at most (entries; the oldest are dropped beyond);
     ``commit_interval_s``: at most one group commit (one fsync) per this many seconds;
-    ``flush_timeout_s``: on shutdown, how long to wait for the broker's acknowledgements.
+    ``flush_timeout_s``: on shutdown, how long to wait for the broker's acknowledgements;
+    ``max_in_flight``: messages published and not yet acknowledged at most (backfill
+    sends this many per round trip).
     """
 
     capacity: int = DEFAULT_CAPACITY
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
 
 class Companion(Protocol):
@@ -77,13 +80,17 @@ async def serve_household(
     capacity: int = DEFAULT_CAPACITY,
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     companions: Sequence[Companion] = (),
 ) -> None:
     """Run one household agent until the market closes or SIGTERM/SIGINT arrives.
 
     ``companions`` run beside the agent (their connections already open) and publish
-    their offline status, within ``flush_timeout_s``, before the agent does.
+    their offline status, within ``flush_timeout_s``, before the agent does. The MQTT
+    client's own in-flight limit is raised to ``max_in_flight`` if below it.
     """
+    if transport_config.max_inflight < max_in_flight:
+        transport_config = replace(transport_config, max_inflight=max_in_flight)
     outbox = open_agent_outbox(state_dir, capacity=capacity)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,7 +99,9 @@ async def serve_household(
     try:
         async with (
             agent_transport(config, transport_config) as transport,
-            DurablePublisher(outbox, transport, commit_interval_s=commit_interval_s) as publisher,
+            DurablePublisher(
+                outbox, transport, commit_interval_s=commit_interval_s, max_in_flight=max_in_flight
+            ) as publisher,
         ):
             agent = HouseholdAgent(
                 config,

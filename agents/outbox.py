@@ -10,8 +10,9 @@ and logs it). Deletions are written by the next commit, so an acknowledgement co
 no extra write of its own.
 
 Live entries always form one contiguous run of sequence numbers
-``[floor, last_seq]``: messages are published one at a time in order, and both
-acknowledgements and drops remove from the old end.
+``[floor, last_seq]``: messages are published in order (several may be in flight,
+see :meth:`Outbox.ready_after`), acknowledged in order, and both acknowledgements
+and drops remove from the old end.
 
 Layout: one table ``outbox(seq, topic, payload)``; the row with seq 0 holds the
 counter and the drop count, so a steady-state commit changes a single page.
@@ -204,16 +205,27 @@ class Outbox:
 
         None also while a drop is not committed yet (see :meth:`add`).
         """
-        if self._floor > self._durable_seq or self._drop_unsaved:
-            return None
-        row = self._db.execute(
-            "SELECT seq, topic, payload FROM outbox WHERE seq >= ? ORDER BY seq LIMIT 1",
-            (self._floor,),
-        ).fetchone()
-        if row is None:  # cannot happen while the file is ours; do not spin on it
-            msg = f"outbox {self.path} lost entries from seq {self._floor}"
+        ready = self.ready_after(self._floor - 1, 1)
+        return ready[0] if ready else None
+
+    def ready_after(self, seq: int, limit: int) -> list[Entry]:
+        """Up to ``limit`` live, committed entries above ``seq``, in sequence order.
+
+        For a sender with several messages in flight: ``seq`` is the last one it has
+        started. Empty while a drop is not committed yet (see :meth:`add`).
+        """
+        low = max(seq + 1, self._floor)
+        if low > self._durable_seq or self._drop_unsaved or limit < 1:
+            return []
+        high = min(self._durable_seq, low + limit - 1)
+        rows = self._db.execute(
+            "SELECT seq, topic, payload FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (low, high),
+        ).fetchall()
+        if len(rows) != high - low + 1:  # cannot happen while the file is ours
+            msg = f"outbox {self.path} lost entries between seq {low} and {high}"
             raise RuntimeError(msg)
-        return Entry(int(row[0]), str(row[1]), bytes(row[2]))
+        return [Entry(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged ``seq``: remove it (and anything older).

@@ -8,13 +8,17 @@ through the SQLite :class:`agents.outbox.Outbox` first.
 DurablePublisher runs two tasks. The *committer* writes staged messages in group
 commits, at most one per ``commit_interval_s`` (one fsync each), so that a burst of
 messages costs one commit; a message submitted after a quiet spell is committed at
-once. The *sender* publishes committed messages strictly one at a time in sequence
-order, waits for the broker's PUBACK (the transport retries across reconnects), and
-acknowledges each in the outbox; the deletions ride on the next commit. So a
-message is on disk before it is published, it is published in order, and after a
-broker outage or a restart the backlog is sent oldest first. Redelivery is possible
-(a PUBACK lost with the connection, or a restart before the deletion was committed):
-receivers must treat (agent, seq) as idempotent.
+once. The *sender* publishes committed messages in sequence order with up to
+``max_in_flight`` of them awaiting the broker's PUBACK (a window, so that a backlog
+costs one round trip per window rather than per message), and removes each from
+the outbox on its own PUBACK, in order; the deletions ride on the next commit. When
+the connection drops, the unacknowledged part of the window is resent in order on
+the next connection (:class:`broker.transport.Link`: nothing is retried behind the
+sender's back). So a message is on disk before it is published, the wire carries
+first copies in sequence order, and after a broker outage or a restart the backlog
+is sent oldest first, new messages behind it. Redelivery is possible (PUBACKs lost
+with the connection, or a restart before the deletion was committed): receivers
+must treat (agent, seq) as idempotent.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
-from agents.outbox import Outbox
+from agents.outbox import Entry, Outbox
 from agents.sequence import Sequence
-from broker.transport import Transport, TransportClosedError
+from broker.transport import Link, Transport, TransportClosedError
 
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_INTERVAL_S = 1.0
+DEFAULT_MAX_IN_FLIGHT: Final = 64
+"""Messages published and not yet acknowledged at most (the send window)."""
 
 
 class Publisher(Protocol):
@@ -67,11 +74,16 @@ class DurablePublisher:
         transport: Transport,
         *,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if commit_interval_s < 0:
             msg = f"commit_interval_s must be >= 0, got {commit_interval_s}"
             raise ValueError(msg)
+        if max_in_flight < 1:
+            msg = f"max_in_flight must be >= 1, got {max_in_flight}"
+            raise ValueError(msg)
+        self._max_in_flight = max_in_flight
         self.outbox = outbox
         self._transport = transport
         self._interval_s = commit_interval_s
@@ -144,14 +156,52 @@ class DurablePublisher:
 
     async def _send_loop(self) -> None:
         while True:
-            entry = self.outbox.next_ready()
-            if entry is None:
-                if self.outbox.pending == 0:
-                    self._drained.set()
-                self._committed.clear()
-                await self._committed.wait()
-                continue
-            await self._transport.publish(entry.topic, entry.payload, qos=1)
-            self.outbox.ack(entry.seq)
-            self.sent += 1
-            self._dirty.set()
+            link = await self._transport.link()
+            await self._send_on(link)
+
+    async def _send_on(self, link: Link) -> None:
+        """Publish committed entries on one connection until it is lost.
+
+        Up to ``max_in_flight`` publishes are started in sequence order (tasks created
+        in order reach the wire in order, see :mod:`broker.transport_link`); results
+        are taken strictly in order, and an entry leaves the outbox on its own PUBACK.
+        When the link is lost, this returns; the next link starts again at the oldest
+        unacknowledged entry, so the wire order stays the sequence order, and entries
+        the broker got without its PUBACK reaching us are sent again (redeliveries).
+        """
+        window: deque[tuple[Entry, asyncio.Task[bool]]] = deque()
+        try:
+            while True:
+                room = self._max_in_flight - len(window)
+                if room > 0:
+                    after = window[-1][0].seq if window else 0  # 0: from the oldest
+                    for entry in self.outbox.ready_after(after, room):
+                        publish = link.publish(entry.topic, entry.payload, qos=1)
+                        window.append((entry, asyncio.create_task(publish)))
+                if not window:
+                    if self.outbox.pending == 0:
+                        self._drained.set()
+                    self._committed.clear()
+                    await self._committed.wait()
+                    continue
+                entry, head = window[0]
+                if len(window) < self._max_in_flight and not head.done():
+                    # Room in the window: also wake for entries committed meanwhile.
+                    self._committed.clear()
+                    more = asyncio.ensure_future(self._committed.wait())
+                    try:
+                        await asyncio.wait({head, more}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        more.cancel()
+                    if not head.done():
+                        continue
+                if not await head:
+                    return  # connection lost: the rest of the window is resent on the next
+                window.popleft()
+                self.outbox.ack(entry.seq)
+                self.sent += 1
+                self._dirty.set()
+        finally:
+            for _entry, task in window:
+                task.cancel()
+            await asyncio.gather(*(task for _entry, task in window), return_exceptions=True)

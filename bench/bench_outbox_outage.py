@@ -57,7 +57,7 @@ async def _backfill(count: int) -> None:
     import time
 
     from agents.outbox import Outbox
-    from agents.publisher import DurablePublisher
+    from agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
     from broker.mosquitto import private_mosquitto
     from broker.topics import Topics
     from broker.transport import Transport, TransportConfig
@@ -70,7 +70,9 @@ async def _backfill(count: int) -> None:
             outbox.add(topics.reading("h001"), lambda _seq: payload)
         outbox.commit()
         async with private_mosquitto(Path(tmp) / "mosquitto") as address:
-            config = TransportConfig(address=address, client_id="bench-agent")
+            config = TransportConfig(
+                address=address, client_id="bench-agent", max_inflight=DEFAULT_MAX_IN_FLIGHT
+            )
             async with Transport(config) as transport:
                 await transport.wait_connected()
                 start = time.perf_counter()

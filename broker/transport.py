@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import socket
@@ -51,10 +52,12 @@ from broker.transport_config import (
     backoff_delays,
     parse_broker_url,
 )
+from broker.transport_link import Link
 
 __all__ = [
     "DEFAULT_MQTT_PORT",
     "BrokerAddress",
+    "Link",
     "Message",
     "Session",
     "TlsConfig",
@@ -250,6 +253,16 @@ class Transport:
             return False
         raise error
 
+    async def link(self) -> Link:
+        """Wait for a connection and return a handle that publishes on it only.
+
+        For a sender that keeps several publishes in flight in a strict order (the
+        agent's outbox): see :class:`Link`. Raises TransportClosedError if the
+        transport closes while waiting.
+        """
+        conn = await self._current_connection()
+        return Link(conn.lost, functools.partial(self._publish_on, conn))
+
     # ------------------------------------------------------------------ receiving
 
     async def messages(self) -> AsyncIterator[Message]:
@@ -368,6 +381,7 @@ class Transport:
             keepalive=cfg.keepalive_s,
             timeout=cfg.operation_timeout_s,
             max_queued_incoming_messages=cfg.inbound_queue_size,
+            max_inflight_messages=cfg.max_inflight,
             logger=_MQTT_LOG,
         )
         client.pending_calls_threshold = _PENDING_PUBLISH_WARNING

@@ -143,6 +143,8 @@ class TransportConfig:
     ``inbound_queue_size`` bounds buffered inbound messages (see :class:`Transport`);
     ``operation_timeout_s`` bounds waiting for CONNACK, SUBACK and PUBACK.
     ``tls`` (None: plain TCP) turns on MQTT over TLS.
+    ``max_inflight`` bounds QoS 1/2 publishes sent and not yet acknowledged (paho's
+    limit, paho's default 20); further publishes wait inside the client, in order.
     """
 
     address: BrokerAddress
@@ -157,6 +159,7 @@ class TransportConfig:
     operation_timeout_s: float = 10.0
     tls: TlsConfig | None = None
     session: Session = Session.CLEAN
+    max_inflight: int = 20
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -174,6 +177,9 @@ class TransportConfig:
             raise ValueError(msg)
         if self.operation_timeout_s <= 0:
             msg = f"operation_timeout_s must be > 0, got {self.operation_timeout_s}"
+            raise ValueError(msg)
+        if self.max_inflight < 1:
+            msg = f"max_inflight must be >= 1, got {self.max_inflight}"
             raise ValueError(msg)
 
 

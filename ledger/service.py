@@ -98,6 +98,7 @@ class LedgerService:
         self._seq = ledger.size * 1000  # operator messages are not logged; keep seq rising
         self._prepared = 0  # batches decoded by run_ingest_batched
         self._admitted = 0  # ... and admitted, in order
+        self._gate_forced = False
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
@@ -276,18 +277,30 @@ class LedgerService:
             await self.transport.publish(topic, b"", qos=1, retain=True)
 
     async def run_interval(
-        self, interval: int, tariff: GridTariff, *, trading: bool = True
+        self,
+        interval: int,
+        tariff: GridTariff,
+        *,
+        trading: bool = True,
+        gate_timeout_s: float | None = None,
+        on_gate_closed: Callable[[], None] | None = None,
     ) -> IntervalOutcome:
         """Open ``interval``, wait for the households, close it, and announce the result.
 
         With ``trading=False`` this is the closing round: it only collects the final
-        readings so that the last traded interval can be settled.
+        readings so that the last traded interval can be settled. ``gate_timeout_s``
+        (default ``config.gate_timeout_s``) bounds the wait for silent households;
+        :meth:`close_gate_now` ends it at once; ``on_gate_closed`` is called when
+        the wait is over, before the interval is cleared and logged.
         """
         self.ledger.open_interval(interval, tariff, trading=trading)
+        self._gate_forced = False
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)
-        await self._wait_for_households()
+        await self._wait_for_households(gate_timeout_s)
         await self._caught_up()
+        if on_gate_closed is not None:
+            on_gate_closed()
         async with self._ledger_lock:
             outcome = self.ledger.close_interval()
         if trading:
@@ -312,11 +325,20 @@ class LedgerService:
                     return
                 await self._progress.wait()
 
-    async def _wait_for_households(self) -> None:
+    def close_gate_now(self) -> None:
+        """Close the gate of the interval being collected with what has arrived (e.g.
+        on SIGTERM); no effect on an interval opened later."""
+        self._gate_forced = True
+        self._progress.set()
+
+    async def _wait_for_households(self, timeout_s: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.gate_timeout_s
+        deadline = loop.time() + (self.config.gate_timeout_s if timeout_s is None else timeout_s)
         while self.ledger.missing() - self.offline:
             self._progress.clear()
+            if self._gate_forced:
+                _LOG.info("gate closed early on request")
+                return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 missing = sorted(self.ledger.missing() - self.offline)

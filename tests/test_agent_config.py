@@ -16,7 +16,7 @@ from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
 from agents.metering.p1 import P1Version
 from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
 from agents.outbox import DEFAULT_CAPACITY
-from agents.publisher import DEFAULT_COMMIT_INTERVAL_S
+from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
 from broker.errors import ConfigError
 from broker.keys import write_key_pair
 from broker.topics import Topics
@@ -225,7 +225,7 @@ def test_modbus_meter_without_the_modbus_extra_is_reported(
 def test_outbox_and_health_defaults(tmp_path: Path) -> None:
     config = load_agent_config(_write(tmp_path))
     assert config.outbox == OutboxSettings(
-        capacity=DEFAULT_CAPACITY, commit_interval_s=1.0, flush_timeout_s=5.0
+        capacity=DEFAULT_CAPACITY, commit_interval_s=1.0, flush_timeout_s=5.0, max_in_flight=64
     )
     assert config.agent.max_clock_drift_s == DEFAULT_MAX_DRIFT_S
     assert config.agent.diagnostics_interval_s == 60.0
@@ -235,10 +235,13 @@ def test_outbox_and_health_settings_reach_the_agent(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         "[outbox]\ncapacity = 5000\ncommit_interval_s = 2.5\nflush_timeout_s = 0\n"
+        "max_in_flight = 8\n"
         "[health]\nmax_clock_drift_s = 30\ndiagnostics_interval_s = 300\n",
     )
     config = load_agent_config(path)
-    assert config.outbox == OutboxSettings(capacity=5000, commit_interval_s=2.5, flush_timeout_s=0)
+    assert config.outbox == OutboxSettings(
+        capacity=5000, commit_interval_s=2.5, flush_timeout_s=0, max_in_flight=8
+    )
     assert (config.agent.max_clock_drift_s, config.agent.diagnostics_interval_s) == (30, 300.0)
     result = _validate_cli(path)
     assert result.returncode == 0 and "ok (agent h001" in result.stdout
@@ -248,6 +251,7 @@ def test_bad_outbox_and_health_settings_are_listed(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         '[outbox]\ncapacity = 0\ncommit_interval_s = -1\nflush_timeout_s = "soon"\nsize = 3\n'
+        "max_in_flight = 0\n"
         "[health]\nmax_clock_drift_s = 1.5\ndiagnostics_interval_s = 0.1\n",
     )
     problems = _problems(path)
@@ -256,6 +260,7 @@ def test_bad_outbox_and_health_settings_are_listed(tmp_path: Path) -> None:
         "outbox.commit_interval_s": "Input should be greater than or equal to 0",
         "outbox.flush_timeout_s": "Input should be a valid number",
         "outbox.size": "unknown key",
+        "outbox.max_in_flight": "Input should be greater than or equal to 1",
         "health.max_clock_drift_s": "Input should be a valid integer",
         "health.diagnostics_interval_s": "Input should be greater than or equal to 1",
     }
@@ -305,6 +310,7 @@ def test_schema_defaults_agree_with_the_agent() -> None:
     assert agent_schema.DEFAULT_CAPACITY == DEFAULT_CAPACITY
     assert agent_schema.DEFAULT_COMMIT_INTERVAL_S == DEFAULT_COMMIT_INTERVAL_S
     assert agent_schema.DEFAULT_FLUSH_TIMEOUT_S == DEFAULT_FLUSH_TIMEOUT_S
+    assert agent_schema.DEFAULT_MAX_IN_FLIGHT == DEFAULT_MAX_IN_FLIGHT
     assert agent_schema.DEFAULT_MAX_DRIFT_S == DEFAULT_MAX_DRIFT_S
     assert set(get_args(agent_schema.P1VersionName)) == {v.value for v in P1Version}
     assert AgentConfig(agent_id="a", topics=Topics("m")).diagnostics_interval_s == 60.0

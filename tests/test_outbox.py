@@ -138,6 +138,31 @@ def test_an_entry_dropped_in_flight_and_then_acknowledged_is_not_counted_lost(
     assert _drain(outbox) == [2, 3]
 
 
+def test_ready_after_hands_out_committed_entries_in_order_for_a_window(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", capacity=10)
+    for _ in range(5):
+        outbox.add("t", _payload)
+    assert outbox.ready_after(0, 3) == []  # staged only
+    outbox.commit()
+    outbox.add("t", _payload)  # seq 6: staged, not ready
+    assert [e.seq for e in outbox.ready_after(0, 3)] == [1, 2, 3]
+    assert [e.seq for e in outbox.ready_after(3, 10)] == [4, 5]  # stops at the committed end
+    assert outbox.ready_after(5, 10) == []
+    assert outbox.ready_after(0, 0) == []
+    outbox.ack(1)
+    outbox.ack(2)
+    assert [e.seq for e in outbox.ready_after(0, 10)] == [3, 4, 5]  # from the oldest live
+    assert outbox.ready_after(4, 1) == [Entry(5, "t", b"message 5")]
+    for _ in range(8):  # seq 7..14: full at 10 live entries, drops 3 and 4
+        outbox.add("t", _payload)
+    assert outbox.dropped == 2
+    assert outbox.ready_after(0, 10) == []  # the drop is not on disk yet
+    outbox.commit()
+    assert [e.seq for e in outbox.ready_after(0, 3)] == [5, 6, 7]
+    assert [e.seq for e in outbox.ready_after(3, 2)] == [5, 6]  # a dropped start is skipped
+    outbox.close()
+
+
 def test_continues_above_a_legacy_sequence_number(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db", min_last_seq=41)
     assert outbox.add("t", _payload) == 42
@@ -207,6 +232,67 @@ def test_random_histories_keep_order_and_account_for_every_number(
     outbox.close()
     rows = sqlite3.connect(path).execute("SELECT seq FROM outbox").fetchall()
     assert rows == [(0,)]  # only the counter row is left
+
+
+# One operation of a windowed sender's history: add n, commit, start k publishes,
+# k PUBACKs (oldest first), lose the connection (the window starts again at the
+# oldest unacknowledged), or reopen (no commit).
+_WINDOW_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["add", "start", "puback"]), st.integers(1, 5)),
+        st.tuples(st.sampled_from(["commit", "lose", "crash"]), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=_WINDOW_OPS, capacity=st.integers(1, 6))
+def test_a_window_in_flight_keeps_first_copies_in_order_across_losses_and_crashes(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]], capacity: int
+) -> None:
+    path = tmp_path_factory.mktemp("window") / "outbox.db"
+    outbox = Outbox(path, capacity=capacity)
+    in_flight: list[Entry] = []
+    published: list[int] = []
+
+    def start(count: int) -> None:
+        after = in_flight[-1].seq if in_flight else 0
+        started = outbox.ready_after(after, count)
+        in_flight.extend(started)
+        published.extend(e.seq for e in started)
+
+    for op, n in ops:
+        if op == "add":
+            for _ in range(n):
+                outbox.add("t", _payload)
+        elif op == "commit":
+            outbox.commit()
+        elif op == "start":
+            start(n)
+        elif op == "puback":
+            for _ in range(min(n, len(in_flight))):
+                outbox.ack(in_flight.pop(0).seq)
+        elif op == "lose":
+            in_flight.clear()
+        else:
+            outbox._db.close()
+            outbox = Outbox(path, capacity=capacity)
+            in_flight.clear()
+    outbox.commit()
+    while True:  # drain with a window of 3
+        start(3 - len(in_flight))
+        if not in_flight:
+            break
+        outbox.ack(in_flight.pop(0).seq)
+    firsts = list(dict.fromkeys(published))
+    assert firsts == sorted(firsts)  # never a lower number after a higher one
+    assert len(set(published)) + outbox.dropped >= outbox.last_seq
+    assert outbox.pending == 0
+    outbox.commit()
+    outbox.close()
+    rows = sqlite3.connect(path).execute("SELECT seq FROM outbox").fetchall()
+    assert rows == [(0,)]
 
 
 # ------------------------------------------------------------------------ clock health

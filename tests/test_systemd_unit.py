@@ -1,4 +1,4 @@
-"""The shipped systemd unit parses cleanly (systemd-analyze verify, when available)."""
+"""The shipped systemd units parse cleanly (systemd-analyze verify, when available)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[1] / "docs" / "systemd" / "wattmesh-agent.service"
+UNITS = Path(__file__).resolve().parents[1] / "docs" / "systemd"
+UNIT = UNITS / "wattmesh-agent.service"
+LEDGER_UNIT = UNITS / "wattmesh-ledger.service"
 
 
 def test_unit_has_the_promised_settings() -> None:
@@ -23,12 +25,26 @@ def test_unit_has_the_promised_settings() -> None:
         assert line in text
 
 
-def test_systemd_analyze_verify_reports_nothing(tmp_path: Path) -> None:
+def test_ledger_unit_validates_first_and_gives_the_operator_time_to_close() -> None:
+    text = LEDGER_UNIT.read_text(encoding="utf-8")
+    for line in (
+        "Restart=always",
+        "ExecStartPre=/opt/wattmesh/bin/wattmesh ledger run --config "
+        "/etc/wattmesh/ledger.toml --validate-config",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=60",
+        "ProtectSystem=strict",
+    ):
+        assert line in text
+
+
+@pytest.mark.parametrize("unit", [UNIT, LEDGER_UNIT], ids=lambda u: u.stem)
+def test_systemd_analyze_verify_reports_nothing(tmp_path: Path, unit: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze not installed")
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text(encoding="utf-8"), encoding="utf-8")
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text(encoding="utf-8"), encoding="utf-8")
     result = subprocess.run(
         [tool, "verify", str(copy)], capture_output=True, text=True, check=False
     )

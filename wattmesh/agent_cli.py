@@ -87,6 +87,7 @@ async def _run(config: AgentFileConfig) -> None:
             capacity=config.outbox.capacity,
             commit_interval_s=config.outbox.commit_interval_s,
             flush_timeout_s=config.outbox.flush_timeout_s,
+            max_in_flight=config.outbox.max_in_flight,
             companions=companions,
         )
 

@@ -36,6 +36,7 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
     capacity = 100000                           # entries kept at most (oldest dropped)
     commit_interval_s = 1.0                     # at most one fsync per interval (s)
     flush_timeout_s = 5.0                       # on SIGTERM: wait for the broker (s)
+    max_in_flight = 64                          # published, not yet acknowledged, at most
 
     [health]                                    # optional; these are the defaults
     max_clock_drift_s = 300                     # refuse orders beyond this drift (s)
@@ -299,6 +300,7 @@ def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, lis
                 capacity=model.outbox.capacity,
                 commit_interval_s=model.outbox.commit_interval_s,
                 flush_timeout_s=model.outbox.flush_timeout_s,
+                max_in_flight=model.outbox.max_in_flight,
             ),
         ),
         [],

@@ -21,12 +21,14 @@ from broker.topics import DEFAULT_PREFIX
 
 # Light on purpose (the validating child imports this): the defaults below repeat
 # agents.outbox.DEFAULT_CAPACITY, agents.publisher.DEFAULT_COMMIT_INTERVAL_S,
-# agents.lifecycle.DEFAULT_FLUSH_TIMEOUT_S and agents.clock.DEFAULT_MAX_DRIFT_S, and
+# agents.lifecycle.DEFAULT_FLUSH_TIMEOUT_S, agents.publisher.DEFAULT_MAX_IN_FLIGHT and
+# agents.clock.DEFAULT_MAX_DRIFT_S, and
 # P1Version is spelled as its values, instead of importing the agent (aiomqtt,
 # dsmr-parser); tests/test_agent_config.py checks that they agree.
 DEFAULT_CAPACITY: Final = 100_000
 DEFAULT_COMMIT_INTERVAL_S: Final = 1.0
 DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
+DEFAULT_MAX_IN_FLIGHT: Final = 64
 DEFAULT_MAX_DRIFT_S: Final = 300
 P1VersionName = Literal["4", "5", "5B", "5L", "5S"]  # agents.metering.p1.P1Version
 
@@ -153,6 +155,7 @@ class OutboxSection:
     capacity: Annotated[int, Ge(1), Le(10_000_000)] = DEFAULT_CAPACITY
     commit_interval_s: Annotated[float, Ge(0.0), Le(60.0)] = DEFAULT_COMMIT_INTERVAL_S
     flush_timeout_s: Annotated[float, Ge(0.0), Le(300.0)] = DEFAULT_FLUSH_TIMEOUT_S
+    max_in_flight: Annotated[int, Ge(1), Le(1000)] = DEFAULT_MAX_IN_FLIGHT
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,14 @@ def _cmd_ledger_statement(args: argparse.Namespace) -> int:
     return run_statement_command(args)
 
 
+def _cmd_ledger_run(args: argparse.Namespace) -> int:
+    from wattmesh.ledger_run import run_ledger_command, validate_config_command
+
+    if args.validate_config:
+        return validate_config_command(Path(args.config))
+    return run_ledger_command(Path(args.config))
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from wattmesh.simulate_cli import run_simulate_command
 
@@ -134,8 +142,14 @@ def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
-    ledger = sub.add_parser("ledger", help="inspect the ledger")
+    ledger = sub.add_parser("ledger", help="run or inspect the ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+    run = ledger_sub.add_parser("run", help="run the market operator on the wall clock")
+    run.add_argument("--config", required=True, help="operator configuration (TOML)")
+    run.add_argument(
+        "--validate-config", action="store_true", help="check the configuration, exit 0/1"
+    )
+    run.set_defaults(func=_cmd_ledger_run)
     verify = ledger_sub.add_parser("verify", help="recheck every hash, signature and checkpoint")
     verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
     verify.add_argument("--operator-key", help="the operator's public key (PEM)")

@@ -1,0 +1,183 @@
+"""``wattmesh ledger run`` end to end: real Mosquitto, SQLite and PostgreSQL, real keys.
+
+Intervals of 2 s on the wall clock; the test's households answer each announcement
+with signed messages; the test waits for the operator's log lines, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from broker.topics import STATUS_OFFLINE
+from broker.transport import BrokerAddress, Transport, TransportConfig
+from ledger.entries import EntryKind
+from ledger.store import LedgerStore
+from tests.ledgerrunkit import (
+    INTERVAL_S,
+    SUMMARY,
+    Households,
+    LedgerProcess,
+    Market,
+    write_market,
+)
+from wattmesh.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def market(
+    tmp_path_factory: pytest.TempPathFactory, db_url: str, mosquitto: BrokerAddress
+) -> Market:
+    return write_market(tmp_path_factory.mktemp("market"), db_url=db_url, broker=mosquitto)
+
+
+@pytest_asyncio.fixture
+async def households(market: Market, mosquitto: BrokerAddress) -> AsyncIterator[Households]:
+    transport = Transport(
+        TransportConfig(address=mosquitto, client_id=f"{market.topics.market_id}-households"),
+        subscriptions=[(market.topics.announce, 1)],
+    )
+    async with transport:
+        await asyncio.wait_for(transport.wait_connected(), 10)
+        houses = Households(market, transport)
+        answering = asyncio.create_task(houses.run())
+        try:
+            yield houses
+        finally:
+            answering.cancel()
+            await asyncio.gather(answering, return_exceptions=True)
+
+
+def _entries(db_url: str) -> list[tuple[int, str]]:
+    store = LedgerStore(db_url)
+    try:
+        return [(e.interval, e.kind) for e in store.iter_entries()]
+    finally:
+        store.close()
+
+
+def _verify(db_url: str, market: Market, capsys: pytest.CaptureFixture[str]) -> None:
+    key = market.folder / "operator" / "public_key.pem"
+    code = main(["ledger", "verify", "--db", db_url, "--operator-key", str(key)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, ""), err
+    assert out.startswith("ok: ")
+
+
+def _check_full_interval(summary: re.Match[str], previous: int | None) -> int:
+    interval = int(summary["interval"])
+    assert interval % INTERVAL_S == 0 and time.time() >= interval  # opened on the wall clock
+    if previous is not None:  # consecutive, or the gap is reported as skipped
+        assert int(summary["skipped"] or 0) == (interval - previous) // INTERVAL_S - 1
+    return interval
+
+
+async def test_intervals_close_on_the_wall_clock_and_sigterm_closes_the_open_gate(
+    market: Market, households: Households, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    households.forger = "h002"  # each interval also brings one order with a bad signature
+    ledger = await LedgerProcess.start(market.config)
+    try:
+        await ledger.until("leader of market")
+        previous = None
+        for _ in range(3):
+            s = await ledger.summary()
+            previous = _check_full_interval(s, previous)
+            assert (s["orders"], s["readings"], s["households"]) == ("3", "3", "3")
+            assert (s["trades"], s["volume"]) == ("1", "150") and s["price"] != "-"
+            assert (s["rejected"], s["reasons"]) == ("1", "bad_signature 1")
+        assert previous is not None
+        # h003 falls silent, so the next gate waits for it; SIGTERM closes it at once.
+        households.silent.add("h003")
+        while (interval := await asyncio.wait_for(households.opened.get(), 10)) <= previous:
+            pass
+        assert {agent for agent, *_ in households.answered[interval]} == {"h001", "h002"}
+        ledger.process.send_signal(signal.SIGTERM)
+        log = await ledger.rest()
+        assert await asyncio.wait_for(ledger.process.wait(), 20) == 0
+    finally:
+        await ledger.kill()
+    assert f"stopping: closing the gate of interval {interval} now" in log
+    assert "gate closed early on request" in log and "gate closed without" not in log
+    assert f"interval {interval} (" in log and "stopped cleanly" in log
+    assert "Traceback" not in log
+    entries = _entries(db_url)
+    cleared = [i for i, kind in entries if kind == EntryKind.CLEARING]
+    assert cleared == sorted(set(cleared)) and cleared[-1] == interval
+    orders = Counter(i for i, kind in entries if kind == EntryKind.ORDER)
+    assert orders[interval] <= 2 and all(orders[i] == 3 for i in cleared[:-1])
+    assert sum(kind == EntryKind.TRADE for _, kind in entries) >= 3
+    _verify(db_url, market, capsys)
+
+
+async def test_a_standby_process_takes_over_when_the_leader_is_killed(
+    market: Market,
+    households: Households,
+    mosquitto: BrokerAddress,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    leader = await LedgerProcess.start(market.config)
+    standby: LedgerProcess | None = None
+    third: LedgerProcess | None = None
+    try:
+        await leader.until("leader of market")
+        standby = await LedgerProcess.start(market.config)
+        await standby.until("standing by: another process leads this market")
+        previous = None
+        for _ in range(2):
+            previous = _check_full_interval(await leader.summary(), previous)
+        assert previous is not None
+        await leader.kill()  # SIGKILL: no clean disconnect, the lease dies with it
+        # While no ledger is connected: h003 goes offline (not retained). The broker
+        # queues it in the ledger's persistent session; the new leader gets it, so its
+        # gates close without waiting for h003 at all.
+        households.silent.add("h003")
+        async with Transport(
+            TransportConfig(address=mosquitto, client_id=f"{market.topics.market_id}-h003")
+        ) as h003:
+            await asyncio.wait_for(h003.wait_connected(), 10)
+            await h003.publish(market.topics.status("h003"), STATUS_OFFLINE, qos=1)
+        await standby.until("leader of market")
+        for _ in range(2):
+            summary = await standby.summary()
+            interval = int(summary["interval"])
+            assert interval > previous and interval % INTERVAL_S == 0
+            assert (summary["orders"], summary["readings"]) == ("2", "2")
+            assert (summary["trades"], summary["volume"]) == ("1", "150")
+            previous = interval
+        # A third process stands by behind the new leader; SIGTERM there exits 0 at once.
+        third = await LedgerProcess.start(market.config)
+        await third.until("standing by: another process leads this market")
+        third.process.send_signal(signal.SIGTERM)
+        assert "stopped while standing by" in await third.rest()
+        assert await asyncio.wait_for(third.process.wait(), 20) == 0
+        standby.process.send_signal(signal.SIGTERM)
+        log = await standby.rest()
+        assert await asyncio.wait_for(standby.process.wait(), 20) == 0
+    finally:
+        for process in (leader, standby, third):
+            if process is not None:
+                await process.kill()
+    assert "gate closed without" not in log and "Traceback" not in log
+    entries = _entries(db_url)
+    cleared = [i for i, kind in entries if kind == EntryKind.CLEARING]
+    assert cleared == sorted(set(cleared)) and len(cleared) >= 4  # none twice, none lost
+    # The new leader may clear more intervals while the third process comes and goes
+    # (and SIGTERM closes an open one at once): the log ends with the last it reported.
+    reported = [
+        int(match["interval"])
+        for line in standby.lines
+        if (match := SUMMARY.fullmatch(line.partition("ledger.operator: ")[2]))
+    ]
+    assert previous in reported and cleared[-1] == reported[-1]
+    _verify(db_url, market, capsys)

@@ -1,0 +1,224 @@
+"""``wattmesh ledger run --config ledger.toml [--validate-config]``: the market operator.
+
+Composition (docs/ARCHITECTURE.md, "Running the operator"):
+
+1. Read and check ``ledger.toml`` (:mod:`wattmesh.ledger_config`).
+2. Take the leadership lease (:mod:`ledger.lease`) before touching the market: a
+   standby process waits here (a line every ``lease.poll_s`` at debug level, one at
+   info) and takes over when the leader dies. Nothing else happens before: the MQTT
+   client id is shared by both processes, so only the leader may connect.
+3. Open the store; the :class:`ledger.ledger.Ledger` rebuilds its state from the log
+   (an interval that was open when the previous leader died left nothing behind: it
+   is opened again if it is within the gate grace, else skipped); log what changed in
+   the registry file (new keys, rotations, revocations).
+4. Connect with a persistent MQTT session (stable client id), so the broker queues
+   what households publish while the ledger restarts or fails over: the ingest is a
+   receive-only :class:`broker.subscriber.Subscriber` on that session, in batches
+   (:meth:`ledger.service.LedgerService.run_ingest_batched`); the operator publishes
+   on a second, clean connection (``<client id>-publish``).
+5. Run :class:`ledger.operator.MarketOperator` on the wall clock until SIGTERM/SIGINT:
+   an open interval is closed at once with what has arrived (logged, checkpointed,
+   announced), then the process disconnects, releases the lease and exits 0.
+
+Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting) or
+``--validate-config`` found problems; 2 an invalid configuration or registry when
+running (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from broker.subscriber import Subscriber
+from broker.transport import Session, Transport
+from ledger.lease import LeaderLease, LeaseLost
+from ledger.ledger import Ledger
+from ledger.operator import MarketOperator
+from ledger.schedule import Clock, SystemClock
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier
+from ledger.store import LedgerStore
+from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
+
+_LOG = logging.getLogger("wattmesh.ledger")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def validate_config_command(path: Path) -> int:
+    """Check ``path`` without connecting anywhere: 0 if valid, 1 listing every problem."""
+    config, problems = check_ledger_config(path)
+    if config is None:
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{path}: ok (market {config.market_id}, {len(config.registry.households)} households, "
+        f"mechanism {config.mechanism.name}, interval {config.schedule.interval_s} s)"
+    )
+    return EXIT_OK
+
+
+def run_ledger_command(path: Path) -> int:
+    config = load_ledger_config(path)  # ConfigError: exit 2 (wattmesh.cli)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_main(config))
+
+
+async def _main(config: LedgerRunConfig) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await serve_ledger(config, stop=stop, clock=SystemClock())
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: Clock) -> int:
+    """Lead the market until ``stop`` is set; the exit code (see the module doc)."""
+    lease = LeaderLease(config.db_url, name=config.market_id)
+    try:
+        if not await _become_leader(lease, stop, config.lease_poll_s):
+            _LOG.info("stopped while standing by")
+            return EXIT_OK
+        _LOG.info("leader of market %s (database %s)", config.market_id, _safe(config.db_url))
+        await _lead(config, lease, stop, clock)
+    except LeaseLost as exc:
+        _LOG.error("stopping: %s", exc)
+        return EXIT_FAILED
+    finally:
+        lease.close()
+    _LOG.info("stopped cleanly")
+    return EXIT_OK
+
+
+async def _become_leader(lease: LeaderLease, stop: asyncio.Event, poll_s: float) -> bool:
+    """Poll the lease until it is ours (True) or ``stop`` is set (False)."""
+    said = False
+    while not await asyncio.to_thread(lease.try_acquire):
+        if not said:
+            _LOG.info("standing by: another process leads this market")
+            said = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_s)
+        if stop.is_set():
+            return False
+    return True
+
+
+def _verifier(workers: int) -> SignatureVerifier:
+    return InlineVerifier() if workers == 0 else PoolVerifier(workers)
+
+
+async def _lead(
+    config: LedgerRunConfig, lease: LeaderLease, stop: asyncio.Event, clock: Clock
+) -> None:
+    store = LedgerStore(config.db_url)
+    verifier = _verifier(config.signature_workers)
+    try:
+        ledger = Ledger(
+            store,
+            market_id=config.market_id,
+            operator_key=config.operator_key,
+            mechanism=config.mechanism,
+            metering=config.registry.metering(),
+        )
+        last = ledger.last_closed_interval
+        first = config.schedule.next_interval(clock.now_s(), last)
+        changes = ledger.register(
+            config.registry.keys, interval=first, revoked=config.registry.revoked
+        )
+        _LOG.info(
+            "log of %d entries, last closed interval %s; registry %s: %d households, "
+            "%d change(s) logged",
+            ledger.size,
+            last,
+            config.registry_path,
+            len(ledger.households),
+            changes,
+        )
+        topics = config.topics
+        # Two connections: the ingest (receive-only Subscriber, the persistent session
+        # under the configured client id) and the operator's publishes (a clean
+        # session under "<client id>-publish", subscribed to nothing).
+        publish_config = dataclasses.replace(
+            config.transport,
+            client_id=f"{config.transport.client_id}-publish",
+            session=Session.CLEAN,
+        )
+        transport = Transport(publish_config)
+        subscriber = Subscriber(config.transport, ledger_subscriptions(topics))
+        async with transport, subscriber:
+            if not await _connected(transport, subscriber, stop):
+                return
+            _LOG.info(
+                "connected to %s as %s (persistent session) and %s",
+                config.transport.address.url,
+                config.transport.client_id,
+                publish_config.client_id,
+            )
+            service = LedgerService(
+                ledger,
+                OperatorConfig(
+                    topics,
+                    interval_s=config.schedule.interval_s,
+                    gate_timeout_s=config.schedule.gate_timeout_s,
+                ),
+                key=config.operator_key,
+                transport=transport,
+            )
+            ingest = asyncio.create_task(
+                service.run_ingest_batched(verifier, max_batch=config.max_batch, source=subscriber),
+                name="ledger-ingest",
+            )
+            operator = MarketOperator(
+                service, config.schedule, config.tariffs, clock=clock, lease=lease
+            )
+            try:
+                await operator.run(stop)
+            finally:
+                ingest.cancel()
+                await asyncio.gather(ingest, return_exceptions=True)
+    finally:
+        if isinstance(verifier, PoolVerifier):
+            verifier.close()
+        store.close()
+
+
+async def _connected(transport: Transport, subscriber: Subscriber, stop: asyncio.Event) -> bool:
+    """Wait for both first connections (the broker may be down); False if stopped first."""
+
+    async def both() -> None:
+        await asyncio.gather(transport.wait_connected(), subscriber.wait_connected())
+
+    connected = asyncio.ensure_future(both())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (connected, stopped):
+            task.cancel()
+        await asyncio.gather(connected, stopped, return_exceptions=True)
+    return not stop.is_set()
+
+
+def _safe(url: str) -> str:
+    """A database URL without its password, for the log."""
+    head, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{host}"
