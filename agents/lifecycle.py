@@ -21,6 +21,7 @@ from typing import Protocol
 
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from agents.audit import CHECKPOINT_FILE, CheckpointFile
+from agents.battery import BatteryController
 from agents.meter import Meter
 from agents.outbox import DEFAULT_CAPACITY, Outbox
 from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DurablePublisher
@@ -78,8 +79,11 @@ async def serve_household(
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
     companions: Sequence[Companion] = (),
+    battery: BatteryController | None = None,
 ) -> None:
     """Run one household agent until the market closes or SIGTERM/SIGINT arrives.
+
+    With a ``battery`` the agent orders with the battery strategy and commands it.
 
     ``companions`` run beside the agent (their connections already open) and publish
     their offline status, within ``flush_timeout_s``, before the agent does.
@@ -100,6 +104,7 @@ async def serve_household(
                 transport=transport,
                 meter=meter,
                 publisher=publisher,
+                battery=battery,
                 checkpoints=CheckpointFile(state_dir / CHECKPOINT_FILE),
             )
             run = asyncio.create_task(agent.run())
