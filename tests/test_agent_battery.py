@@ -4,10 +4,12 @@ simulated battery ordering by the battery strategy over a real Mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -163,56 +165,79 @@ def _problems_of(path: Path) -> list[str]:
 
 # --- the agent process with a simulated battery ----------------------------------------
 
-STEP_S = 60
 RETAIL, FEED_IN = 300_000, 80_000
-SPEC = BatterySpec(capacity_wh=10_000, max_charge_w=3_600, max_discharge_w=6_000)
-INITIAL_SOC_WH = 2_000
 
 
 def _signed(key: SigningKey, body: Body, interval: int, seq: int) -> bytes:
     return sign_message(
-        key,
-        body,
-        market=TOPICS.market_id,
-        interval=interval,
-        agent="operator",
-        seq=seq,
-        expires=interval + STEP_S,
-    ).to_wire()
+        key, body, market=TOPICS.market_id, interval=interval, agent="operator", seq=seq,
+        expires=interval + 3600,
+    ).to_wire()  # fmt: skip
 
 
-async def _next_on(messages: asyncio.Queue[Message], topic: str) -> Message:
-    while True:
-        message = await asyncio.wait_for(messages.get(), 30)
-        if message.topic == topic:
-            return message
+def _upcoming(step_s: int, margin_s: int) -> int:
+    """The first interval start at least ``margin_s`` from now: it can still be commanded."""
+    return (int(time.time()) + margin_s) // step_s * step_s + step_s
 
 
-async def test_agent_process_with_a_simulated_battery_orders_by_the_strategy(
-    mosquitto: BrokerAddress, tmp_path: Path
-) -> None:
-    operator = write_key_pair(tmp_path / "operator")
-    write_key_pair(tmp_path / "keys")
-    # A replayed household in 60 s intervals around now, without demand or PV of its
-    # own: the battery keeps its initial SoC, so every order depends on the forecast.
-    start = int(time.time()) // STEP_S * STEP_S - 2 * STEP_S
-    profile = {"start": start, "interval_s": STEP_S, "demand_wh": [0] * 30, "pv_wh": [0] * 30}
-    (tmp_path / "profile.json").write_text(json.dumps(profile), encoding="utf-8")
-    config = tmp_path / "agent.toml"
+class Household:
+    """``wattmesh agent`` on a replay profile with a simulated ``[battery]``, watched."""
+
+    def __init__(self, op: Transport, inbox: asyncio.Queue[Message], operator: SigningKey):
+        self.op, self.inbox, self.operator = op, inbox, operator
+        self.topic = TOPICS.household("h001")
+        self._seq = 0
+
+    async def next_on(self, suffix: str) -> Message:
+        while True:
+            message = await asyncio.wait_for(self.inbox.get(), 30)
+            if message.topic == f"{self.topic}/{suffix}":
+                return message
+
+    async def interval(
+        self, interval: int, step_s: int, forecast: tuple[int, int]
+    ) -> tuple[ReadingBody, OrderBody]:
+        """Announce ``interval``, answer its reading with ``forecast`` (demand, PV in Wh):
+        the reading and the order the agent publishes."""
+        self._seq += 2
+        announced = AnnouncementBody(Phase.OPEN, step_s, RETAIL, FEED_IN)
+        await self.op.publish(
+            TOPICS.announce, _signed(self.operator, announced, interval, self._seq)
+        )
+        reading = decode_message((await self.next_on("reading")).payload)
+        assert isinstance(reading.body, ReadingBody) and reading.header.interval == interval
+        body = ForecastBody(interval, step_s, (forecast[0],), (forecast[1],), "test", None)
+        await self.op.publish(
+            TOPICS.forecast("h001"), _signed(self.operator, body, interval, self._seq + 1)
+        )
+        order = decode_message((await self.next_on("order")).payload)
+        assert isinstance(order.body, OrderBody) and order.header.interval == interval
+        return reading.body, order.body
+
+
+@contextlib.asynccontextmanager
+async def running_household(
+    mosquitto: BrokerAddress, folder: Path, profile: dict[str, object], battery: BatterySpec,
+    initial_soc_wh: int,
+) -> AsyncIterator[Household]:  # fmt: skip
+    operator = write_key_pair(folder / "operator")
+    write_key_pair(folder / "keys")
+    (folder / "profile.json").write_text(json.dumps(profile), encoding="utf-8")
+    config = folder / "agent.toml"
     config.write_text(
         f'agent_id = "h001"\nmarket_id = "{TOPICS.market_id}"\n'
         f'broker = "mqtt://{mosquitto.host}:{mosquitto.port}"\n'
         'key_file = "keys/private_key.pem"\nstate_dir = "state"\nforecast_timeout_s = 120\n'
         '[meter]\nkind = "replay"\nfile = "profile.json"\n'
-        f'[battery]\ncontroller = "simulated"\ncapacity_wh = {SPEC.capacity_wh}\n'
-        f"max_charge_w = {SPEC.max_charge_w}\nmax_discharge_w = {SPEC.max_discharge_w}\n"
-        f"round_trip_permille = {SPEC.round_trip_permille}\ninitial_soc_wh = {INITIAL_SOC_WH}\n",
+        f'[battery]\ncontroller = "simulated"\ncapacity_wh = {battery.capacity_wh}\n'
+        f"max_charge_w = {battery.max_charge_w}\nmax_discharge_w = {battery.max_discharge_w}\n"
+        f"round_trip_permille = {battery.round_trip_permille}\ninitial_soc_wh = {initial_soc_wh}\n",
         encoding="utf-8",
     )
-    household = TOPICS.household("h001")
+    topic = TOPICS.household("h001")
     viewer = Transport(
         TransportConfig(address=mosquitto, client_id="bat-viewer"),
-        subscriptions=[(f"{household}/#", 1)],
+        subscriptions=[(f"{topic}/#", 1)],
     )
     inbox: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -227,40 +252,11 @@ async def test_agent_process_with_a_simulated_battery_orders_by_the_strategy(
             sys.executable, "-m", "wattmesh.cli", "agent", "--config", str(config),
             cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        household = Household(op, inbox, operator)
         try:
-            while (await _next_on(inbox, f"{household}/status")).payload != b"online":
+            while (await household.next_on("status")).payload != b"online":
                 pass
-            first = start + 3 * STEP_S  # intervals still to come: the battery takes commands
-            # A shortfall (covered from the battery up to its discharge limit), then a
-            # surplus (stored up to the charge limit: a stored Wh is worth more than the ask).
-            cases = [(first, 500, 0, Side.BUY, 400), (first + STEP_S, 0, 300, Side.SELL, 240)]
-            for n, (interval, demand, pv, side, quantity) in enumerate(cases):
-                announced = AnnouncementBody(Phase.OPEN, STEP_S, RETAIL, FEED_IN)
-                await op.publish(TOPICS.announce, _signed(operator, announced, interval, 2 * n + 1))
-                reading = decode_message((await _next_on(inbox, f"{household}/reading")).payload)
-                assert isinstance(reading.body, ReadingBody)
-                assert reading.header.interval == interval
-                # The battery's own registers travel with the reading.
-                assert (reading.body.battery_in_wh, reading.body.battery_out_wh) == (0, 0)
-                forecast = ForecastBody(interval, STEP_S, (demand,), (pv,), "test", None)
-                await op.publish(
-                    TOPICS.forecast("h001"), _signed(operator, forecast, interval, 2 * n + 2)
-                )
-                order = decode_message((await _next_on(inbox, f"{household}/order")).payload)
-                assert order.header.interval == interval
-                expected = battery_order_for(
-                    demand_wh=demand,
-                    pv_wh=pv,
-                    soc_wh=INITIAL_SOC_WH,
-                    battery=SPEC,
-                    interval_s=STEP_S,
-                    retail_micro_per_kwh=RETAIL,
-                    feed_in_micro_per_kwh=FEED_IN,
-                    policy=LimitPricePolicy(),
-                ).order
-                assert order.body == expected
-                assert isinstance(order.body, OrderBody)
-                assert (order.body.side, order.body.quantity_wh) == (side, quantity)
+            yield household
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 20) == 0
         finally:
@@ -269,7 +265,71 @@ async def test_agent_process_with_a_simulated_battery_orders_by_the_strategy(
                 process.kill()
                 await process.wait()
             stderr = await process.stderr.read() if process.stderr else b""
+            for retained in (f"{topic}/status", f"{topic}/diagnostics"):
+                await op.publish(retained, b"", qos=1, retain=True)  # leave no retained state
         assert b"Traceback" not in stderr, stderr.decode()
         assert b"battery command refused" not in stderr, stderr.decode()
-        for topic in (f"{household}/status", f"{household}/diagnostics"):
-            await op.publish(topic, b"", qos=1, retain=True)  # leave no retained state
+
+
+async def test_agent_process_with_a_simulated_battery_orders_by_the_strategy(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    # A replayed household in 60 s intervals around now, without demand or PV of its
+    # own: the battery keeps its initial SoC, so every order depends on the forecast.
+    step_s, soc_wh = 60, 2_000
+    spec = BatterySpec(capacity_wh=10_000, max_charge_w=3_600, max_discharge_w=6_000)
+    start = int(time.time()) // step_s * step_s - 2 * step_s
+    profile = {"start": start, "interval_s": step_s, "demand_wh": [0] * 30, "pv_wh": [0] * 30}
+    async with running_household(mosquitto, tmp_path, profile, spec, soc_wh) as household:
+        first = _upcoming(step_s, margin_s=10)
+        # A shortfall (covered from the battery up to its discharge limit), then a
+        # surplus (stored up to the charge limit: a stored Wh is worth more than the ask).
+        cases = [(first, 500, 0, Side.BUY, 400), (first + step_s, 0, 300, Side.SELL, 240)]
+        for interval, demand, pv, side, quantity in cases:
+            reading, order = await household.interval(interval, step_s, (demand, pv))
+            # The battery's own registers travel with the reading.
+            assert (reading.battery_in_wh, reading.battery_out_wh) == (0, 0)
+            assert (
+                order
+                == battery_order_for(
+                    demand_wh=demand,
+                    pv_wh=pv,
+                    soc_wh=soc_wh,
+                    battery=spec,
+                    interval_s=step_s,
+                    retail_micro_per_kwh=RETAIL,
+                    feed_in_micro_per_kwh=FEED_IN,
+                    policy=LimitPricePolicy(),
+                ).order
+            )
+            assert (order.side, order.quantity_wh) == (side, quantity)
+
+
+async def test_the_battery_runs_the_interval_in_the_mode_the_agent_commanded(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    # A battery so lossy (10 % round trip) that storing surplus is worth less than
+    # selling it: the agent commands SELL_SURPLUS, where a battery left to itself
+    # would store it (its default, STORE_SURPLUS). 2 s intervals, so that the
+    # household lives through the commanded one; its registers tell which mode ran.
+    step_s, surplus_wh = 2, 500
+    spec = BatterySpec(10_000, 3_600_000, 3_600_000, round_trip_permille=100)
+    start = int(time.time()) // step_s * step_s - 10 * step_s
+    pv = [0] * 200
+    profile = {"start": start, "interval_s": step_s, "demand_wh": [0] * 200, "pv_wh": pv}
+    interval = _upcoming(step_s, margin_s=8)
+    pv[(interval - start) // step_s] = surplus_wh
+    async with running_household(mosquitto, tmp_path, profile, spec, 0) as household:
+        assert int(time.time()) < interval, "the agent took too long to start"
+        _, order = await household.interval(interval, step_s, (0, surplus_wh))
+        assert (order.side, order.quantity_wh) == (Side.SELL, surplus_wh)
+        # The household's time is the wall clock: wait until the interval is over
+        # (the simulated physics, not synchronisation between components).
+        await asyncio.sleep(max(0.0, interval + step_s - time.time()))
+        later = _upcoming(step_s, margin_s=0)
+        reading, _ = await household.interval(later, step_s, (0, 0))
+        assert (reading.battery_in_wh, reading.export_wh, reading.pv_wh) == (
+            0,
+            surplus_wh,
+            surplus_wh,
+        )
