@@ -102,8 +102,14 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
     # The Home Assistant bridge and Modbus load only when configured.
     assert "agents.ha_bridge" not in loaded and "pymodbus" not in top
     assert "importlib.metadata" not in loaded  # only the bridge needs the version
-    # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed.
+    # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed,
+    # nor its parsers module, which loads dlms-cosem (attrs, asn1crypto, dateutil: 5 MB)
+    # for encrypted telegrams: the agent reads P1 lines itself (tests/test_p1_reference.py).
     assert "dsmr_parser.clients" not in loaded and "serialx" not in top
+    assert (
+        "dsmr_parser.parsers" not in loaded and "dsmr_parser.telegram_specifications" not in loaded
+    )
+    assert not {"dlms_cosem", "attr", "asn1crypto", "dateutil", "ctypes"} & top
 
 
 def test_the_probe_would_notice_pydantic() -> None:
