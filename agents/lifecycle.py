@@ -21,6 +21,7 @@ from typing import Protocol
 
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from agents.audit import CHECKPOINT_FILE, CheckpointFile
+from agents.battery import BatteryController
 from agents.meter import Meter
 from agents.outbox import DEFAULT_CAPACITY, Outbox
 from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT, DurablePublisher
@@ -82,8 +83,11 @@ async def serve_household(
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     companions: Sequence[Companion] = (),
+    battery: BatteryController | None = None,
 ) -> None:
     """Run one household agent until the market closes or SIGTERM/SIGINT arrives.
+
+    With a ``battery`` the agent orders with the battery strategy and commands it.
 
     ``companions`` run beside the agent (their connections already open) and publish
     their offline status, within ``flush_timeout_s``, before the agent does. The MQTT
@@ -109,6 +113,7 @@ async def serve_household(
                 transport=transport,
                 meter=meter,
                 publisher=publisher,
+                battery=battery,
                 checkpoints=CheckpointFile(state_dir / CHECKPOINT_FILE),
             )
             run = asyncio.create_task(agent.run())

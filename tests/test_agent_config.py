@@ -11,6 +11,7 @@ from typing import get_args
 import pytest
 
 from agents.agent import AgentConfig
+from agents.battery import PERMILLE
 from agents.clock import DEFAULT_MAX_DRIFT_S
 from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
 from agents.metering.p1 import P1Version
@@ -312,5 +313,6 @@ def test_schema_defaults_agree_with_the_agent() -> None:
     assert agent_schema.DEFAULT_FLUSH_TIMEOUT_S == DEFAULT_FLUSH_TIMEOUT_S
     assert agent_schema.DEFAULT_MAX_IN_FLIGHT == DEFAULT_MAX_IN_FLIGHT
     assert agent_schema.DEFAULT_MAX_DRIFT_S == DEFAULT_MAX_DRIFT_S
+    assert agent_schema.PERMILLE == PERMILLE
     assert set(get_args(agent_schema.P1VersionName)) == {v.value for v in P1Version}
     assert AgentConfig(agent_id="a", topics=Topics("m")).diagnostics_interval_s == 60.0

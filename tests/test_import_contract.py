@@ -96,11 +96,20 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
     assert {"agents", "aiomqtt", "dsmr_parser"} <= top
     assert _heavy(loaded) == set()
     assert "pydantic" not in top and "pydantic_core" not in top
+    # The validated sections come back as JSON into constraint-free dataclasses: no
+    # annotated-types / typing-extensions (0.7 MB) and no pickle (0.3 MB) stay loaded.
+    assert not {"annotated_types", "typing_extensions", "pickle", "_pickle"} & top
     # The Home Assistant bridge and Modbus load only when configured.
     assert "agents.ha_bridge" not in loaded and "pymodbus" not in top
     assert "importlib.metadata" not in loaded  # only the bridge needs the version
-    # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed.
+    # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed,
+    # nor its parsers module, which loads dlms-cosem (attrs, asn1crypto, dateutil: 5 MB)
+    # for encrypted telegrams: the agent reads P1 lines itself (tests/test_p1_reference.py).
     assert "dsmr_parser.clients" not in loaded and "serialx" not in top
+    assert (
+        "dsmr_parser.parsers" not in loaded and "dsmr_parser.telegram_specifications" not in loaded
+    )
+    assert not {"dlms_cosem", "attr", "asn1crypto", "dateutil", "ctypes"} & top
 
 
 def test_the_probe_would_notice_pydantic() -> None:

@@ -5,7 +5,10 @@ pymodbus for a Modbus meter). pydantic validates the file in a short-lived child
 process (:mod:`wattmesh.agent_validate_child`), so it never stays in the agent. The
 configuration format is documented in :mod:`wattmesh.agent_config` and
 docs/raspberry-pi.md. A replay meter reads a JSON
-profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``.
+profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``;
+with a simulated ``[battery]`` the household replays it with that battery behind its
+grid meter (:class:`~agents.battery_meter.BatteryMeter`), and the agent orders with the
+battery strategy (:mod:`agents.battery_strategy`), see docs/battery.md.
 """
 
 from __future__ import annotations
@@ -19,39 +22,57 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the agent's own modules load lazily: see run_agent_command
+    from agents.battery import BatteryController
+    from agents.battery_meter import BatteryMeter
     from agents.meter import Meter, SimulatedMeter
-    from wattmesh.agent_config import AgentFileConfig
+    from wattmesh.agent_config import AgentFileConfig, BatterySettings
 
 EXIT_INVALID = 1
 
 
-def _replay_meter(path: Path) -> SimulatedMeter:
+def _replay_meter(path: Path, battery: BatterySettings | None) -> SimulatedMeter | BatteryMeter:
+    """The replayed household; with a (simulated) battery, the battery acts in it."""
+    from agents.battery_meter import BatteryMeter
     from agents.meter import SimulatedMeter, system_clock
     from broker.errors import ConfigError
 
     try:
         profile = json.loads(path.read_text(encoding="utf-8"))
+        start, interval_s = int(profile["start"]), int(profile["interval_s"])
+        demand_wh = [int(v) for v in profile["demand_wh"]]
+        pv_wh = [int(v) for v in profile["pv_wh"]]
+        if battery is not None:
+            return BatteryMeter(
+                start=start,
+                interval_s=interval_s,
+                demand_wh=demand_wh,
+                pv_wh=pv_wh,
+                battery=battery.spec,
+                clock=system_clock,
+                soc_wh=battery.initial_soc_wh,
+            )
         return SimulatedMeter(
-            start=int(profile["start"]),
-            interval_s=int(profile["interval_s"]),
-            demand_wh=[int(v) for v in profile["demand_wh"]],
-            pv_wh=[int(v) for v in profile["pv_wh"]],
-            clock=system_clock,
+            start=start, interval_s=interval_s, demand_wh=demand_wh, pv_wh=pv_wh, clock=system_clock
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot use meter profile {path}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
-async def _meter(config: AgentFileConfig) -> AsyncIterator[Meter]:
+async def _household(
+    config: AgentFileConfig,
+) -> AsyncIterator[tuple[Meter, BatteryController | None]]:
+    """The meter, and the battery controller if ``[battery]`` is configured."""
+    from agents.battery_meter import BatteryMeter
     from agents.metering.open import open_meter
     from wattmesh.agent_config import ReplaySpec
 
     if isinstance(config.meter, ReplaySpec):
-        yield _replay_meter(config.meter.path)
+        meter = _replay_meter(config.meter.path, config.battery)
+        yield meter, meter if isinstance(meter, BatteryMeter) else None
         return
-    async with open_meter(config.meter, base=config.base) as meter:
-        yield meter
+    async with open_meter(config.meter, base=config.base) as real:
+        yield real, None
 
 
 def _version() -> str:
@@ -68,7 +89,7 @@ async def _run(config: AgentFileConfig) -> None:
     from agents.lifecycle import serve_household
 
     async with contextlib.AsyncExitStack() as stack:
-        meter = await stack.enter_async_context(_meter(config))
+        meter, battery = await stack.enter_async_context(_household(config))
         companions = []
         if config.homeassistant is not None:
             from agents.ha_bridge import HomeAssistantBridge
@@ -89,6 +110,7 @@ async def _run(config: AgentFileConfig) -> None:
             flush_timeout_s=config.outbox.flush_timeout_s,
             max_in_flight=config.outbox.max_in_flight,
             companions=companions,
+            battery=battery,
         )
 
 

@@ -41,6 +41,15 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
     [health]                                    # optional; these are the defaults
     max_clock_drift_s = 300                     # refuse orders beyond this drift (s)
     diagnostics_interval_s = 60.0               # retained diagnostics at most this often (s)
+
+    [battery]                                   # optional: a home battery (docs/battery.md)
+    controller = "simulated"                    # in the replayed household (meter kind replay)
+    capacity_wh = 10000
+    max_charge_w = 5000
+    max_discharge_w = 5000
+    round_trip_permille = 900                   # exact share of the energy put in, per mille
+    min_soc_wh = 0                              # optional; default 0
+    initial_soc_wh = 2000                       # optional; default min_soc_wh
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agents.agent import AgentConfig
+from agents.battery import BatterySpec
 from agents.homeassistant import HomeAssistantConfig
 from agents.lifecycle import OutboxSettings
 from agents.metering.errors import MeterError
@@ -69,6 +79,7 @@ from broker.topics import Topics, check_segment
 from broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
 from wattmesh.agent_schema import (
     AgentSection,
+    BatterySection,
     ModbusRtuSection,
     ModbusTcpSection,
     P1FileSection,
@@ -90,6 +101,15 @@ class ReplaySpec:
 
 
 @dataclass(frozen=True)
+class BatterySettings:
+    """A battery of ``agent.toml``: its ratings, its SoC at start and its controller."""
+
+    spec: BatterySpec
+    initial_soc_wh: int
+    controller: str  # "simulated": agents.battery_meter.BatteryMeter on the replay profile
+
+
+@dataclass(frozen=True)
 class AgentFileConfig:
     agent: AgentConfig
     transport: TransportConfig
@@ -99,6 +119,7 @@ class AgentFileConfig:
     base: Path  # the configuration file's folder (resolves the meter's relative paths)
     homeassistant: HomeAssistantConfig | None
     outbox: OutboxSettings
+    battery: BatterySettings | None = None
 
 
 class _Problems:
@@ -162,6 +183,42 @@ def _meter_spec(model: AgentSection, base: Path, problems: _Problems) -> MeterSp
             return ModbusRtuSpec(
                 meter.device, meter.map, meter.unit, meter.baud, meter.parity, meter.stopbits
             )
+
+
+def _battery(
+    section: BatterySection | None, meter: MeterSpec | ReplaySpec, problems: _Problems
+) -> BatterySettings | None:
+    """The battery's settings; limits that depend on each other are checked here."""
+    if section is None:
+        return None
+    if section.min_soc_wh > section.capacity_wh:
+        problems.add(
+            "battery.min_soc_wh",
+            f"{section.min_soc_wh} Wh is above battery.capacity_wh ({section.capacity_wh} Wh)",
+        )
+        return None
+    soc = section.min_soc_wh if section.initial_soc_wh is None else section.initial_soc_wh
+    if not section.min_soc_wh <= soc <= section.capacity_wh:
+        problems.add(
+            "battery.initial_soc_wh",
+            f"{soc} Wh is outside [min_soc_wh, capacity_wh] = "
+            f"[{section.min_soc_wh}, {section.capacity_wh}] Wh",
+        )
+        return None
+    if not isinstance(meter, ReplaySpec):
+        problems.add(
+            "battery.controller",
+            'a simulated battery runs in the replayed household: it needs meter.kind = "replay"',
+        )
+        return None
+    spec = BatterySpec(
+        capacity_wh=section.capacity_wh,
+        max_charge_w=section.max_charge_w,
+        max_discharge_w=section.max_discharge_w,
+        round_trip_permille=section.round_trip_permille,
+        min_soc_wh=section.min_soc_wh,
+    )
+    return BatterySettings(spec, soc, section.controller)
 
 
 def _check_map(name: str, base: Path, problems: _Problems) -> None:
@@ -270,6 +327,7 @@ def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, lis
         except WattmeshError as exc:
             problems.add("operator_key_file", str(exc))
     meter = _meter_spec(model, base, problems)
+    battery = _battery(model.battery, meter, problems)
     transport = _transport(model, base, problems)
     if problems.items or key is None or transport is None or topics is None:
         return None, problems.items
@@ -302,6 +360,7 @@ def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, lis
                 flush_timeout_s=model.outbox.flush_timeout_s,
                 max_in_flight=model.outbox.max_in_flight,
             ),
+            battery=battery,
         ),
         [],
     )

@@ -1,82 +1,108 @@
 """The sections of ``agent.toml`` as frozen dataclasses: the shape pydantic validates.
 
-This module does not import pydantic. The constraints are ``annotated_types``
-metadata, which pydantic enforces, and ``__pydantic_config__`` makes pydantic refuse
-unknown keys; :mod:`wattmesh.agent_validate` runs the validation. ``wattmesh agent``
-validates in a short-lived child process and receives these plain values back, so
-pydantic (about 9 MB resident, see BENCHMARKS.md) never stays in the long-running
-agent. Times in seconds (``_s``), capacities in entries. The format is documented in
+This module imports neither pydantic nor ``annotated_types``. Each constrained field
+is ``Annotated`` with a :class:`Check` (bounds, length, pattern), which pydantic
+turns into its own constraints through the ``__get_pydantic_core_schema__`` hook;
+the shared field types below carry them. Sections derive from :class:`Section`, whose
+``__pydantic_config__`` makes pydantic refuse unknown keys;
+:mod:`wattmesh.agent_validate` runs the validation. ``wattmesh agent`` validates in a
+short-lived child process and receives the sections back as JSON
+(:func:`sections_from_json`), so pydantic (about 9 MB resident, see BENCHMARKS.md)
+never stays in the long-running agent. Times in seconds (``_s``), capacities in
+entries, energy in Wh, power in W. The format is documented in
 :mod:`wattmesh.agent_config` and docs/raspberry-pi.md.
 """
 
 # No ``from __future__ import annotations``: pydantic reads these annotations as objects.
 
-import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Final, Literal
-
-from annotated_types import Ge, Gt, Le, MinLen
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from broker.topics import DEFAULT_PREFIX
 
 # Light on purpose (the validating child imports this): the defaults below repeat
 # agents.outbox.DEFAULT_CAPACITY, agents.publisher.DEFAULT_COMMIT_INTERVAL_S,
-# agents.lifecycle.DEFAULT_FLUSH_TIMEOUT_S, agents.publisher.DEFAULT_MAX_IN_FLIGHT and
-# agents.clock.DEFAULT_MAX_DRIFT_S, and
-# P1Version is spelled as its values, instead of importing the agent (aiomqtt,
-# dsmr-parser); tests/test_agent_config.py checks that they agree.
+# agents.lifecycle.DEFAULT_FLUSH_TIMEOUT_S, agents.publisher.DEFAULT_MAX_IN_FLIGHT,
+# agents.clock.DEFAULT_MAX_DRIFT_S and agents.battery.PERMILLE, and P1Version is
+# spelled as its values, instead of importing the agent (aiomqtt, dsmr-parser);
+# tests/test_agent_config.py checks that they agree.
 DEFAULT_CAPACITY: Final = 100_000
 DEFAULT_COMMIT_INTERVAL_S: Final = 1.0
 DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_IN_FLIGHT: Final = 64
 DEFAULT_MAX_DRIFT_S: Final = 300
+PERMILLE: Final = 1000
 P1VersionName = Literal["4", "5", "5B", "5L", "5S"]  # agents.metering.p1.P1Version
-
-_FORBID: Final = {"extra": "forbid"}  # pydantic's ConfigDict, as a plain dict
-
-NonEmpty = Annotated[str, MinLen(1)]
-Port = Annotated[int, Ge(1), Le(65535)]
-Baud = Annotated[int, Ge(300), Le(4_000_000)]
-Unit = Annotated[int, Ge(0), Le(247)]
-
-# Checked by wattmesh.agent_validate with pydantic's wording (annotated_types has no
-# pattern constraint): TOML path -> pattern.
-PATTERNS: Final = {
-    "agent_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
-    "market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
-    "homeassistant.prefix": re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"),
-    "homeassistant.currency": re.compile(r"^[A-Z]{3}$"),
-}
 
 
 @dataclass(frozen=True)
-class TlsSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class Check:
+    """Constraints of one field, in pydantic-core's words (inclusive bounds, ``gt``
+    exclusive); pydantic applies them with its usual messages."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    min_length: int | None = None
+    pattern: str | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: object, handler: Callable[[object], Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        constraints = {k: v for k, v in vars(self).items() if v is not None}
+        return {**handler(source), **constraints}
+
+
+def between(low: float, high: float) -> Check:
+    """``low <= value <= high``."""
+    return Check(ge=low, le=high)
+
+
+_MAX_WH: Final = 10**9  # 1 GWh: far above any household battery, far below overflow
+_MAX_W: Final = 10**7
+
+NonEmpty = Annotated[str, Check(min_length=1)]
+Identifier = Annotated[str, Check(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Port = Annotated[int, between(1, 65535)]
+Baud = Annotated[int, between(300, 4_000_000)]
+Unit = Annotated[int, between(0, 247)]
+PeriodSeconds = Annotated[float, between(1.0, 86_400.0)]  # how often something is done
+TimeoutSeconds = Annotated[float, between(0.0, 300.0)]
+EnergyWh = Annotated[int, between(0, _MAX_WH)]
+PowerW = Annotated[int, between(0, _MAX_W)]
+
+
+class Section:
+    """A table of ``agent.toml``: unknown keys are errors."""
+
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}  # a ConfigDict
+
+
+@dataclass(frozen=True)
+class TlsSection(Section):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
 
 
 @dataclass(frozen=True)
-class MqttSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class MqttSection(Section):
     username: NonEmpty | None = None
     password_file: str | None = None
     client_id: NonEmpty | None = None
-    keepalive_s: Annotated[int, Ge(1), Le(3600)] = 30
+    keepalive_s: Annotated[int, between(1, 3600)] = 30
     tls: TlsSection | None = None
 
 
 @dataclass(frozen=True)
-class ReplaySection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class ReplaySection(Section):
     kind: Literal["replay"]
     file: str
 
 
 @dataclass(frozen=True)
-class P1SerialSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class P1SerialSection(Section):
     kind: Literal["p1-serial"]
     device: NonEmpty
     version: P1VersionName = "5"
@@ -84,8 +110,7 @@ class P1SerialSection:
 
 
 @dataclass(frozen=True)
-class P1TcpSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class P1TcpSection(Section):
     kind: Literal["p1-tcp"]
     host: NonEmpty
     port: Port
@@ -93,16 +118,14 @@ class P1TcpSection:
 
 
 @dataclass(frozen=True)
-class P1FileSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class P1FileSection(Section):
     kind: Literal["p1-file"]
     path: NonEmpty
     version: P1VersionName = "5"
 
 
 @dataclass(frozen=True)
-class ModbusTcpSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class ModbusTcpSection(Section):
     kind: Literal["modbus-tcp"]
     host: NonEmpty
     map: NonEmpty
@@ -111,8 +134,7 @@ class ModbusTcpSection:
 
 
 @dataclass(frozen=True)
-class ModbusRtuSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class ModbusRtuSection(Section):
     kind: Literal["modbus-rtu"]
     device: NonEmpty
     map: NonEmpty
@@ -141,45 +163,81 @@ METER_KINDS: Final[dict[str, type[MeterSection]]] = {
 
 
 @dataclass(frozen=True)
-class HomeAssistantSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+class HomeAssistantSection(Section):
     enabled: bool = False
-    prefix: str = "homeassistant"
-    currency: str = "EUR"
-    state_interval_s: Annotated[float, Ge(1.0), Le(3600.0)] = 10.0
+    prefix: Annotated[str, Check(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "homeassistant"
+    currency: Annotated[str, Check(pattern=r"^[A-Z]{3}$")] = "EUR"
+    state_interval_s: Annotated[float, between(1.0, 3600.0)] = 10.0
 
 
 @dataclass(frozen=True)
-class OutboxSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    capacity: Annotated[int, Ge(1), Le(10_000_000)] = DEFAULT_CAPACITY
-    commit_interval_s: Annotated[float, Ge(0.0), Le(60.0)] = DEFAULT_COMMIT_INTERVAL_S
-    flush_timeout_s: Annotated[float, Ge(0.0), Le(300.0)] = DEFAULT_FLUSH_TIMEOUT_S
-    max_in_flight: Annotated[int, Ge(1), Le(1000)] = DEFAULT_MAX_IN_FLIGHT
+class OutboxSection(Section):
+    capacity: Annotated[int, between(1, 10_000_000)] = DEFAULT_CAPACITY
+    commit_interval_s: Annotated[float, between(0.0, 60.0)] = DEFAULT_COMMIT_INTERVAL_S
+    flush_timeout_s: TimeoutSeconds = DEFAULT_FLUSH_TIMEOUT_S
+    max_in_flight: Annotated[int, between(1, 1000)] = DEFAULT_MAX_IN_FLIGHT
 
 
 @dataclass(frozen=True)
-class HealthSection:
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    max_clock_drift_s: Annotated[int, Ge(1), Le(86_400)] = DEFAULT_MAX_DRIFT_S
-    diagnostics_interval_s: Annotated[float, Ge(1.0), Le(86_400.0)] = 60.0
+class HealthSection(Section):
+    max_clock_drift_s: Annotated[int, between(1, 86_400)] = DEFAULT_MAX_DRIFT_S
+    diagnostics_interval_s: PeriodSeconds = 60.0
 
 
 @dataclass(frozen=True)
-class AgentSection:
+class BatterySection(Section):
+    """A home battery (``agents.battery.BatterySpec``) and what drives it.
+
+    ``round_trip_permille`` is the exact share (per mille, 1..1000) of the AC energy
+    put in that can be taken out again. ``initial_soc_wh`` defaults to
+    ``min_soc_wh``. ``controller = "simulated"`` runs the battery in the replayed
+    household (``agents.battery_meter.BatteryMeter``: needs ``meter.kind = "replay"``).
+    """
+
+    controller: Literal["simulated"]
+    capacity_wh: Annotated[int, between(1, _MAX_WH)]
+    max_charge_w: PowerW
+    max_discharge_w: PowerW
+    round_trip_permille: Annotated[int, between(1, PERMILLE)] = 900
+    min_soc_wh: EnergyWh = 0
+    initial_soc_wh: EnergyWh | None = None
+
+
+@dataclass(frozen=True)
+class AgentSection(Section):
     """The whole file. ``meter`` is validated by its ``kind`` (see agent_validate)."""
 
-    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    agent_id: str
-    market_id: str
+    agent_id: Identifier
+    market_id: Identifier
     broker: str
     key_file: str
     state_dir: str
     meter: MeterSection
     topic_prefix: str = DEFAULT_PREFIX
     operator_key_file: str | None = None
-    forecast_timeout_s: Annotated[float, Gt(0)] = 60.0
+    forecast_timeout_s: Annotated[float, Check(gt=0)] = 60.0
     mqtt: MqttSection = field(default_factory=MqttSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     health: HealthSection = field(default_factory=HealthSection)
+    battery: BatterySection | None = None
+
+
+def sections_from_json(data: Mapping[str, Any]) -> AgentSection:
+    """The sections again from ``dataclasses.asdict`` of validated ones (as JSON).
+
+    No validation: only for what :mod:`wattmesh.agent_validate` has validated.
+    """
+    mqtt, meter, battery = dict(data["mqtt"]), data["meter"], data["battery"]
+    tls = mqtt.pop("tls")
+    return AgentSection(
+        **{
+            **data,
+            "meter": METER_KINDS[meter["kind"]](**meter),
+            "mqtt": MqttSection(**mqtt, tls=None if tls is None else TlsSection(**tls)),
+            "homeassistant": HomeAssistantSection(**data["homeassistant"]),
+            "outbox": OutboxSection(**data["outbox"]),
+            "health": HealthSection(**data["health"]),
+            "battery": None if battery is None else BatterySection(**battery),
+        }
+    )

@@ -2,25 +2,26 @@
 
 :func:`validate_sections` turns the parsed TOML into a :class:`AgentSection` or lists
 every problem with its TOML path. ``wattmesh agent`` runs it in a short-lived child
-process, ``python -m wattmesh.agent_validate PATH``, which writes the pickled result
-to stdout, so that pydantic is never loaded into the long-running agent (see
-BENCHMARKS.md); ``--validate-config`` and the tests call it in-process. File checks
+process, ``python -m wattmesh.agent_validate PATH``, which writes the result as JSON
+to stdout (:func:`wattmesh.agent_schema.sections_from_json` reads it back), so that
+pydantic is never loaded into the long-running agent (see BENCHMARKS.md);
+``--validate-config`` and the tests call it in-process. File checks
 (keys, modes, TLS) come after, in :mod:`wattmesh.agent_config`.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
 from wattmesh.agent_schema import (
     METER_KINDS,
-    PATTERNS,
     AgentSection,
     MeterSection,
     ReplaySection,
@@ -39,17 +40,6 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
             if where.endswith("password"):
                 message += " (secrets are read from files: use password_file)"
         problems.append(f"{where}: {message}")
-    return problems
-
-
-def _pattern_problems(raw: Mapping[str, object]) -> list[str]:
-    problems = []
-    for where, pattern in PATTERNS.items():
-        value: object = raw
-        for part in where.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if isinstance(value, str) and not pattern.match(value):
-            problems.append(f"{where}: String should match pattern '{pattern.pattern}'")
     return problems
 
 
@@ -82,7 +72,6 @@ def validate_sections(raw: Mapping[str, object]) -> tuple[AgentSection | None, l
     except ValidationError as exc:
         problems += _problems(exc)
         agent = None
-    problems += _pattern_problems(raw)
     if problems or agent is None:
         return None, problems
     return agent, []
@@ -106,9 +95,14 @@ def validate_file(path: Path) -> tuple[AgentSection | None, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m wattmesh.agent_validate PATH``: the pickled result on stdout."""
+    """``python -m wattmesh.agent_validate PATH``: the result as JSON on stdout.
+
+    ``{"sections": ...}`` (``dataclasses.asdict``) when valid, else ``{"problems": [...]}``.
+    """
     (path,) = argv
-    sys.stdout.buffer.write(pickle.dumps(validate_file(Path(path))))
+    model, problems = validate_file(Path(path))
+    result = {"problems": problems} if model is None else {"sections": asdict(model)}
+    sys.stdout.write(json.dumps(result))
     return 0
 
 

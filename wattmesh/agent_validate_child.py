@@ -6,7 +6,7 @@ its own imports while the child validates (two cores do both at once).
 
 from __future__ import annotations
 
-import pickle
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +34,7 @@ class ValidationChild:
         self, timeout_s: float = VALIDATE_TIMEOUT_S
     ) -> tuple[AgentSection | None, list[str]]:
         """The validated sections, or None and every problem (TOML path first)."""
-        from wattmesh.agent_schema import AgentSection
+        from wattmesh.agent_schema import sections_from_json
 
         try:
             out, err = self._process.communicate(timeout=timeout_s)
@@ -47,8 +47,8 @@ class ValidationChild:
             return None, [
                 f"cannot validate the configuration (exit {self._process.returncode}): {last[0]}"
             ]
-        # Our own child's output (same code, same user): pickle carries the dataclasses.
-        model, problems = pickle.loads(out)  # noqa: S301
-        if isinstance(model, AgentSection):
-            return model, []
-        return None, [str(p) for p in problems]
+        # JSON, not pickle: the json module is loaded anyway, pickle would cost 0.3 MB.
+        result = json.loads(out)
+        if "sections" in result:
+            return sections_from_json(result["sections"]), []
+        return None, [str(p) for p in result["problems"]]

@@ -1,9 +1,9 @@
 """The sections of ``ledger.toml`` as frozen dataclasses: the shape pydantic validates.
 
-The same style as :mod:`wattmesh.agent_schema`: constraints are ``annotated_types``
-metadata and ``__pydantic_config__`` refuses unknown keys; :mod:`wattmesh.ledger_config`
-validates. Unlike the agent's schema this one imports pydantic (for ``Strict`` integers):
-the ledger may keep it loaded (SQLModel needs it anyway). Times in
+Constraints are ``annotated_types`` metadata and ``__pydantic_config__`` refuses unknown
+keys; :mod:`wattmesh.ledger_config` validates. Unlike the agent's schema (which keeps
+pydantic and annotated-types out of the agent process) this one imports pydantic (for
+``Strict`` integers): the ledger may keep it loaded (SQLModel needs it anyway). Times in
 seconds (``_s``), money in micro-units per kWh, hours in UTC. The format is documented
 in docs/protocol.md ("`wattmesh ledger run`") and ``examples/ledger.toml``.
 """
