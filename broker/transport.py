@@ -19,8 +19,11 @@ broker then queues QoS 1 messages for it while it is away and redelivers
 unacknowledged ones; over a broker restart only if the broker persists sessions.
 
 aiomqtt discards messages still in its queue when a connection drops, although
-paho has already acknowledged them; the transport moves them into its own buffer
-first, so an acknowledged inbound message is never lost with the connection.
+paho has already acknowledged them, and its message iterator drops one more when
+it is cancelled just after taking it from that queue; the transport therefore
+reads aiomqtt's queue itself and, once the connection is over, moves what is left
+into its own buffer, so an acknowledged inbound message is never lost with the
+connection.
 
 Nothing here depends on MQTT 5 features. Times are in seconds (``_s`` suffix).
 """
@@ -394,58 +397,77 @@ class Transport:
         on-connect messages sent). Raises aiomqtt.MqttError if that failed.
         """
         client = self._new_client()
-        async with client:
-            _disable_nagle(client)
-            if self._subscriptions:
-                granted = await client.subscribe(list(self._subscriptions))
-                refused = [
-                    topic_filter
-                    for (topic_filter, _qos), code in zip(self._subscriptions, granted, strict=True)
-                    if _refused(code)
-                ]
-                if refused:
-                    msg = f"broker refused subscriptions {refused}"
-                    raise aiomqtt.MqttError(msg)
-            for topic, payload, qos, retain in self._on_connect_publish:
-                await client.publish(topic, payload, qos=qos, retain=retain)
-            if closed.done():
-                return True
-            conn = _Connection(client, asyncio.get_running_loop().create_future())
-            carry: list[Message] = []  # the message the reader holds while it waits
-            reader = asyncio.create_task(self._read(client, carry), name="mqtt-transport-reader")
-            reader.add_done_callback(lambda _task: self._mark_lost(conn))
-            self._conn = conn
-            self._disconnected_evt.clear()
-            self._connected_evt.set()
-            if self._ever_connected:
-                self._reconnects += 1
-                _LOG.info("reconnected to %s", self._config.address.url)
-            self._ever_connected = True
-            # aiomqtt's own "connection gone" future: the reader notices a drop only at
-            # its next message, and not at all while it waits for a full buffer.
-            gone: asyncio.Future[None] = client._disconnected
-            try:
-                await _wait_first(conn.lost, closed, gone)
-            finally:
-                if gone.done() and not gone.cancelled():
-                    gone.exception()  # retrieved: the loss is logged below
-                self._mark_lost(conn)
-                reader.cancel()
-                (outcome,) = await asyncio.gather(reader, return_exceptions=True)
-                if isinstance(outcome, Exception) and not isinstance(outcome, aiomqtt.MqttError):
-                    _LOG.error("inbound reader failed", exc_info=outcome)
-                await self._rescue_queued(client, carry)
-            if not closed.done():
-                _LOG.warning("MQTT connection to %s lost", self._config.address.url)
+        carry: list[Message] = []  # the message the reader holds while it waits
+        try:
+            async with client:
+                await self._serve(client, carry, closed)
+        finally:
+            # Also what paho acknowledged while the clean DISCONNECT was under way.
+            await self._rescue_queued(client, carry)
         return True
 
-    async def _read(self, client: aiomqtt.Client, carry: list[Message]) -> None:
-        """Move messages from aiomqtt into the bounded inbound queue until disconnect.
+    async def _serve(
+        self, client: aiomqtt.Client, carry: list[Message], closed: asyncio.Future[None]
+    ) -> None:
+        """Subscribe, publish the on-connect messages, then read until the end."""
+        _disable_nagle(client)
+        if self._subscriptions:
+            granted = await client.subscribe(list(self._subscriptions))
+            refused = [
+                topic_filter
+                for (topic_filter, _qos), code in zip(self._subscriptions, granted, strict=True)
+                if _refused(code)
+            ]
+            if refused:
+                msg = f"broker refused subscriptions {refused}"
+                raise aiomqtt.MqttError(msg)
+        for topic, payload, qos, retain in self._on_connect_publish:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        if closed.done():
+            return
+        conn = _Connection(client, asyncio.get_running_loop().create_future())
+        reader = asyncio.create_task(self._read(client, carry), name="mqtt-transport-reader")
+        reader.add_done_callback(lambda _task: self._mark_lost(conn))
+        self._conn = conn
+        self._disconnected_evt.clear()
+        self._connected_evt.set()
+        if self._ever_connected:
+            self._reconnects += 1
+            _LOG.info("reconnected to %s", self._config.address.url)
+        self._ever_connected = True
+        # aiomqtt's own "connection gone" future: the reader does not end on a drop
+        # (it waits on aiomqtt's queue, or for room in a full buffer).
+        gone: asyncio.Future[None] = client._disconnected
+        try:
+            await _wait_first(conn.lost, closed, gone)
+        finally:
+            if gone.done() and not gone.cancelled():
+                gone.exception()  # retrieved: the loss is logged below
+            self._mark_lost(conn)
+            reader.cancel()
+            (outcome,) = await asyncio.gather(reader, return_exceptions=True)
+            if isinstance(outcome, Exception) and not isinstance(outcome, aiomqtt.MqttError):
+                _LOG.error("inbound reader failed", exc_info=outcome)
+        if not closed.done():
+            _LOG.warning("MQTT connection to %s lost", self._config.address.url)
 
-        The message being put stays in ``carry`` until the put completed, so that a
-        cancellation while the buffer is full does not lose it.
+    async def _read(self, client: aiomqtt.Client, carry: list[Message]) -> None:
+        """Move messages from aiomqtt into the bounded inbound queue until cancelled.
+
+        Takes them from aiomqtt's queue directly rather than through
+        ``client.messages``: that iterator gets each message in a task of its own and,
+        when cancelled after that task took a message but before the iterator
+        resumed, cancels the finished task and drops the message, one paho has
+        already acknowledged (the broker never sends it again). Cancelled in
+        ``Queue.get``, a message stays in aiomqtt's queue for :meth:`_rescue_queued`;
+        the message being put stays in ``carry`` until the put completed, so a
+        cancellation while the buffer is full does not lose it either. A drop of the
+        connection ends this by cancellation (the supervisor watches aiomqtt's
+        disconnect future).
         """
-        async for message in client.messages:
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue
+        while True:
+            message = await queue.get()
             carry.append(_inbound_message(message))
             await self._inbound.put(carry[0])
             carry.clear()

@@ -143,7 +143,10 @@ async def test_a_broker_kill_in_the_middle_of_a_window_loses_and_reorders_nothin
             async with transport, DurablePublisher(outbox, transport) as publisher:
                 await asyncio.wait_for(tap.outstanding_reached(32).wait(), TIMEOUT_S)
                 tap.swallow_acks()
-                full = tap.outstanding_reached(DEFAULT_MAX_IN_FLIGHT)
+                # A full window now, not at some earlier moment: PUBACKs that passed
+                # before the swallowing let the agent send more, and only once 64 are
+                # out with none coming back is the first connection's list final.
+                full = tap.outstanding_now(DEFAULT_MAX_IN_FLIGHT)
                 await asyncio.wait_for(full.wait(), TIMEOUT_S)
                 first = tap.connections[0]
                 await receiver.wait_for(len(first.payloads(readings)))

@@ -391,6 +391,34 @@ async def test_messages_buffered_when_the_connection_dies_are_not_lost(
         await proxy.close()
 
 
+async def test_a_message_handed_over_as_the_connection_drops_is_not_lost(
+    broker: BrokerAddress,
+) -> None:
+    """paho reads the last PUBLISH and then the end of the stream in one go (a killed
+    broker): the message enters aiomqtt's queue, already PUBACKed, and the supervisor
+    cancels the reader in the same moment. The message must still come out (aiomqtt's
+    own message iterator dropped it when cancelled after its queue task took it)."""
+    p = _prefix()
+    subscriber = Transport(_config(broker, f"sub-{p[-12:]}"), subscriptions=[(f"{p}/data/#", 1)])
+    async with subscriber, Transport(_config(broker, f"pub-{p[-12:]}")) as publisher:
+        await _connected(subscriber, publisher)
+        inbox = subscriber.messages()
+        await publisher.publish(f"{p}/data/0", b"0", qos=1)
+        assert await _next(inbox) == Message(f"{p}/data/0", b"0", False)
+        conn = subscriber._conn
+        assert conn is not None
+        queue = conn.client._queue
+        put = queue.put_nowait
+
+        def put_then_drop(item: Any) -> None:
+            put(item)
+            subscriber._mark_lost(conn)  # what the reader's end of the stream does
+
+        queue.put_nowait = put_then_drop  # type: ignore[method-assign]
+        await publisher.publish(f"{p}/data/1", b"1", qos=1)
+        assert await _next(inbox) == Message(f"{p}/data/1", b"1", False)
+
+
 async def test_connects_once_a_broker_appears_on_the_port(tmp_path: Path) -> None:
     process = MosquittoProcess(tmp_path / "mosquitto")
     transport = Transport(_config(process.address, "early-bird"))

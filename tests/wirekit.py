@@ -108,6 +108,16 @@ class MqttTap:
             self._watchers.append((count, event))
         return event
 
+    def outstanding_now(self, count: int) -> asyncio.Event:
+        """An event set once ``outstanding`` is at least ``count``, now or later (not
+        counting earlier moments, unlike :meth:`outstanding_reached`)."""
+        event = asyncio.Event()
+        if self.outstanding >= count:
+            event.set()
+        else:
+            self._watchers.append((count, event))
+        return event
+
     def swallow_acks(self) -> None:
         """From now on, drop everything the broker sends on the current connection."""
         self._swallowing = True
@@ -217,11 +227,10 @@ class MqttTap:
         conn._by_packet_id[int.from_bytes(body[pos : pos + 2], "big")] = publish
         if conn is self.connections[-1]:
             self.outstanding += 1
-            if self.outstanding > self.max_outstanding:
-                self.max_outstanding = self.outstanding
-                for count, event in self._watchers:
-                    if self.outstanding >= count:
-                        event.set()
+            self.max_outstanding = max(self.max_outstanding, self.outstanding)
+            for count, event in self._watchers:
+                if self.outstanding >= count:
+                    event.set()
 
     def _from_broker(self, conn: WireConnection, packet: tuple[int, bytes]) -> None:
         first, body = packet
