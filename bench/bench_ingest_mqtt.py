@@ -43,7 +43,7 @@ from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier
+from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
 from ledger.store import LedgerStore
 
 MARKET = "bench"
@@ -284,8 +284,12 @@ async def ledger_run(
 async def main_async(args: argparse.Namespace) -> None:
     keys, items = _signed(args.orders)
     n = len(items)
-    pool = PoolVerifier(args.workers)
+    # As a running ledger does (wattmesh ledger run): the workers load every
+    # registered key as they start, not in the first interval.
+    ders = [k.verifying.der() for k in keys.values()]
+    pool = PoolVerifier(args.workers, keys=ders)
     pool.warm_up()
+    preload(ders)  # the same for the inline verifier, in this process
     variants: list[tuple[str, SignatureVerifier | None, bool]] = [
         ("ledger, one by one (Ledger.ingest)", None, False),
         ("ledger, batches, inline verify", InlineVerifier(), False),

@@ -75,7 +75,6 @@ class Admission:
         self.redeliveries = 0  # messages received again after being accepted
         self._last_seq: dict[str, int] = {}
         self._seen: dict[tuple[str, int], str] = {}
-        self._der_by_kid: dict[str, bytes] = {}  # for batch signature jobs
 
     def restore(self, agent: str, seq: int, message_id: str) -> None:
         """Replay one logged household message (after a restart)."""
@@ -89,7 +88,7 @@ class Admission:
 
     def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
         """Step 1 of a batch (:func:`ledger.batch.prepare_batch`) with the valid keys."""
-        return prepare_batch(items, self._keyring.valid, self._der_by_kid)
+        return prepare_batch(items, self._keyring.valid, self._keyring.valid_der)
 
     def admit_batch(
         self, batch: PreparedBatch, verdicts: Sequence[bool], op: OpenInterval | None

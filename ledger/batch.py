@@ -26,12 +26,12 @@ class PreparedBatch:
 def prepare_batch(
     items: Sequence[tuple[bytes, str | None]],
     keys: Mapping[str, VerifyingKey],
-    der_by_kid: dict[str, bytes],
+    ders: Mapping[str, bytes],
 ) -> PreparedBatch:
     """Decode each ``(payload, topic_agent)``; a job for every message whose agent has a
-    registered key with the key id it names. Changes nothing but ``der_by_kid``, a cache
-    of the keys' DER encodings (a key id is a hash of the key, so it names one DER); the
-    jobs may then run anywhere (another thread, worker processes)."""
+    registered key with the key id it names. ``ders``: the DER encoding of each agent's
+    key in ``keys`` (the key ring keeps both). Changes nothing; the jobs may then run
+    anywhere (another thread, worker processes)."""
     decoded: list[SignedMessage | MessageError] = []
     jobs: list[SignatureJob] = []
     job_keys: list[tuple[int, VerifyingKey]] = []
@@ -43,10 +43,7 @@ def prepare_batch(
             continue
         key = keys.get(message.header.agent)
         if key is not None and key.kid == message.header.kid:
-            der = der_by_kid.get(key.kid)
-            if der is None:
-                der = der_by_kid[key.kid] = key.der()
-            jobs.append((der, message.signature, message.signed_bytes))
+            jobs.append((ders[message.header.agent], message.signature, message.signed_bytes))
             job_keys.append((len(decoded), key))
         decoded.append(message)
     return PreparedBatch(tuple(items), tuple(decoded), tuple(jobs), tuple(job_keys))

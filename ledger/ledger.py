@@ -126,6 +126,10 @@ class Ledger:
     def root(self) -> bytes:
         return self._tree.root()
 
+    def key_ders(self) -> list[bytes]:
+        """DER encodings of every valid household key (for verifiers to load ahead)."""
+        return list(self._keyring.valid_der.values())
+
     @property
     def keys(self) -> Mapping[str, VerifyingKey]:
         """Each household's valid key (households whose key is revoked are left out)."""

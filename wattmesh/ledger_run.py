@@ -42,7 +42,7 @@ from ledger.ledger import Ledger
 from ledger.operator import MarketOperator
 from ledger.schedule import Clock, SystemClock
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier
+from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
 from ledger.store import LedgerStore
 from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
 
@@ -118,15 +118,19 @@ async def _become_leader(lease: LeaderLease, stop: asyncio.Event, poll_s: float)
     return True
 
 
-def _verifier(workers: int) -> SignatureVerifier:
-    return InlineVerifier() if workers == 0 else PoolVerifier(workers)
+def _verifier(workers: int, keys: list[bytes]) -> SignatureVerifier:
+    """Inline, or ``workers`` processes that load the registered ``keys`` as they start."""
+    if workers == 0:
+        preload(keys)
+        return InlineVerifier()
+    return PoolVerifier(workers, keys=keys)
 
 
 async def _lead(
     config: LedgerRunConfig, lease: LeaderLease, stop: asyncio.Event, clock: Clock
 ) -> None:
     store = LedgerStore(config.db_url)
-    verifier = _verifier(config.signature_workers)
+    verifier: SignatureVerifier | None = None
     try:
         ledger = Ledger(
             store,
@@ -149,6 +153,7 @@ async def _lead(
             len(ledger.households),
             changes,
         )
+        verifier = _verifier(config.signature_workers, ledger.key_ders())
         topics = config.topics
         # Two connections: the ingest (receive-only Subscriber, the persistent session
         # under the configured client id) and the operator's publishes (a clean
