@@ -130,6 +130,7 @@ class HouseholdAgent:
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
         self._diagnostics: asyncio.Task[None] | None = None
+        self._diagnostics_again = False  # a report asked for while one was on its way
         self._diagnosed_at: float | None = None  # loop time of the last report
         self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
         self._open: AnnouncementBody | None = None
@@ -404,6 +405,7 @@ class HouseholdAgent:
         return {
             "outbox_pending": outbox.pending if outbox is not None else 0,
             "outbox_dropped": outbox.dropped if outbox is not None else 0,
+            "outbox_last_seq": outbox.last_seq if outbox is not None else None,
             "clock_drift_s": self.clock.drift_s if self.clock is not None else None,
             "clock_ok": self.clock.ok if self.clock is not None else True,
             "orders_refused": self.orders_refused,
@@ -415,13 +417,12 @@ class HouseholdAgent:
     def report_diagnostics(self) -> None:
         """Publish the diagnostics (retained) in the background once connected.
 
-        At most one report waits for the broker; it is built when it can be sent.
+        At most one report waits for the broker; it is built when it can be sent, and
+        one asked for meanwhile is sent after it (so the last change is reported).
         Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict or
         the drop count changed. Not under a MarketClock: simulations have no use for it.
         """
         if self.market_clock is not None:
-            return
-        if self._diagnostics is not None and not self._diagnostics.done():
             return
         loop = asyncio.get_running_loop()
         report = self.diagnostics()
@@ -434,14 +435,22 @@ class HouseholdAgent:
         if not due and verdict == self._diagnosed:
             return
         self._diagnosed_at, self._diagnosed = loop.time(), verdict
+        if self._diagnostics is not None and not self._diagnostics.done():
+            # One is on its way, built before what changed now: it sends another.
+            self._diagnostics_again = True
+            return
         self._diagnostics = loop.create_task(self._send_diagnostics())
 
     async def _send_diagnostics(self) -> None:
-        with contextlib.suppress(TransportClosedError):
-            await self.transport.wait_connected()
-            payload = json.dumps(self.diagnostics(), sort_keys=True).encode()
-            topic = self.config.topics.diagnostics(self.config.agent_id)
-            await self.transport.publish(topic, payload, qos=1, retain=True)
+        again = True
+        while again:
+            self._diagnostics_again = False
+            with contextlib.suppress(TransportClosedError):
+                await self.transport.wait_connected()
+                payload = json.dumps(self.diagnostics(), sort_keys=True).encode()
+                topic = self.config.topics.diagnostics(self.config.agent_id)
+                await self.transport.publish(topic, payload, qos=1, retain=True)
+            again = self._diagnostics_again  # asked for again while this one was sent
 
     async def go_offline(self, timeout_s: float = 5.0) -> bool:
         """Publish the retained offline status before a clean shutdown.

@@ -29,7 +29,7 @@ from broker.messages import (
     sign_message,
 )
 from broker.topics import STATUS_OFFLINE, Topics
-from broker.transport import Message, Transport
+from broker.transport import Message, Transport, TransportClosedError
 from ledger.batch import PreparedBatch
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
@@ -208,7 +208,12 @@ class LedgerService:
         if not self.ledger.is_registered(agent):
             return  # nobody registered listens there; do not let strangers make us publish
         body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
-        await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)
+        try:
+            await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)
+        except TransportClosedError:
+            # Shutting down while it was on its way (maybe delivered, unacknowledged):
+            # the ingest ends with the transport; the rejection is counted all the same.
+            _LOG.info("transport closed; rejection for %s not confirmed", agent)
 
     async def _answer_audit(self, agent: str, payload: bytes) -> None:
         """Send a registered household the latest checkpoint with a consistency proof
