@@ -50,6 +50,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_mechanisms.py
 	$(BIN)/python bench/bench_p1.py
 	$(BIN)/python bench/bench_agent_footprint.py
+	$(BIN)/python bench/bench_agent_imports.py
 	$(BIN)/python bench/bench_outbox_wear.py
 	$(BIN)/python bench/bench_outbox_outage.py
 	$(BIN)/python bench/bench_outbox_backfill.py
