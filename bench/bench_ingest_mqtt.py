@@ -37,6 +37,13 @@ from _machine import machine_line
 
 from broker.keys import SigningKey
 from broker.mosquitto import find_mosquitto, free_port
+from broker.mqtt_packets import (
+    DISCONNECT_BYTES,
+    FrameReader,
+    connect_packet,
+    publish_packet,
+    subscribe_packet,
+)
 from broker.subscriber import Subscriber
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
@@ -78,44 +85,14 @@ def mosquitto(workdir: Path) -> Any:
         proc.wait(10)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _read_packet(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
-    """One MQTT packet (first byte, body) from the socket."""
-    while True:
-        if len(buf) >= 2:
-            length, shift, pos = 0, 0, 1
-            while pos < len(buf):
-                byte = buf[pos]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                pos += 1
-                if not byte & 0x80:
-                    if len(buf) >= pos + length:
-                        first, body = buf[0], bytes(buf[pos : pos + length])
-                        del buf[: pos + length]
-                        return first, body
-                    break
+def _read_packet(sock: socket.socket, frames: FrameReader, ready: list[tuple[int, bytes]]) -> int:
+    """The first byte of the next MQTT packet from the socket."""
+    while not ready:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("broker closed the connection")
-        buf += chunk
+        ready += frames.feed(chunk)
+    return ready.pop(0)[0]
 
 
 def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any) -> None:
@@ -124,26 +101,26 @@ def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any)
     every PUBLISH in advance, waits for the OPEN announcement, writes them all and
     waits for every PUBACK."""
     packets = b"".join(
-        _packet(0x32, _utf8(topic) + (i % 65_535 + 1).to_bytes(2, "big") + payload)
+        publish_packet(topic, payload, qos=1, packet_id=i % 65_535 + 1, retain=False)
         for i, (topic, payload) in enumerate(items)
     )
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = bytearray()
+    frames, pending = FrameReader(), []
     client_id = f"pub-{os.getpid()}"
-    sock.sendall(_packet(0x10, _utf8("MQTT") + b"\x04\x02\x00\x3c" + _utf8(client_id)))
-    assert _read_packet(sock, buf)[0] == 0x20
-    sock.sendall(_packet(0x82, b"\x00\x01" + _utf8(TOPICS.announce) + b"\x00"))
-    assert _read_packet(sock, buf)[0] == 0x90
+    sock.sendall(connect_packet(client_id, keepalive_s=60, clean_session=True))
+    assert _read_packet(sock, frames, pending) == 0x20
+    sock.sendall(subscribe_packet(1, [(TOPICS.announce, 0)]))
+    assert _read_packet(sock, frames, pending) == 0x90
     ready.put(os.getpid())
-    while _read_packet(sock, buf)[0] >> 4 != 3:  # the announcement (QoS 0 subscription)
+    while _read_packet(sock, frames, pending) >> 4 != 3:  # the announcement (QoS 0)
         pass
     sock.sendall(packets)
     acked = 0
     while acked < len(items):
-        if _read_packet(sock, buf)[0] == 0x40:
+        if _read_packet(sock, frames, pending) == 0x40:
             acked += 1
-    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.sendall(DISCONNECT_BYTES)
     sock.close()
     done.put(acked)
 

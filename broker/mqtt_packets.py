@@ -66,11 +66,20 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _packet(first: int, body: bytes) -> bytes:
+def encode_packet(first: int, body: bytes) -> bytes:
+    """A packet: its first byte (type and flags), the remaining length, the body."""
     return bytes((first,)) + _varint(len(body)) + body
 
 
-def _string(text: str) -> bytes:
+def publish_packet(topic: str, payload: bytes, *, qos: int, packet_id: int, retain: bool) -> bytes:
+    """PUBLISH (``packet_id`` is left out at QoS 0). The client here never sends one;
+    publishers in tests and benchmarks do."""
+    body = encode_string(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
+    return encode_packet((PUBLISH << 4) | (qos << 1) | int(retain), body)
+
+
+def encode_string(text: str) -> bytes:
+    """An MQTT UTF-8 string: two length bytes, then the bytes."""
     raw = text.encode("utf-8")
     if len(raw) > 0xFFFF:
         raise ValueError("MQTT strings are at most 65,535 bytes")
@@ -90,13 +99,13 @@ def connect_packet(
         raise ValueError("keepalive must fit in 16 bits")
     flags = (0x02 if clean_session else 0) | (0x80 if username is not None else 0)
     flags |= 0x40 if password is not None else 0
-    body = _string("MQTT") + bytes((4, flags)) + keepalive_s.to_bytes(2, "big")
-    body += _string(client_id)
+    body = encode_string("MQTT") + bytes((4, flags)) + keepalive_s.to_bytes(2, "big")
+    body += encode_string(client_id)
     if username is not None:
-        body += _string(username)
+        body += encode_string(username)
     if password is not None:
-        body += _string(password)
-    return _packet(CONNECT << 4, body)
+        body += encode_string(password)
+    return encode_packet(CONNECT << 4, body)
 
 
 def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
@@ -107,8 +116,8 @@ def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
     for topic_filter, qos in filters:
         if qos not in (0, 1):
             raise ValueError("a subscriber here takes QoS 0 or 1")
-        body += _string(topic_filter) + bytes((qos,))
-    return _packet((SUBSCRIBE << 4) | 0x02, body)
+        body += encode_string(topic_filter) + bytes((qos,))
+    return encode_packet((SUBSCRIBE << 4) | 0x02, body)
 
 
 def puback_packet(packet_id: int) -> bytes:
@@ -130,20 +139,20 @@ def suback_codes(body: bytes, packet_id: int) -> bytes:
     return body[2:]
 
 
-class PacketReader:
-    """Reassembles packets from a byte stream fed in pieces of any size."""
+class FrameReader:
+    """Splits a byte stream fed in pieces of any size into ``(first byte, body)``
+    frames, whatever their type."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Publish | Control]:
-        """Append ``data``; return every packet now complete, in order."""
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Append ``data``; return every frame now complete, in order."""
         buf = self._buf
         buf += data
-        out: list[Publish | Control] = []
+        out: list[tuple[int, bytes]] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
-            first = buf[pos]
             length, at = _remaining_length(buf, pos + 1, end)
             if length < 0:
                 break  # the length itself is incomplete
@@ -151,12 +160,25 @@ class PacketReader:
                 raise MqttProtocolError(f"packet of {length} bytes (limit {MAX_PACKET_BYTES})")
             if end - at < length:
                 break
-            body = bytes(buf[at : at + length])
+            out.append((buf[pos], bytes(buf[at : at + length])))
             pos = at + length
-            kind = first >> 4
-            out.append(_publish(first, body) if kind == PUBLISH else _control(kind, first, body))
         del buf[:pos]
         return out
+
+
+class PacketReader:
+    """Reassembles the packets a broker sends a subscriber from a byte stream fed in
+    pieces of any size."""
+
+    def __init__(self) -> None:
+        self._frames = FrameReader()
+
+    def feed(self, data: bytes) -> list[Publish | Control]:
+        """Append ``data``; return every packet now complete, in order."""
+        return [
+            _publish(first, body) if first >> 4 == PUBLISH else _control(first >> 4, first, body)
+            for first, body in self._frames.feed(data)
+        ]
 
 
 def _remaining_length(buf: bytearray, at: int, end: int) -> tuple[int, int]:

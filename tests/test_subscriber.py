@@ -22,27 +22,13 @@ from broker.mqtt_packets import (
     Publish,
     connect_packet,
     puback_packet,
+    publish_packet,
 )
 from broker.subscriber import Subscriber
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from broker.transport_config import Session
 
 TIMEOUT_S = 20.0
-
-
-def _publish_bytes(topic: str, payload: bytes, *, qos: int, packet_id: int, retain: bool) -> bytes:
-    raw = topic.encode()
-    body = len(raw).to_bytes(2, "big") + raw
-    if qos:
-        body += packet_id.to_bytes(2, "big")
-    body += payload
-    length, encoded = len(body), bytearray()
-    while True:
-        length, digit = divmod(length, 128)
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes((0x30 | (qos << 1) | int(retain),)) + bytes(encoded) + body
 
 
 _PUBLISHES = st.lists(
@@ -63,7 +49,7 @@ def test_packets_come_out_whole_whatever_pieces_the_stream_arrives_in(
     publishes: list[tuple[str, bytes, int, int, bool]], cuts: list[int]
 ) -> None:
     stream = b"".join(
-        _publish_bytes(t, p, qos=q, packet_id=i, retain=r) for t, p, q, i, r in publishes
+        publish_packet(t, p, qos=q, packet_id=i, retain=r) for t, p, q, i, r in publishes
     )
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     reader, out = PacketReader(), []
@@ -197,7 +183,7 @@ async def test_a_broker_sending_garbage_is_dropped_counted_and_reconnected() -> 
         else:
             writer.write(
                 b"\x90\x03\x00\x01\x01"
-                + _publish_bytes("t", b"ok", qos=1, packet_id=7, retain=False)
+                + publish_packet("t", b"ok", qos=1, packet_id=7, retain=False)
             )
             assert await reader.readexactly(4) == puback_packet(7)
         await writer.drain()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from broker.mqtt_packets import FrameReader
 from broker.transport import BrokerAddress
 
 _PUBLISH = 3
@@ -47,32 +48,6 @@ class WireConnection:
 
     def payloads(self, topic: str) -> list[bytes]:
         return [p.payload for p in self.sent if p.topic == topic]
-
-
-class _Packets:
-    """Splits a byte stream into MQTT packets (first byte, body)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buf += data
-        out: list[tuple[int, bytes]] = []
-        while True:
-            length, shift, pos = 0, 0, 1
-            while True:
-                if pos >= len(self._buf):
-                    return out
-                byte = self._buf[pos]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                pos += 1
-                if not byte & 0x80:
-                    break
-            if len(self._buf) < pos + length:
-                return out
-            out.append((self._buf[0], bytes(self._buf[pos : pos + length])))
-            del self._buf[: pos + length]
 
 
 class MqttTap:
@@ -173,13 +148,13 @@ class MqttTap:
         self.outstanding = 0
         self._swallowing = False
         up = asyncio.create_task(
-            self._pump(client_r, broker_w, _Packets(), lambda p: self._from_client(conn, p))
+            self._pump(client_r, broker_w, FrameReader(), lambda p: self._from_client(conn, p))
         )
         down = asyncio.create_task(
             self._pump(
                 broker_r,
                 client_w,
-                _Packets(),
+                FrameReader(),
                 lambda p: self._from_broker(conn, p),
                 swallowed=lambda: self._swallowing and conn is self.connections[-1],
             )
@@ -199,7 +174,7 @@ class MqttTap:
     async def _pump(
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        packets: _Packets,
+        packets: FrameReader,
         seen: Callable[[tuple[int, bytes]], None],
         swallowed: Callable[[], bool] = lambda: False,
     ) -> None:
