@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from ledger.clearing import GridTariff, Order
-from ledger.mechanisms.base import MarketResult, MarketRules, fill, grid_rests, limited
-from ledger.mechanisms.matching import merit_order, traded_per_index
+from ledger.mechanisms.base import GridFill, MarketResult, MarketRules, fill, grid_rests, limited
+from ledger.mechanisms.matching import Match, merit_order, traded_per_index
 
 
 def k_price(ask: int, bid: int, k: Fraction) -> int:
@@ -27,14 +27,22 @@ def k_price(ask: int, bid: int, k: Fraction) -> int:
     return ask + int((bid - ask) * k)
 
 
+def _matched(
+    orders: Sequence[Order], tariff: GridTariff, rules: MarketRules
+) -> tuple[list[Match], tuple[GridFill, ...]]:
+    """The merit-order matches of the book (both auctions trade these) and what each
+    order's rest trades with the grid."""
+    book = tuple(orders)
+    buys, sells = limited(book, tariff, rules)
+    matches = merit_order(buys, sells)
+    return matches, grid_rests(book, traded_per_index(len(book), matches), tariff)
+
+
 def clear_uniform_price(
     orders: Sequence[Order], tariff: GridTariff, rules: MarketRules
 ) -> MarketResult:
     """Pay-as-clear: every fill at the k-price of the marginal (last matched) pair."""
-    book = tuple(orders)
-    buys, sells = limited(book, tariff, rules)
-    matches = merit_order(buys, sells)
-    grid = grid_rests(book, traded_per_index(len(book), matches), tariff)
+    matches, grid = _matched(orders, tariff, rules)
     fee = rules.network_fee_micro_per_kwh
     if not matches:
         return MarketResult("uniform", None, (), grid, fee)
@@ -48,10 +56,7 @@ def clear_pay_as_bid(
     orders: Sequence[Order], tariff: GridTariff, rules: MarketRules
 ) -> MarketResult:
     """Discriminatory: each matched pair at the k-price of its own bid and gross ask."""
-    book = tuple(orders)
-    buys, sells = limited(book, tariff, rules)
-    matches = merit_order(buys, sells)
-    grid = grid_rests(book, traded_per_index(len(book), matches), tariff)
+    matches, grid = _matched(orders, tariff, rules)
     fee = rules.network_fee_micro_per_kwh
     fills = tuple(
         fill(m.buy.order, m.sell.order, m.quantity_wh, k_price(m.sell.limit, m.buy.limit, rules.k))
