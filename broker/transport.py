@@ -18,12 +18,9 @@ while it reconnects (the ledger's ingest) chooses :attr:`Session.PERSISTENT`: th
 broker then queues QoS 1 messages for it while it is away and redelivers
 unacknowledged ones; over a broker restart only if the broker persists sessions.
 
-aiomqtt discards messages still in its queue when a connection drops, although
-paho has already acknowledged them, and its message iterator drops one more when
-it is cancelled just after taking it from that queue; the transport therefore
-reads aiomqtt's queue itself and, once the connection is over, moves what is left
-into its own buffer, so an acknowledged inbound message is never lost with the
-connection.
+An acknowledged inbound message is never lost with the connection: the transport
+reads aiomqtt's queue itself and rescues what is left in it at a disconnect
+(:mod:`broker._transport_reader` says why).
 
 Nothing here depends on MQTT 5 features. Times are in seconds (``_s`` suffix).
 """
@@ -43,6 +40,7 @@ from typing import Any, Self
 
 import aiomqtt
 
+from broker._transport_reader import read_queue, rescue_queued
 from broker.transport_config import (
     DEFAULT_MQTT_PORT,
     BrokerAddress,
@@ -403,7 +401,7 @@ class Transport:
                 await self._serve(client, carry, closed)
         finally:
             # Also what paho acknowledged while the clean DISCONNECT was under way.
-            await self._rescue_queued(client, carry)
+            await rescue_queued(client, self._inbound, carry, _inbound_message)
         return True
 
     async def _serve(
@@ -426,7 +424,10 @@ class Transport:
         if closed.done():
             return
         conn = _Connection(client, asyncio.get_running_loop().create_future())
-        reader = asyncio.create_task(self._read(client, carry), name="mqtt-transport-reader")
+        reader = asyncio.create_task(
+            read_queue(client, self._inbound, carry, _inbound_message),
+            name="mqtt-transport-reader",
+        )
         reader.add_done_callback(lambda _task: self._mark_lost(conn))
         self._conn = conn
         self._disconnected_evt.clear()
@@ -450,42 +451,6 @@ class Transport:
                 _LOG.error("inbound reader failed", exc_info=outcome)
         if not closed.done():
             _LOG.warning("MQTT connection to %s lost", self._config.address.url)
-
-    async def _read(self, client: aiomqtt.Client, carry: list[Message]) -> None:
-        """Move messages from aiomqtt into the bounded inbound queue until cancelled.
-
-        Takes them from aiomqtt's queue directly rather than through
-        ``client.messages``: that iterator gets each message in a task of its own and,
-        when cancelled after that task took a message but before the iterator
-        resumed, cancels the finished task and drops the message, one paho has
-        already acknowledged (the broker never sends it again). Cancelled in
-        ``Queue.get``, a message stays in aiomqtt's queue for :meth:`_rescue_queued`;
-        the message being put stays in ``carry`` until the put completed, so a
-        cancellation while the buffer is full does not lose it either. A drop of the
-        connection ends this by cancellation (the supervisor watches aiomqtt's
-        disconnect future).
-        """
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        while True:
-            message = await queue.get()
-            carry.append(_inbound_message(message))
-            await self._inbound.put(carry[0])
-            carry.clear()
-
-    async def _rescue_queued(self, client: aiomqtt.Client, carry: list[Message]) -> None:
-        """Move what the reader held and what aiomqtt still queues into our buffer.
-
-        paho has already PUBACKed these messages, so the broker will not send them
-        again. aiomqtt's iterator stops at a disconnect even when its queue holds
-        messages, and offers no public way to drain it (aiomqtt 2.5, pinned <3).
-        """
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        rescued = [*carry]
-        carry.clear()
-        while not queue.empty():
-            rescued.append(_inbound_message(queue.get_nowait()))
-        for message in rescued:
-            await self._inbound.put(message)
 
 
 # ----------------------------------------------------------------------------- helpers

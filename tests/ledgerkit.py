@@ -20,6 +20,7 @@ from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.append_only import trigger_names
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
+from ledger.mechanisms.registry import Mechanism
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import APPEND_ONLY_TABLES, LedgerStore
 
@@ -99,10 +100,18 @@ def households(*agents: str) -> dict[str, House]:
 
 
 def new_ledger(
-    db_url: str, operator: SigningKey, houses: Iterable[House], *, market: str = MARKET
+    db_url: str,
+    operator: SigningKey,
+    houses: Iterable[House],
+    *,
+    market: str = MARKET,
+    mechanism: Mechanism | None = None,
 ) -> Ledger:
-    """A ledger on ``db_url`` with the current key of each of ``houses`` registered at T0."""
-    ledger = Ledger(LedgerStore(db_url), market_id=market, operator_key=operator)
+    """A ledger on ``db_url`` with the current key of each of ``houses`` registered at T0
+    (``mechanism``: the ledger's default, uniform pricing, if None)."""
+    ledger = Ledger(
+        LedgerStore(db_url), market_id=market, operator_key=operator, mechanism=mechanism
+    )
     ledger.register({h.agent: h.key.verifying for h in houses}, interval=T0)
     return ledger
 

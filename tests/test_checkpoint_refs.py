@@ -9,21 +9,16 @@ import pytest
 
 from broker.keys import SigningKey
 from broker.messages import Side
-from ledger.clearing import GridTariff
 from ledger.entries import EntryKind, checkpoint_ref_entry, clearing_entry
 from ledger.ledger import Ledger
 from ledger.merkle import root_hash
-from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import STEP, T0, House
-
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
+from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
 
 
 def _ledger(db_url: str) -> tuple[Ledger, list[House]]:
     houses = [House("h001"), House("h002")]
-    ledger = Ledger(LedgerStore(db_url), market_id="test", operator_key=SigningKey.generate())
-    ledger.register({h.agent: h.key.verifying for h in houses}, interval=T0)
+    ledger = new_ledger(db_url, SigningKey.generate(), houses)
     for n in range(3):
         ledger.open_interval(T0 + n * STEP, TARIFF)
         for house in houses:

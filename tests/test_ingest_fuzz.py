@@ -23,13 +23,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import Side, decode_message
-from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
-from ledger.ledger import Ledger, RedeliveredError
-from ledger.store import LedgerStore
+from ledger.ledger import RedeliveredError
 from ledger.verify import verify_ledger
 from tests.conftest import _with_database
-from tests.ledgerkit import T0, House
+from tests.ledgerkit import T0, TARIFF, House, new_ledger
 
 OPERATOR = SigningKey.generate()
 HOUSES = [House(f"h00{i}") for i in (1, 2, 3)]
@@ -120,9 +118,8 @@ class IngestMachine(RuleBasedStateMachine):
     @initialize()
     def open_ledger(self) -> None:
         self.url, self.cleanup = self.new_database()
-        self.ledger = Ledger(LedgerStore(self.url), market_id="test", operator_key=OPERATOR)
-        self.ledger.register({h.agent: h.key.verifying for h in HOUSES}, interval=T0)
-        self.ledger.open_interval(T0, GridTariff(300_000, 80_000))
+        self.ledger = new_ledger(self.url, OPERATOR, HOUSES)
+        self.ledger.open_interval(T0, TARIFF)
         self.size = self.ledger.size
         self.accepted: set[str] = set()
         self.rejected = 0

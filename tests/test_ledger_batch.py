@@ -14,14 +14,11 @@ from hypothesis import strategies as st
 from broker.errors import MessageError
 from broker.keys import SigningKey
 from broker.messages import Side, SignedMessage
-from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.sigcheck import PoolVerifier, SignatureVerifier
-from ledger.store import LedgerStore
-from tests.ledgerkit import MARKET, STEP, T0, House
+from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
 
 OPERATOR = SigningKey.generate()
-TARIFF = GridTariff(300_000, 80_000)
 HOUSES = [House(f"h{i}") for i in range(4)]
 STRANGER = House("h9")  # never registered
 
@@ -57,8 +54,7 @@ CANDIDATES = _candidates()
 
 
 def _ledger(url: str) -> Ledger:
-    ledger = Ledger(LedgerStore(url), market_id=MARKET, operator_key=OPERATOR)
-    ledger.register({h.agent: h.key.verifying for h in HOUSES}, interval=T0)
+    ledger = new_ledger(url, OPERATOR, HOUSES)
     ledger.open_interval(T0, TARIFF)
     return ledger
 

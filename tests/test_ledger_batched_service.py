@@ -13,15 +13,12 @@ from broker.messages import RejectionBody, Side, decode_message
 from broker.subscriber import Subscriber
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.sigcheck import PoolVerifier
-from ledger.store import LedgerStore
-from tests.ledgerkit import T0, House
+from tests.ledgerkit import T0, TARIFF, House, new_ledger
 
 TIMEOUT_S = 20.0
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 
 
 def _bad_signature(wire: bytes) -> bytes:
@@ -36,8 +33,7 @@ async def _run(
     broker: BrokerAddress, db: str, market: str, payloads: list[tuple[str, bytes]], *, mode: str
 ) -> tuple[Ledger, list[tuple[str, str]]]:
     topics = Topics(market)
-    ledger = Ledger(LedgerStore(db), market_id=market, operator_key=SigningKey.generate())
-    ledger.register({h.agent: h.key.verifying for h in HOUSES}, interval=T0)
+    ledger = new_ledger(db, SigningKey.generate(), HOUSES, market=market)
     ledger.open_interval(T0, TARIFF)
     tag = f"{market}-{mode}"
     batched = mode != "one-by-one"

@@ -35,14 +35,9 @@ from ledger.money import cost_micro, network_fee_micro
 from ledger.statement import build_statement
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, STEP, T0, House
+from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger
 
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 MMR_FEE = Mechanism("mmr", MarketRules(network_fee_micro_per_kwh=20_000))
-
-
-def _ledger(db_url: str, operator: SigningKey, mechanism: Mechanism) -> Ledger:
-    return Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator, mechanism=mechanism)
 
 
 def _logged(ledger: Ledger) -> list[dict[str, Any]]:
@@ -74,8 +69,7 @@ def test_mmr_with_a_fee_settles_the_fee_with_the_seller(db_url: str) -> None:
     MMR: p = (R + F + f) / 2 = 0.20; b and c share a's 500 Wh pro rata (214, 286)."""
     operator = SigningKey.generate()
     houses = {name: House(name) for name in ("a", "b", "c")}
-    ledger = _ledger(db_url, operator, MMR_FEE)
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(db_url, operator, houses.values(), mechanism=MMR_FEE)
     ledger.open_interval(T0, TARIFF)
     for house in houses.values():
         ledger.ingest(house.reading(T0))
@@ -94,7 +88,7 @@ def test_mmr_with_a_fee_settles_the_fee_with_the_seller(db_url: str) -> None:
     # mechanism recorded with the store, the fills from the log.
     root = ledger.root
     ledger.store.close()
-    ledger = _ledger(db_url, operator, MMR_FEE)
+    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator, mechanism=MMR_FEE)
     assert ledger.root == root
     houses["a"].meter(export_wh=500)
     houses["b"].meter(import_wh=300)  # 214 Wh from a, 86 from the grid
@@ -141,8 +135,7 @@ def test_a_correction_keeps_the_fee_of_an_estimated_settlement(db_url: str) -> N
     operator = SigningKey.generate()
     mechanism = Mechanism("uniform", MarketRules(network_fee_micro_per_kwh=10_000))
     a, b = House("a"), House("b")
-    ledger = _ledger(db_url, operator, mechanism)
-    ledger.register({h.agent: h.key.verifying for h in (a, b)}, interval=T0)
+    ledger = new_ledger(db_url, operator, (a, b), mechanism=mechanism)
     ledger.open_interval(T0, TARIFF)
     for house in (a, b):
         ledger.ingest(house.reading(T0))
@@ -252,8 +245,7 @@ def test_fees_balance_respect_limits_and_reconcile(
     mechanism, tariff = market["mechanism"], market["tariff"]
     fee = mechanism.rules.network_fee_micro_per_kwh
     houses = {a: House(a) for a in AGENTS}
-    ledger = _ledger(new_db(), SigningKey.generate(), mechanism)
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(new_db(), SigningKey.generate(), houses.values(), mechanism=mechanism)
     ledger.open_interval(T0, tariff)
     for agent, house in houses.items():
         side, quantity, price = market["orders"][agent]

@@ -10,25 +10,20 @@ import pytest
 from broker.errors import ConfigError
 from broker.keys import SigningKey
 from broker.messages import Side
-from ledger.clearing import Fill, GridTariff
+from ledger.clearing import Fill
 from ledger.entries import EntryKind
 from ledger.ledger import Ledger
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House
-
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
+from tests.ledgerkit import MARKET, T0, TARIFF, House, new_ledger
 
 
 def _one_interval(db_url: str, operator: SigningKey, mechanism: Mechanism | None) -> Ledger:
     """a sells 500 Wh at 0.10, b buys 300 at 0.25, c buys 400 at 0.20."""
     houses = {name: House(name) for name in ("a", "b", "c")}
-    ledger = Ledger(
-        LedgerStore(db_url), market_id=MARKET, operator_key=operator, mechanism=mechanism
-    )
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(db_url, operator, houses.values(), mechanism=mechanism)
     ledger.open_interval(T0, TARIFF)
     for house in houses.values():
         ledger.ingest(house.reading(T0))

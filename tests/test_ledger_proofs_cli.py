@@ -18,8 +18,7 @@ from broker.tlog import open_checkpoint, verify_consistency, verify_inclusion
 from broker.tlog_json import check_extends, check_includes, check_proof_document
 from ledger.checkpoint import checkpoint_note
 from ledger.ledger import Ledger
-from ledger.store import LedgerStore
-from tests.ledgerkit import MARKET, T0, House
+from tests.ledgerkit import House, new_ledger
 from tests.test_ledger import _run_two_intervals
 from wattmesh.cli import main
 
@@ -30,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def setup(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Ledger, Path]]:
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
     operator = SigningKey.generate()
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(db_url, operator, houses.values())
     _run_two_intervals(ledger, houses)
     pem = tmp_path / "operator.pem"
     pem.write_bytes(operator.verifying.pem())
@@ -213,8 +211,7 @@ def test_a_household_detects_a_fork_and_checks_its_own_entry(
     # interval): its proof cannot extend the checkpoint the household saw.
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
     forked_url = f"sqlite:///{tmp_path / 'forked.db'}"
-    forked = Ledger(LedgerStore(forked_url), market_id=MARKET, operator_key=ledger.operator_key)
-    forked.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    forked = new_ledger(forked_url, ledger.operator_key, houses.values())
     _run_two_intervals(forked, houses)  # new household keys: other signed bytes
     sizes = [cp.tree_size for cp in forked.store.checkpoints()]
     forked.store.close()

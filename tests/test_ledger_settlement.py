@@ -13,20 +13,11 @@ from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import Side
 from ledger.accounts import GRID_ACCOUNT, MARKET_ACCOUNT, Posting, household_account
-from ledger.clearing import GridTariff
 from ledger.entries import NewEntry
 from ledger.ledger import Ledger
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, STEP, T0, House
-
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
-
-
-def _ledger(db_url: str, operator: SigningKey, houses: dict[str, House]) -> Ledger:
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
-    return ledger
+from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger
 
 
 def _logged(ledger: Ledger, kind: str) -> list[dict[str, object]]:
@@ -44,8 +35,7 @@ def _balances(ledger: Ledger) -> Counter[str]:
 def test_missing_reading_is_estimated_then_corrected_by_the_backfill(db_url: str) -> None:
     operator = SigningKey.generate()
     a, b = House("h001"), House("h002")
-    houses = {"h001": a, "h002": b}
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, [a, b])
     # Interval 0: a sells 500 Wh to b at the midpoint of 250k and 100k.
     ledger.open_interval(T0, TARIFF)
     for house in (a, b):
@@ -127,7 +117,7 @@ def test_missing_reading_is_estimated_then_corrected_by_the_backfill(db_url: str
 def test_backfill_replay_with_another_message_is_refused(db_url: str) -> None:
     operator = SigningKey.generate()
     a = House("h001")
-    ledger = _ledger(db_url, operator, {"h001": a})
+    ledger = new_ledger(db_url, operator, [a])
     ledger.open_interval(T0, TARIFF)
     ledger.ingest(a.reading(T0))
     ledger.close_interval()
@@ -148,7 +138,7 @@ def test_backfill_replay_with_another_message_is_refused(db_url: str) -> None:
 
 def test_verify_refuses_a_posting_that_does_not_balance(db_url: str) -> None:
     operator = SigningKey.generate()
-    ledger = _ledger(db_url, operator, {"h001": House("h001")})
+    ledger = new_ledger(db_url, operator, [House("h001")])
     bad = {
         "kind": "posting",
         "interval": T0,
@@ -177,7 +167,7 @@ def _eventful_run(
     and a register that goes backwards; optionally restarting the ledger every interval."""
     houses = {agent: House(agent, key=key) for agent, key in keys.items()}
     a, b, c = houses["h001"], houses["h002"], houses["h003"]
-    ledger = _ledger(db_url, operator, houses)
+    ledger = new_ledger(db_url, operator, houses.values())
     held: list[bytes] = []
     for k in range(8):
         t = T0 + k * STEP
@@ -242,7 +232,7 @@ def test_restarting_every_interval_changes_nothing(db_url: str, tmp_path: Path) 
 def test_verify_refuses_malformed_settlement_entries(
     db_url: str, kind: str, obj: dict[str, object], problem: str
 ) -> None:
-    ledger = _ledger(db_url, SigningKey.generate(), {"h001": House("h001")})
+    ledger = new_ledger(db_url, SigningKey.generate(), [House("h001")])
     data = json.dumps({"kind": kind, **obj}, sort_keys=True).encode()
     agent = str(obj["agent"])
     ledger._append([NewEntry(kind, T0, agent, None, data)], T0)

@@ -14,9 +14,8 @@ import sqlalchemy as sa
 from broker.keys import SigningKey
 from ledger.ledger import Ledger
 from ledger.merkle import leaf_hash
-from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House, drop_append_only_triggers
+from tests.ledgerkit import House, drop_append_only_triggers, new_ledger
 from tests.test_ledger import _run_two_intervals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def built(db_url: str) -> tuple[str, Ledger]:
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=SigningKey.generate())
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(db_url, SigningKey.generate(), houses.values())
     _run_two_intervals(ledger, houses)
     assert verify_ledger(ledger.store).ok
     return db_url, ledger

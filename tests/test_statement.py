@@ -14,15 +14,12 @@ import pytest
 from broker.keys import SigningKey
 from broker.messages import Side
 from ledger.accounts import Posting, household_account
-from ledger.clearing import GridTariff
 from ledger.entries import NewEntry
 from ledger.ledger import Ledger
 from ledger.statement import StatementError, build_statement
-from ledger.store import LedgerStore
-from tests.ledgerkit import MARKET, STEP, T0, House
+from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
 from wattmesh.cli import main
 
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 DAY = datetime.fromtimestamp(T0, UTC).date()
 
 
@@ -33,8 +30,7 @@ def _build(db_url: str) -> Ledger:
     interval late (estimated, then corrected); c's import register goes backwards.
     """
     a, b, c = House("h001"), House("h002"), House("h003")
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=SigningKey.generate())
-    ledger.register({h.agent: h.key.verifying for h in (a, b, c)}, interval=T0)
+    ledger = new_ledger(db_url, SigningKey.generate(), (a, b, c))
     c.meter(import_wh=1_000)
 
     def interval(t: int, houses: tuple[House, ...], *, trading: bool = True) -> None:

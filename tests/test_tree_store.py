@@ -31,7 +31,7 @@ from ledger.proofs import (
 )
 from ledger.store import APPEND_ONLY_TABLES, Checkpoint, LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, House, drop_append_only_triggers
+from tests.ledgerkit import T0, House, drop_append_only_triggers, new_ledger
 from tests.test_ledger import _run_two_intervals
 
 BATCHES = (1, 2, 5, 1, 8, 3, 13, 4)  # 37 leaves, appended in uneven transactions
@@ -150,8 +150,7 @@ def test_log_tables_refuse_update_and_delete(db_url: str, table: str) -> None:
 @pytest.fixture
 def ledger(db_url: str) -> Ledger:
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
-    ledger = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=SigningKey.generate())
-    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
+    ledger = new_ledger(db_url, SigningKey.generate(), houses.values())
     _run_two_intervals(ledger, houses)
     assert verify_ledger(ledger.store).ok
     return ledger
