@@ -3,7 +3,10 @@
 It follows the market operator's announcements: when an interval opens it publishes a
 signed meter reading, waits for its forecast (which the forecasting service derives
 from that reading), and publishes a signed order for the interval. When the market
-closes it publishes a final reading so the last interval can be settled.
+closes it publishes a final reading so the last interval can be settled. When the
+interval it trades is announced open once more (a restarted ledger that lost what it
+had not logged), it sends the very bytes of that interval's reading and order again
+(docs/protocol.md, "A repeated open").
 """
 
 from __future__ import annotations
@@ -129,12 +132,16 @@ class HouseholdAgent:
         self.published = 0
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
+        self.resent = 0  # messages sent again because their interval was opened again
         self._diagnostics: asyncio.Task[None] | None = None
         self._diagnostics_again = False  # a report asked for while one was on its way
         self._diagnosed_at: float | None = None  # loop time of the last report
         self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
         self._open: AnnouncementBody | None = None
         self._open_interval: int | None = None
+        self._announced_id: str | None = None  # message id of _open_interval's open
+        self._cleared: int | None = None  # the latest interval announced cleared
+        self._sent: list[tuple[str, bytes]] = []  # (topic, wire) signed for _open_interval
         self._ordered: set[int] = set()
         self._forecast: ForecastBody | None = None
         self._fallback: asyncio.TimerHandle | None = None
@@ -172,7 +179,10 @@ class HouseholdAgent:
         if message.topic == topics.announce and isinstance(body, AnnouncementBody):
             if not self._trusted(decoded):
                 return False
-            return await self._on_announcement(decoded.header.interval, body)
+            if self._opens_again(decoded, message):
+                await self._resend(decoded)
+                return False
+            return await self._on_announcement(decoded, body)
         if message.topic == topics.forecast(self.config.agent_id) and isinstance(
             body, ForecastBody
         ):
@@ -249,13 +259,52 @@ class HouseholdAgent:
             return False
         return True
 
-    async def _on_announcement(self, interval: int, body: AnnouncementBody) -> bool:
+    def _opens_again(self, announcement: SignedMessage, delivery: Message) -> bool:
+        """Whether ``announcement`` opens the interval being traded once more.
+
+        That is an ``open`` for this very interval, not yet announced cleared, that the
+        broker forwarded live (MQTT sets the RETAIN flag only on a copy sent because a
+        subscription was made: the retained one) or whose message id is not the one
+        acted on (announced again while the agent was disconnected). Wire contract:
+        docs/protocol.md, "A repeated open".
+        """
+        body, interval = announcement.body, announcement.header.interval
+        return (
+            isinstance(body, AnnouncementBody)
+            and body.phase is Phase.OPEN
+            and interval == self._open_interval
+            and (self._cleared is None or self._cleared < interval)
+            and (not delivery.retain or announcement.message_id != self._announced_id)
+        )
+
+    async def _resend(self, announcement: SignedMessage) -> None:
+        """Publish this interval's reading and order (those sent so far) again, byte
+        for byte, through the publisher (the real agent: its outbox)."""
+        self._announced_id = announcement.message_id
+        sent = list(self._sent)
+        _LOG.info(
+            "%s: interval %d announced open again; sending its %d message(s) again",
+            self.config.agent_id,
+            announcement.header.interval,
+            len(sent),
+        )
+        for topic, wire in sent:
+            await self.publisher.resend(topic, wire)
+            self.resent += 1
+        if sent:
+            self.report_diagnostics()
+
+    async def _on_announcement(self, announcement: SignedMessage, body: AnnouncementBody) -> bool:
+        interval = announcement.header.interval
         if body.phase is Phase.CLEARED:
+            self._cleared = interval if self._cleared is None else max(self._cleared, interval)
             return False
         if self._open_interval is not None and interval <= self._open_interval:
-            return False  # a retained or repeated announcement we have handled
+            return False  # an older interval's, or a copy of the one acted on
         self._open_interval = interval
         self._open = body
+        self._announced_id = announcement.message_id
+        self._sent = []
         if self.market_clock is not None:
             self.market_clock.set(interval)
         try:
@@ -394,7 +443,10 @@ class HouseholdAgent:
             )
             if self.audit is not None:
                 self.audit.expect(message)
-            return message.to_wire()
+            wire = message.to_wire()
+            if interval == self._open_interval:  # kept at once: a resend may follow
+                self._sent.append((topic, wire))
+            return wire
 
         await self.publisher.submit(topic, build)
         self.published += 1
@@ -409,6 +461,7 @@ class HouseholdAgent:
             "clock_drift_s": self.clock.drift_s if self.clock is not None else None,
             "clock_ok": self.clock.ok if self.clock is not None else True,
             "orders_refused": self.orders_refused,
+            "resent": self.resent,
             "reconnects": self.transport.reconnects,
             "rejections": dict(sorted(self.rejections.items())),
             "audit": self.audit.report() if self.audit is not None else None,

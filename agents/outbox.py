@@ -7,7 +7,10 @@ publishing (:meth:`Outbox.next_ready`). A message leaves the outbox when the bro
 acknowledged it (:meth:`Outbox.ack`, QoS 1 PUBACK) or when the bound is reached and
 it is the oldest (:meth:`Outbox.add` drops it, counts it in :attr:`Outbox.dropped`
 and logs it). Deletions are written by the next commit, so an acknowledgement costs
-no extra write of its own.
+no extra write of its own. A copy of a message sent before (a resend, see
+:meth:`agents.publisher.DurablePublisher.resend`) is an entry like any other: it
+takes the next number, which then no message carries (a gap in the agent's
+sequence numbers), and keeps the seq it was signed with in its payload.
 
 Live entries always form one contiguous run of sequence numbers
 ``[floor, last_seq]``: messages are published in order (several may be in flight,

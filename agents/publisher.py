@@ -19,6 +19,10 @@ first copies in sequence order, and after a broker outage or a restart the backl
 is sent oldest first, new messages behind it. Redelivery is possible (PUBACKs lost
 with the connection, or a restart before the deletion was committed): receivers
 must treat (agent, seq) as idempotent.
+
+``resend`` queues bytes signed and sent before (same seq, same message id) once more,
+behind everything queued: the agent does so when the ledger opens an interval again
+(docs/protocol.md, "A repeated open").
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class Publisher(Protocol):
         """Give ``build`` the next sequence number and publish its bytes; return the seq."""
         ...
 
+    async def resend(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload``, a message submitted before, again, behind what is queued."""
+        ...
+
 
 class DirectPublisher:
     """Publish at once (QoS 1) and wait for the PUBACK; nothing is stored."""
@@ -59,6 +67,9 @@ class DirectPublisher:
         seq = self._sequence.next()
         await self._transport.publish(topic, build(seq), qos=1)
         return seq
+
+    async def resend(self, topic: str, payload: bytes) -> None:
+        await self._transport.publish(topic, payload, qos=1)
 
 
 class DurablePublisher:
@@ -121,6 +132,16 @@ class DurablePublisher:
         self._drained.clear()
         self._dirty.set()
         return seq
+
+    async def resend(self, topic: str, payload: bytes) -> None:
+        """Queue ``payload`` (signed before: it keeps its seq) as a new outbox entry.
+
+        The entry takes the outbox's next number, which then no message carries: the
+        agent's sequence numbers stay increasing, with a gap (the protocol allows
+        gaps). So the copy is stored before it is sent and goes out in queue order,
+        like every message.
+        """
+        await self.submit(topic, lambda _seq: payload)
 
     async def flush(self, timeout_s: float) -> bool:
         """Commit now and wait up to ``timeout_s`` until the broker acknowledged all.

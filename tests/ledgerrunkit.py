@@ -3,22 +3,31 @@
 :class:`Households` answers each ``open`` announcement (checked against the operator's
 key) with a signed reading and order per household, like agents with an outbox: an
 interval announced again (a new leader reopening it) gets the very same bytes again.
-:class:`LedgerProcess` runs ``python -m wattmesh.cli ledger run`` and hands its log
-lines to the test as they come (no sleeps: the test waits for lines).
+:func:`household_agents` runs the real :class:`agents.agent.HouseholdAgent` for each
+household instead (own connection and outbox), with :class:`StandInForecaster` in
+the forecasting service's place. :class:`LedgerProcess` runs ``python -m
+wattmesh.cli ledger run`` and hands its log lines to the test as they come (no
+sleeps: the test waits for lines).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.outbox import Outbox
+from agents.publisher import DurablePublisher
 from broker.keys import SigningKey, VerifyingKey, write_key_pair
 from broker.messages import (
     AnnouncementBody,
+    ForecastBody,
     OrderBody,
     Phase,
     ReadingBody,
@@ -27,8 +36,9 @@ from broker.messages import (
     sign_message,
 )
 from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport
+from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.registry import write_registry
+from tests.outagekit import CountingMeter
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL_S = 2
@@ -59,8 +69,18 @@ class Market:
     config: Path
 
 
-def write_market(folder: Path, *, db_url: str, broker: BrokerAddress) -> Market:
-    """Keys, registry and a ``ledger.toml`` with 2 s intervals for a fresh market."""
+def write_market(
+    folder: Path,
+    *,
+    db_url: str,
+    broker: BrokerAddress,
+    interval_s: int = INTERVAL_S,
+    gate_timeout_s: float = 1.5,
+    grace_s: float = 0.5,
+    lease_poll_s: float = 1.0,
+) -> Market:
+    """Keys, registry and a ``ledger.toml`` for a fresh market (2 s intervals unless
+    told otherwise)."""
     market_id = f"run-{uuid.uuid4().hex[:8]}"  # the broker is shared: own topics, session
     operator = write_key_pair(folder / "operator")
     keys = {agent: SigningKey.generate() for agent, *_ in BOOK}
@@ -70,15 +90,15 @@ def write_market(folder: Path, *, db_url: str, broker: BrokerAddress) -> Market:
         f'market_id = "{market_id}"\n'
         'operator_key_file = "operator/private_key.pem"\n'
         'registry_file = "registry.json"\n'
-        f"interval_s = {INTERVAL_S}\n"
+        f"interval_s = {interval_s}\n"
         f'[database]\nurl = "{db_url}"\n'
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
         f'client_id = "{market_id}-ledger"\n'
-        "[gate]\ntimeout_s = 1.5\ngrace_s = 0.5\n"
+        f"[gate]\ntimeout_s = {gate_timeout_s}\ngrace_s = {grace_s}\n"
         '[mechanism]\nname = "uniform"\n'
         "[[tariffs]]\nstart_hour_utc = 0\n"
         "retail_micro_per_kwh = 300000\nfeed_in_micro_per_kwh = 80000\n"
-        "[lease]\npoll_s = 1.0\n",
+        f"[lease]\npoll_s = {lease_poll_s}\n",
         encoding="utf-8",
     )
     return Market(folder, Topics(market_id), operator, keys, config)
@@ -160,6 +180,93 @@ class Households:
             ).to_wire()
             out.append((topic, wire))
         return out
+
+
+@dataclass
+class StandInForecaster:
+    """Answers each household's reading with a forecast of one interval that makes the
+    household's order that of :data:`BOOK` (the forecasting service's part), except the
+    first copy of ``held``'s reading in the second interval it sees: that reading is
+    answered only when it comes again (``holding``: that interval, once it came)."""
+
+    market: Market
+    transport: Transport  # subscribed to every household's reading
+    interval_s: int
+    held: str
+    holding: int | None = None
+    key: SigningKey = field(default_factory=SigningKey.generate)
+    _intervals: set[int] = field(default_factory=set)
+    _seen: set[tuple[str, int]] = field(default_factory=set)
+    _seq: int = 0
+
+    async def run(self) -> None:
+        async for message in self.transport.messages():
+            reading = decode_message(message.payload)
+            agent, interval = reading.header.agent, reading.header.interval
+            self._intervals.add(interval)
+            first_copy = (agent, interval) not in self._seen
+            self._seen.add((agent, interval))
+            if agent == self.held and first_copy and len(self._intervals) == 2:
+                self.holding = interval
+                continue
+            _, side, quantity_wh, _ = next(row for row in BOOK if row[0] == agent)
+            demand_wh, pv_wh = (quantity_wh, 0) if side is Side.BUY else (0, quantity_wh)
+            body = ForecastBody(interval, self.interval_s, (demand_wh,), (pv_wh,), "book", None)
+            self._seq += 1
+            wire = sign_message(
+                self.key,
+                body,
+                market=self.market.topics.market_id,
+                interval=interval,
+                agent="forecaster",
+                seq=self._seq,
+                expires=interval + self.interval_s,
+            ).to_wire()
+            await self.transport.publish(self.market.topics.forecast(agent), wire, qos=1)
+
+
+@contextlib.asynccontextmanager
+async def household_agents(
+    market: Market, broker: BrokerAddress, state_dir: Path, forecaster: StandInForecaster
+) -> AsyncIterator[dict[str, HouseholdAgent]]:
+    """The real agent of each household in :data:`BOOK`, running (own MQTT connection,
+    outbox in ``state_dir``, auditing the operator), beside ``forecaster``; both
+    connected when this yields."""
+    topics = market.topics
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(forecaster.transport)
+        agents: dict[str, HouseholdAgent] = {}
+        for agent_id, *_ in BOOK:
+            config = AgentConfig(
+                agent_id=agent_id,
+                topics=topics,
+                operator_key=market.operator.verifying,
+                forecast_timeout_s=3600,  # orders wait for their forecast
+            )
+            base = TransportConfig(address=broker, client_id=f"{topics.market_id}-{agent_id}")
+            transport = await stack.enter_async_context(agent_transport(config, base))
+            outbox = Outbox(state_dir / f"{agent_id}.sqlite")
+            stack.callback(outbox.close)
+            publisher = await stack.enter_async_context(
+                DurablePublisher(outbox, transport, commit_interval_s=0)
+            )
+            agents[agent_id] = HouseholdAgent(
+                config,
+                key=market.keys[agent_id],
+                transport=transport,
+                meter=CountingMeter(),
+                publisher=publisher,
+            )
+        transports = [forecaster.transport, *(a.transport for a in agents.values())]
+        await asyncio.wait_for(asyncio.gather(*(t.wait_connected() for t in transports)), 10)
+        tasks = [asyncio.create_task(forecaster.run())]
+        tasks += [asyncio.create_task(agent.run()) for agent in agents.values()]
+        try:
+            yield agents
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class LedgerProcess:

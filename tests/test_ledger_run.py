@@ -1,7 +1,8 @@
 """``wattmesh ledger run`` end to end: real Mosquitto, SQLite and PostgreSQL, real keys.
 
-Intervals of 2 s on the wall clock; the test's households answer each announcement
-with signed messages; the test waits for the operator's log lines, never sleeps.
+Intervals of 2 s on the wall clock (4 s with real agents); the test's households
+answer each announcement with signed messages, or real household agents do; the test
+waits for the operator's log lines and what passes on the wire, never sleeps.
 """
 
 from __future__ import annotations
@@ -12,22 +13,28 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from broker.topics import STATUS_OFFLINE
+from broker.messages import decode_message
+from broker.topics import STATUS_OFFLINE, Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.entries import EntryKind
 from ledger.store import LedgerStore
 from tests.ledgerrunkit import (
+    BOOK,
     INTERVAL_S,
     SUMMARY,
     Households,
     LedgerProcess,
     Market,
+    StandInForecaster,
+    household_agents,
     write_market,
 )
+from tests.wirekit import MqttTap
 from wattmesh.cli import main
 
 pytestmark = pytest.mark.slow
@@ -180,4 +187,115 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
         if (match := SUMMARY.fullmatch(line.partition("ledger.operator: ")[2]))
     ]
     assert previous in reported and cleared[-1] == reported[-1]
+    _verify(db_url, market, capsys)
+
+
+def _taken(tap: MqttTap, topics: Topics, interval: int) -> set[tuple[str, str]]:
+    """(kind, agent) of the readings and orders of ``interval`` that a ledger connection
+    through ``tap`` has acknowledged to the broker (which then forgets them)."""
+    taken = set()
+    for publish in tap.consumed():
+        agent = topics.agent_of(publish.topic)
+        if agent is None or publish.topic not in (topics.reading(agent), topics.order(agent)):
+            continue
+        message = decode_message(publish.payload)
+        if message.header.interval == interval:
+            taken.add((message.header.kind, agent))
+    return taken
+
+
+async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_agents_resend_it(
+    tmp_path: Path,
+    mosquitto: BrokerAddress,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real agents; the leader has acknowledged every reading and two of the orders of
+    an interval when it is SIGKILLed, so the broker has forgotten them. The standby
+    opens the interval again; the agents send the very same bytes again (h003, whose
+    forecast was held, only its reading: its order follows when its forecast comes)."""
+    interval_s = 4  # room for the standby to take over within the grace
+    async with MqttTap(mosquitto) as tap:  # both connections of each ledger pass here
+        market = write_market(
+            tmp_path / "market",
+            db_url=db_url,
+            broker=tap.address,
+            interval_s=interval_s,
+            gate_timeout_s=4.0,
+            grace_s=3.0,
+            lease_poll_s=0.1,
+        )
+        topics = market.topics
+        forecaster = StandInForecaster(
+            market,
+            Transport(
+                TransportConfig(address=mosquitto, client_id=f"{topics.market_id}-forecaster"),
+                subscriptions=[(topics.all_readings, 1)],
+            ),
+            interval_s,
+            held="h003",
+        )
+        leader = await LedgerProcess.start(market.config)
+        standby: LedgerProcess | None = None
+        try:
+            await leader.until("leader of market")
+            standby = await LedgerProcess.start(market.config)
+            await standby.until("standing by: another process leads this market")
+            async with household_agents(market, mosquitto, tmp_path, forecaster) as agents:
+                # The second interval the agents trade: all three readings and the
+                # orders of h001 and h002 taken by the leader; h003's order waits.
+                everything_but = {("reading", a) for a, *_ in BOOK} | {
+                    ("order", "h001"),
+                    ("order", "h002"),
+                }
+                await tap.wait_until(
+                    lambda: (
+                        forecaster.holding is not None
+                        and _taken(tap, topics, forecaster.holding) == everything_but
+                    ),
+                    30,
+                )
+                reopened = forecaster.holding
+                assert reopened is not None
+                receipts = {
+                    a: agent.audit.receipts_checked for a, agent in agents.items() if agent.audit
+                }
+                await leader.kill()  # SIGKILL: what it took but did not log is gone
+                await standby.until("leader of market")
+                summary = await standby.summary()
+                assert int(summary["interval"]) == reopened  # opened again, not skipped
+                assert (summary["orders"], summary["readings"]) == ("3", "3")
+                assert (summary["volume"], summary["rejected"]) == ("150", "0")
+                assert summary.group(0).endswith("redelivered 0")  # each copy came once
+                assert {a: agent.resent for a, agent in agents.items()} == {
+                    "h001": 2,
+                    "h002": 2,
+                    "h003": 1,
+                }
+
+                # Each household's audit finds its messages in the reopened interval's
+                # receipt (the receipts go out before the summary line).
+                async def audited() -> None:
+                    for agent_id, agent in agents.items():
+                        audit = agent.audit
+                        assert audit is not None
+                        while audit.receipts_checked <= receipts[agent_id]:
+                            agent.audited.clear()
+                            await agent.audited.wait()
+
+                await asyncio.wait_for(audited(), 10)
+                alarms = {a: dict(agent.audit.alarms) for a, agent in agents.items() if agent.audit}
+                assert alarms == {"h001": {}, "h002": {}, "h003": {}}
+            standby.process.send_signal(signal.SIGTERM)
+            log = await standby.rest()
+            assert await asyncio.wait_for(standby.process.wait(), 20) == 0
+        finally:
+            for process in (leader, standby):
+                if process is not None:
+                    await process.kill()
+    assert "Traceback" not in log and "gate closed without" not in log
+    entries = _entries(db_url)
+    logged = Counter(kind for interval, kind in entries if interval == reopened)
+    assert (logged[EntryKind.READING], logged[EntryKind.ORDER]) == (3, 3)
+    assert logged[EntryKind.CLEARING] == 1
     _verify(db_url, market, capsys)

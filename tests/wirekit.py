@@ -1,18 +1,22 @@
-"""A TCP proxy between one MQTT 3.1.1 client and the broker that watches the wire.
+"""A TCP proxy between MQTT 3.1.1 clients and the broker that watches the wire.
 
 It forwards bytes unchanged in both directions and parses the MQTT packets as they
 pass: every PUBLISH from the client (its payload and packet id, per connection) and
-every PUBACK from the broker. ``outstanding`` is the number of QoS 1 publishes that
-have passed towards the broker and whose PUBACK has not passed back yet: the client
-has at least that many unacknowledged publishes out, since it cannot have an
-acknowledgement the proxy has not forwarded. When either side closes, the proxy
-closes the other, so killing the broker disconnects the client as it would directly.
+every PUBACK from the broker, and the other way round every QoS 1 PUBLISH the broker
+delivers and the client's PUBACK for it (:attr:`WireConnection.consumed`: what the
+client has taken off the broker's hands). ``outstanding`` is the number of QoS 1
+publishes that have passed towards the broker and whose PUBACK has not passed back
+yet: the client has at least that many unacknowledged publishes out, since it cannot
+have an acknowledgement the proxy has not forwarded. When either side closes, the
+proxy closes the other, so killing the broker disconnects the client as it would
+directly.
 
-Two controls for outage tests: :meth:`MqttTap.swallow_acks` stops forwarding
-anything from the broker to the client (the broker has the publishes, the client
-never learns it: PUBACKs lost with the connection), and :meth:`MqttTap.refuse`
-stops listening until :meth:`MqttTap.listen` (connections are refused, so the
-client retries with backoff).
+Controls for outage tests: :meth:`MqttTap.swallow_acks` stops forwarding anything
+from the broker to the client (the broker has the publishes, the client never
+learns it: PUBACKs lost with the connection), :meth:`MqttTap.refuse` stops listening
+until :meth:`MqttTap.listen` (connections are refused, so the client retries with
+backoff), and :meth:`MqttTap.cut` drops the open connections (the client
+reconnects). :meth:`MqttTap.wait_until` waits for a condition on what passed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ class WireConnection:
 
     sent: list[Publish] = field(default_factory=list)  # PUBLISH packets, in wire order
     acked: list[Publish] = field(default_factory=list)  # those whose PUBACK passed back
+    # QoS 1 PUBLISH packets from the broker whose PUBACK the client sent, in that order
+    consumed: list[Publish] = field(default_factory=list)
     _by_packet_id: dict[int, Publish] = field(default_factory=dict)
+    _delivered: dict[int, Publish] = field(default_factory=dict)  # from the broker
 
     def payloads(self, topic: str) -> list[bytes]:
         return [p.payload for p in self.sent if p.topic == topic]
@@ -64,6 +71,7 @@ class MqttTap:
         self._watchers: list[tuple[int, asyncio.Event]] = []
         self._swallowing = False
         self._port = 0
+        self._changed = asyncio.Event()  # set whenever a packet was parsed
 
     @property
     def address(self) -> BrokerAddress:
@@ -73,6 +81,17 @@ class MqttTap:
     def payloads(self, topic: str) -> list[bytes]:
         """PUBLISH payloads to ``topic`` over all connections, in wire order."""
         return [p for conn in self.connections for p in conn.payloads(topic)]
+
+    def consumed(self) -> list[Publish]:
+        """What clients acknowledged of the broker's QoS 1 deliveries, all connections."""
+        return [p for conn in self.connections for p in conn.consumed]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Return once ``condition()`` holds, checked after every packet that passes."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
 
     def outstanding_reached(self, count: int) -> asyncio.Event:
         """An event set once ``outstanding`` has been at least ``count``."""
@@ -101,6 +120,11 @@ class MqttTap:
         """Stop listening (connections already open stay)."""
         assert self._server is not None
         self._server.close()
+
+    def cut(self) -> None:
+        """Drop every open connection (both sides are closed; the clients see a loss)."""
+        for task in list(self._handlers):
+            task.cancel()
 
     async def listen(self) -> None:
         """Listen again, on the same port."""
@@ -188,18 +212,20 @@ class MqttTap:
                 await writer.drain()
 
     def _from_client(self, conn: WireConnection, packet: tuple[int, bytes]) -> None:
+        self._changed.set()
         first, body = packet
+        if first >> 4 == _PUBACK:
+            delivered = conn._delivered.pop(int.from_bytes(body[:2], "big"), None)
+            if delivered is not None:
+                conn.consumed.append(delivered)
+            return
         if first >> 4 != _PUBLISH:
             return
-        qos = (first >> 1) & 3
-        pos = 2 + int.from_bytes(body[:2], "big")
-        topic = body[2:pos].decode()
-        if qos == 0:
-            conn.sent.append(Publish(topic, body[pos:]))
-            return
-        publish = Publish(topic, body[pos + 2 :])
+        publish, packet_id = _publish(first, body)
         conn.sent.append(publish)
-        conn._by_packet_id[int.from_bytes(body[pos : pos + 2], "big")] = publish
+        if packet_id is None:
+            return
+        conn._by_packet_id[packet_id] = publish
         if conn is self.connections[-1]:
             self.outstanding += 1
             self.max_outstanding = max(self.max_outstanding, self.outstanding)
@@ -208,7 +234,13 @@ class MqttTap:
                     event.set()
 
     def _from_broker(self, conn: WireConnection, packet: tuple[int, bytes]) -> None:
+        self._changed.set()
         first, body = packet
+        if first >> 4 == _PUBLISH:
+            publish, packet_id = _publish(first, body)
+            if packet_id is not None and (first >> 1) & 3 == 1:
+                conn._delivered[packet_id] = publish
+            return
         if first >> 4 != _PUBACK:
             return
         publish = conn._by_packet_id.pop(int.from_bytes(body[:2], "big"), None)
@@ -217,3 +249,12 @@ class MqttTap:
         conn.acked.append(publish)
         if conn is self.connections[-1]:
             self.outstanding -= 1
+
+
+def _publish(first: int, body: bytes) -> tuple[Publish, int | None]:
+    """A PUBLISH packet's topic and payload, and its packet id (None at QoS 0)."""
+    pos = 2 + int.from_bytes(body[:2], "big")
+    topic = body[2:pos].decode()
+    if (first >> 1) & 3 == 0:
+        return Publish(topic, body[pos:]), None
+    return Publish(topic, body[pos + 2 :]), int.from_bytes(body[pos : pos + 2], "big")
