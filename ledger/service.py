@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,7 +96,10 @@ class LedgerService:
         self.offline: set[str] = set()
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
-        self._seq = ledger.size * 1000  # operator messages are not logged; keep seq rising
+        # Operator messages are not logged; their seq rises across restarts and differs
+        # per process (wall-clock microseconds at start), so an interval announced open
+        # again by a new process has a new message id even in its retained copy.
+        self._seq = max(ledger.size * 1000, time.time_ns() // 1000)
         self._prepared = 0  # batches decoded by run_ingest_batched
         self._admitted = 0  # ... and admitted, in order
         self._gate_forced = False
