@@ -12,6 +12,7 @@ OPEN announcement to the signed checkpoint). Baseline in the same run: a bare ai
 subscriber receiving the same messages from the same publishers, no verification.
 
     python bench/bench_ingest_mqtt.py [--orders 10000] [--publishers 4] [--workers 2]
+        [--only Subscriber ...]
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def mosquitto(workdir: Path) -> Any:
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("mosquitto did not start")
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -115,6 +116,7 @@ def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any)
     ready.put(os.getpid())
     while _read_packet(sock, frames, pending) >> 4 != 3:  # the announcement (QoS 0)
         pass
+    cpu = time.process_time()
     sock.sendall(packets)
     acked = 0
     while acked < len(items):
@@ -122,7 +124,7 @@ def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any)
             acked += 1
     sock.sendall(DISCONNECT_BYTES)
     sock.close()
-    done.put(acked)
+    done.put((acked, time.process_time() - cpu))
 
 
 def _signed(n: int) -> tuple[dict[str, SigningKey], list[tuple[str, bytes]]]:
@@ -154,8 +156,10 @@ async def publishers(
     for _ in procs:
         await loop.run_in_executor(None, ready.get, True, 60)
 
-    async def all_done() -> int:
-        return sum([await loop.run_in_executor(None, done.get, True, 120) for _ in procs])
+    async def all_done() -> tuple[int, float]:
+        """Messages acknowledged, and the publishers' CPU seconds while publishing."""
+        reports = [await loop.run_in_executor(None, done.get, True, 120) for _ in procs]
+        return sum(a for a, _ in reports), sum(c for _, c in reports)
 
     try:
         yield all_done
@@ -164,12 +168,15 @@ async def publishers(
             p.join(30)
 
 
-async def baseline(port: int, items: list[tuple[str, bytes]], count: int) -> float:
+async def baseline(
+    port: int, items: list[tuple[str, bytes]], count: int, meter: CpuMeter
+) -> tuple[float, float]:
     """Bare aiomqtt: receive all N messages, nothing else."""
     async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as sub:
         await sub.subscribe(TOPICS.all_orders, qos=1)
         async with publishers(port, items, count) as all_done:
             start = time.perf_counter()
+            meter.begin()
             await sub.publish(TOPICS.announce, b"go", qos=1)
             received = 0
             async for _message in sub.messages:
@@ -177,11 +184,14 @@ async def baseline(port: int, items: list[tuple[str, bytes]], count: int) -> flo
                 if received == len(items):
                     break
             elapsed = time.perf_counter() - start
-            await all_done()
-    return elapsed
+            meter.end()
+            _acked, publishers_s = await all_done()
+    return elapsed, publishers_s
 
 
-async def baseline_subscriber(port: int, items: list[tuple[str, bytes]], count: int) -> float:
+async def baseline_subscriber(
+    port: int, items: list[tuple[str, bytes]], count: int, meter: CpuMeter
+) -> tuple[float, float]:
     """Bare broker.subscriber.Subscriber: receive all N messages, nothing else."""
     config = TransportConfig(
         BrokerAddress("127.0.0.1", port), "bare-sub", inbound_queue_size=len(items) + 1000
@@ -190,6 +200,7 @@ async def baseline_subscriber(port: int, items: list[tuple[str, bytes]], count: 
         await sub.wait_connected(30)
         async with publishers(port, items, count) as all_done:
             start = time.perf_counter()
+            meter.begin()
             async with aiomqtt.Client("127.0.0.1", port) as announcer:
                 await announcer.publish(TOPICS.announce, b"go", qos=1)
             received = 0
@@ -198,8 +209,9 @@ async def baseline_subscriber(port: int, items: list[tuple[str, bytes]], count: 
                 if received == len(items):
                     break
             elapsed = time.perf_counter() - start
-            await all_done()
-    return elapsed
+            meter.end()
+            _acked, publishers_s = await all_done()
+    return elapsed, publishers_s
 
 
 async def ledger_run(
@@ -209,9 +221,10 @@ async def ledger_run(
     count: int,
     verifier: SignatureVerifier | None,
     db: str,
+    meter: CpuMeter,
     *,
     own_subscriber: bool = False,
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     """The ledger's ingest over the transport, or (``own_subscriber``) over a
     ``Subscriber`` on its own connection, the transport then only publishing."""
     operator = SigningKey.generate()
@@ -243,19 +256,64 @@ async def ledger_run(
         ledger.open_interval(T0, TARIFF)
         async with publishers(port, items, count) as all_done:
             start = time.perf_counter()
+            meter.begin()
             await transport.publish(TOPICS.announce, b"open", qos=1)
             # Every order in: close the gate.
             await service.wait_until(lambda: ledger.open_orders == len(items), 120)
             admitted = time.perf_counter() - start
             outcome = ledger.close_interval()
             elapsed = time.perf_counter() - start
+            meter.end()
             print(f"    all admitted after {admitted:.2f} s, closed after {elapsed:.2f} s")
-            await all_done()
+            _acked, publishers_s = await all_done()
         ingest.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ingest
     ledger.store.close()
-    return elapsed, outcome.orders
+    return elapsed, outcome.orders, publishers_s
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> list[int]:
+    """This process's live child processes (the verify workers, once started)."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds of each part within the timed window (:meth:`begin` to :meth:`end`):
+    this process, the verify workers, Mosquitto, and the publishers (they report their
+    own, from the announcement to their last PUBACK)."""
+
+    def __init__(self, workers: list[int], broker: int) -> None:
+        self.pids = {"verify workers": workers, "mosquitto": [broker]}
+        self.used: dict[str, float] = {}
+        self._start: tuple[float, dict[str, float]] = (0.0, {})
+
+    def _now(self) -> tuple[float, dict[str, float]]:
+        return time.process_time(), {
+            part: sum(_cpu_s(p) for p in pids) for part, pids in self.pids.items()
+        }
+
+    def begin(self) -> None:
+        self._start = self._now()
+
+    def end(self) -> None:
+        own, parts = self._now()
+        self.used = {"ledger process": own - self._start[0]}
+        self.used |= {part: cpu - self._start[1][part] for part, cpu in parts.items()}
+
+    def line(self, publishers_s: float) -> str:
+        used = self.used | {"publishers": publishers_s}
+        parts = ", ".join(f"{part} {cpu:.2f}" for part, cpu in used.items())
+        return f"CPU s in the window: {parts}; total {sum(used.values()):.2f}"
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -266,6 +324,7 @@ async def main_async(args: argparse.Namespace) -> None:
     ders = [k.verifying.der() for k in keys.values()]
     pool = PoolVerifier(args.workers, keys=ders)
     pool.warm_up()
+    workers = _children()
     preload(ders)  # the same for the inline verifier, in this process
     variants: list[tuple[str, SignatureVerifier | None, bool]] = [
         ("ledger, one by one (Ledger.ingest)", None, False),
@@ -280,22 +339,33 @@ async def main_async(args: argparse.Namespace) -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, verifier, own in [*baselines, *variants]:
+            if args.only and not any(part in name for part in args.only):
+                continue
             work = Path(tmp) / str(abs(hash(name)))
             work.mkdir()
-            with mosquitto(work) as port:
+            with mosquitto(work) as (port, broker_pid):
+                meter = CpuMeter(workers, broker_pid)
                 if (name, verifier, own) in baselines:
                     bare = baseline_subscriber if own else baseline
-                    elapsed = await bare(port, items, args.publishers)
+                    elapsed, publishers_s = await bare(port, items, args.publishers, meter)
                     stored = n
                 else:
                     db = f"sqlite:///{work / 'ledger.db'}"
-                    elapsed, stored = await ledger_run(
-                        port, keys, items, args.publishers, verifier, db, own_subscriber=own
+                    elapsed, stored, publishers_s = await ledger_run(
+                        port,
+                        keys,
+                        items,
+                        args.publishers,
+                        verifier,
+                        db,
+                        meter,
+                        own_subscriber=own,
                     )
             print(
                 f"{name:52} {elapsed:6.2f} s  {stored / elapsed:8,.0f} orders/s  "
                 f"({stored:,} of {n:,} accepted and stored)  load {os.getloadavg()[0]:.1f}"
             )
+            print(f"    {meter.line(publishers_s)}")
             shutil.rmtree(work, ignore_errors=True)
     pool.close()
 
@@ -305,6 +375,9 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--only", action="append", help="run the variants whose name holds this (repeatable)"
+    )
     args = parser.parse_args()
     print(machine_line())
     print(f"load average before: {os.getloadavg()[0]:.2f}")

@@ -41,6 +41,10 @@ class MessageError(WattmeshError):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[MessageError], tuple[RejectReason, str]]:
+        # Picklable (a worker process hands back the errors of what it decoded).
+        return (type(self), (self.reason, self.detail))
+
 
 class KeyFileError(WattmeshError):
     """A key file that is missing, unreadable, malformed or too widely readable."""

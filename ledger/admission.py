@@ -9,9 +9,10 @@ and keeps the last sequence number and the message id per (household, seq). Acce
 messages go into the :class:`OpenInterval`, which the interval state machine
 (:class:`ledger.ledger.Ledger`) opens and closes.
 
-The batch path (:meth:`ledger.ledger.Ledger.ingest_many`) decodes and lists signature
-jobs with :func:`ledger.batch.prepare_batch`; :meth:`Admission.admit_batch` then applies
-the verdicts and every other check here, in arrival order, exactly as one by one.
+The batch path (:meth:`ledger.ledger.Ledger.ingest_many`, the service's pipeline) pairs
+each message with its household's key (:meth:`Admission.decode_jobs`), has it decoded
+and its signature checked elsewhere (:mod:`ledger.sigcheck`); :meth:`Admission.admit_batch`
+then applies every other check here, in arrival order, exactly as one by one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from broker.errors import MessageError, RejectReason
 from broker.keys import VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage
-from ledger.batch import PreparedBatch, prepare_batch
+from ledger.batch import DecodeJobs, PreparedBatch, decode_jobs
 from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
 from ledger.keyring import KeyRing
@@ -86,21 +87,19 @@ class Admission:
         self.rejections[error.reason] += 1
         return error
 
-    def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
-        """Step 1 of a batch (:func:`ledger.batch.prepare_batch`) with the valid keys."""
-        return prepare_batch(items, self._keyring.valid, self._keyring.valid_der)
+    def decode_jobs(self, items: Sequence[tuple[bytes, str | None]]) -> DecodeJobs:
+        """Step 1 of a batch (:func:`ledger.batch.decode_jobs`) with the valid keys."""
+        return decode_jobs(items, self._keyring.valid, self._keyring.valid_der)
 
     def admit_batch(
-        self, batch: PreparedBatch, verdicts: Sequence[bool], op: OpenInterval | None
+        self, batch: PreparedBatch, op: OpenInterval | None
     ) -> list[SignedMessage | MessageError]:
-        """Step 2 of a batch: with one verdict per job of ``batch``, apply every other
-        check and accept, in arrival order. A message whose key changed since
-        :meth:`prepare_batch`, or whose signature failed, is checked again inline, so
-        the decision is always the one :meth:`admit` makes now."""
-        if len(verdicts) != len(batch.jobs):
-            raise ValueError("one verdict per signature job")
-        verified = {i: key for (i, key), ok in zip(batch.keys, verdicts, strict=True) if ok}
+        """Step 2 of a batch: apply every other check to its decoded messages and accept,
+        in arrival order. A message whose key changed since :meth:`decode_jobs`, or
+        whose signature did not verify, is checked again inline, so the decision is
+        always the one :meth:`admit` makes now."""
         results: list[SignedMessage | MessageError] = []
+        verified = batch.verified
         for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):
             if isinstance(item, MessageError):
                 results.append(self.refuse(item))

@@ -1,5 +1,13 @@
-"""The first, state-free step of a batch ingest: decode payloads and list the signature
-checks they need (:meth:`ledger.ledger.Ledger.ingest_many`)."""
+"""The state-free steps of a batch ingest (:meth:`ledger.ledger.Ledger.ingest_many`, the
+service's pipeline): which key each message is checked against, and the decoded batch.
+
+Decoding a message and checking its signature need nothing of the ledger's state but
+the key, so both run wherever the caller likes (worker processes,
+:meth:`ledger.sigcheck.SignatureVerifier.submit_decode`): each job is the payload and
+the key registered for the household whose topic it came on. The ledger then admits the
+decoded messages in arrival order (:meth:`ledger.admission.Admission.admit_batch`),
+checking again inline whatever the worker could not vouch for.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +16,52 @@ from dataclasses import dataclass
 
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
-from broker.messages import SignedMessage, decode_message
-from ledger.sigcheck import SignatureJob
+from broker.messages import SignedMessage
+from ledger.sigcheck import Checked, DecodeJob
+
+
+@dataclass(frozen=True)
+class DecodeJobs:
+    """A batch as received, its jobs, and the key each job's DER stands for."""
+
+    items: tuple[tuple[bytes, str | None], ...]
+    jobs: tuple[DecodeJob, ...]
+    keys: tuple[VerifyingKey | None, ...]
 
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """Decoded payloads of a batch, in arrival order, and the signature checks they need;
-    ``keys`` pairs each job with (position in the batch, the key it checks against)."""
+    """Decoded payloads of a batch, in arrival order, and for each position whose
+    signature verified, the key it verified against."""
 
     items: tuple[tuple[bytes, str | None], ...]
     decoded: tuple[SignedMessage | MessageError, ...]
-    jobs: tuple[SignatureJob, ...]
-    keys: tuple[tuple[int, VerifyingKey], ...]
+    verified: Mapping[int, VerifyingKey]
 
 
-def prepare_batch(
+def decode_jobs(
     items: Sequence[tuple[bytes, str | None]],
     keys: Mapping[str, VerifyingKey],
     ders: Mapping[str, bytes],
-) -> PreparedBatch:
-    """Decode each ``(payload, topic_agent)``; a job for every message whose agent has a
-    registered key with the key id it names. ``ders``: the DER encoding of each agent's
-    key in ``keys`` (the key ring keeps both). Changes nothing; the jobs may then run
-    anywhere (another thread, worker processes)."""
-    decoded: list[SignedMessage | MessageError] = []
-    jobs: list[SignatureJob] = []
-    job_keys: list[tuple[int, VerifyingKey]] = []
-    for payload, _agent in items:
-        try:
-            message = decode_message(payload)
-        except MessageError as exc:
-            decoded.append(exc)
-            continue
-        key = keys.get(message.header.agent)
-        if key is not None and key.kid == message.header.kid:
-            jobs.append((ders[message.header.agent], message.signature, message.signed_bytes))
-            job_keys.append((len(decoded), key))
-        decoded.append(message)
-    return PreparedBatch(tuple(items), tuple(decoded), tuple(jobs), tuple(job_keys))
+) -> DecodeJobs:
+    """A job per ``(payload, topic_agent)``: the payload and the DER of the key
+    registered for ``topic_agent`` (None when there is none). ``ders``: the DER of each
+    key in ``keys`` (the key ring keeps both)."""
+    jobs: list[DecodeJob] = []
+    used: list[VerifyingKey | None] = []
+    for payload, agent in items:
+        key = None if agent is None else keys.get(agent)
+        jobs.append((payload, None if key is None or agent is None else ders[agent]))
+        used.append(key)
+    return DecodeJobs(tuple(items), tuple(jobs), tuple(used))
+
+
+def prepared(batch: DecodeJobs, checked: Sequence[Checked]) -> PreparedBatch:
+    """The batch with the results of its jobs (one per job, in order)."""
+    if len(checked) != len(batch.jobs):
+        raise ValueError("one result per job")
+    verified: dict[int, VerifyingKey] = {}
+    for i, ((_message, ok), key) in enumerate(zip(checked, batch.keys, strict=True)):
+        if ok and key is not None:
+            verified[i] = key
+    return PreparedBatch(batch.items, tuple(message for message, _ok in checked), verified)

@@ -21,7 +21,7 @@ from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
 from ledger.admission import Admission, OpenInterval, RedeliveredError
-from ledger.batch import PreparedBatch
+from ledger.batch import DecodeJobs, PreparedBatch, prepared
 from ledger.booking import book, replay
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
@@ -262,37 +262,33 @@ class Ledger:
 
         Each result is the accepted message or the MessageError :meth:`ingest` would
         have raised (a :class:`RedeliveredError` for a redelivery); the counters and the
-        state change exactly as for one :meth:`ingest` per item. The signatures are
-        checked first by ``verifier`` (e.g. on worker processes, :mod:`ledger.sigcheck`),
-        in chunks of ``chunk`` messages, each submitted as soon as it is decoded; every
-        other check runs here afterwards, in order.
+        state change exactly as for one :meth:`ingest` per item. The messages are
+        decoded and their signatures checked first by ``verifier`` (e.g. on worker
+        processes, :mod:`ledger.sigcheck`), in chunks of ``chunk`` messages; every other
+        check runs here afterwards, in order.
         """
         checker = verifier or InlineVerifier()
         with gc_paused():
-            # Chunks: the workers verify one while the next is decoded here. Every
-            # chunk is prepared before any is admitted, as for one big batch.
-            chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-            prepared = []
-            for part in chunks:
-                batch = self.prepare_batch(part)
-                prepared.append((batch, checker.submit(batch.jobs)))
+            # Chunks: the workers decode and verify one while the next is submitted.
+            # Every chunk's keys are taken before any is admitted, as for one batch.
+            chunks = [self.decode_jobs(items[i : i + chunk]) for i in range(0, len(items), chunk)]
+            pending = [(batch, checker.submit_decode(batch.jobs)) for batch in chunks]
             results: list[SignedMessage | MessageError] = []
-            for batch, verdicts in prepared:
-                results += self.admit_batch(batch, verdicts.result())
+            for batch, checked in pending:
+                results += self.admit_batch(prepared(batch, checked.result()))
             return results
 
-    def prepare_batch(self, items: Sequence[tuple[bytes, str | None]]) -> PreparedBatch:
-        """Step 1 of :meth:`ingest_many` (:func:`ledger.batch.prepare_batch`)."""
-        return self._admission.prepare_batch(items)
+    def decode_jobs(self, items: Sequence[tuple[bytes, str | None]]) -> DecodeJobs:
+        """Step 1 of :meth:`ingest_many`: each payload with the key of its topic's
+        household (:func:`ledger.batch.decode_jobs`), to decode and verify anywhere."""
+        return self._admission.decode_jobs(items)
 
-    def admit_batch(
-        self, batch: PreparedBatch, verdicts: Sequence[bool]
-    ) -> list[SignedMessage | MessageError]:
-        """Step 2 of :meth:`ingest_many`: with one verdict per job of ``batch``, apply
-        every other check and accept, in arrival order. A message whose key changed
-        since :meth:`prepare_batch`, or whose signature failed, is checked again inline,
-        so the decision is always the one :meth:`ingest` makes now."""
-        return self._admission.admit_batch(batch, verdicts, self._open)
+    def admit_batch(self, batch: PreparedBatch) -> list[SignedMessage | MessageError]:
+        """Step 2 of :meth:`ingest_many`: with the batch decoded (:func:`ledger.batch.prepared`),
+        apply every other check and accept, in arrival order. A message whose key changed
+        since :meth:`decode_jobs`, or whose signature did not verify, is checked again
+        inline, so the decision is always the one :meth:`ingest` makes now."""
+        return self._admission.admit_batch(batch, self._open)
 
     def _awaits_backfill(self, agent: str, interval: int) -> bool:
         """Whether a late reading would fill a gap an estimate stands in for."""

@@ -31,11 +31,11 @@ from broker.messages import (
 )
 from broker.topics import STATUS_OFFLINE, Topics
 from broker.transport import Message, Transport, TransportClosedError
-from ledger.batch import PreparedBatch
+from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
-from ledger.sigcheck import SignatureVerifier
+from ledger.sigcheck import Checked, SignatureVerifier
 
 _LOG = logging.getLogger(__name__)
 
@@ -61,12 +61,11 @@ class MessageSource(Protocol):
 
 @dataclass(frozen=True)
 class _PendingBatch:
-    """A decoded batch waiting for its signature verdicts."""
+    """A batch waiting to be decoded and verified (on the verifier's workers)."""
 
     number: int
-    items: list[tuple[bytes, str | None]]
-    batch: PreparedBatch
-    verdicts: asyncio.Future[list[bool]]
+    batch: DecodeJobs
+    checked: asyncio.Future[list[Checked]]
 
 
 def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
@@ -118,11 +117,11 @@ class LedgerService:
         depth: int = 2,
     ) -> None:
         """Like :meth:`run_ingest`, in batches, as a pipeline: each message with what is
-        buffered behind it (at most ``max_batch``) is decoded here
-        (:meth:`Ledger.prepare_batch`), its signatures go to ``verifier`` (e.g. worker
-        processes: :class:`ledger.sigcheck.PoolVerifier`), and while they are checked the
-        next batch is received and decoded; batches are admitted
-        (:meth:`Ledger.admit_batch`) in arrival order as their verdicts come back, at
+        buffered behind it (at most ``max_batch``) goes, with its household's key
+        (:meth:`Ledger.decode_jobs`), to ``verifier`` (e.g. worker processes:
+        :class:`ledger.sigcheck.PoolVerifier`), which decodes it and checks its
+        signature while the next batch is received; batches are admitted
+        (:meth:`Ledger.admit_batch`) in arrival order as their results come back, at
         most ``depth`` of them waiting. Decisions and rejections are as one by one.
 
         ``source``: where the messages come from (default: the service's transport);
@@ -135,10 +134,10 @@ class LedgerService:
             async for first in inbox.messages():
                 items = await self._household_items([first, *inbox.buffered(max_batch - 1)])
                 if items:
-                    batch = self.ledger.prepare_batch(items)
+                    batch = self.ledger.decode_jobs(items)
                     self._prepared += 1
-                    future = asyncio.wrap_future(verifier.submit(batch.jobs))
-                    await waiting.put(_PendingBatch(self._prepared, items, batch, future))
+                    future = asyncio.wrap_future(verifier.submit_decode(batch.jobs))
+                    await waiting.put(_PendingBatch(self._prepared, batch, future))
             await waiting.put(None)
 
         async with asyncio.TaskGroup() as group:
@@ -162,11 +161,11 @@ class LedgerService:
 
     async def _admit_batches(self, waiting: asyncio.Queue[_PendingBatch | None]) -> None:
         while (pending := await waiting.get()) is not None:
-            verdicts = await pending.verdicts
+            checked = await pending.checked
             async with self._ledger_lock:
-                results = self.ledger.admit_batch(pending.batch, verdicts)
+                results = self.ledger.admit_batch(prepared(pending.batch, checked))
             self._admitted = pending.number
-            for (payload, agent), result in zip(pending.items, results, strict=True):
+            for (payload, agent), result in zip(pending.batch.items, results, strict=True):
                 if isinstance(result, RedeliveredError):
                     _LOG.debug("redelivered message from %s ignored", agent)
                 elif isinstance(result, MessageError):

@@ -1,27 +1,43 @@
-"""Batch signature checks for :meth:`ledger.ledger.Ledger.ingest_many`, inline or on a
-process pool.
+"""Batch decoding and signature checks for the ledger's ingest, inline or on a process
+pool.
 
-A job is ``(key DER, DER signature, signed bytes)``; a verifier returns one bool per job,
-in order. ``cryptography`` holds the GIL while it verifies, so only processes help:
-:class:`PoolVerifier` splits a batch into one chunk per worker (``spawn`` context,
-nothing of the parent is inherited; keys are parsed once per worker and cached). The
-ledger's state is never touched here: the checks that depend on it (sequence numbers,
-duplicates, timing) stay in the ledger, applied in arrival order.
+Two kinds of job: a signature job ``(key DER, DER signature, signed bytes)`` gets one
+bool, and a decode job ``(payload, key DER or None)`` gets the decoded message (or the
+MessageError saying why it does not decode) and whether its signature verified against
+that key (:func:`decode_and_verify`; what the ingest pipeline sends, so that the
+ledger's process neither parses nor verifies). ``cryptography`` holds the GIL while it
+verifies, so only processes help: :class:`PoolVerifier` splits a batch into one chunk
+per worker (``spawn`` context, nothing of the parent is inherited; keys are parsed once
+per worker and cached). The ledger's state is never touched here: the checks that depend
+on it (keys valid now, sequence numbers, duplicates, timing) stay in the ledger, applied
+in arrival order.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from broker.errors import MessageError
 from broker.keys import VerifyingKey
+from broker.messages import SignedMessage, decode_message
 
 SignatureJob = tuple[bytes, bytes, bytes]
 """``(public key DER, DER signature, signed bytes)``."""
+
+DecodeJob = tuple[bytes, bytes | None]
+"""``(payload, DER of the key to check its signature against, or None)``."""
+
+Checked = tuple[SignedMessage | MessageError, bool]
+"""A decode job's result: the message (or why it does not decode), and True when its
+signature verified against the job's key (which has the key id the message names)."""
+
+_R = TypeVar("_R")
+_J = TypeVar("_J")
 
 
 class SignatureVerifier(Protocol):
@@ -32,6 +48,11 @@ class SignatureVerifier(Protocol):
     def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
         """:meth:`verify_all` started now, its verdicts in the future (which may
         already be done), so the caller can prepare the next jobs meanwhile."""
+        ...
+
+    def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
+        """:func:`decode_and_verify` of ``jobs``, started now; one result per job, in
+        order, in the future (which may already be done)."""
         ...
 
 
@@ -45,6 +66,32 @@ def verify_jobs(jobs: Sequence[SignatureJob]) -> list[bool]:
     return [_key(der).verify(sig, data) for der, sig, data in jobs]
 
 
+def decode_and_verify(jobs: Sequence[DecodeJob]) -> list[Checked]:
+    """Decode each payload and, when the job has a key with the key id the message
+    names, check the signature against it; in this process."""
+    results: list[Checked] = []
+    for payload, der in jobs:
+        try:
+            message = decode_message(payload)
+        except MessageError as exc:
+            results.append((exc, False))
+            continue
+        ok = False
+        if der is not None:
+            key = _key(der)
+            ok = key.kid == message.header.kid and key.verify(
+                message.signature, message.signed_bytes
+            )
+        results.append((message, ok))
+    return results
+
+
+def _done(result: _R) -> Future[_R]:
+    done: Future[_R] = Future()
+    done.set_result(result)
+    return done
+
+
 class InlineVerifier:
     """Checks every signature in the calling process."""
 
@@ -52,9 +99,10 @@ class InlineVerifier:
         return verify_jobs(jobs)
 
     def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
-        done: Future[list[bool]] = Future()
-        done.set_result(verify_jobs(jobs))
-        return done
+        return _done(verify_jobs(jobs))
+
+    def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
+        return _done(decode_and_verify(jobs))
 
 
 def preload(ders: Sequence[bytes]) -> None:
@@ -101,14 +149,21 @@ class PoolVerifier:
     def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
         """The batch split over the workers (small ones are checked inline); the
         verdicts, in order, once every part is back."""
+        return self._split(verify_jobs, jobs)
+
+    def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
+        """The batch split over the workers (small ones are decoded inline); the
+        results, in order, once every part is back."""
+        return self._split(decode_and_verify, jobs)
+
+    def _split(
+        self, work: Callable[[Sequence[_J]], list[_R]], jobs: Sequence[_J]
+    ) -> Future[list[_R]]:
         if len(jobs) < self._min_batch:
-            done: Future[list[bool]] = Future()
-            done.set_result(verify_jobs(jobs))
-            return done
+            return _done(work(jobs))
         step = -(-len(jobs) // self._workers)
         parts = [
-            self._pool.submit(verify_jobs, list(jobs[i : i + step]))
-            for i in range(0, len(jobs), step)
+            self._pool.submit(work, list(jobs[i : i + step])) for i in range(0, len(jobs), step)
         ]
         return _all_of(parts)
 
@@ -120,23 +175,23 @@ def _meet(barrier: threading.Barrier) -> None:
     barrier.wait(timeout=120)
 
 
-def _all_of(parts: list[Future[list[bool]]]) -> Future[list[bool]]:
+def _all_of(parts: list[Future[list[_R]]]) -> Future[list[_R]]:
     """One future for the concatenated results of ``parts`` (or the first error)."""
-    combined: Future[list[bool]] = Future()
+    combined: Future[list[_R]] = Future()
     lock = threading.Lock()
     left = [len(parts)]
 
-    def one_done(_part: Future[list[bool]]) -> None:
+    def one_done(_part: Future[list[_R]]) -> None:
         with lock:
             left[0] -= 1
             if left[0] or combined.done():
                 return
         try:
-            verdicts = [v for part in parts for v in part.result()]
+            results = [r for part in parts for r in part.result()]
         except Exception as exc:  # a failed or cancelled part: handed to whoever waits
             combined.set_exception(exc)
         else:
-            combined.set_result(verdicts)
+            combined.set_result(results)
 
     for part in parts:
         part.add_done_callback(one_done)
