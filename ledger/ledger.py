@@ -4,13 +4,16 @@ Open an interval, accept signed messages into it (the checks are
 :mod:`ledger.admission`'s), close it (clear, settle, log, checkpoint), and rebuild the
 state from the log after a restart. No network here: the MQTT adapter
 (:mod:`ledger.service`) feeds payloads in and publishes what comes out. The only I/O is
-the store, written once per interval in one transaction together with the signed
-checkpoint.
+the store: the log, written once per interval in one transaction together with the
+signed checkpoint, and the intake, where :meth:`Ledger.flush_intake` keeps what the
+open interval accepted so far, so that a restarted ledger reopening the interval admits
+it again (:meth:`Ledger.open_interval`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ from ledger.settlement import Registers, Settlement
 from ledger.sigcheck import InlineVerifier, SignatureVerifier
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["META_MECHANISM", "IntervalOutcome", "Ledger", "RedeliveredError"]
 
@@ -104,6 +109,7 @@ class Ledger:
         self._last_tariff: GridTariff | None = None
         self._last_fills: tuple[Fill, ...] = ()
         self._open: OpenInterval | None = None
+        self._intake: list[tuple[str | None, bytes]] = []  # accepted, not yet kept
         self._restore()
 
     # --- state -----------------------------------------------------------------------
@@ -225,6 +231,27 @@ class Ledger:
         if self._last_interval is not None and interval <= self._last_interval:
             raise ValueError(f"interval {interval} was closed already")
         self._open = OpenInterval(interval, tariff, trading)
+        self._readmit(self.store.intake(interval))
+
+    def _readmit(self, kept: Sequence[tuple[str | None, bytes]]) -> None:
+        """Admit again what a previous process had accepted into this interval and kept
+        in the intake (it is kept already: nothing to flush)."""
+        for agent, wire in kept:
+            try:
+                self.ingest(wire, topic_agent=agent)
+            except MessageError as exc:  # e.g. a copy an agent resent before the crash
+                _LOG.warning("kept message from %s not admitted again: %s", agent, exc)
+        self._intake.clear()
+
+    def flush_intake(self) -> int:
+        """Keep the messages accepted into the open interval since the last flush in the
+        store's intake (one transaction); return how many. Until then a crash loses them
+        (the agents send them again when the interval is reopened)."""
+        kept = len(self._intake)
+        if self._open is not None and kept:
+            self.store.add_intake(self._open.interval, self._intake)
+        self._intake = []
+        return kept
 
     @property
     def open_orders(self) -> int:
@@ -249,7 +276,9 @@ class Ledger:
         except MessageError as exc:
             self._admission.refuse(exc)
             raise
-        return self._admission.admit(message, topic_agent, self._open, verified=None)
+        accepted = self._admission.admit(message, topic_agent, self._open, verified=None)
+        self._intake.append((topic_agent, accepted.to_wire()))
+        return accepted
 
     def ingest_many(
         self,
@@ -288,7 +317,13 @@ class Ledger:
         apply every other check and accept, in arrival order. A message whose key changed
         since :meth:`decode_jobs`, or whose signature did not verify, is checked again
         inline, so the decision is always the one :meth:`ingest` makes now."""
-        return self._admission.admit_batch(batch, self._open)
+        results = self._admission.admit_batch(batch, self._open)
+        self._intake += [
+            (agent, result.to_wire())
+            for (_payload, agent), result in zip(batch.items, results, strict=True)
+            if isinstance(result, SignedMessage)
+        ]
+        return results
 
     def _awaits_backfill(self, agent: str, interval: int) -> bool:
         """Whether a late reading would fill a gap an estimate stands in for."""
@@ -344,7 +379,8 @@ class Ledger:
         revisions, flags, postings, settled = self._settle(metering, op, readings, late)
         entries += settled
         settlements = [r.after for r in revisions if r.before is None]
-        checkpoint = self._append(entries, op.interval)
+        checkpoint = self._append(entries, op.interval, intake_through=op.interval)
+        self._intake = []
         self._metering = metering
         if op.trading:
             self._last_interval = op.interval
@@ -391,7 +427,9 @@ class Ledger:
         postings, entries = book(revisions, flags)
         return revisions, flags, postings, entries
 
-    def _append(self, entries: list[NewEntry], interval: int) -> Checkpoint:
+    def _append(
+        self, entries: list[NewEntry], interval: int, *, intake_through: int | None = None
+    ) -> Checkpoint:
         first = self._tree.size
         new_tree = self._tree.copy()
         hashes = [leaf_hash(e.data) for e in entries]
@@ -403,7 +441,14 @@ class Ledger:
             root=new_tree.root(),
             interval=interval,
         )
-        self.store.append(first, entries, checkpoint, nodes=nodes, leaf_hashes=hashes)
+        self.store.append(
+            first,
+            entries,
+            checkpoint,
+            nodes=nodes,
+            leaf_hashes=hashes,
+            intake_through=intake_through,
+        )
         self._tree = new_tree
         return checkpoint
 

@@ -164,6 +164,7 @@ class LedgerService:
             checked = await pending.checked
             async with self._ledger_lock:
                 results = self.ledger.admit_batch(prepared(pending.batch, checked))
+                self.ledger.flush_intake()
             self._admitted = pending.number
             for (payload, agent), result in zip(pending.batch.items, results, strict=True):
                 if isinstance(result, RedeliveredError):
@@ -197,6 +198,7 @@ class LedgerService:
             return
         try:
             self.ledger.ingest(message.payload, topic_agent=agent)
+            self.ledger.flush_intake()
         except RedeliveredError:
             # Acknowledged (the PUBACK went out) and stored once; no rejection is sent:
             # the agent has nothing to correct.

@@ -5,6 +5,11 @@ database transaction together with the checkpoint that covers it and the Merkle 
 nodes it completes, so every committed entry is covered by a signed checkpoint and
 proofs read O(log n) rows (:class:`StoreHashSource`). The log tables are append-only in
 the database itself: triggers refuse UPDATE and DELETE (``ledger/append_only.py``).
+
+Beside the log, the intake (:class:`IntakeRow`) keeps the household messages accepted
+into the open interval as they are accepted, so a restarted ledger can admit them
+again when it reopens the interval; the interval's close deletes them in the
+transaction that logs them. It is a journal, not part of the log.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ LOG_TABLE = "log_entry"
 CHECKPOINT_TABLE = "checkpoint"
 NODE_TABLE = "merkle_node"
 META_TABLE = "ledger_meta"
+INTAKE_TABLE = "intake"
+INTAKE_COLUMNS = ("interval", "agent", "wire")
 APPEND_ONLY_TABLES = (LOG_TABLE, CHECKPOINT_TABLE, NODE_TABLE)
 
 
@@ -95,6 +102,18 @@ class MetaRow(SQLModel, table=True):
     value: str
 
 
+class IntakeRow(SQLModel, table=True):
+    """A household message accepted into the open ``interval`` and not yet logged: its
+    signed envelope (``wire``) and the household whose topic it came on."""
+
+    __tablename__ = INTAKE_TABLE
+
+    id: int | None = Field(default=None, primary_key=True)
+    interval: int = Field(index=True)
+    agent: str | None = Field(default=None, max_length=64)
+    wire: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 def normalise_db_url(url: str) -> str:
     """Accept ``sqlite:///file``, ``postgresql://...``; pick the psycopg 3 driver."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -146,7 +165,7 @@ class LedgerStore:
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(
             self.engine,
-            tables=[_table(name) for name in (*APPEND_ONLY_TABLES, META_TABLE)],
+            tables=[_table(name) for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE)],
         )
         install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
 
@@ -296,6 +315,30 @@ class LedgerStore:
                 return None
             return Checkpoint(row.tree_size, row.interval, row.root, row.kid, row.signature)
 
+    def add_intake(self, interval: int, messages: Sequence[tuple[str | None, bytes]]) -> None:
+        """Keep ``(topic agent, signed envelope)`` of messages accepted into ``interval``,
+        in this order, in one transaction."""
+        if not messages:
+            return
+        rows = [(interval, agent, wire) for agent, wire in messages]
+        with self.engine.begin() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                bulk_writer(self.engine.dialect.name)(cursor, INTAKE_TABLE, INTAKE_COLUMNS, rows)
+            finally:
+                cursor.close()
+
+    def intake(self, interval: int) -> list[tuple[str | None, bytes]]:
+        """The messages kept for ``interval`` (:meth:`add_intake`), in arrival order."""
+        table = _table(INTAKE_TABLE)
+        query = (
+            sa_select(table.c.agent, table.c.wire)
+            .where(table.c.interval == interval)
+            .order_by(table.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [(agent, bytes(wire)) for agent, wire in conn.execute(query)]
+
     def append(
         self,
         first_idx: int,
@@ -304,11 +347,14 @@ class LedgerStore:
         *,
         nodes: Sequence[tuple[int, int, bytes]],
         leaf_hashes: Sequence[bytes] | None = None,
+        intake_through: int | None = None,
     ) -> None:
         """Append ``entries`` at ``first_idx``, the checkpoint and the tree ``nodes``
         (``(level, index, hash)``, level >= 1, those the entries complete) in one
         transaction. ``leaf_hashes`` are the entries' leaf hashes when the caller has
         them already (the ledger's tree computed them); otherwise they are computed here.
+        ``intake_through``: delete, in the same transaction, the intake of every
+        interval up to this one (the entries log what it held).
 
         The rows go through the DBAPI cursor of the SQLAlchemy transaction: one
         ``executemany`` per table on SQLite, ``COPY`` on PostgreSQL (see
@@ -340,6 +386,9 @@ class LedgerStore:
                 )
             finally:
                 cursor.close()
+            if intake_through is not None:
+                table = _table(INTAKE_TABLE)
+                conn.execute(table.delete().where(table.c.interval <= intake_through))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

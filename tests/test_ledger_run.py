@@ -12,7 +12,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -204,6 +204,23 @@ def _taken(tap: MqttTap, topics: Topics, interval: int) -> set[tuple[str, str]]:
     return taken
 
 
+def _kept(db_url: str, interval: int) -> int:
+    """Messages the ledger keeps in its intake for ``interval``."""
+    store = LedgerStore(db_url)
+    try:
+        return len(store.intake(interval))
+    finally:
+        store.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``condition`` until it holds; TimeoutError after ``timeout_s``. For a state
+    in another process's database, which no event here can follow."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 (no event to wait on across processes)
+            await asyncio.sleep(0.05)
+
+
 async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_agents_resend_it(
     tmp_path: Path,
     mosquitto: BrokerAddress,
@@ -211,9 +228,11 @@ async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_ag
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Real agents; the leader has acknowledged every reading and two of the orders of
-    an interval when it is SIGKILLed, so the broker has forgotten them. The standby
-    opens the interval again; the agents send the very same bytes again (h003, whose
-    forecast was held, only its reading: its order follows when its forecast comes)."""
+    an interval when it is SIGKILLed, so the broker has forgotten them; the leader had
+    kept them in its intake. The standby opens the interval again, admitting them from
+    the intake; the agents send the very same bytes again (h003, whose forecast was
+    held, only its reading: its order follows when its forecast comes), each copy a
+    redelivery."""
     interval_s = 4  # room for the standby to take over within the grace
     async with MqttTap(mosquitto) as tap:  # both connections of each ledger pass here
         market = write_market(
@@ -257,16 +276,19 @@ async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_ag
                 )
                 reopened = forecaster.holding
                 assert reopened is not None
+                # ... and kept them in its intake (once their batch was admitted).
+                await _until(lambda: _kept(db_url, reopened) == len(everything_but), 30)
                 receipts = {
                     a: agent.audit.receipts_checked for a, agent in agents.items() if agent.audit
                 }
-                await leader.kill()  # SIGKILL: what it took but did not log is gone
+                await leader.kill()  # SIGKILL: what it took is in its intake, not in the log
                 await standby.until("leader of market")
                 summary = await standby.summary()
                 assert int(summary["interval"]) == reopened  # opened again, not skipped
                 assert (summary["orders"], summary["readings"]) == ("3", "3")
                 assert (summary["volume"], summary["rejected"]) == ("150", "0")
-                assert summary.group(0).endswith("redelivered 0")  # each copy came once
+                # The five messages came from the intake; every agent's copy is a redelivery.
+                assert summary.group(0).endswith("redelivered 5")
                 assert {a: agent.resent for a, agent in agents.items()} == {
                     "h001": 2,
                     "h002": 2,
