@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import pwd
@@ -233,6 +234,7 @@ async def ledger_run(
     operator = SigningKey.generate()
     ledger = Ledger(LedgerStore(db), market_id=MARKET, operator_key=operator)
     ledger.register({a: k.verifying for a, k in keys.items()}, interval=T0)
+    gc.freeze()  # as wattmesh ledger run does once its state is restored
     address = BrokerAddress("127.0.0.1", port)
     config = TransportConfig(address, "ledger", inbound_queue_size=len(items) + 1000)
     subscriptions = ledger_subscriptions(TOPICS)

@@ -20,11 +20,12 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from broker.bodies import BODY_TYPES
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
-from broker.messages import SignedMessage, decode_message
+from broker.messages import Header, SignedMessage, decode_message
 
 SignatureJob = tuple[bytes, bytes, bytes]
 """``(public key DER, DER signature, signed bytes)``."""
@@ -38,6 +39,7 @@ signature verified against the job's key (which has the key id the message names
 
 _R = TypeVar("_R")
 _J = TypeVar("_J")
+_W = TypeVar("_W")
 
 
 class SignatureVerifier(Protocol):
@@ -82,6 +84,43 @@ def decode_and_verify(jobs: Sequence[DecodeJob]) -> list[Checked]:
             ok = key.kid == message.header.kid and key.verify(
                 message.signature, message.signed_bytes
             )
+        results.append((message, ok))
+    return results
+
+
+Packed = MessageError | tuple[tuple[str, str, int, str, str, int, int], Any, bytes, bytes, bool]
+"""A decode job's result as a worker sends it back: plain tuples, which pickle in a
+fraction of the time of the message objects (header fields, body JSON, signature,
+signed bytes, verified)."""
+
+
+def decode_and_verify_packed(jobs: Sequence[DecodeJob]) -> list[Packed]:
+    """:func:`decode_and_verify`, the results packed for the trip back."""
+    packed: list[Packed] = []
+    for message, ok in decode_and_verify(jobs):
+        if isinstance(message, MessageError):
+            packed.append(message)
+        else:
+            h = message.header
+            fields = (h.kind, h.market, h.interval, h.agent, h.kid, h.seq, h.expires)
+            packed.append(
+                (fields, message.body.to_json(), message.signature, message.signed_bytes, ok)
+            )
+    return packed
+
+
+def unpack(packed: Sequence[Packed]) -> list[Checked]:
+    """The results :func:`decode_and_verify_packed` packed, as messages again."""
+    results: list[Checked] = []
+    for item in packed:
+        if isinstance(item, MessageError):
+            results.append((item, False))
+            continue
+        fields, body, signature, signed_bytes, ok = item
+        header = Header(*fields)
+        message = SignedMessage(
+            header, BODY_TYPES[header.kind].from_json(body), signature, signed_bytes
+        )
         results.append((message, ok))
     return results
 
@@ -153,19 +192,25 @@ class PoolVerifier:
 
     def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
         """The batch split over the workers (small ones are decoded inline); the
-        results, in order, once every part is back."""
-        return self._split(decode_and_verify, jobs)
+        results, in order, once every part is back (packed for the trip, unpacked here)."""
+        if len(jobs) < self._min_batch:
+            return _done(decode_and_verify(jobs))
+        return _all_of(self._parts(decode_and_verify_packed, jobs), unpack)
 
     def _split(
         self, work: Callable[[Sequence[_J]], list[_R]], jobs: Sequence[_J]
     ) -> Future[list[_R]]:
         if len(jobs) < self._min_batch:
             return _done(work(jobs))
+        return _all_of(self._parts(work, jobs), list)
+
+    def _parts(
+        self, work: Callable[[Sequence[_J]], list[_W]], jobs: Sequence[_J]
+    ) -> list[Future[list[_W]]]:
         step = -(-len(jobs) // self._workers)
-        parts = [
+        return [
             self._pool.submit(work, list(jobs[i : i + step])) for i in range(0, len(jobs), step)
         ]
-        return _all_of(parts)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -175,19 +220,22 @@ def _meet(barrier: threading.Barrier) -> None:
     barrier.wait(timeout=120)
 
 
-def _all_of(parts: list[Future[list[_R]]]) -> Future[list[_R]]:
-    """One future for the concatenated results of ``parts`` (or the first error)."""
+def _all_of(
+    parts: list[Future[list[_W]]], convert: Callable[[list[_W]], list[_R]]
+) -> Future[list[_R]]:
+    """One future for ``convert`` of the concatenated results of ``parts`` (or the first
+    error)."""
     combined: Future[list[_R]] = Future()
     lock = threading.Lock()
     left = [len(parts)]
 
-    def one_done(_part: Future[list[_R]]) -> None:
+    def one_done(_part: Future[list[_W]]) -> None:
         with lock:
             left[0] -= 1
             if left[0] or combined.done():
                 return
         try:
-            results = [r for part in parts for r in part.result()]
+            results = convert([r for part in parts for r in part.result()])
         except Exception as exc:  # a failed or cancelled part: handed to whoever waits
             combined.set_exception(exc)
         else:
