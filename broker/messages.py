@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from broker._validate import MAX_INT, as_object, exact_keys, get_int, get_str, schema_error
@@ -101,7 +102,7 @@ class SignedMessage:
     signature: bytes
     signed_bytes: bytes  # the RFC 8785 bytes the signature covers
 
-    @property
+    @cached_property
     def message_id(self) -> str:
         """Hex SHA-256 of the signed bytes (never of the malleable signature)."""
         return hashlib.sha256(self.signed_bytes).hexdigest()

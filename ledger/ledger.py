@@ -277,7 +277,7 @@ class Ledger:
             self._admission.refuse(exc)
             raise
         accepted = self._admission.admit(message, topic_agent, self._open, verified=None)
-        self._intake.append((topic_agent, accepted.to_wire()))
+        self._intake.append((topic_agent, payload))
         return accepted
 
     def ingest_many(
@@ -319,8 +319,8 @@ class Ledger:
         inline, so the decision is always the one :meth:`ingest` makes now."""
         results = self._admission.admit_batch(batch, self._open)
         self._intake += [
-            (agent, result.to_wire())
-            for (_payload, agent), result in zip(batch.items, results, strict=True)
+            (agent, payload)
+            for (payload, agent), result in zip(batch.items, results, strict=True)
             if isinstance(result, SignedMessage)
         ]
         return results

@@ -104,7 +104,7 @@ class MetaRow(SQLModel, table=True):
 
 class IntakeRow(SQLModel, table=True):
     """A household message accepted into the open ``interval`` and not yet logged: its
-    signed envelope (``wire``) and the household whose topic it came on."""
+    signed envelope as received (``wire``) and the household whose topic it came on."""
 
     __tablename__ = INTAKE_TABLE
 
