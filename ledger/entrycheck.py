@@ -195,6 +195,13 @@ class RowChecker:
                 return failure
         return None
 
+    def hand_over(self) -> None:
+        """Give the workers the rows queued so far, before a pause in :meth:`add`
+        (inline, they wait for :meth:`drain`)."""
+        if self._pool is not None and self._rows:
+            rows, self._rows = self._rows, []
+            self._pending.append(self._pool.submit(first_bad_row, self._market, rows))
+
     def drain(self) -> Failure | None:
         """Check everything queued; the earliest failure, or None."""
         failure = self._flush()

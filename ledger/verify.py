@@ -201,7 +201,8 @@ def verify_ledger(
 
 
 class _Walk:
-    """One pass over the log in index order, then the proof paths between checkpoints."""
+    """One pass over the log in index order, then the proof paths between checkpoints
+    (while the workers finish the rows queued last)."""
 
     def __init__(
         self,
@@ -235,6 +236,10 @@ class _Walk:
                         )
                 self.count += 1
                 self._checkpoints_due()
+        # The proof paths need only the stored tree: check them while the workers finish
+        # the queued rows, and report their outcome where it falls in the order below.
+        self.state.rows.hand_over()
+        proof_problem = self._proof_paths_problem()
         failed = self.state.rows.drain()
         if failed is not None:
             raise _Bad(*failed)
@@ -252,7 +257,8 @@ class _Walk:
         expected_nodes = self.count - self.count.bit_count()
         if self.store.node_count() != expected_nodes:
             raise _Bad(self.count, "stored tree holds nodes beyond the log")
-        self._check_proof_paths()
+        if proof_problem is not None:
+            raise proof_problem
 
     def _check_reference(self, entry: StoredEntry) -> None:
         """A checkpoint reference names the size and root a signed checkpoint had then."""
@@ -276,6 +282,14 @@ class _Walk:
                 raise _Bad(at, f"checkpoint at size {self.count} has a bad signature")
             if self.node_problem is not None:
                 raise self.node_problem
+
+    def _proof_paths_problem(self) -> Exception | None:
+        """What :meth:`_check_proof_paths` raises (a ``_Bad``, or any error), or None."""
+        try:
+            self._check_proof_paths()
+        except Exception as exc:  # raised later, in its place in the order of the checks
+            return exc
+        return None
 
     def _check_proof_paths(self) -> None:
         """Proofs from the stored tree: each checkpoint's root, the consistency proof from
