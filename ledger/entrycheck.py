@@ -33,10 +33,9 @@ from typing import Any
 
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
-from broker.messages import SignedMessage
 from ledger.accounts import Posting, UnbalancedPosting
 from ledger.entries import EntryKind, parse_flag, parse_revision
-from ledger.logged import decode_logged
+from ledger.logged import PlainHeader, decode_logged, plain_header
 
 CHUNK = 1000
 """Rows per hand-off to a worker (about 0.1 s of work)."""
@@ -87,38 +86,42 @@ def _entry_object(row: Row) -> dict[str, Any] | str:
     return obj
 
 
-def _decode_message(row: Row) -> SignedMessage | str:
+def _decode_message(kind: str, data: bytes) -> tuple[PlainHeader, bytes, bytes] | str:
     """A reading or order in the layout the log writes, ``{"kind":K,"sig":S,"signed":M}``
-    with M the canonical signed bytes (the walk has checked the layout), decoded; or the
-    problem with it."""
-    kind, data = row[1], row[5]
+    (the walk has checked the layout): the header fields, signature and signed bytes M
+    (decoded at a glance when M is plain, see :mod:`ledger.logged`); or the problem."""
     head = len(kind) + 18  # {"kind":"<kind>","sig":"
     cut = data.find(_SIGNED_SEP, head)
     try:
         signature = base64.b64decode(data[head:cut], validate=True)
     except (binascii.Error, ValueError):
         return "stored message's sig is not base64"
-    try:
-        return decode_logged(kind, data[cut + len(_SIGNED_SEP) : -1], signature)
-    except MessageError as exc:
-        return f"stored message does not decode: {exc}"
+    signed = data[cut + len(_SIGNED_SEP) : -1]
+    fields = plain_header(kind, signed)
+    if fields is None:
+        try:
+            h = decode_logged(kind, signed, signature).header
+        except MessageError as exc:
+            return f"stored message does not decode: {exc}"
+        fields = h.market, h.interval, h.agent, h.kid, h.seq
+    return fields, signature, signed
 
 
 def _check_message(market: str, row: Row) -> str | None:
     """Columns, market and interval, key id and signature of a logged message."""
-    message = _decode_message(row)
-    if isinstance(message, str):
-        return message
-    _idx, _kind, agent, agent_seq, interval, _data, der = row
-    header = message.header
-    if header.agent != agent or header.seq != agent_seq:
+    _idx, kind, agent, agent_seq, interval, data, der = row
+    decoded = _decode_message(kind, data)
+    if isinstance(decoded, str):
+        return decoded
+    (signed_market, signed_interval, signed_agent, kid, seq), signature, signed = decoded
+    if signed_agent != agent or seq != agent_seq:
         return "entry columns do not match the signed message"
-    if header.market != market or header.interval != interval:
+    if signed_market != market or signed_interval != interval:
         return "signed message belongs to another market or interval"
     key = None if der is None else _key(der)  # the walk hands messages with a key only
-    if key is None or key.kid != header.kid:
+    if key is None or key.kid != kid:
         return "signature check failed: message names another key id"
-    if not key.verify(message.signature, message.signed_bytes):
+    if not key.verify(signature, signed):
         return "signature check failed: signature does not verify"
     return None
 
