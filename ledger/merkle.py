@@ -87,6 +87,8 @@ def _require_hash(value: object, what: str) -> None:
 
 
 def _require_hashes(hashes: Sequence[bytes]) -> None:
+    if set(map(type, hashes)) <= {bytes} and set(map(len, hashes)) <= {HASH_SIZE}:
+        return  # the common case, in C; else find the first that is not a hash
     for position, value in enumerate(hashes):
         if not _is_hash(value):
             raise ValueError(f"leaf hash at position {position} is not a {HASH_SIZE}-byte hash")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from broker.errors import RejectReason
 from broker.keys import VerifyingKey
@@ -23,6 +25,7 @@ from ledger.entrycheck import RowChecker
 from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.proofs import (
+    NodeRef,
     consistency_proof_from_source,
     inclusion_proof_from_source,
     root_from_source,
@@ -54,48 +57,43 @@ class _Bad(Exception):
         self.problem = problem
 
 
-def _check_entry(entry: StoredEntry, expected_idx: int, state: _State) -> None:
-    """What depends on the log's order here; the rest goes to ``state.rows``."""
-    idx = entry.idx
-    if idx != expected_idx:
-        what = "missing" if idx > expected_idx else "duplicated"
-        raise _Bad(expected_idx, f"entry {expected_idx} is {what}")
-    if leaf_hash(entry.data) != entry.leaf_hash:
-        raise _Bad(idx, "stored leaf hash does not match the entry's data")
-    kind = entry.kind
-    if kind in _MESSAGE_KINDS:
-        _check_message(entry, state)
-    elif kind in _ORDERED_KINDS:
-        _check_ordered(entry, state)
-    else:
-        _add(state, entry, None)
-
-
 def _add(state: _State, entry: StoredEntry, der: bytes | None) -> None:
-    row = (entry.idx, entry.kind, entry.agent, entry.agent_seq, entry.interval, entry.data, der)
-    failed = state.rows.add(row)
+    idx, interval, kind, agent, agent_seq, data, _leaf_hash = entry
+    failed = state.rows.add((idx, kind, agent, agent_seq, interval, data, der))
     if failed is not None:
         raise _Bad(*failed)
 
 
 def _check_ordered(entry: StoredEntry, state: _State) -> None:
     """Key entries and trades: they change or consult the walk's state."""
-    idx = entry.idx
+    idx, _interval, kind, agent, _agent_seq, data, _leaf_hash = entry
     try:
-        obj = json.loads(entry.data)
+        obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Bad(idx, "entry data is not JSON") from exc
-    if not isinstance(obj, dict) or obj.get("kind") != entry.kind:
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise _Bad(idx, "entry kind does not match its data")
-    if entry.kind == EntryKind.TRADE:
+    if kind == EntryKind.TRADE:
         for ref in (obj.get("buy_order"), obj.get("sell_order")):
             if ref not in state.order_ids:
                 raise _Bad(idx, f"trade refers to an order that is not in the log: {ref}")
-    elif entry.kind in KEY_KINDS:
+    elif kind in KEY_KINDS:
         try:
-            state.keys.apply(entry.kind, entry.agent, obj, at=idx)
+            state.keys.apply(kind, agent, obj, at=idx)
         except KeyLogError as exc:
             raise _Bad(idx, str(exc)) from exc
+
+
+def _node_problem(nodes: list[tuple[int, int, bytes]], stored: dict[NodeRef, bytes]) -> _Bad | None:
+    """The first of the tree ``nodes`` (in the order the entries completed them) that
+    ``stored`` lacks or holds otherwise, as the problem of the entry that completed it."""
+    get = stored.get
+    for level, index, h in nodes:
+        if get((level, index)) != h:
+            what = "is missing" if (level, index) not in stored else "does not match"
+            last_leaf = ((index + 1) << level) - 1
+            return _Bad(last_leaf, f"stored tree node ({level}, {index}) {what} the entries")
+    return None
 
 
 @dataclass
@@ -112,25 +110,28 @@ _MESSAGE_KINDS = frozenset({EntryKind.READING, EntryKind.ORDER})
 _ORDERED_KINDS = KEY_KINDS | {EntryKind.TRADE, EntryKind.CHECKPOINT_REF}
 
 
+_MESSAGE_PREFIXES = {kind: b'{"kind":"' + kind.encode() + b'","sig":"' for kind in _MESSAGE_KINDS}
+
+
 def _check_message(entry: StoredEntry, state: _State) -> None:
     """A reading or order: the exact layout ``message_entry`` writes and the key valid
     for its agent here; the rest (a canonical signed envelope whose header matches the
     columns, signed by that key) is checked by :mod:`ledger.entrycheck`."""
-    data, idx = entry.data, entry.idx
-    prefix = b'{"kind":"' + entry.kind.encode() + b'","sig":"'
+    idx, kind, data = entry[0], entry[2], entry[5]
+    prefix = _MESSAGE_PREFIXES[kind]
     cut = data.find(_SIGNED_SEP, len(prefix))
     if not data.startswith(prefix) or cut < 0 or not data.endswith(b"}"):
         raise _Bad(idx, "stored message is not in the log's message layout")
-    signed = data[cut + len(_SIGNED_SEP) : -1]
-    agent = str(entry.agent)
+    agent = str(entry[3])
     keys = state.keys
     der = keys.valid_der.get(agent)
     if der is None or agent in keys.retired_agents:
-        _check_kid_valid(idx, agent, signed, keys)
+        _check_kid_valid(idx, agent, data[cut + len(_SIGNED_SEP) : -1], keys)
     if der is None:
         raise _Bad(idx, f"no registered key for {agent} before this entry")
     _add(state, entry, der)
-    if entry.kind == EntryKind.ORDER:
+    if kind == EntryKind.ORDER:
+        signed = memoryview(data)[cut + len(_SIGNED_SEP) : -1]
         state.order_ids.add(hashlib.sha256(signed).hexdigest())
 
 
@@ -201,7 +202,8 @@ def verify_ledger(
 
 
 class _Walk:
-    """One pass over the log in index order, then the proof paths between checkpoints."""
+    """One pass over the log in index order, then the proof paths between checkpoints
+    (while the workers finish the rows queued last)."""
 
     def __init__(
         self,
@@ -214,6 +216,7 @@ class _Walk:
         self.store, self.origin, self.key, self.state = store, origin, key, state
         self.checkpoints = checkpoints
         self.checkpoint_sizes = {cp.tree_size for cp in checkpoints}
+        self.sorted_sizes = sorted(self.checkpoint_sizes)
         self.pending = list(reversed(checkpoints))
         self.tree = CompactRange()
         self.count = 0
@@ -223,18 +226,12 @@ class _Walk:
         self._checkpoints_due()
         for batch in self.store.iter_stored_batches():
             stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
-            for entry in batch:
-                _check_entry(entry, self.count, self.state)
-                if entry.kind == EntryKind.CHECKPOINT_REF:
-                    self._check_reference(entry)
-                for level, index, h in self.tree.append_leaf_hash_nodes(entry.leaf_hash):
-                    if stored.get((level, index)) != h and self.node_problem is None:
-                        what = "is missing" if (level, index) not in stored else "does not match"
-                        self.node_problem = _Bad(
-                            entry.idx, f"stored tree node ({level}, {index}) {what} the entries"
-                        )
-                self.count += 1
-                self._checkpoints_due()
+            for lo, hi in self._segments(batch):
+                self._walk_segment(batch[lo:hi], stored)
+        # The proof paths need only the stored tree: check them while the workers finish
+        # the queued rows, and report their outcome where it falls in the order below.
+        self.state.rows.hand_over()
+        proof_problem = self._proof_paths_problem()
         failed = self.state.rows.drain()
         if failed is not None:
             raise _Bad(*failed)
@@ -252,19 +249,68 @@ class _Walk:
         expected_nodes = self.count - self.count.bit_count()
         if self.store.node_count() != expected_nodes:
             raise _Bad(self.count, "stored tree holds nodes beyond the log")
-        self._check_proof_paths()
+        if proof_problem is not None:
+            raise proof_problem
+
+    def _segments(self, batch: list[StoredEntry]) -> list[tuple[int, int]]:
+        """``batch`` (entries from ``self.count`` on) cut into ``(lo, hi)`` ranges at every
+        checkpoint size (there the root is checked) and before every checkpoint
+        reference (which names the root before it)."""
+        start, end = self.count, self.count + len(batch)
+        sizes = self.sorted_sizes
+        inside = sizes[bisect_right(sizes, start) : bisect_left(sizes, end)]
+        cuts = {size - start for size in inside}
+        ref = EntryKind.CHECKPOINT_REF
+        cuts.update(k for k, entry in enumerate(batch) if entry[2] == ref and k)
+        bounds = [0, *sorted(cuts), len(batch)]
+        return list(pairwise(bounds))
+
+    def _walk_segment(self, segment: list[StoredEntry], stored: dict[NodeRef, bytes]) -> None:
+        """Check what depends on the log's order in ``segment`` (the entries from
+        ``self.count`` on, holding no checkpoint size inside it and a checkpoint reference
+        first or nowhere; the rest goes to ``state.rows``), grow the tree by it, compare
+        the nodes it completes with ``stored`` and check the checkpoints due. As entry by
+        entry: when an entry fails, the walk holds exactly the entries before it."""
+        start, state = self.count, self.state
+        expected = start
+        try:
+            for expected, entry in enumerate(segment, start):
+                idx = entry[0]
+                if idx != expected:
+                    what = "missing" if idx > expected else "duplicated"
+                    raise _Bad(expected, f"entry {expected} is {what}")
+                if leaf_hash(entry[5]) != entry[6]:
+                    raise _Bad(idx, "stored leaf hash does not match the entry's data")
+                kind = entry[2]
+                if kind in _MESSAGE_KINDS:
+                    _check_message(entry, state)
+                elif kind in _ORDERED_KINDS:
+                    _check_ordered(entry, state)
+                    if kind == EntryKind.CHECKPOINT_REF:
+                        self._check_reference(entry)
+                else:
+                    _add(state, entry, None)
+        except _Bad:
+            self.count = expected
+            self.tree.extend_nodes([entry[6] for entry in segment[: expected - start]])
+            raise
+        nodes = self.tree.extend_nodes([entry[6] for entry in segment])
+        if self.node_problem is None:
+            self.node_problem = _node_problem(nodes, stored)
+        self.count = start + len(segment)
+        self._checkpoints_due()
 
     def _check_reference(self, entry: StoredEntry) -> None:
-        """A checkpoint reference names the size and root a signed checkpoint had then."""
-        obj = json.loads(entry.data)
-        if set(obj) != {"kind", "interval", "tree_size", "root"} or obj["interval"] != (
-            entry.interval
-        ):
-            raise _Bad(entry.idx, "checkpoint reference is malformed")
-        if obj["tree_size"] != entry.idx or obj["root"] != self.tree.root().hex():
-            raise _Bad(entry.idx, "checkpoint reference does not name the log before it")
-        if entry.idx not in self.checkpoint_sizes:
-            raise _Bad(entry.idx, f"no signed checkpoint at size {entry.idx} to refer to")
+        """A checkpoint reference names the size and root a signed checkpoint had then
+        (it comes first in its segment, so the tree is the log before it)."""
+        idx, interval, data = entry[0], entry[1], entry[5]
+        obj = json.loads(data)
+        if set(obj) != {"kind", "interval", "tree_size", "root"} or obj["interval"] != interval:
+            raise _Bad(idx, "checkpoint reference is malformed")
+        if obj["tree_size"] != idx or obj["root"] != self.tree.root().hex():
+            raise _Bad(idx, "checkpoint reference does not name the log before it")
+        if idx not in self.checkpoint_sizes:
+            raise _Bad(idx, f"no signed checkpoint at size {idx} to refer to")
 
     def _checkpoints_due(self) -> None:
         while self.pending and self.pending[-1].tree_size == self.count:
@@ -276,6 +322,14 @@ class _Walk:
                 raise _Bad(at, f"checkpoint at size {self.count} has a bad signature")
             if self.node_problem is not None:
                 raise self.node_problem
+
+    def _proof_paths_problem(self) -> Exception | None:
+        """What :meth:`_check_proof_paths` raises (a ``_Bad``, or any error), or None."""
+        try:
+            self._check_proof_paths()
+        except Exception as exc:  # raised later, in its place in the order of the checks
+            return exc
+        return None
 
     def _check_proof_paths(self) -> None:
         """Proofs from the stored tree: each checkpoint's root, the consistency proof from

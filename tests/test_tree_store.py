@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.keys import SigningKey
+from ledger import verify
 from ledger.entries import NewEntry
 from ledger.ledger import Ledger
 from ledger.merkle import (
@@ -210,4 +211,42 @@ def test_parallel_signature_checks_name_the_same_first_bad_entry(ledger: Ledger)
     assert not inline.ok and not parallel.ok
     assert inline.first_bad_entry == parallel.first_bad_entry == target.idx
     assert parallel.problem == "signature check failed: signature does not verify"
+    ledger.store.close()
+
+
+def _move_a_posting(ledger: Ledger) -> int:
+    """A posting's agent column no longer names its household: only the posting's row
+    check sees that (the column is outside the leaf hash)."""
+    posting = next(e for e in ledger.store.iter_entries() if e.kind == "posting")
+    _admin(ledger, "UPDATE log_entry SET agent='h009' WHERE idx=:i", i=posting.idx)
+    return posting.idx
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["inline", "2-workers"])
+def test_a_proof_path_failure_is_reported_after_the_checks_before_it(
+    ledger: Ledger, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proof paths are checked while the workers finish (no stored tree here fails
+    them once its nodes all match, so the failure is injected): their failure or error
+    is reported only when every check that comes before them holds."""
+
+    def failing(walk: verify._Walk) -> None:
+        raise verify._Bad(1, "stored tree gives another root at size 2")
+
+    def erring(walk: verify._Walk) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(verify._Walk, "_check_proof_paths", failing)
+    report = verify_ledger(ledger.store, workers=workers)
+    assert (report.ok, report.first_bad_entry) == (False, 1)
+    assert report.problem == "stored tree gives another root at size 2"
+    monkeypatch.setattr(verify._Walk, "_check_proof_paths", erring)
+    with pytest.raises(RuntimeError, match="went away"):
+        verify_ledger(ledger.store, workers=workers)
+    bad = _move_a_posting(ledger)  # a row check fails (on the workers, with 2)
+    for check in (failing, erring):
+        monkeypatch.setattr(verify._Walk, "_check_proof_paths", check)
+        report = verify_ledger(ledger.store, workers=workers)
+        assert not report.ok and report.first_bad_entry == bad
+        assert report.problem == "posting columns do not match its data"
     ledger.store.close()
