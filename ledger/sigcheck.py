@@ -1,11 +1,10 @@
 """Batch decoding and signature checks for the ledger's ingest, inline or on a process
 pool.
 
-Two kinds of job: a signature job ``(key DER, DER signature, signed bytes)`` gets one
-bool, and a decode job ``(payload, key DER or None)`` gets the decoded message (or the
+A decode job ``(payload, key DER or None)`` gets the decoded message (or the
 MessageError saying why it does not decode) and whether its signature verified against
-that key (:func:`decode_and_verify`; what the ingest pipeline sends, so that the
-ledger's process neither parses nor verifies). ``cryptography`` holds the GIL while it
+that key (:func:`decode_and_verify`), so that the ledger's process neither parses nor
+verifies. ``cryptography`` holds the GIL while it
 verifies, so only processes help: :class:`PoolVerifier` splits a batch into one chunk
 per worker (``spawn`` context, nothing of the parent is inherited; keys are parsed once
 per worker and cached). The ledger's state is never touched here: the checks that depend
@@ -27,9 +26,6 @@ from broker.errors import MessageError
 from broker.keys import VerifyingKey
 from broker.messages import Header, SignedMessage, decode_message
 
-SignatureJob = tuple[bytes, bytes, bytes]
-"""``(public key DER, DER signature, signed bytes)``."""
-
 DecodeJob = tuple[bytes, bytes | None]
 """``(payload, DER of the key to check its signature against, or None)``."""
 
@@ -38,20 +34,10 @@ Checked = tuple[SignedMessage | MessageError, bool]
 signature verified against the job's key (which has the key id the message names)."""
 
 _R = TypeVar("_R")
-_J = TypeVar("_J")
 _W = TypeVar("_W")
 
 
 class SignatureVerifier(Protocol):
-    def verify_all(self, jobs: Sequence[SignatureJob]) -> list[bool]:
-        """One verdict per job, in order: True when the signature verifies."""
-        ...
-
-    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
-        """:meth:`verify_all` started now, its verdicts in the future (which may
-        already be done), so the caller can prepare the next jobs meanwhile."""
-        ...
-
     def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
         """:func:`decode_and_verify` of ``jobs``, started now; one result per job, in
         order, in the future (which may already be done)."""
@@ -61,11 +47,6 @@ class SignatureVerifier(Protocol):
 @lru_cache(maxsize=65_536)
 def _key(der: bytes) -> VerifyingKey:
     return VerifyingKey.from_der(der)
-
-
-def verify_jobs(jobs: Sequence[SignatureJob]) -> list[bool]:
-    """Check each job in this process."""
-    return [_key(der).verify(sig, data) for der, sig, data in jobs]
 
 
 def decode_and_verify(jobs: Sequence[DecodeJob]) -> list[Checked]:
@@ -134,12 +115,6 @@ def _done(result: _R) -> Future[_R]:
 class InlineVerifier:
     """Checks every signature in the calling process."""
 
-    def verify_all(self, jobs: Sequence[SignatureJob]) -> list[bool]:
-        return verify_jobs(jobs)
-
-    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
-        return _done(verify_jobs(jobs))
-
     def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
         return _done(decode_and_verify(jobs))
 
@@ -175,42 +150,17 @@ class PoolVerifier:
             barrier = manager.Barrier(self._workers)
             list(self._pool.map(_meet, [barrier] * self._workers))
 
-    def verify_all(self, jobs: Sequence[SignatureJob]) -> list[bool]:
-        if len(jobs) < self._min_batch:
-            return verify_jobs(jobs)
-        step = -(-len(jobs) // self._workers)
-        chunks = [list(jobs[i : i + step]) for i in range(0, len(jobs), step)]
-        verdicts: list[bool] = []
-        for part in self._pool.map(verify_jobs, chunks):
-            verdicts += part
-        return verdicts
-
-    def submit(self, jobs: Sequence[SignatureJob]) -> Future[list[bool]]:
-        """The batch split over the workers (small ones are checked inline); the
-        verdicts, in order, once every part is back."""
-        return self._split(verify_jobs, jobs)
-
     def submit_decode(self, jobs: Sequence[DecodeJob]) -> Future[list[Checked]]:
         """The batch split over the workers (small ones are decoded inline); the
         results, in order, once every part is back (packed for the trip, unpacked here)."""
         if len(jobs) < self._min_batch:
             return _done(decode_and_verify(jobs))
-        return _all_of(self._parts(decode_and_verify_packed, jobs), unpack)
-
-    def _split(
-        self, work: Callable[[Sequence[_J]], list[_R]], jobs: Sequence[_J]
-    ) -> Future[list[_R]]:
-        if len(jobs) < self._min_batch:
-            return _done(work(jobs))
-        return _all_of(self._parts(work, jobs), list)
-
-    def _parts(
-        self, work: Callable[[Sequence[_J]], list[_W]], jobs: Sequence[_J]
-    ) -> list[Future[list[_W]]]:
         step = -(-len(jobs) // self._workers)
-        return [
-            self._pool.submit(work, list(jobs[i : i + step])) for i in range(0, len(jobs), step)
+        parts = [
+            self._pool.submit(decode_and_verify_packed, list(jobs[i : i + step]))
+            for i in range(0, len(jobs), step)
         ]
+        return _all_of(parts, unpack)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
