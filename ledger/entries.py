@@ -194,21 +194,25 @@ class LoggedRevision:
     tariff: GridTariff
 
 
+SETTLEMENT_FIELDS = (
+    "import_wh",
+    "export_wh",
+    "bought_wh",
+    "sold_wh",
+    "grid_buy_wh",
+    "grid_sell_wh",
+    "p2p_cost_micro",
+    "grid_cost_micro",
+    "grid_only_cost_micro",
+)
+"""The integer fields of a logged settlement after agent and interval, in
+:class:`ledger.settlement.Settlement`'s order."""
+
+
 def parse_revision(obj: dict[str, Any]) -> LoggedRevision:
     """Read a logged ``settlement`` or ``correction``; KeyError/ValueError when malformed."""
-    fields = (
-        "import_wh",
-        "export_wh",
-        "bought_wh",
-        "sold_wh",
-        "grid_buy_wh",
-        "grid_sell_wh",
-        "p2p_cost_micro",
-        "grid_cost_micro",
-        "grid_only_cost_micro",
-    )
     settlement = Settlement(
-        str(obj["agent"]), int(obj["interval"]), *(int(obj[name]) for name in fields)
+        str(obj["agent"]), int(obj["interval"]), *(int(obj[name]) for name in SETTLEMENT_FIELDS)
     )
     fee = int(obj.get("network_fee_micro", 0))  # absent when 0 (see Settlement.to_json)
     if fee:

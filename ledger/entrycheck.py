@@ -34,7 +34,7 @@ from typing import Any
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
 from ledger.accounts import Cause, Posting, UnbalancedPosting
-from ledger.entries import EntryKind, parse_flag, parse_revision
+from ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
 from ledger.logged import PlainHeader, decode_logged, plain_header
 from ledger.settlement import Basis, FlagReason
 
@@ -168,15 +168,7 @@ def _check_posting(row: Row, obj: dict[str, Any]) -> str | None:
 _REVISION_INTS = (
     "interval",
     "end_interval",
-    "import_wh",
-    "export_wh",
-    "bought_wh",
-    "sold_wh",
-    "grid_buy_wh",
-    "grid_sell_wh",
-    "p2p_cost_micro",
-    "grid_cost_micro",
-    "grid_only_cost_micro",
+    *SETTLEMENT_FIELDS,
     "retail_micro_per_kwh",
     "feed_in_micro_per_kwh",
 )
