@@ -5,7 +5,10 @@ state, in this order: kind, market, topic, key and signature (unless a batch che
 with this very key already), redelivery, replay, timing (late, wrong interval, expired;
 backfilled readings for estimated intervals are let in), then one order or reading per
 household and interval. It counts every rejection by its reason and every redelivery,
-and keeps the last sequence number and the message id per (household, seq). Accepted
+and keeps the last sequence number per household. A message whose seq is not above it
+is a redelivery when a message with that seq and the same message id was accepted: the
+ids accepted in the open and the last closed interval are kept here, older ones are
+asked of the log (``logged_id``), so memory stays bounded by two intervals. Accepted
 messages go into the :class:`OpenInterval`, which the interval state machine
 (:class:`ledger.ledger.Ledger`) opens and closes.
 
@@ -18,8 +21,9 @@ then applies every other check here, in arrival order, exactly as one by one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from broker.errors import MessageError, RejectReason
 from broker.keys import VerifyingKey
@@ -64,23 +68,53 @@ class Admission:
 
     ``awaits(agent, interval)`` says whether a late reading of ``agent`` for the closed
     ``interval`` would fill a gap an estimate stands in for (the ledger's metering).
+    ``logged_id(agent, seq)``: the message id of the logged message of ``agent`` with
+    that seq, or None (asked only for a seq at or below the agent's last one that is not
+    among the ids kept here).
     """
 
     def __init__(
-        self, market_id: str, keyring: KeyRing, awaits: Callable[[str, int], bool]
+        self,
+        market_id: str,
+        keyring: KeyRing,
+        awaits: Callable[[str, int], bool],
+        logged_id: Callable[[str, int], str | None],
     ) -> None:
         self.market_id = market_id
         self._keyring = keyring
         self._awaits = awaits
+        self._logged_id = logged_id
         self.rejections: Counter[RejectReason] = Counter()
         self.redeliveries = 0  # messages received again after being accepted
         self._last_seq: dict[str, int] = {}
-        self._seen: dict[tuple[str, int], str] = {}
+        # (agent, seq) -> message id of what was accepted since the last close, and in
+        # the interval before it; older ones are in the log.
+        self._recent: dict[tuple[str, int], str] = {}
+        self._older: dict[tuple[str, int], str] = {}
 
-    def restore(self, agent: str, seq: int, message_id: str) -> None:
-        """Replay one logged household message (after a restart)."""
+    @property
+    def last_seqs(self) -> Mapping[str, int]:
+        """The highest seq accepted of each household."""
+        return MappingProxyType(self._last_seq)
+
+    @property
+    def kept_ids(self) -> int:
+        """How many message ids are held in memory (those of at most two intervals)."""
+        return len(self._recent) + len(self._older)
+
+    def restore_seq(self, agent: str, seq: int) -> None:
+        """Replay one logged household message's seq (after a restart)."""
         self._last_seq[agent] = max(self._last_seq.get(agent, 0), seq)
-        self._seen[(agent, seq)] = message_id
+
+    def interval_closed(self) -> None:
+        """The open interval is logged: its ids move to the older generation, and those
+        of the interval before are left to the log."""
+        self._older, self._recent = self._recent, {}
+
+    def _seen_id(self, agent: str, seq: int) -> str | None:
+        key = (agent, seq)
+        found = self._recent.get(key) or self._older.get(key)
+        return self._logged_id(agent, seq) if found is None else found
 
     def refuse(self, error: MessageError) -> MessageError:
         """Count a message refused before it reached :meth:`admit` (e.g. undecodable)."""
@@ -132,7 +166,7 @@ class Admission:
         op.accept(message)
         agent = message.header.agent
         self._last_seq[agent] = max(self._last_seq.get(agent, 0), message.header.seq)
-        self._seen[(agent, message.header.seq)] = message.message_id
+        self._recent[(agent, message.header.seq)] = message.message_id
         return message
 
     def _check(
@@ -172,13 +206,16 @@ class Admission:
         key = self._keyring.key_for(header.agent, header.kid)
         if verified is not key:  # a batch may have checked it already
             message.verify(key)
-        seen = self._seen.get((header.agent, header.seq))
-        if seen == message.message_id:
-            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
-        if header.seq <= self._last_seq.get(header.agent, 0) and (
-            seen is not None or not self._is_backfill(message, op)
-        ):
-            raise MessageError(RejectReason.REPLAY, f"seq {header.seq} is not above the last one")
+        if header.seq <= self._last_seq.get(header.agent, 0):
+            seen = self._seen_id(header.agent, header.seq)
+            if seen == message.message_id:
+                raise RedeliveredError(
+                    RejectReason.DUPLICATE, f"seq {header.seq} was accepted already"
+                )
+            if seen is not None or not self._is_backfill(message, op):
+                raise MessageError(
+                    RejectReason.REPLAY, f"seq {header.seq} is not above the last one"
+                )
 
     def _is_backfill(self, message: SignedMessage, op: OpenInterval | None) -> bool:
         """A reading for a closed interval that fills a gap an estimate stands in for."""

@@ -171,6 +171,39 @@ class KeyRing:
             del self.valid_der[agent]
             del self._valid[agent]
 
+    # --- snapshots (ledger.snapshot) -----------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The ring as JSON values: each agent's current key (base64 DER), the agents
+        without a valid key, and the retired keys, in a canonical order."""
+        return {
+            "current": {
+                a: base64.b64encode(k.der()).decode("ascii")
+                for a, k in sorted(self.current.items())
+            },
+            "invalid": sorted(set(self.current) - set(self.valid_der)),
+            "retired": [
+                [agent, kid, gone.kind.value, gone.at, gone.reason]
+                for (agent, kid), gone in sorted(self.retired.items())
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> KeyRing:
+        """The ring :meth:`to_state` describes."""
+        ring = cls()
+        invalid = set(state["invalid"])
+        for agent, text in state["current"].items():
+            der = base64.b64decode(text, validate=True)
+            key = ring.current[agent] = VerifyingKey.from_der(der)
+            if agent not in invalid:
+                ring.valid_der[agent] = der
+                ring._valid[agent] = key
+        for agent, kid, kind, at, reason in state["retired"]:
+            ring.retired[(agent, kid)] = Retired(RejectReason(kind), at, reason)
+            ring.retired_agents.add(agent)
+        return ring
+
     # --- checking messages -------------------------------------------------------------
 
     def key_for(self, agent: str, kid: str) -> VerifyingKey:

@@ -1,8 +1,9 @@
 """The ledger's core: the interval state machine over the verifiable log.
 
 Open an interval, accept signed messages into it (the checks are
-:mod:`ledger.admission`'s), close it (clear, settle, log, checkpoint), and rebuild the
-state from the log after a restart. No network here: the MQTT adapter
+:mod:`ledger.admission`'s), close it (clear, settle, log, checkpoint, and a snapshot of the
+state after it), and rebuild the state after a restart (:mod:`ledger.restore`: from the
+latest snapshot and the entries after it). No network here: the MQTT adapter
 (:mod:`ledger.service`) feeds payloads in and publishes what comes out. The only I/O is
 the store: the log, written once per interval in one transaction together with the
 signed checkpoint, and the intake, where :meth:`Ledger.flush_intake` keeps what the
@@ -15,8 +16,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from broker.errors import ConfigError, MessageError, RejectReason
@@ -25,9 +26,9 @@ from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_messag
 from ledger.accounts import Posting
 from ledger.admission import Admission, OpenInterval, RedeliveredError
 from ledger.batch import DecodeJobs, PreparedBatch, prepared
-from ledger.booking import book, replay
+from ledger.booking import book
 from ledger.checkpoint import origin_for, sign_checkpoint
-from ledger.clearing import ClearingResult, Fill, GridTariff, Order
+from ledger.clearing import ClearingResult, GridTariff, Order
 from ledger.entries import (
     EntryKind,
     NewEntry,
@@ -37,13 +38,15 @@ from ledger.entries import (
     trade_entry,
 )
 from ledger.gcpause import gc_paused
-from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
+from ledger.keyring import KeyLogError
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
-from ledger.settlement import Registers, Settlement
+from ledger.restore import logged_message, registers_of, restore_state
+from ledger.settlement import Settlement
 from ledger.sigcheck import InlineVerifier, SignatureVerifier
+from ledger.snapshot import LedgerState, encode_snapshot
 from ledger.store import Checkpoint, LedgerStore
 from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
@@ -101,16 +104,21 @@ class Ledger:
         store.set_meta_once(META_ORIGIN, self.origin)
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
         store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
-        self._keyring = KeyRing()
-        self._admission = Admission(market_id, self._keyring, self._awaits_backfill)
-        self._tree = CompactRange()
-        self._metering = Metering(metering)
-        self._last_interval: int | None = None
-        self._last_tariff: GridTariff | None = None
-        self._last_fills: tuple[Fill, ...] = ()
+        # After a restart, the state the log holds (ledger.restore; from a snapshot).
+        restored = restore_state(store, metering)
+        self._keyring = restored.keyring
+        self._admission = Admission(
+            market_id, self._keyring, self._awaits_backfill, self._logged_message_id
+        )
+        for agent, seq in restored.last_seqs.items():
+            self._admission.restore_seq(agent, seq)
+        self._tree = restored.tree
+        self._metering = restored.metering
+        self._last_interval = restored.last_interval
+        self._last_tariff = restored.last_tariff
+        self._last_fills = restored.last_fills
         self._open: OpenInterval | None = None
         self._intake: list[tuple[str | None, bytes]] = []  # accepted, not yet kept
-        self._restore()
 
     # --- state -----------------------------------------------------------------------
 
@@ -123,6 +131,12 @@ class Ledger:
     def redeliveries(self) -> int:
         """Messages received again after being accepted (not rejections)."""
         return self._admission.redeliveries
+
+    @property
+    def kept_message_ids(self) -> int:
+        """Message ids held in memory to tell redeliveries from replays (at most those
+        of the open and the last closed interval; older ones are read from the log)."""
+        return self._admission.kept_ids
 
     @property
     def size(self) -> int:
@@ -153,43 +167,29 @@ class Ledger:
     def last_closed_interval(self) -> int | None:
         return self._last_interval
 
-    def _restore(self) -> None:
-        """Rebuild the in-memory state from the log (after a restart)."""
-        latest = 0
-        for entry in self.store.iter_entries():
-            self._tree.append_leaf_hash(entry.leaf_hash)
-            obj = json.loads(entry.data)
-            if entry.kind in KEY_KINDS:
-                self._keyring.apply(entry.kind, entry.agent, obj, at=entry.idx)
-            elif entry.kind in (EntryKind.READING, EntryKind.ORDER):
-                agent, seq = str(entry.agent), int(entry.agent_seq or 0)
-                message = decode_message(
-                    json.dumps({"signed": obj["signed"], "sig": obj["sig"]}).encode()
-                )
-                self._admission.restore(agent, seq, message.message_id)
-                if isinstance(message.body, ReadingBody):
-                    self._metering.restore_reading(agent, entry.interval, _registers(message.body))
-            elif entry.kind == EntryKind.CLEARING:
-                if entry.interval != self._last_interval:
-                    self._last_fills = ()
-                self._last_interval = entry.interval
-                self._last_tariff = GridTariff(
-                    obj["retail_micro_per_kwh"], obj["feed_in_micro_per_kwh"]
-                )
-            elif entry.kind == EntryKind.TRADE:
-                self._last_fills += (
-                    Fill(
-                        obj["buyer"],
-                        obj["seller"],
-                        obj["quantity_wh"],
-                        obj["price_micro_per_kwh"],
-                        obj["buy_order"],
-                        obj["sell_order"],
-                    ),
-                )
-            replay(self._metering, entry.kind, obj)
-            latest = max(latest, entry.interval)
-        self._metering.prune(latest)
+    def state(self) -> LedgerState:
+        """The in-memory state between intervals (what a snapshot holds)."""
+        if self._open is not None:
+            raise RuntimeError("the state is taken between intervals")
+        return self._state(self._tree, self._metering)
+
+    def _state(self, tree: CompactRange, metering: Metering) -> LedgerState:
+        return LedgerState(
+            tree,
+            self._keyring,
+            self._admission.last_seqs,
+            metering,
+            self._last_interval,
+            self._last_tariff,
+            self._last_fills,
+        )
+
+    def _logged_message_id(self, agent: str, seq: int) -> str | None:
+        """The message id of the logged message of ``agent`` with ``seq``, or None."""
+        entry = self.store.message_entry(agent, seq)
+        if entry is None or entry.kind not in (EntryKind.READING, EntryKind.ORDER):
+            return None
+        return logged_message(json.loads(entry.data)).message_id
 
     # --- registration ----------------------------------------------------------------
 
@@ -379,13 +379,24 @@ class Ledger:
         revisions, flags, postings, settled = self._settle(metering, op, readings, late)
         entries += settled
         settlements = [r.after for r in revisions if r.before is None]
-        checkpoint = self._append(entries, op.interval, intake_through=op.interval)
+        after = (op.interval, op.tariff, clearing.fills) if op.trading else None
+
+        def snapshot(tree: CompactRange) -> bytes:
+            state = self._state(tree, metering)
+            if after is not None:
+                state = replace(
+                    state, last_interval=after[0], last_tariff=after[1], last_fills=after[2]
+                )
+            return encode_snapshot(state)
+
+        checkpoint = self._append(
+            entries, op.interval, intake_through=op.interval, snapshot=snapshot
+        )
         self._intake = []
         self._metering = metering
-        if op.trading:
-            self._last_interval = op.interval
-            self._last_tariff = op.tariff
-            self._last_fills = clearing.fills
+        if after is not None:
+            self._last_interval, self._last_tariff, self._last_fills = after
+        self._admission.interval_closed()
         self._open = None
         return IntervalOutcome(
             op.interval,
@@ -416,9 +427,9 @@ class Ledger:
             due = (self._last_interval, self._last_tariff, self._last_fills)
         revisions, flags = metering.close(
             interval=op.interval,
-            readings={m.header.agent: _registers(m.body_as(ReadingBody)) for m in readings},
+            readings={m.header.agent: registers_of(m.body_as(ReadingBody)) for m in readings},
             late={
-                (m.header.agent, m.header.interval): _registers(m.body_as(ReadingBody))
+                (m.header.agent, m.header.interval): registers_of(m.body_as(ReadingBody))
                 for m in late
             },
             settle=due,
@@ -428,8 +439,15 @@ class Ledger:
         return revisions, flags, postings, entries
 
     def _append(
-        self, entries: list[NewEntry], interval: int, *, intake_through: int | None = None
+        self,
+        entries: list[NewEntry],
+        interval: int,
+        *,
+        intake_through: int | None = None,
+        snapshot: Callable[[CompactRange], bytes] | None = None,
     ) -> Checkpoint:
+        """Log ``entries`` with a signed checkpoint in one transaction; ``snapshot``
+        gives the state snapshot to store with them, from the tree after them."""
         first = self._tree.size
         new_tree = self._tree.copy()
         hashes = [leaf_hash(e.data) for e in entries]
@@ -448,10 +466,7 @@ class Ledger:
             nodes=nodes,
             leaf_hashes=hashes,
             intake_through=intake_through,
+            snapshot=None if snapshot is None else snapshot(new_tree),
         )
         self._tree = new_tree
         return checkpoint
-
-
-def _registers(body: ReadingBody) -> Registers:
-    return Registers(body.meter_time, body.import_wh, body.export_wh)

@@ -236,6 +236,24 @@ class CompactRange:
         _require_hash(h, "leaf hash")
         self._push(h)
 
+    @property
+    def peaks(self) -> tuple[bytes, ...]:
+        """The hash of each perfect subtree, largest first (one per set bit of the size)."""
+        return tuple(self._stack)
+
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> CompactRange:
+        """The range of ``size`` leaves whose perfect subtrees have these hashes (as
+        :attr:`peaks` gives them); ValueError when they cannot be."""
+        if size < 0 or len(peaks) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {max(size, 0).bit_count()} peaks")
+        for peak in peaks:
+            _require_hash(peak, "peak")
+        other = cls()
+        other._size = size
+        other._stack = list(peaks)
+        return other
+
     def append(self, data: bytes) -> None:
         """Append a leaf given its raw data."""
         self._push(leaf_hash(data))

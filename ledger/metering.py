@@ -24,7 +24,8 @@ readings at the start of ``p`` and at the start of the next interval ``c``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
+from typing import Any
 
 from ledger.clearing import Fill, GridTariff
 from ledger.settlement import (
@@ -271,6 +272,52 @@ class Metering:
                 keep_from = max(anchors) if anchors else first
             for at in [at for at in house.readings if at < keep_from]:
                 del house.readings[at]
+
+    # --- snapshots (ledger.snapshot) -----------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The meter state as JSON values (integers and strings), in a canonical order
+        (nothing here depends on the order of the maps: closes iterate them sorted)."""
+        houses = {}
+        for agent, h in sorted(self._houses.items()):
+            readings = [
+                [at, r.meter_time, r.import_wh, r.export_wh] for at, r in sorted(h.readings.items())
+            ]
+            estimates = [
+                [
+                    at,
+                    o.interval,
+                    o.end,
+                    o.tariff.retail_micro_per_kwh,
+                    o.tariff.feed_in_micro_per_kwh,
+                    None if o.settlement is None else list(astuple(o.settlement)),
+                ]
+                for at, o in sorted(h.open.items())
+            ]
+            flows = None if h.last_flows is None else list(h.last_flows)
+            houses[agent] = [readings, estimates, flows]
+        return {"last_settled": self.last_settled, "houses": houses}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: MeteringConfig | None) -> Metering:
+        """The meter state :meth:`to_state` describes, under ``config``."""
+        metering = cls(config)
+        metering.last_settled = state["last_settled"]
+        for agent, (readings, estimates, flows) in state["houses"].items():
+            metering._houses[agent] = _House(
+                {at: Registers(t, i, e) for at, t, i, e in readings},
+                {
+                    at: _Open(
+                        interval,
+                        end,
+                        GridTariff(retail, feed_in),
+                        None if fields is None else Settlement(*fields),
+                    )
+                    for at, interval, end, retail, feed_in, fields in estimates
+                },
+                None if flows is None else (flows[0], flows[1]),
+            )
+        return metering
 
     # --- restore -------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ NODE_TABLE = "merkle_node"
 META_TABLE = "ledger_meta"
 INTAKE_TABLE = "intake"
 INTAKE_COLUMNS = ("interval", "agent", "wire")
+SNAPSHOT_TABLE = "state_snapshot"
 APPEND_ONLY_TABLES = (LOG_TABLE, CHECKPOINT_TABLE, NODE_TABLE)
 
 
@@ -153,6 +154,16 @@ class Checkpoint:
     signature: bytes
 
 
+class SnapshotRow(SQLModel, table=True):
+    """The ledger's derived state as of ``tree_size`` entries (:mod:`ledger.snapshot`):
+    not part of the log; only the latest is kept."""
+
+    __tablename__ = SNAPSHOT_TABLE
+
+    tree_size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class LedgerStore:
     """Append-only access to the log tables."""
 
@@ -160,7 +171,10 @@ class LedgerStore:
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(
             self.engine,
-            tables=[_table(name) for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE)],
+            tables=[
+                _table(name)
+                for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE, SNAPSHOT_TABLE)
+            ],
         )
         install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
 
@@ -193,14 +207,17 @@ class LedgerStore:
         with Session(self.engine) as session:
             return list(session.exec(select(LogEntry.leaf_hash).order_by(LogEntry.idx)))  # type: ignore[arg-type]
 
-    def iter_entries(self, *, batch: int = 5000) -> Iterator[LogEntry]:
-        """Every entry in index order, read in batches."""
-        for rows in self.iter_entry_batches(batch=batch):
+    def iter_entries(self, *, start: int = 0, batch: int = 5000) -> Iterator[LogEntry]:
+        """Every entry from position ``start`` on, in index order, read in batches."""
+        for rows in self.iter_entry_batches(start=start, batch=batch):
             yield from rows
 
-    def iter_entry_batches(self, *, batch: int = 5000) -> Iterator[Sequence[LogEntry]]:
-        """Every entry in index order, as lists of at most ``batch`` entries."""
-        after = -1
+    def iter_entry_batches(
+        self, *, start: int = 0, batch: int = 5000
+    ) -> Iterator[Sequence[LogEntry]]:
+        """Every entry from position ``start`` on, in index order, as lists of at most
+        ``batch`` entries."""
+        after = start - 1
         while True:
             with Session(self.engine) as session:
                 rows = session.exec(
@@ -235,6 +252,24 @@ class LedgerStore:
     def _mark(self) -> str:
         """The driver's placeholder: sqlite3 takes ``?``, psycopg ``%s``."""
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def message_entry(self, agent: str, seq: int) -> LogEntry | None:
+        """The logged message of household ``agent`` with sequence number ``seq``, or
+        None (one lookup in the unique index on both)."""
+        with Session(self.engine) as session:
+            return session.exec(
+                select(LogEntry).where(LogEntry.agent == agent, LogEntry.agent_seq == seq)
+            ).first()
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        """The newest state snapshot, as ``(tree size, data)``, or None."""
+        table = _table(SNAPSHOT_TABLE)
+        query = (
+            sa_select(table.c.tree_size, table.c.data).order_by(table.c.tree_size.desc()).limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def entry(self, idx: int) -> LogEntry | None:
         """The entry at position ``idx``, or None."""
@@ -343,13 +378,16 @@ class LedgerStore:
         nodes: Sequence[tuple[int, int, bytes]],
         leaf_hashes: Sequence[bytes] | None = None,
         intake_through: int | None = None,
+        snapshot: bytes | None = None,
     ) -> None:
         """Append ``entries`` at ``first_idx``, the checkpoint and the tree ``nodes``
         (``(level, index, hash)``, level >= 1, those the entries complete) in one
         transaction. ``leaf_hashes`` are the entries' leaf hashes when the caller has
         them already (the ledger's tree computed them); otherwise they are computed here.
         ``intake_through``: delete, in the same transaction, the intake of every
-        interval up to this one (the entries log what it held).
+        interval up to this one (the entries log what it held). ``snapshot``: the
+        ledger's state after these entries (:mod:`ledger.snapshot`), stored in the same
+        transaction in place of any older one.
 
         The rows go through the DBAPI cursor of the SQLAlchemy transaction: one
         ``executemany`` per table on SQLite, ``COPY`` on PostgreSQL (see
@@ -384,6 +422,10 @@ class LedgerStore:
             if intake_through is not None:
                 table = _table(INTAKE_TABLE)
                 conn.execute(table.delete().where(table.c.interval <= intake_through))
+            if snapshot is not None:
+                table = _table(SNAPSHOT_TABLE)
+                conn.execute(table.delete())
+                conn.execute(table.insert().values(tree_size=cp.tree_size, data=snapshot))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -1,0 +1,103 @@
+"""Rebuilding the ledger's in-memory state after a restart: from the latest usable
+snapshot (:mod:`ledger.snapshot`), then every log entry after it, in order.
+
+Without a usable snapshot the whole log is replayed, entry by entry, exactly as the
+ledger applied it: key entries to the key ring, each household message's seq, readings
+and settlements to the meter state (:func:`ledger.booking.replay`), the last clearing's
+tariff and trades. The store is the only I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from broker.messages import ReadingBody, SignedMessage, decode_message
+from ledger.booking import replay
+from ledger.clearing import Fill, GridTariff
+from ledger.entries import EntryKind
+from ledger.keyring import KEY_KINDS, KeyRing
+from ledger.merkle import CompactRange
+from ledger.metering import Metering, MeteringConfig
+from ledger.settlement import Registers
+from ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
+from ledger.store import LedgerStore
+
+_LOG = logging.getLogger(__name__)
+
+
+def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> LedgerState:
+    """The state after every entry of ``store``'s log."""
+    start, state = _usable_snapshot(store, metering)
+    tree, keyring, meters = state.tree, state.keyring, state.metering
+    last_seqs = dict(state.last_seqs)
+    last_interval, last_tariff, last_fills = (
+        state.last_interval,
+        state.last_tariff,
+        state.last_fills,
+    )
+    latest: int | None = None
+    for entry in store.iter_entries(start=start):
+        tree.append_leaf_hash(entry.leaf_hash)
+        obj = json.loads(entry.data)
+        if entry.kind in KEY_KINDS:
+            keyring.apply(entry.kind, entry.agent, obj, at=entry.idx)
+        elif entry.kind in (EntryKind.READING, EntryKind.ORDER):
+            agent, seq = str(entry.agent), int(entry.agent_seq or 0)
+            last_seqs[agent] = max(last_seqs.get(agent, 0), seq)
+            if entry.kind == EntryKind.READING:
+                body = logged_message(obj).body_as(ReadingBody)
+                meters.restore_reading(agent, entry.interval, registers_of(body))
+        elif entry.kind == EntryKind.CLEARING:
+            if entry.interval != last_interval:
+                last_fills = ()
+            last_interval = entry.interval
+            last_tariff = GridTariff(obj["retail_micro_per_kwh"], obj["feed_in_micro_per_kwh"])
+        elif entry.kind == EntryKind.TRADE:
+            last_fills += (
+                Fill(
+                    obj["buyer"],
+                    obj["seller"],
+                    obj["quantity_wh"],
+                    obj["price_micro_per_kwh"],
+                    obj["buy_order"],
+                    obj["sell_order"],
+                ),
+            )
+        replay(meters, entry.kind, obj)
+        latest = entry.interval if latest is None else max(latest, entry.interval)
+    if latest is not None:
+        meters.prune(latest)
+    return LedgerState(tree, keyring, last_seqs, meters, last_interval, last_tariff, last_fills)
+
+
+def _usable_snapshot(
+    store: LedgerStore, metering: MeteringConfig | None
+) -> tuple[int, LedgerState]:
+    """The latest snapshot and its tree size, if it is of this version and its tree's
+    root is that of the signed checkpoint of its size; else the empty state at 0."""
+    empty = LedgerState(CompactRange(), KeyRing(), {}, Metering(metering), None, None, ())
+    stored = store.latest_snapshot()
+    if stored is None:
+        return 0, empty
+    size, data = stored
+    try:
+        state = decode_snapshot(data, metering)
+    except SnapshotError as exc:
+        _LOG.warning("state snapshot at %d not used (%s): replaying the whole log", size, exc)
+        return 0, empty
+    checkpoint = store.checkpoint_at(size)
+    if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
+        _LOG.warning("state snapshot at %d does not match the log: replaying it all", size)
+        return 0, empty
+    return size, state
+
+
+def logged_message(obj: Mapping[str, object]) -> SignedMessage:
+    """The household message a logged reading or order entry holds."""
+    return decode_message(json.dumps({"signed": obj["signed"], "sig": obj["sig"]}).encode())
+
+
+def registers_of(body: ReadingBody) -> Registers:
+    return Registers(body.meter_time, body.import_wh, body.export_wh)
