@@ -176,11 +176,12 @@ class KeyRing:
     def to_state(self) -> dict[str, Any]:
         """The ring as JSON values: each agent's current key (base64 DER), the agents
         without a valid key, and the retired keys, in a canonical order."""
+        current = {}
+        for agent, key in sorted(self.current.items()):
+            der = self.valid_der.get(agent)  # bytes at hand (DER-encoding a key is slower)
+            current[agent] = base64.b64encode(key.der() if der is None else der).decode("ascii")
         return {
-            "current": {
-                a: base64.b64encode(k.der()).decode("ascii")
-                for a, k in sorted(self.current.items())
-            },
+            "current": current,
             "invalid": sorted(set(self.current) - set(self.valid_der)),
             "retired": [
                 [agent, kid, gone.kind.value, gone.at, gone.reason]
