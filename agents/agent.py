@@ -25,6 +25,7 @@ from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
+from agents.resend import TradedInterval
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy, order_for
 from broker.errors import MessageError
@@ -137,11 +138,8 @@ class HouseholdAgent:
         self._diagnostics_again = False  # a report asked for while one was on its way
         self._diagnosed_at: float | None = None  # loop time of the last report
         self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
-        self._open: AnnouncementBody | None = None
-        self._open_interval: int | None = None
-        self._announced_id: str | None = None  # message id of _open_interval's open
-        self._cleared: int | None = None  # the latest interval announced cleared
-        self._sent: list[tuple[str, bytes]] = []  # (topic, wire) signed for _open_interval
+        self._open: AnnouncementBody | None = None  # the traded interval's announcement
+        self._traded = TradedInterval()  # its interval, and what was sent for it
         self._ordered: set[int] = set()
         self._forecast: ForecastBody | None = None
         self._fallback: asyncio.TimerHandle | None = None
@@ -179,7 +177,7 @@ class HouseholdAgent:
         if message.topic == topics.announce and isinstance(body, AnnouncementBody):
             if not self._trusted(decoded):
                 return False
-            if self._opens_again(decoded, message):
+            if self._traded.opens_again(decoded, message):
                 await self._resend(decoded)
                 return False
             return await self._on_announcement(decoded, body)
@@ -259,29 +257,10 @@ class HouseholdAgent:
             return False
         return True
 
-    def _opens_again(self, announcement: SignedMessage, delivery: Message) -> bool:
-        """Whether ``announcement`` opens the interval being traded once more.
-
-        That is an ``open`` for this very interval, not yet announced cleared, that the
-        broker forwarded live (MQTT sets the RETAIN flag only on a copy sent because a
-        subscription was made: the retained one) or whose message id is not the one
-        acted on (announced again while the agent was disconnected). Wire contract:
-        docs/protocol.md, "A repeated open".
-        """
-        body, interval = announcement.body, announcement.header.interval
-        return (
-            isinstance(body, AnnouncementBody)
-            and body.phase is Phase.OPEN
-            and interval == self._open_interval
-            and (self._cleared is None or self._cleared < interval)
-            and (not delivery.retain or announcement.message_id != self._announced_id)
-        )
-
     async def _resend(self, announcement: SignedMessage) -> None:
         """Publish this interval's reading and order (those sent so far) again, byte
         for byte, through the publisher (the real agent: its outbox)."""
-        self._announced_id = announcement.message_id
-        sent = list(self._sent)
+        sent = self._traded.reopen(announcement.message_id)
         _LOG.info(
             "%s: interval %d announced open again; sending its %d message(s) again",
             self.config.agent_id,
@@ -297,14 +276,11 @@ class HouseholdAgent:
     async def _on_announcement(self, announcement: SignedMessage, body: AnnouncementBody) -> bool:
         interval = announcement.header.interval
         if body.phase is Phase.CLEARED:
-            self._cleared = interval if self._cleared is None else max(self._cleared, interval)
+            self._traded.clear(interval)
             return False
-        if self._open_interval is not None and interval <= self._open_interval:
+        if not self._traded.begin(interval, announcement.message_id):
             return False  # an older interval's, or a copy of the one acted on
-        self._open_interval = interval
         self._open = body
-        self._announced_id = announcement.message_id
-        self._sent = []
         if self.market_clock is not None:
             self.market_clock.set(interval)
         try:
@@ -357,7 +333,7 @@ class HouseholdAgent:
         self.clock = health
 
     async def _maybe_order(self) -> None:
-        interval, announced, forecast = self._open_interval, self._open, self._forecast
+        interval, announced, forecast = self._traded.interval, self._open, self._forecast
         if interval is None or announced is None or interval in self._ordered:
             return
         # Only a forecast issued from this interval's reading counts: an older one may
@@ -444,8 +420,7 @@ class HouseholdAgent:
             if self.audit is not None:
                 self.audit.expect(message)
             wire = message.to_wire()
-            if interval == self._open_interval:  # kept at once: a resend may follow
-                self._sent.append((topic, wire))
+            self._traded.keep(interval, topic, wire)  # at once: a resend may follow
             return wire
 
         await self.publisher.submit(topic, build)
