@@ -22,6 +22,7 @@ from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding, M
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
+from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
@@ -134,10 +135,10 @@ class HouseholdAgent:
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
         self.resent = 0  # messages sent again because their interval was opened again
-        self._diagnostics: asyncio.Task[None] | None = None
-        self._diagnostics_again = False  # a report asked for while one was on its way
-        self._diagnosed_at: float | None = None  # loop time of the last report
-        self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
+        self._schedule = ReportSchedule(config.diagnostics_interval_s)  # loop time
+        self._diagnostics = DiagnosticsSender(
+            transport, config.topics.diagnostics(config.agent_id), self.diagnostics
+        )
         self._open: AnnouncementBody | None = None  # the traded interval's announcement
         self._traded = TradedInterval()  # its interval, and what was sent for it
         self._ordered: set[int] = set()
@@ -447,38 +448,17 @@ class HouseholdAgent:
 
         At most one report waits for the broker; it is built when it can be sent, and
         one asked for meanwhile is sent after it (so the last change is reported).
-        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict or
-        the drop count changed. Not under a MarketClock: simulations have no use for it.
+        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict, the
+        drop count or the audit alarms changed. Not under a MarketClock: simulations
+        have no use for it.
         """
         if self.market_clock is not None:
             return
-        loop = asyncio.get_running_loop()
         report = self.diagnostics()
         alarms = sum(self.audit.alarms.values()) if self.audit is not None else 0
-        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
-        due = (
-            self._diagnosed_at is None
-            or loop.time() - self._diagnosed_at >= self.config.diagnostics_interval_s
-        )
-        if not due and verdict == self._diagnosed:
-            return
-        self._diagnosed_at, self._diagnosed = loop.time(), verdict
-        if self._diagnostics is not None and not self._diagnostics.done():
-            # One is on its way, built before what changed now: it sends another.
-            self._diagnostics_again = True
-            return
-        self._diagnostics = loop.create_task(self._send_diagnostics())
-
-    async def _send_diagnostics(self) -> None:
-        again = True
-        while again:
-            self._diagnostics_again = False
-            with contextlib.suppress(TransportClosedError):
-                await self.transport.wait_connected()
-                payload = json.dumps(self.diagnostics(), sort_keys=True).encode()
-                topic = self.config.topics.diagnostics(self.config.agent_id)
-                await self.transport.publish(topic, payload, qos=1, retain=True)
-            again = self._diagnostics_again  # asked for again while this one was sent
+        verdict = Verdict(bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
+        if self._schedule.due(asyncio.get_running_loop().time(), verdict):
+            self._diagnostics.send()
 
     async def go_offline(self, timeout_s: float = 5.0) -> bool:
         """Publish the retained offline status before a clean shutdown.
@@ -486,10 +466,7 @@ class HouseholdAgent:
         Returns False if the broker did not acknowledge within ``timeout_s`` (it is
         unreachable; it then publishes the offline last will itself once it notices).
         """
-        if self._diagnostics is not None:
-            self._diagnostics.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._diagnostics
+        await self._diagnostics.stop()
         topic = self.config.topics.status(self.config.agent_id)
         try:
             await asyncio.wait_for(
