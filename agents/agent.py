@@ -12,13 +12,12 @@ had not logged), it sends the very bytes of that interval's reading and order ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding, MemoryCheckpointStore
+from agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
+from agents.audit_feed import AuditFeed
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
@@ -43,7 +42,7 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.receipts import CheckpointNoteBody, ReceiptBody, log_origin
+from broker.receipts import CheckpointNoteBody, ReceiptBody
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig, Will
 
@@ -95,8 +94,9 @@ class HouseholdAgent:
     straight to the transport (simulations).
 
     With ``config.operator_key`` set the agent audits the operator's log
-    (:mod:`agents.audit`), keeping its last verified checkpoint in ``checkpoints``
-    (the real agent: a file in its state directory; default: in memory).
+    (:mod:`agents.audit_feed`, :mod:`agents.audit`), keeping its last verified
+    checkpoint in ``checkpoints`` (the real agent: a file in its state directory;
+    default: in memory).
     """
 
     def __init__(
@@ -147,17 +147,18 @@ class HouseholdAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.audit: Auditor | None = None
         self.audited = asyncio.Event()  # set after each operator audit message handled
-        self._audit_link = transport.reconnects  # reconnections the audit knows of
+        self._audit_feed: AuditFeed | None = None
         if config.operator_key is not None:
-            self.audit = Auditor(
+            self._audit_feed = AuditFeed(
                 config.agent_id,
-                origin=log_origin(config.topics.market_id),
-                key=config.operator_key,
-                store=checkpoints if checkpoints is not None else MemoryCheckpointStore(),
+                topics=config.topics,
+                operator_key=config.operator_key,
+                checkpoints=checkpoints if checkpoints is not None else MemoryCheckpointStore(),
+                transport=transport,
+                audited=self.audited,
+                on_alarm=self.report_diagnostics,
             )
-            if self.audit.last_alarm is not None:  # the saved checkpoint did not verify
-                last = self.audit.last_alarm
-                _LOG.error("%s: AUDIT ALARM %s: %s", config.agent_id, last.alarm.value, last.detail)
+            self.audit = self._audit_feed.auditor
 
     async def run(self) -> None:
         async for message in self.transport.messages():
@@ -188,7 +189,8 @@ class HouseholdAgent:
             self._forecast = body
             await self._maybe_order()
         elif isinstance(body, CheckpointNoteBody | ReceiptBody | TradesBody):
-            await self._on_audit(message.topic, decoded)
+            if self._audit_feed is not None:
+                await self._audit_feed.handle(message.topic, decoded)
         elif isinstance(body, RejectionBody):
             if self.audit is not None:
                 self.audit.refused(body.ref)
@@ -201,51 +203,6 @@ class HouseholdAgent:
                 body.detail,
             )
         return False
-
-    async def _on_audit(self, topic: str, message: SignedMessage) -> None:
-        """Feed the auditor an operator message; alarms are logged and reported."""
-        audit, topics, me = self.audit, self.config.topics, self.config.agent_id
-        if audit is None or self.config.operator_key is None:
-            return
-        body, interval = message.body, message.header.interval
-        if isinstance(body, TradesBody) and all(me not in (t.buyer, t.seller) for t in body.trades):
-            return  # nothing of this household to check: spare the signature check
-        if self.transport.reconnects != self._audit_link:
-            self._audit_link = self.transport.reconnects
-            audit.reconnected()
-        try:
-            message.verify(self.config.operator_key)
-        except MessageError as exc:
-            self._alarm(audit.bad_signature(f"{message.header.kind} on {topic}: {exc.detail}"))
-            self.audited.set()
-            return
-        if isinstance(body, CheckpointNoteBody) and topic in (
-            topics.checkpoint,
-            topics.checkpoint_reply(me),
-        ):
-            outcome: CheckpointOutcome = audit.on_checkpoint(
-                body, current=topic == topics.checkpoint, interval=interval
-            )
-            self._alarm(*outcome.findings)
-            if outcome.request_from is not None:
-                request = json.dumps({"from_size": outcome.request_from}).encode()
-                with contextlib.suppress(TransportClosedError):
-                    await self.transport.publish(topics.audit_request(me), request, qos=1)
-        elif isinstance(body, ReceiptBody) and topic == topics.receipt(me):
-            self._alarm(*audit.on_receipt(interval, body))
-        elif isinstance(body, TradesBody) and topic == topics.trades:
-            self._alarm(*audit.on_trades(interval, body))
-        self.audited.set()
-
-    def _alarm(self, *findings: Finding | None) -> None:
-        for finding in findings:
-            if finding is None:
-                continue
-            _LOG.error(
-                "%s: AUDIT ALARM %s: %s", self.config.agent_id, finding.alarm.value, finding.detail
-            )
-        if any(findings):
-            self.report_diagnostics()
 
     def _trusted(self, message: SignedMessage) -> bool:
         key = self.config.operator_key
