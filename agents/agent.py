@@ -7,6 +7,11 @@ closes it publishes a final reading so the last interval can be settled. When th
 interval it trades is announced open once more (a restarted ledger that lost what it
 had not logged), it sends the very bytes of that interval's reading and order again
 (docs/protocol.md, "A repeated open").
+
+Its parts: :mod:`agents.resend` (the interval traded and the repeated-open rule),
+:mod:`agents.ordering` (the order for an interval), :mod:`agents.diagnostics` (when
+and how its health report goes out) and :mod:`agents.audit_feed` (the audit of the
+operator's log).
 """
 
 from __future__ import annotations
@@ -19,15 +24,15 @@ from dataclasses import dataclass, field, replace
 from agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
 from agents.audit_feed import AuditFeed
 from agents.battery import BatteryController
-from agents.battery_strategy import battery_order_for
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
 from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
+from agents.ordering import forecast_figures, order_for_interval
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
 from agents.sequence import Sequence
-from agents.strategy import LimitPricePolicy, order_for
+from agents.strategy import LimitPricePolicy
 from broker.errors import MessageError
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import (
@@ -312,30 +317,15 @@ class HouseholdAgent:
                 "%s: no order for %s: %s", self.config.agent_id, interval, self.clock.reason
             )
             return
-        if self.battery is None:
-            body = order_for(
-                demand_wh=demand_wh,
-                pv_wh=pv_wh,
-                retail_micro_per_kwh=announced.retail_micro_per_kwh,
-                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
-                policy=self.config.policy,
-            )
-        else:
-            decision = battery_order_for(
-                demand_wh=demand_wh,
-                pv_wh=pv_wh,
-                soc_wh=await self.battery.soc_wh(),
-                battery=self.battery.battery,
-                interval_s=announced.interval_s,
-                retail_micro_per_kwh=announced.retail_micro_per_kwh,
-                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
-                policy=self.config.policy,
-            )
-            try:
-                self.battery.command(interval, decision.mode)
-            except ValueError as exc:  # e.g. a late order: the interval has begun
-                _LOG.warning("%s: battery command refused: %s", self.config.agent_id, exc)
-            body = decision.order
+        body = await order_for_interval(
+            interval,
+            announced,
+            demand_wh=demand_wh,
+            pv_wh=pv_wh,
+            policy=self.config.policy,
+            battery=self.battery,
+            agent_id=self.config.agent_id,
+        )
         await self._publish(
             self.config.topics.order(self.config.agent_id),
             body,
@@ -352,11 +342,7 @@ class HouseholdAgent:
             announced = self._open
             if interval in self._ordered or announced is None:
                 return
-            demand_wh = pv_wh = 0
-            forecast = self._forecast
-            if forecast is not None and _covers(forecast, interval):
-                step = (interval - forecast.start) // forecast.interval_s
-                demand_wh, pv_wh = forecast.demand_wh[step], forecast.pv_wh[step]
+            demand_wh, pv_wh = forecast_figures(self._forecast, interval)
             _LOG.warning("%s: no fresh forecast for %s", self.config.agent_id, interval)
             task = loop.create_task(self._send_order(interval, announced, demand_wh, pv_wh))
             self._tasks.add(task)
@@ -432,8 +418,3 @@ class HouseholdAgent:
         except (TimeoutError, TransportClosedError):
             return False
         return True
-
-
-def _covers(forecast: ForecastBody, interval: int) -> bool:
-    steps = len(forecast.demand_wh)
-    return forecast.start <= interval < forecast.start + steps * forecast.interval_s
