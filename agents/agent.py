@@ -7,26 +7,32 @@ closes it publishes a final reading so the last interval can be settled. When th
 interval it trades is announced open once more (a restarted ledger that lost what it
 had not logged), it sends the very bytes of that interval's reading and order again
 (docs/protocol.md, "A repeated open").
+
+Its parts: :mod:`agents.resend` (the interval traded and the repeated-open rule),
+:mod:`agents.ordering` (the order for an interval), :mod:`agents.diagnostics` (when
+and how its health report goes out) and :mod:`agents.audit_feed` (the audit of the
+operator's log).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding, MemoryCheckpointStore
+from agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
+from agents.audit_feed import AuditFeed
 from agents.battery import BatteryController
-from agents.battery_strategy import battery_order_for
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
+from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
+from agents.ordering import forecast_figures, order_for_interval
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
+from agents.resend import TradedInterval
 from agents.sequence import Sequence
-from agents.strategy import LimitPricePolicy, order_for
+from agents.strategy import LimitPricePolicy
 from broker.errors import MessageError
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import (
@@ -41,7 +47,7 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.receipts import CheckpointNoteBody, ReceiptBody, log_origin
+from broker.receipts import CheckpointNoteBody, ReceiptBody
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig, Will
 
@@ -93,8 +99,9 @@ class HouseholdAgent:
     straight to the transport (simulations).
 
     With ``config.operator_key`` set the agent audits the operator's log
-    (:mod:`agents.audit`), keeping its last verified checkpoint in ``checkpoints``
-    (the real agent: a file in its state directory; default: in memory).
+    (:mod:`agents.audit_feed`, :mod:`agents.audit`), keeping its last verified
+    checkpoint in ``checkpoints`` (the real agent: a file in its state directory;
+    default: in memory).
     """
 
     def __init__(
@@ -133,32 +140,30 @@ class HouseholdAgent:
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
         self.resent = 0  # messages sent again because their interval was opened again
-        self._diagnostics: asyncio.Task[None] | None = None
-        self._diagnostics_again = False  # a report asked for while one was on its way
-        self._diagnosed_at: float | None = None  # loop time of the last report
-        self._diagnosed: tuple[bool, int, int] | None = None  # (clock ok, dropped, alarms)
-        self._open: AnnouncementBody | None = None
-        self._open_interval: int | None = None
-        self._announced_id: str | None = None  # message id of _open_interval's open
-        self._cleared: int | None = None  # the latest interval announced cleared
-        self._sent: list[tuple[str, bytes]] = []  # (topic, wire) signed for _open_interval
+        self._schedule = ReportSchedule(config.diagnostics_interval_s)  # loop time
+        self._diagnostics = DiagnosticsSender(
+            transport, config.topics.diagnostics(config.agent_id), self.diagnostics
+        )
+        self._open: AnnouncementBody | None = None  # the traded interval's announcement
+        self._traded = TradedInterval()  # its interval, and what was sent for it
         self._ordered: set[int] = set()
         self._forecast: ForecastBody | None = None
         self._fallback: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.audit: Auditor | None = None
         self.audited = asyncio.Event()  # set after each operator audit message handled
-        self._audit_link = transport.reconnects  # reconnections the audit knows of
+        self._audit_feed: AuditFeed | None = None
         if config.operator_key is not None:
-            self.audit = Auditor(
+            self._audit_feed = AuditFeed(
                 config.agent_id,
-                origin=log_origin(config.topics.market_id),
-                key=config.operator_key,
-                store=checkpoints if checkpoints is not None else MemoryCheckpointStore(),
+                topics=config.topics,
+                operator_key=config.operator_key,
+                checkpoints=checkpoints if checkpoints is not None else MemoryCheckpointStore(),
+                transport=transport,
+                audited=self.audited,
+                on_alarm=self.report_diagnostics,
             )
-            if self.audit.last_alarm is not None:  # the saved checkpoint did not verify
-                last = self.audit.last_alarm
-                _LOG.error("%s: AUDIT ALARM %s: %s", config.agent_id, last.alarm.value, last.detail)
+            self.audit = self._audit_feed.auditor
 
     async def run(self) -> None:
         async for message in self.transport.messages():
@@ -179,7 +184,7 @@ class HouseholdAgent:
         if message.topic == topics.announce and isinstance(body, AnnouncementBody):
             if not self._trusted(decoded):
                 return False
-            if self._opens_again(decoded, message):
+            if self._traded.opens_again(decoded, message):
                 await self._resend(decoded)
                 return False
             return await self._on_announcement(decoded, body)
@@ -189,7 +194,8 @@ class HouseholdAgent:
             self._forecast = body
             await self._maybe_order()
         elif isinstance(body, CheckpointNoteBody | ReceiptBody | TradesBody):
-            await self._on_audit(message.topic, decoded)
+            if self._audit_feed is not None:
+                await self._audit_feed.handle(message.topic, decoded)
         elif isinstance(body, RejectionBody):
             if self.audit is not None:
                 self.audit.refused(body.ref)
@@ -203,51 +209,6 @@ class HouseholdAgent:
             )
         return False
 
-    async def _on_audit(self, topic: str, message: SignedMessage) -> None:
-        """Feed the auditor an operator message; alarms are logged and reported."""
-        audit, topics, me = self.audit, self.config.topics, self.config.agent_id
-        if audit is None or self.config.operator_key is None:
-            return
-        body, interval = message.body, message.header.interval
-        if isinstance(body, TradesBody) and all(me not in (t.buyer, t.seller) for t in body.trades):
-            return  # nothing of this household to check: spare the signature check
-        if self.transport.reconnects != self._audit_link:
-            self._audit_link = self.transport.reconnects
-            audit.reconnected()
-        try:
-            message.verify(self.config.operator_key)
-        except MessageError as exc:
-            self._alarm(audit.bad_signature(f"{message.header.kind} on {topic}: {exc.detail}"))
-            self.audited.set()
-            return
-        if isinstance(body, CheckpointNoteBody) and topic in (
-            topics.checkpoint,
-            topics.checkpoint_reply(me),
-        ):
-            outcome: CheckpointOutcome = audit.on_checkpoint(
-                body, current=topic == topics.checkpoint, interval=interval
-            )
-            self._alarm(*outcome.findings)
-            if outcome.request_from is not None:
-                request = json.dumps({"from_size": outcome.request_from}).encode()
-                with contextlib.suppress(TransportClosedError):
-                    await self.transport.publish(topics.audit_request(me), request, qos=1)
-        elif isinstance(body, ReceiptBody) and topic == topics.receipt(me):
-            self._alarm(*audit.on_receipt(interval, body))
-        elif isinstance(body, TradesBody) and topic == topics.trades:
-            self._alarm(*audit.on_trades(interval, body))
-        self.audited.set()
-
-    def _alarm(self, *findings: Finding | None) -> None:
-        for finding in findings:
-            if finding is None:
-                continue
-            _LOG.error(
-                "%s: AUDIT ALARM %s: %s", self.config.agent_id, finding.alarm.value, finding.detail
-            )
-        if any(findings):
-            self.report_diagnostics()
-
     def _trusted(self, message: SignedMessage) -> bool:
         key = self.config.operator_key
         if key is None:
@@ -259,29 +220,10 @@ class HouseholdAgent:
             return False
         return True
 
-    def _opens_again(self, announcement: SignedMessage, delivery: Message) -> bool:
-        """Whether ``announcement`` opens the interval being traded once more.
-
-        That is an ``open`` for this very interval, not yet announced cleared, that the
-        broker forwarded live (MQTT sets the RETAIN flag only on a copy sent because a
-        subscription was made: the retained one) or whose message id is not the one
-        acted on (announced again while the agent was disconnected). Wire contract:
-        docs/protocol.md, "A repeated open".
-        """
-        body, interval = announcement.body, announcement.header.interval
-        return (
-            isinstance(body, AnnouncementBody)
-            and body.phase is Phase.OPEN
-            and interval == self._open_interval
-            and (self._cleared is None or self._cleared < interval)
-            and (not delivery.retain or announcement.message_id != self._announced_id)
-        )
-
     async def _resend(self, announcement: SignedMessage) -> None:
         """Publish this interval's reading and order (those sent so far) again, byte
         for byte, through the publisher (the real agent: its outbox)."""
-        self._announced_id = announcement.message_id
-        sent = list(self._sent)
+        sent = self._traded.reopen(announcement.message_id)
         _LOG.info(
             "%s: interval %d announced open again; sending its %d message(s) again",
             self.config.agent_id,
@@ -297,14 +239,11 @@ class HouseholdAgent:
     async def _on_announcement(self, announcement: SignedMessage, body: AnnouncementBody) -> bool:
         interval = announcement.header.interval
         if body.phase is Phase.CLEARED:
-            self._cleared = interval if self._cleared is None else max(self._cleared, interval)
+            self._traded.clear(interval)
             return False
-        if self._open_interval is not None and interval <= self._open_interval:
+        if not self._traded.begin(interval, announcement.message_id):
             return False  # an older interval's, or a copy of the one acted on
-        self._open_interval = interval
         self._open = body
-        self._announced_id = announcement.message_id
-        self._sent = []
         if self.market_clock is not None:
             self.market_clock.set(interval)
         try:
@@ -357,7 +296,7 @@ class HouseholdAgent:
         self.clock = health
 
     async def _maybe_order(self) -> None:
-        interval, announced, forecast = self._open_interval, self._open, self._forecast
+        interval, announced, forecast = self._traded.interval, self._open, self._forecast
         if interval is None or announced is None or interval in self._ordered:
             return
         # Only a forecast issued from this interval's reading counts: an older one may
@@ -378,30 +317,15 @@ class HouseholdAgent:
                 "%s: no order for %s: %s", self.config.agent_id, interval, self.clock.reason
             )
             return
-        if self.battery is None:
-            body = order_for(
-                demand_wh=demand_wh,
-                pv_wh=pv_wh,
-                retail_micro_per_kwh=announced.retail_micro_per_kwh,
-                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
-                policy=self.config.policy,
-            )
-        else:
-            decision = battery_order_for(
-                demand_wh=demand_wh,
-                pv_wh=pv_wh,
-                soc_wh=await self.battery.soc_wh(),
-                battery=self.battery.battery,
-                interval_s=announced.interval_s,
-                retail_micro_per_kwh=announced.retail_micro_per_kwh,
-                feed_in_micro_per_kwh=announced.feed_in_micro_per_kwh,
-                policy=self.config.policy,
-            )
-            try:
-                self.battery.command(interval, decision.mode)
-            except ValueError as exc:  # e.g. a late order: the interval has begun
-                _LOG.warning("%s: battery command refused: %s", self.config.agent_id, exc)
-            body = decision.order
+        body = await order_for_interval(
+            interval,
+            announced,
+            demand_wh=demand_wh,
+            pv_wh=pv_wh,
+            policy=self.config.policy,
+            battery=self.battery,
+            agent_id=self.config.agent_id,
+        )
         await self._publish(
             self.config.topics.order(self.config.agent_id),
             body,
@@ -418,11 +342,7 @@ class HouseholdAgent:
             announced = self._open
             if interval in self._ordered or announced is None:
                 return
-            demand_wh = pv_wh = 0
-            forecast = self._forecast
-            if forecast is not None and _covers(forecast, interval):
-                step = (interval - forecast.start) // forecast.interval_s
-                demand_wh, pv_wh = forecast.demand_wh[step], forecast.pv_wh[step]
+            demand_wh, pv_wh = forecast_figures(self._forecast, interval)
             _LOG.warning("%s: no fresh forecast for %s", self.config.agent_id, interval)
             task = loop.create_task(self._send_order(interval, announced, demand_wh, pv_wh))
             self._tasks.add(task)
@@ -444,8 +364,7 @@ class HouseholdAgent:
             if self.audit is not None:
                 self.audit.expect(message)
             wire = message.to_wire()
-            if interval == self._open_interval:  # kept at once: a resend may follow
-                self._sent.append((topic, wire))
+            self._traded.keep(interval, topic, wire)  # at once: a resend may follow
             return wire
 
         await self.publisher.submit(topic, build)
@@ -472,38 +391,17 @@ class HouseholdAgent:
 
         At most one report waits for the broker; it is built when it can be sent, and
         one asked for meanwhile is sent after it (so the last change is reported).
-        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict or
-        the drop count changed. Not under a MarketClock: simulations have no use for it.
+        Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict, the
+        drop count or the audit alarms changed. Not under a MarketClock: simulations
+        have no use for it.
         """
         if self.market_clock is not None:
             return
-        loop = asyncio.get_running_loop()
         report = self.diagnostics()
         alarms = sum(self.audit.alarms.values()) if self.audit is not None else 0
-        verdict = (bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
-        due = (
-            self._diagnosed_at is None
-            or loop.time() - self._diagnosed_at >= self.config.diagnostics_interval_s
-        )
-        if not due and verdict == self._diagnosed:
-            return
-        self._diagnosed_at, self._diagnosed = loop.time(), verdict
-        if self._diagnostics is not None and not self._diagnostics.done():
-            # One is on its way, built before what changed now: it sends another.
-            self._diagnostics_again = True
-            return
-        self._diagnostics = loop.create_task(self._send_diagnostics())
-
-    async def _send_diagnostics(self) -> None:
-        again = True
-        while again:
-            self._diagnostics_again = False
-            with contextlib.suppress(TransportClosedError):
-                await self.transport.wait_connected()
-                payload = json.dumps(self.diagnostics(), sort_keys=True).encode()
-                topic = self.config.topics.diagnostics(self.config.agent_id)
-                await self.transport.publish(topic, payload, qos=1, retain=True)
-            again = self._diagnostics_again  # asked for again while this one was sent
+        verdict = Verdict(bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
+        if self._schedule.due(asyncio.get_running_loop().time(), verdict):
+            self._diagnostics.send()
 
     async def go_offline(self, timeout_s: float = 5.0) -> bool:
         """Publish the retained offline status before a clean shutdown.
@@ -511,10 +409,7 @@ class HouseholdAgent:
         Returns False if the broker did not acknowledge within ``timeout_s`` (it is
         unreachable; it then publishes the offline last will itself once it notices).
         """
-        if self._diagnostics is not None:
-            self._diagnostics.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._diagnostics
+        await self._diagnostics.stop()
         topic = self.config.topics.status(self.config.agent_id)
         try:
             await asyncio.wait_for(
@@ -523,8 +418,3 @@ class HouseholdAgent:
         except (TimeoutError, TransportClosedError):
             return False
         return True
-
-
-def _covers(forecast: ForecastBody, interval: int) -> bool:
-    steps = len(forecast.demand_wh)
-    return forecast.start <= interval < forecast.start + steps * forecast.interval_s

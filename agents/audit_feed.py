@@ -1,0 +1,105 @@
+"""Feeding the operator's log messages to the household's audit, over MQTT.
+
+An :class:`AuditFeed` takes the checkpoint notes, receipts and trades the household
+agent (:mod:`agents.agent`) receives, checks the operator's signature, tells the
+:class:`~agents.audit.Auditor` when the connection was made again, asks the operator
+for a consistency proof when the auditor needs one (``household/<agent>/audit``), and
+logs each alarm (ERROR) before having it reported. The checks themselves are
+:mod:`agents.audit`'s; the protocol is docs/protocol.md, "Audit".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
+from broker.errors import MessageError
+from broker.keys import VerifyingKey
+from broker.messages import SignedMessage, TradesBody
+from broker.receipts import CheckpointNoteBody, ReceiptBody, log_origin
+from broker.topics import Topics
+from broker.transport import Transport, TransportClosedError
+
+_LOG = logging.getLogger(__name__)
+
+
+class AuditFeed:
+    """Audits the operator's log for household ``agent_id``: an :class:`Auditor`
+    (``auditor``) that keeps its last verified checkpoint in ``checkpoints``, fed the
+    operator's messages.
+
+    ``audited`` is set after each message handled; ``on_alarm`` is called after a
+    message that raised at least one alarm (the agent reports its diagnostics).
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        topics: Topics,
+        operator_key: VerifyingKey,
+        checkpoints: CheckpointStore,
+        transport: Transport,
+        audited: asyncio.Event,
+        on_alarm: Callable[[], None],
+    ) -> None:
+        self.auditor = auditor = Auditor(
+            agent_id, origin=log_origin(topics.market_id), key=operator_key, store=checkpoints
+        )
+        self._agent_id = agent_id
+        self._topics = topics
+        self._key = operator_key
+        self._transport = transport
+        self._audited = audited
+        self._on_alarm = on_alarm
+        self._link = transport.reconnects  # reconnections the audit knows of
+        if auditor.last_alarm is not None:  # the saved checkpoint did not verify
+            last = auditor.last_alarm
+            _LOG.error("%s: AUDIT ALARM %s: %s", agent_id, last.alarm.value, last.detail)
+
+    async def handle(self, topic: str, message: SignedMessage) -> None:
+        """Feed the auditor an operator message received on ``topic``."""
+        audit, topics, me = self.auditor, self._topics, self._agent_id
+        body, interval = message.body, message.header.interval
+        if isinstance(body, TradesBody) and all(me not in (t.buyer, t.seller) for t in body.trades):
+            return  # nothing of this household to check: spare the signature check
+        if self._transport.reconnects != self._link:
+            self._link = self._transport.reconnects
+            audit.reconnected()
+        try:
+            message.verify(self._key)
+        except MessageError as exc:
+            self._alarm(audit.bad_signature(f"{message.header.kind} on {topic}: {exc.detail}"))
+            self._audited.set()
+            return
+        if isinstance(body, CheckpointNoteBody) and topic in (
+            topics.checkpoint,
+            topics.checkpoint_reply(me),
+        ):
+            outcome: CheckpointOutcome = audit.on_checkpoint(
+                body, current=topic == topics.checkpoint, interval=interval
+            )
+            self._alarm(*outcome.findings)
+            if outcome.request_from is not None:
+                request = json.dumps({"from_size": outcome.request_from}).encode()
+                with contextlib.suppress(TransportClosedError):
+                    await self._transport.publish(topics.audit_request(me), request, qos=1)
+        elif isinstance(body, ReceiptBody) and topic == topics.receipt(me):
+            self._alarm(*audit.on_receipt(interval, body))
+        elif isinstance(body, TradesBody) and topic == topics.trades:
+            self._alarm(*audit.on_trades(interval, body))
+        self._audited.set()
+
+    def _alarm(self, *findings: Finding | None) -> None:
+        for finding in findings:
+            if finding is None:
+                continue
+            _LOG.error(
+                "%s: AUDIT ALARM %s: %s", self._agent_id, finding.alarm.value, finding.detail
+            )
+        if any(findings):
+            self._on_alarm()

@@ -1,0 +1,99 @@
+"""What the agent orders for an interval (agents/ordering.py), with and without a battery."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from agents.battery import BatteryMode, BatterySpec
+from agents.battery_meter import BatteryMeter
+from agents.battery_strategy import battery_order_for
+from agents.ordering import forecast_figures, order_for_interval
+from agents.strategy import LimitPricePolicy, order_for
+from broker.messages import AnnouncementBody, ForecastBody, Phase
+
+STEP = 900
+T = 1_751_241_600
+OPEN = AnnouncementBody(Phase.OPEN, STEP, 300_000, 80_000)
+POLICY = LimitPricePolicy()
+BATTERY = BatterySpec(
+    capacity_wh=10_000, max_charge_w=4_000, max_discharge_w=4_000, round_trip_permille=900
+)
+
+
+def test_forecast_figures_are_the_covering_step_or_no_trade() -> None:
+    forecast = ForecastBody(T, STEP, (500, 600, 700), (10, 20, 30), "naive", None)
+    assert forecast_figures(forecast, T) == (500, 10)
+    assert forecast_figures(forecast, T + 2 * STEP) == (700, 30)
+    assert forecast_figures(forecast, T + 3 * STEP) == (0, 0)  # past its last step
+    assert forecast_figures(forecast, T - STEP) == (0, 0)  # before it starts
+    assert forecast_figures(None, T) == (0, 0)
+    empty = ForecastBody(T, STEP, (), (), "naive", None)
+    assert forecast_figures(empty, T) == (0, 0)
+
+
+async def test_without_a_battery_the_order_is_the_strategy_s() -> None:
+    order = await order_for_interval(
+        T, OPEN, demand_wh=500, pv_wh=800, policy=POLICY, battery=None, agent_id="h001"
+    )
+    assert order == order_for(
+        demand_wh=500,
+        pv_wh=800,
+        retail_micro_per_kwh=OPEN.retail_micro_per_kwh,
+        feed_in_micro_per_kwh=OPEN.feed_in_micro_per_kwh,
+        policy=POLICY,
+    )
+
+
+def _meter(now: list[int]) -> BatteryMeter:
+    return BatteryMeter(
+        start=T,
+        interval_s=STEP,
+        demand_wh=[500, 500],
+        pv_wh=[2_000, 2_000],
+        battery=BATTERY,
+        clock=lambda: now[0],
+        soc_wh=4_000,
+        default_mode=BatteryMode.SELL_SURPLUS,
+    )
+
+
+# The plan at the meter's SoC: store the surplus (a stored Wh is worth more than the ask).
+PLAN = battery_order_for(
+    demand_wh=500,
+    pv_wh=2_000,
+    soc_wh=4_000,
+    battery=BATTERY,
+    interval_s=STEP,
+    retail_micro_per_kwh=OPEN.retail_micro_per_kwh,
+    feed_in_micro_per_kwh=OPEN.feed_in_micro_per_kwh,
+    policy=POLICY,
+)
+
+
+async def test_with_a_battery_the_order_is_the_plan_s_and_the_battery_runs_its_mode() -> None:
+    assert PLAN.mode is BatteryMode.STORE_SURPLUS
+    now = [T]
+    meter = _meter(now)
+    order = await order_for_interval(
+        T, OPEN, demand_wh=500, pv_wh=2_000, policy=POLICY, battery=meter, agent_id="h001"
+    )
+    assert order == PLAN.order
+    now[0] = T + STEP
+    assert await meter.soc_wh() == PLAN.plan.soc_end_wh > 4_000  # the commanded mode ran
+
+
+async def test_a_battery_command_refused_is_logged_and_the_order_still_made(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [T + STEP]  # the interval has been applied: too late to command it
+    meter = _meter(now)
+    with caplog.at_level(logging.WARNING, logger="agents.ordering"):
+        order = await order_for_interval(
+            T, OPEN, demand_wh=500, pv_wh=2_000, policy=POLICY, battery=meter, agent_id="h001"
+        )
+    assert order == PLAN.order  # the SoC was the same: the default mode stored nothing
+    assert [r.getMessage() for r in caplog.records] == [
+        f"h001: battery command refused: interval {T} has already been applied"
+    ]
