@@ -168,7 +168,9 @@ class Ledger:
         return self._last_interval
 
     def state(self) -> LedgerState:
-        """The in-memory state between intervals (what a snapshot holds)."""
+        """The in-memory state between intervals (what a snapshot holds): the ledger's own
+        objects, not copies, so encode it (:func:`ledger.snapshot.encode_snapshot`) or
+        read it, never change it."""
         if self._open is not None:
             raise RuntimeError("the state is taken between intervals")
         return self._state(self._tree, self._metering)
