@@ -76,6 +76,17 @@ def _interval(ledger: Ledger, houses: dict[str, House], k: int, held: list[bytes
     ledger.close_interval()
 
 
+def _market(db_url: str, intervals: int) -> tuple[Ledger, SigningKey, dict[str, House]]:
+    """A ledger of five households through the first ``intervals`` of :func:`_interval`."""
+    operator = SigningKey.generate()
+    houses = {f"h00{i}": House(f"h00{i}") for i in range(1, 6)}
+    ledger = new_ledger(db_url, operator, houses.values())
+    held: list[bytes] = []
+    for k in range(intervals):
+        _interval(ledger, houses, k, held)
+    return ledger, operator, houses
+
+
 def test_restart_from_the_snapshot_equals_a_replay_of_the_whole_log(db_url: str) -> None:
     operator = SigningKey.generate()
     houses = {f"h00{i}": House(f"h00{i}") for i in range(1, 6)}
@@ -111,12 +122,7 @@ def test_restart_from_the_snapshot_equals_a_replay_of_the_whole_log(db_url: str)
 def test_entries_logged_after_the_snapshot_are_replayed(db_url: str) -> None:
     """Keys registered after the last close are not in its snapshot: a restart takes
     the snapshot and replays them, and the state is the whole log's."""
-    operator = SigningKey.generate()
-    houses = {f"h00{i}": House(f"h00{i}") for i in range(1, 6)}
-    ledger = new_ledger(db_url, operator, houses.values())
-    held: list[bytes] = []
-    for k in range(3):
-        _interval(ledger, houses, k, held)
+    ledger, operator, _houses = _market(db_url, 3)
     snapshot_size = ledger.size
     late = House("h009")
     assert ledger.register({"h009": late.key.verifying}, interval=T0 + 3 * STEP) == 1
@@ -135,12 +141,7 @@ def test_entries_logged_after_the_snapshot_are_replayed(db_url: str) -> None:
 def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
     db_url: str, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    operator = SigningKey.generate()
-    houses = {f"h00{i}": House(f"h00{i}") for i in range(1, 6)}
-    ledger = new_ledger(db_url, operator, houses.values())
-    held: list[bytes] = []
-    for k in range(4):
-        _interval(ledger, houses, k, held)
+    ledger, operator, _houses = _market(db_url, 4)
     live = _state_bytes(ledger)
     size = ledger.size
     obj = json.loads(live)
@@ -222,12 +223,7 @@ def test_admission_keeps_two_intervals_of_ids_and_asks_the_log_for_older(db_url:
     """After many intervals the ledger holds the message ids of the last two only; a
     redelivery of a message logged long ago is still a redelivery (its id is read from
     the log), and another message with an old seq is still a replay."""
-    operator = SigningKey.generate()
-    houses = {f"h00{i}": House(f"h00{i}") for i in range(1, 6)}
-    ledger = new_ledger(db_url, operator, houses.values())
-    held: list[bytes] = []
-    for k in range(10):
-        _interval(ledger, houses, k, held)
+    ledger, operator, houses = _market(db_url, 10)
     assert ledger.kept_message_ids <= 2 * 2 * len(houses)  # two intervals' readings and orders
     logged = ledger.store.message_entry("h003", 1)  # c's first reading, 10 intervals ago
     assert logged is not None and logged.kind == "reading"
