@@ -56,6 +56,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_outbox_backfill.py
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_restart.py
+	$(BIN)/python bench/bench_ledger_memory.py
 	$(BIN)/python bench/bench_proofs.py
 	$(BIN)/python bench/bench_receipts.py
 
