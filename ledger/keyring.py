@@ -76,6 +76,13 @@ class KeyRing:
         self.retired: dict[tuple[str, str], Retired] = {}  # (agent, kid)
         self.retired_agents: set[str] = set()  # agents with a key in ``retired``
         self._valid: dict[str, VerifyingKey] = {}  # kept in step with valid_der
+        self._applied: list[int] = []  # log positions of the entries applied, in order
+
+    @property
+    def applied(self) -> tuple[int, ...]:
+        """The log positions of the key entries applied so far, in order: applying
+        those entries again to a new ring gives this one (a snapshot names them)."""
+        return tuple(self._applied)
 
     @property
     def valid(self) -> Mapping[str, VerifyingKey]:
@@ -134,6 +141,7 @@ class KeyRing:
             raise KeyLogError(f"{kind} entry's agent does not match its column")
         if kind == EntryKind.KEY_REVOCATION:
             self._revoke(name, check_kid(obj.get("kid")), check_reason(obj.get("reason")), at)
+            self._applied.append(at)
             return
         key = _logged_key(obj, kind)
         known = self.current.get(name)
@@ -158,6 +166,7 @@ class KeyRing:
         self.current[name] = key
         self.valid_der[name] = key.der()
         self._valid[name] = key
+        self._applied.append(at)
 
     def _revoke(self, agent: str, kid: str, reason: str, at: int) -> None:
         if agent not in self.current:
@@ -170,40 +179,6 @@ class KeyRing:
         if self.current[agent].kid == kid:
             del self.valid_der[agent]
             del self._valid[agent]
-
-    # --- snapshots (ledger.snapshot) -----------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        """The ring as JSON values: each agent's current key (base64 DER), the agents
-        without a valid key, and the retired keys, in a canonical order."""
-        current = {}
-        for agent, key in sorted(self.current.items()):
-            der = self.valid_der.get(agent)  # bytes at hand (DER-encoding a key is slower)
-            current[agent] = base64.b64encode(key.der() if der is None else der).decode("ascii")
-        return {
-            "current": current,
-            "invalid": sorted(set(self.current) - set(self.valid_der)),
-            "retired": [
-                [agent, kid, gone.kind.value, gone.at, gone.reason]
-                for (agent, kid), gone in sorted(self.retired.items())
-            ],
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> KeyRing:
-        """The ring :meth:`to_state` describes."""
-        ring = cls()
-        invalid = set(state["invalid"])
-        for agent, text in state["current"].items():
-            der = base64.b64decode(text, validate=True)
-            key = ring.current[agent] = VerifyingKey.from_der(der)
-            if agent not in invalid:
-                ring.valid_der[agent] = der
-                ring._valid[agent] = key
-        for agent, kid, kind, at, reason in state["retired"]:
-            ring.retired[(agent, kid)] = Retired(RejectReason(kind), at, reason)
-            ring.retired_agents.add(agent)
-        return ring
 
     # --- checking messages -------------------------------------------------------------
 

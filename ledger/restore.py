@@ -17,7 +17,7 @@ from broker.messages import ReadingBody, SignedMessage, decode_message
 from ledger.booking import replay
 from ledger.clearing import Fill, GridTariff
 from ledger.entries import EntryKind
-from ledger.keyring import KEY_KINDS, KeyRing
+from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.merkle import CompactRange
 from ledger.metering import Metering, MeteringConfig
 from ledger.settlement import Registers
@@ -83,15 +83,32 @@ def _usable_snapshot(
         return 0, empty
     size, data = stored
     try:
-        state = decode_snapshot(data, metering)
+        decoded = decode_snapshot(data, metering)
+        state = decoded.state
+        checkpoint = store.checkpoint_at(size)
+        if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
+            raise SnapshotError("its tree is not the signed checkpoint's at its size")
+        _apply_key_entries(store, state.keyring, decoded.key_entries, size)
     except SnapshotError as exc:
         _LOG.warning("state snapshot at %d not used (%s): replaying the whole log", size, exc)
         return 0, empty
-    checkpoint = store.checkpoint_at(size)
-    if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
-        _LOG.warning("state snapshot at %d does not match the log: replaying it all", size)
-        return 0, empty
     return size, state
+
+
+def _apply_key_entries(
+    store: LedgerStore, keyring: KeyRing, positions: tuple[int, ...], size: int
+) -> None:
+    """Fill ``keyring`` from the key entries at ``positions`` (all below ``size``)."""
+    entries = store.entries_at(positions)
+    if len(entries) != len(positions) or any(
+        e.kind not in KEY_KINDS or e.idx >= size for e in entries
+    ):
+        raise SnapshotError("it names log positions that hold no key entry")
+    try:
+        for entry in entries:
+            keyring.apply(entry.kind, entry.agent, json.loads(entry.data), at=entry.idx)
+    except KeyLogError as exc:
+        raise SnapshotError(f"its key entries do not apply: {exc}") from exc
 
 
 def logged_message(obj: Mapping[str, object]) -> SignedMessage:

@@ -1,25 +1,26 @@
 """Snapshots of the ledger's derived state, so that a restart need not replay the log.
 
-Everything the ledger keeps in memory between intervals follows from the log (its
-restore replays every entry, :meth:`ledger.ledger.Ledger._restore`), but replaying
-costs tens of microseconds per entry, and a market of thousands of households logs
-millions of entries a day. So each gate closure also stores, in the transaction that
-logs the interval, a snapshot of that state as of the new tree size: the tree's peaks,
-the key ring, each household's last seq, the meter state and the last cleared interval
-(tariff and trades, which the next close settles). A restart loads the latest snapshot
-and replays only the entries after it; one that is missing, of another version, or
-does not match the signed checkpoint of its tree size is ignored, and the whole log is
-replayed instead.
+Everything the ledger keeps in memory between intervals follows from the log (a
+restart can replay every entry, :mod:`ledger.restore`), but replaying costs tens of
+microseconds per entry, and a market of thousands of households logs millions of
+entries a day. So each gate closure also stores, in the transaction that logs the
+interval, a snapshot of that state as of the new tree size: the tree's peaks, the log
+positions of the key entries (applied again, they give the key ring: the keys
+themselves are not copied into every snapshot), each household's last seq, the meter
+state and the last cleared interval (tariff and trades, which the next close settles).
+A restart loads the latest snapshot and replays only the entries after it; one that is
+missing, of another version, malformed, or whose tree is not the signed checkpoint's
+at its size is ignored, and the whole log is replayed instead.
 
 The snapshot is derived, not evidence: it is not part of the log or of any proof, it may
 be deleted at any time (the next restart then replays everything), and ``ledger
 verify`` never reads it. Pure functions over JSON values; no I/O.
 
 Format (version 1): a JSON object ``{"version": 1, "tree_size": int, "peaks": [hex],
-"keys": ..., "last_seqs": {agent: int}, "metering": ..., "last_interval": int|null,
-"last_tariff": [retail, feed_in]|null, "last_fills": [[buyer, seller, quantity_wh,
-price_micro_per_kwh, buy_ref, sell_ref]]}`` (``keys``: :meth:`ledger.keyring.KeyRing.to_state`;
-``metering``: :meth:`ledger.metering.Metering.to_state`).
+"key_entries": [int], "last_seqs": {agent: int}, "metering": ..., "last_interval":
+int|null, "last_tariff": [retail, feed_in]|null, "last_fills": [[buyer, seller,
+quantity_wh, price_micro_per_kwh, buy_ref, sell_ref]]}`` (``metering``:
+:meth:`ledger.metering.Metering.to_state`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import KeyFileError
 from ledger.clearing import Fill, GridTariff
 from ledger.keyring import KeyRing
 from ledger.merkle import CompactRange
@@ -40,6 +40,15 @@ SNAPSHOT_VERSION = 1
 
 class SnapshotError(ValueError):
     """A stored snapshot that cannot be used (another version, or malformed)."""
+
+
+@dataclass(frozen=True)
+class DecodedSnapshot:
+    """A snapshot as read: the state, its key ring still empty, and the log positions
+    of the key entries to apply to it, in order."""
+
+    state: LedgerState
+    key_entries: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def encode_snapshot(state: LedgerState) -> bytes:
         "version": SNAPSHOT_VERSION,
         "tree_size": state.tree.size,
         "peaks": [peak.hex() for peak in state.tree.peaks],
-        "keys": state.keyring.to_state(),
+        "key_entries": list(state.keyring.applied),
         "last_seqs": dict(sorted(state.last_seqs.items())),
         "metering": state.metering.to_state(),
         "last_interval": state.last_interval,
@@ -77,7 +86,7 @@ def encode_snapshot(state: LedgerState) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def decode_snapshot(data: bytes, metering: MeteringConfig | None) -> LedgerState:
+def decode_snapshot(data: bytes, metering: MeteringConfig | None) -> DecodedSnapshot:
     """The state a snapshot holds, its meter state under ``metering``; SnapshotError
     when it is of another version or does not parse as one."""
     try:
@@ -89,16 +98,18 @@ def decode_snapshot(data: bytes, metering: MeteringConfig | None) -> LedgerState
         raise SnapshotError(f"snapshot version {version!r}, this ledger reads {SNAPSHOT_VERSION}")
     try:
         tariff = obj["last_tariff"]
-        return LedgerState(
+        key_entries = tuple(int(at) for at in obj["key_entries"])
+        state = LedgerState(
             tree=CompactRange.from_peaks(
                 int(obj["tree_size"]), [bytes.fromhex(p) for p in obj["peaks"]]
             ),
-            keyring=KeyRing.from_state(obj["keys"]),
+            keyring=KeyRing(),
             last_seqs={str(a): int(s) for a, s in obj["last_seqs"].items()},
             metering=Metering.from_state(obj["metering"], metering),
             last_interval=obj["last_interval"],
             last_tariff=None if tariff is None else GridTariff(tariff[0], tariff[1]),
             last_fills=tuple(Fill(*fields) for fields in obj["last_fills"]),
         )
-    except (KeyError, TypeError, ValueError, KeyFileError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"malformed snapshot: {exc!r}"[:300]) from exc
+    return DecodedSnapshot(state, key_entries)

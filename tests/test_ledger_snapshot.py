@@ -113,8 +113,8 @@ def test_restart_from_the_snapshot_equals_a_replay_of_the_whole_log(db_url: str)
     kinds = {e.kind for e in ledger.store.iter_entries()}
     assert {"correction", "flag", "key_rotation", "key_revocation", "settlement"} <= kinds
     state = json.loads(_state_bytes(ledger))
-    assert state["keys"]["invalid"] == ["h005"]
-    assert len(state["keys"]["retired"]) == 2  # d's old key, e's revoked one
+    assert len(state["key_entries"]) == 5 + 2  # five keys, d's rotation, e's revocation
+    assert "h005" not in ledger.keys and ledger.keys["h004"].kid == houses["h004"].key.kid
     assert verify_ledger(ledger.store).ok
     ledger.store.close()
 
@@ -137,7 +137,9 @@ def test_entries_logged_after_the_snapshot_are_replayed(db_url: str) -> None:
     restarted.store.close()
 
 
-@pytest.mark.parametrize("damage", ["version", "garbage", "other_root"])
+@pytest.mark.parametrize(
+    "damage", ["version", "garbage", "other_root", "not_a_key_entry", "no_such_entry"]
+)
 def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
     db_url: str, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,6 +151,10 @@ def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
         obj["version"] = SNAPSHOT_VERSION + 1
     elif damage == "other_root":
         obj["peaks"][0] = "00" * 32
+    elif damage == "not_a_key_entry":
+        obj["key_entries"][0] = size - 1  # the interval's last entry, a posting
+    elif damage == "no_such_entry":
+        obj["key_entries"][-1] = size + 5
     data = b"{not json" if damage == "garbage" else json.dumps(obj).encode()
     with ledger.store.engine.begin() as conn:
         conn.execute(
@@ -156,7 +162,7 @@ def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
             {"data": data, "size": size},
         )
     ledger.store.close()
-    with caplog.at_level(logging.WARNING, logger="ledger.ledger"):
+    with caplog.at_level(logging.WARNING, logger="ledger.restore"):
         restarted = _restart(db_url, operator)
     assert "replaying" in caplog.text
     assert _state_bytes(restarted) == live
@@ -169,7 +175,7 @@ def test_decode_refuses_what_is_not_a_snapshot() -> None:
     with pytest.raises(SnapshotError, match="not JSON"):
         decode_snapshot(b"\xff", None)
     good = json.loads(encode_snapshot(_small_state()))
-    for key in ("keys", "metering", "peaks"):
+    for key in ("key_entries", "metering", "peaks"):
         broken = dict(good)
         del broken[key]
         with pytest.raises(SnapshotError, match="malformed"):
@@ -179,6 +185,9 @@ def test_decode_refuses_what_is_not_a_snapshot() -> None:
         decode_snapshot(json.dumps(broken).encode(), None)
 
 
+_KEY = SigningKey.generate().verifying
+
+
 def _small_state() -> LedgerState:
     from ledger.metering import Metering
 
@@ -186,13 +195,7 @@ def _small_state() -> LedgerState:
     for i in range(3):
         tree.append(bytes([i]))
     ring = KeyRing()
-    key = SigningKey.generate().verifying
-    ring.apply(
-        "key",
-        "h1",
-        {"agent": "h1", "kid": key.kid, "public_key": _b64(key.der())},
-        at=0,
-    )
+    ring.apply("key", "h1", {"agent": "h1", "kid": _KEY.kid, "public_key": _b64(_KEY.der())}, at=0)
     return LedgerState(
         tree,
         ring,
@@ -212,10 +215,15 @@ def _b64(data: bytes) -> str:
 
 def test_a_snapshot_round_trips() -> None:
     state = _small_state()
-    again = decode_snapshot(encode_snapshot(state), None)
+    decoded = decode_snapshot(encode_snapshot(state), None)
+    assert decoded.key_entries == state.keyring.applied == (0,)
+    again = decoded.state
+    assert not again.keyring.current  # filled from the log by ledger.restore
+    again.keyring.apply(
+        "key", "h1", {"agent": "h1", "kid": _KEY.kid, "public_key": _b64(_KEY.der())}, at=0
+    )
     assert encode_snapshot(again) == encode_snapshot(state)
     assert again.tree.root() == state.tree.root() and again.tree.size == 3
-    assert again.keyring.valid["h1"].kid == state.keyring.valid["h1"].kid
     assert again.last_fills == state.last_fills and again.last_tariff == state.last_tariff
 
 
