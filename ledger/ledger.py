@@ -17,7 +17,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 from broker.errors import ConfigError, MessageError, RejectReason
@@ -173,14 +173,11 @@ class Ledger:
         read it, never change it."""
         if self._open is not None:
             raise RuntimeError("the state is taken between intervals")
-        return self._state(self._tree, self._metering)
-
-    def _state(self, tree: CompactRange, metering: Metering) -> LedgerState:
         return LedgerState(
-            tree,
+            self._tree,
             self._keyring,
             self._admission.last_seqs,
-            metering,
+            self._metering,
             self._last_interval,
             self._last_tariff,
             self._last_fills,
@@ -381,23 +378,23 @@ class Ledger:
         revisions, flags, postings, settled = self._settle(metering, op, readings, late)
         entries += settled
         settlements = [r.after for r in revisions if r.before is None]
-        after = (op.interval, op.tariff, clearing.fills) if op.trading else None
+        # The last cleared interval after this close: this one, unless it did not trade.
+        last = (
+            (op.interval, op.tariff, clearing.fills)
+            if op.trading
+            else (self._last_interval, self._last_tariff, self._last_fills)
+        )
 
         def snapshot(tree: CompactRange) -> bytes:
-            state = self._state(tree, metering)
-            if after is not None:
-                state = replace(
-                    state, last_interval=after[0], last_tariff=after[1], last_fills=after[2]
-                )
-            return encode_snapshot(state)
+            keys, seqs = self._keyring, self._admission.last_seqs
+            return encode_snapshot(LedgerState(tree, keys, seqs, metering, *last))
 
         checkpoint = self._append(
             entries, op.interval, intake_through=op.interval, snapshot=snapshot
         )
         self._intake = []
         self._metering = metering
-        if after is not None:
-            self._last_interval, self._last_tariff, self._last_fills = after
+        self._last_interval, self._last_tariff, self._last_fills = last
         self._admission.interval_closed()
         self._open = None
         return IntervalOutcome(
