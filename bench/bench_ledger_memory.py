@@ -1,7 +1,8 @@
 """Ledger memory over many intervals: does the process grow with the log?
 
 A ledger of H households (SQLite) goes through K intervals, each with a signed reading
-and order per household (``Ledger.ingest_many``, signatures checked inline), and prints
+and order per household (``bench_verify.interval_messages``, taken in with
+``Ledger.ingest_many``, signatures checked inline), and prints
 the process's resident memory after each tenth close (after a full collection), and
 the message ids it holds to tell redeliveries from replays. With memory bounded by the
 households, the RSS levels off; a ledger that keeps something per message grows by a
@@ -22,17 +23,11 @@ import time
 from pathlib import Path
 
 from _machine import machine_line
+from bench_verify import MARKET, STEP, T0, TARIFF, interval_messages
 
 from broker.keys import SigningKey
-from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.store import LedgerStore
-
-MARKET = "bench"
-STEP = 900
-T0 = 1_750_000_500 - 1_750_000_500 % STEP
-TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 
 
 def rss_mb() -> float:
@@ -50,6 +45,7 @@ def main() -> None:
     rng = random.Random(1)
     keys = {f"h{i:05d}": SigningKey.generate() for i in range(args.households)}
     registers = dict.fromkeys(keys, 0)
+    seq = dict.fromkeys(keys, 0)
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(
             LedgerStore(f"sqlite:///{Path(tmp) / 'ledger.db'}"),
@@ -60,28 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         for k in range(args.intervals):
             interval = T0 + k * STEP
-            items: list[tuple[bytes, str | None]] = []
-            for agent, key in keys.items():
-                registers[agent] += rng.randint(0, 800)
-                bodies = (
-                    ReadingBody(interval, registers[agent], 0, 0, 0),
-                    OrderBody(
-                        Side.BUY if rng.random() < 0.5 else Side.SELL,
-                        rng.randint(50, 2_000),
-                        rng.randint(80_000, 300_000),
-                    ),
-                )
-                for seq, body in enumerate(bodies, start=2 * k + 1):
-                    message = sign_message(
-                        key,
-                        body,
-                        market=MARKET,
-                        interval=interval,
-                        agent=agent,
-                        seq=seq,
-                        expires=interval + STEP,
-                    )
-                    items.append((message.to_wire(), agent))
+            items = interval_messages(keys, registers, seq, rng, interval)
             ledger.open_interval(interval, TARIFF)
             ledger.ingest_many(items)
             ledger.close_interval()

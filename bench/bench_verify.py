@@ -36,6 +36,40 @@ STEP = 900
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 
 
+def interval_messages(
+    keys: dict[str, SigningKey],
+    registers: dict[str, int],
+    seq: dict[str, int],
+    rng: random.Random,
+    interval: int,
+) -> list[tuple[bytes, str | None]]:
+    """Each household's signed reading (its import register advanced by 0-800 Wh) and
+    order for ``interval``, as ``(wire, agent)``; ``registers`` and ``seq`` advance."""
+    items: list[tuple[bytes, str | None]] = []
+    for agent, key in keys.items():
+        registers[agent] += rng.randint(0, 800)
+        for body in (
+            ReadingBody(interval, registers[agent], 0, 0, 0),
+            OrderBody(
+                Side.BUY if rng.random() < 0.5 else Side.SELL,
+                rng.randint(50, 2_000),
+                rng.randint(80_000, 300_000),
+            ),
+        ):
+            seq[agent] += 1
+            message = sign_message(
+                key,
+                body,
+                market=MARKET,
+                interval=interval,
+                agent=agent,
+                seq=seq[agent],
+                expires=interval + STEP,
+            )
+            items.append((message.to_wire(), agent))
+    return items
+
+
 def build(url: str, entries: int, households: int, seed: int = 1) -> Ledger:
     rng = random.Random(seed)
     keys = {f"h{i:05d}": SigningKey.generate() for i in range(households)}
@@ -46,27 +80,8 @@ def build(url: str, entries: int, households: int, seed: int = 1) -> Ledger:
     interval = T0
     while ledger.size < entries:
         ledger.open_interval(interval, TARIFF)
-        for agent, key in keys.items():
-            registers[agent] += rng.randint(0, 800)
-            for body in (
-                ReadingBody(interval, registers[agent], 0, 0, 0),
-                OrderBody(
-                    Side.BUY if rng.random() < 0.5 else Side.SELL,
-                    rng.randint(50, 2_000),
-                    rng.randint(80_000, 300_000),
-                ),
-            ):
-                seq[agent] += 1
-                message = sign_message(
-                    key,
-                    body,
-                    market=MARKET,
-                    interval=interval,
-                    agent=agent,
-                    seq=seq[agent],
-                    expires=interval + STEP,
-                )
-                ledger.ingest(message.to_wire())
+        for wire, _agent in interval_messages(keys, registers, seq, rng, interval):
+            ledger.ingest(wire)
         ledger.close_interval()
         interval += STEP
     return ledger
