@@ -59,6 +59,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_ledger_memory.py
 	$(BIN)/python bench/bench_proofs.py
 	$(BIN)/python bench/bench_receipts.py
+	$(BIN)/python bench/bench_flood.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -5,6 +5,9 @@
 :class:`ledger.schedule.Clock`), checks the leadership lease, runs the interval (open,
 gate, clear, log, checkpoint, audit messages) with the gate closing at the schedule's
 deadline at the latest, and writes one log line per interval (:func:`summary_line`).
+The line's counts (rejections, redeliveries, responses) are everything since the
+previous line, so what arrives between a close and the next open is counted in the
+next interval's line.
 The lease is checked before each interval opens and again when its gate closes, just
 before it is written: a lost lease (:class:`ledger.lease.LeaseLost`) ends :meth:`run`
 without writing.
@@ -55,9 +58,14 @@ class IntervalSummary:
     root: bytes
     gate_s: float  # from opening until the gate closed
     close_s: float  # clearing, logging, checkpoint and audit messages
-    rejections: dict[str, int] = field(default_factory=dict)  # this interval's, per reason
+    # Since the previous summary (also between intervals):
+    rejections: dict[str, int] = field(default_factory=dict)  # per reason
     redeliveries: int = 0
     skipped: int = 0  # interval starts passed unopened before this one
+    responses: int = 0  # rejections and audit answers sent (ledger.responder)
+    limited: int = 0  # ... not sent: over the household's rate limit
+    dropped: int = 0  # ... not sent: the queue was full, or sending failed
+    audit_ignored: int = 0  # audit requests not answered (malformed, unknown household)
 
 
 def summary_line(s: IntervalSummary) -> str:
@@ -75,6 +83,10 @@ def summary_line(s: IntervalSummary) -> str:
     if reasons:
         line += f" ({reasons})"
     line += f" redelivered {s.redeliveries}"
+    line += (
+        f" responses {s.responses} limited {s.limited} dropped {s.dropped}"
+        f" audit_ignored {s.audit_ignored}"
+    )
     if s.skipped:
         line += f" skipped {s.skipped}"
     return line
@@ -89,7 +101,11 @@ def summarize(
     rejections: Counter[RejectReason],
     redeliveries: int,
     skipped: int,
+    responses: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> IntervalSummary:
+    """``responses``: sent, limited, dropped, audit_ignored (as
+    :meth:`ledger.responder.ResponseCounts.as_tuple`)."""
+    sent, limited, dropped, audit_ignored = responses
     return IntervalSummary(
         interval=outcome.interval,
         households=households,
@@ -105,7 +121,27 @@ def summarize(
         rejections={str(r): n for r, n in rejections.items() if n > 0},
         redeliveries=redeliveries,
         skipped=skipped,
+        responses=sent,
+        limited=limited,
+        dropped=dropped,
+        audit_ignored=audit_ignored,
     )
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """The service's growing counters at one moment (the previous summary's)."""
+
+    rejections: Counter[RejectReason]
+    redeliveries: int
+    responses: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, service: LedgerService) -> _Counters:
+        ledger = service.ledger
+        return cls(
+            Counter(ledger.rejections), ledger.redeliveries, service.responses.counts.as_tuple()
+        )
 
 
 class MarketOperator:
@@ -128,6 +164,7 @@ class MarketOperator:
         self.lease = lease
         self.on_interval = on_interval
         self.summaries: list[IntervalSummary] = []
+        self._counted = _Counters.of(service)  # what the summaries so far reported
 
     async def run(self, stop: asyncio.Event) -> None:
         """Open, close and report intervals until ``stop`` is set; LeaseLost ends it."""
@@ -164,8 +201,6 @@ class MarketOperator:
     ) -> IntervalSummary:
         service, ledger = self.service, self.service.ledger
         loop = asyncio.get_running_loop()
-        rejections_before = Counter(ledger.rejections)
-        redeliveries_before = ledger.redeliveries
         households = len(ledger.keys)
         timeout_s = max(0.0, self.schedule.deadline(interval) - self.clock.now_s())
         opened = loop.time()
@@ -196,12 +231,20 @@ class MarketOperator:
             await asyncio.gather(task, stopped, return_exceptions=True)
         done = loop.time()
         closed_at = gate_closed[0] if gate_closed else done
+        before, now = self._counted, _Counters.of(service)
+        self._counted = now
         return summarize(
             outcome,
             households=households,
             gate_s=closed_at - opened,
             close_s=done - closed_at,
-            rejections=Counter(ledger.rejections) - rejections_before,
-            redeliveries=ledger.redeliveries - redeliveries_before,
+            rejections=now.rejections - before.rejections,
+            redeliveries=now.redeliveries - before.redeliveries,
             skipped=skipped,
+            responses=(
+                now.responses[0] - before.responses[0],
+                now.responses[1] - before.responses[1],
+                now.responses[2] - before.responses[2],
+                now.responses[3] - before.responses[3],
+            ),
         )

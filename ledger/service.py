@@ -1,9 +1,10 @@
 """The ledger's MQTT adapter and market operator.
 
-Feeds household messages into :class:`ledger.ledger.Ledger`, sends every rejection back
-on the household's error topic, and runs each interval: announce it open, wait until
-every registered household has sent its reading and order (or is offline), close the
-gate, clear, log, checkpoint, and announce the result.
+Feeds household messages into :class:`ledger.ledger.Ledger`, sends rejections back on
+the household's error topic and answers audit requests (rate-limited per household,
+queued and sent in the background: :mod:`ledger.responder`), and runs each interval:
+announce it open, wait until every registered household has sent its reading and
+order (or is offline), close the gate, clear, log, checkpoint, and announce the result.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,11 +31,12 @@ from broker.messages import (
     sign_message,
 )
 from broker.topics import STATUS_OFFLINE, Topics
-from broker.transport import Message, Transport, TransportClosedError
+from broker.transport import Message, Transport
 from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
+from ledger.responder import FirstPerInterval, Responder
 from ledger.sigcheck import Checked, SignatureVerifier
 
 _LOG = logging.getLogger(__name__)
@@ -102,11 +104,16 @@ class LedgerService:
         self._prepared = 0  # batches decoded by run_ingest_batched
         self._admitted = 0  # ... and admitted, in order
         self._gate_forced = False
+        # Rejections and audit answers: rate-limited, queued, sent in the background.
+        self.responses = Responder()
+        self._logged = FirstPerInterval()  # one log line per (household, reason), interval
+        self._audit_answered: dict[str, int] = {}  # household -> tree size answered
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
-        async for message in self.transport.messages():
-            await self.handle(message)
+        async with self.responses.running():
+            async for message in self.transport.messages():
+                await self.handle(message)
 
     async def run_ingest_batched(
         self,
@@ -160,18 +167,20 @@ class LedgerService:
         return items
 
     async def _admit_batches(self, waiting: asyncio.Queue[_PendingBatch | None]) -> None:
-        while (pending := await waiting.get()) is not None:
-            checked = await pending.checked
-            async with self._ledger_lock:
-                results = self.ledger.admit_batch(prepared(pending.batch, checked))
-                self.ledger.flush_intake()
-            self._admitted = pending.number
-            for (payload, agent), result in zip(pending.batch.items, results, strict=True):
-                if isinstance(result, RedeliveredError):
-                    _LOG.debug("redelivered message from %s ignored", agent)
-                elif isinstance(result, MessageError):
-                    await self._reject(str(agent), payload, result)
-            self._progress.set()
+        # The responses (rejections, audit answers) go out in the background meanwhile.
+        async with self.responses.running():
+            while (pending := await waiting.get()) is not None:
+                checked = await pending.checked
+                async with self._ledger_lock:
+                    results = self.ledger.admit_batch(prepared(pending.batch, checked))
+                    self.ledger.flush_intake()
+                self._admitted = pending.number
+                for (payload, agent), result in zip(pending.batch.items, results, strict=True):
+                    if isinstance(result, RedeliveredError):
+                        _LOG.debug("redelivered message from %s ignored", agent)
+                    elif isinstance(result, MessageError):
+                        await self._reject(str(agent), payload, result)  # never waits
+                self._progress.set()
 
     async def _caught_up(self) -> None:
         """Wait until every batch decoded so far has been admitted (before a gate
@@ -208,43 +217,60 @@ class LedgerService:
         self._progress.set()
 
     async def _reject(self, agent: str, payload: bytes, exc: MessageError) -> None:
-        ref, ref_seq = _reference(payload)
-        _LOG.info("rejected message from %s: %s", agent, exc)
+        """Log (the first of each household and reason in an interval; the rest are the
+        summary line's counts) and queue a rejection for a registered household within
+        its rate limit. Never waits: the rejection is signed and sent in the
+        background, and dropped (counted) when the queue is full."""
+        if self._logged.first((agent, exc.reason), self.ledger.last_closed_interval):
+            _LOG.info(
+                "rejected message from %s: %s (more %s rejections of %s in this interval: "
+                "counted in its summary)",
+                agent,
+                exc,
+                exc.reason,
+                agent,
+            )
         if not self.ledger.is_registered(agent):
             return  # nobody registered listens there; do not let strangers make us publish
+        if not self.responses.allowed(agent):
+            return
+        ref, ref_seq = _reference(payload)
         body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
-        try:
-            await self._publish(self.config.topics.error(agent), body, interval=0, retain=False)
-        except TransportClosedError:
-            # Shutting down while it was on its way (maybe delivered, unacknowledged):
-            # the ingest ends with the transport; the rejection is counted all the same.
-            _LOG.info("transport closed; rejection for %s not confirmed", agent)
+        topic = self.config.topics.error(agent)
+        self.responses.offer(lambda: self._publish(topic, body, interval=0, retain=False))
 
     async def _answer_audit(self, agent: str, payload: bytes) -> None:
-        """Send a registered household the latest checkpoint with a consistency proof
-        from the tree size it saved (``{"from_size": N}``); ignore anything else."""
-        latest = self.ledger.store.latest_checkpoint()
-        from_size = None
-        if len(payload) <= MAX_AUDIT_REQUEST_BYTES:
-            try:
-                request = json.loads(payload)
-            except (ValueError, RecursionError):  # not UTF-8 or not JSON
-                request = None
-            if isinstance(request, dict) and request.keys() == {"from_size"}:
-                from_size = request["from_size"]
-        if (
-            agent not in self.ledger.keys
-            or latest is None
-            or not isinstance(from_size, int)
-            or isinstance(from_size, bool)
-            or not 0 < from_size <= latest.tree_size
-        ):
-            _LOG.info("ignored audit request from %s", agent)
+        """Queue for a registered household the latest checkpoint with a consistency
+        proof from the tree size it saved (``{"from_size": N}``): at most one answer per
+        household and checkpoint, within its rate limit, the proof built in the
+        background; ignore (count) anything else. Never waits."""
+        from_size = _audit_from_size(payload)
+        size = self.ledger.size  # every append is checkpointed: the latest checkpoint's
+        if agent not in self.ledger.keys or from_size is None or not 0 < from_size <= size:
+            self.responses.counts.audit_ignored += 1
+            if self._logged.first((agent, "audit"), self.ledger.last_closed_interval):
+                _LOG.info(
+                    "ignored audit request from %s (more in this interval: counted in its summary)",
+                    agent,
+                )
             return
+        if self._audit_answered.get(agent) == size:
+            self.responses.counts.limited += 1  # answered for this checkpoint already
+            return
+        if not self.responses.allowed(agent):
+            return
+        if self.responses.offer(lambda: self._audit_answer(agent, from_size)):
+            self._audit_answered[agent] = size
+
+    def _audit_answer(self, agent: str, from_size: int) -> Awaitable[None] | None:
+        """The publish of ``agent``'s audit answer (in the background), or None."""
+        latest = self.ledger.store.latest_checkpoint()
+        if latest is None or not 0 < from_size <= latest.tree_size:
+            return None
         source = IntervalSource(self.ledger.store, latest.tree_size, ())
         body = checkpoint_body(source, latest, origin=self.ledger.origin, old_size=from_size)
         topic = self.config.topics.checkpoint_reply(agent)
-        await self._publish(topic, body, interval=latest.interval, retain=False)
+        return self._publish(topic, body, interval=latest.interval, retain=False)
 
     def audit_messages(self, outcome: IntervalOutcome) -> AuditMessages:
         """The interval's checkpoint body and receipts (:mod:`ledger.receipts`)."""
@@ -393,6 +419,22 @@ class LedgerService:
             expires=interval + self.config.interval_s,
         )
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=retain)
+
+
+def _audit_from_size(payload: bytes) -> int | None:
+    """N of an audit request ``{"from_size": N}`` (an int), or None."""
+    if len(payload) > MAX_AUDIT_REQUEST_BYTES:
+        return None
+    try:
+        request = json.loads(payload)
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON
+        return None
+    if not isinstance(request, dict) or request.keys() != {"from_size"}:
+        return None
+    from_size = request["from_size"]
+    if not isinstance(from_size, int) or isinstance(from_size, bool):
+        return None
+    return from_size
 
 
 def _reference(payload: bytes) -> tuple[str, int | None]:

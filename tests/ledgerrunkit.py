@@ -48,7 +48,9 @@ SUMMARY = re.compile(
     r"readings (?P<readings>\d+)/\d+ trades (?P<trades>\d+) volume_wh (?P<volume>\d+) "
     r"price_micro_per_kwh (?P<price>\S+) size (?P<size>\d+) root (?P<root>[0-9a-f]{16}) "
     r"gate_s \S+ close_s \S+ rejected (?P<rejected>\d+)(?: \((?P<reasons>[^)]*)\))? "
-    r"redelivered \d+(?: skipped (?P<skipped>\d+))?$"
+    r"redelivered (?P<redelivered>\d+) responses (?P<responses>\d+) limited (?P<limited>\d+) "
+    r"dropped (?P<dropped>\d+) audit_ignored (?P<audit_ignored>\d+)"
+    r"(?: skipped (?P<skipped>\d+))?$"
 )
 # (agent, side, quantity_wh, limit price): two buyers and a seller that cross.
 BOOK = (

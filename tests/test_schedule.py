@@ -98,11 +98,15 @@ def test_the_summary_line_names_every_figure_and_each_rejection_reason() -> None
             rejections={"late": 1, "bad_signature": 2},
             redeliveries=3,
             skipped=1,
+            responses=4,
+            limited=5,
+            dropped=6,
+            audit_ignored=7,
         )
     )
     assert line == (
         "interval 1796140800 (2026-12-01T16:00:00Z): orders 5/6 readings 6/6 trades 2 "
         "volume_wh 420 price_micro_per_kwh 190000 size 1234 root 0001020304050607 "
         "gate_s 1.250 close_s 0.050 rejected 3 (bad_signature 2, late 1) "
-        "redelivered 3 skipped 1"
+        "redelivered 3 responses 4 limited 5 dropped 6 audit_ignored 7 skipped 1"
     )
