@@ -142,7 +142,8 @@ def _revoked(where: str, items: Any) -> dict[str, str]:
 
 def write_registry(path: Path, registry: Registry | Mapping[str, VerifyingKey]) -> None:
     """Write ``registry`` (or just keys per agent) in the format :func:`load_registry`
-    reads, households in id order; atomically (a new file renamed over the old one)."""
+    reads, households in id order; atomically (a new file renamed over the old one).
+    ConfigError if it cannot be written (no such folder, not writable)."""
     if not isinstance(registry, Registry):
         registry = Registry({a: Household(a, k) for a, k in registry.items()})
     households = []
@@ -155,6 +156,15 @@ def write_registry(path: Path, registry: Registry | Mapping[str, VerifyingKey]) 
             item["revoked_keys"] = [{"kid": k, "reason": h.revoked[k]} for k in sorted(h.revoked)]
         households.append(item)
     text = json.dumps({"households": households}, indent=2) + "\n"
+    try:
+        _replace_atomically(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write registry {path}: {exc.strerror}") from exc
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a new file beside ``path`` (keeping its mode) and rename it over
+    ``path``; the new file is removed if anything fails."""
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    inspect,
     text,
 )
 from sqlalchemy import select as sa_select
@@ -39,6 +40,15 @@ from ledger.bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS, bulk_writ
 from ledger.entries import NewEntry
 from ledger.merkle import leaf_hash
 from ledger.proofs import NodeRef, nodes_ending_in
+from ledger.store_errors import NoLedgerDatabase
+from ledger.store_open import (
+    LEDGER_TABLES,
+    check_sqlite_location,
+    normalise_db_url,
+    read_only_engine,
+    sqlite_path,
+    store_failures,
+)
 
 LOG_TABLE = "log_entry"
 CHECKPOINT_TABLE = "checkpoint"
@@ -115,15 +125,6 @@ class IntakeRow(SQLModel, table=True):
     wire: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
-def normalise_db_url(url: str) -> str:
-    """Accept ``sqlite:///file``, ``postgresql://...``; pick the psycopg 3 driver."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith(("sqlite://", "postgresql+psycopg://")):
-        return url
-    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://...")
-
-
 def make_engine(url: str) -> Engine:
     engine = create_engine(normalise_db_url(url))
     if engine.dialect.name == "sqlite":
@@ -165,18 +166,43 @@ class SnapshotRow(SQLModel, table=True):
 
 
 class LedgerStore:
-    """Append-only access to the log tables."""
+    """Append-only access to the log tables.
+
+    ``LedgerStore(url)`` opens the database, creating the tables it lacks (and a SQLite
+    file in an existing folder); :meth:`read_only` opens an existing ledger database
+    without changing anything. Either raises :class:`NoLedgerDatabase` for a URL that
+    names no usable database and :class:`ledger.store_errors.StoreError` when the
+    database fails.
+    """
 
     def __init__(self, url: str) -> None:
+        path = sqlite_path(url)
+        if path is not None:
+            check_sqlite_location(path, url)
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(
-            self.engine,
-            tables=[
-                _table(name)
-                for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE, SNAPSHOT_TABLE)
-            ],
-        )
-        install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
+        with store_failures(url):
+            SQLModel.metadata.create_all(
+                self.engine,
+                tables=[
+                    _table(name)
+                    for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE, SNAPSHOT_TABLE)
+                ],
+            )
+            install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
+
+    @classmethod
+    def read_only(cls, url: str) -> LedgerStore:
+        """An existing ledger database, opened so that nothing can be written: SQLite
+        ``mode=ro`` (a missing file is :class:`NoLedgerDatabase`, never created),
+        PostgreSQL in read-only transactions; its tables are not created."""
+        store = cls.__new__(cls)
+        store.engine = read_only_engine(url)
+        with store_failures(url):
+            tables = set(inspect(store.engine).get_table_names())
+        if not tables >= LEDGER_TABLES:
+            store.close()
+            raise NoLedgerDatabase(f"database {url} holds no ledger")
+        return store
 
     def close(self) -> None:
         self.engine.dispose()

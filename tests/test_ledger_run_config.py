@@ -163,3 +163,34 @@ def test_running_with_an_invalid_file_exits_2_with_one_line(
     _, err = capsys.readouterr()
     assert code == 2
     assert err.count("\n") == 1 and "gate.timeout_s" in err
+
+
+def test_a_network_fee_is_taken_and_fixed_for_the_ledger(folder: Path) -> None:
+    """docs/protocol.md: ``mechanism.network_fee_micro_per_kwh`` is charged (settlement
+    posts it to ``operator/fees``, tests/test_ledger_fees.py), not refused; like the
+    mechanism it is recorded at the first start and cannot change afterwards."""
+    from broker.errors import ConfigError
+    from ledger.ledger import Ledger
+    from ledger.store import LedgerStore
+
+    path = folder / "ledger.toml"
+    path.write_text(
+        BASE.replace('k = "1/2"\n', 'k = "1/2"\nnetwork_fee_micro_per_kwh = 20000\n'),
+        encoding="utf-8",
+    )
+    config = load_ledger_config(path)
+    assert config.mechanism.rules.network_fee_micro_per_kwh == 20_000
+    store = LedgerStore(config.db_url)
+    try:
+        Ledger(store, market_id="m1", operator_key=config.operator_key, mechanism=config.mechanism)
+        path.write_text(BASE, encoding="utf-8")  # the fee removed again
+        without = load_ledger_config(path)
+        with pytest.raises(ConfigError, match="mechanism"):
+            Ledger(
+                store,
+                market_id="m1",
+                operator_key=without.operator_key,
+                mechanism=without.mechanism,
+            )
+    finally:
+        store.close()

@@ -123,9 +123,17 @@ def run_agent_command(path: Path) -> int:
     child = ValidationChild(path)
     import asyncio
 
+    from broker.errors import ConfigError
     from wattmesh.agent_config import load_agent_config_isolated
 
-    asyncio.run(_run(load_agent_config_isolated(path, child)))
+    config = load_agent_config_isolated(path, child)
+    try:  # before anything starts: a bad state_dir is one line (exit 2), no traceback
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: state_dir: cannot create {config.state_dir}: {exc.strerror}"
+        ) from exc
+    asyncio.run(_run(config))
     return 0
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from broker.errors import WattmeshError
+from broker.errors import KeyFileError, WattmeshError
+from ledger.store_errors import StoreError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -28,7 +29,10 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_keys_new(args: argparse.Namespace) -> int:
     from broker.keys import write_key_pair
 
-    key = write_key_pair(Path(args.out))
+    try:
+        key = write_key_pair(Path(args.out))
+    except OSError as exc:  # an existing private key is a KeyFileError already
+        raise KeyFileError(f"cannot write a key pair into {args.out}: {exc.strerror}") from exc
     print(key.kid)
     return 0
 
@@ -36,12 +40,14 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_ledger_verify(args: argparse.Namespace) -> int:
     from broker.keys import load_verifying_key
     from ledger.store import LedgerStore
+    from ledger.store_open import store_failures
     from ledger.verify import verify_ledger
 
     operator = load_verifying_key(Path(args.operator_key)) if args.operator_key else None
-    store = LedgerStore(args.db)
+    store = LedgerStore.read_only(args.db)
     try:
-        report = verify_ledger(store, operator)
+        with store_failures(args.db):
+            report = verify_ledger(store, operator)
     finally:
         store.close()
     if report.ok:
@@ -192,8 +198,19 @@ def _add_meter(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--meter", required=True, help="e.g. p1-serial:/dev/ttyUSB0, p1-tcp:host:port"
     )
     read.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    read.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    read.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait (default 30)")
     read.set_defaults(func=_cmd_meter_read)
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (otherwise a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except StoreError as exc:  # the database failed: not a bad argument
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except WattmeshError as exc:
         print(f"wattmesh: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

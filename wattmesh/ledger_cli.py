@@ -13,8 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ledger.store import LedgerStore
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,91 +34,97 @@ def _print_json(doc: dict[str, Any]) -> None:
     print(json.dumps(doc, indent=2))
 
 
-def run_prove(args: argparse.Namespace) -> int:
-    """Print the inclusion proof of entry ``--entry`` against the latest checkpoint
-    (or the one of ``--tree-size`` leaves)."""
-    from broker.tlog_json import inclusion_document
-    from ledger.checkpoint import checkpoint_note
-    from ledger.proofs import inclusion_proof_from_source
+def _read_ledger(url: str, read: Callable[[LedgerStore], int]) -> int:
+    """Run ``read`` on the ledger database at ``url``, opened read-only; a database
+    failure is a StoreError (exit 1, one line), a stored tree with a gap exit 1."""
     from ledger.store import LedgerStore
-    from ledger.verify import META_ORIGIN
+    from ledger.store_open import store_failures
 
-    store = LedgerStore(args.db)
+    store = LedgerStore.read_only(url)
     try:
-        origin = store.get_meta(META_ORIGIN)
-        if args.tree_size is None:
-            cp = store.latest_checkpoint()
-        else:
-            cp = store.checkpoint_at(args.tree_size)
-        if origin is None or cp is None:
-            return _error("no such checkpoint in this ledger")
-        if not 0 <= args.entry < cp.tree_size:
-            return _error(f"entry {args.entry} is not in the checkpoint of size {cp.tree_size}")
-        entry = store.entry(args.entry)
-        if entry is None:
-            return _error(f"entry {args.entry} is missing from the log", EXIT_FAILED)
-        proof = inclusion_proof_from_source(store, args.entry, cp.tree_size)
-        _print_json(
-            inclusion_document(
-                origin=origin,
-                leaf_index=args.entry,
-                tree_size=cp.tree_size,
-                leaf_data=bytes(entry.data),
-                leaf_hash_=bytes(entry.leaf_hash),
-                proof=proof,
-                checkpoint_note=checkpoint_note(cp, origin=origin),
-            )
-        )
+        with store_failures(url):
+            return read(store)
     except LookupError as exc:
         return _error(f"the stored tree is incomplete: {exc}", EXIT_FAILED)
     finally:
         store.close()
+
+
+def run_prove(args: argparse.Namespace) -> int:
+    """Print the inclusion proof of entry ``--entry`` against the latest checkpoint
+    (or the one of ``--tree-size`` leaves)."""
+    return _read_ledger(args.db, lambda store: _prove(store, args.entry, args.tree_size))
+
+
+def _prove(store: LedgerStore, index: int, tree_size: int | None) -> int:
+    from broker.tlog_json import inclusion_document
+    from ledger.checkpoint import checkpoint_note
+    from ledger.proofs import inclusion_proof_from_source
+    from ledger.verify import META_ORIGIN
+
+    origin = store.get_meta(META_ORIGIN)
+    cp = store.latest_checkpoint() if tree_size is None else store.checkpoint_at(tree_size)
+    if origin is None or cp is None:
+        return _error("no such checkpoint in this ledger")
+    if not 0 <= index < cp.tree_size:
+        return _error(f"entry {index} is not in the checkpoint of size {cp.tree_size}")
+    entry = store.entry(index)
+    if entry is None:
+        return _error(f"entry {index} is missing from the log", EXIT_FAILED)
+    proof = inclusion_proof_from_source(store, index, cp.tree_size)
+    _print_json(
+        inclusion_document(
+            origin=origin,
+            leaf_index=index,
+            tree_size=cp.tree_size,
+            leaf_data=bytes(entry.data),
+            leaf_hash_=bytes(entry.leaf_hash),
+            proof=proof,
+            checkpoint_note=checkpoint_note(cp, origin=origin),
+        )
+    )
     return EXIT_OK
 
 
 def run_consistency(args: argparse.Namespace) -> int:
     """Print the consistency proof from ``--from`` to ``--to`` leaves (with the
     checkpoint notes of those sizes when the operator signed checkpoints there)."""
+    return _read_ledger(args.db, lambda store: _consistency(store, args.from_size, args.to_size))
+
+
+def _consistency(store: LedgerStore, old_size: int, new_size: int) -> int:
     from broker.tlog_json import consistency_document
     from ledger.checkpoint import checkpoint_note
     from ledger.proofs import consistency_proof_from_source, root_from_source
-    from ledger.store import LedgerStore
     from ledger.verify import META_ORIGIN
 
-    old_size, new_size = args.from_size, args.to_size
-    store = LedgerStore(args.db)
-    try:
-        origin = store.get_meta(META_ORIGIN)
-        latest = store.latest_checkpoint()
-        if origin is None or latest is None:
-            return _error("this ledger has no checkpoints")
-        if not 0 < old_size <= new_size <= latest.tree_size:
-            return _error(f"need 0 < --from <= --to <= {latest.tree_size} (the latest checkpoint)")
-        old_root = root_from_source(store, old_size)
-        new_root = root_from_source(store, new_size)
-        notes = []
-        for size, root in ((old_size, old_root), (new_size, new_root)):
-            cp = store.checkpoint_at(size)
-            if cp is not None and cp.root != root:
-                return _error(f"the stored tree disagrees with checkpoint {size}", EXIT_FAILED)
-            notes.append(None if cp is None else checkpoint_note(cp, origin=origin))
-        proof = consistency_proof_from_source(store, old_size, new_size)
-        _print_json(
-            consistency_document(
-                origin=origin,
-                old_size=old_size,
-                new_size=new_size,
-                old_root=old_root,
-                new_root=new_root,
-                proof=proof,
-                old_checkpoint=notes[0],
-                new_checkpoint=notes[1],
-            )
+    origin = store.get_meta(META_ORIGIN)
+    latest = store.latest_checkpoint()
+    if origin is None or latest is None:
+        return _error("this ledger has no checkpoints")
+    if not 0 < old_size <= new_size <= latest.tree_size:
+        return _error(f"need 0 < --from <= --to <= {latest.tree_size} (the latest checkpoint)")
+    old_root = root_from_source(store, old_size)
+    new_root = root_from_source(store, new_size)
+    notes = []
+    for size, root in ((old_size, old_root), (new_size, new_root)):
+        cp = store.checkpoint_at(size)
+        if cp is not None and cp.root != root:
+            return _error(f"the stored tree disagrees with checkpoint {size}", EXIT_FAILED)
+        notes.append(None if cp is None else checkpoint_note(cp, origin=origin))
+    proof = consistency_proof_from_source(store, old_size, new_size)
+    _print_json(
+        consistency_document(
+            origin=origin,
+            old_size=old_size,
+            new_size=new_size,
+            old_root=old_root,
+            new_root=new_root,
+            proof=proof,
+            old_checkpoint=notes[0],
+            new_checkpoint=notes[1],
         )
-    except LookupError as exc:
-        return _error(f"the stored tree is incomplete: {exc}", EXIT_FAILED)
-    finally:
-        store.close()
+    )
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from ledger.registry import Registry, load_registry
 from ledger.schedule import Schedule
-from ledger.store import normalise_db_url
+from ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
 from wattmesh.agent_validate import read_toml
 from wattmesh.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
 
@@ -189,7 +189,8 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
 
 
 def _db_url(url: str, base: Path, add: _Add) -> str | None:
-    """The URL with a relative SQLite path made absolute; in-memory SQLite refused."""
+    """The URL with a relative SQLite path made absolute; refused: in-memory SQLite, a
+    SQLite file in a missing folder or one that is not a SQLite database."""
     url = url.strip()
     prefix = "sqlite:///"
     if url.startswith("sqlite:") and not url.startswith(prefix):
@@ -203,6 +204,9 @@ def _db_url(url: str, base: Path, add: _Add) -> str | None:
         url = prefix + str(base / name)  # base / "/abs" is "/abs"
     try:
         normalise_db_url(url)
+        path = sqlite_path(url)
+        if path is not None:  # as LedgerStore checks it; PostgreSQL is not contacted
+            check_sqlite_location(path, url)
     except ConfigError as exc:
         add("database.url", str(exc))
         return None

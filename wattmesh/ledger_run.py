@@ -45,6 +45,7 @@ from ledger.schedule import Clock, SystemClock
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
 from ledger.store import LedgerStore
+from ledger.store_open import store_failures
 from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
 
 _LOG = logging.getLogger("wattmesh.ledger")
@@ -72,7 +73,10 @@ def run_ledger_command(path: Path) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(_main(config))
+    # A database that cannot be reached or read (lease, store) ends the run with one
+    # line, a StoreError: exit 1 (wattmesh.cli).
+    with store_failures(config.db_url):
+        return asyncio.run(_main(config))
 
 
 async def _main(config: LedgerRunConfig) -> int:

@@ -35,6 +35,8 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         tariffs=None if args.tariffs is None else load_tariffs(Path(args.tariffs)),
         mechanism=_mechanism(args.mechanism, args.network_fee_micro_per_kwh),
     )
+    path = Path(args.report)
+    _writable_paths(config.workdir, path)  # before the run, not after it
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True, quiet=args.quiet)
     with Progress(
@@ -52,13 +54,26 @@ def run_simulate_command(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total)
 
         report = asyncio.run(run_simulation(config, progress=advance))
-    path = Path(args.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    try:
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--report: cannot write {path}: {exc.strerror}") from exc
     if not args.quiet:
         Console().print(summary_table(report))
         Console().print(f"report written to {path}")
     return 0 if report["verified"] else 1
+
+
+def _writable_paths(workdir: Path, report: Path) -> None:
+    """Create the working folder and the report's folder; ConfigError if they cannot
+    be, or if the report's path is a folder."""
+    for option, folder in (("--workdir", workdir), ("--report", report.parent)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{option}: cannot create {folder}: {exc.strerror}") from exc
+    if report.is_dir():
+        raise ConfigError(f"--report: {report} is a folder")
 
 
 def _mechanism(name: str, network_fee_micro_per_kwh: int) -> Mechanism:

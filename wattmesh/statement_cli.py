@@ -1,9 +1,10 @@
 """``wattmesh ledger statement``: one household's bill from the log, as CSV or JSON.
 
 Exit codes: 0 printed; 1 the household's figures do not reconcile with its postings
-(the log is inconsistent; run ``wattmesh ledger verify``); 2 bad arguments (a date
-that is not YYYY-MM-DD, ``--from`` after ``--to``, a database that holds no ledger,
-a household that is not registered in it).
+(the log is inconsistent; run ``wattmesh ledger verify``), or the database cannot be
+read (unreachable, damaged); 2 bad arguments (a date that is not YYYY-MM-DD, ``--from``
+after ``--to``, no such database, a database that holds no ledger, a household that is
+not registered in it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import argparse
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from broker.errors import ConfigError
 
@@ -44,17 +44,17 @@ def run_statement_command(args: argparse.Namespace) -> int:
     from ledger.entries import EntryKind
     from ledger.statement import StatementError, build_statement
     from ledger.store import LedgerStore
+    from ledger.store_open import store_failures
     from ledger.verify import META_MARKET
 
     start, end = interval_range(args.date_from, args.date_to)
     url: str = args.db
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ConfigError(f"no ledger database at {url}")
-    store = LedgerStore(url)
+    store = LedgerStore.read_only(url)  # never creates or changes a database
     try:
-        if store.get_meta(META_MARKET) is None:
-            raise ConfigError(f"the database {url} holds no ledger")
-        entries = [json.loads(e.data) for e in store.iter_entries()]
+        with store_failures(url):
+            if store.get_meta(META_MARKET) is None:
+                raise ConfigError(f"the database {url} holds no ledger")
+            entries = [json.loads(e.data) for e in store.iter_entries()]
     finally:
         store.close()
     registered = {e["agent"] for e in entries if e.get("kind") == EntryKind.KEY}

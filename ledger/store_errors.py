@@ -1,0 +1,21 @@
+"""Why a ledger database cannot be used: a bad URL or path, or a failing database.
+
+Standard library only (with ``broker.errors``), so the command line can tell the two
+apart without loading SQLAlchemy: :class:`NoLedgerDatabase` is a bad argument (exit 2),
+:class:`StoreError` a failure (exit 1). Raised by :mod:`ledger.store`.
+"""
+
+from __future__ import annotations
+
+from broker.errors import ConfigError, WattmeshError
+
+
+class NoLedgerDatabase(ConfigError):
+    """The URL names no usable ledger database: no such file or folder, a file that is
+    not a SQLite database, a database without the ledger's tables, an in-memory
+    database where a file is needed."""
+
+
+class StoreError(WattmeshError):
+    """The database cannot be opened, reached or read: a server that does not answer,
+    a damaged file, a disk error. A failure of the database, not of the arguments."""
