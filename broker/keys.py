@@ -124,9 +124,13 @@ def write_key_pair(directory: Path, key: SigningKey | None = None) -> SigningKey
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
         raise KeyFileError(f"{private_path} exists already; refusing to overwrite it") from exc
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_pem())
-    (directory / PUBLIC_KEY_FILE).write_bytes(key.verifying.pem())
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.private_pem())
+        (directory / PUBLIC_KEY_FILE).write_bytes(key.verifying.pem())
+    except OSError:
+        private_path.unlink(missing_ok=True)  # no half-written pair left behind
+        raise
     return key
 
 

@@ -45,6 +45,7 @@ from ledger.store_open import (
     LEDGER_TABLES,
     check_sqlite_location,
     normalise_db_url,
+    pg_connect_args,
     read_only_engine,
     sqlite_path,
     store_failures,
@@ -126,7 +127,10 @@ class IntakeRow(SQLModel, table=True):
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(normalise_db_url(url))
+    normalised = normalise_db_url(url)
+    if normalised.startswith("postgresql"):
+        return create_engine(normalised, connect_args=pg_connect_args(url))
+    engine = create_engine(normalised)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -46,6 +46,19 @@ def normalise_db_url(url: str) -> str:
     return normalised
 
 
+PG_CONNECT_TIMEOUT_S = 10
+"""How long a PostgreSQL connection attempt may take before it fails (a host that drops
+packets would otherwise hold a command until the operating system gives up); a
+``connect_timeout`` in the URL's query wins."""
+
+
+def pg_connect_args(url: str) -> dict[str, object]:
+    """The driver options every PostgreSQL engine gets: the connect timeout."""
+    if "connect_timeout" in make_url(normalise_db_url(url)).query:
+        return {}
+    return {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+
+
 def shown_url(url: str) -> str:
     """A database URL without its password, for messages."""
     head, sep, rest = url.partition("://")
@@ -87,7 +100,7 @@ def read_only_engine(url: str) -> Engine:
     :class:`NoLedgerDatabase` for a missing or non-SQLite file or an in-memory URL."""
     normalised = normalise_db_url(url)
     if make_url(normalised).get_backend_name() != "sqlite":
-        options = {"options": "-c default_transaction_read_only=on"}
+        options = {"options": "-c default_transaction_read_only=on", **pg_connect_args(url)}
         return create_engine(normalised, connect_args=options)
     path = sqlite_path(url)
     if path is None:

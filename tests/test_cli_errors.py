@@ -21,6 +21,7 @@ from broker.keys import SigningKey, write_key_pair
 from broker.transport import BrokerAddress
 from ledger.store import LedgerStore
 from ledger.store_errors import NoLedgerDatabase
+from ledger.store_open import PG_CONNECT_TIMEOUT_S, pg_connect_args
 from tests.ledgerkit import House, new_ledger
 from tests.ledgerrunkit import write_market
 from tests.test_ledger import _run_two_intervals
@@ -375,3 +376,10 @@ def test_agent_with_an_unusable_state_dir_fails_with_one_line(
     )
     result = _cli("agent", "--config", str(config), cwd=tmp_path)
     _fails_with_one_line(result, 2, "state_dir", state_dir)
+
+
+def test_postgresql_connections_time_out_unless_the_url_says_otherwise() -> None:
+    assert pg_connect_args("postgresql://u@db.example/x") == {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S
+    }
+    assert pg_connect_args("postgresql://u@db.example/x?connect_timeout=3") == {}

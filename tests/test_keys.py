@@ -277,3 +277,13 @@ def test_cli_keys_new(tmp_path: Path) -> None:
     assert "refusing to overwrite" in lines[0]
     assert "Traceback" not in second.stderr
     assert (out / PRIVATE_KEY_FILE).read_bytes() == private_before
+
+
+def test_a_key_pair_that_cannot_be_completed_leaves_no_private_key(tmp_path: Path) -> None:
+    (tmp_path / PUBLIC_KEY_FILE).mkdir()  # the public key cannot be written there
+    with pytest.raises(IsADirectoryError):
+        write_key_pair(tmp_path)
+    assert not (tmp_path / PRIVATE_KEY_FILE).exists()
+    (tmp_path / PUBLIC_KEY_FILE).rmdir()
+    write_key_pair(tmp_path)  # and a second attempt is not refused by a leftover
+    assert (tmp_path / PRIVATE_KEY_FILE).exists()
