@@ -244,6 +244,8 @@ async def household_agents(
                 agent_id=agent_id,
                 topics=topics,
                 operator_key=market.operator.verifying,
+                forecaster_key=forecaster.key.verifying,
+                max_power_w=MAX_POWER_W,
                 forecast_timeout_s=3600,  # orders wait for their forecast
             )
             base = TransportConfig(address=broker, client_id=f"{topics.market_id}-{agent_id}")
