@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from broker.connection import DEFAULT_MAX_POWER_W
+from broker.connection import DEFAULT_MAX_POWER_W, MAX_POWER_LIMIT_W
 from broker.topics import DEFAULT_PREFIX
 
 # Light on purpose (the validating child imports this): the defaults below repeat
@@ -60,7 +60,6 @@ def between(low: float, high: float) -> Check:
     return Check(ge=low, le=high)
 
 
-MAX_CONNECTION_W: Final = 1_000_000  # as ledger.registry.MAX_POWER_LIMIT_W
 _MAX_WH: Final = 10**9  # 1 GWh: far above any household battery, far below overflow
 _MAX_W: Final = 10**7
 
@@ -218,7 +217,7 @@ class AgentSection(Section):
     topic_prefix: str = DEFAULT_PREFIX
     operator_key_file: str | None = None
     forecaster_key_file: str | None = None
-    max_power_w: Annotated[int, between(1, MAX_CONNECTION_W)] = DEFAULT_MAX_POWER_W
+    max_power_w: Annotated[int, between(1, MAX_POWER_LIMIT_W)] = DEFAULT_MAX_POWER_W
     forecast_timeout_s: Annotated[float, Check(gt=0)] = 60.0
     mqtt: MqttSection = field(default_factory=MqttSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
