@@ -8,6 +8,12 @@ interval it trades is announced open once more (a restarted ledger that lost wha
 had not logged), it sends the very bytes of that interval's reading and order again
 (docs/protocol.md, "A repeated open").
 
+It acts on a forecast only when the forecasting service's key signed it
+(``forecaster_key``; without one it orders no trade at once), and, given the
+operator's key, on announcements and rejections only when the operator signed them.
+Everything else it receives is counted per reason and logged in aggregate
+(:mod:`agents.inbound`).
+
 Its parts: :mod:`agents.resend` (the interval traded and the repeated-open rule),
 :mod:`agents.ordering` (the order for an interval), :mod:`agents.diagnostics` (when
 and how its health report goes out) and :mod:`agents.audit_feed` (the audit of the
@@ -26,6 +32,7 @@ from agents.audit_feed import AuditFeed
 from agents.battery import BatteryController
 from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
 from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from agents.inbound import LogTally
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
 from agents.ordering import forecast_figures, order_for_interval
@@ -33,6 +40,7 @@ from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy
+from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import MessageError
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import (
@@ -62,6 +70,11 @@ class AgentConfig:
     topics: Topics
     policy: LimitPricePolicy = field(default_factory=LimitPricePolicy)
     operator_key: VerifyingKey | None = None  # when set, unsigned-by-operator news is ignored
+    # The forecasting service's key: only forecasts it signed are used; None: no
+    # forecast at all (a no-trade order each interval).
+    forecaster_key: VerifyingKey | None = None
+    # The connection's limit (W): no order above what it carries over the interval.
+    max_power_w: int = DEFAULT_MAX_POWER_W
     forecast_timeout_s: float = 60.0  # wall-clock backstop when no forecast arrives
     # Refuse to sign orders while meter and system clocks differ by more (s); None: never.
     # Not checked under a MarketClock (simulated time is not wall time).
@@ -140,6 +153,9 @@ class HouseholdAgent:
         self.clock: ClockHealth | None = None  # from the last reading; None: not checked
         self.orders_refused = 0
         self.resent = 0  # messages sent again because their interval was opened again
+        self.ignored = LogTally()  # messages not acted on, per reason (loop time)
+        self._rejected = LogTally()  # the ledger's rejections, for their log lines
+        self.forecast_state = "none configured" if config.forecaster_key is None else "none yet"
         self._schedule = ReportSchedule(config.diagnostics_interval_s)  # loop time
         self._diagnostics = DiagnosticsSender(
             transport, config.topics.diagnostics(config.agent_id), self.diagnostics
@@ -172,53 +188,80 @@ class HouseholdAgent:
 
     async def handle(self, message: Message) -> bool:
         """Handle one inbound message; True once the market has closed."""
+        topic = message.topic
         try:
             decoded = decode_message(message.payload)
         except MessageError as exc:
-            _LOG.warning(
-                "%s: ignoring malformed message on %s: %s", self.config.agent_id, message.topic, exc
-            )
+            self._ignore("malformed", topic, str(exc))
             return False
         body = decoded.body
-        topics = self.config.topics
-        if message.topic == topics.announce and isinstance(body, AnnouncementBody):
-            if not self._trusted(decoded):
+        topics, me = self.config.topics, self.config.agent_id
+        if topic == topics.announce and isinstance(body, AnnouncementBody):
+            if not self._signed_by(self.config.operator_key, decoded, "announcement", topic):
                 return False
             if self._traded.opens_again(decoded, message):
                 await self._resend(decoded)
                 return False
             return await self._on_announcement(decoded, body)
-        if message.topic == topics.forecast(self.config.agent_id) and isinstance(
-            body, ForecastBody
-        ):
-            self._forecast = body
-            await self._maybe_order()
+        if topic == topics.forecast(me) and isinstance(body, ForecastBody):
+            await self._on_forecast(decoded, body, topic)
         elif isinstance(body, CheckpointNoteBody | ReceiptBody | TradesBody):
-            if self._audit_feed is not None:
-                await self._audit_feed.handle(message.topic, decoded)
-        elif isinstance(body, RejectionBody):
-            if self.audit is not None:
-                self.audit.refused(body.ref)
-            self.rejections[body.reason.value] += 1
-            _LOG.warning(
-                "%s: ledger rejected seq %s: %s (%s)",
-                self.config.agent_id,
-                body.ref_seq,
-                body.reason.value,
-                body.detail,
-            )
+            if self._audit_feed is not None:  # it checks the operator's signature
+                await self._audit_feed.handle(topic, decoded)
+        elif topic == topics.error(me) and isinstance(body, RejectionBody):
+            if self._signed_by(self.config.operator_key, decoded, "rejection", topic):
+                self._on_rejection(body, topic)
+        else:
+            self._ignore("unexpected", topic, f"a {decoded.header.kind} message")
         return False
 
-    def _trusted(self, message: SignedMessage) -> bool:
-        key = self.config.operator_key
+    def _ignore(self, reason: str, topic: str, detail: str) -> None:
+        """Count a message not acted on; log the first of its reason, then summaries."""
+        line = self.ignored.note(reason, topic, detail, asyncio.get_running_loop().time())
+        if line is not None:
+            _LOG.warning("%s: ignored %s", self.config.agent_id, line)
+
+    def _signed_by(
+        self, key: VerifyingKey | None, message: SignedMessage, what: str, topic: str
+    ) -> bool:
+        """Whether ``message`` may be trusted: signed by ``key`` (any, without a key)."""
         if key is None:
             return True
         try:
             message.verify(key)
-        except MessageError:
-            _LOG.warning("%s: announcement not signed by the operator", self.config.agent_id)
+        except MessageError as exc:
+            self._ignore(f"{what}_unsigned", topic, f"not signed by the operator: {exc}")
             return False
         return True
+
+    async def _on_forecast(self, message: SignedMessage, body: ForecastBody, topic: str) -> None:
+        """Keep a forecast the forecasting service signed for this market, and order."""
+        key = self.config.forecaster_key
+        if key is None:
+            self._ignore("forecast_unconfigured", topic, "no forecaster key is configured")
+            return
+        try:
+            message.verify(key)
+        except MessageError as exc:
+            self.forecast_state = "unsigned forecast ignored"
+            self._ignore("forecast_unsigned", topic, f"not signed by the forecaster: {exc}")
+            return
+        if message.header.market != self.config.topics.market_id:
+            self._ignore("forecast_wrong_market", topic, f"for market {message.header.market}")
+            return
+        self.forecast_state = "signed"
+        self._forecast = body
+        await self._maybe_order()
+
+    def _on_rejection(self, body: RejectionBody, topic: str) -> None:
+        if self.audit is not None:
+            self.audit.refused(body.ref)
+        reason = body.reason.value
+        self.rejections[reason] += 1
+        detail = f"seq {body.ref_seq}: {body.detail}"
+        line = self._rejected.note(reason, topic, detail, asyncio.get_running_loop().time())
+        if line is not None:
+            _LOG.warning("%s: ledger rejected: %s", self.config.agent_id, line)
 
     async def _resend(self, announcement: SignedMessage) -> None:
         """Publish this interval's reading and order (those sent so far) again, byte
@@ -299,6 +342,9 @@ class HouseholdAgent:
         interval, announced, forecast = self._traded.interval, self._open, self._forecast
         if interval is None or announced is None or interval in self._ordered:
             return
+        if self.config.forecaster_key is None:  # no forecast is ever used: no trade
+            await self._send_order(interval, announced, 0, 0)
+            return
         # Only a forecast issued from this interval's reading counts: an older one may
         # cover the interval too, but using it would make orders depend on timing.
         if forecast is None or forecast.start != interval or not forecast.demand_wh:
@@ -325,6 +371,7 @@ class HouseholdAgent:
             policy=self.config.policy,
             battery=self.battery,
             agent_id=self.config.agent_id,
+            max_power_w=self.config.max_power_w,
         )
         await self._publish(
             self.config.topics.order(self.config.agent_id),
@@ -383,6 +430,8 @@ class HouseholdAgent:
             "resent": self.resent,
             "reconnects": self.transport.reconnects,
             "rejections": dict(sorted(self.rejections.items())),
+            "forecast": self.forecast_state,
+            "ignored": dict(sorted(self.ignored.counts.items())),
             "audit": self.audit.report() if self.audit is not None else None,
         }
 

@@ -14,7 +14,7 @@ import logging
 
 from agents.battery import BatteryController
 from agents.battery_strategy import battery_order_for
-from agents.strategy import LimitPricePolicy, order_for
+from agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
 from broker.messages import AnnouncementBody, ForecastBody, OrderBody
 
 _LOG = logging.getLogger(__name__)
@@ -29,13 +29,38 @@ async def order_for_interval(
     policy: LimitPricePolicy,
     battery: BatteryController | None,
     agent_id: str,
+    max_power_w: int,
 ) -> OrderBody:
     """The order for ``interval`` (epoch s) from forecast ``demand_wh`` and ``pv_wh``.
 
     With a ``battery``, its SoC is read, the interval planned, and the battery told to
     run it in the plan's mode (a refusal, e.g. the interval has begun, is logged as a
-    warning for ``agent_id``); the order is the plan's grid remainder.
+    warning for ``agent_id``); the order is the plan's grid remainder. Either way its
+    quantity is at most what a connection of ``max_power_w`` carries over the
+    announced interval (:func:`agents.strategy.clamp_to_connection`).
     """
+    order = await _unbounded_order(
+        interval,
+        announced,
+        demand_wh=demand_wh,
+        pv_wh=pv_wh,
+        policy=policy,
+        battery=battery,
+        agent_id=agent_id,
+    )
+    return clamp_to_connection(order, max_power_w=max_power_w, interval_s=announced.interval_s)
+
+
+async def _unbounded_order(
+    interval: int,
+    announced: AnnouncementBody,
+    *,
+    demand_wh: int,
+    pv_wh: int,
+    policy: LimitPricePolicy,
+    battery: BatteryController | None,
+    agent_id: str,
+) -> OrderBody:
     if battery is None:
         return order_for(
             demand_wh=demand_wh,

@@ -2,12 +2,15 @@
 
 Limit prices sit inside the grid's spread: a buyer never bids above the retail tariff
 and a seller never asks below the feed-in tariff, since the grid always offers those.
+No order asks for more energy than the household's connection carries over the
+interval (:func:`clamp_to_connection`; the ledger refuses such an order).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from broker.connection import energy_limit_wh
 from broker.messages import OrderBody, Side
 
 
@@ -49,3 +52,12 @@ def order_for(
         quantity_wh=abs(net_wh),
         price_micro_per_kwh=policy.price(side, retail_micro_per_kwh, feed_in_micro_per_kwh),
     )
+
+
+def clamp_to_connection(order: OrderBody, *, max_power_w: int, interval_s: int) -> OrderBody:
+    """``order`` with its quantity cut to what a connection of ``max_power_w`` W carries
+    in ``interval_s`` (:func:`broker.connection.energy_limit_wh`, the ledger's bound)."""
+    limit_wh = energy_limit_wh(max_power_w, interval_s)
+    if order.quantity_wh <= limit_wh:
+        return order
+    return replace(order, quantity_wh=limit_wh)

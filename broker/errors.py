@@ -31,6 +31,7 @@ class RejectReason(StrEnum):
     EXPIRED = "expired"
     DUPLICATE = "duplicate"
     OUT_OF_BOUNDS = "out_of_bounds"
+    BEYOND_CONNECTION = "beyond_connection"  # an order above the connection over the interval
 
 
 class MessageError(WattmeshError):

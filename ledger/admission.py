@@ -4,13 +4,15 @@ Pure state, no I/O. :class:`Admission` checks each decoded message against the l
 state, in this order: kind, market, topic, key and signature (unless a batch checked it
 with this very key already), redelivery, replay, timing (late, wrong interval, expired;
 backfilled readings for estimated intervals are let in), then one order or reading per
-household and interval. It counts every rejection by its reason and every redelivery,
-and keeps the last sequence number per household. A message whose seq is not above it
-is a redelivery when a message with that seq and the same message id was accepted: the
-ids accepted in the open and the last closed interval are kept here, older ones are
-asked of the log (``logged_id``), so memory stays bounded by two intervals. Accepted
-messages go into the :class:`OpenInterval`, which the interval state machine
-(:class:`ledger.ledger.Ledger`) opens and closes.
+household and interval, and an order's quantity against what the household's connection
+carries over the interval (:func:`broker.connection.energy_limit_wh` of its
+``max_power_w`` and the open interval's length). It counts every rejection by its
+reason and every redelivery, and keeps the last sequence number per household. A
+message whose seq is not above it is a redelivery when a message with that seq and the
+same message id was accepted: the ids accepted in the open and the last closed interval
+are kept here, older ones are asked of the log (``logged_id``), so memory stays
+bounded by two intervals. Accepted messages go into the :class:`OpenInterval`, which
+the interval state machine (:class:`ledger.ledger.Ledger`) opens and closes.
 
 The batch path (:meth:`ledger.ledger.Ledger.ingest_many`, the service's pipeline) pairs
 each message with its household's key (:meth:`Admission.decode_jobs`), has it decoded
@@ -25,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from broker.connection import energy_limit_wh
 from broker.errors import MessageError, RejectReason
 from broker.keys import VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage
@@ -49,6 +52,7 @@ class OpenInterval:
     interval: int
     tariff: GridTariff
     trading: bool  # False for the closing round, which only collects final readings
+    interval_s: int | None = None  # its length; None: orders are not bounded by it
     readings: dict[str, SignedMessage] = field(default_factory=dict)
     orders: dict[str, SignedMessage] = field(default_factory=dict)
     late: dict[tuple[str, int], SignedMessage] = field(default_factory=dict)  # backfills
@@ -70,7 +74,8 @@ class Admission:
     ``interval`` would fill a gap an estimate stands in for (the ledger's metering).
     ``logged_id(agent, seq)``: the message id of the logged message of ``agent`` with
     that seq, or None (asked only for a seq at or below the agent's last one that is not
-    among the ids kept here).
+    among the ids kept here). ``limit_w(agent)``: the household's connection limit (W),
+    which bounds its orders over the open interval's ``interval_s``.
     """
 
     def __init__(
@@ -79,11 +84,13 @@ class Admission:
         keyring: KeyRing,
         awaits: Callable[[str, int], bool],
         logged_id: Callable[[str, int], str | None],
+        limit_w: Callable[[str], int],
     ) -> None:
         self.market_id = market_id
         self._keyring = keyring
         self._awaits = awaits
         self._logged_id = logged_id
+        self._limit_w = limit_w
         self.rejections: Counter[RejectReason] = Counter()
         self.redeliveries = 0  # messages received again after being accepted
         self._last_seq: dict[str, int] = {}
@@ -183,9 +190,24 @@ class Admission:
                 raise MessageError(RejectReason.WRONG_INTERVAL, "the market is closed")
             if message.header.agent in op.orders:
                 raise MessageError(RejectReason.DUPLICATE, "one order per household and interval")
+            self._check_quantity(message.header.agent, message.body, op)
         elif isinstance(message.body, ReadingBody):
             _check_reading(message, op)
         return op
+
+    def _check_quantity(self, agent: str, order: OrderBody, op: OpenInterval) -> None:
+        """An order may not buy or sell more than the household's connection carries over
+        the interval (the plausibility bound of its readings, :mod:`ledger.settlement`)."""
+        if op.interval_s is None:
+            return
+        limit_w = self._limit_w(agent)
+        limit_wh = energy_limit_wh(limit_w, op.interval_s)
+        if order.quantity_wh > limit_wh:
+            raise MessageError(
+                RejectReason.BEYOND_CONNECTION,
+                f"{order.quantity_wh} Wh is above the {limit_wh} Wh a connection of "
+                f"{limit_w} W carries in {op.interval_s} s",
+            )
 
     def _check_sender(
         self,

@@ -108,7 +108,11 @@ class Ledger:
         restored = restore_state(store, metering)
         self._keyring = restored.keyring
         self._admission = Admission(
-            market_id, self._keyring, self._awaits_backfill, self._logged_message_id
+            market_id,
+            self._keyring,
+            self._awaits_backfill,
+            self._logged_message_id,
+            restored.metering.config.limit_w,
         )
         for agent, seq in restored.last_seqs.items():
             self._admission.restore_seq(agent, seq)
@@ -223,13 +227,28 @@ class Ledger:
 
     # --- intervals -------------------------------------------------------------------
 
-    def open_interval(self, interval: int, tariff: GridTariff, *, trading: bool = True) -> None:
-        """Start accepting messages for ``interval``; ``trading=False`` collects readings only."""
+    def open_interval(
+        self,
+        interval: int,
+        tariff: GridTariff,
+        *,
+        trading: bool = True,
+        interval_s: int | None = None,
+    ) -> None:
+        """Start accepting messages for ``interval``; ``trading=False`` collects readings only.
+
+        ``interval_s``, the interval's length as announced, bounds each order by what
+        the household's connection carries in it (``max_power_w`` of the metering
+        configuration: the registry's, or the default); None leaves orders unbounded
+        (the operator, :class:`ledger.service.LedgerService`, always gives it).
+        """
         if self._open is not None:
             raise RuntimeError(f"interval {self._open.interval} is still open")
         if self._last_interval is not None and interval <= self._last_interval:
             raise ValueError(f"interval {interval} was closed already")
-        self._open = OpenInterval(interval, tariff, trading)
+        if interval_s is not None and interval_s < 1:
+            raise ValueError(f"interval_s must be at least 1, got {interval_s}")
+        self._open = OpenInterval(interval, tariff, trading, interval_s)
         self._readmit(self.store.intake(interval))
 
     def _readmit(self, kept: Sequence[tuple[str | None, bytes]]) -> None:

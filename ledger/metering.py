@@ -9,7 +9,9 @@ readings at the start of ``p`` and at the start of the next interval ``c``.
 
 - Both readings known: settled as metered, unless the registers went backwards, the
   meter time did not advance, or more energy passed than the connection can carry
-  (``max_power_w`` over the elapsed meter time); then it is flagged and not settled.
+  (``max_power_w`` over the time between the intervals the two readings belong to:
+  their interval starts, never the meter's clock, so a backfilled reading keeps its
+  place and a meter clock cannot widen the bound); then it is flagged and not settled.
 - The reading at ``c`` missing: settled on an estimate, flagged ``estimated``. The
   estimate is the import and export of the household's last metered interval, or,
   without one, its traded position (import = bought, export = sold: no grid deviation).
@@ -25,17 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
+from broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
 from ledger.clearing import Fill, GridTariff
 from ledger.settlement import (
-    DEFAULT_MAX_POWER_W,
     Basis,
     FlagReason,
     Registers,
     Settlement,
     check_registers,
-    energy_limit_wh,
     traded_position,
     with_energy,
 )
@@ -64,6 +65,14 @@ class Revision:
     tariff: GridTariff
 
 
+class Bracket(NamedTuple):
+    """The two readings around a run of intervals, and the time between their intervals."""
+
+    start: Registers
+    end: Registers
+    elapsed_s: int  # the end reading's interval start minus the start reading's
+
+
 @dataclass(frozen=True)
 class Flag:
     """An interval of a household that is not settled, and why."""
@@ -74,7 +83,7 @@ class Flag:
     reason: FlagReason
     import_wh: int  # register differences over the bracket (may be negative)
     export_wh: int
-    elapsed_s: int
+    elapsed_s: int  # between the intervals of the two readings (not meter time)
     limit_wh: int
 
 
@@ -186,9 +195,12 @@ class Metering:
         for run in _runs_touching(house, at):
             left, right = run[0].interval, run[-1].end
             start, end = house.readings[left], house.readings[right]
-            reason = check_registers(start, end, max_power_w=self.config.limit_w(agent))
+            elapsed_s = right - left
+            limit_w = self.config.limit_w(agent)
+            reason = check_registers(start, end, max_power_w=limit_w, elapsed_s=elapsed_s)
             if reason is not None:
-                self._flag(agent, run, start=start, end=end, reason=reason, flags=flags)
+                flagged = Bracket(start, end, elapsed_s)
+                self._flag(agent, run, bracket=flagged, reason=reason, flags=flags)
                 continue
             shares_in = _spread(end.import_wh - start.import_wh, len(run))
             shares_out = _spread(end.export_wh - start.export_wh, len(run))
@@ -210,14 +222,13 @@ class Metering:
         agent: str,
         run: list[_Open],
         *,
-        start: Registers,
-        end: Registers,
+        bracket: Bracket,
         reason: FlagReason,
         flags: list[Flag],
     ) -> None:
         """Flag the run's intervals not settled yet; earlier estimates stand as they are."""
         house = self._houses[agent]
-        elapsed_s = end.meter_time - start.meter_time
+        start, end, elapsed_s = bracket
         for item in run:
             if item.settlement is None:
                 flags.append(
@@ -229,7 +240,7 @@ class Metering:
                         end.import_wh - start.import_wh,
                         end.export_wh - start.export_wh,
                         elapsed_s,
-                        energy_limit_wh(self.config.limit_w(agent), max(elapsed_s, 0)),
+                        energy_limit_wh(self.config.limit_w(agent), elapsed_s),
                     )
                 )
                 del house.open[item.interval]

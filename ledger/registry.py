@@ -23,14 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from broker.connection import MAX_POWER_LIMIT_W
 from broker.errors import ConfigError, KeyFileError
 from broker.keys import VerifyingKey
 from broker.topics import check_segment
 from ledger.keyring import KeyLogError, check_kid, check_reason
 from ledger.metering import MeteringConfig
-
-MAX_POWER_LIMIT_W = 1_000_000
-"""Largest connection limit a registry may give (the wire bound of ``power_w``)."""
 
 _FIELDS = frozenset({"agent", "public_key", "max_power_w", "revoked_keys"})
 

@@ -329,7 +329,9 @@ class LedgerService:
         :meth:`close_gate_now` ends it at once; ``on_gate_closed`` is called when
         the wait is over, before the interval is cleared and logged.
         """
-        self.ledger.open_interval(interval, tariff, trading=trading)
+        self.ledger.open_interval(
+            interval, tariff, trading=trading, interval_s=self.config.interval_s
+        )
         self._gate_forced = False
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from broker.connection import energy_limit_wh
 from ledger.clearing import Fill, GridTariff
 from ledger.money import cost_micro, network_fee_micro
 
@@ -52,29 +53,23 @@ class FlagReason(StrEnum):
     BEYOND_LIMIT = "beyond_limit"  # more energy than the connection can carry
 
 
-# A 25 A three-phase connection at 230 V: 25 * 3 * 230 W.
-DEFAULT_MAX_POWER_W = 17_250
-
-
-def energy_limit_wh(max_power_w: int, elapsed_s: int) -> int:
-    """Most energy (Wh, rounded up) a connection of ``max_power_w`` W carries in ``elapsed_s``."""
-    return -(-max_power_w * elapsed_s // 3600)
-
-
-def check_registers(start: Registers, end: Registers, *, max_power_w: int) -> FlagReason | None:
+def check_registers(
+    start: Registers, end: Registers, *, max_power_w: int, elapsed_s: int
+) -> FlagReason | None:
     """Why the registers from ``start`` to ``end`` cannot be settled, or None if they can.
 
-    Import plus export over the elapsed meter time may not exceed what ``max_power_w``
-    carries in that time (the connection carries power one way at a time).
+    ``elapsed_s`` is the time between the intervals the two readings belong to (their
+    headers' interval starts, never the meter's clock, which could widen the bound at
+    will). Import plus export may not exceed what ``max_power_w`` carries in that time
+    (the connection carries power one way at a time); the meter time must advance.
     """
     import_wh = end.import_wh - start.import_wh
     export_wh = end.export_wh - start.export_wh
     if import_wh < 0 or export_wh < 0:
         return FlagReason.REGISTER_BACKWARDS
-    elapsed_s = end.meter_time - start.meter_time
-    if elapsed_s <= 0:
+    if end.meter_time <= start.meter_time:
         return FlagReason.METER_TIME_BACKWARDS
-    if import_wh + export_wh > energy_limit_wh(max_power_w, elapsed_s):
+    if import_wh + export_wh > energy_limit_wh(max_power_w, max(elapsed_s, 0)):
         return FlagReason.BEYOND_LIMIT
     return None
 

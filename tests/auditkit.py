@@ -142,6 +142,7 @@ async def market(
     topics = Topics(market_id)
     operator = operator or SigningKey.generate()
     keys = keys or {a: SigningKey.generate() for a in PLAN}
+    forecaster = SigningKey.generate()
     ledger = new_ledger(tmp_path / f"ledger-{uuid.uuid4().hex[:6]}.db", market_id, operator, keys)
 
     def config(name: str) -> TransportConfig:
@@ -164,6 +165,7 @@ async def market(
                 agent_id=agent_id,
                 topics=topics,
                 operator_key=operator.verifying,
+                forecaster_key=forecaster.verifying,
                 max_clock_drift_s=None,
                 diagnostics_interval_s=3600,
                 forecast_timeout_s=TIMEOUT_S,
@@ -196,7 +198,7 @@ async def market(
         result.running = {a: asyncio.create_task(agent.run()) for a, agent in agents.items()}
         result.tasks = [
             asyncio.create_task(service.run_ingest()),
-            asyncio.create_task(_forecaster(forecasts, topics, SigningKey.generate())),
+            asyncio.create_task(_forecaster(forecasts, topics, forecaster)),
             *result.running.values(),
         ]
         try:

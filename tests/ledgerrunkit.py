@@ -37,11 +37,12 @@ from broker.messages import (
 )
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.registry import write_registry
+from ledger.registry import Household, Registry, write_registry
 from tests.outagekit import CountingMeter
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL_S = 2
+MAX_POWER_W = 1_000_000  # every household's connection limit (registry and agents)
 LINE_TIMEOUT_S = 30.0
 SUMMARY = re.compile(
     r"interval (?P<interval>\d+) \(\S+\): orders (?P<orders>\d+)/(?P<households>\d+) "
@@ -86,7 +87,9 @@ def write_market(
     market_id = f"run-{uuid.uuid4().hex[:8]}"  # the broker is shared: own topics, session
     operator = write_key_pair(folder / "operator")
     keys = {agent: SigningKey.generate() for agent, *_ in BOOK}
-    write_registry(folder / "registry.json", {a: k.verifying for a, k in keys.items()})
+    # Connections that carry the BOOK's orders in 2 s intervals (556 Wh at 1 MW).
+    households = {a: Household(a, k.verifying, max_power_w=MAX_POWER_W) for a, k in keys.items()}
+    write_registry(folder / "registry.json", Registry(households))
     config = folder / "ledger.toml"
     config.write_text(
         f'market_id = "{market_id}"\n'
@@ -243,6 +246,8 @@ async def household_agents(
                 agent_id=agent_id,
                 topics=topics,
                 operator_key=market.operator.verifying,
+                forecaster_key=forecaster.key.verifying,
+                max_power_w=MAX_POWER_W,
                 forecast_timeout_s=3600,  # orders wait for their forecast
             )
             base = TransportConfig(address=broker, client_id=f"{topics.market_id}-{agent_id}")

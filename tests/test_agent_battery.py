@@ -228,6 +228,8 @@ async def running_household(
         f'agent_id = "h001"\nmarket_id = "{TOPICS.market_id}"\n'
         f'broker = "mqtt://{mosquitto.host}:{mosquitto.port}"\n'
         'key_file = "keys/private_key.pem"\nstate_dir = "state"\nforecast_timeout_s = 120\n'
+        'forecaster_key_file = "operator/public_key.pem"\n'  # the stand-in signs with it
+        "max_power_w = 1000000\n"  # 500 Wh in a 2 s interval: within 556 Wh
         '[meter]\nkind = "replay"\nfile = "profile.json"\n'
         f'[battery]\ncontroller = "simulated"\ncapacity_wh = {battery.capacity_wh}\n'
         f"max_charge_w = {battery.max_charge_w}\nmax_discharge_w = {battery.max_discharge_w}\n"

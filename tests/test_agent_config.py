@@ -18,6 +18,7 @@ from agents.metering.p1 import P1Version
 from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
 from agents.outbox import DEFAULT_CAPACITY
 from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
+from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import ConfigError
 from broker.keys import write_key_pair
 from broker.topics import Topics
@@ -316,3 +317,37 @@ def test_schema_defaults_agree_with_the_agent() -> None:
     assert agent_schema.PERMILLE == PERMILLE
     assert set(get_args(agent_schema.P1VersionName)) == {v.value for v in P1Version}
     assert AgentConfig(agent_id="a", topics=Topics("m")).diagnostics_interval_s == 60.0
+
+
+def test_the_forecaster_key_and_the_connection_limit(tmp_path: Path) -> None:
+    """``forecaster_key_file`` names a PEM public key (none: no forecast is used);
+    ``max_power_w`` defaults to the ledger's default connection limit."""
+    config = load_agent_config(_write(tmp_path))
+    assert config.agent.forecaster_key is None
+    assert config.agent.max_power_w == DEFAULT_MAX_POWER_W == agent_schema.DEFAULT_MAX_POWER_W
+    forecaster = write_key_pair(tmp_path / "forecaster")
+    extra = 'forecaster_key_file = "forecaster/public_key.pem"\nmax_power_w = 3680\n'
+    config = load_agent_config(_write(tmp_path, extra))
+    assert config.agent.forecaster_key is not None
+    assert config.agent.forecaster_key.kid == forecaster.verifying.kid
+    assert config.agent.max_power_w == 3_680
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            'forecaster_key_file = "nope.pem"\n',
+            "forecaster_key_file: cannot read public key {tmp}/nope.pem: No such file or directory",
+        ),
+        (
+            'forecaster_key_file = "profile.json"\n',
+            "forecaster_key_file: {tmp}/profile.json is not a PEM public key",
+        ),
+        ("max_power_w = 0\n", "max_power_w: Input should be greater than or equal to 1"),
+        ("max_power_w = 1000001\n", "max_power_w: Input should be less than or equal to 1000000"),
+    ],
+    ids=["missing-key", "not-a-key", "zero-power", "too-much-power"],
+)
+def test_a_bad_forecaster_key_or_limit_is_named(tmp_path: Path, extra: str, problem: str) -> None:
+    assert _problems(_write(tmp_path, extra)) == [problem.format(tmp=tmp_path)]

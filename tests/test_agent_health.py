@@ -59,7 +59,11 @@ async def test_orders_are_refused_while_the_meter_clock_is_off_and_diagnostics_s
 ) -> None:
     topics = Topics(f"m{uuid.uuid4().hex[:8]}")
     config = AgentConfig(
-        agent_id="h001", topics=topics, max_clock_drift_s=300, diagnostics_interval_s=3600
+        agent_id="h001",
+        topics=topics,
+        forecaster_key=OPERATOR.verifying,  # the stand-in forecaster signs with it
+        max_clock_drift_s=300,
+        diagnostics_interval_s=3600,
     )
     base = TransportConfig(address=mosquitto, client_id=f"agent-{uuid.uuid4().hex[:8]}")
     watch = Transport(

@@ -42,7 +42,12 @@ meter = SimulatedMeter(
 )
 asyncio.run(
     serve_household(
-        AgentConfig(agent_id="h001", topics=Topics(market), diagnostics_interval_s=0),
+        AgentConfig(
+            agent_id="h001",
+            topics=Topics(market),
+            forecaster_key=SigningKey.generate().verifying,  # orders wait for a forecast
+            diagnostics_interval_s=0,
+        ),
         TransportConfig(address=parse_broker_url(url), client_id=f"{market}-h001"),
         key=SigningKey.generate(),
         meter=meter,

@@ -21,7 +21,12 @@ async def test_meter_error_skips_the_reading_and_the_agent_carries_on(
     mosquitto: BrokerAddress,
 ) -> None:
     operator = SigningKey.generate()
-    config = AgentConfig(agent_id="h1", topics=TOPICS, forecast_timeout_s=3600)
+    config = AgentConfig(
+        agent_id="h1",
+        topics=TOPICS,
+        forecaster_key=SigningKey.generate().verifying,  # orders wait for a forecast
+        forecast_timeout_s=3600,
+    )
     meter = ScriptedMeter([MeterError("P1 silent"), MeterReading(5, 700, 20, 0, 90)])
     viewer = Transport(
         TransportConfig(address=mosquitto, client_id="mfail-viewer"),

@@ -102,7 +102,11 @@ class Scene:
 async def scene(broker: BrokerAddress, tmp_path: Path) -> AsyncIterator[Scene]:
     topics = Topics(f"m{uuid.uuid4().hex[:8]}")
     config = AgentConfig(
-        agent_id=AGENT, topics=topics, operator_key=OPERATOR.verifying, forecast_timeout_s=3600
+        agent_id=AGENT,
+        topics=topics,
+        operator_key=OPERATOR.verifying,
+        forecaster_key=FORECASTER.verifying,
+        forecast_timeout_s=3600,
     )
 
     def client(name: str, address: BrokerAddress) -> TransportConfig:

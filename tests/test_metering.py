@@ -266,6 +266,53 @@ def test_bad_registers_are_flagged_not_settled(end: Registers, reason: FlagReaso
     assert metering.last_reading("a") == end
 
 
+def test_a_meter_clock_far_ahead_does_not_widen_the_bound() -> None:
+    """Issue 11, finding 5: a signed reading with meter_time 2**53 - 1 and 997 kWh in a
+    20 s interval is flagged, not settled as metered: the bound is the connection's
+    limit over the 20 s between the two readings' intervals."""
+    start = 1_750_000_000
+    metering = Metering()
+    metering.close(interval=start, readings={"a": Registers(start, 0, 0)}, late={}, settle=None)
+    end = Registers(2**53 - 1, 997_000, 0)
+    revisions, flags = metering.close(
+        interval=start + 20, readings={"a": end}, late={}, settle=(start, TARIFF, ())
+    )
+    assert revisions == []
+    assert [(f.reason, f.elapsed_s, f.limit_wh) for f in flags] == [
+        (FlagReason.BEYOND_LIMIT, 20, 96)  # ceil(17,250 W * 20 s / 3600)
+    ]
+
+
+def test_a_slow_meter_clock_does_not_narrow_the_bound_of_a_backfill() -> None:
+    """A reading backfilled two intervals after the last one is bounded by two
+    intervals' worth, whatever its meter clock says (here: 100 s after the first)."""
+    metering = Metering()
+    metering.close(interval=at(0), readings={"a": Registers(at(0), 0, 0)}, late={}, settle=None)
+    close(metering, 1, {})  # a's reading at 1 is missing: interval 0 estimated
+    close(metering, 2, {})  # and at 2: interval 1 estimated
+    # 8,000 Wh: more than one interval carries (4,313 Wh), less than two (8,625 Wh).
+    revisions, flags = close(metering, 3, {}, late={("a", at(2)): Registers(at(0) + 100, 8_000, 0)})
+    assert flags == []
+    assert sum(r.after.import_wh for r in revisions if r.after.interval <= at(1)) == 8_000
+    corrected = {r.after.interval: r.after.import_wh for r in revisions if r.before is not None}
+    assert corrected == {at(0): 4_000, at(1): 4_000}
+
+
+@pytest.mark.parametrize(("energy_wh", "flagged"), [(8_625, False), (8_626, True)])
+def test_the_bound_over_two_intervals_is_exact(energy_wh: int, flagged: bool) -> None:
+    """Two intervals of 900 s at 17,250 W: exactly 8,625 Wh is plausible, one Wh more is
+    not, however far the meter's clock says it ran."""
+    metering = Metering()
+    metering.close(interval=at(0), readings={"a": Registers(at(0), 0, 0)}, late={}, settle=None)
+    close(metering, 1, {})  # a's reading at 1 is missing: interval 0 estimated
+    revisions, flags = close(metering, 2, {"a": Registers(at(2) + 10**6, energy_wh, 0)})
+    assert [(f.reason, f.elapsed_s, f.limit_wh) for f in flags] == (
+        [(FlagReason.BEYOND_LIMIT, 2 * STEP, 8_625)] if flagged else []
+    )
+    settled = [r.after.import_wh for r in revisions if r.after.interval < at(2)]
+    assert settled == ([] if flagged else [4_313, 4_312])
+
+
 def test_the_limit_is_configured_per_connection() -> None:
     metering = Metering(MeteringConfig(max_power_w={"a": 3_680}))  # 16 A single-phase
     metering.close(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.battery import BatteryMode, BatterySpec
 from agents.battery_meter import BatteryMeter
 from agents.battery_strategy import battery_order_for
 from agents.ordering import forecast_figures, order_for_interval
-from agents.strategy import LimitPricePolicy, order_for
-from broker.messages import AnnouncementBody, ForecastBody, Phase
+from agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
+from broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
+from broker.messages import AnnouncementBody, ForecastBody, OrderBody, Phase, Side
 
 STEP = 900
 T = 1_751_241_600
@@ -35,7 +38,14 @@ def test_forecast_figures_are_the_covering_step_or_no_trade() -> None:
 
 async def test_without_a_battery_the_order_is_the_strategy_s() -> None:
     order = await order_for_interval(
-        T, OPEN, demand_wh=500, pv_wh=800, policy=POLICY, battery=None, agent_id="h001"
+        T,
+        OPEN,
+        demand_wh=500,
+        pv_wh=800,
+        policy=POLICY,
+        battery=None,
+        agent_id="h001",
+        max_power_w=DEFAULT_MAX_POWER_W,
     )
     assert order == order_for(
         demand_wh=500,
@@ -77,7 +87,14 @@ async def test_with_a_battery_the_order_is_the_plan_s_and_the_battery_runs_its_m
     now = [T]
     meter = _meter(now)
     order = await order_for_interval(
-        T, OPEN, demand_wh=500, pv_wh=2_000, policy=POLICY, battery=meter, agent_id="h001"
+        T,
+        OPEN,
+        demand_wh=500,
+        pv_wh=2_000,
+        policy=POLICY,
+        battery=meter,
+        agent_id="h001",
+        max_power_w=DEFAULT_MAX_POWER_W,
     )
     assert order == PLAN.order
     now[0] = T + STEP
@@ -91,9 +108,77 @@ async def test_a_battery_command_refused_is_logged_and_the_order_still_made(
     meter = _meter(now)
     with caplog.at_level(logging.WARNING, logger="agents.ordering"):
         order = await order_for_interval(
-            T, OPEN, demand_wh=500, pv_wh=2_000, policy=POLICY, battery=meter, agent_id="h001"
+            T,
+            OPEN,
+            demand_wh=500,
+            pv_wh=2_000,
+            policy=POLICY,
+            battery=meter,
+            agent_id="h001",
+            max_power_w=DEFAULT_MAX_POWER_W,
         )
     assert order == PLAN.order  # the SoC was the same: the default mode stored nothing
     assert [r.getMessage() for r in caplog.records] == [
         f"h001: battery command refused: interval {T} has already been applied"
     ]
+
+
+@given(
+    demand_wh=st.integers(0, 10**7),
+    pv_wh=st.integers(0, 10**7),
+    max_power_w=st.integers(1, 1_000_000),
+    interval_s=st.sampled_from([1, 20, 60, 300, 900, 3600]),
+    battery=st.booleans(),
+)
+async def test_no_order_goes_beyond_the_connection(
+    demand_wh: int, pv_wh: int, max_power_w: int, interval_s: int, battery: bool
+) -> None:
+    """Whatever the forecast (a 9 GWh one too), with or without a battery, the order's
+    quantity is the unbounded one cut to what the connection carries in the interval."""
+    announced = AnnouncementBody(Phase.OPEN, interval_s, 300_000, 80_000)
+    meter = _meter([T]) if battery else None
+    order = await order_for_interval(
+        T,
+        announced,
+        demand_wh=demand_wh,
+        pv_wh=pv_wh,
+        policy=POLICY,
+        battery=meter,
+        agent_id="h001",
+        max_power_w=max_power_w,
+    )
+    limit_wh = energy_limit_wh(max_power_w, interval_s)
+    assert order.quantity_wh <= limit_wh
+    if meter is None:
+        free = order_for(
+            demand_wh=demand_wh,
+            pv_wh=pv_wh,
+            retail_micro_per_kwh=300_000,
+            feed_in_micro_per_kwh=80_000,
+            policy=POLICY,
+        )
+        assert (order.side, order.price_micro_per_kwh) == (free.side, free.price_micro_per_kwh)
+        assert order.quantity_wh == min(free.quantity_wh, limit_wh)
+
+
+@given(
+    quantity_wh=st.integers(0, 10**7),
+    max_power_w=st.integers(1, 1_000_000),
+    interval_s=st.integers(1, 86_400),
+)
+def test_clamping_keeps_side_and_price_and_cuts_only_above_the_limit(
+    quantity_wh: int, max_power_w: int, interval_s: int
+) -> None:
+    order = OrderBody(Side.SELL, quantity_wh, 123_456)
+    clamped = clamp_to_connection(order, max_power_w=max_power_w, interval_s=interval_s)
+    limit_wh = energy_limit_wh(max_power_w, interval_s)
+    assert clamped == (
+        order if quantity_wh <= limit_wh else OrderBody(Side.SELL, limit_wh, 123_456)
+    )
+
+
+def test_the_default_connection_bounds_a_20_s_interval_at_96_wh() -> None:
+    order = OrderBody(Side.BUY, 9_000_000, 270_000)
+    assert clamp_to_connection(order, max_power_w=DEFAULT_MAX_POWER_W, interval_s=20) == OrderBody(
+        Side.BUY, 96, 270_000
+    )  # ceil(17,250 W * 20 s / 3600 s)

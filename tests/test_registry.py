@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
+from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import ConfigError
 from broker.keys import SigningKey
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.metering import MeteringConfig
 from ledger.registry import Household, Registry, load_registry, write_registry
-from ledger.settlement import DEFAULT_MAX_POWER_W, FlagReason
+from ledger.settlement import FlagReason
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, House

@@ -15,6 +15,8 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
     key_file = "keys/private_key.pem"           # mode 0600
     state_dir = "state"                         # sequence numbers across restarts
     operator_key_file = "keys/operator.pem"     # optional: trust only signed announcements
+    forecaster_key_file = "keys/forecaster.pem" # optional: without it, no forecast is used
+    max_power_w = 17250                         # the connection's limit (W); the default
 
     [mqtt]                                      # optional
     username = "h001"
@@ -307,6 +309,19 @@ def check_agent_config_isolated(
     return _build(model, path.parent)
 
 
+def _public_key(
+    base: Path, where: str, name: str | None, problems: _Problems
+) -> VerifyingKey | None:
+    """The PEM public key file ``name`` (relative to ``base``) or None if not given."""
+    if name is None:
+        return None
+    try:
+        return load_verifying_key(base / name)
+    except WattmeshError as exc:
+        problems.add(where, str(exc))
+        return None
+
+
 def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, list[str]]:
     """Check the files the validated sections name and build the configuration."""
     problems = _Problems()
@@ -320,12 +335,8 @@ def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, lis
         key = load_signing_key(base / model.key_file)
     except WattmeshError as exc:
         problems.add("key_file", str(exc))
-    operator: VerifyingKey | None = None
-    if model.operator_key_file is not None:
-        try:
-            operator = load_verifying_key(base / model.operator_key_file)
-        except WattmeshError as exc:
-            problems.add("operator_key_file", str(exc))
+    operator = _public_key(base, "operator_key_file", model.operator_key_file, problems)
+    forecaster = _public_key(base, "forecaster_key_file", model.forecaster_key_file, problems)
     meter = _meter_spec(model, base, problems)
     battery = _battery(model.battery, meter, problems)
     transport = _transport(model, base, problems)
@@ -338,6 +349,8 @@ def _build(model: AgentSection, base: Path) -> tuple[AgentFileConfig | None, lis
                 agent_id=model.agent_id,
                 topics=topics,
                 operator_key=operator,
+                forecaster_key=forecaster,
+                max_power_w=model.max_power_w,
                 forecast_timeout_s=model.forecast_timeout_s,
                 max_clock_drift_s=model.health.max_clock_drift_s,
                 diagnostics_interval_s=model.health.diagnostics_interval_s,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Final, Literal
 
+from broker.connection import DEFAULT_MAX_POWER_W, MAX_POWER_LIMIT_W
 from broker.topics import DEFAULT_PREFIX
 
 # Light on purpose (the validating child imports this): the defaults below repeat
@@ -215,6 +216,8 @@ class AgentSection(Section):
     meter: MeterSection
     topic_prefix: str = DEFAULT_PREFIX
     operator_key_file: str | None = None
+    forecaster_key_file: str | None = None
+    max_power_w: Annotated[int, between(1, MAX_POWER_LIMIT_W)] = DEFAULT_MAX_POWER_W
     forecast_timeout_s: Annotated[float, Check(gt=0)] = 60.0
     mqtt: MqttSection = field(default_factory=MqttSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)

@@ -196,6 +196,7 @@ async def _run(
     history_start = int(scenario.start.timestamp())
     intervals = scenario.simulated_intervals
     operator_key = simulation_key(config.seed, "operator")
+    forecaster_key = simulation_key(config.seed, "forecaster")  # agents trust only it
     household_keys = {
         hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
         for hh in scenario.households
@@ -228,7 +229,7 @@ async def _run(
         )
         forecaster = ForecastService(
             ForecasterConfig(topics, interval_s=interval_s, model=config.forecaster),
-            key=simulation_key(config.seed, "forecaster"),
+            key=forecaster_key,
             transport=forecast_transport,
             registry={a: k.verifying for a, k in household_keys.items()},
         )
@@ -249,6 +250,7 @@ async def _run(
                 agent_id=agent_id,
                 topics=topics,
                 operator_key=operator_key.verifying,
+                forecaster_key=forecaster_key.verifying,
                 forecast_timeout_s=config.gate_timeout_s,
             )
             transport = await stack.enter_async_context(
