@@ -178,6 +178,7 @@ class HouseholdAgent:
                 transport=transport,
                 audited=self.audited,
                 on_alarm=self.report_diagnostics,
+                on_unsigned=lambda topic, detail: self._ignore("audit_unsigned", topic, detail),
             )
             self.audit = self._audit_feed.auditor
 

@@ -283,10 +283,6 @@ class Auditor:
         self.last_alarm = finding
         return finding
 
-    def bad_signature(self, detail: str) -> Finding:
-        """An operator message whose envelope signature does not verify."""
-        return self._raise(Finding(Alarm.BAD_SIGNATURE, detail))
-
     def report(self) -> dict[str, object]:
         """The ``audit`` section of the diagnostics (docs/protocol.md)."""
         last = self.last_alarm

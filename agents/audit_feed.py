@@ -34,6 +34,10 @@ class AuditFeed:
 
     ``audited`` is set after each message handled; ``on_alarm`` is called after a
     message that raised at least one alarm (the agent reports its diagnostics).
+    A message whose envelope the operator did not sign is nobody's statement about the
+    log: anyone on a broker without ACLs can publish one. It raises no alarm and is
+    handed to ``on_unsigned(topic, detail)`` (the agent counts it among the messages it
+    ignores), so a flood of forgeries cannot flood the log with alarms.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class AuditFeed:
         transport: Transport,
         audited: asyncio.Event,
         on_alarm: Callable[[], None],
+        on_unsigned: Callable[[str, str], None],
     ) -> None:
         self.auditor = auditor = Auditor(
             agent_id, origin=log_origin(topics.market_id), key=operator_key, store=checkpoints
@@ -56,6 +61,7 @@ class AuditFeed:
         self._transport = transport
         self._audited = audited
         self._on_alarm = on_alarm
+        self._on_unsigned = on_unsigned
         self._link = transport.reconnects  # reconnections the audit knows of
         if auditor.last_alarm is not None:  # the saved checkpoint did not verify
             last = auditor.last_alarm
@@ -73,7 +79,7 @@ class AuditFeed:
         try:
             message.verify(self._key)
         except MessageError as exc:
-            self._alarm(audit.bad_signature(f"{message.header.kind} on {topic}: {exc.detail}"))
+            self._on_unsigned(topic, f"a {message.header.kind} not signed by the operator: {exc}")
             self._audited.set()
             return
         if isinstance(body, CheckpointNoteBody) and topic in (
