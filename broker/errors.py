@@ -31,6 +31,8 @@ class RejectReason(StrEnum):
     EXPIRED = "expired"
     DUPLICATE = "duplicate"
     OUT_OF_BOUNDS = "out_of_bounds"
+    # Counted by the ledger, never sent back (there is no household to send it to):
+    BAD_TOPIC = "bad_topic"  # not a household topic of the market this service reads
 
 
 class MessageError(WattmeshError):

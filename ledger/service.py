@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.errors import MessageError
+from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import (
     AnnouncementBody,
@@ -29,7 +29,7 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import STATUS_OFFLINE, Topics
+from broker.topics import AUDIT, ORDER, READING, STATUS, STATUS_OFFLINE, HouseholdTopic, Topics
 from broker.transport import Message, Transport, TransportClosedError
 from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
@@ -150,11 +150,9 @@ class LedgerService:
         topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
         for message in messages:
-            agent = topics.agent_of(message.topic)
-            if agent is None:
-                continue
-            if message.topic in (topics.reading(agent), topics.order(agent)):
-                items.append((message.payload, agent))
+            where = topics.classify(message.topic)
+            if where is not None and where.kind in (READING, ORDER):
+                items.append((message.payload, where.agent))
             else:
                 await self.handle(message)
         return items
@@ -182,18 +180,22 @@ class LedgerService:
             await self._progress.wait()
 
     async def handle(self, message: Message) -> None:
-        topics = self.config.topics
-        agent = topics.agent_of(message.topic)
-        if agent is None:
+        """Judge one message: every topic is classified first (:meth:`Topics.classify`),
+        and one that is not a household's reading, order, status or audit request is
+        counted as ``bad_topic`` and dropped."""
+        where = self.config.topics.classify(message.topic)
+        if where is None or where.kind not in (READING, ORDER, STATUS, AUDIT):
+            self._bad_topic(message.topic, where)
             return
-        if message.topic == topics.status(agent):
+        agent = where.agent
+        if where.kind == STATUS:
             if message.payload == STATUS_OFFLINE:
                 self.offline.add(agent)
             else:  # online, or a cleared retained status
                 self.offline.discard(agent)
             self._progress.set()
             return
-        if message.topic == topics.audit_request(agent):
+        if where.kind == AUDIT:
             await self._answer_audit(agent, message.payload)
             return
         try:
@@ -205,6 +207,22 @@ class LedgerService:
             _LOG.debug("redelivered message from %s ignored", agent)
         except MessageError as exc:
             await self._reject(agent, message.payload, exc)
+        self._progress.set()
+
+    def _bad_topic(self, topic: str, where: HouseholdTopic | None) -> None:
+        """Count a message on a topic no household message can have (no rejection is
+        sent: there is nobody to send it to); logged once, then counted in the
+        operator's summary line."""
+        rejections = self.ledger.rejections
+        if not rejections[RejectReason.BAD_TOPIC]:
+            _LOG.warning(
+                "ignored a message on %.200r: not a household topic of market %s "
+                "(counted as bad_topic in the interval summaries from now on)",
+                topic,
+                self.config.topics.market_id,
+            )
+        rejections[RejectReason.BAD_TOPIC] += 1
+        _LOG.debug("ignored a message on %.200r (%s)", topic, where)
         self._progress.set()
 
     async def _reject(self, agent: str, payload: bytes, exc: MessageError) -> None:
