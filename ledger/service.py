@@ -102,6 +102,8 @@ class LedgerService:
         self._prepared = 0  # batches decoded by run_ingest_batched
         self._admitted = 0  # ... and admitted, in order
         self._gate_forced = False
+        # Set once run_interval has opened its first interval (see run_ingest_batched).
+        self.first_open = asyncio.Event()
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
@@ -115,6 +117,7 @@ class LedgerService:
         max_batch: int = 1000,
         source: MessageSource | None = None,
         depth: int = 2,
+        not_before: asyncio.Event | None = None,
     ) -> None:
         """Like :meth:`run_ingest`, in batches, as a pipeline: each message with what is
         buffered behind it (at most ``max_batch``) goes, with its household's key
@@ -126,11 +129,19 @@ class LedgerService:
 
         ``source``: where the messages come from (default: the service's transport);
         e.g. a :class:`broker.subscriber.Subscriber` on its own connection, which
-        receives several times faster than the transport. Returns when it ends."""
+        receives several times faster than the transport. Returns when it ends.
+
+        ``not_before`` (e.g. :attr:`first_open`, set once :meth:`run_interval` has
+        opened its first interval): nothing is judged before it is set; what the source
+        delivers earlier (a persistent session's queue after a restart) waits in its
+        buffer, with its backpressure, so messages for the interval a restart opens
+        again are admitted into it instead of being rejected ``late`` first."""
         inbox = self.transport if source is None else source
         waiting: asyncio.Queue[_PendingBatch | None] = asyncio.Queue(maxsize=depth)
 
         async def receive() -> None:
+            if not_before is not None:
+                await not_before.wait()
             async for first in inbox.messages():
                 items = await self._household_items([first, *inbox.buffered(max_batch - 1)])
                 if items:
@@ -322,6 +333,7 @@ class LedgerService:
         the wait is over, before the interval is cleared and logged.
         """
         self.ledger.open_interval(interval, tariff, trading=trading)
+        self.first_open.set()
         self._gate_forced = False
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)

@@ -140,3 +140,52 @@ async def test_an_ingest_that_fails_or_ends_stops_the_ledger_with_an_error_and_e
     assert len(errors) == 1, errors
     assert errors[0].getMessage() == f"stopping: task ledger-ingest {why}"
     assert "stopped cleanly" not in caplog.text
+
+
+async def test_messages_queued_for_the_interval_a_restart_reopens_are_admitted_not_late(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """The leader is SIGKILLed while an interval's gate waits for h003; h003 sends its
+    reading and order for it while no ledger is connected (the broker queues them in
+    the persistent session). The standby opens the interval again and admits them: no
+    ``late`` rejection reaches h003 first."""
+    market = _market(
+        tmp_path, mosquitto, interval_s=4, gate_timeout_s=4.0, grace_s=3.0, lease_poll_s=0.1
+    )
+    topics = market.topics
+    errors = Transport(
+        TransportConfig(mosquitto, f"{topics.market_id}-h003"),
+        subscriptions=[(topics.error("h003"), 1)],
+    )
+    async with _households(market, mosquitto) as households, errors as h003:
+        await asyncio.wait_for(h003.wait_connected(), TIMEOUT_S)
+        households.silent.add("h003")
+        leader = await LedgerProcess.start(market.config)
+        standby: LedgerProcess | None = None
+        try:
+            await leader.until("leader of market")
+            standby = await LedgerProcess.start(market.config)
+            await standby.until("standing by: another process leads this market")
+            await asyncio.wait_for(households.opened.get(), TIMEOUT_S)  # maybe opened late
+            interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)  # at its start
+            await leader.kill()
+            for topic, wire in households._sign("h003", interval):
+                await h003.publish(topic, wire, qos=1)
+            await standby.until("leader of market")
+            summary = await standby.summary()
+            assert int(summary["interval"]) == interval, standby.lines  # opened again
+            assert (summary["orders"], summary["readings"]) == ("3", "3"), standby.lines
+            assert summary["rejected"] == "0"
+            # A rejection would have been published before the summary line: a marker
+            # sent now comes after it.
+            await h003.publish(topics.error("h003"), b"marker", qos=1)
+            first = await asyncio.wait_for(anext(h003.messages()), TIMEOUT_S)
+            assert first.payload == b"marker"
+            standby.process.send_signal(signal.SIGTERM)
+            log = await standby.rest()
+            assert await asyncio.wait_for(standby.process.wait(), TIMEOUT_S) == 0
+        finally:
+            for process in (leader, standby):
+                if process is not None:
+                    await process.kill()
+    assert "Traceback" not in log

@@ -196,7 +196,12 @@ async def _lead(
                 transport=transport,
             )
             ingest = asyncio.create_task(
-                service.run_ingest_batched(verifier, max_batch=config.max_batch, source=subscriber),
+                service.run_ingest_batched(
+                    verifier,
+                    max_batch=config.max_batch,
+                    source=subscriber,
+                    not_before=service.first_open,  # after a restart: no `late` before the reopen
+                ),
                 name="ledger-ingest",
             )
             operator = MarketOperator(
