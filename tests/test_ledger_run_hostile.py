@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ import wattmesh.ledger_run
 from broker.subscriber import Subscriber
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.schedule import SystemClock
+from ledger.store import LedgerStore
 from tests.ledgerrunkit import Households, LedgerProcess, Market, write_market
 from wattmesh.ledger_config import load_ledger_config
 from wattmesh.ledger_run import serve_ledger
@@ -32,6 +33,23 @@ def _market(tmp_path: Path, broker: BrokerAddress, **timing: float) -> Market:
     return write_market(
         tmp_path / "market", db_url=f"sqlite:///{tmp_path / 'ledger.db'}", broker=broker, **timing
     )
+
+
+def _kept(db: Path, interval: int) -> int:
+    """Messages the ledger keeps in its intake for ``interval``."""
+    store = LedgerStore(f"sqlite:///{db}")
+    try:
+        return len(store.intake(interval))
+    finally:
+        store.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``condition`` until it holds; TimeoutError after ``timeout_s``. For a state
+    in another process's database, which no event here can follow."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 (no event to wait on across processes)
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -168,6 +186,9 @@ async def test_messages_queued_for_the_interval_a_restart_reopens_are_admitted_n
             await standby.until("standing by: another process leads this market")
             await asyncio.wait_for(households.opened.get(), TIMEOUT_S)  # maybe opened late
             interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)  # at its start
+            # Killed once h001's and h002's messages are kept (the close of what it had
+            # acknowledged but not kept yet is another matter: docs/protocol.md).
+            await _until(lambda: _kept(tmp_path / "ledger.db", interval) == 4, TIMEOUT_S)
             await leader.kill()
             for topic, wire in households._sign("h003", interval):
                 await h003.publish(topic, wire, qos=1)
