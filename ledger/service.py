@@ -23,13 +23,15 @@ from broker.messages import (
     AnnouncementBody,
     Body,
     Phase,
+    Presence,
     RejectionBody,
+    StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
     sign_message,
 )
-from broker.topics import AUDIT, ORDER, READING, STATUS, STATUS_OFFLINE, HouseholdTopic, Topics
+from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from broker.transport import Message, Transport, TransportClosedError
 from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
@@ -92,7 +94,8 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
-        self.offline: set[str] = set()
+        self.offline: set[str] = set()  # by their signed status (see _status)
+        self._status_seqs: dict[str, int] = {}  # the last status seq accepted per household
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         # Operator messages are not logged; their seq rises across restarts and differs
@@ -200,11 +203,7 @@ class LedgerService:
             return
         agent = where.agent
         if where.kind == STATUS:
-            if message.payload == STATUS_OFFLINE:
-                self.offline.add(agent)
-            else:  # online, or a cleared retained status
-                self.offline.discard(agent)
-            self._progress.set()
+            self._status(agent, message.payload)
             return
         if where.kind == AUDIT:
             await self._answer_audit(agent, message.payload)
@@ -218,6 +217,39 @@ class LedgerService:
             _LOG.debug("redelivered message from %s ignored", agent)
         except MessageError as exc:
             await self._reject(agent, message.payload, exc)
+        self._progress.set()
+
+    def _status(self, agent: str, payload: bytes) -> None:
+        """Take a household's signed status (:class:`StatusBody`) if it verifies with the
+        household's registered key and its seq is above the last status accepted from
+        it; anything else (unsigned, forged, another household's, a replayed older one)
+        is counted per reason and changes nothing, and no rejection is sent. An empty
+        payload (a cleared retained status) changes nothing either."""
+        if not payload:
+            return
+        try:
+            message = decode_message(payload)
+            body = message.body_as(StatusBody)
+            header = message.header
+            if header.agent != agent:
+                raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
+            if header.market != self.config.topics.market_id:
+                raise MessageError(RejectReason.WRONG_MARKET, f"market {header.market!r}")
+            key = self.ledger.keys.get(agent)
+            if key is None:
+                raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
+            message.verify(key)
+            if header.seq <= self._status_seqs.get(agent, -1):
+                raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
+        except MessageError as exc:
+            self.ledger.rejections[exc.reason] += 1
+            _LOG.debug("ignored a status for %s: %s", agent, exc)
+            return
+        self._status_seqs[agent] = header.seq
+        if body.state is Presence.OFFLINE:
+            self.offline.add(agent)
+        else:
+            self.offline.discard(agent)
         self._progress.set()
 
     def _bad_topic(self, topic: str, where: HouseholdTopic | None) -> None:

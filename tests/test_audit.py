@@ -282,7 +282,7 @@ async def test_an_operator_message_under_another_key_is_a_bad_signature(
         assert agent.audit is not None
         assert agent.audit.alarms == {"bad_signature": 1} and agent.audit.saved is None
         assert agent.diagnostics()["audit"] == agent.audit.report()
-        await agent.go_offline()
+        await agent.go_offline(None)
 
 
 def test_household_entries_names_both_trade_parties() -> None:
