@@ -33,7 +33,6 @@ connection is dropped, counted and made again. A PUBLISH above
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -213,8 +212,8 @@ class Subscriber:
             protocol.transport.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            # Its end, even a failure (already handed to messages()), is not close()'s.
+            await asyncio.wait([self._supervisor])
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         self._arrived.set()
