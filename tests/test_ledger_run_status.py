@@ -135,7 +135,7 @@ async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_cl
             while int((summary := await ledger.summary())["interval"]) < interval:
                 pass
             assert (summary["orders"], summary["reasons"]) == ("2", "replay 1")
-            assert float(GATE_S.search(summary.group(0))[1]) >= 1.4  # type: ignore[index]
+            assert float(GATE_S.search(summary.group(0))[1]) > 1.0  # type: ignore[index]
             assert "gate closed without 1 household(s): h003" in ledger.lines[-2]
             # SIGKILL: the broker publishes h003's signed will; the gates close at once.
             child.kill()
