@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
 from agents.audit_feed import AuditFeed
@@ -36,6 +36,7 @@ from agents.inbound import LogTally
 from agents.meter import Clock, MarketClock, Meter, system_clock
 from agents.metering.errors import MeterError
 from agents.ordering import forecast_figures, order_for_interval
+from agents.presence import StatusSigner
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
 from agents.sequence import Sequence
@@ -48,6 +49,7 @@ from broker.messages import (
     Body,
     ForecastBody,
     Phase,
+    Presence,
     ReadingBody,
     RejectionBody,
     SignedMessage,
@@ -56,8 +58,8 @@ from broker.messages import (
     sign_message,
 )
 from broker.receipts import CheckpointNoteBody, ReceiptBody
-from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
-from broker.transport import Message, Transport, TransportClosedError, TransportConfig, Will
+from broker.topics import Topics
+from broker.transport import Message, Transport, TransportClosedError, TransportConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,13 +86,15 @@ class AgentConfig:
     diagnostics_interval_s: float = 60.0
 
 
-def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
-    """A transport with the agent's subscriptions and its availability last will."""
+def agent_transport(
+    config: AgentConfig, base: TransportConfig, *, status: StatusSigner | None = None
+) -> Transport:
+    """A transport with the agent's subscriptions and, given ``status``, its signed
+    availability: ``online`` on each connect, ``offline`` as that connection's last
+    will (:mod:`agents.presence`). Without it the agent publishes no status."""
     topics, agent = config.topics, config.agent_id
-    status = topics.status(agent)
-    transport_config = replace(base, will=Will(status, STATUS_OFFLINE, qos=1, retain=True))
     return Transport(
-        transport_config,
+        base,
         subscriptions=[
             (topics.announce, 1),
             (topics.forecast(agent), 1),
@@ -100,7 +104,7 @@ def agent_transport(config: AgentConfig, base: TransportConfig) -> Transport:
             (topics.receipt(agent), 1),
             (topics.trades, 1),
         ],
-        on_connect_publish=[(status, STATUS_ONLINE, 1, True)],
+        per_connect=None if status is None else status.connect_messages,
     )
 
 
@@ -453,17 +457,20 @@ class HouseholdAgent:
         if self._schedule.due(asyncio.get_running_loop().time(), verdict):
             self._diagnostics.send()
 
-    async def go_offline(self, timeout_s: float = 5.0) -> bool:
-        """Publish the retained offline status before a clean shutdown.
+    async def go_offline(self, status: StatusSigner | None, timeout_s: float = 5.0) -> bool:
+        """Publish the retained, signed offline status (``status``'s next) before a
+        clean shutdown (without ``status``: only stop the diagnostics).
 
         Returns False if the broker did not acknowledge within ``timeout_s`` (it is
         unreachable; it then publishes the offline last will itself once it notices).
         """
         await self._diagnostics.stop()
-        topic = self.config.topics.status(self.config.agent_id)
+        if status is None:
+            return True
+        offline = status.sign(Presence.OFFLINE)
         try:
             await asyncio.wait_for(
-                self.transport.publish(topic, STATUS_OFFLINE, qos=1, retain=True), timeout_s
+                self.transport.publish(status.topic, offline, qos=1, retain=True), timeout_s
             )
         except (TimeoutError, TransportClosedError):
             return False

@@ -4,7 +4,8 @@ HA finds the agent's sensors through retained config messages at
 ``<prefix>/<component>/<node_id>/<object_id>/config`` (full key names, no
 abbreviations). Each entity has a ``unique_id``, the agent's ``device``, an
 ``origin``, and ``availability`` on two retained topics, both ``all`` required:
-the agent's status topic (its MQTT last will sets ``offline``) and the bridge's own
+the agent's signed status (its state read by a ``value_template``; its MQTT last will
+says ``offline``) and the bridge's own plain
 ``ha/availability`` (the same, for the bridge's connection). State lives in
 retained JSON topics below the household (``ha/meter``, ``ha/price``,
 ``ha/trade``) that are only ever published from real data: never a 0 or NaN
@@ -28,7 +29,11 @@ from decimal import Decimal
 from typing import Any, Final
 
 from agents.meter import MeterReading
+from broker.messages import Presence
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
+
+# The state in the agent's signed status message (docs/protocol.md, "Status").
+STATUS_STATE_TEMPLATE = "{{ value_json.signed.body.state }}"
 
 ORIGIN: Final = "wattmesh"
 _NOT_ID: Final = re.compile(r"[^A-Za-z0-9_-]")
@@ -169,8 +174,9 @@ def _entities(ha: HaTopics, config: HomeAssistantConfig) -> list[_Entity]:
             "Agent online",
             {
                 "state_topic": ha.status,
-                "payload_on": STATUS_ONLINE.decode(),
-                "payload_off": STATUS_OFFLINE.decode(),
+                "value_template": STATUS_STATE_TEMPLATE,
+                "payload_on": Presence.ONLINE.value,
+                "payload_off": Presence.OFFLINE.value,
                 "device_class": "connectivity",
                 "entity_category": "diagnostic",
             },
@@ -191,8 +197,17 @@ def discovery_messages(
         "sw_version": sw_version,
     }
     availability = [
-        {"topic": topic, "payload_available": "online", "payload_not_available": "offline"}
-        for topic in (ha.status, ha.availability)
+        {
+            "topic": ha.status,  # the agent's signed status: its body's state
+            "value_template": STATUS_STATE_TEMPLATE,
+            "payload_available": Presence.ONLINE.value,
+            "payload_not_available": Presence.OFFLINE.value,
+        },
+        {
+            "topic": ha.availability,  # the bridge's own, plain online/offline
+            "payload_available": STATUS_ONLINE.decode(),
+            "payload_not_available": STATUS_OFFLINE.decode(),
+        },
     ]
     messages = []
     for entity in _entities(ha, config):

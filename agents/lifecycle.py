@@ -24,6 +24,7 @@ from agents.audit import CHECKPOINT_FILE, CheckpointFile
 from agents.battery import BatteryController
 from agents.meter import Meter
 from agents.outbox import DEFAULT_CAPACITY, Outbox
+from agents.presence import StatusSigner
 from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT, DurablePublisher
 from broker.keys import SigningKey
 from broker.transport import TransportConfig
@@ -100,9 +101,10 @@ async def serve_household(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    status = StatusSigner(key, config.topics, config.agent_id)  # signed online/offline
     try:
         async with (
-            agent_transport(config, transport_config) as transport,
+            agent_transport(config, transport_config, status=status) as transport,
             DurablePublisher(
                 outbox, transport, commit_interval_s=commit_interval_s, max_in_flight=max_in_flight
             ) as publisher,
@@ -134,7 +136,7 @@ async def serve_household(
             for companion in companions:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(companion.go_offline(), flush_timeout_s)
-            await agent.go_offline(flush_timeout_s)
+            await agent.go_offline(status, flush_timeout_s)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

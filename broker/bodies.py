@@ -357,6 +357,33 @@ class RejectionBody:
         )
 
 
+class Presence(StrEnum):
+    """What a household's status says about its agent."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class StatusBody:
+    """A household agent's availability, retained on its status topic: ``online`` when
+    it connects, ``offline`` as its MQTT last will or before a clean shutdown. Signed
+    by the household like everything else; the header's ``seq`` orders a household's
+    statuses (a receiver ignores one not above the last it accepted), ``interval``
+    and ``expires`` are 0."""
+
+    KIND: ClassVar[str] = "status"
+    state: Presence
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.value}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> StatusBody:
+        exact_keys(obj, {"state"}, "status")
+        return cls(Presence(get_choice(obj, "state", tuple(p.value for p in Presence))))
+
+
 BODY_TYPES: dict[str, Any] = {
     cls.KIND: cls
     for cls in (
@@ -366,6 +393,7 @@ BODY_TYPES: dict[str, Any] = {
         AnnouncementBody,
         TradesBody,
         RejectionBody,
+        StatusBody,
         CheckpointNoteBody,
         ReceiptBody,
     )

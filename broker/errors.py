@@ -32,6 +32,8 @@ class RejectReason(StrEnum):
     DUPLICATE = "duplicate"
     OUT_OF_BOUNDS = "out_of_bounds"
     BEYOND_CONNECTION = "beyond_connection"  # an order above the connection over the interval
+    # Counted by the ledger, never sent back (there is no household to send it to):
+    BAD_TOPIC = "bad_topic"  # not a household topic of the market this service reads
 
 
 class MessageError(WattmeshError):

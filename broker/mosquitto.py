@@ -1,6 +1,7 @@
 """A private Mosquitto broker process for tests and ``wattmesh simulate --broker auto``.
 
-The broker listens on 127.0.0.1 only, allows anonymous clients, keeps nothing on
+The broker listens on 127.0.0.1 only, allows anonymous clients, refuses a payload
+above the contract's limit (``message_size_limit``), keeps nothing on
 disk (persistence off, unless :attr:`Persistence.ON` is chosen) and logs to
 ``mosquitto.log`` in its working directory.
 When run as root, Mosquitto 2 would drop privileges to the ``mosquitto`` user and
@@ -25,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
+from broker.messages import MAX_MESSAGE_BYTES
 from broker.transport import BrokerAddress, parse_broker_url
 
 __all__ = [
@@ -92,7 +94,9 @@ class Persistence(Enum):
     ON = "on"
 
 
-def _config_text(port: int, log_path: Path, persistence: Persistence) -> str:
+def _config_text(
+    port: int, log_path: Path, persistence: Persistence, message_size_limit_bytes: int
+) -> str:
     user = pwd.getpwuid(os.getuid()).pw_name
     stored: tuple[str, ...]
     if persistence is Persistence.ON:
@@ -110,6 +114,10 @@ def _config_text(port: int, log_path: Path, persistence: Persistence) -> str:
             "allow_anonymous true",
             *stored,
             "set_tcp_nodelay true",
+            # A payload above the contract's limit is refused by the broker (a QoS 1
+            # publish is still acknowledged to its sender), so it never reaches a
+            # subscriber; 0 is Mosquitto's default: no limit.
+            f"message_size_limit {message_size_limit_bytes}",
             f"log_dest file {log_path}",
             f"user {user}",
             "",
@@ -137,8 +145,10 @@ class MosquittoProcess:
     """One Mosquitto process on a fixed port; can be stopped, killed and restarted.
 
     ``workdir`` receives ``mosquitto.conf``, ``mosquitto.log`` and
-    ``mosquitto.stderr``. The port is chosen once (``free_port()`` if not given) and
-    kept across restarts so clients can reconnect to the same address.
+    ``mosquitto.stderr``. ``message_size_limit_bytes`` is Mosquitto's payload limit
+    (default the contract's :data:`broker.messages.MAX_MESSAGE_BYTES`; 0: none). The
+    port is chosen once (``free_port()`` if not given) and kept across restarts so
+    clients can reconnect to the same address.
     """
 
     def __init__(
@@ -148,6 +158,7 @@ class MosquittoProcess:
         port: int | None = None,
         executable: str | None = None,
         persistence: Persistence = Persistence.OFF,
+        message_size_limit_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         found = executable if executable is not None else find_mosquitto()
         if found is None:
@@ -156,6 +167,7 @@ class MosquittoProcess:
         self._workdir = workdir
         self._port = port if port is not None else free_port()
         self._persistence = persistence
+        self._message_size_limit_bytes = message_size_limit_bytes
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -186,7 +198,10 @@ class MosquittoProcess:
         self._workdir.mkdir(parents=True, exist_ok=True)
         config_path = self._workdir / "mosquitto.conf"
         config_path.write_text(
-            _config_text(self._port, self.log_path, self._persistence), encoding="utf-8"
+            _config_text(
+                self._port, self.log_path, self._persistence, self._message_size_limit_bytes
+            ),
+            encoding="utf-8",
         )
         stderr_fd = _open_append(self._workdir / "mosquitto.stderr")
         try:

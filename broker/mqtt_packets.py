@@ -5,7 +5,9 @@ subscriber sends (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT) is encoded, a
 only what a broker sends it (CONNACK, SUBACK, PUBLISH at QoS 0 or 1, PINGRESP) is
 parsed; anything else is a :class:`MqttProtocolError`. :class:`PacketReader` takes
 the byte stream in arbitrary pieces and returns complete packets, so one read of
-thousands of PUBLISH packets costs one pass over a buffer.
+thousands of PUBLISH packets costs one pass over a buffer; a PUBLISH above
+:data:`MAX_PACKET_BYTES` comes out as an :class:`Oversize` (topic and packet id) and
+its bytes are skipped, so the subscriber can acknowledge it and stay connected.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.errors import WattmeshError
+from broker.messages import MAX_MESSAGE_BYTES
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 
-MAX_PACKET_BYTES = 1 << 20
-"""Largest packet accepted from the broker (signed messages are far smaller)."""
+MAX_TOPIC_BYTES = 0xFFFF
+"""An MQTT string's limit: a topic takes at most 2 + 65,535 bytes of a PUBLISH."""
+
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 2 + MAX_TOPIC_BYTES + 2
+"""Largest remaining length of a packet read whole: a PUBLISH whose payload is the
+contract's largest message (:data:`broker.messages.MAX_MESSAGE_BYTES`) on any topic,
+with its packet id. A longer PUBLISH is skipped (:class:`Oversize`), never buffered."""
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
@@ -47,6 +55,18 @@ class Publish:
     retain: bool
     dup: bool
     packet_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """An inbound PUBLISH longer than the reader's limit: only its start was read
+    (topic and packet id, to acknowledge and report it); the rest is skipped as it
+    streams in. ``size`` is its remaining length in bytes."""
+
+    topic: str
+    qos: int
+    packet_id: int | None
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +188,65 @@ class FrameReader:
 
 class PacketReader:
     """Reassembles the packets a broker sends a subscriber from a byte stream fed in
-    pieces of any size."""
+    pieces of any size. A PUBLISH longer than ``limit`` bytes is an :class:`Oversize`
+    as soon as its topic and packet id are in, and its remaining bytes are dropped as
+    they arrive (memory stays bounded by ``limit``); any other packet above ``limit``
+    is a :class:`MqttProtocolError`."""
 
-    def __init__(self) -> None:
-        self._frames = FrameReader()
+    def __init__(self, limit: int = MAX_PACKET_BYTES) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+        self._skip = 0  # bytes of an oversize PUBLISH still to drop
 
-    def feed(self, data: bytes) -> list[Publish | Control]:
+    def feed(self, data: bytes) -> list[Publish | Oversize | Control]:
         """Append ``data``; return every packet now complete, in order."""
-        return [
-            _publish(first, body) if first >> 4 == PUBLISH else _control(first >> 4, first, body)
-            for first, body in self._frames.feed(data)
-        ]
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        buf = self._buf
+        buf += data
+        out: list[Publish | Oversize | Control] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            length, at = _remaining_length(buf, pos + 1, end)
+            if length < 0:
+                break  # the length itself is incomplete
+            first = buf[pos]
+            if length > self._limit:
+                head = _oversize_head(first, buf, at, end, length)
+                if head < 0:
+                    break  # wait for the topic and packet id
+                out.append(_oversize(first, bytes(buf[at : at + head]), length))
+                self._skip = max(at + length - end, 0)
+                pos = min(at + length, end)
+                continue
+            if end - at < length:
+                break
+            body = bytes(buf[at : at + length])
+            kind = first >> 4
+            out.append(_publish(first, body) if kind == PUBLISH else _control(kind, first, body))
+            pos = at + length
+        del buf[:pos]
+        return out
+
+
+def _oversize_head(first: int, buf: bytearray, at: int, end: int, length: int) -> int:
+    """How many bytes of an oversize packet's body say its topic and packet id; -1
+    while they are not all in ``buf``. Only a PUBLISH may be oversize."""
+    if first >> 4 != PUBLISH:
+        raise MqttProtocolError(f"packet of {length} bytes, type {first >> 4}: over the limit")
+    if end - at < 2:
+        return -1
+    head = 2 + int.from_bytes(buf[at : at + 2], "big") + (2 if (first >> 1) & 0x03 else 0)
+    if head > length:
+        raise MqttProtocolError("PUBLISH shorter than its topic and packet id")
+    return head if end - at >= head else -1
+
+
+def _oversize(first: int, head: bytes, length: int) -> Oversize:
+    start = _publish(first, head)  # its checks: QoS, topic, packet id
+    return Oversize(start.topic, start.qos, start.packet_id, length)
 
 
 def _remaining_length(buf: bytearray, at: int, end: int) -> tuple[int, int]:

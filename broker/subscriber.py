@@ -24,13 +24,15 @@ connection) arrives again, with ``dup`` set on the wire. Backpressure: when the
 buffer holds ``inbound_queue_size`` messages the client stops reading the socket
 (TCP then holds the broker back) and reads again below half of it. A packet the
 broker should not send is a :class:`~broker.mqtt_packets.MqttProtocolError`: the
-connection is dropped, counted and made again.
+connection is dropped, counted and made again. A PUBLISH above
+:data:`~broker.mqtt_packets.MAX_PACKET_BYTES` (a broker without the documented
+``message_size_limit``) is not: it is skipped as it streams in, acknowledged, counted
+(:attr:`Subscriber.oversize`) and logged in aggregate, and the connection stays up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -39,14 +41,17 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
+from broker.errors import WattmeshError
 from broker.mqtt_packets import (
     CONNACK,
     DISCONNECT_BYTES,
+    MAX_PACKET_BYTES,
     PINGREQ_BYTES,
     PINGRESP,
     SUBACK,
     Control,
     MqttProtocolError,
+    Oversize,
     PacketReader,
     Publish,
     connack_problem,
@@ -60,6 +65,10 @@ from broker.transport_config import Session, TransportConfig, backoff_delays
 
 _LOG = logging.getLogger(__name__)
 _SUBSCRIBE_ID = 1
+
+
+class SubscriberFailed(WattmeshError):
+    """The subscriber's connection supervisor died of an unexpected error."""
 
 
 class _Protocol(asyncio.Protocol):
@@ -97,6 +106,12 @@ class _Protocol(asyncio.Protocol):
                 if packet.packet_id is not None:
                     acks.append(puback_packet(packet.packet_id))
                 inbound.append(Message(packet.topic, packet.payload, packet.retain))
+            elif isinstance(packet, Oversize):
+                # Acknowledged and dropped: refusing it would have the broker send it
+                # again for ever (persistent session, retained message).
+                if packet.packet_id is not None:
+                    acks.append(puback_packet(packet.packet_id))
+                self._owner._oversize(packet)
             else:
                 self._control(packet)
         if acks and self.transport is not None:
@@ -161,13 +176,24 @@ class Subscriber:
         self._closed: asyncio.Future[None] | None = None
         self._protocol: _Protocol | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
         self.connects = 0
         self.protocol_errors = 0
+        self.oversize = 0  # PUBLISH packets over MAX_PACKET_BYTES, acknowledged and dropped
 
     async def __aenter__(self) -> Self:
         self._closed = asyncio.get_running_loop().create_future()
         self._supervisor = asyncio.create_task(self._supervise(), name="mqtt-subscriber")
+        self._supervisor.add_done_callback(self._supervisor_ended)
         return self
+
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        """A supervisor that dies of an unexpected error ends :meth:`messages` with it
+        (after what is buffered), instead of leaving the reader waiting for ever."""
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = task.exception()
+            self._closing = True
+            self._arrived.set()
 
     async def __aexit__(
         self,
@@ -186,8 +212,8 @@ class Subscriber:
             protocol.transport.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            # Its end, even a failure (already handed to messages()), is not close()'s.
+            await asyncio.wait([self._supervisor])
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         self._arrived.set()
@@ -211,6 +237,8 @@ class Subscriber:
                 self._resume_if_drained()
                 yield message
                 continue
+            if self._failure is not None:
+                raise SubscriberFailed(f"the MQTT subscriber stopped: {self._failure!r}")
             if self._closing:
                 return
             self._arrived.clear()
@@ -234,6 +262,19 @@ class Subscriber:
         ):
             protocol.paused = False
             protocol.transport.resume_reading()
+
+    def _oversize(self, packet: Oversize) -> None:
+        """Count an oversize PUBLISH; log the 1st, 2nd, 4th, 8th... (aggregated)."""
+        self.oversize += 1
+        if self.oversize & (self.oversize - 1) == 0:
+            _LOG.warning(
+                "dropped an oversize message on %.200r (%d bytes, limit %d): acknowledged "
+                "and skipped, %d so far",
+                packet.topic,
+                packet.size,
+                MAX_PACKET_BYTES,
+                self.oversize,
+            )
 
     # ----------------------------------------------------------------- connection
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from broker.errors import ConfigError
 
 DEFAULT_PREFIX = "wattmesh"
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+# The kinds (last level) of the household topics the services subscribe to.
+READING, ORDER, STATUS, AUDIT, FORECAST = "reading", "order", "status", "audit", "forecast"
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -24,6 +28,18 @@ def check_segment(value: str, what: str) -> str:
     if not _SEGMENT.fullmatch(value):  # not match(): '$' would let a final newline in
         raise ConfigError(f"{what} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
     return value
+
+
+def is_segment(value: str) -> bool:
+    """Whether ``value`` is usable as one topic level (what :func:`check_segment` accepts)."""
+    return _SEGMENT.fullmatch(value) is not None
+
+
+class HouseholdTopic(NamedTuple):
+    """Where a message on ``<root>/household/<agent>/<kind>`` was published."""
+
+    agent: str
+    kind: str  # the level after the agent id: "reading", "order", "status", ...
 
 
 @dataclass(frozen=True)
@@ -46,21 +62,21 @@ class Topics:
         return f"{self.root}/household/{check_segment(agent_id, 'agent id')}"
 
     def reading(self, agent_id: str) -> str:
-        return f"{self.household(agent_id)}/reading"
+        return f"{self.household(agent_id)}/{READING}"
 
     def order(self, agent_id: str) -> str:
-        return f"{self.household(agent_id)}/order"
+        return f"{self.household(agent_id)}/{ORDER}"
 
     def status(self, agent_id: str) -> str:
         """Retained ``online``/``offline``; ``offline`` is the agent's MQTT last will."""
-        return f"{self.household(agent_id)}/status"
+        return f"{self.household(agent_id)}/{STATUS}"
 
     def diagnostics(self, agent_id: str) -> str:
         """Retained, unsigned JSON health report of the agent (outbox, clock, links)."""
         return f"{self.household(agent_id)}/diagnostics"
 
     def forecast(self, agent_id: str) -> str:
-        return f"{self.household(agent_id)}/forecast"
+        return f"{self.household(agent_id)}/{FORECAST}"
 
     def error(self, agent_id: str) -> str:
         return f"{self.household(agent_id)}/error"
@@ -75,7 +91,7 @@ class Topics:
 
     def audit_request(self, agent_id: str) -> str:
         """The household asks for a consistency proof from its saved tree size."""
-        return f"{self.household(agent_id)}/audit"
+        return f"{self.household(agent_id)}/{AUDIT}"
 
     @property
     def checkpoint(self) -> str:
@@ -108,9 +124,24 @@ class Topics:
         return f"{self.root}/household/+/status"
 
     def agent_of(self, topic: str) -> str | None:
-        """The agent id in a ``.../household/<id>/...`` topic of this market, else None."""
+        """The agent id in a ``.../household/<id>/...`` topic of this market, else None
+        (also when the id level is not one an agent id can be). Never raises."""
         head = f"{self.root}/household/"
         if not topic.startswith(head):
             return None
         agent, sep, _rest = topic[len(head) :].partition("/")
-        return agent if sep and agent else None
+        return agent if sep and is_segment(agent) else None
+
+    def classify(self, topic: str) -> HouseholdTopic | None:
+        """The household and kind of a ``<root>/household/<agent>/<kind>`` topic of
+        this market, both levels valid ids (:func:`check_segment`'s rule); None for
+        any other topic. Never raises: every message a service receives is classified
+        before anything else is done with it, so the topic names built from the
+        result (``reading(agent)``, ``error(agent)``...) cannot fail."""
+        head = f"{self.root}/household/"
+        if not topic.startswith(head):
+            return None
+        agent, sep, kind = topic[len(head) :].partition("/")
+        if not (sep and is_segment(agent) and is_segment(kind)):
+            return None
+        return HouseholdTopic(agent, kind)

@@ -33,7 +33,7 @@ import functools
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -44,6 +44,7 @@ from broker._transport_reader import read_queue, rescue_queued
 from broker.transport_config import (
     DEFAULT_MQTT_PORT,
     BrokerAddress,
+    ConnectMessages,
     Session,
     TlsConfig,
     TransportConfig,
@@ -58,6 +59,7 @@ from broker.transport_link import Link
 __all__ = [
     "DEFAULT_MQTT_PORT",
     "BrokerAddress",
+    "ConnectMessages",
     "Link",
     "Message",
     "Session",
@@ -109,6 +111,9 @@ class Transport:
     (re)connect the supervisor subscribes to ``subscriptions`` (``(filter, qos)``)
     and publishes ``on_connect_publish`` (``(topic, payload, qos, retain)``) before
     the transport counts as connected, so a publish never overtakes them.
+    ``per_connect``, when given, is called before each connection attempt for that
+    connection's last will and further on-connect messages (:class:`ConnectMessages`),
+    e.g. a signed ``offline`` and ``online`` status with fresh sequence numbers.
 
     Inbound messages are buffered in a queue of ``config.inbound_queue_size``; when
     the consumer of :meth:`messages` falls behind, the reader stops draining aiomqtt,
@@ -126,6 +131,7 @@ class Transport:
         *,
         subscriptions: Sequence[tuple[str, int]] = (),
         on_connect_publish: Sequence[tuple[str, bytes, int, bool]] = (),
+        per_connect: Callable[[], ConnectMessages] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         for topic_filter, qos in subscriptions:
@@ -139,6 +145,10 @@ class Transport:
         self._config = config
         self._subscriptions = tuple(subscriptions)
         self._on_connect_publish = tuple(on_connect_publish)
+        if per_connect is not None and config.will is not None:
+            raise ValueError("give the will in the config or per connection, not both")
+        self._per_connect = per_connect
+        self._connect_publish: tuple[tuple[str, bytes, int, bool], ...] = ()
         self._rng = rng if rng is not None else random.Random()
         self._inbound: asyncio.Queue[Message] = asyncio.Queue(maxsize=config.inbound_queue_size)
         self._conn: _Connection | None = None
@@ -359,10 +369,17 @@ class Transport:
 
     def _new_client(self) -> aiomqtt.Client:
         cfg = self._config
+        fixed = cfg.will
+        if self._per_connect is not None:  # this connection's own will and announcements
+            messages = self._per_connect()
+            fixed, self._connect_publish = messages.will, messages.publish
+            for topic, _payload, qos, _retain in self._connect_publish:
+                _check_publish_topic(topic)
+                _check_qos(qos)
         will = (
             None
-            if cfg.will is None
-            else aiomqtt.Will(cfg.will.topic, cfg.will.payload, cfg.will.qos, cfg.will.retain)
+            if fixed is None
+            else aiomqtt.Will(fixed.topic, fixed.payload, fixed.qos, fixed.retain)
         )
         try:
             tls_context = None if cfg.tls is None else cfg.tls.context()
@@ -419,7 +436,7 @@ class Transport:
             if refused:
                 msg = f"broker refused subscriptions {refused}"
                 raise aiomqtt.MqttError(msg)
-        for topic, payload, qos, retain in self._on_connect_publish:
+        for topic, payload, qos, retain in (*self._on_connect_publish, *self._connect_publish):
             await client.publish(topic, payload, qos=qos, retain=retain)
         if closed.done():
             return

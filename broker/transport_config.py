@@ -106,6 +106,18 @@ class Will:
 
 
 @dataclass(frozen=True)
+class ConnectMessages:
+    """What one connection leaves and says: its last will, and the messages published
+    (``(topic, payload, qos, retain)``) as soon as it is up, before it counts as
+    connected. Built afresh for each connection when they differ per connection (a
+    signed status with a new seq: :class:`broker.transport.Transport`'s
+    ``per_connect``)."""
+
+    will: Will | None
+    publish: tuple[tuple[str, bytes, int, bool], ...] = ()
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """MQTT over TLS (1.2 or later), with the broker's hostname verified.
 

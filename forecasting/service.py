@@ -20,7 +20,7 @@ from typing import Literal
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
 from broker.messages import ForecastBody, ReadingBody, decode_message, sign_message
-from broker.topics import Topics
+from broker.topics import READING, Topics
 from broker.transport import Message, Transport
 from forecasting.models import Forecast, Series, intervals_per_day, prophet_forecast, seasonal_naive
 
@@ -105,9 +105,11 @@ class ForecastService:
                 task.cancel()
 
     async def handle(self, message: Message) -> None:
-        agent = self.config.topics.agent_of(message.topic)
-        if agent is None:
+        where = self.config.topics.classify(message.topic)
+        if where is None or where.kind != READING:
+            self.ignored["bad_topic"] += 1  # never raises: forecast(agent) stays valid
             return
+        agent = where.agent
         try:
             decoded = decode_message(message.payload)
             reading = decoded.body_as(ReadingBody)

@@ -18,19 +18,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.errors import MessageError
+from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey
 from broker.messages import (
     AnnouncementBody,
     Body,
     Phase,
+    Presence,
     RejectionBody,
+    StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
     sign_message,
 )
-from broker.topics import STATUS_OFFLINE, Topics
+from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from broker.transport import Message, Transport
 from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
@@ -94,7 +96,8 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
-        self.offline: set[str] = set()
+        self.offline: set[str] = set()  # by their signed status (see _status)
+        self._status_seqs: dict[str, int] = {}  # the last status seq accepted per household
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         # Operator messages are not logged; their seq rises across restarts and differs
@@ -108,6 +111,8 @@ class LedgerService:
         self.responses = Responder()
         self._logged = FirstPerInterval()  # one log line per (household, reason), interval
         self._audit_answered: dict[str, int] = {}  # household -> tree size answered
+        # Set once run_interval has opened its first interval (see run_ingest_batched).
+        self.first_open = asyncio.Event()
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
@@ -122,6 +127,7 @@ class LedgerService:
         max_batch: int = 1000,
         source: MessageSource | None = None,
         depth: int = 2,
+        not_before: asyncio.Event | None = None,
     ) -> None:
         """Like :meth:`run_ingest`, in batches, as a pipeline: each message with what is
         buffered behind it (at most ``max_batch``) goes, with its household's key
@@ -133,11 +139,19 @@ class LedgerService:
 
         ``source``: where the messages come from (default: the service's transport);
         e.g. a :class:`broker.subscriber.Subscriber` on its own connection, which
-        receives several times faster than the transport. Returns when it ends."""
+        receives several times faster than the transport. Returns when it ends.
+
+        ``not_before`` (e.g. :attr:`first_open`, set once :meth:`run_interval` has
+        opened its first interval): nothing is judged before it is set; what the source
+        delivers earlier (a persistent session's queue after a restart) waits in its
+        buffer, with its backpressure, so messages for the interval a restart opens
+        again are admitted into it instead of being rejected ``late`` first."""
         inbox = self.transport if source is None else source
         waiting: asyncio.Queue[_PendingBatch | None] = asyncio.Queue(maxsize=depth)
 
         async def receive() -> None:
+            if not_before is not None:
+                await not_before.wait()
             async for first in inbox.messages():
                 items = await self._household_items([first, *inbox.buffered(max_batch - 1)])
                 if items:
@@ -157,11 +171,9 @@ class LedgerService:
         topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
         for message in messages:
-            agent = topics.agent_of(message.topic)
-            if agent is None:
-                continue
-            if message.topic in (topics.reading(agent), topics.order(agent)):
-                items.append((message.payload, agent))
+            where = topics.classify(message.topic)
+            if where is not None and where.kind in (READING, ORDER):
+                items.append((message.payload, where.agent))
             else:
                 await self.handle(message)
         return items
@@ -191,18 +203,18 @@ class LedgerService:
             await self._progress.wait()
 
     async def handle(self, message: Message) -> None:
-        topics = self.config.topics
-        agent = topics.agent_of(message.topic)
-        if agent is None:
+        """Judge one message: every topic is classified first (:meth:`Topics.classify`),
+        and one that is not a household's reading, order, status or audit request is
+        counted as ``bad_topic`` and dropped."""
+        where = self.config.topics.classify(message.topic)
+        if where is None or where.kind not in (READING, ORDER, STATUS, AUDIT):
+            self._bad_topic(message.topic, where)
             return
-        if message.topic == topics.status(agent):
-            if message.payload == STATUS_OFFLINE:
-                self.offline.add(agent)
-            else:  # online, or a cleared retained status
-                self.offline.discard(agent)
-            self._progress.set()
+        agent = where.agent
+        if where.kind == STATUS:
+            self._status(agent, message.payload)
             return
-        if message.topic == topics.audit_request(agent):
+        if where.kind == AUDIT:
             await self._answer_audit(agent, message.payload)
             return
         try:
@@ -214,6 +226,55 @@ class LedgerService:
             _LOG.debug("redelivered message from %s ignored", agent)
         except MessageError as exc:
             await self._reject(agent, message.payload, exc)
+        self._progress.set()
+
+    def _status(self, agent: str, payload: bytes) -> None:
+        """Take a household's signed status (:class:`StatusBody`) if it verifies with the
+        household's registered key and its seq is above the last status accepted from
+        it; anything else (unsigned, forged, another household's, a replayed older one)
+        is counted per reason and changes nothing, and no rejection is sent. An empty
+        payload (a cleared retained status) changes nothing either."""
+        if not payload:
+            return
+        try:
+            message = decode_message(payload)
+            body = message.body_as(StatusBody)
+            header = message.header
+            if header.agent != agent:
+                raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
+            if header.market != self.config.topics.market_id:
+                raise MessageError(RejectReason.WRONG_MARKET, f"market {header.market!r}")
+            key = self.ledger.keys.get(agent)
+            if key is None:
+                raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
+            message.verify(key)
+            if header.seq <= self._status_seqs.get(agent, -1):
+                raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
+        except MessageError as exc:
+            self.ledger.rejections[exc.reason] += 1
+            _LOG.debug("ignored a status for %s: %s", agent, exc)
+            return
+        self._status_seqs[agent] = header.seq
+        if body.state is Presence.OFFLINE:
+            self.offline.add(agent)
+        else:
+            self.offline.discard(agent)
+        self._progress.set()
+
+    def _bad_topic(self, topic: str, where: HouseholdTopic | None) -> None:
+        """Count a message on a topic no household message can have (no rejection is
+        sent: there is nobody to send it to); logged once, then counted in the
+        operator's summary line."""
+        rejections = self.ledger.rejections
+        if not rejections[RejectReason.BAD_TOPIC]:
+            _LOG.warning(
+                "ignored a message on %.200r: not a household topic of market %s "
+                "(counted as bad_topic in the interval summaries from now on)",
+                topic,
+                self.config.topics.market_id,
+            )
+        rejections[RejectReason.BAD_TOPIC] += 1
+        _LOG.debug("ignored a message on %.200r (%s)", topic, where)
         self._progress.set()
 
     async def _reject(self, agent: str, payload: bytes, exc: MessageError) -> None:
@@ -332,6 +393,7 @@ class LedgerService:
         self.ledger.open_interval(
             interval, tariff, trading=trading, interval_s=self.config.interval_s
         )
+        self.first_open.set()
         self._gate_forced = False
         phase = Phase.OPEN if trading else Phase.CLOSED
         await self._announce(interval, tariff, phase)

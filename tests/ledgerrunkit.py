@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from agents.outbox import Outbox
+from agents.presence import StatusSigner
 from agents.publisher import DurablePublisher
 from broker.keys import SigningKey, VerifyingKey, write_key_pair
 from broker.messages import (
@@ -251,7 +252,10 @@ async def household_agents(
                 forecast_timeout_s=3600,  # orders wait for their forecast
             )
             base = TransportConfig(address=broker, client_id=f"{topics.market_id}-{agent_id}")
-            transport = await stack.enter_async_context(agent_transport(config, base))
+            status = StatusSigner(market.keys[agent_id], topics, agent_id)
+            transport = await stack.enter_async_context(
+                agent_transport(config, base, status=status)
+            )
             outbox = Outbox(state_dir / f"{agent_id}.sqlite")
             stack.callback(outbox.close)
             publisher = await stack.enter_async_context(

@@ -16,8 +16,15 @@ import pytest
 from agents.lifecycle import OUTBOX_FILE, open_agent_outbox
 from agents.outbox import Outbox
 from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, decode_message, sign_message
-from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from broker.messages import (
+    AnnouncementBody,
+    Phase,
+    Presence,
+    StatusBody,
+    decode_message,
+    sign_message,
+)
+from broker.topics import Topics
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +119,8 @@ async def test_sigterm_flushes_the_outbox_and_publishes_offline(
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
         try:
-            assert (await next_on(topics.status("h001"))).payload == STATUS_ONLINE
+            online = decode_message((await next_on(topics.status("h001"))).payload)
+            assert online.body_as(StatusBody) == StatusBody(Presence.ONLINE)
             await announce(start, 1)
             first = decode_message((await next_on(topics.reading("h001"))).payload)
             assert first.header.seq == 1  # the first commit happens at once
@@ -127,7 +135,9 @@ async def test_sigterm_flushes_the_outbox_and_publishes_offline(
             child.send_signal(signal.SIGTERM)
             second = decode_message((await next_on(topics.reading("h001"))).payload)
             assert (second.header.seq, second.header.interval) == (2, start + STEP)
-            assert (await next_on(topics.status("h001"))).payload == STATUS_OFFLINE
+            offline = decode_message((await next_on(topics.status("h001"))).payload)
+            assert offline.body_as(StatusBody) == StatusBody(Presence.OFFLINE)
+            assert offline.header.seq > online.header.seq + 1  # above the will's (N + 1)
             out, err = await asyncio.wait_for(child.communicate(), TIMEOUT_S)
         finally:
             if child.returncode is None:

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from broker.keys import write_key_pair
-from broker.messages import AnnouncementBody, Phase, ReadingBody, decode_message, sign_message
+from broker.messages import (
+    AnnouncementBody,
+    Phase,
+    Presence,
+    ReadingBody,
+    StatusBody,
+    decode_message,
+    sign_message,
+)
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from tests.p1kit import telegram
@@ -17,6 +25,12 @@ from tests.test_p1_sources import p1_dongle
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = Topics("runm")
+
+
+def _status(seen: list[Message], household: str) -> Presence:
+    """The state of the last signed status seen on the household's status topic."""
+    payload = [m.payload for m in seen if m.topic == f"{household}/status"][-1]
+    return decode_message(payload).body_as(StatusBody).state
 
 
 async def _until(
@@ -88,11 +102,12 @@ async def test_agent_process_reads_p1_publishes_and_goes_offline(
                     viewer,
                     seen,
                     {
-                        (f"{household}/status", b"online"),
+                        (f"{household}/status", None),
                         (power_config, None),
                         (f"{household}/ha/meter", None),
                     },
                 )
+                assert _status(seen, household) is Presence.ONLINE  # signed
                 state = json.loads(next(m.payload for m in seen if m.topic.endswith("/ha/meter")))
                 assert state["import_wh"] == 22_222_221 and state["power_w"] == 750
 
@@ -118,14 +133,16 @@ async def test_agent_process_reads_p1_publishes_and_goes_offline(
                 assert reading.body.power_w == 750
 
                 process.send_signal(signal.SIGTERM)
+                closing: list[Message] = []
                 await _until(
                     viewer,
-                    seen,
+                    closing,
                     {
-                        (f"{household}/status", b"offline"),
+                        (f"{household}/status", None),
                         (f"{household}/ha/availability", b"offline"),
                     },
                 )
+                assert _status(closing, household) is Presence.OFFLINE
                 assert await asyncio.wait_for(process.wait(), 20) == 0
             finally:
                 if process.returncode is None:

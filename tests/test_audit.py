@@ -288,7 +288,7 @@ async def test_an_operator_message_under_another_key_is_ignored_not_an_alarm(
         diagnostics = agent.diagnostics()
         assert diagnostics["audit"] == agent.audit.report()
         assert agent.ignored.counts == {"audit_unsigned": 50}
-        await agent.go_offline()
+        await agent.go_offline(None)
 
 
 def test_household_entries_names_both_trade_parties() -> None:

@@ -19,8 +19,9 @@ from agents.homeassistant import (
 )
 from agents.meter import MeterReading
 from agents.metering.errors import MeterError
+from agents.presence import StatusSigner
 from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, TradeLine, TradesBody, sign_message
+from broker.messages import AnnouncementBody, Phase, Presence, TradeLine, TradesBody, sign_message
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
@@ -71,6 +72,24 @@ def test_sensors_suit_the_energy_dashboard() -> None:
     assert configs["power"]["expire_after"] == 60
     assert configs["status"]["state_topic"] == status
     assert configs["status"]["payload_off"] == "offline"
+    # The status is a signed message: HA reads its body's state with the template.
+    signer = StatusSigner(SigningKey.generate(), TOPICS, "h.001")
+    template = configs["status"]["value_template"]
+    assert template == "{{ value_json.signed.body.state }}"
+    for state in Presence:
+        value_json = json.loads(signer.sign(state))
+        path = str(template).strip("{} ").split(".")[1:]
+        for part in path:
+            value_json = value_json[part]
+        assert value_json == state.value
+        assert state.value in (configs["status"]["payload_on"], configs["status"]["payload_off"])
+    for name in ("power", "import_energy", "export_energy", "clearing_price"):
+        [on_status] = [a for a in configs[name]["availability"] if a["topic"] == status]  # type: ignore[index, union-attr]
+        assert on_status["value_template"] == template
+        assert (on_status["payload_available"], on_status["payload_not_available"]) == (
+            "online",
+            "offline",
+        )
 
 
 def test_discovery_prefix_is_configurable() -> None:

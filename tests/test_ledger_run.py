@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.messages import decode_message
-from broker.topics import STATUS_OFFLINE, Topics
+from agents.presence import StatusSigner
+from broker.messages import Presence, decode_message
+from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.entries import EntryKind
 from ledger.store import LedgerStore
@@ -153,7 +154,8 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
             TransportConfig(address=mosquitto, client_id=f"{market.topics.market_id}-h003")
         ) as h003:
             await asyncio.wait_for(h003.wait_connected(), 10)
-            await h003.publish(market.topics.status("h003"), STATUS_OFFLINE, qos=1)
+            offline = StatusSigner(market.keys["h003"], market.topics, "h003")
+            await h003.publish(market.topics.status("h003"), offline.sign(Presence.OFFLINE), qos=1)
         await standby.until("leader of market")
         for _ in range(2):
             summary = await standby.summary()

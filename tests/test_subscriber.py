@@ -24,7 +24,7 @@ from broker.mqtt_packets import (
     puback_packet,
     publish_packet,
 )
-from broker.subscriber import Subscriber
+from broker.subscriber import Subscriber, SubscriberFailed
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from broker.transport_config import Session
 
@@ -200,3 +200,19 @@ async def test_a_broker_sending_garbage_is_dropped_counted_and_reconnected() -> 
         # fails as a whole: only the second connection counts as established.
         assert (sub.protocol_errors, connections) == (1, 2)
         assert sub.connects in (1, 2)
+
+
+async def test_a_supervisor_dying_of_an_unexpected_error_ends_the_message_stream(
+    mosquitto: BrokerAddress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a reader waiting for ever on a dead connection: messages() raises, so the
+    ledger's ingest ends and ``ledger run`` stops with exit 1 (test_ledger_run_hostile)."""
+
+    async def broken(self: Subscriber) -> bool:
+        raise RuntimeError("bug in the supervisor")
+
+    monkeypatch.setattr(Subscriber, "_connect_and_serve", broken)
+    config = _config(mosquitto, f"sub-{uuid.uuid4().hex[:8]}", session=Session.CLEAN)
+    async with Subscriber(config, [("t/never", 1)]) as sub:
+        with pytest.raises(SubscriberFailed, match="bug in the supervisor"):
+            await asyncio.wait_for(anext(sub.messages()), TIMEOUT_S)

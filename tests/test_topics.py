@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.errors import ConfigError
-from broker.topics import DEFAULT_PREFIX, Topics, check_segment
+from broker.topics import DEFAULT_PREFIX, HouseholdTopic, Topics, check_segment
 
 
 def test_default_prefix_names() -> None:
@@ -120,3 +120,31 @@ def test_household_topics_check_agent_id(agent_id: str) -> None:
     for name in (topics.reading, topics.order, topics.status, topics.forecast, topics.error):
         with pytest.raises(ConfigError, match="agent id"):
             name(agent_id)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "wattmesh/m1/household/x y/status",  # a level no agent id can have
+        "wattmesh/m1/household/" + "a" * 65 + "/reading",
+        "wattmesh/m1/household/h1\n/order",
+        "wattmesh/m1/household/h\u00e9/reading",
+        "wattmesh/m1/household/h1/a/b",  # more than one level after the id
+        "wattmesh/m1/household/h1/",
+        "wattmesh/m1/household/h1/re ading",
+        "wattmesh/m2/household/h1/reading",
+        "wattmesh/m1/market/announce",
+    ],
+)
+def test_classify_refuses_without_raising_what_no_household_topic_can_be(topic: str) -> None:
+    topics = Topics("m1")
+    assert topics.classify(topic) is None
+    if topic.startswith("wattmesh/m1/household/x y"):
+        assert topics.agent_of(topic) is None  # was "x y", which reading() then refused
+
+
+def test_classify_names_the_household_and_kind_of_every_household_topic() -> None:
+    topics = Topics("m1", prefix="a/b")
+    for kind in ("reading", "order", "status", "audit", "forecast", "error"):
+        topic = getattr(topics, kind if kind != "audit" else "audit_request")("h_1.x-2")
+        assert topics.classify(topic) == HouseholdTopic("h_1.x-2", kind)

@@ -20,9 +20,10 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    an open interval is closed at once with what has arrived (logged, checkpointed,
    announced), then the process disconnects, releases the lease and exits 0.
 
-Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting) or
-``--validate-config`` found problems; 2 an invalid configuration or registry when
-running (one line on stderr).
+Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting), a
+task the operator depends on (the ingest) ended or failed while it ran (one ERROR
+line naming it and why), or ``--validate-config`` found problems; 2 an invalid
+configuration or registry when running (one line on stderr).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import signal
 import sys
 from pathlib import Path
 
+from broker.errors import WattmeshError
 from broker.subscriber import Subscriber
 from broker.transport import Session, Transport
 from ledger.lease import LeaderLease, LeaseLost
@@ -102,6 +104,10 @@ async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: C
         await _lead(config, lease, stop, clock)
     except LeaseLost as exc:
         _LOG.error("stopping: %s", exc)
+        return EXIT_FAILED
+    except TaskEnded as exc:
+        # One ERROR line (the cause's traceback with it), exit 1: systemd restarts us.
+        _LOG.error("stopping: %s", exc, exc_info=exc.__cause__)
         return EXIT_FAILED
     finally:
         lease.close()
@@ -194,21 +200,53 @@ async def _lead(
                 transport=transport,
             )
             ingest = asyncio.create_task(
-                service.run_ingest_batched(verifier, max_batch=config.max_batch, source=subscriber),
+                service.run_ingest_batched(
+                    verifier,
+                    max_batch=config.max_batch,
+                    source=subscriber,
+                    not_before=service.first_open,  # after a restart: no `late` before the reopen
+                ),
                 name="ledger-ingest",
             )
             operator = MarketOperator(
                 service, config.schedule, config.tariffs, clock=clock, lease=lease
             )
+            operating = asyncio.create_task(operator.run(stop), name="market-operator")
             try:
-                await operator.run(stop)
+                await _supervise(operating, [ingest])
             finally:
-                ingest.cancel()
-                await asyncio.gather(ingest, return_exceptions=True)
+                for task in (operating, ingest):
+                    task.cancel()
+                await asyncio.gather(operating, ingest, return_exceptions=True)
     finally:
         if isinstance(verifier, PoolVerifier):
             verifier.close()
         store.close()
+
+
+class TaskEnded(WattmeshError):
+    """A task the operator depends on ended (or raised) while the market was running."""
+
+
+async def _supervise(main: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
+    """Wait for ``main`` (the operator: it returns when stopped; LeaseLost passes
+    through); any task that ends first, or ``main`` raising anything else, is a
+    :class:`TaskEnded` naming the task and why, so the process exits 1 (and systemd
+    restarts it) instead of running on without it."""
+    await asyncio.wait([main, *helpers], return_when=asyncio.FIRST_COMPLETED)
+    ended = main if main.done() else next(task for task in helpers if task.done())
+    if ended is main and not main.cancelled() and main.exception() is None:
+        return
+    if ended.cancelled():
+        raise TaskEnded(f"task {ended.get_name()} was cancelled")
+    exc = ended.exception()
+    if isinstance(exc, LeaseLost):
+        raise exc
+    if exc is None:
+        raise TaskEnded(f"task {ended.get_name()} ended while the market was running")
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # the ingest's TaskGroup: name what failed inside it
+    raise TaskEnded(f"task {ended.get_name()} failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def _connected(transport: Transport, subscriber: Subscriber, stop: asyncio.Event) -> bool:

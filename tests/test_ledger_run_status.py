@@ -1,0 +1,158 @@
+"""The households' signed status against ``wattmesh ledger run`` (issue 11, finding 3),
+over a real Mosquitto: forged ``offline`` statuses cut nobody out of an interval, a
+replayed old genuine one changes nothing, and a household agent killed with SIGKILL
+still lets the gate close at once (its signed last will). The test waits for log lines
+and what passes on the wire, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.presence import StatusSigner
+from broker.keys import SigningKey
+from broker.messages import Presence
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig
+from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess
+from tests.test_ledger_run_hostile import TIMEOUT_S, _households, _market
+
+pytestmark = pytest.mark.slow
+
+GATE_S = re.compile(r" gate_s (\d+\.\d+) ")
+
+# A household's connection with its signed status (online on connect, the signed
+# offline as its will), as the agent's transport makes it; killed by the test.
+_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from agents.presence import StatusSigner
+from broker.keys import load_signing_key
+from broker.topics import Topics
+from broker.transport import Transport, TransportConfig, parse_broker_url
+
+url, market, agent, key_file = sys.argv[1:5]
+status = StatusSigner(load_signing_key(Path(key_file)), Topics(market), agent)
+
+async def main() -> None:
+    config = TransportConfig(address=parse_broker_url(url), client_id=f"{market}-{agent}")
+    async with Transport(config, per_connect=status.connect_messages) as transport:
+        await transport.wait_connected()
+        print("connected", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_forged_offline_statuses_cut_no_household_out_of_an_interval(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """An anonymous client leaves a retained plain ``offline`` on every household's
+    status topic, and sends more while the gates are open: one signed by a stranger's
+    key, one signed by the household's key for another market. Each interval still
+    waits for, and logs, every honest household's reading and order."""
+    market = _market(tmp_path, mosquitto)
+    topics = market.topics
+    forged = {agent: b"offline" for agent, *_ in BOOK}
+    signed_forgeries = [
+        StatusSigner(SigningKey.generate(), topics, "h002").sign(Presence.OFFLINE),
+        StatusSigner(market.keys["h003"], Topics(f"{topics.market_id}x"), "h003").sign(
+            Presence.OFFLINE
+        ),
+    ]
+    async with (
+        Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
+        _households(market, mosquitto),
+    ):
+        await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
+        for agent, payload in forged.items():
+            await attacker.publish(topics.status(agent), payload, qos=1, retain=True)
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            await ledger.until("leader of market")
+            for _ in range(3):
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3")
+                for agent, payload in zip(("h002", "h003"), signed_forgeries, strict=True):
+                    await attacker.publish(topics.status(agent), payload, qos=1)
+            ledger.process.send_signal(signal.SIGTERM)
+            log = await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+        finally:
+            await ledger.kill()
+            for agent in forged:
+                await attacker.publish(topics.status(agent), b"", qos=1, retain=True)
+    assert "Traceback" not in log
+
+
+async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_close(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    market = _market(tmp_path, mosquitto, gate_timeout_s=1.5)
+    topics = market.topics
+    key_file = tmp_path / "h003.pem"
+    key_file.write_bytes(market.keys["h003"].private_pem())
+    key_file.chmod(0o600)
+    # A genuine offline of an earlier connection, which an attacker kept.
+    old_offline = StatusSigner(market.keys["h003"], topics, "h003").sign(Presence.OFFLINE)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        mosquitto.url,
+        topics.market_id,
+        "h003",
+        str(key_file),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with (
+        Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
+        _households(market, mosquitto) as households,
+    ):
+        households.silent.add("h003")  # online, but sends nothing: gates wait for it
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), TIMEOUT_S)
+            assert line == b"connected\n"
+            await attacker.wait_connected()
+            await ledger.until("leader of market")
+            summary = await ledger.summary()
+            # The replay, while the next gate waits for h003: ignored (counted), so that
+            # gate still waits for h003 until its timeout.
+            interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)
+            while interval <= int(summary["interval"]):
+                interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)
+            await attacker.publish(topics.status("h003"), old_offline, qos=1, retain=True)
+            while int((summary := await ledger.summary())["interval"]) < interval:
+                pass
+            assert (summary["orders"], summary["reasons"]) == ("2", "replay 1")
+            assert float(GATE_S.search(summary.group(0))[1]) > 1.0  # type: ignore[index]
+            assert "gate closed without 1 household(s): h003" in ledger.lines[-2]
+            # SIGKILL: the broker publishes h003's signed will; the gates close at once.
+            child.kill()
+            await child.wait()
+            for _ in range(3):
+                summary = await ledger.summary()
+            assert summary["orders"] == "2"
+            assert float(GATE_S.search(summary.group(0))[1]) < 1.0  # type: ignore[index]
+            assert "gate closed without" not in ledger.lines[-2]
+            ledger.process.send_signal(signal.SIGTERM)
+            log = await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+        finally:
+            await ledger.kill()
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+            await attacker.publish(topics.status("h003"), b"", qos=1, retain=True)
+    assert "Traceback" not in log
+    assert {agent for agent, *_ in BOOK} == {"h001", "h002", "h003"}
