@@ -25,8 +25,10 @@ from broker.messages import (
     ForecastBody,
     OrderBody,
     Phase,
+    Presence,
     ReadingBody,
     Side,
+    StatusBody,
     decode_message,
     sign_message,
 )
@@ -215,6 +217,11 @@ class Household:
         return reading.body, order.body
 
 
+def _is_online(payload: bytes) -> bool:
+    """Whether a status payload is the household's signed ``online``."""
+    return decode_message(payload).body_as(StatusBody).state is Presence.ONLINE
+
+
 @contextlib.asynccontextmanager
 async def running_household(
     mosquitto: BrokerAddress, folder: Path, profile: dict[str, object], battery: BatterySpec,
@@ -256,7 +263,7 @@ async def running_household(
         )  # fmt: skip
         household = Household(op, inbox, operator)
         try:
-            while (await household.next_on("status")).payload != b"online":
+            while not _is_online((await household.next_on("status")).payload):
                 pass
             yield household
             process.send_signal(signal.SIGTERM)

@@ -19,6 +19,7 @@ from typing import Any
 from agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from agents.battery_meter import BatteryMeter
 from agents.meter import MarketClock, SimulatedMeter
+from agents.presence import StatusSigner
 from agents.sequence import MemorySequence
 from broker.errors import ConfigError
 from broker.topics import Topics
@@ -254,7 +255,12 @@ async def _run(
                 forecast_timeout_s=config.gate_timeout_s,
             )
             transport = await stack.enter_async_context(
-                agent_transport(agent_config, _transport(address, f"{config.market_id}-{agent_id}"))
+                agent_transport(
+                    agent_config,
+                    _transport(address, f"{config.market_id}-{agent_id}"),
+                    # signed online/offline (its last will), as a real agent publishes
+                    status=StatusSigner(household_keys[agent_id], topics, agent_id),
+                )
             )
             meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
                 start=history_start,
