@@ -5,6 +5,14 @@ Without a usable snapshot the whole log is replayed, entry by entry, exactly as 
 ledger applied it: key entries to the key ring, each household message's seq, readings
 and settlements to the meter state (:func:`ledger.booking.replay`), the last clearing's
 tariff and trades. The store is the only I/O.
+
+Nothing is restored from a log that does not hold (:mod:`ledger.startcheck`,
+:class:`LogDamaged`): every entry read must hash to its stored leaf hash and sit at its
+position, the key entries a snapshot names must be leaves of the snapshot's tree, the
+checkpoint at the snapshot's size must carry the operator's signature, and the tree
+the restore ends with must be the latest signed checkpoint's. A snapshot that cannot be
+used (another version, malformed, its tree not the checkpoint's, naming no key entry)
+is derived state: it is ignored and the whole log replayed, as before.
 """
 
 from __future__ import annotations
@@ -22,13 +30,24 @@ from ledger.merkle import CompactRange
 from ledger.metering import Metering, MeteringConfig
 from ledger.settlement import Registers
 from ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
+from ledger.startcheck import (
+    LogDamaged,
+    MissingNodes,
+    check_in_tree,
+    check_latest_checkpoint,
+    check_leaf,
+    check_signed,
+)
 from ledger.store import LedgerStore
+
+__all__ = ["LogDamaged", "logged_message", "registers_of", "restore_state"]
 
 _LOG = logging.getLogger(__name__)
 
 
 def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> LedgerState:
-    """The state after every entry of ``store``'s log."""
+    """The state after every entry of ``store``'s log; LogDamaged when what it reads
+    does not verify (see the module doc)."""
     start, state = _usable_snapshot(store, metering)
     tree, keyring, meters = state.tree, state.keyring, state.metering
     last_seqs = dict(state.last_seqs)
@@ -37,6 +56,7 @@ def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> Ledger
         state.last_tariff,
         state.last_fills,
     )
+    _check_tail(store, tree.copy(), start)  # before anything it holds is applied
     latest: int | None = None
     for entry in store.iter_entries(start=start):
         tree.append_leaf_hash(entry.leaf_hash)
@@ -72,6 +92,15 @@ def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> Ledger
     return LedgerState(tree, keyring, last_seqs, meters, last_interval, last_tariff, last_fills)
 
 
+def _check_tail(store: LedgerStore, tree: CompactRange, start: int) -> None:
+    """The entries from ``start`` on, each at its place and hashing to its stored leaf
+    hash, grow ``tree`` (the first ``start``) to the latest signed checkpoint's tree."""
+    for entry in store.iter_entries(start=start):
+        check_leaf(entry, tree.size)
+        tree.append_leaf_hash(entry.leaf_hash)
+    check_latest_checkpoint(store, tree)
+
+
 def _usable_snapshot(
     store: LedgerStore, metering: MeteringConfig | None
 ) -> tuple[int, LedgerState]:
@@ -88,7 +117,8 @@ def _usable_snapshot(
         checkpoint = store.checkpoint_at(size)
         if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
             raise SnapshotError("its tree is not the signed checkpoint's at its size")
-        _apply_key_entries(store, state.keyring, decoded.key_entries, size)
+        check_signed(store, checkpoint)  # LogDamaged: the checkpoint, not the snapshot
+        _apply_key_entries(store, state.keyring, decoded.key_entries, state)
     except SnapshotError as exc:
         _LOG.warning("state snapshot at %d not used (%s): replaying the whole log", size, exc)
         return 0, empty
@@ -96,14 +126,19 @@ def _usable_snapshot(
 
 
 def _apply_key_entries(
-    store: LedgerStore, keyring: KeyRing, positions: tuple[int, ...], size: int
+    store: LedgerStore, keyring: KeyRing, positions: tuple[int, ...], state: LedgerState
 ) -> None:
-    """Fill ``keyring`` from the key entries at ``positions`` (all below ``size``)."""
+    """Fill ``keyring`` from the key entries at ``positions`` (all in ``state``'s tree,
+    each proved to be its leaf there: LogDamaged if one is not)."""
     entries = store.entries_at(positions)
     if len(entries) != len(positions) or any(
-        e.kind not in KEY_KINDS or e.idx >= size for e in entries
+        e.kind not in KEY_KINDS or e.idx >= state.tree.size for e in entries
     ):
         raise SnapshotError("it names log positions that hold no key entry")
+    try:
+        check_in_tree(store, entries, state.tree)
+    except MissingNodes as exc:
+        raise SnapshotError(f"its key entries cannot be proved: {exc}") from exc
     try:
         for entry in entries:
             keyring.apply(entry.kind, entry.agent, json.loads(entry.data), at=entry.idx)

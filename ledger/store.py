@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     BigInteger,
@@ -249,6 +250,15 @@ class LedgerStore:
             yield rows
             after = rows[-1][0]
 
+    @classmethod
+    def read_only(cls, url: str) -> LedgerStore:
+        """The store of an existing ledger, opened to read only: no tables or triggers
+        created, and the database refuses writes (SQLite ``mode=ro``; PostgreSQL
+        ``default_transaction_read_only``). For checks beside a running ledger."""
+        store = cls.__new__(cls)
+        store.engine = make_engine(_read_only_url(url))
+        return store
+
     def _mark(self) -> str:
         """The driver's placeholder: sqlite3 takes ``?``, psycopg ``%s``."""
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -436,6 +446,15 @@ class LedgerStore:
                 table = _table(SNAPSHOT_TABLE)
                 conn.execute(table.delete())
                 conn.execute(table.insert().values(tree_size=cp.tree_size, data=snapshot))
+
+
+def _read_only_url(url: str) -> str:
+    """``url`` with the database's read-only option set."""
+    if url.startswith("sqlite:///"):
+        path = quote(url.removeprefix("sqlite:///"), safe="/")
+        return f"sqlite:///file:{path}?mode=ro&uri=true"
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-c%20default_transaction_read_only%3Don"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

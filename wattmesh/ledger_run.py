@@ -40,10 +40,12 @@ from broker.subscriber import Subscriber
 from broker.transport import Session, Transport
 from ledger.lease import LeaderLease, LeaseLost
 from ledger.ledger import Ledger
+from ledger.logcheck import DamageFound, first_damage, start_log_check
 from ledger.operator import MarketOperator
 from ledger.schedule import Clock, SystemClock
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
+from ledger.startcheck import LogDamaged
 from ledger.store import LedgerStore
 from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
 
@@ -99,6 +101,11 @@ async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: C
     except LeaseLost as exc:
         _LOG.error("stopping: %s", exc)
         return EXIT_FAILED
+    except LogDamaged as exc:
+        if not isinstance(exc, DamageFound):  # the start check: name the first bad entry
+            exc = await asyncio.to_thread(first_damage, config.db_url, exc)
+        _LOG.error("stopping: the log does not verify, nothing more is appended: %s", exc)
+        return EXIT_FAILED
     finally:
         lease.close()
     _LOG.info("stopped cleanly")
@@ -132,6 +139,7 @@ async def _lead(
 ) -> None:
     store = LedgerStore(config.db_url)
     verifier: SignatureVerifier | None = None
+    log_check = None
     try:
         ledger = Ledger(
             store,
@@ -154,6 +162,10 @@ async def _lead(
             len(ledger.households),
             changes,
         )
+        # The restore checked what it read (LogDamaged); the rest of the log is checked
+        # in the background, and the operator's lease check refuses to write after it
+        # found damage (ledger/logcheck.py).
+        log_check, checking = start_log_check(config.db_url, ledger.size, stop)
         verifier = _verifier(config.signature_workers, ledger.key_ders())
         # The state restored at start (log, keys) lives as long as the process: out of
         # the collector's generations, so collections during an ingest burst do not
@@ -172,6 +184,7 @@ async def _lead(
         subscriber = Subscriber(config.transport, ledger_subscriptions(topics))
         async with transport, subscriber:
             if not await _connected(transport, subscriber, stop):
+                log_check.check()  # stopped because the background check found damage?
                 return
             _LOG.info(
                 "connected to %s as %s (persistent session) and %s",
@@ -194,14 +207,18 @@ async def _lead(
                 name="ledger-ingest",
             )
             operator = MarketOperator(
-                service, config.schedule, config.tariffs, clock=clock, lease=lease
+                service, config.schedule, config.tariffs, clock=clock, lease=log_check.gate(lease)
             )
             try:
                 await operator.run(stop)
+                log_check.check()  # stopped because the background check found damage?
             finally:
                 ingest.cancel()
                 await asyncio.gather(ingest, return_exceptions=True)
     finally:
+        if log_check is not None:
+            checking.cancel()
+            log_check.close()
         if isinstance(verifier, PoolVerifier):
             verifier.close()
         store.close()
