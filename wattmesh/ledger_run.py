@@ -7,7 +7,9 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    standby process waits here (a line every ``lease.poll_s`` at debug level, one at
    info) and takes over when the leader dies. Nothing else happens before: the MQTT
    client id is shared by both processes, so only the leader may connect.
-3. Open the store; the :class:`ledger.ledger.Ledger` rebuilds its state from the log
+3. Open the store; the :class:`ledger.ledger.Ledger` rebuilds its state from the log,
+   checking what it reads (:mod:`ledger.startcheck`), and the rest of the log is
+   checked in the background (:mod:`ledger.logcheck`), its result gating every close
    (an interval that was open when the previous leader died left nothing behind: it
    is opened again if it is within the gate grace, else skipped); log what changed in
    the registry file (new keys, rotations, revocations).
@@ -20,7 +22,9 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    an open interval is closed at once with what has arrived (logged, checkpointed,
    announced), then the process disconnects, releases the lease and exits 0.
 
-Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting) or
+Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting),
+the log does not verify (at start, or found by the background check of
+:mod:`ledger.logcheck`: one ERROR line naming the first bad entry) or
 ``--validate-config`` found problems; 2 an invalid configuration or registry when
 running (one line on stderr).
 """
