@@ -5,23 +5,29 @@ of the log, everything a snapshot spares the restart, is checked here with the f
 ``ledger verify`` machinery (:func:`ledger.verify.verify_ledger`) up to the size the
 ledger started with, in a child process (spawned, niced, one core, inline checks) that
 opens the database read-only (:meth:`ledger.store.LedgerStore.read_only`), so the
-market keeps running meanwhile.
+market keeps running meanwhile. When the log holds and the restore started from a
+snapshot, the child also replays the log up to the snapshot's size and compares the
+state with the snapshot's: a snapshot that disagrees with a log that verifies (its
+tree matches, but what it says of seqs, meters, keys or the last clearing does not)
+would make the ledger admit and settle on a state the log does not hold.
 
 How the result gates appends: the child sets a shared flag (a multiprocessing event)
 the moment it finds damage, before it sends its report. :meth:`LogCheck.check`
-raises :class:`ledger.startcheck.LogDamaged` once the flag is set; the operator calls
-it with its lease check (:meth:`LogCheck.gate`) before each interval opens and when
-each gate closes, just before the interval is written, so no close is written after
-the damage was found (a close already past that check when the flag is set, a few
-milliseconds of writing, completes). The watcher task also sets the operator's stop
-event, so an open gate closes at once and is refused rather than waiting for its
-deadline.
+raises :class:`DamageFound` once the flag is set; the operator calls it with its lease
+check (:meth:`LogCheck.gate`) before each interval opens and when each gate closes,
+just before the interval is written, so no close is written after the damage was found
+(a close already past that check when the flag is set, a few milliseconds of writing,
+completes). The watcher task also sets the operator's stop event, so an open gate
+closes at once and is refused rather than waiting for its deadline. A snapshot that
+disagrees is deleted when the check is closed (after the operator stopped, so no close
+writes another one from the same state after it), and the next start replays the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -31,6 +37,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
+from ledger.metering import MeteringConfig
+from ledger.restore import replay_state, snapshot_state
+from ledger.snapshot import SnapshotError, encode_snapshot
 from ledger.startcheck import LogDamaged
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
@@ -40,7 +49,15 @@ _NICE = 10
 
 
 class DamageFound(LogDamaged):
-    """What the background check found: its first bad entry, as ``ledger verify``'s."""
+    """What the background check found: its first bad entry, as ``ledger verify``'s, or
+    a snapshot that disagrees with the log (``first_bad_entry`` None)."""
+
+
+class SnapshotDisagrees(DamageFound):
+    """The state snapshot the restore used is not what the log (which verifies) holds."""
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 class Leadership(Protocol):
@@ -49,29 +66,72 @@ class Leadership(Protocol):
 
 @dataclass(frozen=True)
 class LogCheckReport:
-    """What the background check found: ``problem`` None when the log holds."""
+    """What the background check found: ``problem`` None when the log holds;
+    ``snapshot_size`` set when the problem is the snapshot of that size."""
 
     entries: int
     seconds: float
     first_bad_entry: int | None = None
     problem: str | None = None
+    snapshot_size: int | None = None
 
 
-def check_log(url: str, size: int) -> LogCheckReport:
-    """The full check of the first ``size`` entries of the ledger at ``url``, read-only."""
+def check_log(
+    url: str,
+    size: int,
+    *,
+    snapshot: tuple[int, bytes] | None = None,
+    metering: MeteringConfig | None = None,
+) -> LogCheckReport:
+    """The full check of the first ``size`` entries of the ledger at ``url``, read-only;
+    then, if the log holds, ``snapshot`` (tree size, data; the one the restore used)
+    against a replay of the log up to its size."""
     start = time.perf_counter()
     store = LedgerStore.read_only(url)
     try:
         report = verify_ledger(store, workers=1, size=size)
+        disagrees = None
+        if report.ok and snapshot is not None:
+            disagrees = _snapshot_problem(store, metering, snapshot)
     finally:
         store.close()
     elapsed = time.perf_counter() - start
-    if report.ok:
-        return LogCheckReport(report.entries, elapsed)
-    return LogCheckReport(report.entries, elapsed, report.first_bad_entry, report.problem)
+    if not report.ok:
+        return LogCheckReport(report.entries, elapsed, report.first_bad_entry, report.problem)
+    if disagrees is not None and snapshot is not None:
+        return LogCheckReport(report.entries, elapsed, None, disagrees, snapshot[0])
+    return LogCheckReport(report.entries, elapsed)
 
 
-def _child(url: str, size: int, found: multiprocessing.synchronize.Event, out: Connection) -> None:
+def _snapshot_problem(
+    store: LedgerStore, metering: MeteringConfig | None, snapshot: tuple[int, bytes]
+) -> str | None:
+    """What ``snapshot`` holds that a replay of the log up to its size does not, or None
+    (also when the restore would not have used it: it replayed the log then)."""
+    try:
+        used = snapshot_state(store, metering, snapshot)
+    except SnapshotError:
+        return None
+    replayed = replay_state(store, metering, snapshot[0])
+    mine, log = json.loads(encode_snapshot(used)), json.loads(encode_snapshot(replayed))
+    differ = sorted(k for k in mine.keys() | log.keys() if mine.get(k) != log.get(k))
+    if not differ:
+        return None
+    return (
+        f"the state snapshot at size {snapshot[0]} disagrees with the log it was taken "
+        f"from ({', '.join(differ)})"
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    url: str
+    size: int
+    snapshot: tuple[int, bytes] | None
+    metering: MeteringConfig | None
+
+
+def _child(job: _Job, found: multiprocessing.synchronize.Event, out: Connection) -> None:
     # The ledger ends this process (close): a SIGINT or SIGTERM meant for the ledger's
     # process group must not end it first, or the ledger would take the missing report
     # for a failed check and refuse its last close.
@@ -80,7 +140,7 @@ def _child(url: str, size: int, found: multiprocessing.synchronize.Event, out: C
     with contextlib.suppress(OSError):
         os.nice(_NICE)
     try:
-        report = check_log(url, size)
+        report = check_log(job.url, job.size, snapshot=job.snapshot, metering=job.metering)
     except Exception as exc:  # any failure is reported: the ledger stops on it
         report = LogCheckReport(0, 0.0, None, f"the log check failed: {exc!r}"[:300])
     if report.problem is not None:
@@ -92,13 +152,22 @@ def _child(url: str, size: int, found: multiprocessing.synchronize.Event, out: C
 class LogCheck:
     """The background check of a ledger's first ``size`` entries (see the module doc)."""
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        size: int,
+        *,
+        snapshot: tuple[int, bytes] | None = None,
+        metering: MeteringConfig | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.size = size
         self._found = context.Event()
         self._reader, writer = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_child, args=(url, size, self._found, writer), name="ledger-logcheck"
+            target=_child,
+            args=(_Job(url, size, snapshot, metering), self._found, writer),
+            name="ledger-logcheck",
         )
         self._process.daemon = True
         self._process.start()
@@ -106,7 +175,7 @@ class LogCheck:
         self.report: LogCheckReport | None = None
 
     def check(self) -> None:
-        """LogDamaged once the check has found damage (or could not run)."""
+        """DamageFound once the check has found damage (or could not run)."""
         if not self._found.is_set():
             return
         report = self.report
@@ -114,6 +183,10 @@ class LogCheck:
             report = self.report = self._reader.recv()
         if report is None:
             raise DamageFound(None, "the background log check found damage")
+        if report.snapshot_size is not None:
+            raise SnapshotDisagrees(
+                None, f"{report.problem}: it is deleted, the next start replays the log"
+            )
         raise DamageFound(report.first_bad_entry, f"{report.problem} (background check)")
 
     def gate(self, lease: Leadership) -> Leadership:
@@ -146,7 +219,7 @@ class LogCheck:
         return self.report
 
     async def watch(self, stop: asyncio.Event) -> LogCheckReport:
-        """Wait for the report, log it; on damage set ``stop`` (the gate refuses the
+        """Wait for the report and log it; on damage set ``stop`` (the gate refuses the
         close it brings)."""
         report = await self.wait()
         if report.problem is None:
@@ -155,16 +228,19 @@ class LogCheck:
                 report.entries,
                 report.seconds,
             )
-        else:
-            stop.set()
+            return report
+        stop.set()
         return report
 
-    def close(self) -> None:
-        """End the child if it still runs."""
+    def close(self, store: LedgerStore) -> None:
+        """End the child if it still runs; if it found that the snapshot disagrees with
+        the log, delete ``store``'s snapshot (call it once nothing more is written)."""
         if self._process.is_alive():
             self._process.kill()
         self._process.join(5)
         self._reader.close()
+        if self.report is not None and self.report.snapshot_size is not None:
+            store.drop_snapshots()
 
 
 @dataclass(frozen=True)
@@ -178,13 +254,19 @@ class _Gate:
 
 
 def start_log_check(
-    url: str, size: int, stop: asyncio.Event
+    store: LedgerStore,
+    url: str,
+    stop: asyncio.Event,
+    metering: MeteringConfig | None,
 ) -> tuple[LogCheck, asyncio.Task[LogCheckReport]]:
-    """Start checking the first ``size`` entries at ``url`` in the background; the
-    check and the task that watches it (which sets ``stop`` on damage)."""
-    log_check = LogCheck(url, size)
+    """Start checking, in the background, the log at ``url`` as ``store`` holds it now
+    (its size, and the snapshot the restore just used); the check and the task that
+    watches it (which sets ``stop`` on damage)."""
+    size = store.size()
+    log_check = LogCheck(url, size, snapshot=store.latest_snapshot(), metering=metering)
     _LOG.info("log check: checking the %d entries before this start in the background", size)
-    return log_check, asyncio.create_task(log_check.watch(stop), name="ledger-logcheck")
+    task = asyncio.create_task(log_check.watch(stop), name="ledger-logcheck")
+    return log_check, task
 
 
 def first_damage(url: str, found: LogDamaged) -> LogDamaged:

@@ -33,8 +33,8 @@ class LogDamaged(WattmeshError):
     not hold; nothing may be appended to it."""
 
     def __init__(self, first_bad_entry: int | None, problem: str) -> None:
-        where = "the log" if first_bad_entry is None else f"entry {first_bad_entry}"
-        super().__init__(f"{where}: {problem}")
+        where = "" if first_bad_entry is None else f"entry {first_bad_entry}: "
+        super().__init__(f"the log does not verify: {where}{problem}")
         self.first_bad_entry = first_bad_entry
         self.problem = problem
 

@@ -11,13 +11,14 @@ checkpoints then tell).
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import sqlalchemy as sa
 
 from broker.keys import SigningKey
 from ledger.ledger import Ledger
-from ledger.logcheck import Leadership, LogCheck, check_log
+from ledger.logcheck import Leadership, LogCheck, SnapshotDisagrees, check_log
 from ledger.merkle import leaf_hash
 from ledger.startcheck import LogDamaged
 from ledger.store import SNAPSHOT_TABLE, LedgerStore
@@ -204,13 +205,14 @@ def test_the_background_check_reads_only_up_to_its_size_and_gates(db_url: str) -
         await asyncio.wait_for(check.watch(stop), 60)
         return stop.is_set(), gate
 
+    store = LedgerStore(db_url)
     clean = LogCheck(db_url, size)
     try:
         stopped, gate = asyncio.run(watch(clean))
         gate.check()  # passes
         assert not stopped and Lease.checks == 1
     finally:
-        clean.close()
+        clean.close(store)
     _change_byte(db_url, _first_of(db_url, "posting"), rehash=True)
     damaged = LogCheck(db_url, size)
     try:
@@ -220,4 +222,61 @@ def test_the_background_check_reads_only_up_to_its_size_and_gates(db_url: str) -
             gate.check()
         assert Lease.checks == 1  # not asked: nothing is written
     finally:
-        damaged.close()
+        damaged.close(store)
+    store.close()
+
+
+def _doctor_snapshot(db_url: str) -> tuple[int, bytes]:
+    """The stored snapshot with one household's last seq lowered: its tree is still the
+    signed checkpoint's, so a restart takes it (the snapshot table is not append-only)."""
+    store = LedgerStore(db_url)
+    stored = store.latest_snapshot()
+    assert stored is not None
+    size, data = stored
+    obj = json.loads(data)
+    agent = sorted(obj["last_seqs"])[0]
+    obj["last_seqs"][agent] -= 1
+    doctored = json.dumps(obj, separators=(",", ":")).encode()
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE {SNAPSHOT_TABLE} SET data=:d WHERE tree_size=:s"),
+            {"d": doctored, "s": size},
+        )
+    store.close()
+    return size, doctored
+
+
+def test_a_snapshot_that_disagrees_with_a_log_that_verifies_is_found_and_deleted(
+    db_url: str,
+) -> None:
+    ledger, operator, _houses = _market(db_url, 4)
+    ledger.store.close()
+    reader = LedgerStore.read_only(db_url)
+    intact = reader.latest_snapshot()
+    reader.close()
+    assert intact is not None
+    assert check_log(db_url, intact[0], snapshot=intact).problem is None
+    size, doctored = _doctor_snapshot(db_url)
+    restarted = _restart(db_url, operator)  # taken: its tree is the signed checkpoint's
+    restarted.store.close()
+    report = check_log(db_url, size, snapshot=(size, doctored))
+    assert report.snapshot_size == size and report.first_bad_entry is None
+    assert report.problem is not None and "(last_seqs)" in report.problem
+    unusable = (size, b"{not json")  # the restore replayed the log: nothing to compare
+    assert check_log(db_url, size, snapshot=unusable).problem is None
+
+    async def watch(check: LogCheck) -> bool:
+        stop = asyncio.Event()
+        await asyncio.wait_for(check.watch(stop), 60)
+        return stop.is_set()
+
+    store = LedgerStore(db_url)
+    check = LogCheck(db_url, size, snapshot=(size, doctored))
+    try:
+        assert asyncio.run(watch(check))
+        with pytest.raises(SnapshotDisagrees, match=r"disagrees .* \(last_seqs\): it is deleted"):
+            check.check()
+    finally:
+        check.close(store)
+    assert store.latest_snapshot() is None  # the next start replays the log
+    store.close()

@@ -19,7 +19,7 @@ from ledger.registry import write_registry
 from ledger.store import LedgerStore
 from tests.ledgerkit import STEP, T0, TARIFF, House, drop_append_only_triggers
 from tests.ledgerrunkit import SUMMARY, LedgerProcess, Market, write_market
-from tests.test_ledger_logcheck import _change_byte, _first_of, _rows
+from tests.test_ledger_logcheck import _change_byte, _doctor_snapshot, _first_of, _rows
 from wattmesh.ledger_config import load_ledger_config
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,8 @@ def _the_error(lines: list[str]) -> str:
     errors = [line for line in lines if " ERROR " in line]
     assert len(errors) == 1, lines
     assert not any("Traceback" in line for line in lines), lines
-    assert "stopping: the log does not verify, nothing more is appended: entry " in errors[0]
+    assert "stopping: the log does not verify: entry " in errors[0]
+    assert errors[0].endswith("; nothing more is appended")
     return errors[0]
 
 
@@ -161,3 +162,31 @@ async def test_ledger_run_starts_on_an_intact_log_and_reports_the_check(
     finally:
         await ledger.kill()
     assert not any(" ERROR " in line for line in ledger.lines)
+
+
+async def test_ledger_run_stops_on_a_snapshot_that_disagrees_and_the_next_start_replays(
+    market: Market, db_url: str
+) -> None:
+    _build(market, 3)
+    size, _doctored = _doctor_snapshot(db_url)
+    code, lines = await _stopped(market)
+    errors = [line for line in lines if " ERROR " in line]
+    assert code == 1 and len(errors) == 1, lines
+    assert (
+        f"stopping: the state snapshot at size {size} disagrees with the log it was taken "
+        "from (last_seqs): it is deleted, the next start replays the log; "
+        "nothing more is appended"
+    ) in errors[0]
+    at = lines.index(errors[0])
+    assert not any(re.search(r"ledger\.operator: interval \d+ ", line) for line in lines[at:])
+    store = LedgerStore(db_url)
+    stored = store.latest_snapshot()
+    store.close()
+    assert stored is None  # deleted, also if a close before the check's end wrote one
+    ledger = await LedgerProcess.start(market.config)
+    try:
+        await ledger.until("log check: the ")
+        await ledger.summary()
+    finally:
+        await ledger.kill()
+    assert not any(" ERROR " in line or "snapshot" in line for line in ledger.lines), ledger.lines

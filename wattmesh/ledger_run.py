@@ -108,7 +108,7 @@ async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: C
     except LogDamaged as exc:
         if not isinstance(exc, DamageFound):  # the start check: name the first bad entry
             exc = await asyncio.to_thread(first_damage, config.db_url, exc)
-        _LOG.error("stopping: the log does not verify, nothing more is appended: %s", exc)
+        _LOG.error("stopping: %s; nothing more is appended", exc)
         return EXIT_FAILED
     finally:
         lease.close()
@@ -169,7 +169,9 @@ async def _lead(
         # The restore checked what it read (LogDamaged); the rest of the log is checked
         # in the background, and the operator's lease check refuses to write after it
         # found damage (ledger/logcheck.py).
-        log_check, checking = start_log_check(config.db_url, ledger.size, stop)
+        log_check, checking = start_log_check(
+            store, config.db_url, stop, config.registry.metering()
+        )
         verifier = _verifier(config.signature_workers, ledger.key_ders())
         # The state restored at start (log, keys) lives as long as the process: out of
         # the collector's generations, so collections during an ingest burst do not
@@ -222,7 +224,7 @@ async def _lead(
     finally:
         if log_check is not None:
             checking.cancel()
-            log_check.close()
+            log_check.close(store)
         if isinstance(verifier, PoolVerifier):
             verifier.close()
         store.close()
