@@ -224,6 +224,7 @@ async def _lead(
     finally:
         if log_check is not None:
             checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
             log_check.close(store)
         if isinstance(verifier, PoolVerifier):
             verifier.close()
