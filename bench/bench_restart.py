@@ -6,7 +6,12 @@ postings, a checkpoint), then times, in the same run, opening the ledger again (
 the snapshot its last close stored and (b) with the snapshot deleted, replaying every
 entry (how every restart went before snapshots; the baseline). Both must give the same
 state. Also prints the snapshot's size and the time to encode it at a close (it is
-written in the close's transaction) and to decode it.
+written in the close's transaction) and to decode it; what the start check adds to a
+restart from the snapshot (``ledger/startcheck.py``: the checkpoint's signature, the
+multi-leaf proof of the key entries the snapshot names, the tail against the latest
+signed checkpoint), the background check of the whole log ``ledger run`` starts
+(``ledger/logcheck.py``: inline, one process, read-only) and ``ledger verify`` (its
+default workers).
 
     python bench/bench_restart.py [--entries 200000] [--households 2000] [--repeat 3]
 """
@@ -26,8 +31,31 @@ from bench_verify import MARKET, build
 
 from broker.keys import SigningKey
 from ledger.ledger import Ledger
+from ledger.logcheck import check_log
 from ledger.snapshot import decode_snapshot, encode_snapshot
+from ledger.startcheck import check_in_tree, check_latest_checkpoint, check_signed
 from ledger.store import SNAPSHOT_TABLE, LedgerStore
+from ledger.verify import verify_ledger
+
+
+def timed_start_check(url: str) -> float:
+    """What the start check adds to a restart from the snapshot: the checks alone, on
+    the snapshot the restore decodes and the key entries it reads anyway."""
+    store = LedgerStore(url)
+    stored = store.latest_snapshot()
+    assert stored is not None
+    size, data = stored
+    decoded = decode_snapshot(data, None)
+    entries = store.entries_at(decoded.key_entries)
+    checkpoint = store.checkpoint_at(size)
+    assert checkpoint is not None
+    start = time.perf_counter()
+    check_signed(store, checkpoint)
+    check_in_tree(store, entries, decoded.state.tree)
+    check_latest_checkpoint(store, decoded.state.tree.copy())  # no entries after it here
+    elapsed = time.perf_counter() - start
+    store.close()
+    return elapsed
 
 
 def timed_restart(url: str, operator: SigningKey) -> tuple[float, bytes]:
@@ -80,6 +108,19 @@ def main() -> None:
             elapsed, restored = timed_restart(url, operator)
             assert restored == live, "restart from the snapshot gave another state"
             from_snapshot.append(elapsed)
+        checks = [timed_start_check(url) for _ in range(args.repeat)]
+        snapshot = LedgerStore(url).latest_snapshot()
+        background = check_log(url, ledger.size, snapshot=snapshot)
+        assert background.problem is None, background.problem
+        verify_only = check_log(url, ledger.size)
+        verify_s = []
+        for _ in range(args.repeat):
+            store = LedgerStore(url)
+            t = time.perf_counter()
+            report = verify_ledger(store)
+            verify_s.append(time.perf_counter() - t)
+            store.close()
+            assert report.ok, report.problem
         store = LedgerStore(url)
         with store.engine.begin() as conn:
             saved = conn.execute(sa.text(f"SELECT tree_size, data FROM {SNAPSHOT_TABLE}")).all()
@@ -95,6 +136,22 @@ def main() -> None:
         print(
             f"restart from the snapshot: {snap:.2f} s (median of {args.repeat}; "
             f"{min(from_snapshot):.2f}-{max(from_snapshot):.2f})"
+        )
+        check = statistics.median(checks)
+        print(
+            f"  of which the start check: {check * 1e3:.0f} ms (median of {args.repeat}; "
+            f"{min(checks) * 1e3:.0f}-{max(checks) * 1e3:.0f} ms)"
+        )
+        print(
+            f"background check (inline, one process): {background.seconds:.2f} s, "
+            f"of which verify {verify_only.seconds:.2f} s "
+            f"({ledger.size / verify_only.seconds:,.0f} entries/s) and the replay "
+            f"compared with the snapshot the rest"
+        )
+        best = min(verify_s)
+        print(
+            f"ledger verify (default workers): {best:.2f} s best of {args.repeat} "
+            f"({ledger.size / best:,.0f} entries/s; {min(verify_s):.2f}-{max(verify_s):.2f} s)"
         )
         print(
             f"baseline, replaying all {ledger.size:,} entries: {full:.2f} s "

@@ -5,6 +5,14 @@ Without a usable snapshot the whole log is replayed, entry by entry, exactly as 
 ledger applied it: key entries to the key ring, each household message's seq, readings
 and settlements to the meter state (:func:`ledger.booking.replay`), the last clearing's
 tariff and trades. The store is the only I/O.
+
+Nothing is restored from a log that does not hold (:mod:`ledger.startcheck`,
+:class:`LogDamaged`): every entry read must hash to its stored leaf hash and sit at its
+position, the key entries a snapshot names must be leaves of the snapshot's tree, the
+checkpoint at the snapshot's size must carry the operator's signature, and the tree
+the restore ends with must be the latest signed checkpoint's. A snapshot that cannot be
+used (another version, malformed, its tree not the checkpoint's, naming no key entry)
+is derived state: it is ignored and the whole log replayed, as before.
 """
 
 from __future__ import annotations
@@ -22,14 +30,67 @@ from ledger.merkle import CompactRange
 from ledger.metering import Metering, MeteringConfig
 from ledger.settlement import Registers
 from ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
+from ledger.startcheck import (
+    LogDamaged,
+    MissingNodes,
+    check_in_tree,
+    check_latest_checkpoint,
+    check_leaf,
+    check_signed,
+)
 from ledger.store import LedgerStore
+
+__all__ = [
+    "LogDamaged",
+    "check_tail",
+    "empty_state",
+    "logged_message",
+    "registers_of",
+    "replay_state",
+    "restore_state",
+    "snapshot_state",
+]
 
 _LOG = logging.getLogger(__name__)
 
 
 def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> LedgerState:
-    """The state after every entry of ``store``'s log."""
-    start, state = _usable_snapshot(store, metering)
+    """The state after every entry of ``store``'s log; LogDamaged when what it reads
+    does not verify (see the module doc)."""
+    start, state = 0, empty_state(metering)
+    stored = store.latest_snapshot()
+    if stored is not None:
+        try:
+            state, start = snapshot_state(store, metering, stored), stored[0]
+        except SnapshotError as exc:
+            _LOG.warning(
+                "state snapshot at %d not used (%s): replaying the whole log", stored[0], exc
+            )
+    before = state.tree.copy()
+    try:
+        restored = _replay(store, state, start, None)
+    except LogDamaged:
+        raise
+    except Exception:  # an entry that does not apply: is the log what was signed?
+        check_tail(store, before, start)  # LogDamaged if not
+        raise
+    check_latest_checkpoint(store, restored.tree)  # else the state is not used
+    return restored
+
+
+def replay_state(store: LedgerStore, metering: MeteringConfig | None, size: int) -> LedgerState:
+    """The state after the first ``size`` entries, replayed from the first one (what a
+    snapshot at ``size`` must hold; the entries are not checked here)."""
+    return _replay(store, empty_state(metering), 0, size)
+
+
+def empty_state(metering: MeteringConfig | None) -> LedgerState:
+    return LedgerState(CompactRange(), KeyRing(), {}, Metering(metering), None, None, ())
+
+
+def _replay(store: LedgerStore, state: LedgerState, start: int, end: int | None) -> LedgerState:
+    """``state`` (of the first ``start`` entries) after the entries from ``start`` to
+    ``end`` (the last one if None), applied as the ledger applied them."""
     tree, keyring, meters = state.tree, state.keyring, state.metering
     last_seqs = dict(state.last_seqs)
     last_interval, last_tariff, last_fills = (
@@ -39,6 +100,9 @@ def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> Ledger
     )
     latest: int | None = None
     for entry in store.iter_entries(start=start):
+        if end is not None and entry.idx >= end:
+            break
+        check_leaf(entry, tree.size)
         tree.append_leaf_hash(entry.leaf_hash)
         obj = json.loads(entry.data)
         if entry.kind in KEY_KINDS:
@@ -72,38 +136,48 @@ def restore_state(store: LedgerStore, metering: MeteringConfig | None) -> Ledger
     return LedgerState(tree, keyring, last_seqs, meters, last_interval, last_tariff, last_fills)
 
 
-def _usable_snapshot(
-    store: LedgerStore, metering: MeteringConfig | None
-) -> tuple[int, LedgerState]:
-    """The latest snapshot and its tree size, if it is of this version and its tree's
-    root is that of the signed checkpoint of its size; else the empty state at 0."""
-    empty = LedgerState(CompactRange(), KeyRing(), {}, Metering(metering), None, None, ())
-    stored = store.latest_snapshot()
-    if stored is None:
-        return 0, empty
+def check_tail(store: LedgerStore, tree: CompactRange, start: int) -> None:
+    """The entries from ``start`` on, each at its place and hashing to its stored leaf
+    hash, grow ``tree`` (the first ``start``) to the latest signed checkpoint's tree
+    (what :func:`restore_state` checks as it applies them, without applying them)."""
+    for entry in store.iter_entries(start=start):
+        check_leaf(entry, tree.size)
+        tree.append_leaf_hash(entry.leaf_hash)
+    check_latest_checkpoint(store, tree)
+
+
+def snapshot_state(
+    store: LedgerStore, metering: MeteringConfig | None, stored: tuple[int, bytes]
+) -> LedgerState:
+    """The state of the snapshot ``stored`` (tree size, data), its key ring filled from
+    the log; SnapshotError if it is not of this version, malformed, its tree not the
+    signed checkpoint's at its size, or naming no key entries; LogDamaged if the log
+    itself does not hold (that checkpoint's signature, a key entry's proof)."""
     size, data = stored
-    try:
-        decoded = decode_snapshot(data, metering)
-        state = decoded.state
-        checkpoint = store.checkpoint_at(size)
-        if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
-            raise SnapshotError("its tree is not the signed checkpoint's at its size")
-        _apply_key_entries(store, state.keyring, decoded.key_entries, size)
-    except SnapshotError as exc:
-        _LOG.warning("state snapshot at %d not used (%s): replaying the whole log", size, exc)
-        return 0, empty
-    return size, state
+    decoded = decode_snapshot(data, metering)
+    state = decoded.state
+    checkpoint = store.checkpoint_at(size)
+    if state.tree.size != size or checkpoint is None or checkpoint.root != state.tree.root():
+        raise SnapshotError("its tree is not the signed checkpoint's at its size")
+    check_signed(store, checkpoint)  # LogDamaged: the checkpoint, not the snapshot
+    _apply_key_entries(store, state.keyring, decoded.key_entries, state)
+    return state
 
 
 def _apply_key_entries(
-    store: LedgerStore, keyring: KeyRing, positions: tuple[int, ...], size: int
+    store: LedgerStore, keyring: KeyRing, positions: tuple[int, ...], state: LedgerState
 ) -> None:
-    """Fill ``keyring`` from the key entries at ``positions`` (all below ``size``)."""
+    """Fill ``keyring`` from the key entries at ``positions`` (all in ``state``'s tree,
+    each proved to be its leaf there: LogDamaged if one is not)."""
     entries = store.entries_at(positions)
     if len(entries) != len(positions) or any(
-        e.kind not in KEY_KINDS or e.idx >= size for e in entries
+        e.kind not in KEY_KINDS or e.idx >= state.tree.size for e in entries
     ):
         raise SnapshotError("it names log positions that hold no key entry")
+    try:
+        check_in_tree(store, entries, state.tree)
+    except MissingNodes as exc:
+        raise SnapshotError(f"its key entries cannot be proved: {exc}") from exc
     try:
         for entry in entries:
             keyring.apply(entry.kind, entry.agent, json.loads(entry.data), at=entry.idx)

@@ -311,6 +311,11 @@ class LedgerStore:
             row = conn.execute(query).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    def drop_snapshots(self) -> None:
+        """Delete the state snapshot (derived state: the next restart replays the log)."""
+        with self.engine.begin() as conn:
+            conn.execute(_table(SNAPSHOT_TABLE).delete())
+
     def entry(self, idx: int) -> LogEntry | None:
         """The entry at position ``idx``, or None."""
         with Session(self.engine) as session:

@@ -166,12 +166,18 @@ def default_workers(entries: int) -> int:
 
 
 def verify_ledger(
-    store: LedgerStore, operator_key: VerifyingKey | None = None, *, workers: int | None = None
+    store: LedgerStore,
+    operator_key: VerifyingKey | None = None,
+    *,
+    workers: int | None = None,
+    size: int | None = None,
 ) -> VerifyReport:
     """Recompute every hash, signature, root, stored tree node and checkpoint, check every
     checkpoint's signed note and the consistency proofs between consecutive checkpoints;
     stop at the first failure. ``workers``: message-checking processes (default: by size
-    and idle cores, see :func:`default_workers`).
+    and idle cores, see :func:`default_workers`). ``size``: check the first ``size``
+    entries and the checkpoints up to that size only (a log another process appends to
+    while this one reads it; the stored nodes beyond are not counted).
     """
     market = store.get_meta(META_MARKET)
     origin = store.get_meta(META_ORIGIN)
@@ -179,6 +185,8 @@ def verify_ledger(
         pem = store.get_meta(META_OPERATOR_KEY)
         operator_key = VerifyingKey.from_pem(pem.encode()) if pem else None
     checkpoints = store.checkpoints()
+    if size is not None:
+        checkpoints = [cp for cp in checkpoints if cp.tree_size <= size]
     if market is None or origin is None or operator_key is None:
         return VerifyReport(
             False, 0, len(checkpoints), EMPTY_ROOT_HASH, None, "ledger has no metadata"
@@ -186,7 +194,7 @@ def verify_ledger(
     if workers is None:
         workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
     state = _State(market, RowChecker(market, workers))
-    walk = _Walk(store, origin, operator_key, checkpoints, state)
+    walk = _Walk(store, origin, operator_key, checkpoints, state, size=size)
     try:
         walk.run()
     except _Bad as bad:
@@ -212,8 +220,11 @@ class _Walk:
         key: VerifyingKey,
         checkpoints: list[Checkpoint],
         state: _State,
+        *,
+        size: int | None = None,
     ) -> None:
         self.store, self.origin, self.key, self.state = store, origin, key, state
+        self.size = size
         self.checkpoints = checkpoints
         self.checkpoint_sizes = {cp.tree_size for cp in checkpoints}
         self.sorted_sizes = sorted(self.checkpoint_sizes)
@@ -224,7 +235,10 @@ class _Walk:
 
     def run(self) -> None:
         self._checkpoints_due()
-        for batch in self.store.iter_stored_batches():
+        for whole in self.store.iter_stored_batches():
+            batch = whole if self.size is None else whole[: self.size - self.count]
+            if not batch:
+                break
             stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
             for lo, hi in self._segments(batch):
                 self._walk_segment(batch[lo:hi], stored)
@@ -247,7 +261,7 @@ class _Walk:
         if self.node_problem is not None:
             raise self.node_problem
         expected_nodes = self.count - self.count.bit_count()
-        if self.store.node_count() != expected_nodes:
+        if self.size is None and self.store.node_count() != expected_nodes:
             raise _Bad(self.count, "stored tree holds nodes beyond the log")
         if proof_problem is not None:
             raise proof_problem

@@ -7,7 +7,9 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    standby process waits here (a line every ``lease.poll_s`` at debug level, one at
    info) and takes over when the leader dies. Nothing else happens before: the MQTT
    client id is shared by both processes, so only the leader may connect.
-3. Open the store; the :class:`ledger.ledger.Ledger` rebuilds its state from the log
+3. Open the store; the :class:`ledger.ledger.Ledger` rebuilds its state from the log,
+   checking what it reads (:mod:`ledger.startcheck`), and the rest of the log is
+   checked in the background (:mod:`ledger.logcheck`), its result gating every close
    (an interval that was open when the previous leader died left nothing behind: it
    is opened again if it is within the gate grace, else skipped); log what changed in
    the registry file (new keys, rotations, revocations).
@@ -22,8 +24,10 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
 
 Exit codes: 0 clean shutdown; 1 the lease was lost (another process may be acting), a
 task the operator depends on (the ingest) ended or failed while it ran (one ERROR
-line naming it and why), or ``--validate-config`` found problems; 2 an invalid
-configuration or registry when running (one line on stderr).
+line naming it and why), the log does not verify (at start, or found by the
+background check of :mod:`ledger.logcheck`: one ERROR line naming the first bad
+entry) or ``--validate-config`` found problems; 2 an invalid configuration or registry
+when running (one line on stderr).
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ from broker.subscriber import Subscriber
 from broker.transport import Session, Transport
 from ledger.lease import LeaderLease, LeaseLost
 from ledger.ledger import Ledger
+from ledger.logcheck import DamageFound, first_damage, start_log_check
 from ledger.operator import MarketOperator
 from ledger.schedule import Clock, SystemClock
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
+from ledger.startcheck import LogDamaged
 from ledger.store import LedgerStore
 from ledger.store_open import store_failures
 from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
@@ -109,6 +115,11 @@ async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: C
         # One ERROR line (the cause's traceback with it), exit 1: systemd restarts us.
         _LOG.error("stopping: %s", exc, exc_info=exc.__cause__)
         return EXIT_FAILED
+    except LogDamaged as exc:
+        if not isinstance(exc, DamageFound):  # the start check: name the first bad entry
+            exc = await asyncio.to_thread(first_damage, config.db_url, exc)
+        _LOG.error("stopping: %s; nothing more is appended", exc)
+        return EXIT_FAILED
     finally:
         lease.close()
     _LOG.info("stopped cleanly")
@@ -142,6 +153,7 @@ async def _lead(
 ) -> None:
     store = LedgerStore(config.db_url)
     verifier: SignatureVerifier | None = None
+    log_check = None
     try:
         ledger = Ledger(
             store,
@@ -164,6 +176,12 @@ async def _lead(
             len(ledger.households),
             changes,
         )
+        # The restore checked what it read (LogDamaged); the rest of the log is checked
+        # in the background, and the operator's lease check refuses to write after it
+        # found damage (ledger/logcheck.py).
+        log_check, checking = start_log_check(
+            store, config.db_url, stop, config.registry.metering()
+        )
         verifier = _verifier(config.signature_workers, ledger.key_ders())
         # The state restored at start (log, keys) lives as long as the process: out of
         # the collector's generations, so collections during an ingest burst do not
@@ -182,6 +200,7 @@ async def _lead(
         subscriber = Subscriber(config.transport, ledger_subscriptions(topics))
         async with transport, subscriber:
             if not await _connected(transport, subscriber, stop):
+                log_check.check()  # stopped because the background check found damage?
                 return
             _LOG.info(
                 "connected to %s as %s (persistent session) and %s",
@@ -209,16 +228,21 @@ async def _lead(
                 name="ledger-ingest",
             )
             operator = MarketOperator(
-                service, config.schedule, config.tariffs, clock=clock, lease=lease
+                service, config.schedule, config.tariffs, clock=clock, lease=log_check.gate(lease)
             )
             operating = asyncio.create_task(operator.run(stop), name="market-operator")
             try:
                 await _supervise(operating, [ingest])
+                log_check.check()  # stopped because the background check found damage?
             finally:
                 for task in (operating, ingest):
                     task.cancel()
                 await asyncio.gather(operating, ingest, return_exceptions=True)
     finally:
+        if log_check is not None:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
+            log_check.close(store)
         if isinstance(verifier, PoolVerifier):
             verifier.close()
         store.close()
@@ -240,7 +264,7 @@ async def _supervise(main: asyncio.Task[None], helpers: list[asyncio.Task[None]]
     if ended.cancelled():
         raise TaskEnded(f"task {ended.get_name()} was cancelled")
     exc = ended.exception()
-    if isinstance(exc, LeaseLost):
+    if isinstance(exc, LeaseLost | LogDamaged):  # the lease or the log check's gate
         raise exc
     if exc is None:
         raise TaskEnded(f"task {ended.get_name()} ended while the market was running")
