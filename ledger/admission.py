@@ -9,9 +9,13 @@ carries over the interval (:func:`broker.connection.energy_limit_wh` of its
 ``max_power_w`` and the open interval's length). It counts every rejection by its
 reason and every redelivery, and keeps the last sequence number per household. A
 message whose seq is not above it is a redelivery when a message with that seq and the
-same message id was accepted: the ids accepted in the open and the last closed interval
-are kept here, older ones are asked of the log (``logged_id``), so memory stays
-bounded by two intervals. Accepted messages go into the :class:`OpenInterval`, which
+same message id was accepted, a replay when that seq was accepted with another id: the
+ids accepted in the open and the last closed interval are kept here, older ones are
+asked of the log (``logged_id``), so memory stays bounded by two intervals. A seq never
+accepted is let on only into a slot still empty: a backfill, or the open interval's
+reading or order of a household that has none there yet (sent before a message of a
+higher seq that arrived first, e.g. across a ledger's crash); anything else below the
+last seq is a replay. Accepted messages go into the :class:`OpenInterval`, which
 the interval state machine (:class:`ledger.ledger.Ledger`) opens and closes.
 
 The batch path (:meth:`ledger.ledger.Ledger.ingest_many`, the service's pipeline) pairs
@@ -228,16 +232,33 @@ class Admission:
         key = self._keyring.key_for(header.agent, header.kid)
         if verified is not key:  # a batch may have checked it already
             message.verify(key)
-        if header.seq <= self._last_seq.get(header.agent, 0):
-            seen = self._seen_id(header.agent, header.seq)
-            if seen == message.message_id:
-                raise RedeliveredError(
-                    RejectReason.DUPLICATE, f"seq {header.seq} was accepted already"
-                )
-            if seen is not None or not self._is_backfill(message, op):
-                raise MessageError(
-                    RejectReason.REPLAY, f"seq {header.seq} is not above the last one"
-                )
+        last = self._last_seq.get(header.agent, 0)
+        if header.seq <= last:
+            self._check_earlier_seq(message, op, last)
+
+    def _check_earlier_seq(
+        self, message: SignedMessage, op: OpenInterval | None, last: int
+    ) -> None:
+        """A seq at or below the household's last accepted one: the very message accepted
+        already is a redelivery; that seq accepted with other content is a replay; a
+        message never accepted passes on (to the timing and slot checks) only when it
+        fills a slot still empty: a backfill, or the open interval's own reading or
+        order. The latter is a message sent before one with a higher seq that was
+        accepted first: e.g. a reading a dying ledger acknowledged and never kept, sent
+        again when the interval was reopened, behind the order the broker had queued
+        (docs/protocol.md, "Replay")."""
+        header = message.header
+        seen = self._seen_id(header.agent, header.seq)
+        if seen == message.message_id:
+            raise RedeliveredError(RejectReason.DUPLICATE, f"seq {header.seq} was accepted already")
+        if seen is not None:
+            raise MessageError(
+                RejectReason.REPLAY, f"seq {header.seq} was accepted already with other content"
+            )
+        if not (self._is_backfill(message, op) or _fills_open_slot(message, op)):
+            raise MessageError(
+                RejectReason.REPLAY, f"seq {header.seq} is not above the last one ({last})"
+            )
 
     def _is_backfill(self, message: SignedMessage, op: OpenInterval | None) -> bool:
         """A reading for a closed interval that fills a gap an estimate stands in for."""
@@ -258,6 +279,15 @@ class Admission:
         if header.expires < op.interval:
             raise MessageError(RejectReason.EXPIRED, f"expired at {header.expires}")
         return op
+
+
+def _fills_open_slot(message: SignedMessage, op: OpenInterval | None) -> bool:
+    """A reading or order for the open interval whose household has none there yet."""
+    header = message.header
+    if op is None or header.interval != op.interval:
+        return False
+    slot = op.readings if isinstance(message.body, ReadingBody) else op.orders
+    return header.agent not in slot
 
 
 def _check_reading(message: SignedMessage, op: OpenInterval) -> None:
