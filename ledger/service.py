@@ -26,6 +26,7 @@ from broker.messages import (
     Phase,
     Presence,
     RejectionBody,
+    SignedMessage,
     StatusBody,
     TradeLine,
     TradesBody,
@@ -69,6 +70,7 @@ class _PendingBatch:
 
     number: int
     batch: DecodeJobs
+    arrivals: list[int]  # each item's arrival number (see LedgerService._arrival)
     checked: asyncio.Future[list[Checked]]
 
 
@@ -96,7 +98,10 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
-        self.offline: set[str] = set()  # by their signed status (see _status)
+        # Households offline by their signed status (see _status): the arrival number
+        # of that status, so a message the household sends after it brings it back.
+        self._offline_at: dict[str, int] = {}
+        self._arrival = 0  # messages received so far: each one's arrival number
         self._status_seqs: dict[str, int] = {}  # the last status seq accepted per household
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
@@ -113,6 +118,12 @@ class LedgerService:
         self._audit_answered: dict[str, int] = {}  # household -> tree size answered
         # Set once run_interval has opened its first interval (see run_ingest_batched).
         self.first_open = asyncio.Event()
+
+    @property
+    def offline(self) -> set[str]:
+        """The households the gate does not wait for: their last signed status said
+        ``offline`` and nothing they sent has been accepted since."""
+        return set(self._offline_at)
 
     async def run_ingest(self) -> None:
         """Consume household messages until the transport closes."""
@@ -153,30 +164,36 @@ class LedgerService:
             if not_before is not None:
                 await not_before.wait()
             async for first in inbox.messages():
-                items = await self._household_items([first, *inbox.buffered(max_batch - 1)])
+                messages = [first, *inbox.buffered(max_batch - 1)]
+                items, arrivals = await self._household_items(messages)
                 if items:
                     batch = self.ledger.decode_jobs(items)
                     self._prepared += 1
                     future = asyncio.wrap_future(verifier.submit_decode(batch.jobs))
-                    await waiting.put(_PendingBatch(self._prepared, batch, future))
+                    await waiting.put(_PendingBatch(self._prepared, batch, arrivals, future))
             await waiting.put(None)
 
         async with asyncio.TaskGroup() as group:
             group.create_task(receive(), name="ledger-ingest-receive")
             group.create_task(self._admit_batches(waiting), name="ledger-ingest-admit")
 
-    async def _household_items(self, messages: list[Message]) -> list[tuple[bytes, str | None]]:
-        """Readings and orders as ``(payload, topic agent)``; anything else (status,
-        audit requests) handled at once, as :meth:`handle` does."""
+    async def _household_items(
+        self, messages: list[Message]
+    ) -> tuple[list[tuple[bytes, str | None]], list[int]]:
+        """Readings and orders as ``(payload, topic agent)``, with their arrival numbers;
+        anything else (status, audit requests) judged at once, as :meth:`handle` does."""
         topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
+        arrivals: list[int] = []
         for message in messages:
+            self._arrival += 1
             where = topics.classify(message.topic)
             if where is not None and where.kind in (READING, ORDER):
                 items.append((message.payload, where.agent))
+                arrivals.append(self._arrival)
             else:
-                await self.handle(message)
-        return items
+                await self._judge(message, where)
+        return items, arrivals
 
     async def _admit_batches(self, waiting: asyncio.Queue[_PendingBatch | None]) -> None:
         # The responses (rejections, audit answers) go out in the background meanwhile.
@@ -187,8 +204,12 @@ class LedgerService:
                     results = self.ledger.admit_batch(prepared(pending.batch, checked))
                     self.ledger.flush_intake()
                 self._admitted = pending.number
-                for (payload, agent), result in zip(pending.batch.items, results, strict=True):
-                    if isinstance(result, RedeliveredError):
+                for (payload, agent), arrival, result in zip(
+                    pending.batch.items, pending.arrivals, results, strict=True
+                ):
+                    if isinstance(result, SignedMessage):
+                        self._sent(str(agent), arrival)
+                    elif isinstance(result, RedeliveredError):
                         _LOG.debug("redelivered message from %s ignored", agent)
                     elif isinstance(result, MessageError):
                         await self._reject(str(agent), payload, result)  # never waits
@@ -206,7 +227,10 @@ class LedgerService:
         """Judge one message: every topic is classified first (:meth:`Topics.classify`),
         and one that is not a household's reading, order, status or audit request is
         counted as ``bad_topic`` and dropped."""
-        where = self.config.topics.classify(message.topic)
+        self._arrival += 1
+        await self._judge(message, self.config.topics.classify(message.topic))
+
+    async def _judge(self, message: Message, where: HouseholdTopic | None) -> None:
         if where is None or where.kind not in (READING, ORDER, STATUS, AUDIT):
             self._bad_topic(message.topic, where)
             return
@@ -220,6 +244,7 @@ class LedgerService:
         try:
             self.ledger.ingest(message.payload, topic_agent=agent)
             self.ledger.flush_intake()
+            self._sent(agent, self._arrival)
         except RedeliveredError:
             # Acknowledged (the PUBACK went out) and stored once; no rejection is sent:
             # the agent has nothing to correct.
@@ -256,10 +281,19 @@ class LedgerService:
             return
         self._status_seqs[agent] = header.seq
         if body.state is Presence.OFFLINE:
-            self.offline.add(agent)
+            self._offline_at[agent] = self._arrival
         else:
-            self.offline.discard(agent)
+            self._offline_at.pop(agent, None)
         self._progress.set()
+
+    def _sent(self, agent: str, arrival: int) -> None:
+        """A message of ``agent`` that arrived ``arrival``-th was accepted: if it came
+        after the household's ``offline`` status, the household is sending, so the gate
+        waits for it again (a status replayed while the ledger restarted, when it
+        remembers no status seqs, cannot cut out a household that sends)."""
+        since = self._offline_at.get(agent)
+        if since is not None and arrival > since:
+            del self._offline_at[agent]
 
     def _bad_topic(self, topic: str, where: HouseholdTopic | None) -> None:
         """Count a message on a topic no household message can have (no rejection is
