@@ -23,8 +23,8 @@ from broker.errors import ConfigError
 from broker.keys import write_key_pair
 from broker.topics import Topics
 from tests.securebroker import make_pki
-from wattmesh import agent_schema
-from wattmesh.agent_config import (
+from wattmesh.config import agent_schema
+from wattmesh.config.agent_config import (
     ReplaySpec,
     check_agent_config,
     check_agent_config_isolated,

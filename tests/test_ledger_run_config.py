@@ -11,7 +11,7 @@ from broker.keys import SigningKey, write_key_pair
 from broker.transport import Session
 from ledger.registry import write_registry
 from wattmesh.cli import main
-from wattmesh.ledger_config import load_ledger_config
+from wattmesh.config.ledger_config import load_ledger_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from broker.transport import BrokerAddress
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import drop_append_only_triggers
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -32,10 +32,10 @@ from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from wattmesh.battery_report import battery_balances
-from wattmesh.report import build_report
-from wattmesh.scenario import Scenario, build_scenario
-from wattmesh.simkeys import simulation_key
+from wattmesh.sim.battery_report import battery_balances
+from wattmesh.sim.report import build_report
+from wattmesh.sim.scenario import Scenario, build_scenario
+from wattmesh.sim.simkeys import simulation_key
 
 Progress = Callable[[int, int], None]
 

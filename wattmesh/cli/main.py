@@ -62,13 +62,13 @@ def _cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger_statement(args: argparse.Namespace) -> int:
-    from wattmesh.statement_cli import run_statement_command
+    from wattmesh.cli.statement_cli import run_statement_command
 
     return run_statement_command(args)
 
 
 def _cmd_ledger_run(args: argparse.Namespace) -> int:
-    from wattmesh.ledger_run import run_ledger_command, validate_config_command
+    from wattmesh.cli.ledger_run import run_ledger_command, validate_config_command
 
     if args.validate_config:
         return validate_config_command(Path(args.config))
@@ -76,19 +76,19 @@ def _cmd_ledger_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from wattmesh.simulate_cli import run_simulate_command
+    from wattmesh.cli.simulate_cli import run_simulate_command
 
     return run_simulate_command(args)
 
 
 def _cmd_market_clear(args: argparse.Namespace) -> int:
-    from wattmesh.market_cli import run_market_clear_command
+    from wattmesh.cli.market_cli import run_market_clear_command
 
     return run_market_clear_command(args.mechanism, Path(args.file))
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from wattmesh.agent_cli import run_agent_command, validate_config_command
+    from wattmesh.cli.agent_cli import run_agent_command, validate_config_command
 
     if args.validate_config:
         return validate_config_command(Path(args.config))
@@ -96,7 +96,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_meter_read(args: argparse.Namespace) -> int:
-    from wattmesh.meter_cli import run_meter_read
+    from wattmesh.cli.meter_cli import run_meter_read
 
     return run_meter_read(args.meter, as_json=args.json, timeout_s=args.timeout)
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_simulate, _add_keys, _add_ledger, _add_market, _add_agent, _add_meter):
         add(sub)
-    from wattmesh.registry_cli import add_registry_commands  # stdlib only at import time
+    from wattmesh.cli.registry_cli import add_registry_commands  # stdlib only at import time
 
     add_registry_commands(sub)
     return parser
@@ -167,7 +167,7 @@ def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
     statement.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (UTC), inclusive")
     statement.add_argument("--format", choices=("csv", "json"), default="json")
     statement.set_defaults(func=_cmd_ledger_statement)
-    from wattmesh.ledger_cli import add_proof_commands  # stdlib only at import time
+    from wattmesh.cli.ledger_cli import add_proof_commands  # stdlib only at import time
 
     add_proof_commands(ledger_sub)
 

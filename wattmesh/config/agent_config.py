@@ -1,8 +1,8 @@
 """``agent.toml``: the household agent's configuration, validated with pydantic.
 
 Unknown keys are errors; every problem is reported with its TOML path. The sections
-are plain dataclasses (:mod:`wattmesh.agent_schema`) that pydantic validates
-(:mod:`wattmesh.agent_validate`); the running agent does that in a short-lived child
+are plain dataclasses (:mod:`wattmesh.config.agent_schema`) that pydantic validates
+(:mod:`wattmesh.config.agent_validate`); the running agent does that in a short-lived child
 process (:func:`check_agent_config_isolated`) so pydantic never stays resident. Secrets
 (the signing key, the MQTT password, a TLS client key) are read from files named
 here, never from the command line or the TOML itself; the signing key and the
@@ -79,7 +79,7 @@ from broker.errors import ConfigError, WattmeshError
 from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
 from broker.topics import Topics, check_segment
 from broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
-from wattmesh.agent_schema import (
+from wattmesh.config.agent_schema import (
     AgentSection,
     BatterySection,
     ModbusRtuSection,
@@ -90,14 +90,14 @@ from wattmesh.agent_schema import (
     ReplaySection,
     TlsSection,
 )
-from wattmesh.agent_validate_child import ValidationChild
+from wattmesh.config.agent_validate_child import ValidationChild
 
 _MQTTS_PORT = 8883
 
 
 @dataclass(frozen=True)
 class ReplaySpec:
-    """The simulated meter replaying a JSON profile (see wattmesh/agent_cli.py)."""
+    """The simulated meter replaying a JSON profile (see wattmesh/cli/agent_cli.py)."""
 
     path: Path
 
@@ -286,7 +286,7 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
     Loads pydantic into this process (``--validate-config``, tests); the agent itself
     uses :func:`check_agent_config_isolated`.
     """
-    from wattmesh.agent_validate import validate_file
+    from wattmesh.config.agent_validate import validate_file
 
     model, problems = validate_file(path)
     if model is None:
@@ -299,7 +299,7 @@ def check_agent_config_isolated(
 ) -> tuple[AgentFileConfig | None, list[str]]:
     """Like :func:`check_agent_config`, with the pydantic validation in a child process.
 
-    The child (:class:`~wattmesh.agent_validate_child.ValidationChild`, pass one already
+    The child (:class:`~wattmesh.config.agent_validate_child.ValidationChild`, pass one already
     started for ``path`` to overlap it with other work) returns the validated sections
     as plain dataclasses, so pydantic's memory never stays in the long-running agent.
     """

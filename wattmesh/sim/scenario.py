@@ -6,9 +6,9 @@ period (for forecasters to learn from) followed by the simulated period.
 
 * Household specs (:func:`make_households`): seeded PV peak power, annual
   demand and, for a share of the PV households, a home battery.
-* Demand: :mod:`wattmesh.demand_model` (BDEW H25 from ``demandlib``, seeded
+* Demand: :mod:`wattmesh.sim.demand_model` (BDEW H25 from ``demandlib``, seeded
   time shift and log-normal noise), scaled to each household's annual demand.
-* PV: :mod:`wattmesh.pv_model` (PVWatts-style ``pvlib`` model on the TMY3 file
+* PV: :mod:`wattmesh.sim.pv_model` (PVWatts-style ``pvlib`` model on the TMY3 file
   shipped inside pvlib), per Wp for each household's seeded orientation,
   scaled to its peak power.
 
@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from agents.battery import BatterySpec
-from wattmesh.demand_model import DEMAND_MAX_SHIFT_S, DEMAND_NOISE_SIGMA, demand_cumulative
-from wattmesh.pv_model import (
+from wattmesh.sim.demand_model import DEMAND_MAX_SHIFT_S, DEMAND_NOISE_SIGMA, demand_cumulative
+from wattmesh.sim.pv_model import (
     WEATHER_SITE_LATITUDE_DEG,
     WEATHER_SITE_LONGITUDE_DEG,
     FloatArray,

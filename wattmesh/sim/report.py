@@ -3,7 +3,7 @@
 Energy figures are integers (Wh) and balance exactly; money in integer micro-units.
 Only the derived ratios (``savings_pct``, ``self_sufficiency``) are floats.
 
-With home batteries (``wattmesh/battery_report.py``) the balance, per household and for
+With home batteries (``wattmesh/sim/battery_report.py``) the balance, per household and for
 the neighbourhood, is
 ``demand - pv + battery_losses + battery_soc_change == import - export``
 (``battery_soc_change = soc_end - soc_start`` over the simulated period); without a
@@ -26,7 +26,7 @@ from ledger.accounts import (
 from ledger.ledger import IntervalOutcome, Ledger
 from ledger.metering import Revision
 from ledger.settlement import Basis
-from wattmesh.battery_report import (
+from wattmesh.sim.battery_report import (
     BatteryTotals,
     battery_comparison,
     household_battery_json,
@@ -34,8 +34,8 @@ from wattmesh.battery_report import (
 )
 
 if TYPE_CHECKING:
-    from wattmesh.scenario import Scenario
-    from wattmesh.simulate import SimulationConfig
+    from wattmesh.sim.scenario import Scenario
+    from wattmesh.sim.simulate import SimulationConfig
 
 
 class BalanceError(AssertionError):

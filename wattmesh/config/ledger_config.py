@@ -1,6 +1,6 @@
 """``ledger.toml``: the operator's configuration for ``wattmesh ledger run``.
 
-Validated with pydantic (:mod:`wattmesh.ledger_schema`, unknown keys refused), then
+Validated with pydantic (:mod:`wattmesh.config.ledger_schema`, unknown keys refused), then
 the files it names are checked; every problem is reported with its TOML path, e.g.
 ``gate.timeout_s: must lie in (0, interval_s = 900], got 1000.0``. Relative paths are
 relative to the configuration file's folder (also a relative SQLite database path).
@@ -30,8 +30,8 @@ from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from ledger.registry import Registry, load_registry
 from ledger.schedule import Schedule
 from ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
-from wattmesh.agent_validate import read_toml
-from wattmesh.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
+from wattmesh.config.agent_validate import read_toml
+from wattmesh.config.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
 
 _UNKNOWN_KEY = {"extra_forbidden", "unexpected_keyword_argument"}
 _MQTT_PORT, _MQTTS_PORT = 1883, 8883

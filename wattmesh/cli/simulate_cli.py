@@ -17,7 +17,7 @@ from broker.errors import ConfigError
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
 def run_simulate_command(args: argparse.Namespace) -> int:
