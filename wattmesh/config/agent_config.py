@@ -57,6 +57,7 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
 from __future__ import annotations
 
 import stat
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -233,15 +234,41 @@ def _check_map(name: str, base: Path, problems: _Problems) -> None:
         problems.add("meter.map", str(exc))
 
 
-def _transport(model: AgentSection, base: Path, problems: _Problems) -> TransportConfig | None:
-    url = model.broker.strip()
+def _broker_address(url: str, problems: _Problems) -> BrokerAddress | None:
+    """The address of an ``mqtt://`` or ``mqtts://`` URL (mqtts: port 8883 by default)."""
+    url = url.strip()
     secure = url.startswith("mqtts://")
     try:
         address = parse_broker_url("mqtt://" + url.removeprefix("mqtts://") if secure else url)
-        if secure and urlsplit(url).port is None:
-            address = BrokerAddress(address.host, _MQTTS_PORT)
     except ValueError as exc:
         problems.add("broker", str(exc).replace("mqtt://host[:port]", "mqtt(s)://host[:port]"))
+        return None
+    if secure and urlsplit(url).port is None:
+        return BrokerAddress(address.host, _MQTTS_PORT)
+    return address
+
+
+def _with_url_problems(path: Path, problems: list[str]) -> list[str]:
+    """The schema's problems and the broker URL's, so that one round names them all
+    (the URL is otherwise checked only once the schema passed)."""
+    if any(p.startswith("broker:") for p in problems):
+        return problems
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return problems  # already reported as the file's problem
+    url = raw.get("broker")
+    found = _Problems()
+    if isinstance(url, str):
+        _broker_address(url, found)
+    return problems + found.items
+
+
+def _transport(model: AgentSection, base: Path, problems: _Problems) -> TransportConfig | None:
+    url = model.broker.strip()
+    secure = url.startswith("mqtts://")
+    address = _broker_address(url, problems)
+    if address is None:
         return None
     mqtt = model.mqtt
     tls: TlsConfig | None = None
@@ -290,7 +317,7 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
 
     model, problems = validate_file(path)
     if model is None:
-        return None, problems
+        return None, _with_url_problems(path, problems)
     return _build(model, path.parent)
 
 
@@ -305,7 +332,7 @@ def check_agent_config_isolated(
     """
     model, problems = (child or ValidationChild(path)).result()
     if model is None:
-        return None, problems
+        return None, _with_url_problems(path, problems)
     return _build(model, path.parent)
 
 

@@ -97,8 +97,20 @@ def check_ledger_config(path: Path) -> tuple[LedgerRunConfig | None, list[str]]:
         return None, [problem or "cannot read the file"]
     section, problems = validate_sections(raw)
     if section is None:
-        return None, problems
+        return None, problems + _url_problems(raw, path.parent, problems)
     return _build(section, path.parent)
+
+
+def _url_problems(raw: Mapping[str, object], base: Path, problems: list[str]) -> list[str]:
+    """The database URL's problems beside the schema's, so that one round names them all
+    (the URL is otherwise checked only once the schema passed)."""
+    database = raw.get("database")
+    url = database.get("url") if isinstance(database, Mapping) else None
+    if not isinstance(url, str) or any(p.startswith("database.url:") for p in problems):
+        return []
+    found: list[str] = []
+    _db_url(url, base, lambda where, message: found.append(f"{where}: {message}"))
+    return found
 
 
 def load_ledger_config(path: Path) -> LedgerRunConfig:
