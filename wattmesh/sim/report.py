@@ -177,6 +177,7 @@ def build_report(
             "battery_losses": losses,
             "battery_soc_change": soc_change,
         },
+        "currency": config.currency,
         "money_micro": {"grid_only": grid_only, "community": community, "network_fees": fees},
         "network_fee_micro_per_kwh": config.mechanism.rules.network_fee_micro_per_kwh,
         "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},

@@ -58,6 +58,7 @@ class SimulationConfig:
     tariffs: TariffSchedule | None = None  # time-of-use schedule; None: ``tariff`` all day
     mechanism: Mechanism = field(default_factory=Mechanism)
     gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
+    currency: str = "EUR"  # ISO 4217 code of the micro-units (named in the report)
 
     def __post_init__(self) -> None:
         if self.households < 1:
@@ -74,6 +75,10 @@ class SimulationConfig:
             raise ConfigError(f"--battery-share must lie in [0, 1], got {self.battery_share}")
         if self.forecaster not in ("prophet", "naive"):
             raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
+        if not (len(self.currency) == 3 and self.currency.isascii() and self.currency.isupper()):
+            raise ConfigError(
+                f"--currency must be an ISO 4217 code like EUR, not {self.currency!r}"
+            )
         if self.broker != "auto":
             parse_broker_url_or_config_error(self.broker)
 
