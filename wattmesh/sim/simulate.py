@@ -22,6 +22,7 @@ from agents.meter import MarketClock, SimulatedMeter
 from agents.presence import StatusSigner
 from agents.sequence import MemorySequence
 from broker.errors import ConfigError
+from broker.keys import SigningKey, VerifyingKey
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
 from forecasting.service import ForecasterConfig, ForecastService, ModelName
@@ -34,7 +35,7 @@ from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from wattmesh.sim.battery_report import battery_balances
 from wattmesh.sim.report import build_report
-from wattmesh.sim.scenario import Scenario, build_scenario
+from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
 
 Progress = Callable[[int, int], None]
@@ -189,6 +190,30 @@ def _transport(address: BrokerAddress, client_id: str, **kwargs: Any) -> Transpo
     return TransportConfig(address=address, client_id=client_id, **kwargs)
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """The run's keys, derived from its seed: the operator's, the forecaster's (the
+    agents trust only it) and each household's."""
+
+    operator: SigningKey
+    forecaster: SigningKey
+    households: dict[str, SigningKey]
+
+    @classmethod
+    def of(cls, config: SimulationConfig, scenario: Scenario) -> _Keys:
+        return cls(
+            operator=simulation_key(config.seed, "operator"),
+            forecaster=simulation_key(config.seed, "forecaster"),
+            households={
+                hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
+                for hh in scenario.households
+            },
+        )
+
+    def registry(self) -> dict[str, VerifyingKey]:
+        return {a: k.verifying for a, k in self.households.items()}
+
+
 async def _run(
     config: SimulationConfig,
     scenario: Scenario,
@@ -197,126 +222,194 @@ async def _run(
     progress: Progress | None,
 ) -> tuple[list[IntervalOutcome], Ledger, Counter[str], dict[str, BatteryMeter]]:
     topics = Topics(config.market_id)
-    interval_s = scenario.interval_s
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
-    history_start = int(scenario.start.timestamp())
-    intervals = scenario.simulated_intervals
-    operator_key = simulation_key(config.seed, "operator")
-    forecaster_key = simulation_key(config.seed, "forecaster")  # agents trust only it
-    household_keys = {
-        hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
-        for hh in scenario.households
-    }
+    keys = _Keys.of(config, scenario)
     ledger = Ledger(
-        store, market_id=config.market_id, operator_key=operator_key, mechanism=config.mechanism
+        store, market_id=config.market_id, operator_key=keys.operator, mechanism=config.mechanism
     )
-    ledger.register({a: k.verifying for a, k in household_keys.items()}, interval=first)
+    ledger.register(keys.registry(), interval=first)
 
     async with contextlib.AsyncExitStack() as stack:
-        ledger_transport = await stack.enter_async_context(
-            Transport(
-                _transport(address, f"{config.market_id}-ledger", inbound_queue_size=1_000_000),
-                subscriptions=ledger_subscriptions(topics),
-            )
-        )
-        service = LedgerService(
-            ledger,
-            OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
-            key=operator_key,
-            transport=ledger_transport,
-        )
-        await ledger_transport.wait_connected()
-        await service.clear_retained()  # a reused broker may hold an earlier run's state
-        forecast_transport = await stack.enter_async_context(
-            Transport(
-                _transport(address, f"{config.market_id}-forecaster", inbound_queue_size=1_000_000),
-                subscriptions=[(topics.all_readings, 1)],
-            )
-        )
-        forecaster = ForecastService(
-            ForecasterConfig(topics, interval_s=interval_s, model=config.forecaster),
-            key=forecaster_key,
-            transport=forecast_transport,
-            registry={a: k.verifying for a, k in household_keys.items()},
-        )
-        stack.callback(forecaster.close)
-        history = scenario.history_intervals
+        service, ledger_transport = await _start_ledger(
+            stack, config=config, interval_s=scenario.interval_s, address=address,
+            topics=topics, ledger=ledger, key=keys.operator,
+        )  # fmt: skip
+        forecaster, forecast_transport = await _start_forecaster(
+            stack, config=config, interval_s=scenario.interval_s, address=address,
+            topics=topics, keys=keys,
+        )  # fmt: skip
         agents: list[HouseholdAgent] = []
         battery_meters: dict[str, BatteryMeter] = {}
         for hh in scenario.households:
-            agent_id = hh.spec.agent_id
-            forecaster.load_history(
-                agent_id,
-                start=history_start,
-                demand_wh=hh.demand_wh[:history],
-                pv_wh=hh.pv_wh[:history],
-            )
-            clock = MarketClock(history_start)
-            agent_config = AgentConfig(
-                agent_id=agent_id,
-                topics=topics,
-                operator_key=operator_key.verifying,
-                forecaster_key=forecaster_key.verifying,
-                forecast_timeout_s=config.gate_timeout_s,
-            )
-            transport = await stack.enter_async_context(
-                agent_transport(
-                    agent_config,
-                    _transport(address, f"{config.market_id}-{agent_id}"),
-                    # signed online/offline (its last will), as a real agent publishes
-                    status=StatusSigner(household_keys[agent_id], topics, agent_id),
-                )
-            )
-            meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
-                start=history_start,
-                interval_s=interval_s,
-                demand_wh=hh.demand_wh,
-                pv_wh=hh.pv_wh,
-                clock=clock,
-            )
-            if hh.spec.battery is not None:  # it runs (self-consumption) from history start
-                meter = battery_meters[agent_id] = BatteryMeter(
-                    start=history_start,
-                    interval_s=interval_s,
-                    demand_wh=hh.demand_wh,
-                    pv_wh=hh.pv_wh,
-                    battery=hh.spec.battery,
-                    clock=clock,
-                )
-            agents.append(
-                HouseholdAgent(
-                    agent_config,
-                    key=household_keys[agent_id],
-                    transport=transport,
-                    meter=meter,
-                    sequence=MemorySequence(),
-                    market_clock=clock,
-                    battery=battery_meters.get(agent_id),
-                )
-            )
+            agent, battery = await _start_household(
+                stack, config=config, scenario=scenario, hh=hh, address=address,
+                topics=topics, keys=keys, forecaster=forecaster,
+            )  # fmt: skip
+            agents.append(agent)
+            if battery is not None:
+                battery_meters[hh.spec.agent_id] = battery
         all_transports = [ledger_transport, forecast_transport, *(a.transport for a in agents)]
         await asyncio.gather(*(t.wait_connected() for t in all_transports))
-
-        tasks = [
-            asyncio.create_task(service.run_ingest(), name="ledger-ingest"),
-            asyncio.create_task(forecaster.run(), name="forecaster"),
-        ]
-        agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
-        outcomes: list[IntervalOutcome] = []
-        try:
-            for index in range(intervals):
-                start = first + index * interval_s
-                outcome = await service.run_interval(start, config.tariff_at(start))
-                outcomes.append(outcome)
-                if progress is not None:
-                    progress(index + 1, intervals)
-            end = first + intervals * interval_s
-            closing = await service.run_interval(end, config.tariff_at(end), trading=False)
-            outcomes.append(closing)
-            await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
-            await service.clear_retained()
-        finally:
-            for task in [*tasks, *agent_tasks]:
-                task.cancel()
-            await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+        outcomes = await _trade(
+            config=config, scenario=scenario, service=service, forecaster=forecaster,
+            agents=agents, first=first, progress=progress,
+        )  # fmt: skip
     return outcomes, ledger, forecaster.models, battery_meters
+
+
+async def _start_ledger(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    interval_s: int,
+    address: BrokerAddress,
+    topics: Topics,
+    ledger: Ledger,
+    key: SigningKey,
+) -> tuple[LedgerService, Transport]:
+    """The ledger's connection and service, connected, the broker's retained state cleared."""
+    ledger_transport = await stack.enter_async_context(
+        Transport(
+            _transport(address, f"{config.market_id}-ledger", inbound_queue_size=1_000_000),
+            subscriptions=ledger_subscriptions(topics),
+        )
+    )
+    service = LedgerService(
+        ledger,
+        OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
+        key=key,
+        transport=ledger_transport,
+    )
+    await ledger_transport.wait_connected()
+    await service.clear_retained()  # a reused broker may hold an earlier run's state
+    return service, ledger_transport
+
+
+async def _start_forecaster(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    interval_s: int,
+    address: BrokerAddress,
+    topics: Topics,
+    keys: _Keys,
+) -> tuple[ForecastService, Transport]:
+    forecast_transport = await stack.enter_async_context(
+        Transport(
+            _transport(address, f"{config.market_id}-forecaster", inbound_queue_size=1_000_000),
+            subscriptions=[(topics.all_readings, 1)],
+        )
+    )
+    forecaster = ForecastService(
+        ForecasterConfig(topics, interval_s=interval_s, model=config.forecaster),
+        key=keys.forecaster,
+        transport=forecast_transport,
+        registry=keys.registry(),
+    )
+    stack.callback(forecaster.close)
+    return forecaster, forecast_transport
+
+
+async def _start_household(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    scenario: Scenario,
+    hh: HouseholdProfile,
+    address: BrokerAddress,
+    topics: Topics,
+    keys: _Keys,
+    forecaster: ForecastService,
+) -> tuple[HouseholdAgent, BatteryMeter | None]:
+    """One household: its history given to the forecaster, its connection (with its
+    signed status), its meter (with a battery if it has one) and its agent."""
+    agent_id = hh.spec.agent_id
+    history_start = int(scenario.start.timestamp())
+    history = scenario.history_intervals
+    forecaster.load_history(
+        agent_id,
+        start=history_start,
+        demand_wh=hh.demand_wh[:history],
+        pv_wh=hh.pv_wh[:history],
+    )
+    clock = MarketClock(history_start)
+    agent_config = AgentConfig(
+        agent_id=agent_id,
+        topics=topics,
+        operator_key=keys.operator.verifying,
+        forecaster_key=keys.forecaster.verifying,
+        forecast_timeout_s=config.gate_timeout_s,
+    )
+    transport = await stack.enter_async_context(
+        agent_transport(
+            agent_config,
+            _transport(address, f"{config.market_id}-{agent_id}"),
+            # signed online/offline (its last will), as a real agent publishes
+            status=StatusSigner(keys.households[agent_id], topics, agent_id),
+        )
+    )
+    meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
+        start=history_start,
+        interval_s=scenario.interval_s,
+        demand_wh=hh.demand_wh,
+        pv_wh=hh.pv_wh,
+        clock=clock,
+    )
+    battery = None
+    if hh.spec.battery is not None:  # it runs (self-consumption) from history start
+        meter = battery = BatteryMeter(
+            start=history_start,
+            interval_s=scenario.interval_s,
+            demand_wh=hh.demand_wh,
+            pv_wh=hh.pv_wh,
+            battery=hh.spec.battery,
+            clock=clock,
+        )
+    agent = HouseholdAgent(
+        agent_config,
+        key=keys.households[agent_id],
+        transport=transport,
+        meter=meter,
+        sequence=MemorySequence(),
+        market_clock=clock,
+        battery=battery,
+    )
+    return agent, battery
+
+
+async def _trade(
+    *,
+    config: SimulationConfig,
+    scenario: Scenario,
+    service: LedgerService,
+    forecaster: ForecastService,
+    agents: list[HouseholdAgent],
+    first: int,
+    progress: Progress | None,
+) -> list[IntervalOutcome]:
+    """Run every simulated interval and the closing round, the services and agents
+    running beside; their tasks are cancelled and awaited whatever happens."""
+    interval_s, intervals = scenario.interval_s, scenario.simulated_intervals
+    tasks = [
+        asyncio.create_task(service.run_ingest(), name="ledger-ingest"),
+        asyncio.create_task(forecaster.run(), name="forecaster"),
+    ]
+    agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
+    outcomes: list[IntervalOutcome] = []
+    try:
+        for index in range(intervals):
+            start = first + index * interval_s
+            outcome = await service.run_interval(start, config.tariff_at(start))
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(index + 1, intervals)
+        end = first + intervals * interval_s
+        closing = await service.run_interval(end, config.tariff_at(end), trading=False)
+        outcomes.append(closing)
+        await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
+        await service.clear_retained()
+    finally:
+        for task in [*tasks, *agent_tasks]:
+            task.cancel()
+        await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+    return outcomes
