@@ -4,4 +4,5 @@ import sys
 
 from wattmesh.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a tool imports every module (pkgutil)
+    sys.exit(main())
