@@ -1,4 +1,22 @@
-"""The exception tree of wattmesh's wire contract.
+"""The root and the branches of wattmesh's exception tree, and the wire contract's errors.
+
+Every error wattmesh raises on purpose derives from :class:`WattmeshError` and from
+the branch of the package that defines it (tests/test_error_tree.py keeps it so)::
+
+    WattmeshError
+    +-- BrokerError     broker/: MessageError, KeyFileError, TransportClosedError, ...
+    +-- LedgerError     ledger/: StoreError, LogDamaged, KeyLogError, SnapshotError, ...
+    +-- AgentError      agents/: MeterError, P1TelegramError
+    +-- ForecastError   forecasting/
+    +-- CommandError    wattmesh/ (the composition root): MarketInputError, BalanceError, ...
+    +-- ConfigError     a bad configuration value, argument or path, from any package
+    +-- FailureError    not the caller's input: something failed or does not add up
+
+:class:`ConfigError` and :class:`FailureError` say what the command line does with an
+error that reaches it (docs/protocol.md, "Ledger CLI exit codes"): ConfigError and any
+other WattmeshError exit 2 with one line; a FailureError exits 1 (``StoreError`` with
+one line, any other with its traceback). A class names its branch first, then either
+kind, then a built-in class its callers may catch it as (``ValueError``).
 
 Everything that can go wrong with a message raises :class:`MessageError`, whose
 ``reason`` is one of the named :class:`RejectReason` values that the ledger sends
@@ -12,6 +30,36 @@ from enum import StrEnum
 
 class WattmeshError(Exception):
     """Base class of every error wattmesh raises on purpose."""
+
+
+class BrokerError(WattmeshError):
+    """The branch of ``broker/``: the wire contract, keys, the transport."""
+
+
+class LedgerError(WattmeshError):
+    """The branch of ``ledger/``: the store, the log, settlement and accounts."""
+
+
+class AgentError(WattmeshError):
+    """The branch of ``agents/``: meters and the household agent."""
+
+
+class ForecastError(WattmeshError):
+    """The branch of ``forecasting/``."""
+
+
+class CommandError(WattmeshError):
+    """The branch of ``wattmesh/``, the composition root: commands and the simulation."""
+
+
+class ConfigError(WattmeshError):
+    """A configuration value, argument or path that is out of range or malformed (from
+    any package; the command line exits 2)."""
+
+
+class FailureError(WattmeshError):
+    """Not the caller's input: the database, the transport or a task failed, or figures
+    wattmesh wrote or computed do not add up (the command line exits 1)."""
 
 
 class RejectReason(StrEnum):
@@ -36,7 +84,7 @@ class RejectReason(StrEnum):
     BAD_TOPIC = "bad_topic"  # not a household topic of the market this service reads
 
 
-class MessageError(WattmeshError):
+class MessageError(BrokerError):
     """A message that cannot be accepted, with a reason the sender can see."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:
@@ -49,9 +97,5 @@ class MessageError(WattmeshError):
         return (type(self), (self.reason, self.detail))
 
 
-class KeyFileError(WattmeshError):
+class KeyFileError(BrokerError):
     """A key file that is missing, unreadable, malformed or too widely readable."""
-
-
-class ConfigError(WattmeshError):
-    """A configuration value that is out of range or malformed."""

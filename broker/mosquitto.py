@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
+from broker.errors import BrokerError, FailureError
 from broker.messages import MAX_MESSAGE_BYTES
 from broker.transport import BrokerAddress, parse_broker_url
 
@@ -46,7 +47,7 @@ _POLL_INTERVAL_S: Final = 0.02
 _NOT_FOUND: Final = "mosquitto not found: apt-get install mosquitto"
 
 
-class MosquittoNotFoundError(FileNotFoundError):
+class MosquittoNotFoundError(BrokerError, FailureError, FileNotFoundError):
     """No ``mosquitto`` executable on PATH or at /usr/sbin/mosquitto."""
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.errors import WattmeshError
+from broker.errors import BrokerError
 from broker.messages import MAX_MESSAGE_BYTES
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
@@ -40,7 +40,7 @@ PINGREQ_BYTES = bytes((PINGREQ << 4, 0))
 DISCONNECT_BYTES = bytes((DISCONNECT << 4, 0))
 
 
-class MqttProtocolError(WattmeshError):
+class MqttProtocolError(BrokerError):
     """The broker sent something an MQTT 3.1.1 subscriber cannot accept, or refused
     the connection or a subscription; the message says which."""
 

@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from broker.errors import WattmeshError
+from broker.errors import BrokerError
 from broker.mqtt_packets import (
     CONNACK,
     DISCONNECT_BYTES,
@@ -67,7 +67,7 @@ _LOG = logging.getLogger(__name__)
 _SUBSCRIBE_ID = 1
 
 
-class SubscriberFailed(WattmeshError):
+class SubscriberFailed(BrokerError):
     """The subscriber's connection supervisor died of an unexpected error."""
 
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from broker.errors import WattmeshError
+from broker.errors import BrokerError
 from broker.keys import SigningKey, VerifyingKey
 
 __all__ = [
@@ -71,7 +71,7 @@ _SIG_PREFIX: Final = "\u2014 "  # em dash, space
 _sha256 = hashlib.sha256
 
 
-class NoteError(WattmeshError):
+class NoteError(BrokerError):
     """A signed note or checkpoint that is malformed or does not verify."""
 
 

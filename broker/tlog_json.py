@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.errors import WattmeshError
+from broker.errors import BrokerError
 from broker.keys import VerifyingKey
 from broker.tlog import (
     HASH_SIZE,
@@ -42,7 +42,7 @@ INCLUSION_FORMAT: Final = "wattmesh-inclusion-proof/v1"
 CONSISTENCY_FORMAT: Final = "wattmesh-consistency-proof/v1"
 
 
-class ProofDocumentError(WattmeshError):
+class ProofDocumentError(BrokerError):
     """A proof document that is not in the documented format."""
 
 

@@ -41,6 +41,7 @@ from typing import Any, Self
 import aiomqtt
 
 from broker._transport_reader import read_queue, rescue_queued
+from broker.errors import BrokerError, FailureError
 from broker.transport_config import (
     DEFAULT_MQTT_PORT,
     BrokerAddress,
@@ -88,7 +89,7 @@ class Message:
     retain: bool
 
 
-class TransportClosedError(Exception):
+class TransportClosedError(BrokerError, FailureError):
     """The transport was closed (or its supervisor failed) while an operation waited."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from broker.errors import FailureError, LedgerError
 from ledger.settlement import Basis, Settlement
 
 GRID_ACCOUNT = "grid"
@@ -50,7 +51,7 @@ class Cause(StrEnum):
     CORRECTION = "correction"  # a later revision of an estimate: the difference only
 
 
-class UnbalancedPosting(ValueError):
+class UnbalancedPosting(LedgerError, FailureError, ValueError):
     """A posting whose lines do not sum to zero (a bug, never a rounding matter)."""
 
 

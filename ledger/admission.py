@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from broker.connection import energy_limit_wh
-from broker.errors import MessageError, RejectReason
+from broker.errors import LedgerError, MessageError, RejectReason
 from broker.keys import VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage
 from ledger.batch import DecodeJobs, PreparedBatch, decode_jobs
@@ -41,7 +41,7 @@ from ledger.entries import EntryKind
 from ledger.keyring import KeyRing
 
 
-class RedeliveredError(MessageError):
+class RedeliveredError(LedgerError, MessageError):
     """The very message (same agent, seq and message id) was accepted already.
 
     An MQTT QoS 1 redelivery or an agent's outbox backfill: acknowledged and not

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from broker.errors import KeyFileError, MessageError, RejectReason
+from broker.errors import FailureError, KeyFileError, LedgerError, MessageError, RejectReason
 from broker.keys import VerifyingKey
 from ledger.entries import (
     EntryKind,
@@ -38,7 +38,7 @@ MAX_REASON_LEN = 200
 _HEX = frozenset("0123456789abcdef")
 
 
-class KeyLogError(ValueError):
+class KeyLogError(LedgerError, FailureError, ValueError):
     """A key entry that does not follow from the ones before it (or does not parse)."""
 
 

@@ -29,15 +29,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.errors import ConfigError, WattmeshError
+from broker.errors import ConfigError, FailureError, LedgerError
 from ledger.store import make_engine
 
 
-class LeaseLost(WattmeshError):
+class LeaseLost(LedgerError, FailureError):
     """The lease is no longer held: stop acting at once."""
 
 
-class LeaseTimeout(WattmeshError):
+class LeaseTimeout(LedgerError, FailureError):
     """The lease was not acquired within the time allowed."""
 
 

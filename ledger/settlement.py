@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from broker.connection import energy_limit_wh
+from broker.errors import FailureError, LedgerError
 from ledger.clearing import Fill, GridTariff
 from ledger.money import cost_micro, network_fee_micro
 
@@ -34,8 +35,18 @@ class Registers:
     export_wh: int
 
 
-class RegisterError(ValueError):
-    """Registers that went backwards or do not belong to the interval."""
+class RegisterError(LedgerError, FailureError, ValueError):
+    """Registers that went backwards or do not belong to the interval: the household
+    ``agent``, the ``interval`` (epoch s) and the ``problem``."""
+
+    def __init__(self, agent: str, interval: int, problem: str) -> None:
+        super().__init__(f"{agent}: {problem}")
+        self.agent = agent
+        self.interval = interval
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[RegisterError], tuple[str, int, str]]:
+        return (type(self), (self.agent, self.interval, self.problem))
 
 
 class Basis(StrEnum):
@@ -131,9 +142,9 @@ def settle_household(
     import_wh = end.import_wh - start.import_wh
     export_wh = end.export_wh - start.export_wh
     if import_wh < 0 or export_wh < 0:
-        raise RegisterError(f"{agent}: a register went backwards in interval {interval}")
+        raise RegisterError(agent, interval, f"a register went backwards in interval {interval}")
     if end.meter_time <= start.meter_time:
-        raise RegisterError(f"{agent}: readings out of order in interval {interval}")
+        raise RegisterError(agent, interval, f"readings out of order in interval {interval}")
     return settle_flows(
         agent=agent,
         interval=interval,
@@ -192,7 +203,9 @@ def with_energy(
 ) -> Settlement:
     """``settlement`` for other metered energy: the trades stay, the grid part follows."""
     if import_wh < 0 or export_wh < 0:
-        raise RegisterError(f"{settlement.agent}: negative energy in {settlement.interval}")
+        raise RegisterError(
+            settlement.agent, settlement.interval, f"negative energy in {settlement.interval}"
+        )
     deviation_wh = (import_wh - export_wh) - (settlement.bought_wh - settlement.sold_wh)
     grid_buy_wh = max(deviation_wh, 0)
     grid_sell_wh = max(-deviation_wh, 0)

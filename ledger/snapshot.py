@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.errors import FailureError, LedgerError
 from ledger.clearing import Fill, GridTariff
 from ledger.keyring import KeyRing
 from ledger.merkle import CompactRange
@@ -38,7 +39,7 @@ from ledger.metering import Metering, MeteringConfig
 SNAPSHOT_VERSION = 1
 
 
-class SnapshotError(ValueError):
+class SnapshotError(LedgerError, FailureError, ValueError):
     """A stored snapshot that cannot be used (another version, or malformed)."""
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from broker.errors import WattmeshError
+from broker.errors import FailureError, LedgerError
 from broker.keys import VerifyingKey
 from ledger.checkpoint import verify_checkpoint
 from ledger.merkle import CompactRange, leaf_hash
@@ -28,7 +28,7 @@ from ledger.verify import META_OPERATOR_KEY, META_ORIGIN
 _NODE_PREFIX = b"\x01"
 
 
-class LogDamaged(WattmeshError):
+class LogDamaged(LedgerError, FailureError):
     """The log does not verify: ``first_bad_entry`` (or the checkpoint after it) does
     not hold; nothing may be appended to it."""
 
@@ -38,8 +38,12 @@ class LogDamaged(WattmeshError):
         self.first_bad_entry = first_bad_entry
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[LogDamaged], tuple[int | None, str]]:
+        # Picklable with its context (default pickling passes only the message).
+        return (type(self), (self.first_bad_entry, self.problem))
 
-class MissingNodes(LookupError):
+
+class MissingNodes(LedgerError, FailureError, LookupError):
     """The stored tree lacks a node a proof needs (a ledger older than the stored tree)."""
 
 

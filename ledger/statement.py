@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.errors import FailureError, LedgerError
 from ledger.accounts import Cause, Posting, household_account
 from ledger.entries import EntryKind, parse_flag, parse_revision
 
@@ -24,8 +25,18 @@ FLAGGED = "flagged"
 UNSETTLED = "unsettled"
 
 
-class StatementError(ValueError):
-    """The household's figures do not reconcile with its postings."""
+class StatementError(LedgerError, FailureError, ValueError):
+    """The household's figures do not reconcile with its postings: the ``household``,
+    the ``interval`` (epoch s) and the ``problem``."""
+
+    def __init__(self, household: str, interval: int, problem: str) -> None:
+        super().__init__(f"{household}, interval {interval}: {problem}")
+        self.household = household
+        self.interval = interval
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[StatementError], tuple[str, int, str]]:
+        return (type(self), (self.household, self.interval, self.problem))
 
 
 @dataclass
@@ -205,13 +216,15 @@ class _Builder:
             r.price_micro_per_kwh = self.prices.get(r.interval)
             if r.cost_micro != r.posted_micro:
                 raise StatementError(
-                    f"{self.household}, interval {r.interval}: cost {r.cost_micro} differs "
-                    f"from the postings {r.posted_micro}"
+                    self.household,
+                    r.interval,
+                    f"cost {r.cost_micro} differs from the postings {r.posted_micro}",
                 )
             if r.fee_micro != r.fee_posted_micro:
                 raise StatementError(
-                    f"{self.household}, interval {r.interval}: network fee {r.fee_micro} "
-                    f"differs from the fee postings {r.fee_posted_micro}"
+                    self.household,
+                    r.interval,
+                    f"network fee {r.fee_micro} differs from the fee postings {r.fee_posted_micro}",
                 )
         return statement
 

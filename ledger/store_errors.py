@@ -7,15 +7,15 @@ apart without loading SQLAlchemy: :class:`NoLedgerDatabase` is a bad argument (e
 
 from __future__ import annotations
 
-from broker.errors import ConfigError, WattmeshError
+from broker.errors import ConfigError, FailureError, LedgerError
 
 
-class NoLedgerDatabase(ConfigError):
+class NoLedgerDatabase(LedgerError, ConfigError):
     """The URL names no usable ledger database: no such file or folder, a file that is
     not a SQLite database, a database without the ledger's tables, an in-memory
     database where a file is needed."""
 
 
-class StoreError(WattmeshError):
+class StoreError(LedgerError, FailureError):
     """The database cannot be opened, reached or read: a server that does not answer,
     a damaged file, a disk error. A failure of the database, not of the arguments."""

@@ -16,7 +16,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from broker.errors import RejectReason
+from broker.errors import FailureError, LedgerError, RejectReason
 from broker.keys import VerifyingKey
 from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
 from ledger.checkpoint import verify_checkpoint
@@ -50,7 +50,7 @@ class VerifyReport:
     problem: str | None = None
 
 
-class _Bad(Exception):
+class _Bad(LedgerError, FailureError):
     def __init__(self, idx: int | None, problem: str) -> None:
         super().__init__(problem)
         self.idx = idx

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.errors import WattmeshError
+from broker.errors import AgentError
 
 
-class MeterError(WattmeshError):
+class MeterError(AgentError):
     """A meter that cannot be read right now (no data, bad data, connection lost)."""

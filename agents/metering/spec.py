@@ -21,7 +21,7 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from agents.metering.p1 import P1Version
-from broker.errors import ConfigError
+from broker.errors import AgentError, ConfigError
 
 _MAX_PORT: Final = 65535
 _PARITIES: Final = ("N", "E", "O")
@@ -70,7 +70,7 @@ MeterSpec = P1SerialSpec | P1TcpSpec | P1FileSpec | ModbusTcpSpec | ModbusRtuSpe
 KINDS: Final = ("p1-serial", "p1-tcp", "p1-file", "modbus-tcp", "modbus-rtu")
 
 
-class _Bad(ValueError):
+class _Bad(AgentError, ValueError):
     pass
 
 

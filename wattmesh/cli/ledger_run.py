@@ -41,7 +41,7 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.errors import WattmeshError
+from broker.errors import CommandError, FailureError
 from broker.subscriber import Subscriber
 from broker.transport import Session, Transport
 from ledger.lease import LeaderLease, LeaseLost
@@ -248,7 +248,7 @@ async def _lead(
         store.close()
 
 
-class TaskEnded(WattmeshError):
+class TaskEnded(CommandError, FailureError):
     """A task the operator depends on ended (or raised) while the market was running."""
 
 

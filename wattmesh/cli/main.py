@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from broker.errors import KeyFileError, WattmeshError
+from broker.errors import FailureError, KeyFileError, WattmeshError
 from ledger.store_errors import StoreError
 
 EXIT_USAGE = 2
@@ -263,6 +263,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except StoreError as exc:  # the database failed: not a bad argument
         print(f"wattmesh: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except FailureError:  # not a bad argument either: an unexpected failure (traceback, 1)
+        raise
     except WattmeshError as exc:
         print(f"wattmesh: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

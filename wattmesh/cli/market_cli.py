@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from broker.errors import WattmeshError
+from broker.errors import CommandError
 from broker.messages import MAX_PRICE_MICRO_PER_KWH, MAX_QUANTITY_WH, Side
 from ledger.clearing import GridTariff, Order
 from ledger.mechanisms.base import MarketResult, MarketRules
@@ -30,7 +30,7 @@ _K = re.compile(r"(\d{1,9})(?:/(\d{1,9}))?")
 _MAX_ID = 200
 
 
-class MarketInputError(WattmeshError):
+class MarketInputError(CommandError):
     """An order book file that cannot be cleared, with the place and the reason."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from broker.errors import CommandError, FailureError
 from ledger.accounts import (
     FEES_ACCOUNT,
     GRID_ACCOUNT,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from wattmesh.sim.simulate import SimulationConfig
 
 
-class BalanceError(AssertionError):
+class BalanceError(CommandError, FailureError):
     """The report's energy does not balance: a bug, never a rounding matter."""
 
 
