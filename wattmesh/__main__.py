@@ -2,7 +2,7 @@
 
 import sys
 
-from wattmesh.cli.main import main
+from wattmesh.cli.dispatch import main
 
 if __name__ == "__main__":  # not when a tool imports every module (pkgutil)
     sys.exit(main())

@@ -1,5 +1,5 @@
 """The ``wattmesh`` command line: ``main`` parses and dispatches, one module per command."""
 
-from wattmesh.cli.main import build_parser, main
+from wattmesh.cli.dispatch import build_parser, main
 
 __all__ = ["build_parser", "main"]
