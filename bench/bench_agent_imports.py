@@ -32,8 +32,8 @@ STEPS = (
     "dsmr_parser.value_types",
     "broker.messages",
     "broker.transport",
-    "wattmesh.agent_schema",
-    "wattmesh.agent_config",
+    "wattmesh.config.agent_schema",
+    "wattmesh.config.agent_config",
     "agents.lifecycle",
     "agents.metering.open",
 )
@@ -59,8 +59,8 @@ for name in sys.argv[1:]:
 _BY_PACKAGE = r"""
 import collections, tracemalloc
 tracemalloc.start()
-import wattmesh.cli, wattmesh.agent_cli
-from wattmesh.agent_config import load_agent_config_isolated
+import wattmesh.cli, wattmesh.cli.agent_cli
+from wattmesh.config.agent_config import load_agent_config_isolated
 import agents.lifecycle, agents.metering.open
 sizes = collections.Counter()
 for stat in tracemalloc.take_snapshot().statistics("filename"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _machine import machine_line
 
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
 def run(households: int, days: int, seed: int, forecaster: str) -> tuple[float, dict[str, object]]:

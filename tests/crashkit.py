@@ -1,6 +1,6 @@
 """A deterministic market for crash tests: the same signed messages on every run.
 
-Keys come from the seed (``wattmesh.simkeys``) and ECDSA nonces from RFC 6979, so the
+Keys come from the seed (``wattmesh.sim.simkeys``) and ECDSA nonces from RFC 6979, so the
 driver produces byte-identical messages each time it starts, as households redelivering
 their outbox after a ledger restart would.
 
@@ -27,7 +27,7 @@ from broker.messages import OrderBody, ReadingBody, Side, sign_message
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
 from ledger.store import LedgerStore
-from wattmesh.simkeys import simulation_key
+from wattmesh.sim.simkeys import simulation_key
 
 MARKET = "crash"
 T0 = 1_750_000_500 - 1_750_000_500 % 900

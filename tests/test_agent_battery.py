@@ -35,7 +35,7 @@ from broker.messages import (
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from tests.test_agent_config import _validate_cli, _write
-from wattmesh.agent_config import (
+from wattmesh.config.agent_config import (
     BatterySettings,
     check_agent_config,
     check_agent_config_isolated,

@@ -23,8 +23,8 @@ from broker.errors import ConfigError
 from broker.keys import write_key_pair
 from broker.topics import Topics
 from tests.securebroker import make_pki
-from wattmesh import agent_schema
-from wattmesh.agent_config import (
+from wattmesh.config import agent_schema
+from wattmesh.config.agent_config import (
     ReplaySpec,
     check_agent_config,
     check_agent_config_isolated,
@@ -351,3 +351,15 @@ def test_the_forecaster_key_and_the_connection_limit(tmp_path: Path) -> None:
 )
 def test_a_bad_forecaster_key_or_limit_is_named(tmp_path: Path, extra: str, problem: str) -> None:
     assert _problems(_write(tmp_path, extra)) == [problem.format(tmp=tmp_path)]
+
+
+def test_schema_and_broker_url_problems_are_reported_in_one_round(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'colour = "red"\n', broker="http://127.0.0.1:1883")
+    for _, problems in (check_agent_config(path), check_agent_config_isolated(path)):
+        assert "colour: unknown key" in problems
+        assert any(p.startswith("broker: ") and "mqtt(s)://host[:port]" in p for p in problems)
+        assert len(problems) == 2, problems
+    result = _validate_cli(path)
+    assert result.returncode == 1
+    assert f"{path}: colour: unknown key" in result.stderr
+    assert f"{path}: broker: " in result.stderr

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+import wattmesh.cli.dispatch as cli
 from broker.errors import (
     AgentError,
     BrokerError,
@@ -30,8 +31,7 @@ from ledger.settlement import RegisterError
 from ledger.startcheck import LogDamaged
 from ledger.statement import StatementError
 from ledger.store_errors import StoreError
-from wattmesh import cli
-from wattmesh.report import BalanceError
+from wattmesh.sim.report import BalanceError
 
 BRANCHES: dict[str, type[WattmeshError]] = {
     "broker": BrokerError,

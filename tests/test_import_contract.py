@@ -38,19 +38,19 @@ def test_every_agents_module_imports_without_heavy_dependencies() -> None:
 
 def test_agent_cli_path_imports_without_heavy_dependencies() -> None:
     loaded = _loaded_after(
-        "import wattmesh.cli, wattmesh.agent_cli\n"
+        "import wattmesh.cli, wattmesh.cli.agent_cli\n"
         "wattmesh.cli.build_parser().parse_args(['agent', '--config', 'x.toml'])"
     )
-    assert "wattmesh.agent_cli" in loaded
+    assert "wattmesh.cli.agent_cli" in loaded
     assert _heavy(loaded) == set()
 
 
 def test_meter_read_cli_path_imports_without_heavy_dependencies() -> None:
     loaded = _loaded_after(
-        "import wattmesh.cli, wattmesh.meter_cli\n"
+        "import wattmesh.cli, wattmesh.cli.meter_cli\n"
         "wattmesh.cli.build_parser().parse_args(['meter', 'read', '--meter', 'p1-file:x'])"
     )
-    assert {"wattmesh.meter_cli", "agents.metering.open", "agents.metering.p1"} <= loaded
+    assert {"wattmesh.cli.meter_cli", "agents.metering.open", "agents.metering.p1"} <= loaded
     assert _heavy(loaded) == set()
     # P1 users install only the agent extra: pymodbus loads only for a Modbus meter.
     assert "pymodbus" not in {m.split(".")[0] for m in loaded}
@@ -85,9 +85,9 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
         encoding="utf-8",
     )
     loaded = _loaded_after(
-        "import wattmesh.cli, wattmesh.agent_cli\n"
+        "import wattmesh.cli, wattmesh.cli.agent_cli\n"
         "from pathlib import Path\n"
-        "from wattmesh.agent_config import load_agent_config_isolated\n"
+        "from wattmesh.config.agent_config import load_agent_config_isolated\n"
         f"config = load_agent_config_isolated(Path({str(config)!r}))\n"
         "assert config.agent.agent_id == 'h001'\n"
         "import agents.lifecycle, agents.metering.open"
@@ -113,4 +113,6 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
 
 
 def test_the_probe_would_notice_pydantic() -> None:
-    assert "pydantic" in {m.split(".")[0] for m in _loaded_after("import wattmesh.agent_validate")}
+    assert "pydantic" in {
+        m.split(".")[0] for m in _loaded_after("import wattmesh.config.agent_validate")
+    }

@@ -20,7 +20,7 @@ from ledger.store import LedgerStore
 from tests.ledgerkit import STEP, T0, TARIFF, House, drop_append_only_triggers
 from tests.ledgerrunkit import SUMMARY, LedgerProcess, Market, write_market
 from tests.test_ledger_logcheck import _change_byte, _doctor_snapshot, _first_of, _rows
-from wattmesh.ledger_config import load_ledger_config
+from wattmesh.config.ledger_config import load_ledger_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from broker.keys import SigningKey, write_key_pair
 from broker.transport import Session
 from ledger.registry import write_registry
 from wattmesh.cli import main
-from wattmesh.ledger_config import load_ledger_config
+from wattmesh.config.ledger_config import load_ledger_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,3 +194,17 @@ def test_a_network_fee_is_taken_and_fixed_for_the_ledger(folder: Path) -> None:
             )
     finally:
         store.close()
+
+
+def test_schema_and_database_url_problems_are_reported_in_one_round(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = folder / "ledger.toml"
+    bad = BASE.replace("interval_s = 900", "interval_s = 0").replace(
+        'url = "sqlite:///ledger.db"', 'url = "sqlite:///:memory:"'
+    )
+    path.write_text(bad, encoding="utf-8")
+    code, out, err = _validate(path, capsys)
+    assert (code, out) == (1, "")
+    assert f"{path}: interval_s: Input should be greater than or equal to 1" in err, err
+    assert f"{path}: database.url: the ledger needs a SQLite file" in err, err

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-import wattmesh.ledger_run
+import wattmesh.cli.ledger_run
 from broker.subscriber import Subscriber
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.schedule import SystemClock
 from ledger.store import LedgerStore
 from tests.ledgerrunkit import Households, LedgerProcess, Market, write_market
-from wattmesh.ledger_config import load_ledger_config
-from wattmesh.ledger_run import serve_ledger
+from wattmesh.cli.ledger_run import serve_ledger
+from wattmesh.config.ledger_config import load_ledger_config
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ async def test_an_ingest_that_fails_or_ends_stops_the_ledger_with_an_error_and_e
     why: str,
 ) -> None:
     market = _market(tmp_path, mosquitto)
-    monkeypatch.setattr(wattmesh.ledger_run, "Subscriber", source)
+    monkeypatch.setattr(wattmesh.cli.ledger_run, "Subscriber", source)
     config = load_ledger_config(market.config)
     with caplog.at_level(logging.INFO):
         code = await asyncio.wait_for(

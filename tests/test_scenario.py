@@ -1,4 +1,4 @@
-"""Tests for the simulated-household generator (wattmesh.scenario)."""
+"""Tests for the simulated-household generator (wattmesh.sim.scenario)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from demandlib.bdew import H25
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattmesh.scenario import (
+from wattmesh.sim.scenario import (
     DEFAULT_START,
     WEATHER_SITE_LATITUDE_DEG,
     WEATHER_SITE_LONGITUDE_DEG,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from broker.transport import BrokerAddress
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import drop_append_only_triggers
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -177,9 +178,30 @@ def test_cli_writes_report_and_table(tmp_path: Path, mosquitto: BrokerAddress) -
     assert verify.returncode == 0 and report["ledger_root"] in verify.stdout
 
 
+def test_cli_report_goes_into_the_workdir_with_amounts_in_its_currency(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    workdir = tmp_path / "run"
+    result = _cli(
+        *("simulate", "--households", "3", "--days", "1", "--seed", "3"),
+        *("--forecaster", "naive", "--broker", mosquitto.url, "--workdir", str(workdir)),
+        cwd=tmp_path,  # no --report: not ./out/report.json but WORKDIR/report.json
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "out").exists()
+    assert f"report written to {workdir / 'report.json'}" in " ".join(result.stdout.split())
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["currency"] == "EUR"
+    assert all(isinstance(v, int) for v in report["money_micro"].values())
+    community = report["money_micro"]["community"] / 1_000_000
+    row = rf"│ cost in the community +│ +{re.escape(f'{community:,.2f}')} EUR │"
+    assert re.search(row, result.stdout), result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--currency", "euro"], "--currency must be an ISO 4217 code like EUR, not 'euro'"),
         (["--households", "-2"], "--households must be at least 1"),
         (["--days", "0"], "--days must be at least 1"),
         (["--forecaster", "oracle"], "invalid choice: 'oracle'"),

@@ -14,15 +14,15 @@ from agents.battery import BatterySpec
 from agents.battery_meter import BatteryMeter
 from agents.meter import MarketClock
 from broker.transport import BrokerAddress
-from wattmesh.battery_report import BatteryTotals, battery_totals
-from wattmesh.scenario import (
+from wattmesh.sim.battery_report import BatteryTotals, battery_totals
+from wattmesh.sim.scenario import (
     BATTERY_CAPACITY_MAX_WH,
     BATTERY_CAPACITY_MIN_WH,
     BATTERY_POWER_MAX_W,
     BATTERY_POWER_MIN_W,
     make_households,
 )
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from ledger.money import network_fee_micro
 from ledger.statement import build_statement
 from ledger.store import LedgerStore
 from wattmesh.cli import main
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from broker.transport import BrokerAddress
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow
 

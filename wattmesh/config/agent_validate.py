@@ -2,11 +2,11 @@
 
 :func:`validate_sections` turns the parsed TOML into a :class:`AgentSection` or lists
 every problem with its TOML path. ``wattmesh agent`` runs it in a short-lived child
-process, ``python -m wattmesh.agent_validate PATH``, which writes the result as JSON
-to stdout (:func:`wattmesh.agent_schema.sections_from_json` reads it back), so that
+process, ``python -m wattmesh.config.agent_validate PATH``, which writes the result as JSON
+to stdout (:func:`wattmesh.config.agent_schema.sections_from_json` reads it back), so that
 pydantic is never loaded into the long-running agent (see BENCHMARKS.md);
 ``--validate-config`` and the tests call it in-process. File checks
-(keys, modes, TLS) come after, in :mod:`wattmesh.agent_config`.
+(keys, modes, TLS) come after, in :mod:`wattmesh.config.agent_config`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from wattmesh.agent_schema import (
+from wattmesh.config.agent_schema import (
     METER_KINDS,
     AgentSection,
     MeterSection,
@@ -95,7 +95,7 @@ def validate_file(path: Path) -> tuple[AgentSection | None, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m wattmesh.agent_validate PATH``: the result as JSON on stdout.
+    """``python -m wattmesh.config.agent_validate PATH``: the result as JSON on stdout.
 
     ``{"sections": ...}`` (``dataclasses.asdict``) when valid, else ``{"problems": [...]}``.
     """

@@ -1,6 +1,6 @@
 """``ledger.toml``: the operator's configuration for ``wattmesh ledger run``.
 
-Validated with pydantic (:mod:`wattmesh.ledger_schema`, unknown keys refused), then
+Validated with pydantic (:mod:`wattmesh.config.ledger_schema`, unknown keys refused), then
 the files it names are checked; every problem is reported with its TOML path, e.g.
 ``gate.timeout_s: must lie in (0, interval_s = 900], got 1000.0``. Relative paths are
 relative to the configuration file's folder (also a relative SQLite database path).
@@ -30,8 +30,8 @@ from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from ledger.registry import Registry, load_registry
 from ledger.schedule import Schedule
 from ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
-from wattmesh.agent_validate import read_toml
-from wattmesh.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
+from wattmesh.config.agent_validate import read_toml
+from wattmesh.config.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
 
 _UNKNOWN_KEY = {"extra_forbidden", "unexpected_keyword_argument"}
 _MQTT_PORT, _MQTTS_PORT = 1883, 8883
@@ -97,8 +97,20 @@ def check_ledger_config(path: Path) -> tuple[LedgerRunConfig | None, list[str]]:
         return None, [problem or "cannot read the file"]
     section, problems = validate_sections(raw)
     if section is None:
-        return None, problems
+        return None, problems + _url_problems(raw, path.parent, problems)
     return _build(section, path.parent)
+
+
+def _url_problems(raw: Mapping[str, object], base: Path, problems: list[str]) -> list[str]:
+    """The database URL's problems beside the schema's, so that one round names them all
+    (the URL is otherwise checked only once the schema passed)."""
+    database = raw.get("database")
+    url = database.get("url") if isinstance(database, Mapping) else None
+    if not isinstance(url, str) or any(p.startswith("database.url:") for p in problems):
+        return []
+    found: list[str] = []
+    _db_url(url, base, lambda where, message: found.append(f"{where}: {message}"))
+    return found
 
 
 def load_ledger_config(path: Path) -> LedgerRunConfig:

@@ -2,7 +2,7 @@
 
 Composition (docs/ARCHITECTURE.md, "Running the operator"):
 
-1. Read and check ``ledger.toml`` (:mod:`wattmesh.ledger_config`).
+1. Read and check ``ledger.toml`` (:mod:`wattmesh.config.ledger_config`).
 2. Take the leadership lease (:mod:`ledger.lease`) before touching the market: a
    standby process waits here (a line every ``lease.poll_s`` at debug level, one at
    info) and takes over when the leader dies. Nothing else happens before: the MQTT
@@ -54,7 +54,7 @@ from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, pre
 from ledger.startcheck import LogDamaged
 from ledger.store import LedgerStore
 from ledger.store_open import store_failures
-from wattmesh.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
+from wattmesh.config.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
 
 _LOG = logging.getLogger("wattmesh.ledger")
 

@@ -1,4 +1,4 @@
-"""Runs :mod:`wattmesh.agent_validate` (pydantic) in a short-lived child process.
+"""Runs :mod:`wattmesh.config.agent_validate` (pydantic) in a short-lived child process.
 
 Standard library only, so that ``wattmesh agent`` can start the child first and do
 its own imports while the child validates (two cores do both at once).
@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wattmesh.agent_schema import AgentSection
+    from wattmesh.config.agent_schema import AgentSection
 
 VALIDATE_TIMEOUT_S = 120.0
 
 
 class ValidationChild:
-    """``python -m wattmesh.agent_validate PATH``, started at construction."""
+    """``python -m wattmesh.config.agent_validate PATH``, started at construction."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "wattmesh.agent_validate", str(path)],
+            [sys.executable, "-m", "wattmesh.config.agent_validate", str(path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -34,7 +34,7 @@ class ValidationChild:
         self, timeout_s: float = VALIDATE_TIMEOUT_S
     ) -> tuple[AgentSection | None, list[str]]:
         """The validated sections, or None and every problem (TOML path first)."""
-        from wattmesh.agent_schema import sections_from_json
+        from wattmesh.config.agent_schema import sections_from_json
 
         try:
             out, err = self._process.communicate(timeout=timeout_s)

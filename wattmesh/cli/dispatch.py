@@ -7,6 +7,7 @@ an edge device that installed only the agent's extra (no SQLAlchemy, pandas or p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from ledger.store_errors import StoreError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command its pipe ended
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,13 +64,13 @@ def _cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger_statement(args: argparse.Namespace) -> int:
-    from wattmesh.statement_cli import run_statement_command
+    from wattmesh.cli.statement_cli import run_statement_command
 
     return run_statement_command(args)
 
 
 def _cmd_ledger_run(args: argparse.Namespace) -> int:
-    from wattmesh.ledger_run import run_ledger_command, validate_config_command
+    from wattmesh.cli.ledger_run import run_ledger_command, validate_config_command
 
     if args.validate_config:
         return validate_config_command(Path(args.config))
@@ -76,19 +78,19 @@ def _cmd_ledger_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from wattmesh.simulate_cli import run_simulate_command
+    from wattmesh.cli.simulate_cli import run_simulate_command
 
     return run_simulate_command(args)
 
 
 def _cmd_market_clear(args: argparse.Namespace) -> int:
-    from wattmesh.market_cli import run_market_clear_command
+    from wattmesh.cli.market_cli import run_market_clear_command
 
     return run_market_clear_command(args.mechanism, Path(args.file))
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from wattmesh.agent_cli import run_agent_command, validate_config_command
+    from wattmesh.cli.agent_cli import run_agent_command, validate_config_command
 
     if args.validate_config:
         return validate_config_command(Path(args.config))
@@ -96,7 +98,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_meter_read(args: argparse.Namespace) -> int:
-    from wattmesh.meter_cli import run_meter_read
+    from wattmesh.cli.meter_cli import run_meter_read
 
     return run_meter_read(args.meter, as_json=args.json, timeout_s=args.timeout)
 
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_simulate, _add_keys, _add_ledger, _add_market, _add_agent, _add_meter):
         add(sub)
-    from wattmesh.registry_cli import add_registry_commands  # stdlib only at import time
+    from wattmesh.cli.registry_cli import add_registry_commands  # stdlib only at import time
 
     add_registry_commands(sub)
     return parser
@@ -114,19 +116,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     sim = sub.add_parser("simulate", help="run a whole neighbourhood on this machine")
-    sim.add_argument("--households", type=int, default=20)
-    sim.add_argument("--days", type=int, default=2)
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--pv-share", type=float, default=0.4)
+    sim.add_argument("--households", type=int, default=20, help="how many (default 20)")
+    sim.add_argument("--days", type=int, default=2, help="simulated days to trade (default 2)")
+    sim.add_argument(
+        "--seed", type=int, default=1, help="seed of every random choice; same seed, same run"
+    )
+    sim.add_argument(
+        "--pv-share", type=float, default=0.4, help="share of households with PV (default 0.4)"
+    )
     sim.add_argument(
         "--battery-share", type=float, default=0.0, help="share of PV households with a battery"
     )
     sim.add_argument("--broker", default="auto", help="auto, or mqtt://host:port")
     sim.add_argument("--db", default=None, help="ledger database URL (default: out/ledger.db)")
-    sim.add_argument("--forecaster", choices=("prophet", "naive"), default="prophet")
+    sim.add_argument(
+        "--forecaster",
+        choices=("prophet", "naive"),
+        default="prophet",
+        help="the households' forecasts (default prophet; naive is quicker)",
+    )
     sim.add_argument("--history-days", type=int, default=28, help="history before the period")
-    sim.add_argument("--report", default="out/report.json")
-    sim.add_argument("--workdir", default="out")
+    sim.add_argument(
+        "--report", default=None, help="report file (JSON; default WORKDIR/report.json)"
+    )
+    sim.add_argument(
+        "--workdir", default="out", help="folder for the ledger, broker and report (default out)"
+    )
+    sim.add_argument(
+        "--currency", default="EUR", help="currency of the amounts, ISO 4217 (default EUR)"
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
     sim.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
     sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
@@ -165,9 +183,11 @@ def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
     statement.add_argument("--household", required=True, help="the household's agent id")
     statement.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD (UTC)")
     statement.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (UTC), inclusive")
-    statement.add_argument("--format", choices=("csv", "json"), default="json")
+    statement.add_argument(
+        "--format", choices=("csv", "json"), default="json", help="output format (default json)"
+    )
     statement.set_defaults(func=_cmd_ledger_statement)
-    from wattmesh.ledger_cli import add_proof_commands  # stdlib only at import time
+    from wattmesh.cli.ledger_cli import add_proof_commands  # stdlib only at import time
 
     add_proof_commands(ledger_sub)
 
@@ -214,11 +234,32 @@ def _seconds(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit meets no closed pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except StoreError as exc:  # the database failed: not a bad argument
         print(f"wattmesh: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

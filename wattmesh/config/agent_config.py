@@ -1,8 +1,8 @@
 """``agent.toml``: the household agent's configuration, validated with pydantic.
 
 Unknown keys are errors; every problem is reported with its TOML path. The sections
-are plain dataclasses (:mod:`wattmesh.agent_schema`) that pydantic validates
-(:mod:`wattmesh.agent_validate`); the running agent does that in a short-lived child
+are plain dataclasses (:mod:`wattmesh.config.agent_schema`) that pydantic validates
+(:mod:`wattmesh.config.agent_validate`); the running agent does that in a short-lived child
 process (:func:`check_agent_config_isolated`) so pydantic never stays resident. Secrets
 (the signing key, the MQTT password, a TLS client key) are read from files named
 here, never from the command line or the TOML itself; the signing key and the
@@ -57,6 +57,7 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
 from __future__ import annotations
 
 import stat
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,7 +80,7 @@ from broker.errors import ConfigError, WattmeshError
 from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
 from broker.topics import Topics, check_segment
 from broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
-from wattmesh.agent_schema import (
+from wattmesh.config.agent_schema import (
     AgentSection,
     BatterySection,
     ModbusRtuSection,
@@ -90,14 +91,14 @@ from wattmesh.agent_schema import (
     ReplaySection,
     TlsSection,
 )
-from wattmesh.agent_validate_child import ValidationChild
+from wattmesh.config.agent_validate_child import ValidationChild
 
 _MQTTS_PORT = 8883
 
 
 @dataclass(frozen=True)
 class ReplaySpec:
-    """The simulated meter replaying a JSON profile (see wattmesh/agent_cli.py)."""
+    """The simulated meter replaying a JSON profile (see wattmesh/cli/agent_cli.py)."""
 
     path: Path
 
@@ -233,15 +234,41 @@ def _check_map(name: str, base: Path, problems: _Problems) -> None:
         problems.add("meter.map", str(exc))
 
 
-def _transport(model: AgentSection, base: Path, problems: _Problems) -> TransportConfig | None:
-    url = model.broker.strip()
+def _broker_address(url: str, problems: _Problems) -> BrokerAddress | None:
+    """The address of an ``mqtt://`` or ``mqtts://`` URL (mqtts: port 8883 by default)."""
+    url = url.strip()
     secure = url.startswith("mqtts://")
     try:
         address = parse_broker_url("mqtt://" + url.removeprefix("mqtts://") if secure else url)
-        if secure and urlsplit(url).port is None:
-            address = BrokerAddress(address.host, _MQTTS_PORT)
     except ValueError as exc:
         problems.add("broker", str(exc).replace("mqtt://host[:port]", "mqtt(s)://host[:port]"))
+        return None
+    if secure and urlsplit(url).port is None:
+        return BrokerAddress(address.host, _MQTTS_PORT)
+    return address
+
+
+def _with_url_problems(path: Path, problems: list[str]) -> list[str]:
+    """The schema's problems and the broker URL's, so that one round names them all
+    (the URL is otherwise checked only once the schema passed)."""
+    if any(p.startswith("broker:") for p in problems):
+        return problems
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return problems  # already reported as the file's problem
+    url = raw.get("broker")
+    found = _Problems()
+    if isinstance(url, str):
+        _broker_address(url, found)
+    return problems + found.items
+
+
+def _transport(model: AgentSection, base: Path, problems: _Problems) -> TransportConfig | None:
+    url = model.broker.strip()
+    secure = url.startswith("mqtts://")
+    address = _broker_address(url, problems)
+    if address is None:
         return None
     mqtt = model.mqtt
     tls: TlsConfig | None = None
@@ -286,11 +313,11 @@ def check_agent_config(path: Path) -> tuple[AgentFileConfig | None, list[str]]:
     Loads pydantic into this process (``--validate-config``, tests); the agent itself
     uses :func:`check_agent_config_isolated`.
     """
-    from wattmesh.agent_validate import validate_file
+    from wattmesh.config.agent_validate import validate_file
 
     model, problems = validate_file(path)
     if model is None:
-        return None, problems
+        return None, _with_url_problems(path, problems)
     return _build(model, path.parent)
 
 
@@ -299,13 +326,13 @@ def check_agent_config_isolated(
 ) -> tuple[AgentFileConfig | None, list[str]]:
     """Like :func:`check_agent_config`, with the pydantic validation in a child process.
 
-    The child (:class:`~wattmesh.agent_validate_child.ValidationChild`, pass one already
+    The child (:class:`~wattmesh.config.agent_validate_child.ValidationChild`, pass one already
     started for ``path`` to overlap it with other work) returns the validated sections
     as plain dataclasses, so pydantic's memory never stays in the long-running agent.
     """
     model, problems = (child or ValidationChild(path)).result()
     if model is None:
-        return None, problems
+        return None, _with_url_problems(path, problems)
     return _build(model, path.parent)
 
 

@@ -17,7 +17,7 @@ from broker.errors import ConfigError
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
-from wattmesh.simulate import SimulationConfig, run_simulation
+from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
 def run_simulate_command(args: argparse.Namespace) -> int:
@@ -34,8 +34,9 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         history_days=args.history_days,
         tariffs=None if args.tariffs is None else load_tariffs(Path(args.tariffs)),
         mechanism=_mechanism(args.mechanism, args.network_fee_micro_per_kwh),
+        currency=args.currency,
     )
-    path = Path(args.report)
+    path = config.workdir / "report.json" if args.report is None else Path(args.report)
     _writable_paths(config.workdir, path)  # before the run, not after it
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True, quiet=args.quiet)
@@ -99,7 +100,7 @@ def load_tariffs(path: Path) -> TariffSchedule:
 
 
 def summary_table(report: dict[str, Any]) -> Table:
-    energy, money = report["energy_wh"], report["money_micro"]
+    energy, money, currency = report["energy_wh"], report["money_micro"], report["currency"]
     table = Table(
         title=f"wattmesh simulate: {report['households']} households, "
         f"{report['days']} days, seed {report['seed']}"
@@ -112,9 +113,9 @@ def summary_table(report: dict[str, Any]) -> Table:
         ("traded between neighbours", _kwh(energy["p2p"])),
         ("bought from the grid", _kwh(energy["grid_import"])),
         ("sold to the grid", _kwh(energy["grid_export"])),
-        ("cost with the grid only", _money(money["grid_only"])),
-        ("cost in the community", _money(money["community"])),
-        ("network fees collected", _money(money["network_fees"])),
+        ("cost with the grid only", _money(money["grid_only"], currency)),
+        ("cost in the community", _money(money["community"], currency)),
+        ("network fees collected", _money(money["network_fees"], currency)),
         ("savings", f"{report['savings_pct']:.2f} %"),
         ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
         ("trades", str(report["trades"])),
@@ -128,7 +129,7 @@ def summary_table(report: dict[str, Any]) -> Table:
             -3,
             (
                 f"battery savings ({batteries['households']} households, mean)",
-                _money(batteries["mean_battery_savings_micro"]),
+                _money(batteries["mean_battery_savings_micro"], currency),
             ),
         )
     for name, value in rows:
@@ -140,5 +141,5 @@ def _kwh(wh: int) -> str:
     return f"{wh / 1000:,.1f} kWh"
 
 
-def _money(micro: int) -> str:
-    return f"{micro / 1_000_000:,.2f}"
+def _money(micro: int, currency: str) -> str:
+    return f"{micro / 1_000_000:,.2f} {currency}"

@@ -5,12 +5,12 @@ is ``Annotated`` with a :class:`Check` (bounds, length, pattern), which pydantic
 turns into its own constraints through the ``__get_pydantic_core_schema__`` hook;
 the shared field types below carry them. Sections derive from :class:`Section`, whose
 ``__pydantic_config__`` makes pydantic refuse unknown keys;
-:mod:`wattmesh.agent_validate` runs the validation. ``wattmesh agent`` validates in a
+:mod:`wattmesh.config.agent_validate` runs the validation. ``wattmesh agent`` validates in a
 short-lived child process and receives the sections back as JSON
 (:func:`sections_from_json`), so pydantic (about 9 MB resident, see BENCHMARKS.md)
 never stays in the long-running agent. Times in seconds (``_s``), capacities in
 entries, energy in Wh, power in W. The format is documented in
-:mod:`wattmesh.agent_config` and docs/raspberry-pi.md.
+:mod:`wattmesh.config.agent_config` and docs/raspberry-pi.md.
 """
 
 # No ``from __future__ import annotations``: pydantic reads these annotations as objects.
@@ -229,7 +229,7 @@ class AgentSection(Section):
 def sections_from_json(data: Mapping[str, Any]) -> AgentSection:
     """The sections again from ``dataclasses.asdict`` of validated ones (as JSON).
 
-    No validation: only for what :mod:`wattmesh.agent_validate` has validated.
+    No validation: only for what :mod:`wattmesh.config.agent_validate` has validated.
     """
     mqtt, meter, battery = dict(data["mqtt"]), data["meter"], data["battery"]
     tls = mqtt.pop("tls")

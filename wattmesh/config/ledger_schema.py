@@ -1,7 +1,7 @@
 """The sections of ``ledger.toml`` as frozen dataclasses: the shape pydantic validates.
 
 Constraints are ``annotated_types`` metadata and ``__pydantic_config__`` refuses unknown
-keys; :mod:`wattmesh.ledger_config` validates. Unlike the agent's schema (which keeps
+keys; :mod:`wattmesh.config.ledger_config` validates. Unlike the agent's schema (which keeps
 pydantic and annotated-types out of the agent process) this one imports pydantic (for
 ``Strict`` integers): the ledger may keep it loaded (SQLModel needs it anyway). Times in
 seconds (``_s``), money in micro-units per kWh, hours in UTC. The format is documented
@@ -18,7 +18,7 @@ from annotated_types import Ge, Gt, Le, MinLen
 from pydantic import Strict
 
 from broker.topics import DEFAULT_PREFIX
-from wattmesh.agent_schema import TlsSection
+from wattmesh.config.agent_schema import TlsSection
 
 _FORBID: Final = {"extra": "forbid"}
 

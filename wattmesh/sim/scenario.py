@@ -6,9 +6,9 @@ period (for forecasters to learn from) followed by the simulated period.
 
 * Household specs (:func:`make_households`): seeded PV peak power, annual
   demand and, for a share of the PV households, a home battery.
-* Demand: :mod:`wattmesh.demand_model` (BDEW H25 from ``demandlib``, seeded
+* Demand: :mod:`wattmesh.sim.demand_model` (BDEW H25 from ``demandlib``, seeded
   time shift and log-normal noise), scaled to each household's annual demand.
-* PV: :mod:`wattmesh.pv_model` (PVWatts-style ``pvlib`` model on the TMY3 file
+* PV: :mod:`wattmesh.sim.pv_model` (PVWatts-style ``pvlib`` model on the TMY3 file
   shipped inside pvlib), per Wp for each household's seeded orientation,
   scaled to its peak power.
 
@@ -26,8 +26,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from agents.battery import BatterySpec
-from wattmesh.demand_model import DEMAND_MAX_SHIFT_S, DEMAND_NOISE_SIGMA, demand_cumulative
-from wattmesh.pv_model import (
+from wattmesh.sim.demand_model import (
+    DEMAND_MAX_SHIFT_S,
+    DEMAND_NOISE_SIGMA,
+    DemandCumulative,
+    demand_cumulative,
+)
+from wattmesh.sim.pv_model import (
     WEATHER_SITE_LATITUDE_DEG,
     WEATHER_SITE_LONGITUDE_DEG,
     FloatArray,
@@ -292,6 +297,61 @@ def build_scenario(
     and the BDEW profile are read on that local clock, so a site far from the
     weather station gets the station's weather at the same local time.
     """
+    start_utc = _check_scenario_args(
+        households=households,
+        days=days,
+        seed=seed,
+        pv_share=pv_share,
+        start=start,
+        history_days=history_days,
+        interval_s=interval_s,
+        latitude_deg=latitude_deg,
+        longitude_deg=longitude_deg,
+    )
+    start_epoch_s = _epoch_seconds(start_utc)
+    specs = make_households(households, seed=seed, pv_share=pv_share, battery_share=battery_share)
+    interval_count = (history_days + days) * 86_400 // interval_s
+    utc_offset_s = round(longitude_deg / 15.0) * 3600
+
+    demand = demand_cumulative(start_epoch_s + utc_offset_s, interval_count, interval_s)
+    pv = _UnitPv(
+        PvModel.create(
+            start_epoch_s=start_epoch_s,
+            interval_count=interval_count,
+            interval_s=interval_s,
+            utc_offset_s=utc_offset_s,
+            latitude_deg=latitude_deg,
+            longitude_deg=longitude_deg,
+        )
+        if any(spec.pv_peak_w > 0 for spec in specs)
+        else None,
+        interval_count,
+    )
+    profiles = tuple(
+        _profile(spec, _rng(seed, _STREAM_PROFILE, i), demand, pv) for i, spec in enumerate(specs)
+    )
+    return Scenario(
+        start=start_utc,
+        interval_s=interval_s,
+        history_intervals=history_days * 86_400 // interval_s,
+        households=profiles,
+    )
+
+
+def _check_scenario_args(
+    *,
+    households: int,
+    days: int,
+    seed: int,
+    pv_share: float,
+    start: datetime,
+    history_days: int,
+    interval_s: int,
+    latitude_deg: float,
+    longitude_deg: float,
+) -> datetime:
+    """``start`` in UTC once every argument of :func:`build_scenario` is checked
+    (ValueError naming the first that is not)."""
     _check_count(households)
     _check_seed(seed)
     _check_pv_share(pv_share)
@@ -308,53 +368,40 @@ def build_scenario(
     if start.tzinfo is None or start.utcoffset() is None:
         raise ValueError(f"start must be timezone-aware, got {start!r}")
     start_utc = start.astimezone(UTC)
-    start_epoch_s = _epoch_seconds(start_utc)
-    if start_utc.microsecond != 0 or start_epoch_s % interval_s != 0:
+    if start_utc.microsecond != 0 or _epoch_seconds(start_utc) % interval_s != 0:
         raise ValueError(f"start must be aligned to interval_s={interval_s}, got {start!r}")
+    return start_utc
 
-    specs = make_households(households, seed=seed, pv_share=pv_share, battery_share=battery_share)
-    interval_count = (history_days + days) * 86_400 // interval_s
-    utc_offset_s = round(longitude_deg / 15.0) * 3600
 
-    demand = demand_cumulative(start_epoch_s + utc_offset_s, interval_count, interval_s)
-    pv_model = (
-        PvModel.create(
-            start_epoch_s=start_epoch_s,
-            interval_count=interval_count,
-            interval_s=interval_s,
-            utc_offset_s=utc_offset_s,
-            latitude_deg=latitude_deg,
-            longitude_deg=longitude_deg,
-        )
-        if any(spec.pv_peak_w > 0 for spec in specs)
-        else None
-    )
-    unit_pv_cache: dict[tuple[int, int], FloatArray] = {}
-    zeros = (0,) * interval_count
+class _UnitPv:
+    """The PV energy per Wp of each orientation, computed once per orientation (none
+    when no household has PV)."""
 
-    profiles: list[HouseholdProfile] = []
-    for i, spec in enumerate(specs):
-        # One stream per household, drawn in this order: orientation, demand shift, noise.
-        rng = _rng(seed, _STREAM_PROFILE, i)
-        orientation = draw_orientation(rng)
-        demand_wh = _round_wh(demand.draw_shares(rng) * float(spec.annual_demand_wh))
+    def __init__(self, model: PvModel | None, interval_count: int) -> None:
+        self._model = model
+        self._cache: dict[tuple[int, int], FloatArray] = {}
+        self.zeros: tuple[int, ...] = (0,) * interval_count
 
-        if pv_model is not None and spec.pv_peak_w > 0:
-            unit = unit_pv_cache.get(orientation)
-            if unit is None:
-                tilt_deg, azimuth_deg = orientation
-                unit = pv_model.unit_interval_wh(tilt_deg=tilt_deg, azimuth_deg=azimuth_deg)
-                unit_pv_cache[orientation] = unit
-            pv: tuple[int, ...] = _round_wh(unit * float(spec.pv_peak_w))
-        else:
-            pv = zeros
-        profiles.append(HouseholdProfile(spec=spec, demand_wh=demand_wh, pv_wh=pv))
+    def wh(self, orientation: tuple[int, int], peak_w: int) -> tuple[int, ...]:
+        if self._model is None or peak_w <= 0:
+            return self.zeros
+        unit = self._cache.get(orientation)
+        if unit is None:
+            tilt_deg, azimuth_deg = orientation
+            unit = self._model.unit_interval_wh(tilt_deg=tilt_deg, azimuth_deg=azimuth_deg)
+            self._cache[orientation] = unit
+        return _round_wh(unit * float(peak_w))
 
-    return Scenario(
-        start=start_utc,
-        interval_s=interval_s,
-        history_intervals=history_days * 86_400 // interval_s,
-        households=tuple(profiles),
+
+def _profile(
+    spec: HouseholdSpec, rng: np.random.Generator, demand: DemandCumulative, pv: _UnitPv
+) -> HouseholdProfile:
+    """One household's profiles from its own stream, drawn in this order: orientation,
+    demand shift, noise."""
+    orientation = draw_orientation(rng)
+    demand_wh = _round_wh(demand.draw_shares(rng) * float(spec.annual_demand_wh))
+    return HouseholdProfile(
+        spec=spec, demand_wh=demand_wh, pv_wh=pv.wh(orientation, spec.pv_peak_w)
     )
 
 

@@ -30,7 +30,7 @@ from ledger.money import cost_micro
 if TYPE_CHECKING:
     from agents.battery_meter import BatteryMeter
     from ledger.clearing import GridTariff
-    from wattmesh.scenario import HouseholdProfile, Scenario
+    from wattmesh.sim.scenario import HouseholdProfile, Scenario
 
 
 @dataclass(frozen=True)

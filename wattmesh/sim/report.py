@@ -3,7 +3,7 @@
 Energy figures are integers (Wh) and balance exactly; money in integer micro-units.
 Only the derived ratios (``savings_pct``, ``self_sufficiency``) are floats.
 
-With home batteries (``wattmesh/battery_report.py``) the balance, per household and for
+With home batteries (``wattmesh/sim/battery_report.py``) the balance, per household and for
 the neighbourhood, is
 ``demand - pv + battery_losses + battery_soc_change == import - export``
 (``battery_soc_change = soc_end - soc_start`` over the simulated period); without a
@@ -27,7 +27,7 @@ from ledger.accounts import (
 from ledger.ledger import IntervalOutcome, Ledger
 from ledger.metering import Revision
 from ledger.settlement import Basis
-from wattmesh.battery_report import (
+from wattmesh.sim.battery_report import (
     BatteryTotals,
     battery_comparison,
     household_battery_json,
@@ -35,8 +35,9 @@ from wattmesh.battery_report import (
 )
 
 if TYPE_CHECKING:
-    from wattmesh.scenario import Scenario
-    from wattmesh.simulate import SimulationConfig
+    from ledger.clearing import GridTariff
+    from wattmesh.sim.scenario import Scenario
+    from wattmesh.sim.simulate import SimulationConfig
 
 
 class BalanceError(CommandError, FailureError):
@@ -118,48 +119,14 @@ def build_report(
     trades = sum(len(outcome.clearing.fills) for outcome in outcomes)
     _add_settlements(households, outcomes)
     rows = [households[a] for a in sorted(households)]
-    stored = {a: t.balance_wh for a, t in batteries.items()}
-    for h in rows:
-        net = h.demand_wh - h.pv_wh + stored.get(h.agent, 0)
-        if h.settled_intervals == count and net != h.import_wh - h.export_wh:
-            raise BalanceError(f"{h.agent}: metered energy differs from the scenario")
-    demand = sum(h.demand_wh for h in rows)
-    pv = sum(h.pv_wh for h in rows)
-    grid_import = sum(h.grid_import_wh for h in rows)
-    grid_export = sum(h.grid_export_wh for h in rows)
-    p2p = sum(h.p2p_bought_wh for h in rows)
-    flagged = any(h.flagged_intervals for h in rows)  # a flagged side leaves a trade open
-    if not flagged and p2p != sum(h.p2p_sold_wh for h in rows):
-        raise BalanceError("P2P energy bought differs from energy sold")
     accounts = balances(p for outcome in outcomes for p in outcome.postings)
-    if sum(accounts.values()) != 0:
-        raise BalanceError("the postings do not sum to zero over all accounts")
-    for h in rows:
-        if accounts[household_account(h.agent)] != h.community_micro:
-            raise BalanceError(f"{h.agent}: the postings differ from the settlements")
-    complete = all(h.settled_intervals == count for h in rows)
-    losses = sum(t.losses_wh for t in batteries.values())
-    soc_change = sum(t.soc_end_wh - t.soc_start_wh for t in batteries.values())
-    if complete and demand - pv + losses + soc_change != grid_import - grid_export:
-        raise BalanceError("demand - pv (+ battery terms) differs from grid import - export")
+    energy, complete = _energy(rows, batteries, count)
+    _check_money(rows, accounts)
     grid_only = sum(h.grid_only_micro for h in rows)
-    profiles = {hh.spec.agent_id: hh for hh in scenario.households}
-    per_household = []
-    for h in rows:
-        hh = profiles[h.agent]
-        reference, pv_only = reference_costs(hh, first=first, count=count, tariff=config.tariff)
-        per_household.append(
-            {
-                **h.to_json(),
-                "battery": household_battery_json(hh, batteries.get(h.agent)),
-                "reference_micro": reference,
-                "pv_only_micro": pv_only,
-            }
-        )
+    per_household = _per_household(rows, scenario, batteries, config.tariff)
     community = sum(h.community_micro for h in rows)
     fees = sum(h.network_fee_micro for h in rows)
-    if fees != -accounts[FEES_ACCOUNT]:
-        raise BalanceError("the network fees differ from the operator's fee account")
+    demand, grid_import = energy["demand"], energy["grid_import"]
     return {
         "households": len(rows),
         "days": config.days,
@@ -169,15 +136,8 @@ def build_report(
         "pv_share": config.pv_share,
         "battery_share": config.battery_share,
         "forecaster": config.forecaster,
-        "energy_wh": {
-            "demand": demand,
-            "pv": pv,
-            "p2p": p2p,
-            "grid_import": grid_import,
-            "grid_export": grid_export,
-            "battery_losses": losses,
-            "battery_soc_change": soc_change,
-        },
+        "energy_wh": energy,
+        "currency": config.currency,
         "money_micro": {"grid_only": grid_only, "community": community, "network_fees": fees},
         "network_fee_micro_per_kwh": config.mechanism.rules.network_fee_micro_per_kwh,
         "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},
@@ -193,3 +153,74 @@ def build_report(
         "per_household": per_household,
         "battery_comparison": battery_comparison(per_household),
     }
+
+
+def _energy(
+    rows: Sequence[_Household], batteries: Mapping[str, BatteryTotals], count: int
+) -> tuple[dict[str, int], bool]:
+    """The neighbourhood's energy (Wh) and whether every interval settled on readings;
+    BalanceError if a household's or the neighbourhood's energy does not balance."""
+    stored = {a: t.balance_wh for a, t in batteries.items()}
+    for h in rows:
+        net = h.demand_wh - h.pv_wh + stored.get(h.agent, 0)
+        if h.settled_intervals == count and net != h.import_wh - h.export_wh:
+            raise BalanceError(f"{h.agent}: metered energy differs from the scenario")
+    demand = sum(h.demand_wh for h in rows)
+    pv = sum(h.pv_wh for h in rows)
+    grid_import = sum(h.grid_import_wh for h in rows)
+    grid_export = sum(h.grid_export_wh for h in rows)
+    p2p = sum(h.p2p_bought_wh for h in rows)
+    flagged = any(h.flagged_intervals for h in rows)  # a flagged side leaves a trade open
+    if not flagged and p2p != sum(h.p2p_sold_wh for h in rows):
+        raise BalanceError("P2P energy bought differs from energy sold")
+    complete = all(h.settled_intervals == count for h in rows)
+    losses = sum(t.losses_wh for t in batteries.values())
+    soc_change = sum(t.soc_end_wh - t.soc_start_wh for t in batteries.values())
+    if complete and demand - pv + losses + soc_change != grid_import - grid_export:
+        raise BalanceError("demand - pv (+ battery terms) differs from grid import - export")
+    energy = {
+        "demand": demand,
+        "pv": pv,
+        "p2p": p2p,
+        "grid_import": grid_import,
+        "grid_export": grid_export,
+        "battery_losses": losses,
+        "battery_soc_change": soc_change,
+    }
+    return energy, complete
+
+
+def _check_money(rows: Sequence[_Household], accounts: Mapping[str, int]) -> None:
+    """BalanceError unless the postings sum to zero, each household's account holds what
+    its settlements say and the operator's fee account holds the network fees."""
+    if sum(accounts.values()) != 0:
+        raise BalanceError("the postings do not sum to zero over all accounts")
+    for h in rows:
+        if accounts[household_account(h.agent)] != h.community_micro:
+            raise BalanceError(f"{h.agent}: the postings differ from the settlements")
+    if sum(h.network_fee_micro for h in rows) != -accounts[FEES_ACCOUNT]:
+        raise BalanceError("the network fees differ from the operator's fee account")
+
+
+def _per_household(
+    rows: Sequence[_Household],
+    scenario: Scenario,
+    batteries: Mapping[str, BatteryTotals],
+    tariff: GridTariff,
+) -> list[dict[str, Any]]:
+    """Each household's row: its figures, its battery and its reference costs."""
+    first, count = scenario.history_intervals, scenario.simulated_intervals
+    profiles = {hh.spec.agent_id: hh for hh in scenario.households}
+    per_household = []
+    for h in rows:
+        hh = profiles[h.agent]
+        reference, pv_only = reference_costs(hh, first=first, count=count, tariff=tariff)
+        per_household.append(
+            {
+                **h.to_json(),
+                "battery": household_battery_json(hh, batteries.get(h.agent)),
+                "reference_micro": reference,
+                "pv_only_micro": pv_only,
+            }
+        )
+    return per_household

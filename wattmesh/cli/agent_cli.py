@@ -2,8 +2,8 @@
 
 Imports only the agent's dependencies (the wire contract, aiomqtt, dsmr-parser;
 pymodbus for a Modbus meter). pydantic validates the file in a short-lived child
-process (:mod:`wattmesh.agent_validate_child`), so it never stays in the agent. The
-configuration format is documented in :mod:`wattmesh.agent_config` and
+process (:mod:`wattmesh.config.agent_validate_child`), so it never stays in the agent. The
+configuration format is documented in :mod:`wattmesh.config.agent_config` and
 docs/raspberry-pi.md. A replay meter reads a JSON
 profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``;
 with a simulated ``[battery]`` the household replays it with that battery behind its
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the agent's own modules load lazily: see run_agent_command
     from agents.battery import BatteryController
     from agents.battery_meter import BatteryMeter
     from agents.meter import Meter, SimulatedMeter
-    from wattmesh.agent_config import AgentFileConfig, BatterySettings
+    from wattmesh.config.agent_config import AgentFileConfig, BatterySettings
 
 EXIT_INVALID = 1
 
@@ -65,7 +65,7 @@ async def _household(
     """The meter, and the battery controller if ``[battery]`` is configured."""
     from agents.battery_meter import BatteryMeter
     from agents.metering.open import open_meter
-    from wattmesh.agent_config import ReplaySpec
+    from wattmesh.config.agent_config import ReplaySpec
 
     if isinstance(config.meter, ReplaySpec):
         meter = _replay_meter(config.meter.path, config.battery)
@@ -116,7 +116,7 @@ async def _run(config: AgentFileConfig) -> None:
 
 def run_agent_command(path: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from wattmesh.agent_validate_child import ValidationChild
+    from wattmesh.config.agent_validate_child import ValidationChild
 
     # pydantic validates in a child process (never loaded here: about 9 MB), started
     # first so that it runs while this process imports the agent.
@@ -124,7 +124,7 @@ def run_agent_command(path: Path) -> int:
     import asyncio
 
     from broker.errors import ConfigError
-    from wattmesh.agent_config import load_agent_config_isolated
+    from wattmesh.config.agent_config import load_agent_config_isolated
 
     config = load_agent_config_isolated(path, child)
     try:  # before anything starts: a bad state_dir is one line (exit 2), no traceback
@@ -139,7 +139,7 @@ def run_agent_command(path: Path) -> int:
 
 def validate_config_command(path: Path) -> int:
     """Check ``path`` without connecting anywhere: 0 if valid, 1 listing every problem."""
-    from wattmesh.agent_config import check_agent_config
+    from wattmesh.config.agent_config import check_agent_config
 
     config, problems = check_agent_config(path)
     if config is None:

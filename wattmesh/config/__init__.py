@@ -1,0 +1,1 @@
+"""The agent's and the ledger's configuration files: schemas, loading, validation."""

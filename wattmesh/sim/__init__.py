@@ -1,0 +1,1 @@
+"""``wattmesh simulate``: a whole neighbourhood on one machine (PV, demand, scenario, report)."""

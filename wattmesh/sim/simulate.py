@@ -1,0 +1,415 @@
+"""``wattmesh simulate``: a whole neighbourhood on one machine, over a real MQTT broker.
+
+Every part runs as it would in production (household agents, forecasting service,
+ledger and market operator, each with its own MQTT connection); only time is simulated:
+the operator opens the next interval as soon as the previous one has cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from agents.battery_meter import BatteryMeter
+from agents.meter import MarketClock, SimulatedMeter
+from agents.presence import StatusSigner
+from agents.sequence import MemorySequence
+from broker.errors import ConfigError
+from broker.keys import SigningKey, VerifyingKey
+from broker.topics import Topics
+from broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
+from forecasting.service import ForecasterConfig, ForecastService, ModelName
+from ledger.clearing import GridTariff
+from ledger.ledger import IntervalOutcome, Ledger
+from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.tariffs import TariffSchedule
+from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from ledger.store import LedgerStore
+from ledger.verify import verify_ledger
+from wattmesh.sim.battery_report import battery_balances
+from wattmesh.sim.report import build_report
+from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
+from wattmesh.sim.simkeys import simulation_key
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    households: int
+    days: int
+    seed: int
+    pv_share: float = 0.4
+    battery_share: float = 0.0  # of the PV households
+    broker: str = "auto"  # "auto" or mqtt://host:port
+    db_url: str | None = None  # default: sqlite in workdir, recreated
+    forecaster: ModelName = "prophet"
+    workdir: Path = Path("out")
+    market_id: str = "sim"
+    interval_s: int = 900
+    history_days: int = 28
+    tariff: GridTariff = field(default_factory=lambda: GridTariff(300_000, 80_000))
+    tariffs: TariffSchedule | None = None  # time-of-use schedule; None: ``tariff`` all day
+    mechanism: Mechanism = field(default_factory=Mechanism)
+    gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
+    currency: str = "EUR"  # ISO 4217 code of the micro-units (named in the report)
+
+    def __post_init__(self) -> None:
+        if self.households < 1:
+            raise ConfigError(f"--households must be at least 1, got {self.households}")
+        if self.days < 1:
+            raise ConfigError(f"--days must be at least 1, got {self.days}")
+        if self.history_days < 1:
+            raise ConfigError(f"--history-days must be at least 1, got {self.history_days}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must not be negative, got {self.seed}")
+        if not 0.0 <= self.pv_share <= 1.0:
+            raise ConfigError(f"--pv-share must lie in [0, 1], got {self.pv_share}")
+        if not 0.0 <= self.battery_share <= 1.0:
+            raise ConfigError(f"--battery-share must lie in [0, 1], got {self.battery_share}")
+        if self.forecaster not in ("prophet", "naive"):
+            raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
+        if not (len(self.currency) == 3 and self.currency.isascii() and self.currency.isupper()):
+            raise ConfigError(
+                f"--currency must be an ISO 4217 code like EUR, not {self.currency!r}"
+            )
+        if self.broker != "auto":
+            parse_broker_url_or_config_error(self.broker)
+
+    def tariff_at(self, interval: int) -> GridTariff:
+        """The grid tariff of the interval starting at ``interval`` (epoch s)."""
+        return self.tariff if self.tariffs is None else self.tariffs.at(interval)
+
+
+def parse_broker_url_or_config_error(url: str) -> BrokerAddress:
+    try:
+        return parse_broker_url(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+async def check_reachable(address: BrokerAddress, timeout_s: float = 5.0) -> None:
+    """Connect once with a clean MQTT session; raise ConfigError if no broker answers."""
+    import aiomqtt
+
+    client = aiomqtt.Client(
+        address.host,
+        address.port,
+        identifier=f"wattmesh-probe-{os.getpid()}",
+        protocol=aiomqtt.ProtocolVersion.V311,
+        timeout=timeout_s,
+    )
+    try:
+        async with client:
+            pass
+    except aiomqtt.MqttError as exc:
+        raise ConfigError(f"cannot reach the MQTT broker at {address.url}") from exc
+
+
+@contextlib.asynccontextmanager
+async def open_broker(spec: str, workdir: Path) -> AsyncIterator[tuple[BrokerAddress, str]]:
+    """The broker to use: a given URL, a private Mosquitto, or the embedded amqtt broker."""
+    if spec != "auto":
+        address = parse_broker_url_or_config_error(spec)
+        await check_reachable(address)
+        yield address, "external"
+        return
+    from broker.mosquitto import find_mosquitto, private_mosquitto
+
+    if find_mosquitto() is not None:
+        async with private_mosquitto(workdir / "mosquitto") as address:
+            yield address, "mosquitto"
+    else:
+        from broker.embedded import embedded_broker
+
+        async with embedded_broker() as address:
+            yield address, "amqtt"
+
+
+def open_store(config: SimulationConfig) -> tuple[LedgerStore, str]:
+    url = config.db_url
+    if url is None:
+        path = config.workdir / "ledger.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    store = LedgerStore(url)
+    if store.size() > 0:
+        store.close()
+        raise ConfigError(f"the database {url} already holds a ledger; give an empty one")
+    return store, url
+
+
+async def run_simulation(
+    config: SimulationConfig, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run the neighbourhood and return the report (see docs/ARCHITECTURE.md)."""
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    scenario = build_scenario(
+        households=config.households,
+        days=config.days,
+        seed=config.seed,
+        pv_share=config.pv_share,
+        battery_share=config.battery_share,
+        history_days=config.history_days,
+        interval_s=config.interval_s,
+    )
+    store, db_url = open_store(config)
+    try:
+        async with open_broker(config.broker, config.workdir) as (address, broker_kind):
+            outcomes, ledger, models, meters = await _run(
+                config, scenario, store, address, progress
+            )
+        report = verify_ledger(store)
+        return build_report(
+            config=config,
+            scenario=scenario,
+            outcomes=outcomes,
+            ledger=ledger,
+            verified=report.ok,
+            batteries=battery_balances(scenario, meters),
+            extra={
+                "broker": broker_kind,
+                "db": db_url,
+                "verify_problem": report.problem,
+                "forecast_models": dict(sorted(models.items())),
+            },
+        )
+    finally:
+        store.close()
+
+
+def _transport(address: BrokerAddress, client_id: str, **kwargs: Any) -> TransportConfig:
+    return TransportConfig(address=address, client_id=client_id, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The run's keys, derived from its seed: the operator's, the forecaster's (the
+    agents trust only it) and each household's."""
+
+    operator: SigningKey
+    forecaster: SigningKey
+    households: dict[str, SigningKey]
+
+    @classmethod
+    def of(cls, config: SimulationConfig, scenario: Scenario) -> _Keys:
+        return cls(
+            operator=simulation_key(config.seed, "operator"),
+            forecaster=simulation_key(config.seed, "forecaster"),
+            households={
+                hh.spec.agent_id: simulation_key(config.seed, hh.spec.agent_id)
+                for hh in scenario.households
+            },
+        )
+
+    def registry(self) -> dict[str, VerifyingKey]:
+        return {a: k.verifying for a, k in self.households.items()}
+
+
+async def _run(
+    config: SimulationConfig,
+    scenario: Scenario,
+    store: LedgerStore,
+    address: BrokerAddress,
+    progress: Progress | None,
+) -> tuple[list[IntervalOutcome], Ledger, Counter[str], dict[str, BatteryMeter]]:
+    topics = Topics(config.market_id)
+    first = int(scenario.interval_start(scenario.history_intervals).timestamp())
+    keys = _Keys.of(config, scenario)
+    ledger = Ledger(
+        store, market_id=config.market_id, operator_key=keys.operator, mechanism=config.mechanism
+    )
+    ledger.register(keys.registry(), interval=first)
+
+    async with contextlib.AsyncExitStack() as stack:
+        service, ledger_transport = await _start_ledger(
+            stack, config=config, interval_s=scenario.interval_s, address=address,
+            topics=topics, ledger=ledger, key=keys.operator,
+        )  # fmt: skip
+        forecaster, forecast_transport = await _start_forecaster(
+            stack, config=config, interval_s=scenario.interval_s, address=address,
+            topics=topics, keys=keys,
+        )  # fmt: skip
+        agents: list[HouseholdAgent] = []
+        battery_meters: dict[str, BatteryMeter] = {}
+        for hh in scenario.households:
+            agent, battery = await _start_household(
+                stack, config=config, scenario=scenario, hh=hh, address=address,
+                topics=topics, keys=keys, forecaster=forecaster,
+            )  # fmt: skip
+            agents.append(agent)
+            if battery is not None:
+                battery_meters[hh.spec.agent_id] = battery
+        all_transports = [ledger_transport, forecast_transport, *(a.transport for a in agents)]
+        await asyncio.gather(*(t.wait_connected() for t in all_transports))
+        outcomes = await _trade(
+            config=config, scenario=scenario, service=service, forecaster=forecaster,
+            agents=agents, first=first, progress=progress,
+        )  # fmt: skip
+    return outcomes, ledger, forecaster.models, battery_meters
+
+
+async def _start_ledger(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    interval_s: int,
+    address: BrokerAddress,
+    topics: Topics,
+    ledger: Ledger,
+    key: SigningKey,
+) -> tuple[LedgerService, Transport]:
+    """The ledger's connection and service, connected, the broker's retained state cleared."""
+    ledger_transport = await stack.enter_async_context(
+        Transport(
+            _transport(address, f"{config.market_id}-ledger", inbound_queue_size=1_000_000),
+            subscriptions=ledger_subscriptions(topics),
+        )
+    )
+    service = LedgerService(
+        ledger,
+        OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
+        key=key,
+        transport=ledger_transport,
+    )
+    await ledger_transport.wait_connected()
+    await service.clear_retained()  # a reused broker may hold an earlier run's state
+    return service, ledger_transport
+
+
+async def _start_forecaster(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    interval_s: int,
+    address: BrokerAddress,
+    topics: Topics,
+    keys: _Keys,
+) -> tuple[ForecastService, Transport]:
+    forecast_transport = await stack.enter_async_context(
+        Transport(
+            _transport(address, f"{config.market_id}-forecaster", inbound_queue_size=1_000_000),
+            subscriptions=[(topics.all_readings, 1)],
+        )
+    )
+    forecaster = ForecastService(
+        ForecasterConfig(topics, interval_s=interval_s, model=config.forecaster),
+        key=keys.forecaster,
+        transport=forecast_transport,
+        registry=keys.registry(),
+    )
+    stack.callback(forecaster.close)
+    return forecaster, forecast_transport
+
+
+async def _start_household(
+    stack: contextlib.AsyncExitStack,
+    *,
+    config: SimulationConfig,
+    scenario: Scenario,
+    hh: HouseholdProfile,
+    address: BrokerAddress,
+    topics: Topics,
+    keys: _Keys,
+    forecaster: ForecastService,
+) -> tuple[HouseholdAgent, BatteryMeter | None]:
+    """One household: its history given to the forecaster, its connection (with its
+    signed status), its meter (with a battery if it has one) and its agent."""
+    agent_id = hh.spec.agent_id
+    history_start = int(scenario.start.timestamp())
+    history = scenario.history_intervals
+    forecaster.load_history(
+        agent_id,
+        start=history_start,
+        demand_wh=hh.demand_wh[:history],
+        pv_wh=hh.pv_wh[:history],
+    )
+    clock = MarketClock(history_start)
+    agent_config = AgentConfig(
+        agent_id=agent_id,
+        topics=topics,
+        operator_key=keys.operator.verifying,
+        forecaster_key=keys.forecaster.verifying,
+        forecast_timeout_s=config.gate_timeout_s,
+    )
+    transport = await stack.enter_async_context(
+        agent_transport(
+            agent_config,
+            _transport(address, f"{config.market_id}-{agent_id}"),
+            # signed online/offline (its last will), as a real agent publishes
+            status=StatusSigner(keys.households[agent_id], topics, agent_id),
+        )
+    )
+    meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
+        start=history_start,
+        interval_s=scenario.interval_s,
+        demand_wh=hh.demand_wh,
+        pv_wh=hh.pv_wh,
+        clock=clock,
+    )
+    battery = None
+    if hh.spec.battery is not None:  # it runs (self-consumption) from history start
+        meter = battery = BatteryMeter(
+            start=history_start,
+            interval_s=scenario.interval_s,
+            demand_wh=hh.demand_wh,
+            pv_wh=hh.pv_wh,
+            battery=hh.spec.battery,
+            clock=clock,
+        )
+    agent = HouseholdAgent(
+        agent_config,
+        key=keys.households[agent_id],
+        transport=transport,
+        meter=meter,
+        sequence=MemorySequence(),
+        market_clock=clock,
+        battery=battery,
+    )
+    return agent, battery
+
+
+async def _trade(
+    *,
+    config: SimulationConfig,
+    scenario: Scenario,
+    service: LedgerService,
+    forecaster: ForecastService,
+    agents: list[HouseholdAgent],
+    first: int,
+    progress: Progress | None,
+) -> list[IntervalOutcome]:
+    """Run every simulated interval and the closing round, the services and agents
+    running beside; their tasks are cancelled and awaited whatever happens."""
+    interval_s, intervals = scenario.interval_s, scenario.simulated_intervals
+    tasks = [
+        asyncio.create_task(service.run_ingest(), name="ledger-ingest"),
+        asyncio.create_task(forecaster.run(), name="forecaster"),
+    ]
+    agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
+    outcomes: list[IntervalOutcome] = []
+    try:
+        for index in range(intervals):
+            start = first + index * interval_s
+            outcome = await service.run_interval(start, config.tariff_at(start))
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(index + 1, intervals)
+        end = first + intervals * interval_s
+        closing = await service.run_interval(end, config.tariff_at(end), trading=False)
+        outcomes.append(closing)
+        await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
+        await service.clear_retained()
+    finally:
+        for task in [*tasks, *agent_tasks]:
+            task.cancel()
+        await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+    return outcomes
