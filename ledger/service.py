@@ -27,11 +27,11 @@ from broker.messages import (
     Presence,
     RejectionBody,
     SignedMessage,
+    Signer,
     StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
-    sign_message,
 )
 from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from broker.transport import Message, Transport
@@ -98,6 +98,7 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
+        self._signer = Signer(key, config.topics.market_id, OPERATOR_ID)
         # Households offline by their signed status (see _status): the arrival number
         # of that status, so a message the household sends after it brings it back.
         self._offline_at: dict[str, int] = {}
@@ -507,15 +508,8 @@ class LedgerService:
 
     async def _publish(self, topic: str, body: Body, *, interval: int, retain: bool) -> None:
         self._seq += 1
-        message = sign_message(
-            self.key,
-            body,
-            market=self.config.topics.market_id,
-            interval=interval,
-            agent=OPERATOR_ID,
-            seq=self._seq,
-            expires=interval + self.config.interval_s,
-        )
+        expires = interval + self.config.interval_s
+        message = self._signer.sign(body, interval=interval, seq=self._seq, expires=expires)
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=retain)
 
 
