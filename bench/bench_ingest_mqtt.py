@@ -5,7 +5,7 @@ A private Mosquitto (own config: ``max_queued_messages 0`` and ``max_inflight_me
 to a subscriber that falls behind a burst), ``--publishers`` processes holding the N
 pre-signed orders (one per household) that each publish their share at QoS 1 as soon as
 the market's OPEN announcement arrives, and the ledger's ``LedgerService`` over
-``broker.transport.Transport`` ingesting (``Ledger.ingest`` one by one, or in batches
+``broker.transport.Transport`` ingesting (``run_ingest``: in batches of one, or larger
 with the signatures checked on ``--workers`` processes) and closing the interval
 (clearing, log, SQLite transaction, signed checkpoint). Two figures: accepted and
 stored, N / (time from the OPEN announcement until every order is admitted and kept in
@@ -289,9 +289,9 @@ async def ledger_run(
             ledger, OperatorConfig(TOPICS, gate_timeout_s=120), key=operator, transport=transport
         )
         ingest = asyncio.create_task(
-            service.run_ingest()
+            service.run_ingest(max_batch=1)
             if verifier is None
-            else service.run_ingest_batched(verifier, source=source)
+            else service.run_ingest(verifier, source=source)
         )
         expected = len(per_interval[0])  # one order per household in every interval
         for k, items in enumerate(per_interval):
@@ -385,7 +385,7 @@ async def main_async(args: argparse.Namespace) -> None:
     workers = _children()
     preload(ders)  # the same for the inline verifier, in this process
     variants: list[tuple[str, SignatureVerifier | None, bool]] = [
-        ("ledger, one by one (Ledger.ingest)", None, False),
+        ("ledger, batches of one, inline verify", None, False),
         ("ledger, batches, inline verify", InlineVerifier(), False),
         (f"ledger, batches, {args.workers} verify workers", pool, False),
         ("ledger, Subscriber, batches, inline verify", InlineVerifier(), True),
