@@ -53,9 +53,9 @@ from broker.messages import (
     ReadingBody,
     RejectionBody,
     SignedMessage,
+    Signer,
     TradesBody,
     decode_message,
-    sign_message,
 )
 from broker.receipts import CheckpointNoteBody, ReceiptBody
 from broker.topics import Topics
@@ -145,6 +145,7 @@ class HouseholdAgent:
             raise ValueError(msg)
         self.config = config
         self.key = key
+        self._signer = Signer(key, config.topics.market_id, config.agent_id)
         self.transport = transport
         self.meter = meter
         self.publisher: Publisher = publisher
@@ -404,15 +405,7 @@ class HouseholdAgent:
 
     async def _publish(self, topic: str, body: Body, *, interval: int, expires: int) -> None:
         def build(seq: int) -> bytes:
-            message = sign_message(
-                self.key,
-                body,
-                market=self.config.topics.market_id,
-                interval=interval,
-                agent=self.config.agent_id,
-                seq=seq,
-                expires=expires,
-            )
+            message = self._signer.sign(body, interval=interval, seq=seq, expires=expires)
             if self.audit is not None:
                 self.audit.expect(message)
             wire = message.to_wire()

@@ -25,10 +25,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import pwd
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine_line
-from bench_ingest_mqtt import _read_packet
+from _mosquitto import RawClient, publish_packets, run_mosquitto
 
 from broker.keys import SigningKey, write_key_pair
 from broker.messages import (
@@ -50,13 +47,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.mosquitto import find_mosquitto, free_port
 from broker.mqtt_packets import (
     DISCONNECT_BYTES,
-    FrameReader,
-    connect_packet,
-    publish_packet,
-    subscribe_packet,
 )
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
@@ -78,30 +70,13 @@ SUMMARY = re.compile(
 
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    settings = (
         f"persistence true\npersistence_location {workdir}/\n"
         "autosave_on_changes false\nautosave_interval 60\n"
         "max_queued_messages 200000\nset_tcp_nodelay true\n"
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-        f"log_dest file {workdir / 'mosquitto.log'}\n"
     )
-    exe = find_mosquitto()
-    assert exe is not None, "mosquitto not found"
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # wait for the port to accept (a condition with a timeout)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("mosquitto did not start")
+    with run_mosquitto(workdir, settings) as (port, _pid):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def write_market(folder: Path, port: int) -> dict[str, SigningKey]:
@@ -132,23 +107,11 @@ def _flooder(port: int, junk: int, audits: int, ready: Any, go: Any, acked: Any,
             items.append((audit, b'{"from_size": 1} '))  # 17 bytes
         else:
             items.append((order, b'{"junk": %d}' % n))
-    packets = b"".join(
-        publish_packet(topic, payload, qos=1, packet_id=i % 65_535 + 1, retain=False)
-        for i, (topic, payload) in enumerate(items)
-    )
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    frames = FrameReader()
-    pending: list[tuple[int, bytes]] = []
-    sock.sendall(connect_packet(f"flooder-{os.getpid()}", keepalive_s=60, clean_session=True))
-    assert _read_packet(sock, frames, pending) == 0x20
-    sock.sendall(subscribe_packet(1, [(TOPICS.announce, 0)]))
-    assert _read_packet(sock, frames, pending) == 0x90
+    packets = publish_packets(items)
+    client = RawClient(port, f"flooder-{os.getpid()}", TOPICS.announce)
     ready.put(os.getpid())
     while True:  # a live (not retained) open announcement after ``go``
-        while not pending:
-            pending += frames.feed(sock.recv(65536))
-        first, body = pending.pop(0)
+        first, body = client.read()
         live_publish = first >> 4 == 3 and not first & 1
         if live_publish and go.is_set() and b'"phase":"open"' in body:
             break
@@ -156,7 +119,7 @@ def _flooder(port: int, junk: int, audits: int, ready: Any, go: Any, acked: Any,
     def count_acks() -> None:
         n = 0
         while n < total:
-            if _read_packet(sock, frames, pending) == 0x40:
+            if client.read_packet() == 0x40:
                 n += 1
                 if n % 500 == 0 or n == total:
                     acked.value = n
@@ -164,11 +127,11 @@ def _flooder(port: int, junk: int, audits: int, ready: Any, go: Any, acked: Any,
     reader = threading.Thread(target=count_acks)
     reader.start()
     start = time.monotonic()
-    sock.sendall(packets)
+    client.sock.sendall(packets)
     reader.join()
     elapsed = time.monotonic() - start
-    sock.sendall(DISCONNECT_BYTES)
-    sock.close()
+    client.sock.sendall(DISCONNECT_BYTES)
+    client.sock.close()
     done.put(elapsed)
 
 

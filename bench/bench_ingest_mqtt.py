@@ -5,8 +5,8 @@ A private Mosquitto (own config: ``max_queued_messages 0`` and ``max_inflight_me
 to a subscriber that falls behind a burst), ``--publishers`` processes holding the N
 pre-signed orders (one per household) that each publish their share at QoS 1 as soon as
 the market's OPEN announcement arrives, and the ledger's ``LedgerService`` over
-``broker.transport.Transport`` ingesting (``Ledger.ingest`` one by one, or in batches
-with the signatures checked on ``--workers`` processes) and closing the interval
+``broker.transport.Transport`` ingesting (``run_ingest``: in batches, the signatures
+checked inline or on ``--workers`` processes) and closing the interval
 (clearing, log, SQLite transaction, signed checkpoint). Two figures: accepted and
 stored, N / (time from the OPEN announcement until every order is admitted and kept in
 the store's intake, committed), and through the gate closure, N / (time from the OPEN
@@ -29,11 +29,8 @@ import contextlib
 import gc
 import multiprocessing
 import os
-import pwd
 import random
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,16 +40,12 @@ from typing import Any
 
 import aiomqtt
 from _machine import machine_line
+from _mosquitto import RawClient, publish_packets, run_mosquitto
 
 from broker.keys import SigningKey
 from broker.messages import OrderBody, Side, sign_message
-from broker.mosquitto import find_mosquitto, free_port
 from broker.mqtt_packets import (
     DISCONNECT_BYTES,
-    FrameReader,
-    connect_packet,
-    publish_packet,
-    subscribe_packet,
 )
 from broker.subscriber import Subscriber
 from broker.topics import Topics
@@ -70,40 +63,11 @@ TARIFF = GridTariff(300_000, 80_000)
 TOPICS = Topics(MARKET)
 
 
-@contextlib.contextmanager
-def mosquitto(workdir: Path) -> Any:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-        f"log_dest file {workdir / 'mosquitto.log'}\n"
+def mosquitto(workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
+    settings = (
+        "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
     )
-    exe = find_mosquitto()
-    assert exe is not None, "mosquitto not found"
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # wait for the port to accept (a condition with a timeout)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("mosquitto did not start")
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _read_packet(sock: socket.socket, frames: FrameReader, ready: list[tuple[int, bytes]]) -> int:
-    """The first byte of the next MQTT packet from the socket."""
-    while not ready:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        ready += frames.feed(chunk)
-    return ready.pop(0)[0]
+    return run_mosquitto(workdir, settings)
 
 
 def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any) -> None:
@@ -111,30 +75,19 @@ def _publisher(port: int, items: list[tuple[str, bytes]], ready: Any, done: Any)
     devices, so it must cost the shared two cores as little as possible. It encodes
     every PUBLISH in advance, waits for the OPEN announcement, writes them all and
     waits for every PUBACK."""
-    packets = b"".join(
-        publish_packet(topic, payload, qos=1, packet_id=i % 65_535 + 1, retain=False)
-        for i, (topic, payload) in enumerate(items)
-    )
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    frames = FrameReader()
-    pending: list[tuple[int, bytes]] = []
-    client_id = f"pub-{os.getpid()}"
-    sock.sendall(connect_packet(client_id, keepalive_s=60, clean_session=True))
-    assert _read_packet(sock, frames, pending) == 0x20
-    sock.sendall(subscribe_packet(1, [(TOPICS.announce, 0)]))
-    assert _read_packet(sock, frames, pending) == 0x90
+    packets = publish_packets(items)
+    client = RawClient(port, f"pub-{os.getpid()}", TOPICS.announce)
     ready.put(os.getpid())
-    while _read_packet(sock, frames, pending) >> 4 != 3:  # the announcement (QoS 0)
+    while client.read_packet() >> 4 != 3:  # the announcement (QoS 0)
         pass
     cpu = time.process_time()
-    sock.sendall(packets)
+    client.sock.sendall(packets)
     acked = 0
     while acked < len(items):
-        if _read_packet(sock, frames, pending) == 0x40:
+        if client.read_packet() == 0x40:
             acked += 1
-    sock.sendall(DISCONNECT_BYTES)
-    sock.close()
+    client.sock.sendall(DISCONNECT_BYTES)
+    client.sock.close()
     done.put((acked, time.process_time() - cpu))
 
 
@@ -288,11 +241,7 @@ async def ledger_run(
         service = LedgerService(
             ledger, OperatorConfig(TOPICS, gate_timeout_s=120), key=operator, transport=transport
         )
-        ingest = asyncio.create_task(
-            service.run_ingest()
-            if verifier is None
-            else service.run_ingest_batched(verifier, source=source)
-        )
+        ingest = asyncio.create_task(service.run_ingest(verifier, source=source))
         expected = len(per_interval[0])  # one order per household in every interval
         for k, items in enumerate(per_interval):
             ledger.open_interval(T0 + k * INTERVAL_S, TARIFF)
@@ -385,7 +334,6 @@ async def main_async(args: argparse.Namespace) -> None:
     workers = _children()
     preload(ders)  # the same for the inline verifier, in this process
     variants: list[tuple[str, SignatureVerifier | None, bool]] = [
-        ("ledger, one by one (Ledger.ingest)", None, False),
         ("ledger, batches, inline verify", InlineVerifier(), False),
         (f"ledger, batches, {args.workers} verify workers", pool, False),
         ("ledger, Subscriber, batches, inline verify", InlineVerifier(), True),

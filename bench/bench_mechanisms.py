@@ -1,6 +1,6 @@
 """Clearing N orders with each market mechanism, beside the original uniform auction.
 
-The baseline is ``ledger.clearing.clear_uniform`` (what every ledger ran before
+The baseline is ``ledger.mechanisms.auctions.clear_uniform`` (as every ledger ran before
 mechanisms were selectable), timed in the same run on the same book. Each mechanism
 also returns the grid rest of every order, which the baseline does not. Median of
 ``--repeat`` runs; a random book, half buys and half sells, limits spread over the
@@ -20,7 +20,8 @@ from collections.abc import Callable
 from _machine import machine_line
 
 from broker.messages import Side
-from ledger.clearing import GridTariff, Order, clear_uniform
+from ledger.clearing import GridTariff, Order
+from ledger.mechanisms.auctions import clear_uniform
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import MECHANISMS, Mechanism
 

@@ -65,6 +65,7 @@ __all__ = [
     "RejectionBody",
     "Side",
     "SignedMessage",
+    "Signer",
     "StatusBody",
     "TradeLine",
     "TradesBody",
@@ -154,6 +155,28 @@ def sign_message(
     )
     signed_bytes = canonical_bytes(_signed_object(header, body.to_json()))
     return SignedMessage(header, body, key.sign(signed_bytes), signed_bytes)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One sender's signing identity: its key, market and id (a household, the operator,
+    the forecaster). Each sender numbers its own messages (``seq``)."""
+
+    key: SigningKey
+    market: str
+    agent: str
+
+    def sign(self, body: Body, *, interval: int, seq: int, expires: int) -> SignedMessage:
+        """:func:`sign_message` as this sender."""
+        return sign_message(
+            self.key,
+            body,
+            market=self.market,
+            interval=interval,
+            agent=self.agent,
+            seq=seq,
+            expires=expires,
+        )
 
 
 def _signed_object(header: Header, body: dict[str, Any]) -> dict[str, Any]:

@@ -206,6 +206,34 @@ def _short_history_reason(n: int, season_intervals: int) -> str:
     )
 
 
+def _short_history(
+    series: Series, horizon: int, *, season_intervals: int, kind: Kind
+) -> Forecast | None:
+    """The history's mean repeated when ``series`` holds less than one season, else None."""
+    n = len(series.values_wh)
+    if n >= season_intervals:
+        return None
+    reason = _short_history_reason(n, season_intervals)
+    return _history_mean(
+        series, horizon, season_intervals=season_intervals, kind=kind, reason=reason
+    )
+
+
+def _repeat_season(
+    series: Series, season_wh: Sequence[int], horizon: int, *, kind: Kind, model: str
+) -> Forecast:
+    """``season_wh`` (one value per slot of a season) repeated for ``horizon`` intervals."""
+    season_intervals = len(season_wh)
+    return _forecast(
+        series,
+        [season_wh[h % season_intervals] for h in range(horizon)],
+        kind=kind,
+        season_intervals=season_intervals,
+        model=model,
+        fallback_reason=None,
+    )
+
+
 def seasonal_naive(series: Series, horizon: int, *, season_intervals: int, kind: Kind) -> Forecast:
     """Repeat the last ``season_intervals`` values of ``series`` for ``horizon`` intervals.
 
@@ -213,24 +241,11 @@ def seasonal_naive(series: Series, horizon: int, *, season_intervals: int, kind:
     model "history_mean" with a ``fallback_reason``.
     """
     _check_args(horizon, season_intervals, kind)
-    n = len(series.values_wh)
-    if n < season_intervals:
-        return _history_mean(
-            series,
-            horizon,
-            season_intervals=season_intervals,
-            kind=kind,
-            reason=_short_history_reason(n, season_intervals),
-        )
-    last_season = series.values_wh[n - season_intervals :]
-    return _forecast(
-        series,
-        [last_season[h % season_intervals] for h in range(horizon)],
-        kind=kind,
-        season_intervals=season_intervals,
-        model="seasonal_naive",
-        fallback_reason=None,
-    )
+    short = _short_history(series, horizon, season_intervals=season_intervals, kind=kind)
+    if short is not None:
+        return short
+    last_season = series.values_wh[len(series.values_wh) - season_intervals :]
+    return _repeat_season(series, last_season, horizon, kind=kind, model="seasonal_naive")
 
 
 def same_slot_mean(
@@ -244,30 +259,18 @@ def same_slot_mean(
     _check_args(horizon, season_intervals, kind)
     if seasons < 1:
         raise ValueError(f"seasons must be >= 1, got {seasons}")
+    short = _short_history(series, horizon, season_intervals=season_intervals, kind=kind)
+    if short is not None:
+        return short
     values = series.values_wh
     n = len(values)
-    if n < season_intervals:
-        return _history_mean(
-            series,
-            horizon,
-            season_intervals=season_intervals,
-            kind=kind,
-            reason=_short_history_reason(n, season_intervals),
-        )
     per_phase: list[int] = []
     for phase in range(season_intervals):
         picks = [
             values[i] for k in range(1, seasons + 1) if (i := n - k * season_intervals + phase) >= 0
         ]
         per_phase.append(_round_div(sum(picks), len(picks)))
-    return _forecast(
-        series,
-        [per_phase[h % season_intervals] for h in range(horizon)],
-        kind=kind,
-        season_intervals=season_intervals,
-        model="same_slot_mean",
-        fallback_reason=None,
-    )
+    return _repeat_season(series, per_phase, horizon, kind=kind, model="same_slot_mean")
 
 
 def _prophet_fallback(
@@ -298,13 +301,9 @@ def prophet_forecast(
     _check_args(horizon, season_intervals, kind)
     n = len(series.values_wh)
     if n < min_history_intervals:
+        reason = f"history of {n} intervals is below min_history_intervals={min_history_intervals}"
         return _prophet_fallback(
-            series,
-            horizon,
-            season_intervals=season_intervals,
-            kind=kind,
-            reason=f"history of {n} intervals is below min_history_intervals="
-            f"{min_history_intervals}",
+            series, horizon, season_intervals=season_intervals, kind=kind, reason=reason
         )
     step = series.interval_s
     try:
@@ -318,12 +317,9 @@ def prophet_forecast(
             raise ValueError(f"prophet returned {len(raw)} values, not {horizon} finite ones")
     except Exception as exc:  # any Prophet/Stan/pandas failure means: use the substitute
         _log.debug("prophet failed, falling back to seasonal naive", exc_info=True)
+        reason = f"prophet failed: {type(exc).__name__}: {exc}"[:_MAX_REASON_CHARS]
         return _prophet_fallback(
-            series,
-            horizon,
-            season_intervals=season_intervals,
-            kind=kind,
-            reason=f"prophet failed: {type(exc).__name__}: {exc}"[:_MAX_REASON_CHARS],
+            series, horizon, season_intervals=season_intervals, kind=kind, reason=reason
         )
     return _forecast(
         series,

@@ -19,7 +19,7 @@ from typing import Literal
 
 from broker.errors import MessageError, RejectReason
 from broker.keys import SigningKey, VerifyingKey
-from broker.messages import ForecastBody, ReadingBody, decode_message, sign_message
+from broker.messages import ForecastBody, ReadingBody, Signer, decode_message
 from broker.topics import READING, Topics
 from broker.transport import Message, Transport
 from forecasting.models import Forecast, Series, intervals_per_day, prophet_forecast, seasonal_naive
@@ -67,6 +67,7 @@ class ForecastService:
         self.config = config
         self.key = key
         self.transport = transport
+        self._signer = Signer(key, config.topics.market_id, SERVICE_ID)
         self.registry = registry
         self.ignored: Counter[str] = Counter()
         self.fits = 0
@@ -162,15 +163,8 @@ class ForecastService:
             fallback=fallback,
         )
         self._seq += 1
-        message = sign_message(
-            self.key,
-            body,
-            market=self.config.topics.market_id,
-            interval=now,
-            agent=SERVICE_ID,
-            seq=self._seq,
-            expires=now + horizon * interval_s,
-        )
+        expires = now + horizon * interval_s
+        message = self._signer.sign(body, interval=now, seq=self._seq, expires=expires)
         await self.transport.publish(self.config.topics.forecast(agent), message.to_wire(), qos=1)
 
     def _trim(self, hh: _Household) -> None:

@@ -19,7 +19,7 @@ last seq is a replay. Accepted messages go into the :class:`OpenInterval`, which
 the interval state machine (:class:`ledger.ledger.Ledger`) opens and closes.
 
 The batch path (:meth:`ledger.ledger.Ledger.ingest_many`, the service's pipeline) pairs
-each message with its household's key (:meth:`Admission.decode_jobs`), has it decoded
+each message with its household's key (:func:`ledger.batch.decode_jobs`), has it decoded
 and its signature checked elsewhere (:mod:`ledger.sigcheck`); :meth:`Admission.admit_batch`
 then applies every other check here, in arrival order, exactly as one by one.
 """
@@ -27,7 +27,7 @@ then applies every other check here, in arrival order, exactly as one by one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -35,7 +35,7 @@ from broker.connection import energy_limit_wh
 from broker.errors import LedgerError, MessageError, RejectReason
 from broker.keys import VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage
-from ledger.batch import DecodeJobs, PreparedBatch, decode_jobs
+from ledger.batch import PreparedBatch
 from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
 from ledger.keyring import KeyRing
@@ -132,17 +132,13 @@ class Admission:
         self.rejections[error.reason] += 1
         return error
 
-    def decode_jobs(self, items: Sequence[tuple[bytes, str | None]]) -> DecodeJobs:
-        """Step 1 of a batch (:func:`ledger.batch.decode_jobs`) with the valid keys."""
-        return decode_jobs(items, self._keyring.valid, self._keyring.valid_der)
-
     def admit_batch(
         self, batch: PreparedBatch, op: OpenInterval | None
     ) -> list[SignedMessage | MessageError]:
         """Step 2 of a batch: apply every other check to its decoded messages and accept,
-        in arrival order. A message whose key changed since :meth:`decode_jobs`, or
-        whose signature did not verify, is checked again inline, so the decision is
-        always the one :meth:`admit` makes now."""
+        in arrival order. A message whose key changed since its batch's
+        :func:`ledger.batch.decode_jobs`, or whose signature did not verify, is checked
+        again inline, so the decision is always the one :meth:`admit` makes now."""
         results: list[SignedMessage | MessageError] = []
         verified = batch.verified
         for i, ((_payload, agent), item) in enumerate(zip(batch.items, batch.decoded, strict=True)):

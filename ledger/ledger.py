@@ -25,7 +25,7 @@ from broker.keys import SigningKey, VerifyingKey
 from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
 from ledger.accounts import Posting
 from ledger.admission import Admission, OpenInterval, RedeliveredError
-from ledger.batch import DecodeJobs, PreparedBatch, prepared
+from ledger.batch import DecodeJobs, PreparedBatch, decode_jobs, prepared
 from ledger.booking import book
 from ledger.checkpoint import origin_for, sign_checkpoint
 from ledger.clearing import ClearingResult, GridTariff, Order
@@ -42,19 +42,17 @@ from ledger.keyring import KeyLogError
 from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
+from ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
 from ledger.metering import Flag, Metering, MeteringConfig, Revision
 from ledger.restore import logged_message, registers_of, restore_state
 from ledger.settlement import Settlement
 from ledger.sigcheck import InlineVerifier, SignatureVerifier
 from ledger.snapshot import LedgerState, encode_snapshot
 from ledger.store import Checkpoint, LedgerStore
-from ledger.verify import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 
 _LOG = logging.getLogger(__name__)
 
-__all__ = ["META_MECHANISM", "IntervalOutcome", "Ledger", "RedeliveredError"]
-
-META_MECHANISM = "mechanism"
+__all__ = ["IntervalOutcome", "Ledger", "RedeliveredError"]
 
 
 @dataclass(frozen=True)
@@ -328,7 +326,7 @@ class Ledger:
     def decode_jobs(self, items: Sequence[tuple[bytes, str | None]]) -> DecodeJobs:
         """Step 1 of :meth:`ingest_many`: each payload with the key of its topic's
         household (:func:`ledger.batch.decode_jobs`), to decode and verify anywhere."""
-        return self._admission.decode_jobs(items)
+        return decode_jobs(items, self._keyring.valid, self._keyring.valid_der)
 
     def admit_batch(self, batch: PreparedBatch) -> list[SignedMessage | MessageError]:
         """Step 2 of :meth:`ingest_many`: with the batch decoded (:func:`ledger.batch.prepared`),

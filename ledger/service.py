@@ -27,11 +27,11 @@ from broker.messages import (
     Presence,
     RejectionBody,
     SignedMessage,
+    Signer,
     StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
-    sign_message,
 )
 from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from broker.transport import Message, Transport
@@ -40,7 +40,7 @@ from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 from ledger.responder import FirstPerInterval, Responder
-from ledger.sigcheck import Checked, SignatureVerifier
+from ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
 
 _LOG = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
+        self._signer = Signer(key, config.topics.market_id, OPERATOR_ID)
         # Households offline by their signed status (see _status): the arrival number
         # of that status, so a message the household sends after it brings it back.
         self._offline_at: dict[str, int] = {}
@@ -109,14 +110,14 @@ class LedgerService:
         # per process (wall-clock microseconds at start), so an interval announced open
         # again by a new process has a new message id even in its retained copy.
         self._seq = max(ledger.size * 1000, time.time_ns() // 1000)
-        self._prepared = 0  # batches decoded by run_ingest_batched
+        self._prepared = 0  # batches decoded by run_ingest
         self._admitted = 0  # ... and admitted, in order
         self._gate_forced = False
         # Rejections and audit answers: rate-limited, queued, sent in the background.
         self.responses = Responder()
         self._logged = FirstPerInterval()  # one log line per (household, reason), interval
         self._audit_answered: dict[str, int] = {}  # household -> tree size answered
-        # Set once run_interval has opened its first interval (see run_ingest_batched).
+        # Set once run_interval has opened its first interval (see run_ingest).
         self.first_open = asyncio.Event()
 
     @property
@@ -125,38 +126,37 @@ class LedgerService:
         ``offline`` and nothing they sent has been accepted since."""
         return set(self._offline_at)
 
-    async def run_ingest(self) -> None:
-        """Consume household messages until the transport closes."""
-        async with self.responses.running():
-            async for message in self.transport.messages():
-                await self.handle(message)
-
-    async def run_ingest_batched(
+    async def run_ingest(
         self,
-        verifier: SignatureVerifier,
+        verifier: SignatureVerifier | None = None,
         *,
         max_batch: int = 1000,
         source: MessageSource | None = None,
         depth: int = 2,
         not_before: asyncio.Event | None = None,
     ) -> None:
-        """Like :meth:`run_ingest`, in batches, as a pipeline: each message with what is
-        buffered behind it (at most ``max_batch``) goes, with its household's key
-        (:meth:`Ledger.decode_jobs`), to ``verifier`` (e.g. worker processes:
-        :class:`ledger.sigcheck.PoolVerifier`), which decodes it and checks its
-        signature while the next batch is received; batches are admitted
-        (:meth:`Ledger.admit_batch`) in arrival order as their results come back, at
-        most ``depth`` of them waiting. Decisions and rejections are as one by one.
+        """Consume household messages until the source ends, in batches, as a pipeline:
+        each message with what is buffered behind it (at most ``max_batch``) goes, with
+        its household's key (:meth:`Ledger.decode_jobs`), to ``verifier`` (default: in
+        this process; e.g. worker processes: :class:`ledger.sigcheck.PoolVerifier`),
+        which decodes it and checks its signature while the next batch is received;
+        batches are admitted (:meth:`Ledger.admit_batch`) in arrival order as their
+        results come back, at most ``depth`` of them waiting. Decisions and rejections
+        are those of :meth:`Ledger.ingest` one by one. Statuses and audit requests are
+        judged as they are received; every topic is classified first
+        (:meth:`Topics.classify`), and one that is not a household's reading, order,
+        status or audit request is counted as ``bad_topic`` and dropped.
 
         ``source``: where the messages come from (default: the service's transport);
         e.g. a :class:`broker.subscriber.Subscriber` on its own connection, which
-        receives several times faster than the transport. Returns when it ends.
+        receives several times faster than the transport.
 
         ``not_before`` (e.g. :attr:`first_open`, set once :meth:`run_interval` has
         opened its first interval): nothing is judged before it is set; what the source
         delivers earlier (a persistent session's queue after a restart) waits in its
         buffer, with its backpressure, so messages for the interval a restart opens
         again are admitted into it instead of being rejected ``late`` first."""
+        checker = InlineVerifier() if verifier is None else verifier
         inbox = self.transport if source is None else source
         waiting: asyncio.Queue[_PendingBatch | None] = asyncio.Queue(maxsize=depth)
 
@@ -169,7 +169,7 @@ class LedgerService:
                 if items:
                     batch = self.ledger.decode_jobs(items)
                     self._prepared += 1
-                    future = asyncio.wrap_future(verifier.submit_decode(batch.jobs))
+                    future = asyncio.wrap_future(checker.submit_decode(batch.jobs))
                     await waiting.put(_PendingBatch(self._prepared, batch, arrivals, future))
             await waiting.put(None)
 
@@ -181,7 +181,7 @@ class LedgerService:
         self, messages: list[Message]
     ) -> tuple[list[tuple[bytes, str | None]], list[int]]:
         """Readings and orders as ``(payload, topic agent)``, with their arrival numbers;
-        anything else (status, audit requests) judged at once, as :meth:`handle` does."""
+        anything else (status, audit requests, bad topics) judged at once."""
         topics = self.config.topics
         items: list[tuple[bytes, str | None]] = []
         arrivals: list[int] = []
@@ -223,35 +223,15 @@ class LedgerService:
             self._progress.clear()
             await self._progress.wait()
 
-    async def handle(self, message: Message) -> None:
-        """Judge one message: every topic is classified first (:meth:`Topics.classify`),
-        and one that is not a household's reading, order, status or audit request is
-        counted as ``bad_topic`` and dropped."""
-        self._arrival += 1
-        await self._judge(message, self.config.topics.classify(message.topic))
-
     async def _judge(self, message: Message, where: HouseholdTopic | None) -> None:
-        if where is None or where.kind not in (READING, ORDER, STATUS, AUDIT):
+        """A message that is no reading or order: a status, an audit request, or one on
+        a topic no household message can have."""
+        if where is not None and where.kind == STATUS:
+            self._status(where.agent, message.payload)
+        elif where is not None and where.kind == AUDIT:
+            await self._answer_audit(where.agent, message.payload)
+        else:
             self._bad_topic(message.topic, where)
-            return
-        agent = where.agent
-        if where.kind == STATUS:
-            self._status(agent, message.payload)
-            return
-        if where.kind == AUDIT:
-            await self._answer_audit(agent, message.payload)
-            return
-        try:
-            self.ledger.ingest(message.payload, topic_agent=agent)
-            self.ledger.flush_intake()
-            self._sent(agent, self._arrival)
-        except RedeliveredError:
-            # Acknowledged (the PUBACK went out) and stored once; no rejection is sent:
-            # the agent has nothing to correct.
-            _LOG.debug("redelivered message from %s ignored", agent)
-        except MessageError as exc:
-            await self._reject(agent, message.payload, exc)
-        self._progress.set()
 
     def _status(self, agent: str, payload: bytes) -> None:
         """Take a household's signed status (:class:`StatusBody`) if it verifies with the
@@ -507,15 +487,8 @@ class LedgerService:
 
     async def _publish(self, topic: str, body: Body, *, interval: int, retain: bool) -> None:
         self._seq += 1
-        message = sign_message(
-            self.key,
-            body,
-            market=self.config.topics.market_id,
-            interval=interval,
-            agent=OPERATOR_ID,
-            seq=self._seq,
-            expires=interval + self.config.interval_s,
-        )
+        expires = interval + self.config.interval_s
+        message = self._signer.sign(body, interval=interval, seq=self._seq, expires=expires)
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=retain)
 
 

@@ -21,9 +21,9 @@ from broker.errors import FailureError, LedgerError
 from broker.keys import VerifyingKey
 from ledger.checkpoint import verify_checkpoint
 from ledger.merkle import CompactRange, leaf_hash
+from ledger.meta import META_OPERATOR_KEY, META_ORIGIN
 from ledger.proofs import NodeRef, range_nodes
 from ledger.store import Checkpoint, LedgerStore, LogEntry
-from ledger.verify import META_OPERATOR_KEY, META_ORIGIN
 
 _NODE_PREFIX = b"\x01"
 

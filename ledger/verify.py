@@ -24,6 +24,7 @@ from ledger.entries import EntryKind
 from ledger.entrycheck import RowChecker
 from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
 from ledger.merkle import CompactRange, leaf_hash
+from ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 from ledger.proofs import (
     NodeRef,
     consistency_proof_from_source,
@@ -31,10 +32,6 @@ from ledger.proofs import (
     root_from_source,
 )
 from ledger.store import Checkpoint, LedgerStore, StoredEntry
-
-META_MARKET = "market_id"
-META_ORIGIN = "origin"
-META_OPERATOR_KEY = "operator_public_key"
 
 PARALLEL_FROM_ENTRIES = 20_000
 """Below this many entries, entries are checked inline (starting workers costs more)."""

@@ -116,6 +116,22 @@ def new_ledger(
     return ledger
 
 
+def crossing_interval(
+    db_url: str, operator: SigningKey, mechanism: Mechanism | None
+) -> tuple[Ledger, dict[str, House]]:
+    """T0 open with a book that crosses: a sells 500 Wh at 0.10, b buys 300 at 0.25, c
+    buys 400 at 0.20 (and each household's reading); the ledger and its houses."""
+    houses = households("a", "b", "c")
+    ledger = new_ledger(db_url, operator, houses.values(), mechanism=mechanism)
+    ledger.open_interval(T0, TARIFF)
+    for house in houses.values():
+        ledger.ingest(house.reading(T0))
+    ledger.ingest(houses["a"].order(T0, Side.SELL, 500, 100_000))
+    ledger.ingest(houses["b"].order(T0, Side.BUY, 300, 250_000))
+    ledger.ingest(houses["c"].order(T0, Side.BUY, 400, 200_000))
+    return ledger, houses
+
+
 def rejection_reason(
     ledger: Ledger, payload: bytes, *, topic_agent: str | None = None
 ) -> RejectReason:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from broker.messages import (
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from ledger.registry import Household, Registry, write_registry
+from ledger.store import LedgerStore
 from tests.outagekit import CountingMeter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,11 +290,15 @@ class LedgerProcess:
         self.lines: list[str] = []
 
     @classmethod
-    async def start(cls, config: Path) -> LedgerProcess:
+    async def start(
+        cls, config: Path, *, module: Sequence[str] = ("wattmesh.cli",)
+    ) -> LedgerProcess:
+        """``python -m <module...> ledger run --config <config>`` (``module``: the CLI, or
+        e.g. ``("tests.flushkill", agent)``, the CLI that dies at a chosen point)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "wattmesh.cli",
+            *module,
             "ledger",
             "run",
             "--config",
@@ -326,6 +332,13 @@ class LedgerProcess:
             if message and (match := SUMMARY.fullmatch(message)):
                 return match
 
+    async def stop(self, timeout_s: float = LINE_TIMEOUT_S) -> str:
+        """SIGTERM; everything it writes until it exits, which it must do with 0."""
+        self.process.send_signal(signal.SIGTERM)
+        log = await self.rest()
+        assert await asyncio.wait_for(self.process.wait(), timeout_s) == 0
+        return log
+
     async def rest(self) -> str:
         """Everything it writes until it exits."""
         assert self.process.stderr is not None
@@ -337,3 +350,52 @@ class LedgerProcess:
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+
+def kept(db_url: str, interval: int) -> int:
+    """Messages the ledger keeps in its intake for ``interval``."""
+    store = LedgerStore(db_url)
+    try:
+        return len(store.intake(interval))
+    finally:
+        store.close()
+
+
+async def poll_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``condition`` until it holds; TimeoutError after ``timeout_s``. For a state
+    in another process's database, which no event here can follow."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 (no event to wait on across processes)
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def answering_households(
+    market: Market, broker: BrokerAddress, timeout_s: float = LINE_TIMEOUT_S
+) -> AsyncIterator[Households]:
+    """The market's :class:`Households`, answering every announcement on their own
+    connection until the block ends."""
+    transport = Transport(
+        TransportConfig(address=broker, client_id=f"{market.topics.market_id}-households"),
+        subscriptions=[(market.topics.announce, 1)],
+    )
+    async with transport:
+        await asyncio.wait_for(transport.wait_connected(), timeout_s)
+        houses = Households(market, transport)
+        answering = asyncio.create_task(houses.run())
+        try:
+            yield houses
+        finally:
+            answering.cancel()
+            await asyncio.gather(answering, return_exceptions=True)
+
+
+async def assert_no_rejection(
+    link: Transport, topic: str, timeout_s: float = LINE_TIMEOUT_S
+) -> None:
+    """``link`` (subscribed to a household's error ``topic``) has received nothing there
+    so far: a marker published now is the first message it gets. A rejection would have
+    been published before the ledger's summary line that preceded this check."""
+    await link.publish(topic, b"marker", qos=1)
+    first = await asyncio.wait_for(anext(link.messages()), timeout_s)
+    assert first.payload == b"marker"

@@ -1,6 +1,7 @@
-"""``LedgerService.run_ingest_batched`` over a real Mosquitto, verifying on worker
-processes, from the transport or from a ``Subscriber`` on its own connection: the same
-acceptances, rejections (sent on the error topic) and log as ``run_ingest`` one by one."""
+"""``LedgerService.run_ingest`` over a real Mosquitto, verifying on worker processes,
+from the transport or from a ``Subscriber`` on its own connection: the same acceptances,
+rejections (sent on the error topic) and log as verifying inline (each decision is
+:meth:`Ledger.ingest`'s one by one: tests/test_ledger_batch.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _bad_signature(wire: bytes) -> bytes:
     return wire[:at] + (b"A" if wire[at : at + 1] != b"A" else b"B") + wire[at + 1 :]
 
 
-MODES = ("one-by-one", "batched", "batched-subscriber")
+MODES = ("inline", "batched", "batched-subscriber")
 
 
 async def _run(
@@ -36,7 +37,7 @@ async def _run(
     ledger = new_ledger(db, SigningKey.generate(), HOUSES, market=market)
     ledger.open_interval(T0, TARIFF)
     tag = f"{market}-{mode}"
-    batched = mode != "one-by-one"
+    batched = mode != "inline"
     own = mode == "batched-subscriber"  # ingest on its own connection; transport publishes
     ingest = Transport(
         TransportConfig(address=broker, client_id=f"ledger-{tag}"),
@@ -63,9 +64,7 @@ async def _run(
                 TIMEOUT_S,
             )
             source = subscriber if own else None
-            running = asyncio.create_task(
-                service.run_ingest_batched(pool, source=source) if pool else service.run_ingest()
-            )
+            running = asyncio.create_task(service.run_ingest(pool, source=source))
             for agent, payload in payloads:
                 await errors.publish(topics.order(agent), payload, qos=1)
             await service.wait_until(

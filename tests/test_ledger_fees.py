@@ -35,7 +35,7 @@ from ledger.money import cost_micro, network_fee_micro
 from ledger.statement import build_statement
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger
+from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, crossing_interval, new_ledger
 
 MMR_FEE = Mechanism("mmr", MarketRules(network_fee_micro_per_kwh=20_000))
 
@@ -68,14 +68,7 @@ def test_mmr_with_a_fee_settles_the_fee_with_the_seller(db_url: str) -> None:
 
     MMR: p = (R + F + f) / 2 = 0.20; b and c share a's 500 Wh pro rata (214, 286)."""
     operator = SigningKey.generate()
-    houses = {name: House(name) for name in ("a", "b", "c")}
-    ledger = new_ledger(db_url, operator, houses.values(), mechanism=MMR_FEE)
-    ledger.open_interval(T0, TARIFF)
-    for house in houses.values():
-        ledger.ingest(house.reading(T0))
-    ledger.ingest(houses["a"].order(T0, Side.SELL, 500, 100_000))
-    ledger.ingest(houses["b"].order(T0, Side.BUY, 300, 250_000))
-    ledger.ingest(houses["c"].order(T0, Side.BUY, 400, 200_000))
+    ledger, houses = crossing_interval(db_url, operator, MMR_FEE)
     cleared = ledger.close_interval()
     assert [(f.buyer, f.quantity_wh, f.price_micro_per_kwh) for f in cleared.clearing.fills] == [
         ("b", 214, 200_000),

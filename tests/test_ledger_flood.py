@@ -32,7 +32,13 @@ from ledger.responder import RESPONSE_BURST, RESPONSES_PER_S
 from ledger.schedule import Schedule
 from ledger.service import LedgerService, OperatorConfig
 from ledger.store import LedgerStore
-from tests.ledgerrunkit import Households, LedgerProcess, Market, write_market
+from tests.ledgerrunkit import (
+    Households,
+    LedgerProcess,
+    Market,
+    answering_households,
+    write_market,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +54,8 @@ def market(tmp_path_factory: pytest.TempPathFactory, mosquitto: BrokerAddress) -
 
 @pytest_asyncio.fixture
 async def households(market: Market, mosquitto: BrokerAddress) -> AsyncIterator[Households]:
-    transport = Transport(
-        TransportConfig(address=mosquitto, client_id=f"{market.topics.market_id}-households"),
-        subscriptions=[(market.topics.announce, 1)],
-    )
-    async with transport:
-        await asyncio.wait_for(transport.wait_connected(), 10)
-        houses = Households(market, transport)
-        answering = asyncio.create_task(houses.run())
-        try:
-            yield houses
-        finally:
-            answering.cancel()
-            await asyncio.gather(answering, return_exceptions=True)
+    async with answering_households(market, mosquitto, 10) as houses:
+        yield houses
 
 
 class Flooder:

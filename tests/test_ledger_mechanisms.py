@@ -9,7 +9,6 @@ import pytest
 
 from broker.errors import ConfigError
 from broker.keys import SigningKey
-from broker.messages import Side
 from ledger.clearing import Fill
 from ledger.entries import EntryKind
 from ledger.ledger import Ledger
@@ -17,20 +16,7 @@ from ledger.mechanisms.base import MarketRules
 from ledger.mechanisms.registry import Mechanism
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, T0, TARIFF, House, new_ledger
-
-
-def _one_interval(db_url: str, operator: SigningKey, mechanism: Mechanism | None) -> Ledger:
-    """a sells 500 Wh at 0.10, b buys 300 at 0.25, c buys 400 at 0.20."""
-    houses = {name: House(name) for name in ("a", "b", "c")}
-    ledger = new_ledger(db_url, operator, houses.values(), mechanism=mechanism)
-    ledger.open_interval(T0, TARIFF)
-    for house in houses.values():
-        ledger.ingest(house.reading(T0))
-    ledger.ingest(houses["a"].order(T0, Side.SELL, 500, 100_000))
-    ledger.ingest(houses["b"].order(T0, Side.BUY, 300, 250_000))
-    ledger.ingest(houses["c"].order(T0, Side.BUY, 400, 200_000))
-    return ledger
+from tests.ledgerkit import MARKET, crossing_interval
 
 
 def _logged(ledger: Ledger, kind: str) -> list[dict[str, object]]:
@@ -55,7 +41,7 @@ def test_a_configured_mechanism_clears_logs_and_verifies(
     db_url: str, mechanism: Mechanism, trades: list[tuple[str, int, int]]
 ) -> None:
     operator = SigningKey.generate()
-    ledger = _one_interval(db_url, operator, mechanism)
+    ledger, _houses = crossing_interval(db_url, operator, mechanism)
     outcome = ledger.close_interval()
     assert [
         (f.buyer, f.quantity_wh, f.price_micro_per_kwh) for f in outcome.clearing.fills
@@ -86,7 +72,7 @@ def test_a_configured_mechanism_clears_logs_and_verifies(
 
 
 def test_the_default_mechanism_logs_no_mechanism_field(db_url: str) -> None:
-    ledger = _one_interval(db_url, SigningKey.generate(), None)
+    ledger, _houses = crossing_interval(db_url, SigningKey.generate(), None)
     assert ledger.mechanism.is_default
     outcome = ledger.close_interval()
     assert outcome.clearing.price_micro_per_kwh == 150_000

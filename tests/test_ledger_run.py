@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,10 @@ from tests.ledgerrunkit import (
     LedgerProcess,
     Market,
     StandInForecaster,
+    answering_households,
     household_agents,
+    kept,
+    poll_until,
     write_market,
 )
 from tests.wirekit import MqttTap
@@ -50,19 +52,8 @@ def market(
 
 @pytest_asyncio.fixture
 async def households(market: Market, mosquitto: BrokerAddress) -> AsyncIterator[Households]:
-    transport = Transport(
-        TransportConfig(address=mosquitto, client_id=f"{market.topics.market_id}-households"),
-        subscriptions=[(market.topics.announce, 1)],
-    )
-    async with transport:
-        await asyncio.wait_for(transport.wait_connected(), 10)
-        houses = Households(market, transport)
-        answering = asyncio.create_task(houses.run())
-        try:
-            yield houses
-        finally:
-            answering.cancel()
-            await asyncio.gather(answering, return_exceptions=True)
+    async with answering_households(market, mosquitto, 10) as houses:
+        yield houses
 
 
 def _entries(db_url: str) -> list[tuple[int, str]]:
@@ -109,9 +100,7 @@ async def test_intervals_close_on_the_wall_clock_and_sigterm_closes_the_open_gat
         while (interval := await asyncio.wait_for(households.opened.get(), 10)) <= previous:
             pass
         assert {agent for agent, *_ in households.answered[interval]} == {"h001", "h002"}
-        ledger.process.send_signal(signal.SIGTERM)
-        log = await ledger.rest()
-        assert await asyncio.wait_for(ledger.process.wait(), 20) == 0
+        log = await ledger.stop(20)
     finally:
         await ledger.kill()
     assert f"stopping: closing the gate of interval {interval} now" in log
@@ -167,12 +156,8 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
         # A third process stands by behind the new leader; SIGTERM there exits 0 at once.
         third = await LedgerProcess.start(market.config)
         await third.until("standing by: another process leads this market")
-        third.process.send_signal(signal.SIGTERM)
-        assert "stopped while standing by" in await third.rest()
-        assert await asyncio.wait_for(third.process.wait(), 20) == 0
-        standby.process.send_signal(signal.SIGTERM)
-        log = await standby.rest()
-        assert await asyncio.wait_for(standby.process.wait(), 20) == 0
+        assert "stopped while standing by" in await third.stop(20)
+        log = await standby.stop(20)
     finally:
         for process in (leader, standby, third):
             if process is not None:
@@ -204,23 +189,6 @@ def _taken(tap: MqttTap, topics: Topics, interval: int) -> set[tuple[str, str]]:
         if message.header.interval == interval:
             taken.add((message.header.kind, agent))
     return taken
-
-
-def _kept(db_url: str, interval: int) -> int:
-    """Messages the ledger keeps in its intake for ``interval``."""
-    store = LedgerStore(db_url)
-    try:
-        return len(store.intake(interval))
-    finally:
-        store.close()
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
-    """Poll ``condition`` until it holds; TimeoutError after ``timeout_s``. For a state
-    in another process's database, which no event here can follow."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 (no event to wait on across processes)
-            await asyncio.sleep(0.05)
 
 
 async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_agents_resend_it(
@@ -279,7 +247,7 @@ async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_ag
                 reopened = forecaster.holding
                 assert reopened is not None
                 # ... and kept them in its intake (once their batch was admitted).
-                await _until(lambda: _kept(db_url, reopened) == len(everything_but), 30)
+                await poll_until(lambda: kept(db_url, reopened) == len(everything_but), 30)
                 receipts = {
                     a: agent.audit.receipts_checked for a, agent in agents.items() if agent.audit
                 }
@@ -310,9 +278,7 @@ async def test_the_interval_a_killed_leader_had_collected_is_reopened_and_the_ag
                 await asyncio.wait_for(audited(), 10)
                 alarms = {a: dict(agent.audit.alarms) for a, agent in agents.items() if agent.audit}
                 assert alarms == {"h001": {}, "h002": {}, "h003": {}}
-            standby.process.send_signal(signal.SIGTERM)
-            log = await standby.rest()
-            assert await asyncio.wait_for(standby.process.wait(), 20) == 0
+            log = await standby.stop(20)
         finally:
             for process in (leader, standby):
                 if process is not None:

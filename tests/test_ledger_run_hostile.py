@@ -7,10 +7,8 @@ for log lines and what passes on the wire, never sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,15 @@ import wattmesh.cli.ledger_run
 from broker.subscriber import Subscriber
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.schedule import SystemClock
-from ledger.store import LedgerStore
-from tests.ledgerrunkit import Households, LedgerProcess, Market, write_market
+from tests.ledgerrunkit import (
+    LedgerProcess,
+    Market,
+    answering_households,
+    assert_no_rejection,
+    kept,
+    poll_until,
+    write_market,
+)
 from wattmesh.cli.ledger_run import serve_ledger
 from wattmesh.config.ledger_config import load_ledger_config
 
@@ -35,40 +40,6 @@ def _market(tmp_path: Path, broker: BrokerAddress, **timing: float) -> Market:
     )
 
 
-def _kept(db: Path, interval: int) -> int:
-    """Messages the ledger keeps in its intake for ``interval``."""
-    store = LedgerStore(f"sqlite:///{db}")
-    try:
-        return len(store.intake(interval))
-    finally:
-        store.close()
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
-    """Poll ``condition`` until it holds; TimeoutError after ``timeout_s``. For a state
-    in another process's database, which no event here can follow."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 (no event to wait on across processes)
-            await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def _households(market: Market, broker: BrokerAddress) -> AsyncIterator[Households]:
-    transport = Transport(
-        TransportConfig(address=broker, client_id=f"{market.topics.market_id}-households"),
-        subscriptions=[(market.topics.announce, 1)],
-    )
-    async with transport:
-        await asyncio.wait_for(transport.wait_connected(), TIMEOUT_S)
-        houses = Households(market, transport)
-        answering = asyncio.create_task(houses.run())
-        try:
-            yield houses
-        finally:
-            answering.cancel()
-            await asyncio.gather(answering, return_exceptions=True)
-
-
 async def test_a_message_on_a_malformed_topic_is_counted_and_the_market_keeps_trading(
     tmp_path: Path, mosquitto: BrokerAddress
 ) -> None:
@@ -78,7 +49,7 @@ async def test_a_message_on_a_malformed_topic_is_counted_and_the_market_keeps_tr
     bad = f"{market.topics.root}/household/x y/status"
     async with (
         Transport(TransportConfig(mosquitto, f"{market.topics.market_id}-attacker")) as attacker,
-        _households(market, mosquitto) as households,
+        answering_households(market, mosquitto) as households,
     ):
         await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
         await attacker.publish(bad, b"x", qos=1, retain=True)
@@ -106,9 +77,7 @@ async def test_a_message_on_a_malformed_topic_is_counted_and_the_market_keeps_tr
             households.silent.clear()
             summary = await ledger.summary()
             assert (summary["orders"], summary["readings"]) == ("3", "3")
-            ledger.process.send_signal(signal.SIGTERM)
-            log = await ledger.rest()
-            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+            log = await ledger.stop(TIMEOUT_S)
         finally:
             await ledger.kill()
             await attacker.publish(bad, b"", qos=1, retain=True)
@@ -175,7 +144,7 @@ async def test_messages_queued_for_the_interval_a_restart_reopens_are_admitted_n
         TransportConfig(mosquitto, f"{topics.market_id}-h003"),
         subscriptions=[(topics.error("h003"), 1)],
     )
-    async with _households(market, mosquitto) as households, errors as h003:
+    async with answering_households(market, mosquitto) as households, errors as h003:
         await asyncio.wait_for(h003.wait_connected(), TIMEOUT_S)
         households.silent.add("h003")
         leader = await LedgerProcess.start(market.config)
@@ -188,7 +157,9 @@ async def test_messages_queued_for_the_interval_a_restart_reopens_are_admitted_n
             interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)  # at its start
             # Killed once h001's and h002's messages are kept (the close of what it had
             # acknowledged but not kept yet is another matter: docs/protocol.md).
-            await _until(lambda: _kept(tmp_path / "ledger.db", interval) == 4, TIMEOUT_S)
+            await poll_until(
+                lambda: kept(f"sqlite:///{tmp_path / 'ledger.db'}", interval) == 4, TIMEOUT_S
+            )
             await leader.kill()
             for topic, wire in households._sign("h003", interval):
                 await h003.publish(topic, wire, qos=1)
@@ -197,14 +168,8 @@ async def test_messages_queued_for_the_interval_a_restart_reopens_are_admitted_n
             assert int(summary["interval"]) == interval, standby.lines  # opened again
             assert (summary["orders"], summary["readings"]) == ("3", "3"), standby.lines
             assert summary["rejected"] == "0"
-            # A rejection would have been published before the summary line: a marker
-            # sent now comes after it.
-            await h003.publish(topics.error("h003"), b"marker", qos=1)
-            first = await asyncio.wait_for(anext(h003.messages()), TIMEOUT_S)
-            assert first.payload == b"marker"
-            standby.process.send_signal(signal.SIGTERM)
-            log = await standby.rest()
-            assert await asyncio.wait_for(standby.process.wait(), TIMEOUT_S) == 0
+            await assert_no_rejection(h003, topics.error("h003"), TIMEOUT_S)
+            log = await standby.stop(TIMEOUT_S)
         finally:
             for process in (leader, standby):
                 if process is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from broker.keys import SigningKey
 from broker.messages import Presence
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
-from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess
-from tests.test_ledger_run_hostile import TIMEOUT_S, _households, _market
+from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess, answering_households
+from tests.test_ledger_run_hostile import TIMEOUT_S, _market
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +68,7 @@ async def test_forged_offline_statuses_cut_no_household_out_of_an_interval(
     ]
     async with (
         Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
-        _households(market, mosquitto),
+        answering_households(market, mosquitto),
     ):
         await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
         for agent, payload in forged.items():
@@ -82,9 +81,7 @@ async def test_forged_offline_statuses_cut_no_household_out_of_an_interval(
                 assert (summary["orders"], summary["readings"]) == ("3", "3")
                 for agent, payload in zip(("h002", "h003"), signed_forgeries, strict=True):
                     await attacker.publish(topics.status(agent), payload, qos=1)
-            ledger.process.send_signal(signal.SIGTERM)
-            log = await ledger.rest()
-            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+            log = await ledger.stop(TIMEOUT_S)
         finally:
             await ledger.kill()
             for agent in forged:
@@ -115,7 +112,7 @@ async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_cl
     )
     async with (
         Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
-        _households(market, mosquitto) as households,
+        answering_households(market, mosquitto) as households,
     ):
         households.silent.add("h003")  # online, but sends nothing: gates wait for it
         ledger = await LedgerProcess.start(market.config)
@@ -145,9 +142,7 @@ async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_cl
             assert summary["orders"] == "2"
             assert float(GATE_S.search(summary.group(0))[1]) < 1.0  # type: ignore[index]
             assert "gate closed without" not in ledger.lines[-2]
-            ledger.process.send_signal(signal.SIGTERM)
-            log = await ledger.rest()
-            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+            log = await ledger.stop(TIMEOUT_S)
         finally:
             await ledger.kill()
             if child.returncode is None:

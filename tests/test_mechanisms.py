@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.messages import Side
-from ledger.clearing import GridTariff, Order, clear_uniform
+from ledger.clearing import GridTariff, Order
+from ledger.mechanisms.auctions import clear_uniform
 from ledger.mechanisms.base import MarketResult, MarketRules
 from ledger.mechanisms.community import mmr_price
 from ledger.mechanisms.money import Account, net_by_account, postings

@@ -4,8 +4,8 @@ only until a message it sent after that status is accepted (issue 11, finding 3)
 After a restart the ledger remembers no status seqs, so an old genuine ``offline``
 left retained by an attacker is taken; the household is then back as soon as it sends.
 A message that arrived before the ``offline`` (its last will after it sent) does not
-bring it back. Both ingest paths: one by one (``handle``) and batched, where statuses
-are judged at once and readings later, in their batch. The message source here is a
+bring it back. Batches of one and larger ones, where statuses are judged at once and
+readings later, in their batch. The message source here is a
 list: what is under test is the service's order of judgement, not MQTT (the real
 broker path is tests/test_ledger_run_status.py).
 """
@@ -73,11 +73,10 @@ async def test_one_by_one_a_household_that_sends_after_its_offline_is_waited_for
 ) -> None:
     service = _service(tmp_path)
     h0, h1 = HOUSES
-    await service.handle(_reading(h0))
-    await service.handle(_status(h0, Presence.OFFLINE))
-    await service.handle(_status(h1, Presence.OFFLINE))
+    one_by_one = [[_reading(h0)], [_status(h0, Presence.OFFLINE)], [_status(h1, Presence.OFFLINE)]]
+    await service.run_ingest(source=_Batches(*one_by_one))
     assert service.offline == {"h0", "h1"}  # h0's reading came before its offline
-    await service.handle(_order(h1))
+    await service.run_ingest(source=_Batches([_order(h1)]))
     assert service.offline == {"h0"}  # h1 sends: the gate waits for its reading
     assert service.ledger.missing() - service.offline == {"h1"}
 
@@ -94,7 +93,7 @@ async def test_batched_only_what_arrived_after_the_offline_brings_a_household_ba
         _reading(h1),
     ]
     second = [_order(h0)]
-    await service.run_ingest_batched(InlineVerifier(), source=_Batches(first, second))
+    await service.run_ingest(InlineVerifier(), source=_Batches(first, second))
     assert service.ledger.open_orders == 1  # and both readings: only h1's order missing
     # h0's reading was before its offline, but its order after it; h1's reading after.
     assert service.offline == set()
@@ -107,6 +106,6 @@ async def test_batched_a_message_before_the_offline_keeps_the_household_offline(
     service = _service(tmp_path)
     h0, _h1 = HOUSES
     batch = [_reading(h0), _order(h0), _status(h0, Presence.OFFLINE)]
-    await service.run_ingest_batched(InlineVerifier(), source=_Batches(batch))
+    await service.run_ingest(InlineVerifier(), source=_Batches(batch))
     assert service.ledger.open_orders == 1 and "h0" not in service.ledger.missing()
     assert service.offline == {"h0"}

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.messages import Side
-from ledger.clearing import Fill, GridTariff, Order, clear_uniform
+from ledger.clearing import Fill, GridTariff, Order
+from ledger.mechanisms.auctions import clear_uniform
 from ledger.money import cost_micro
 from ledger.settlement import (
     RegisterError,

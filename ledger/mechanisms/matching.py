@@ -1,20 +1,18 @@
 """Merit-order matching: the efficient volume, shared by ``uniform`` and ``pay-as-bid``.
 
-Buys by falling limit, sells by rising gross ask (ties by agent, order ref, quantity:
-the same ranking as :func:`ledger.clearing.clear_uniform`), matched while the bid is at
-least the gross ask. This trades the most volume any clearing can: afterwards every
-buy left is priced below every sell left.
+Buys by falling limit, sells by rising gross ask (ties by agent, order ref, quantity),
+matched while the bid is at least the gross ask. This trades the most volume any
+clearing can: afterwards every buy left is priced below every sell left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger.mechanisms.base import Limited
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):  # a tuple: one is built per matched pair, on the hot path
     buy: Limited
     sell: Limited
     quantity_wh: int

@@ -59,8 +59,8 @@ def run_prove(args: argparse.Namespace) -> int:
 def _prove(store: LedgerStore, index: int, tree_size: int | None) -> int:
     from broker.tlog_json import inclusion_document
     from ledger.checkpoint import checkpoint_note
+    from ledger.meta import META_ORIGIN
     from ledger.proofs import inclusion_proof_from_source
-    from ledger.verify import META_ORIGIN
 
     origin = store.get_meta(META_ORIGIN)
     cp = store.latest_checkpoint() if tree_size is None else store.checkpoint_at(tree_size)
@@ -95,8 +95,8 @@ def run_consistency(args: argparse.Namespace) -> int:
 def _consistency(store: LedgerStore, old_size: int, new_size: int) -> int:
     from broker.tlog_json import consistency_document
     from ledger.checkpoint import checkpoint_note
+    from ledger.meta import META_ORIGIN
     from ledger.proofs import consistency_proof_from_source, root_from_source
-    from ledger.verify import META_ORIGIN
 
     origin = store.get_meta(META_ORIGIN)
     latest = store.latest_checkpoint()

@@ -16,7 +16,7 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
 4. Connect with a persistent MQTT session (stable client id), so the broker queues
    what households publish while the ledger restarts or fails over: the ingest is a
    receive-only :class:`broker.subscriber.Subscriber` on that session, in batches
-   (:meth:`ledger.service.LedgerService.run_ingest_batched`); the operator publishes
+   (:meth:`ledger.service.LedgerService.run_ingest`); the operator publishes
    on a second, clean connection (``<client id>-publish``).
 5. Run :class:`ledger.operator.MarketOperator` on the wall clock until SIGTERM/SIGINT:
    an open interval is closed at once with what has arrived (logged, checkpointed,
@@ -219,7 +219,7 @@ async def _lead(
                 transport=transport,
             )
             ingest = asyncio.create_task(
-                service.run_ingest_batched(
+                service.run_ingest(
                     verifier,
                     max_batch=config.max_batch,
                     source=subscriber,

@@ -42,10 +42,10 @@ def interval_range(first: str | None, last: str | None) -> tuple[int | None, int
 
 def run_statement_command(args: argparse.Namespace) -> int:
     from ledger.entries import EntryKind
+    from ledger.meta import META_MARKET
     from ledger.statement import StatementError, build_statement
     from ledger.store import LedgerStore
     from ledger.store_open import store_failures
-    from ledger.verify import META_MARKET
 
     start, end = interval_range(args.date_from, args.date_to)
     url: str = args.db
