@@ -40,6 +40,7 @@ from _mosquitto import RawClient, publish_packets, run_mosquitto
 from broker.keys import SigningKey, write_key_pair
 from broker.messages import (
     AnnouncementBody,
+    Body,
     OrderBody,
     Phase,
     ReadingBody,
@@ -159,10 +160,14 @@ class Honest:
             for n, (agent, key) in enumerate(self.keys.items()):
                 registers = self.seq * 5
                 reading = ReadingBody(interval, registers if n % 2 else 0, 0, 0, 0)
-                order = OrderBody(Side.BUY if n % 2 else Side.SELL, 100, 150_000)
-                for k, (topic, b) in enumerate(
-                    ((TOPICS.reading(agent), reading), (TOPICS.order(agent), order))
-                ):
+                # 40 Wh: within a default 17,250 W connection over 10 s (48 Wh), which
+                # the ledger enforces (beyond_connection otherwise).
+                order = OrderBody(Side.BUY if n % 2 else Side.SELL, 40, 150_000)
+                pair: tuple[tuple[str, Body], ...] = (
+                    (TOPICS.reading(agent), reading),
+                    (TOPICS.order(agent), order),
+                )
+                for k, (topic, b) in enumerate(pair):
                     wire = sign_message(
                         key,
                         b,
@@ -176,7 +181,7 @@ class Honest:
             await asyncio.gather(*sends)
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> bool:
     print(machine_line())
     print(
         f"{len(HOUSEHOLDS)} households, interval_s {INTERVAL_S}, flood on {FLOODED}'s topics: "
@@ -241,6 +246,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 flood_done_at: int | None = None
                 quiet_gates: list[float] = []
                 flood_gates: list[float] = []
+                short: list[str] = []  # intervals without every household logged
                 while True:
                     raw = await asyncio.wait_for(ledger.stderr.readline(), 60)
                     if not raw:
@@ -254,6 +260,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     flooding = armed and (flood_done_at is None or seen <= flood_done_at)
                     sent = now_acked - last_acked
                     logged = min(int(match["orders"]), int(match["readings"]))
+                    if seen > 1 and logged < len(HOUSEHOLDS):  # (after the start-up interval)
+                        short.append(match["interval"])
                     print(
                         f"{match['interval']:>10} {'yes' if flooding else 'no':>5} "
                         f"{logged:>5}/{len(HOUSEHOLDS)} {sent:>16,} {match['responses']:>9} "
@@ -282,9 +290,14 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"gate_s without the flood {min(quiet_gates):.3f}-{max(quiet_gates):.3f}, "
                     f"under it {min(flood_gates):.3f}-{max(flood_gates):.3f}"
                 )
+                print(
+                    "every household's reading and order logged in every interval: "
+                    + ("yes" if not short else f"NO (intervals {', '.join(short)})")
+                )
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                return not short
         finally:
             go.set()
             flooder.join(30)
@@ -300,7 +313,8 @@ def main() -> None:
     parser.add_argument("--junk", type=int, default=50_000)
     parser.add_argument("--audits", type=int, default=20_000)
     parser.add_argument("--quiet", type=int, default=2, help="intervals before the flood")
-    asyncio.run(main_async(parser.parse_args()))
+    if not asyncio.run(main_async(parser.parse_args())):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
