@@ -10,6 +10,7 @@ order (or is offline), close the gate, clear, log, checkpoint, and announce the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,9 +25,7 @@ from broker.messages import (
     AnnouncementBody,
     Body,
     Phase,
-    Presence,
     RejectionBody,
-    StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
@@ -40,6 +39,7 @@ from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 from ledger.responder import FirstPerInterval, Responder
 from ledger.sigcheck import Checked, SignatureVerifier
+from ledger.status import Statuses, StatusStore
 
 _LOG = logging.getLogger(__name__)
 
@@ -96,8 +96,13 @@ class LedgerService:
         self.config = config
         self.key = key
         self.transport = transport
-        self.offline: set[str] = set()  # by their signed status (see _status)
-        self._status_seqs: dict[str, int] = {}  # the last status seq accepted per household
+        # Households' signed statuses (ledger/status.py): the last taken from each is
+        # kept in the database, and a new process takes those first.
+        self.statuses = Statuses(config.topics.market_id)
+        self._kept_statuses = StatusStore(ledger.store.engine)
+        for agent, wire in self._kept_statuses.kept():
+            with contextlib.suppress(MessageError):  # e.g. signed by a key since rotated
+                self.statuses.take(agent, wire, ledger.keys.get(agent))
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         # Operator messages are not logged; their seq rises across restarts and differs
@@ -229,37 +234,22 @@ class LedgerService:
         self._progress.set()
 
     def _status(self, agent: str, payload: bytes) -> None:
-        """Take a household's signed status (:class:`StatusBody`) if it verifies with the
-        household's registered key and its seq is above the last status accepted from
-        it; anything else (unsigned, forged, another household's, a replayed older one)
-        is counted per reason and changes nothing, and no rejection is sent. An empty
-        payload (a cleared retained status) changes nothing either."""
+        """Take a household's signed status (:class:`ledger.status.Statuses`) and keep
+        it in the database; anything else (unsigned, forged, another household's, a
+        replayed older one) is counted per reason and changes nothing, and no rejection
+        is sent. An empty payload (a cleared retained status) and a copy of the last
+        status taken (a resubscription's retained copy) change nothing either."""
         if not payload:
             return
         try:
-            message = decode_message(payload)
-            body = message.body_as(StatusBody)
-            header = message.header
-            if header.agent != agent:
-                raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
-            if header.market != self.config.topics.market_id:
-                raise MessageError(RejectReason.WRONG_MARKET, f"market {header.market!r}")
-            key = self.ledger.keys.get(agent)
-            if key is None:
-                raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
-            message.verify(key)
-            if header.seq <= self._status_seqs.get(agent, -1):
-                raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
+            taken = self.statuses.take(agent, payload, self.ledger.keys.get(agent))
         except MessageError as exc:
             self.ledger.rejections[exc.reason] += 1
             _LOG.debug("ignored a status for %s: %s", agent, exc)
             return
-        self._status_seqs[agent] = header.seq
-        if body.state is Presence.OFFLINE:
-            self.offline.add(agent)
-        else:
-            self.offline.discard(agent)
-        self._progress.set()
+        if taken:
+            self._kept_statuses.keep(agent, payload)
+            self._progress.set()
 
     def _bad_topic(self, topic: str, where: HouseholdTopic | None) -> None:
         """Count a message on a topic no household message can have (no rejection is
@@ -434,14 +424,14 @@ class LedgerService:
     async def _wait_for_households(self, timeout_s: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.gate_timeout_s if timeout_s is None else timeout_s)
-        while self.ledger.missing() - self.offline:
+        while self.ledger.missing() - self.statuses.offline:
             self._progress.clear()
             if self._gate_forced:
                 _LOG.info("gate closed early on request")
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
-                missing = sorted(self.ledger.missing() - self.offline)
+                missing = sorted(self.ledger.missing() - self.statuses.offline)
                 _LOG.warning(
                     "gate closed without %d household(s): %s", len(missing), ", ".join(missing[:10])
                 )

@@ -156,3 +156,57 @@ async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_cl
             await attacker.publish(topics.status("h003"), b"", qos=1, retain=True)
     assert "Traceback" not in log
     assert {agent for agent, *_ in BOOK} == {"h001", "h002", "h003"}
+
+
+async def test_old_genuine_offlines_left_retained_cut_no_one_out_after_a_restart(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """Every household's last will and clean shutdown leave a genuine signed ``offline``
+    retained on the broker, for anyone to keep. Once the households are online again,
+    an attacker leaves the kept ones retained in their place. The running ledger
+    refuses them (replay); a restarted one used to take them, as the first statuses it
+    saw, and closed every gate at once with none of the households (orders 0/3,
+    interval after interval, until each reconnected). It keeps the last status taken
+    in the database, so the restarted one refuses them too and the market trades."""
+    market = _market(tmp_path, mosquitto)
+    topics = market.topics
+    signers = {agent: StatusSigner(market.keys[agent], topics, agent) for agent, *_ in BOOK}
+    old_offline = {agent: signer.sign(Presence.OFFLINE) for agent, signer in signers.items()}
+    online = {agent: signer.sign(Presence.ONLINE) for agent, signer in signers.items()}
+    async with (
+        Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
+        _households(market, mosquitto),
+    ):
+        await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
+        for agent, wire in online.items():  # as each household's connection does
+            await attacker.publish(topics.status(agent), wire, qos=1, retain=True)
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            await ledger.until("leader of market")
+            summary = await ledger.summary()
+            assert (summary["orders"], summary["readings"]) == ("3", "3")
+            for agent, wire in old_offline.items():
+                await attacker.publish(topics.status(agent), wire, qos=1, retain=True)
+            replays = 0
+            while replays < len(old_offline):
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3")
+                counted = re.search(r"\breplay (\d+)", summary["reasons"] or "")
+                replays += int(counted[1]) if counted else 0
+            ledger.process.send_signal(signal.SIGTERM)
+            await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+
+            ledger = await LedgerProcess.start(market.config)  # the old offlines retained
+            await ledger.until("leader of market")
+            for _ in range(3):
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3"), summary.group(0)
+            ledger.process.send_signal(signal.SIGTERM)
+            log = await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 0
+        finally:
+            await ledger.kill()
+            for agent in online:
+                await attacker.publish(topics.status(agent), b"", qos=1, retain=True)
+    assert "Traceback" not in log
