@@ -102,7 +102,7 @@ class LedgerService:
         self._kept_statuses = StatusStore(ledger.store.engine)
         for agent, wire in self._kept_statuses.kept():
             with contextlib.suppress(MessageError):  # e.g. signed by a key since rotated
-                self.statuses.take(agent, wire, ledger.keys.get(agent))
+                self.statuses.take(agent, wire, ledger.keys.get(agent), time.monotonic())
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         # Operator messages are not logged; their seq rises across restarts and differs
@@ -242,7 +242,8 @@ class LedgerService:
         if not payload:
             return
         try:
-            taken = self.statuses.take(agent, payload, self.ledger.keys.get(agent))
+            key = self.ledger.keys.get(agent)
+            taken = self.statuses.take(agent, payload, key, time.monotonic())
         except MessageError as exc:
             self.ledger.rejections[exc.reason] += 1
             _LOG.debug("ignored a status for %s: %s", agent, exc)

@@ -5,8 +5,12 @@ A household's status (``online``/``offline``, :class:`broker.messages.StatusBody
 signed by its key; its seqs rise across connections (docs/protocol.md, "Status").
 :class:`Statuses` (pure) takes a status only if it decodes, names the topic's
 household and this market, verifies with the household's key and its seq is above
-the last one taken from that household; a copy of the last one taken (the retained
-copy a resubscription brings, a redelivery) is no news and no error.
+the last one taken from that household (compared before the signature is checked);
+a copy of the last one taken (the retained copy a resubscription brings, a
+redelivery) is no news and no error. Each household's statuses get a few signature
+checks (a token bucket): a flood of forged ones naming its key id is dropped
+unchecked (``status_limited``) instead of costing an ECDSA verify each on the
+ingest's event loop, in line before the readings and orders.
 
 Anyone can keep a genuine ``offline`` (every household's last will and clean
 shutdown leave one retained on the broker) and publish it again later, retained, in
@@ -21,6 +25,7 @@ restart, a standby taking over) takes those first: the floor holds across restar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from sqlalchemy import Column, LargeBinary
 from sqlalchemy.engine import Engine
@@ -29,8 +34,15 @@ from sqlmodel import Field, Session, SQLModel, select
 from broker.errors import MessageError, RejectReason
 from broker.keys import VerifyingKey
 from broker.messages import Presence, SignedMessage, StatusBody, decode_message
+from ledger.responder import TokenBuckets
 
 STATUS_TABLE = "household_status"
+# Signature checks of one household's statuses: at most this many at once, then one per
+# STATUS_CHECK_EVERY_S. A household sends two statuses per connection; a flood of forged
+# ones (anyone can name a household's key id; each check is an ECDSA verify on the
+# ingest's event loop) gets this many checks and is otherwise dropped unchecked.
+STATUS_CHECK_BURST: Final = 10
+STATUS_CHECK_EVERY_S: Final = 10.0
 
 
 class StatusRow(SQLModel, table=True):
@@ -69,12 +81,19 @@ class Statuses:
     market_id: str
     offline: set[str] = field(default_factory=set)
     _last: dict[str, SignedMessage] = field(default_factory=dict)  # per registered household
+    # Signature checks per registered household (keys: households with a valid key).
+    _checks: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(STATUS_CHECK_BURST, 1.0 / STATUS_CHECK_EVERY_S)
+    )
 
-    def take(self, agent: str, payload: bytes, key: VerifyingKey | None) -> bool:
-        """Take ``payload``, a status received on ``agent``'s topic, checked with the
-        household's valid key (None: it has none). True if taken; False for a copy of
-        the last status taken (changes nothing); raise MessageError (with the reason
-        to count) for anything else, which changes nothing either."""
+    def take(self, agent: str, payload: bytes, key: VerifyingKey | None, now_s: float) -> bool:
+        """Take ``payload``, a status received on ``agent``'s topic at ``now_s``
+        (monotonic s), checked with the household's valid key (None: it has none).
+        True if taken; False for a copy of the last status taken (changes nothing);
+        raise MessageError (with the reason to count) for anything else, which changes
+        nothing either: also a status beyond the household's budget of signature checks
+        (``status_limited``, not checked), and a seq not above the last one taken
+        (``replay``, whatever its signature)."""
         message = decode_message(payload)
         body = message.body_as(StatusBody)
         header = message.header
@@ -87,9 +106,11 @@ class Statuses:
         last = self._last.get(agent)
         if last is not None and message.message_id == last.message_id:
             return False
-        message.verify(key)
         if last is not None and header.seq <= last.header.seq:
             raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
+        if not self._checks.take(agent, now_s):
+            raise MessageError(RejectReason.STATUS_LIMITED, "over its status checks")
+        message.verify(key)
         self._last[agent] = message
         if body.state is Presence.OFFLINE:
             self.offline.add(agent)
