@@ -7,10 +7,10 @@ signed by its key; its seqs rise across connections (docs/protocol.md, "Status")
 household and this market, verifies with the household's key and its seq is above
 the last one taken from that household (compared before the signature is checked);
 a copy of the last one taken (the retained copy a resubscription brings, a
-redelivery) is no news and no error. Each household's statuses get a few signature
-checks (a token bucket): a flood of forged ones naming its key id is dropped
-unchecked (``status_limited``) instead of costing an ECDSA verify each on the
-ingest's event loop, in line before the readings and orders.
+redelivery) is no news and no error. Each household's statuses are judged a few at a
+time (a token bucket, before anything else): a flood on its status topic is dropped
+undecoded (``status_limited``) instead of costing a decode and an ECDSA verify each
+on the ingest's event loop, in line before the readings and orders.
 
 Anyone can keep a genuine ``offline`` (every household's last will and clean
 shutdown leave one retained on the broker) and publish it again later, retained, in
@@ -37,10 +37,11 @@ from broker.messages import Presence, SignedMessage, StatusBody, decode_message
 from ledger.responder import TokenBuckets
 
 STATUS_TABLE = "household_status"
-# Signature checks of one household's statuses: at most this many at once, then one per
-# STATUS_CHECK_EVERY_S. A household sends two statuses per connection; a flood of forged
-# ones (anyone can name a household's key id; each check is an ECDSA verify on the
-# ingest's event loop) gets this many checks and is otherwise dropped unchecked.
+# Statuses of one household judged: at most this many at once, then one per
+# STATUS_CHECK_EVERY_S. A household sends two statuses per connection; a flood on its
+# status topic (anyone can publish there; each status judged costs a decode and, naming
+# the household's key id, an ECDSA verify on the ingest's event loop, in line before the
+# readings and orders) gets this many judged and is otherwise dropped undecoded.
 STATUS_CHECK_BURST: Final = 10
 STATUS_CHECK_EVERY_S: Final = 10.0
 
@@ -81,7 +82,7 @@ class Statuses:
     market_id: str
     offline: set[str] = field(default_factory=set)
     _last: dict[str, SignedMessage] = field(default_factory=dict)  # per registered household
-    # Signature checks per registered household (keys: households with a valid key).
+    # Statuses judged per registered household (keys: households with a valid key).
     _checks: TokenBuckets = field(
         default_factory=lambda: TokenBuckets(STATUS_CHECK_BURST, 1.0 / STATUS_CHECK_EVERY_S)
     )
@@ -91,9 +92,13 @@ class Statuses:
         (monotonic s), checked with the household's valid key (None: it has none).
         True if taken; False for a copy of the last status taken (changes nothing);
         raise MessageError (with the reason to count) for anything else, which changes
-        nothing either: also a status beyond the household's budget of signature checks
-        (``status_limited``, not checked), and a seq not above the last one taken
-        (``replay``, whatever its signature)."""
+        nothing either: also a status beyond the household's budget
+        (``status_limited``: not even decoded), and a seq not above the last one taken
+        (``replay``, whatever its signature: not verified)."""
+        if key is None:
+            raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
+        if not self._checks.take(agent, now_s):
+            raise MessageError(RejectReason.STATUS_LIMITED, "over its budget of statuses")
         message = decode_message(payload)
         body = message.body_as(StatusBody)
         header = message.header
@@ -101,15 +106,11 @@ class Statuses:
             raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
         if header.market != self.market_id:
             raise MessageError(RejectReason.WRONG_MARKET, f"market {header.market!r}")
-        if key is None:
-            raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
         last = self._last.get(agent)
         if last is not None and message.message_id == last.message_id:
             return False
         if last is not None and header.seq <= last.header.seq:
             raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
-        if not self._checks.take(agent, now_s):
-            raise MessageError(RejectReason.STATUS_LIMITED, "over its status checks")
         message.verify(key)
         self._last[agent] = message
         if body.state is Presence.OFFLINE:

@@ -94,7 +94,7 @@ def _forged(wire: bytes) -> bytes:
     return json.dumps(envelope).encode()
 
 
-def test_a_flood_of_forged_statuses_gets_a_few_signature_checks_per_household() -> None:
+def test_a_flood_on_a_status_topic_is_judged_a_few_at_a_time_per_household() -> None:
     signer = _signer()
     statuses = Statuses("m1")
     reasons = []
@@ -111,14 +111,27 @@ def test_a_flood_of_forged_statuses_gets_a_few_signature_checks_per_household() 
     with pytest.raises(MessageError) as refused:
         statuses.take("h001", online, KEY.verifying, 5.0)
     assert refused.value.reason is RejectReason.STATUS_LIMITED
-    # ... and taken once a check is free again; replays cost no check.
+    # ... and taken once the budget allows one again.
     assert statuses.take("h001", online, KEY.verifying, 5.0 + STATUS_CHECK_EVERY_S)
+    # Anything on the topic counts against the budget, replays and junk too.
     older = StatusSigner(KEY, TOPICS, "h001", clock_us=lambda: 1)
     for _ in range(20):
-        forged = _forged(older.sign(Presence.OFFLINE))
         with pytest.raises(MessageError) as refused:
-            statuses.take("h001", forged, KEY.verifying, 5.0 + STATUS_CHECK_EVERY_S)
-        assert refused.value.reason is RejectReason.REPLAY
+            statuses.take(
+                "h001", older.sign(Presence.OFFLINE), KEY.verifying, 6.0 + STATUS_CHECK_EVERY_S
+            )
+        assert refused.value.reason is RejectReason.STATUS_LIMITED
+    with pytest.raises(MessageError) as refused:
+        statuses.take("h001", b"junk", KEY.verifying, 5.0 + 2 * STATUS_CHECK_EVERY_S)
+    assert refused.value.reason is RejectReason.MALFORMED_JSON
+    with pytest.raises(MessageError) as refused:
+        statuses.take("h001", b"junk", KEY.verifying, 5.0 + 2 * STATUS_CHECK_EVERY_S)
+    assert refused.value.reason is RejectReason.STATUS_LIMITED
+    with pytest.raises(MessageError) as refused:
+        statuses.take(
+            "h001", older.sign(Presence.OFFLINE), KEY.verifying, 5.0 + 3 * STATUS_CHECK_EVERY_S
+        )
+    assert refused.value.reason is RejectReason.REPLAY
     # Other households have their own checks.
     other = StatusSigner(KEY, TOPICS, "h002").sign(Presence.OFFLINE)
     assert statuses.take("h002", other, KEY.verifying, 5.0)
