@@ -205,7 +205,7 @@ class HouseholdAgent:
         if topic == topics.announce and isinstance(body, AnnouncementBody):
             if not self._signed_by(self.config.operator_key, decoded, "announcement", topic):
                 return False
-            if self._traded.opens_again(decoded, message):
+            if self._traded.opens_again(decoded):
                 await self._resend(decoded)
                 return False
             return await self._on_announcement(decoded, body)

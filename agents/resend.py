@@ -1,23 +1,25 @@
 """The interval the household agent trades, and whether it is opened again.
 
 Pure state, no I/O. The agent (:mod:`agents.agent`) tells a :class:`TradedInterval`
-which interval it acted on and the message id of that interval's announcement, which
-intervals were announced cleared, and the signed bytes it published for the interval
-it trades. It answers whether an announcement opens that interval once more and, when
-one does, hands back the copies to send again. The rule is part of the wire contract:
-docs/protocol.md, "A repeated open".
+which interval it acted on and the message ids of that interval's ``open``
+announcements it acted on, which intervals were announced cleared, and the signed
+bytes it published for the interval it trades. It answers whether an announcement
+opens that interval once more (an ``open`` with a message id not acted on yet: a
+reopen always has a new one) and, when one does, hands back the copies to send again.
+A copy of an ``open`` acted on, live or retained (the operator's publish retried, or
+anyone on the broker replaying the genuine bytes), opens nothing again. The rule is
+part of the wire contract: docs/protocol.md, "A repeated open".
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from broker.messages import AnnouncementBody, Phase, SignedMessage
 
-if TYPE_CHECKING:
-    from broker.transport import Message
-
 Copy = tuple[str, bytes]  # (topic, signed wire bytes) as published
+# Ids of the traded interval's opens remembered at most (the oldest is forgotten
+# first). With the operator's key only its own opens get here (an interval is reopened
+# once per ledger restart); without one, anyone's, so the number is bounded.
+MAX_OPENS_REMEMBERED = 16
 
 
 class TradedInterval:
@@ -27,6 +29,8 @@ class TradedInterval:
     def __init__(self) -> None:
         self.interval: int | None = None  # None: no interval opened yet
         self.announced_id: str | None = None  # message id of ``interval``'s announcement
+        # ... and of every open of ``interval`` acted on (insertion-ordered, bounded).
+        self._acted: dict[str, None] = {}
         self.cleared: int | None = None  # the latest interval announced cleared
         self._kept: list[Copy] = []
 
@@ -45,6 +49,7 @@ class TradedInterval:
         if self.interval is not None and interval <= self.interval:
             return False
         self.interval, self.announced_id, self._kept = interval, message_id, []
+        self._acted = {message_id: None}
         return True
 
     def clear(self, interval: int) -> None:
@@ -57,15 +62,18 @@ class TradedInterval:
         if interval == self.interval:
             self._kept.append((topic, wire))
 
-    def opens_again(self, announcement: SignedMessage, delivery: Message) -> bool:
-        """Whether ``announcement`` (delivered as ``delivery``) opens the interval
-        being traded once more.
+    def opens_again(self, announcement: SignedMessage) -> bool:
+        """Whether ``announcement`` (delivered live or as the retained copy: the same
+        either way) opens the interval being traded once more.
 
-        That is an ``open`` for this very interval, not yet announced cleared, that the
-        broker forwarded live (MQTT sets the RETAIN flag only on a copy sent because a
-        subscription was made: the retained one) or whose message id is not the one
-        acted on (announced again while the agent was disconnected). Wire contract:
-        docs/protocol.md, "A repeated open".
+        That is an ``open`` for this very interval, not yet announced cleared, whose
+        message id is not one of the opens of the interval acted on: a ledger that opens
+        the interval again (restart, fail-over) announces it with a new id, live or, to
+        an agent that was disconnected, as the retained copy. A copy of an open acted
+        on, live or retained, is not a reopen: the operator's publish retried, a
+        reconnect's retained copy, or anyone on the broker replaying the genuine bytes
+        (which must not make the agent send its messages again and again). Wire
+        contract: docs/protocol.md, "A repeated open".
         """
         body, interval = announcement.body, announcement.header.interval
         return (
@@ -73,11 +81,15 @@ class TradedInterval:
             and body.phase is Phase.OPEN
             and interval == self.interval
             and (self.cleared is None or self.cleared < interval)
-            and (not delivery.retain or announcement.message_id != self.announced_id)
+            and announcement.message_id not in self._acted
         )
 
     def reopen(self, message_id: str) -> tuple[Copy, ...]:
-        """Take the announcement ``message_id`` as the one acted on (a retained copy of
-        it then opens nothing again) and return the copies to send again, in order."""
+        """Take the announcement ``message_id`` as the one acted on (a copy of it, or of
+        an open acted on before, then opens nothing again) and return the copies to
+        send again, in order."""
         self.announced_id = message_id
+        self._acted[message_id] = None
+        while len(self._acted) > MAX_OPENS_REMEMBERED:
+            del self._acted[next(iter(self._acted))]
         return self.kept

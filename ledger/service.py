@@ -10,6 +10,7 @@ order (or is offline), close the gate, clear, log, checkpoint, and announce the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,11 +25,9 @@ from broker.messages import (
     AnnouncementBody,
     Body,
     Phase,
-    Presence,
     RejectionBody,
     SignedMessage,
     Signer,
-    StatusBody,
     TradeLine,
     TradesBody,
     decode_message,
@@ -41,6 +40,7 @@ from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 from ledger.responder import FirstPerInterval, Responder
 from ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
+from ledger.status import Statuses, StatusStore
 
 _LOG = logging.getLogger(__name__)
 
@@ -99,11 +99,18 @@ class LedgerService:
         self.key = key
         self.transport = transport
         self._signer = Signer(key, config.topics.market_id, OPERATOR_ID)
-        # Households offline by their signed status (see _status): the arrival number
-        # of that status, so a message the household sends after it brings it back.
-        self._offline_at: dict[str, int] = {}
+        # Households' signed statuses (ledger/status.py): the last taken from each is
+        # kept in the database, and a new process takes those first.
+        self.statuses = Statuses(config.topics.market_id)
+        self._kept_statuses = StatusStore(ledger.store.engine)
+        for agent, wire in self._kept_statuses.kept():
+            with contextlib.suppress(MessageError):  # e.g. signed by a key since rotated
+                self.statuses.take(agent, wire, ledger.keys.get(agent), time.monotonic())
+        # Households offline by their signed status: the arrival number of that status,
+        # so a message the household sends after it brings it back (0: kept from
+        # before this process).
+        self._offline_at: dict[str, int] = dict.fromkeys(self.statuses.offline, 0)
         self._arrival = 0  # messages received so far: each one's arrival number
-        self._status_seqs: dict[str, int] = {}  # the last status seq accepted per household
         self._progress = asyncio.Event()
         self._ledger_lock = asyncio.Lock()  # held while a batch is between its steps
         # Operator messages are not logged; their seq rises across restarts and differs
@@ -234,43 +241,33 @@ class LedgerService:
             self._bad_topic(message.topic, where)
 
     def _status(self, agent: str, payload: bytes) -> None:
-        """Take a household's signed status (:class:`StatusBody`) if it verifies with the
-        household's registered key and its seq is above the last status accepted from
-        it; anything else (unsigned, forged, another household's, a replayed older one)
-        is counted per reason and changes nothing, and no rejection is sent. An empty
-        payload (a cleared retained status) changes nothing either."""
+        """Take a household's signed status (:class:`ledger.status.Statuses`) and keep
+        it in the database; anything else (unsigned, forged, another household's, a
+        replayed older one) is counted per reason and changes nothing, and no rejection
+        is sent. An empty payload (a cleared retained status) and a copy of the last
+        status taken (a resubscription's retained copy) change nothing either."""
         if not payload:
             return
         try:
-            message = decode_message(payload)
-            body = message.body_as(StatusBody)
-            header = message.header
-            if header.agent != agent:
-                raise MessageError(RejectReason.KEY_MISMATCH, "topic names another household")
-            if header.market != self.config.topics.market_id:
-                raise MessageError(RejectReason.WRONG_MARKET, f"market {header.market!r}")
             key = self.ledger.keys.get(agent)
-            if key is None:
-                raise MessageError(RejectReason.UNKNOWN_KEY, "no valid key for this household")
-            message.verify(key)
-            if header.seq <= self._status_seqs.get(agent, -1):
-                raise MessageError(RejectReason.REPLAY, "status seq not above the last one")
+            taken = self.statuses.take(agent, payload, key, time.monotonic())
         except MessageError as exc:
             self.ledger.rejections[exc.reason] += 1
             _LOG.debug("ignored a status for %s: %s", agent, exc)
             return
-        self._status_seqs[agent] = header.seq
-        if body.state is Presence.OFFLINE:
-            self._offline_at[agent] = self._arrival
-        else:
-            self._offline_at.pop(agent, None)
-        self._progress.set()
+        if taken:
+            self._kept_statuses.keep(agent, payload)
+            if agent in self.statuses.offline:
+                self._offline_at[agent] = self._arrival
+            else:
+                self._offline_at.pop(agent, None)
+            self._progress.set()
 
     def _sent(self, agent: str, arrival: int) -> None:
         """A message of ``agent`` that arrived ``arrival``-th was accepted: if it came
         after the household's ``offline`` status, the household is sending, so the gate
-        waits for it again (a status replayed while the ledger restarted, when it
-        remembers no status seqs, cannot cut out a household that sends)."""
+        waits for it again: whatever a status says, a household that sends is not cut
+        out of the interval."""
         since = self._offline_at.get(agent)
         if since is not None and arrival > since:
             del self._offline_at[agent]

@@ -185,9 +185,11 @@ async def test_a_live_repeated_open_resends_the_same_bytes_a_retained_copy_or_ol
         await s.reconnect()
         # An older interval's open, live.
         await s.operator.publish(s.topics.announce, s.announcement(T - STEP, Phase.OPEN), qos=1)
-        # The very same open, live: a restarted ledger that died in the first interval
-        # it opened announces it again byte for byte.
-        await s.announce(first_open)
+        # The very same open, live (the operator's publish retried, or anyone replaying
+        # the genuine bytes): not a reopen.
+        await s.operator.publish(s.topics.announce, first_open, qos=1)
+        # A restarted ledger announces the interval open again, live, with a new id.
+        await s.announce(s.announcement(T, Phase.OPEN))
         # Once cleared, an open of the interval changes nothing.
         await s.announce(s.announcement(T, Phase.CLEARED))
         await s.announce(s.announcement(T, Phase.OPEN))
@@ -206,6 +208,37 @@ async def test_a_live_repeated_open_resends_the_same_bytes_a_retained_copy_or_ol
         assert s.agent.diagnostics()["resent"] == 2
         assert s.agent.published == 3
         assert s.agent_transport.reconnects == 1
+
+
+async def test_the_genuine_open_replayed_live_by_anyone_resends_nothing(
+    mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    """Anyone subscribed to the announcements holds the operator's genuine ``open`` and
+    can publish it again, live, as often as it likes (no ACL needed to read it): each
+    copy used to make the agent send its reading and order again, through its outbox
+    (fsync, new seqs) and onto the ledger's ingest, with an INFO line each. Only an
+    open with a new id (a genuine reopen) is resent, once; replays of either open,
+    alternating, change nothing."""
+    async with scene(mosquitto, tmp_path) as s:
+        first_open = s.announcement(T, Phase.OPEN)
+        await s.announce(first_open)
+        (reading,) = await s.until_seen(1)
+        await s.forecast(T)
+        _, order = await s.until_seen(2)
+        for _ in range(100):
+            await s.operator.publish(s.topics.announce, first_open, qos=1)
+        reopened = s.announcement(T, Phase.OPEN)  # a restarted ledger: a new id
+        await s.operator.publish(s.topics.announce, reopened, qos=1)
+        for _ in range(100):
+            await s.operator.publish(s.topics.announce, first_open, qos=1)
+            await s.operator.publish(s.topics.announce, reopened, qos=1)
+        await s.announce(s.announcement(T + STEP, Phase.OPEN))
+
+        wire = await s.until_seen(5)
+        assert wire[:4] == [reading, order, reading, order]  # resent once, for the reopen
+        assert _kinds(wire)[4][:2] == ("reading", T + STEP)
+        assert s.agent.resent == 2
+        assert s.agent.diagnostics()["resent"] == 2
 
 
 async def test_an_open_before_the_order_was_sent_resends_the_reading_only(

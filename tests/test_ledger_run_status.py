@@ -8,6 +8,8 @@ and what passes on the wire, never sleeps.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from agents.presence import StatusSigner
 from broker.keys import SigningKey
 from broker.messages import Presence
+from broker.mqtt_packets import connect_packet, publish_packet
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
 from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess, answering_households
@@ -151,3 +154,125 @@ async def test_a_replayed_offline_is_ignored_and_a_killed_agent_lets_the_gate_cl
             await attacker.publish(topics.status("h003"), b"", qos=1, retain=True)
     assert "Traceback" not in log
     assert {agent for agent, *_ in BOOK} == {"h001", "h002", "h003"}
+
+
+async def test_old_genuine_offlines_left_retained_cut_no_one_out_after_a_restart(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """Every household's last will and clean shutdown leave a genuine signed ``offline``
+    retained on the broker, for anyone to keep. Once the households are online again,
+    an attacker leaves the kept ones retained in their place. The running ledger
+    refuses them (replay); a restarted one used to take them, as the first statuses it
+    saw, and closed every gate at once with none of the households (orders 0/3,
+    interval after interval, until each reconnected). It keeps the last status taken
+    in the database, so the restarted one refuses them too and the market trades."""
+    market = _market(tmp_path, mosquitto)
+    topics = market.topics
+    signers = {agent: StatusSigner(market.keys[agent], topics, agent) for agent, *_ in BOOK}
+    old_offline = {agent: signer.sign(Presence.OFFLINE) for agent, signer in signers.items()}
+    online = {agent: signer.sign(Presence.ONLINE) for agent, signer in signers.items()}
+    async with (
+        Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
+        answering_households(market, mosquitto),
+    ):
+        await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
+        for agent, wire in online.items():  # as each household's connection does
+            await attacker.publish(topics.status(agent), wire, qos=1, retain=True)
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            await ledger.until("leader of market")
+            summary = await ledger.summary()
+            assert (summary["orders"], summary["readings"]) == ("3", "3")
+            for agent, wire in old_offline.items():
+                await attacker.publish(topics.status(agent), wire, qos=1, retain=True)
+            replays = 0
+            while replays < len(old_offline):
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3")
+                counted = re.search(r"\breplay (\d+)", summary["reasons"] or "")
+                replays += int(counted[1]) if counted else 0
+            await ledger.stop(TIMEOUT_S)
+
+            ledger = await LedgerProcess.start(market.config)  # the old offlines retained
+            await ledger.until("leader of market")
+            for _ in range(3):
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3"), summary.group(0)
+            log = await ledger.stop(TIMEOUT_S)
+        finally:
+            await ledger.kill()
+            for agent in online:
+                await attacker.publish(topics.status(agent), b"", qos=1, retain=True)
+    assert "Traceback" not in log
+
+
+async def _publish_fast(broker: BrokerAddress, messages: list[tuple[str, bytes]]) -> None:
+    """Publish ``messages`` at QoS 0 as fast as one client can: every PUBLISH in one
+    write on a raw MQTT connection, then DISCONNECT (Mosquitto routes them in order)."""
+    reader, writer = await asyncio.open_connection(broker.host, broker.port)
+    try:
+        writer.write(connect_packet("flood", keepalive_s=30, clean_session=True))
+        assert (await asyncio.wait_for(reader.readexactly(4), TIMEOUT_S))[3] == 0  # CONNACK
+        writer.write(
+            b"".join(
+                publish_packet(topic, payload, qos=0, packet_id=0, retain=False)
+                for topic, payload in messages
+            )
+        )
+        writer.write(b"\xe0\x00")  # DISCONNECT
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S) == b""  # the broker closed it
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_flood_of_forged_statuses_does_not_hold_up_the_households(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """Statuses with each household's key id (public: it is in every message) and a
+    signature that does not verify, as fast as one client publishes them: each used to
+    cost an ECDSA verify on the ingest's event loop, in line before the readings and
+    orders, so the households' messages came after their gates closed (orders 0/4 in
+    the operator quick start at about 20,000 a second). A household's statuses get a
+    few checks; the rest are dropped unchecked and counted (``status_limited``)."""
+    market = _market(tmp_path, mosquitto)
+    topics = market.topics
+    forged = []
+    for agent, *_ in BOOK:
+        envelope = json.loads(
+            StatusSigner(market.keys[agent], topics, agent).sign(Presence.OFFLINE)
+        )
+        envelope["sig"] = base64.b64encode(b"\x30\x06\x02\x01\x01\x02\x01\x01").decode()
+        forged.append((topics.status(agent), json.dumps(envelope).encode()))
+    flood = 30_000
+    async with (
+        Transport(TransportConfig(mosquitto, f"{topics.market_id}-attacker")) as attacker,
+        answering_households(market, mosquitto) as households,
+    ):
+        await asyncio.wait_for(attacker.wait_connected(), TIMEOUT_S)
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            await ledger.until("leader of market")
+            summary = await ledger.summary()
+            # The flood, once the next interval is open (so it meets its gate).
+            interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)
+            while interval <= int(summary["interval"]):
+                interval = await asyncio.wait_for(households.opened.get(), TIMEOUT_S)
+            await _publish_fast(mosquitto, [forged[n % len(forged)] for n in range(flood)])
+            counted = 0
+            while counted < flood:
+                summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("3", "3"), summary.group(0)
+                reasons = dict(
+                    (reason, int(n))
+                    for reason, n in re.findall(r"(\w+) (\d+)", summary["reasons"] or "")
+                )
+                assert set(reasons) <= {"bad_signature", "status_limited"}
+                assert reasons.get("bad_signature", 0) <= 3 * 10 + 3  # a burst, then 1 in 10 s
+                counted += sum(reasons.values())
+            log = await ledger.stop(TIMEOUT_S)
+        finally:
+            await ledger.kill()
+    assert counted == flood
+    assert "Traceback" not in log

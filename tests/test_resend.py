@@ -1,16 +1,15 @@
 """The rule for a repeated open (docs/protocol.md, "A repeated open"), on its own.
 
-:class:`agents.resend.TradedInterval` is pure state; over Mosquitto's real RETAIN
-flag and the agent's outbox the same rule is tested in tests/test_agent_resend.py.
+:class:`agents.resend.TradedInterval` is pure state; over Mosquitto (live and retained
+copies) and the agent's outbox the same rule is tested in tests/test_agent_resend.py.
 """
 
 from __future__ import annotations
 
-from agents.resend import TradedInterval
+from agents.resend import MAX_OPENS_REMEMBERED, TradedInterval
 from broker.keys import SigningKey
 from broker.messages import AnnouncementBody, Phase, SignedMessage, sign_message
 from broker.topics import Topics
-from broker.transport import Message
 
 STEP = 900
 T = 1_751_241_600  # the interval traded
@@ -31,14 +30,6 @@ def _announcement(interval: int, phase: Phase, seq: int) -> SignedMessage:
     )
 
 
-def _live(message: SignedMessage) -> Message:
-    return Message(TOPICS.announce, message.to_wire(), retain=False)
-
-
-def _retained(message: SignedMessage) -> Message:
-    return Message(TOPICS.announce, message.to_wire(), retain=True)
-
-
 def _trading(first_open: SignedMessage) -> TradedInterval:
     traded = TradedInterval()
     assert traded.begin(first_open.header.interval, first_open.message_id)
@@ -47,20 +38,37 @@ def _trading(first_open: SignedMessage) -> TradedInterval:
     return traded
 
 
-def test_a_live_repeated_open_opens_the_interval_again_even_with_the_same_id() -> None:
+def test_an_open_with_a_new_id_opens_the_interval_again_a_copy_of_one_acted_on_not() -> None:
     first = _announcement(T, Phase.OPEN, 1)
     traded = _trading(first)
-    assert traded.opens_again(first, _live(first))
-    other = _announcement(T, Phase.OPEN, 2)
-    assert traded.opens_again(other, _live(other))
+    # A copy of the open acted on (a reconnect's retained copy, the operator's publish
+    # retried, anyone replaying the genuine bytes): nothing to send again.
+    assert not traded.opens_again(first)
+    reopened = _announcement(T, Phase.OPEN, 2)  # a restarted ledger: a new id
+    assert traded.opens_again(reopened)
 
 
-def test_a_retained_open_with_a_new_id_opens_it_again_the_same_id_not() -> None:
+def test_copies_of_every_open_acted_on_open_nothing_again_even_alternating() -> None:
     first = _announcement(T, Phase.OPEN, 1)
     traded = _trading(first)
-    assert not traded.opens_again(first, _retained(first))  # the copy a reconnect brings
-    reopened = _announcement(T, Phase.OPEN, 2)  # announced again while disconnected
-    assert traded.opens_again(reopened, _retained(reopened))
+    reopened = _announcement(T, Phase.OPEN, 2)
+    traded.reopen(reopened.message_id)
+    for _ in range(3):  # replays of both genuine opens, in turn
+        assert not traded.opens_again(first)
+        assert not traded.opens_again(reopened)
+    assert traded.opens_again(_announcement(T, Phase.OPEN, 3))  # a further reopen does
+
+
+def test_the_opens_remembered_are_bounded_the_oldest_forgotten_first() -> None:
+    first = _announcement(T, Phase.OPEN, 1)
+    traded = _trading(first)
+    opens = [_announcement(T, Phase.OPEN, seq) for seq in range(2, MAX_OPENS_REMEMBERED + 2)]
+    for message in opens:
+        traded.reopen(message.message_id)
+    assert traded.opens_again(first)  # the oldest of 17 was forgotten
+    assert not any(traded.opens_again(message) for message in opens)
+    traded.begin(T + STEP, _announcement(T + STEP, Phase.OPEN, 99).message_id)
+    assert not traded.opens_again(_announcement(T, Phase.OPEN, 100))  # an older interval
 
 
 def test_another_interval_or_phase_or_a_cleared_interval_opens_nothing_again() -> None:
@@ -72,22 +80,20 @@ def test_another_interval_or_phase_or_a_cleared_interval_opens_nothing_again() -
         _announcement(T, Phase.CLEARED, 4),
         _announcement(T, Phase.CLOSED, 5),
     ):
-        assert not traded.opens_again(other, _live(other))
-        assert not traded.opens_again(other, _retained(other))
+        assert not traded.opens_again(other)
     traded.clear(T - STEP)  # an older interval's clearing changes nothing
-    assert traded.opens_again(first, _live(first))
+    assert traded.opens_again(_announcement(T, Phase.OPEN, 7))
     traded.clear(T)
     again = _announcement(T, Phase.OPEN, 6)
-    assert not traded.opens_again(again, _live(again))
-    assert not traded.opens_again(again, _retained(again))
+    assert not traded.opens_again(again)
     traded.clear(T - STEP)  # the latest cleared interval stays the latest
     assert traded.cleared == T
-    assert not traded.opens_again(again, _live(again))
+    assert not traded.opens_again(again)
 
 
 def test_nothing_is_opened_again_before_an_interval_is_traded() -> None:
     first = _announcement(T, Phase.OPEN, 1)
-    assert not TradedInterval().opens_again(first, _live(first))
+    assert not TradedInterval().opens_again(first)
 
 
 def test_reopen_hands_back_the_kept_copies_and_takes_the_new_id() -> None:
@@ -97,8 +103,8 @@ def test_reopen_hands_back_the_kept_copies_and_takes_the_new_id() -> None:
     reopened = _announcement(T, Phase.OPEN, 2)
     assert traded.reopen(reopened.message_id) == (("reading", b"r"), ("order", b"o"))
     assert traded.announced_id == reopened.message_id
-    assert not traded.opens_again(reopened, _retained(reopened))  # no further resend
-    assert traded.opens_again(first, _retained(first))  # the old id is not the one acted on
+    assert not traded.opens_again(reopened)  # no further resend
+    assert not traded.opens_again(first)  # nor for the open acted on before
     assert traded.kept == (("reading", b"r"), ("order", b"o"))  # kept for another reopen
 
 
