@@ -41,6 +41,7 @@ from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
 from agents.sequence import Sequence
 from agents.strategy import LimitPricePolicy
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import MessageError
 from broker.keys import SigningKey, VerifyingKey
@@ -57,7 +58,6 @@ from broker.messages import (
     TradesBody,
     decode_message,
 )
-from broker.receipts import CheckpointNoteBody, ReceiptBody
 from broker.topics import Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig
 
