@@ -39,7 +39,7 @@ from agents.ordering import forecast_figures, order_for_interval
 from agents.presence import StatusSigner
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
-from agents.sequence import Sequence
+from agents.sequence import SeqSource
 from agents.strategy import LimitPricePolicy
 from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.connection import DEFAULT_MAX_POWER_W
@@ -128,7 +128,7 @@ class HouseholdAgent:
         key: SigningKey,
         transport: Transport,
         meter: Meter,
-        sequence: Sequence | None = None,
+        sequence: SeqSource | None = None,
         publisher: Publisher | None = None,
         market_clock: MarketClock | None = None,
         battery: BatteryController | None = None,

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Protocol
 
 
-class Sequence(Protocol):
+class SeqSource(Protocol):
+    """Where a sender takes its next sequence number (strictly increasing)."""
+
     def next(self) -> int: ...
 
 
