@@ -1,0 +1,8 @@
+"""The wire contract and the MQTT transport, not an MQTT broker.
+
+What every other package shares: the topic tree, the message bodies and their strict
+schemas, canonical bytes, keys and signatures, the error tree's root, and the
+connections to a broker (the reconnecting transport, the ledger's receive-only
+subscriber, a private Mosquitto and the embedded broker for simulations). The broker
+itself is Mosquitto. docs/protocol.md is the contract; docs/ARCHITECTURE.md the map.
+"""
