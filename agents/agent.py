@@ -61,6 +61,8 @@ from broker.messages import (
 from broker.topics import Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig
 
+__all__ = ["AgentConfig", "HouseholdAgent", "agent_transport"]
+
 _LOG = logging.getLogger(__name__)
 
 READING_VALIDITY_S = 7 * 86_400

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+__all__ = ["MemorySequence"]
+
 
 class SeqSource(Protocol):
     """Where a sender takes its next sequence number (strictly increasing)."""

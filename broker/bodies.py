@@ -29,6 +29,8 @@ from broker._validate import (
 from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.errors import RejectReason
 
+__all__ = ["BODY_TYPES"]
+
 MAX_QUANTITY_WH = 10_000_000  # 10 MWh in one interval is far beyond any household
 MAX_POWER_W = 1_000_000  # the schema's bound on a reading's power_w (either sign)
 MAX_PRICE_MICRO_PER_KWH = 100_000_000  # 100 currency units per kWh

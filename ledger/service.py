@@ -42,6 +42,8 @@ from ledger.responder import FirstPerInterval, Responder
 from ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
 from ledger.status import Statuses, StatusStore
 
+__all__ = ["LedgerService", "OperatorConfig", "ledger_subscriptions"]
+
 _LOG = logging.getLogger(__name__)
 
 OPERATOR_ID = "operator"

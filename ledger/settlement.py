@@ -25,6 +25,8 @@ from broker.errors import FailureError, LedgerError
 from ledger.clearing import Fill, GridTariff
 from ledger.money import cost_micro, network_fee_micro
 
+__all__ = ["Basis"]
+
 
 @dataclass(frozen=True)
 class Registers:

@@ -5,3 +5,5 @@ One module per concern: :mod:`.base` (rules, results, limits), :mod:`.matching`
 :mod:`.line_items` (money line items), :mod:`.tariffs` (time-of-use schedules),
 :mod:`.catalog` (mechanisms by name).
 """
+
+__all__ = ["base", "catalog", "line_items", "tariffs"]  # the modules other packages may import
