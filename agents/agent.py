@@ -39,8 +39,9 @@ from agents.ordering import forecast_figures, order_for_interval
 from agents.presence import StatusSigner
 from agents.publisher import DirectPublisher, DurablePublisher, Publisher
 from agents.resend import TradedInterval
-from agents.sequence import Sequence
+from agents.sequence import SeqSource
 from agents.strategy import LimitPricePolicy
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import MessageError
 from broker.keys import SigningKey, VerifyingKey
@@ -57,9 +58,10 @@ from broker.messages import (
     TradesBody,
     decode_message,
 )
-from broker.receipts import CheckpointNoteBody, ReceiptBody
 from broker.topics import Topics
 from broker.transport import Message, Transport, TransportClosedError, TransportConfig
+
+__all__ = ["AgentConfig", "HouseholdAgent", "agent_transport"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ class HouseholdAgent:
         key: SigningKey,
         transport: Transport,
         meter: Meter,
-        sequence: Sequence | None = None,
+        sequence: SeqSource | None = None,
         publisher: Publisher | None = None,
         market_clock: MarketClock | None = None,
         battery: BatteryController | None = None,

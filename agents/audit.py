@@ -34,10 +34,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Protocol
 
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody, ReceiptEntry, message_leaf
 from broker.errors import WattmeshError
 from broker.keys import VerifyingKey
 from broker.messages import SignedMessage, TradeLine, TradesBody
-from broker.receipts import CheckpointNoteBody, ReceiptBody, ReceiptEntry, message_leaf
 from broker.tlog import CheckpointBody, open_checkpoint, verify_consistency, verify_inclusion
 
 CHECKPOINT_FILE: Final = "checkpoint.note"

@@ -17,10 +17,10 @@ import logging
 from collections.abc import Callable
 
 from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody, log_origin
 from broker.errors import MessageError
 from broker.keys import VerifyingKey
 from broker.messages import SignedMessage, TradesBody
-from broker.receipts import CheckpointNoteBody, ReceiptBody, log_origin
 from broker.topics import Topics
 from broker.transport import Transport, TransportClosedError
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+__all__ = ["BatteryController", "BatterySpec"]
+
 PERMILLE = 1000
 
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from agents.battery import BatteryMode, BatterySpec, BatteryStep, step
 from agents.meter import Clock, MeterReading
 
+__all__ = ["BatteryMeter"]
+
 
 class BatteryMeter:
     """Cumulative grid and PV registers of a household whose battery follows its commands.

@@ -37,6 +37,8 @@ from broker.messages import AnnouncementBody, Phase, SignedMessage, TradesBody, 
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE
 from broker.transport import Message, Transport, TransportConfig, Will
 
+__all__ = ["HomeAssistantBridge"]
+
 _LOG = logging.getLogger(__name__)
 
 

@@ -32,6 +32,8 @@ from agents.meter import MeterReading
 from broker.messages import Presence
 from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 
+__all__ = ["HomeAssistantConfig"]
+
 # The state in the agent's signed status message (docs/protocol.md, "Status").
 STATUS_STATE_TEMPLATE = "{{ value_json.signed.body.state }}"
 

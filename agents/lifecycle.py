@@ -29,6 +29,8 @@ from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT, D
 from broker.keys import SigningKey
 from broker.transport import TransportConfig
 
+__all__ = ["OutboxSettings", "serve_household"]
+
 _LOG = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"

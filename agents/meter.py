@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
 
+__all__ = ["MarketClock", "Meter", "MeterReading", "SimulatedMeter", "system_clock"]
+
 
 @dataclass(frozen=True)
 class MeterReading:

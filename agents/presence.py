@@ -22,6 +22,8 @@ from broker.messages import Presence, StatusBody, sign_message
 from broker.topics import Topics
 from broker.transport import ConnectMessages, Will
 
+__all__ = ["StatusSigner"]
+
 
 def _now_us() -> int:
     return time.time_ns() // 1000

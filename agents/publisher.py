@@ -1,7 +1,7 @@
 """How the agent's signed messages reach the broker.
 
 :class:`DirectPublisher` publishes at once and waits for the PUBACK, with numbers
-from a :class:`agents.sequence.Sequence` (simulations and tests: nothing survives
+from a :class:`agents.sequence.SeqSource` (simulations and tests: nothing survives
 the process). :class:`DurablePublisher` is the real agent's: every message goes
 through the SQLite :class:`agents.outbox.Outbox` first.
 
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from agents.outbox import Entry, Outbox
-from agents.sequence import Sequence
+from agents.sequence import SeqSource
 from broker.transport import Link, Transport, TransportClosedError
 
 _LOG = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Publisher(Protocol):
 class DirectPublisher:
     """Publish at once (QoS 1) and wait for the PUBACK; nothing is stored."""
 
-    def __init__(self, transport: Transport, sequence: Sequence) -> None:
+    def __init__(self, transport: Transport, sequence: SeqSource) -> None:
         self._transport = transport
         self._sequence = sequence
 

@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+__all__ = ["MemorySequence"]
 
-class Sequence(Protocol):
+
+class SeqSource(Protocol):
+    """Where a sender takes its next sequence number (strictly increasing)."""
+
     def next(self) -> int: ...
 
 

@@ -53,7 +53,7 @@ from broker.mqtt_packets import (
 )
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.registry import write_registry
+from ledger.household_registry import write_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKET = "flood"

@@ -23,7 +23,7 @@ from broker.messages import Side
 from ledger.clearing import GridTariff, Order
 from ledger.mechanisms.auctions import clear_uniform
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import MECHANISMS, Mechanism
+from ledger.mechanisms.catalog import MECHANISMS, Mechanism
 
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 

@@ -2,7 +2,7 @@
 
 A real :class:`ledger.ledger.Ledger` (SQLite) with H households: two intervals of
 signed readings and orders (the second one also settles the first), then times
-``ledger.receipts.audit_messages`` for the second interval (the signed checkpoint with
+``ledger.audit_messages.audit_messages`` for the second interval (the signed checkpoint with
 its consistency proof and every household's receipt with inclusion proofs, from the
 nodes the interval wrote plus the cached left edge of the tree). Baseline in the same
 run: one ``inclusion_proof_from_source`` on the store per entry (one query each). Also
@@ -22,13 +22,13 @@ from pathlib import Path
 from _machine import machine_line
 
 from agents.audit import Auditor, MemoryCheckpointStore
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.keys import SigningKey
 from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from broker.receipts import CheckpointNoteBody, ReceiptBody
+from ledger.audit_messages import audit_messages, household_entries
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger
 from ledger.proofs import inclusion_proof_from_source
-from ledger.receipts import audit_messages, household_entries
 from ledger.store import LedgerStore
 
 T0 = 1_750_000_500 - 1_750_000_500 % 900

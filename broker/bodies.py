@@ -26,8 +26,10 @@ from broker._validate import (
     get_str,
     schema_error,
 )
+from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from broker.errors import RejectReason
-from broker.receipts import CheckpointNoteBody, ReceiptBody
+
+__all__ = ["BODY_TYPES"]
 
 MAX_QUANTITY_WH = 10_000_000  # 10 MWh in one interval is far beyond any household
 MAX_POWER_W = 1_000_000  # the schema's bound on a reading's power_w (either sign)

@@ -26,6 +26,8 @@ from typing import Any
 
 import rfc8785
 
+__all__ = ["canonical_bytes_of_checked"]
+
 _INT_LIMIT = 2**53 - 1
 _encode = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")

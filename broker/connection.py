@@ -7,6 +7,8 @@ beyond it: :mod:`agents.strategy`).
 
 from __future__ import annotations
 
+__all__ = ["DEFAULT_MAX_POWER_W", "MAX_POWER_LIMIT_W", "energy_limit_wh"]
+
 # A 25 A three-phase connection at 230 V: 25 * 3 * 230 W.
 DEFAULT_MAX_POWER_W = 17_250
 

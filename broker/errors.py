@@ -27,6 +27,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+__all__ = [
+    "AgentError",
+    "CommandError",
+    "ConfigError",
+    "FailureError",
+    "KeyFileError",
+    "LedgerError",
+    "MessageError",
+    "RejectReason",
+    "WattmeshError",
+]
+
 
 class WattmeshError(Exception):
     """Base class of every error wattmesh raises on purpose."""

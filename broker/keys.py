@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.errors import KeyFileError
 
+__all__ = ["SigningKey", "VerifyingKey", "load_signing_key", "load_verifying_key", "write_key_pair"]
+
 PRIVATE_KEY_FILE = "private_key.pem"
 PUBLIC_KEY_FILE = "public_key.pem"
 

@@ -48,6 +48,7 @@ from broker.keys import SigningKey, VerifyingKey
 __all__ = [
     "DOMAIN_PREFIX",
     "MAX_FORECAST_STEPS",
+    "MAX_INT",
     "MAX_MESSAGE_BYTES",
     "MAX_POWER_W",
     "MAX_PRICE_MICRO_PER_KWH",
@@ -74,6 +75,7 @@ __all__ = [
     "parse_header",
     "parse_json",
     "parse_signed",
+    "schema_error",
     "sign_message",
 ]
 

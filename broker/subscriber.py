@@ -63,6 +63,8 @@ from broker.mqtt_packets import (
 from broker.transport import Message
 from broker.transport_config import Session, TransportConfig, backoff_delays
 
+__all__ = ["Subscriber"]
+
 _LOG = logging.getLogger(__name__)
 _SUBSCRIBE_ID = 1
 

@@ -38,6 +38,13 @@ from broker.tlog import (
     verify_inclusion_hash,
 )
 
+__all__ = [
+    "ProofDocumentError",
+    "check_proof_document",
+    "consistency_document",
+    "inclusion_document",
+]
+
 INCLUSION_FORMAT: Final = "wattmesh-inclusion-proof/v1"
 CONSISTENCY_FORMAT: Final = "wattmesh-consistency-proof/v1"
 

@@ -13,6 +13,19 @@ from typing import NamedTuple
 
 from broker.errors import ConfigError
 
+__all__ = [
+    "AUDIT",
+    "DEFAULT_PREFIX",
+    "ORDER",
+    "READING",
+    "STATUS",
+    "STATUS_OFFLINE",
+    "STATUS_ONLINE",
+    "HouseholdTopic",
+    "Topics",
+    "check_segment",
+]
+
 DEFAULT_PREFIX = "wattmesh"
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 

@@ -24,6 +24,8 @@ from broker.topics import READING, Topics
 from broker.transport import Message, Transport
 from forecasting.models import Forecast, Series, intervals_per_day, prophet_forecast, seasonal_naive
 
+__all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
+
 _LOG = logging.getLogger(__name__)
 
 ModelName = Literal["prophet", "naive"]

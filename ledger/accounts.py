@@ -30,6 +30,8 @@ from typing import Any
 from broker.errors import FailureError, LedgerError
 from ledger.settlement import Basis, Settlement
 
+__all__ = ["FEES_ACCOUNT", "GRID_ACCOUNT", "MARKET_ACCOUNT", "balances", "household_account"]
+
 GRID_ACCOUNT = "grid"
 MARKET_ACCOUNT = "operator/market"
 FEES_ACCOUNT = "operator/fees"

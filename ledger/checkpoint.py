@@ -17,6 +17,8 @@ from broker.tlog import NoteError, NoteSignature, SignedNote, format_note, open_
 from broker.tlog import checkpoint_text as _note_text
 from ledger.store import Checkpoint
 
+__all__ = ["checkpoint_note"]
+
 
 def origin_for(market_id: str) -> str:
     """The log's origin line (and note key name): ``wattmesh/<market_id>``."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from broker.messages import Side
 
+__all__ = ["GridTariff", "Order"]
+
 
 @dataclass(frozen=True)
 class Order:

@@ -19,6 +19,8 @@ from ledger.clearing import Fill, GridTariff
 from ledger.metering import Flag, Revision
 from ledger.settlement import Basis, FlagReason, Settlement
 
+__all__ = ["EntryKind"]
+
 
 class EntryKind:
     KEY = "key"

@@ -33,6 +33,8 @@ from ledger.entries import (
     key_rotation_entry,
 )
 
+__all__ = ["KeyLogError", "check_kid", "check_reason"]
+
 KEY_KINDS = frozenset({EntryKind.KEY, EntryKind.KEY_ROTATION, EntryKind.KEY_REVOCATION})
 MAX_REASON_LEN = 200
 _HEX = frozenset("0123456789abcdef")

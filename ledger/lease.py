@@ -32,6 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker.errors import ConfigError, FailureError, LedgerError
 from ledger.store import make_engine
 
+__all__ = ["LeaderLease", "LeaseLost"]
+
 
 class LeaseLost(LedgerError, FailureError):
     """The lease is no longer held: stop acting at once."""

@@ -40,7 +40,7 @@ from ledger.entries import (
 from ledger.gcpause import gc_paused
 from ledger.keyring import KeyLogError
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
 from ledger.metering import Flag, Metering, MeteringConfig, Revision

@@ -44,6 +44,8 @@ from ledger.startcheck import LogDamaged
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 
+__all__ = ["DamageFound", "first_damage", "start_log_check"]
+
 _LOG = logging.getLogger(__name__)
 _NICE = 10
 

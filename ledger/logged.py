@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 
-from broker._validate import MAX_INT, schema_error
 from broker.canonical import canonical_bytes_of_checked
 from broker.messages import (
     DOMAIN_PREFIX,
+    MAX_INT,
     MAX_POWER_W,
     MAX_PRICE_MICRO_PER_KWH,
     MAX_QUANTITY_WH,
@@ -33,6 +33,7 @@ from broker.messages import (
     SignedMessage,
     parse_json,
     parse_signed,
+    schema_error,
 )
 
 _SIGNED_KINDS = frozenset({ReadingBody.KIND, OrderBody.KIND})

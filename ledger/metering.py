@@ -41,6 +41,8 @@ from ledger.settlement import (
     with_energy,
 )
 
+__all__ = ["Revision"]
+
 
 @dataclass(frozen=True)
 class MeteringConfig:

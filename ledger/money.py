@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["cost_micro"]
+
 
 def cost_micro(energy_wh: int, price_micro_per_kwh: int) -> int:
     """Money for ``energy_wh`` at ``price_micro_per_kwh``, rounded half up to a micro-unit.

@@ -34,6 +34,8 @@ from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.schedule import Clock, Schedule
 from ledger.service import LedgerService
 
+__all__ = ["MarketOperator"]
+
 _LOG = logging.getLogger(__name__)
 
 

@@ -21,6 +21,8 @@ from typing import Protocol
 
 from broker.tlog import EMPTY_ROOT_HASH
 
+__all__ = ["consistency_proof_from_source", "inclusion_proof_from_source", "root_from_source"]
+
 NodeRef = tuple[int, int]
 """``(level, index)`` of a complete aligned subtree of ``2**level`` leaves."""
 

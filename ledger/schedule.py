@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+__all__ = ["Clock", "Schedule", "SystemClock"]
+
 
 class Clock(Protocol):
     """Wall-clock time in epoch seconds (UTC), and waiting for a point of it."""

@@ -34,13 +34,15 @@ from broker.messages import (
 )
 from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from broker.transport import Message, Transport
+from ledger.audit_messages import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 from ledger.batch import DecodeJobs, prepared
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
-from ledger.receipts import AuditMessages, IntervalSource, audit_messages, checkpoint_body
 from ledger.responder import FirstPerInterval, Responder
 from ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
 from ledger.status import Statuses, StatusStore
+
+__all__ = ["LedgerService", "OperatorConfig", "ledger_subscriptions"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -345,7 +347,7 @@ class LedgerService:
         return self._publish(topic, body, interval=latest.interval, retain=False)
 
     def audit_messages(self, outcome: IntervalOutcome) -> AuditMessages:
-        """The interval's checkpoint body and receipts (:mod:`ledger.receipts`)."""
+        """The interval's checkpoint body and receipts (:mod:`ledger.audit_messages`)."""
         return audit_messages(
             self.ledger.store,
             outcome.checkpoint,

@@ -9,7 +9,7 @@ Network fee (docs/protocol.md, "Network fee"): with a fee ``f`` per kWh a fill's
 ``p`` is what the buyer pays; the seller's P2P money is the same gross ``cost(q, p)``,
 and it pays the operator's fee ``cost(q, p) - cost(q, p - f)`` per fill
 (:func:`ledger.money.network_fee_micro`), so it nets ``cost(q, p - f)``: exactly the
-clearing's money lines (:mod:`ledger.mechanisms.money`). The fee is charged on the
+clearing's money lines (:mod:`ledger.mechanisms.line_items`). The fee is charged on the
 traded (cleared) energy, not on the metered energy: a deviation is grid energy at grid
 prices, and a correction of the metered energy never changes the fee.
 """
@@ -24,6 +24,8 @@ from broker.connection import energy_limit_wh
 from broker.errors import FailureError, LedgerError
 from ledger.clearing import Fill, GridTariff
 from ledger.money import cost_micro, network_fee_micro
+
+__all__ = ["Basis"]
 
 
 @dataclass(frozen=True)

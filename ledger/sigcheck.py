@@ -26,6 +26,8 @@ from broker.errors import MessageError
 from broker.keys import VerifyingKey
 from broker.messages import Header, SignedMessage, decode_message
 
+__all__ = ["InlineVerifier", "PoolVerifier", "SignatureVerifier", "preload"]
+
 DecodeJob = tuple[bytes, bytes | None]
 """``(payload, DER of the key to check its signature against, or None)``."""
 

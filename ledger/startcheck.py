@@ -25,6 +25,8 @@ from ledger.meta import META_OPERATOR_KEY, META_ORIGIN
 from ledger.proofs import NodeRef, range_nodes
 from ledger.store import Checkpoint, LedgerStore, LogEntry
 
+__all__ = ["LogDamaged"]
+
 _NODE_PREFIX = b"\x01"
 
 

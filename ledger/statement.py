@@ -21,6 +21,8 @@ from broker.errors import FailureError, LedgerError
 from ledger.accounts import Cause, Posting, household_account
 from ledger.entries import EntryKind, parse_flag, parse_revision
 
+__all__ = ["StatementError", "build_statement"]
+
 FLAGGED = "flagged"
 UNSETTLED = "unsettled"
 

@@ -51,6 +51,8 @@ from ledger.store_open import (
     store_failures,
 )
 
+__all__ = ["LedgerStore"]
+
 LOG_TABLE = "log_entry"
 CHECKPOINT_TABLE = "checkpoint"
 NODE_TABLE = "merkle_node"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from broker.errors import ConfigError, FailureError, LedgerError
 
+__all__ = ["StoreError"]
+
 
 class NoLedgerDatabase(LedgerError, ConfigError):
     """The URL names no usable ledger database: no such file or folder, a file that is

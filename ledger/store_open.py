@@ -24,6 +24,8 @@ from sqlalchemy.pool import QueuePool
 from broker.errors import ConfigError
 from ledger.store_errors import NoLedgerDatabase, StoreError
 
+__all__ = ["check_sqlite_location", "normalise_db_url", "sqlite_path", "store_failures"]
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 LEDGER_TABLES = frozenset({"log_entry", "checkpoint", "merkle_node", "ledger_meta"})
 """The tables every ledger database has (the intake and snapshot came later)."""

@@ -33,6 +33,8 @@ from ledger.proofs import (
 )
 from ledger.store import Checkpoint, LedgerStore, StoredEntry
 
+__all__ = ["verify_ledger"]
+
 PARALLEL_FROM_ENTRIES = 20_000
 """Below this many entries, entries are checked inline (starting workers costs more)."""
 

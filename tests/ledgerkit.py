@@ -20,7 +20,7 @@ from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from ledger.append_only import trigger_names
 from ledger.clearing import GridTariff
 from ledger.ledger import Ledger
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import APPEND_ONLY_TABLES, LedgerStore
 

@@ -39,7 +39,7 @@ from broker.messages import (
 )
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.registry import Household, Registry, write_registry
+from ledger.household_registry import Household, Registry, write_registry
 from ledger.store import LedgerStore
 from tests.outagekit import CountingMeter
 

@@ -21,6 +21,13 @@ from agents.audit import (
     judge_checkpoint,
 )
 from agents.sequence import MemorySequence
+from broker.audit_bodies import (
+    MAX_RECEIPT_ENTRIES,
+    CheckpointNoteBody,
+    ReceiptBody,
+    ReceiptEntry,
+    message_leaf,
+)
 from broker.errors import MessageError
 from broker.keys import SigningKey
 from broker.messages import (
@@ -32,20 +39,13 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.receipts import (
-    MAX_RECEIPT_ENTRIES,
-    CheckpointNoteBody,
-    ReceiptBody,
-    ReceiptEntry,
-    message_leaf,
-)
 from broker.tlog import CheckpointBody
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from ledger.audit_messages import household_entries
 from ledger.checkpoint import checkpoint_note, sign_checkpoint
 from ledger.entries import message_entry
 from ledger.merkle import consistency_proof, inclusion_proof, root_hash
-from ledger.receipts import household_entries
 from tests.auditkit import StepMeter
 from tests.ledgerkit import T0
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from agents.audit import Alarm, Auditor
+from broker.audit_bodies import ReceiptEntry
 from broker.keys import SigningKey
-from broker.receipts import ReceiptEntry
 from broker.transport import BrokerAddress, Transport, TransportConfig
+from ledger.audit_messages import AuditMessages
 from ledger.checkpoint import checkpoint_note
 from ledger.ledger import IntervalOutcome
-from ledger.receipts import AuditMessages
 from ledger.service import LedgerService, OperatorConfig
 from tests.auditkit import STEP, TARIFF, TIMEOUT_S, market, new_ledger, until
 from tests.ledgerkit import T0

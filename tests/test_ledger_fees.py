@@ -4,7 +4,7 @@ postings, the fee account, estimates and corrections, restart, and the statement
 Convention (docs/protocol.md, "Network fee"): a fill's price ``p`` is what the buyer
 pays; the seller nets ``p - f``. The seller's settlement posts the gross P2P money and
 then ``cost(q, p) - cost(q, p - f)`` per fill to ``operator/fees``, exactly the money
-lines of the clearing (``ledger.mechanisms.money``).
+lines of the clearing (``ledger.mechanisms.line_items``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
 from ledger.ledger import IntervalOutcome, Ledger
 from ledger.mechanisms.base import MarketResult, MarketRules
-from ledger.mechanisms.money import Account, net_by_account, postings
-from ledger.mechanisms.registry import MECHANISMS, Mechanism
+from ledger.mechanisms.catalog import MECHANISMS, Mechanism
+from ledger.mechanisms.line_items import Account, net_by_account, postings
 from ledger.money import cost_micro, network_fee_micro
 from ledger.statement import build_statement
 from ledger.store import LedgerStore

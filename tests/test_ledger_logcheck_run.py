@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from broker.keys import SigningKey
 from broker.messages import Side
 from broker.transport import BrokerAddress
+from ledger.household_registry import write_registry
 from ledger.ledger import Ledger
-from ledger.registry import write_registry
 from ledger.store import LedgerStore
 from tests.ledgerkit import STEP, T0, TARIFF, House, drop_append_only_triggers
 from tests.ledgerrunkit import SUMMARY, LedgerProcess, Market, write_market

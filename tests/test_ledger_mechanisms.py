@@ -13,7 +13,7 @@ from ledger.clearing import Fill
 from ledger.entries import EntryKind
 from ledger.ledger import Ledger
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, crossing_interval

@@ -9,7 +9,7 @@ import pytest
 
 from broker.keys import SigningKey, write_key_pair
 from broker.transport import Session
-from ledger.registry import write_registry
+from ledger.household_registry import write_registry
 from wattmesh.cli import main
 from wattmesh.config.ledger_config import load_ledger_config
 

@@ -12,7 +12,7 @@ import pytest
 
 from ledger.clearing import GridTariff, Order
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import MECHANISMS, Mechanism
+from ledger.mechanisms.catalog import MECHANISMS, Mechanism
 from tests.test_clearing import HAND_BOOK
 from wattmesh.cli import main
 

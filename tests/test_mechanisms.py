@@ -2,7 +2,7 @@
 
 Limits are the market's: a buy's ``min(bid, R)``, a sell's ``max(ask, F)`` net of the
 network fee (the seller nets the fill price minus the fee). Money: micro-units, one
-rounding per line item (ledger/mechanisms/money.py).
+rounding per line item (ledger/mechanisms/line_items.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from broker.messages import Side
 from ledger.clearing import GridTariff, Order
 from ledger.mechanisms.auctions import clear_uniform
 from ledger.mechanisms.base import MarketResult, MarketRules
+from ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
 from ledger.mechanisms.community import mmr_price
-from ledger.mechanisms.money import Account, net_by_account, postings
-from ledger.mechanisms.registry import MECHANISMS, USES_K, Mechanism
+from ledger.mechanisms.line_items import Account, net_by_account, postings
 from ledger.money import cost_micro
 from tests.test_clearing import books, ks, tariffs
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from broker.messages import Side
 from ledger.clearing import Fill, GridTariff, Order
 from ledger.mechanisms.base import GridFill, MarketRules
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.community import pro_rata, sdr_price
-from ledger.mechanisms.money import Account, Posting, net_by_account, postings
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.line_items import Account, Posting, net_by_account, postings
 from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from tests.test_clearing import HAND_BOOK, TARIFF
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from broker.keys import PUBLIC_KEY_FILE, SigningKey, write_key_pair
+from ledger.household_registry import load_registry
 from ledger.ledger import Ledger
-from ledger.registry import load_registry
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0

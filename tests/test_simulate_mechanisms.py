@@ -13,7 +13,7 @@ from broker.transport import BrokerAddress
 from ledger.accounts import FEES_ACCOUNT
 from ledger.clearing import GridTariff
 from ledger.entries import EntryKind
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.money import network_fee_micro
 from ledger.statement import build_statement

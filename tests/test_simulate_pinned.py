@@ -17,7 +17,7 @@ import pytest
 
 from broker.transport import BrokerAddress
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 

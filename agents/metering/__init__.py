@@ -4,3 +4,5 @@
 ``open.open_meter`` turns one into a running meter. Everything returns integer Wh
 registers, integer W power and UTC epoch seconds.
 """
+
+__all__ = ["errors", "modbus_maps", "open", "p1", "spec"]  # the modules other packages may import

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from broker.errors import AgentError
 
+__all__ = ["MeterError"]
+
 
 class MeterError(AgentError):
     """A meter that cannot be read right now (no data, bad data, connection lost)."""

@@ -38,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.metering.errors import MeterError
 
+__all__ = ["load_map"]
+
 MAX_REGISTERS_PER_READ: Final = 125  # Modbus limit for function 3/4
 
 

@@ -27,6 +27,8 @@ from agents.metering.spec import (
     describe,
 )
 
+__all__ = ["open_meter"]
+
 
 @contextlib.asynccontextmanager
 async def open_meter(

@@ -44,6 +44,8 @@ from dsmr_parser.value_types import timestamp
 from agents.meter import MeterReading
 from agents.metering.errors import MeterError
 
+__all__ = ["P1Version"]
+
 _THOUSAND: Final = Decimal(1000)
 # A telegram is a few kB; a stream that never closes one must not grow without bound.
 _MAX_BUFFER_CHARS: Final = 64 * 1024

@@ -23,6 +23,17 @@ from urllib.parse import parse_qsl
 from agents.metering.p1 import P1Version
 from broker.errors import AgentError, ConfigError
 
+__all__ = [
+    "MeterSpec",
+    "ModbusRtuSpec",
+    "ModbusTcpSpec",
+    "P1FileSpec",
+    "P1SerialSpec",
+    "P1TcpSpec",
+    "describe",
+    "parse_meter_spec",
+]
+
 _MAX_PORT: Final = 65535
 _PARITIES: Final = ("N", "E", "O")
 

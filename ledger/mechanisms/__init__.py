@@ -2,6 +2,8 @@
 
 One module per concern: :mod:`.base` (rules, results, limits), :mod:`.matching`
 (merit order), :mod:`.auctions` (uniform, pay-as-bid), :mod:`.community` (SDR, MMR),
-:mod:`.money` (line items), :mod:`.tariffs` (time-of-use schedules), :mod:`.registry`
-(names).
+:mod:`.line_items` (money line items), :mod:`.tariffs` (time-of-use schedules),
+:mod:`.catalog` (mechanisms by name).
 """
+
+__all__ = ["base", "catalog", "line_items", "tariffs"]  # the modules other packages may import

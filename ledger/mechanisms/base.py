@@ -22,6 +22,8 @@ from typing import NamedTuple
 from broker.messages import Side
 from ledger.clearing import ClearingResult, Fill, GridTariff, Order
 
+__all__ = ["MarketResult", "MarketRules"]
+
 _BUY = Side.BUY  # a module constant: enum member lookups are slow in hot loops
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from ledger.clearing import GridTariff
 
+__all__ = ["TariffSchedule", "TouPeriod"]
+
 _KEYS = {"start_hour_utc", "retail_micro_per_kwh", "feed_in_micro_per_kwh"}
 
 

@@ -18,8 +18,8 @@ from broker.errors import CommandError
 from broker.messages import MAX_PRICE_MICRO_PER_KWH, MAX_QUANTITY_WH, Side
 from ledger.clearing import GridTariff, Order
 from ledger.mechanisms.base import MarketResult, MarketRules
-from ledger.mechanisms.money import Account, net_by_account, postings
-from ledger.mechanisms.registry import MECHANISMS, USES_K, Mechanism
+from ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
+from ledger.mechanisms.line_items import Account, net_by_account, postings
 from ledger.money import cost_micro
 
 _TOP_REQUIRED = {"grid", "orders"}

@@ -1,6 +1,6 @@
 """``wattmesh registry add | rotate | revoke | limit``: edit the operator's registry file.
 
-Each command reads the file (:func:`ledger.registry.load_registry`, so an invalid file
+Each command reads the file (:func:`ledger.household_registry.load_registry`, so an invalid file
 is refused as the ledger would refuse it), changes one household, and writes it back
 atomically. The ledger logs the change when it next registers the file's keys.
 
@@ -20,13 +20,13 @@ from broker.errors import ConfigError
 
 if TYPE_CHECKING:
     from broker.keys import VerifyingKey
-    from ledger.registry import Household, Registry
+    from ledger.household_registry import Household, Registry
 
 EXIT_OK = 0
 
 
 def _load(path: Path, *, create: bool = False) -> Registry:
-    from ledger.registry import Registry, load_registry
+    from ledger.household_registry import Registry, load_registry
 
     if create and not path.exists():
         return Registry({})
@@ -41,7 +41,7 @@ def _household(registry: Registry, agent: str) -> Household:
 
 
 def _save(path: Path, registry: Registry, households: dict[str, Household]) -> None:
-    from ledger.registry import Registry, write_registry
+    from ledger.household_registry import Registry, write_registry
 
     write_registry(path, Registry({**registry.households, **households}))
 
@@ -55,7 +55,7 @@ def _public_key(path: str) -> VerifyingKey:
 def run_add(args: argparse.Namespace) -> int:
     """A new household with its public key (and optional connection limit)."""
     from broker.topics import check_segment
-    from ledger.registry import Household, check_limit
+    from ledger.household_registry import Household, check_limit
 
     path = Path(args.registry)
     registry = _load(path, create=True)
@@ -107,7 +107,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 def run_limit(args: argparse.Namespace) -> int:
     """Set (or with ``--max-power-w default`` remove) a household's connection limit."""
-    from ledger.registry import check_limit
+    from ledger.household_registry import check_limit
 
     path = Path(args.registry)
     registry = _load(path)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from broker.errors import ConfigError
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 

@@ -24,10 +24,10 @@ from broker.keys import SigningKey, load_signing_key
 from broker.topics import Topics
 from broker.transport import BrokerAddress, Session, TlsConfig, TransportConfig
 from ledger.clearing import GridTariff
+from ledger.household_registry import Registry, load_registry
 from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
-from ledger.registry import Registry, load_registry
 from ledger.schedule import Schedule
 from ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
 from wattmesh.config.agent_validate import read_toml

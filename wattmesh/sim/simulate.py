@@ -28,7 +28,7 @@ from broker.transport import BrokerAddress, Transport, TransportConfig, parse_br
 from forecasting.service import ForecasterConfig, ForecastService, ModelName
 from ledger.clearing import GridTariff
 from ledger.ledger import IntervalOutcome, Ledger
-from ledger.mechanisms.registry import Mechanism
+from ledger.mechanisms.catalog import Mechanism
 from ledger.mechanisms.tariffs import TariffSchedule
 from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from ledger.store import LedgerStore

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.receipts import MAX_RECEIPT_ENTRIES, CheckpointNoteBody, ReceiptBody, ReceiptEntry
+from broker.audit_bodies import MAX_RECEIPT_ENTRIES, CheckpointNoteBody, ReceiptBody, ReceiptEntry
 from broker.tlog import leaf_hash
 from ledger.checkpoint import checkpoint_note
 from ledger.entries import EntryKind, NewEntry

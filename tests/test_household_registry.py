@@ -13,9 +13,9 @@ from broker.connection import DEFAULT_MAX_POWER_W
 from broker.errors import ConfigError
 from broker.keys import SigningKey
 from ledger.clearing import GridTariff
+from ledger.household_registry import Household, Registry, load_registry, write_registry
 from ledger.ledger import Ledger
 from ledger.metering import MeteringConfig
-from ledger.registry import Household, Registry, load_registry, write_registry
 from ledger.settlement import FlagReason
 from ledger.store import LedgerStore
 from ledger.verify import verify_ledger

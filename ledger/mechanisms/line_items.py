@@ -25,6 +25,8 @@ from broker.messages import Side
 from ledger.mechanisms.base import MarketResult
 from ledger.money import cost_micro, network_fee_micro
 
+__all__ = ["Account", "net_by_account", "postings"]
+
 
 class Account(StrEnum):
     HOUSEHOLD = "household"

@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from broker._validate import as_object, exact_keys, get_int, get_str, schema_error
 
+__all__ = [
+    "MAX_RECEIPT_ENTRIES",
+    "CheckpointNoteBody",
+    "ReceiptBody",
+    "ReceiptEntry",
+    "log_origin",
+    "message_leaf",
+]
+
 if TYPE_CHECKING:
     from broker.messages import SignedMessage
 

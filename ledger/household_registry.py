@@ -30,6 +30,8 @@ from broker.topics import check_segment
 from ledger.keyring import KeyLogError, check_kid, check_reason
 from ledger.metering import MeteringConfig
 
+__all__ = ["Household", "Registry", "check_limit", "load_registry", "write_registry"]
+
 _FIELDS = frozenset({"agent", "public_key", "max_power_w", "revoked_keys"})
 
 

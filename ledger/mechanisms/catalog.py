@@ -13,6 +13,8 @@ from ledger.mechanisms.auctions import clear_pay_as_bid, clear_uniform_price, un
 from ledger.mechanisms.base import MarketResult, MarketRules
 from ledger.mechanisms.community import clear_mmr, clear_sdr
 
+__all__ = ["MECHANISMS", "USES_K", "Mechanism"]
+
 MechanismFn = Callable[[Sequence[Order], GridTariff, MarketRules], MarketResult]
 
 MECHANISMS: MappingProxyType[str, MechanismFn] = MappingProxyType(
