@@ -1,4 +1,4 @@
-"""The topic tree. Every topic lives under ``<prefix>/<market_id>/`` (prefix default ``wattmesh``).
+"""The topic tree under ``<prefix>/<market_id>/`` (prefix ``wattmesh``) and what a topic is.
 
 Households publish only below ``.../household/<agent_id>/`` (readings, orders, status),
 which a Mosquitto ACL can pin to the MQTT username with ``%u``; the operator publishes

@@ -1,4 +1,4 @@
-"""The ledger's MQTT adapter and market operator.
+"""The ledger's MQTT adapter: the ingest, each interval's announcements, gate and close.
 
 Feeds household messages into :class:`ledger.ledger.Ledger`, sends rejections back on
 the household's error topic and answers audit requests (rate-limited per household,

@@ -1,4 +1,4 @@
-"""The ``wattmesh`` command line.
+"""The ``wattmesh`` command line: parses the arguments and runs the chosen command.
 
 Each subcommand imports what it needs only when it runs, so ``wattmesh agent`` works on
 an edge device that installed only the agent's extra (no SQLAlchemy, pandas or prophet).
