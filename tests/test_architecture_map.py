@@ -71,7 +71,6 @@ def test_named_in_takes_a_path_and_not_a_bare_file_name() -> None:
     assert not named_in("see `verify.py`", "ledger/verify.py")
     assert named_in("`agents/metering/` real meters", "agents/metering/__init__.py")
     assert not named_in("`agents/metering/p1.py`", "agents/metering/__init__.py")
-    assert named_in("`ledger/mechanisms/catalog.py`", "ledger/mechanisms/registry.py")
 
 
 def test_no_table_cell_of_the_architecture_runs_long() -> None:
