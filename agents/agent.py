@@ -27,25 +27,25 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
-from agents.audit_feed import AuditFeed
-from agents.battery import BatteryController
-from agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
-from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
-from agents.inbound import LogTally
-from agents.meter import Clock, MarketClock, Meter, system_clock
-from agents.metering.errors import MeterError
-from agents.ordering import forecast_figures, order_for_interval
-from agents.presence import StatusSigner
-from agents.publisher import DirectPublisher, DurablePublisher, Publisher
-from agents.resend import TradedInterval
-from agents.sequence import SeqSource
-from agents.strategy import LimitPricePolicy
-from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
-from broker.connection import DEFAULT_MAX_POWER_W
-from broker.errors import MessageError
-from broker.keys import SigningKey, VerifyingKey
-from broker.messages import (
+from wattmesh.agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
+from wattmesh.agents.audit_feed import AuditFeed
+from wattmesh.agents.battery import BatteryController
+from wattmesh.agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
+from wattmesh.agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from wattmesh.agents.inbound import LogTally
+from wattmesh.agents.meter import Clock, MarketClock, Meter, system_clock
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.ordering import forecast_figures, order_for_interval
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.agents.publisher import DirectPublisher, DurablePublisher, Publisher
+from wattmesh.agents.resend import TradedInterval
+from wattmesh.agents.sequence import SeqSource
+from wattmesh.agents.strategy import LimitPricePolicy
+from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
@@ -58,8 +58,8 @@ from broker.messages import (
     TradesBody,
     decode_message,
 )
-from broker.topics import Topics
-from broker.transport import Message, Transport, TransportClosedError, TransportConfig
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import Message, Transport, TransportClosedError, TransportConfig
 
 __all__ = ["AgentConfig", "HouseholdAgent", "agent_transport"]
 

@@ -34,11 +34,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Protocol
 
-from broker.audit_bodies import CheckpointNoteBody, ReceiptBody, ReceiptEntry, message_leaf
-from broker.errors import WattmeshError
-from broker.keys import VerifyingKey
-from broker.messages import SignedMessage, TradeLine, TradesBody
-from broker.tlog import CheckpointBody, open_checkpoint, verify_consistency, verify_inclusion
+from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody, ReceiptEntry, message_leaf
+from wattmesh.broker.errors import WattmeshError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import SignedMessage, TradeLine, TradesBody
+from wattmesh.broker.tlog import (
+    CheckpointBody,
+    open_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
 
 CHECKPOINT_FILE: Final = "checkpoint.note"
 MAX_KNOWN_ROOTS: Final = 16  # signed roots kept to check receipts that arrive late

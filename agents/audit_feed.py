@@ -16,13 +16,13 @@ import json
 import logging
 from collections.abc import Callable
 
-from agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
-from broker.audit_bodies import CheckpointNoteBody, ReceiptBody, log_origin
-from broker.errors import MessageError
-from broker.keys import VerifyingKey
-from broker.messages import SignedMessage, TradesBody
-from broker.topics import Topics
-from broker.transport import Transport, TransportClosedError
+from wattmesh.agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
+from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody, log_origin
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import SignedMessage, TradesBody
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import Transport, TransportClosedError
 
 _LOG = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.battery import BatteryMode, BatterySpec, BatteryStep, step
-from agents.meter import Clock, MeterReading
+from wattmesh.agents.battery import BatteryMode, BatterySpec, BatteryStep, step
+from wattmesh.agents.meter import Clock, MeterReading
 
 __all__ = ["BatteryMeter"]
 

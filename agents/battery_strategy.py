@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.battery import PERMILLE, BatteryMode, BatterySpec, BatteryStep, step
-from agents.strategy import LimitPricePolicy
-from broker.messages import OrderBody, Side
+from wattmesh.agents.battery import PERMILLE, BatteryMode, BatterySpec, BatteryStep, step
+from wattmesh.agents.strategy import LimitPricePolicy
+from wattmesh.broker.messages import OrderBody, Side
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import NamedTuple
 
-from broker.transport import Transport, TransportClosedError
+from wattmesh.broker.transport import Transport, TransportClosedError
 
 
 class Verdict(NamedTuple):

@@ -19,8 +19,8 @@ import contextlib
 import logging
 from dataclasses import replace
 
-from agents.agent import AgentConfig
-from agents.homeassistant import (
+from wattmesh.agents.agent import AgentConfig
+from wattmesh.agents.homeassistant import (
     HaTopics,
     HomeAssistantConfig,
     RegisterGuard,
@@ -30,12 +30,18 @@ from agents.homeassistant import (
     price_state,
     trade_state,
 )
-from agents.meter import Meter
-from agents.metering.errors import MeterError
-from broker.errors import MessageError
-from broker.messages import AnnouncementBody, Phase, SignedMessage, TradesBody, decode_message
-from broker.topics import STATUS_OFFLINE, STATUS_ONLINE
-from broker.transport import Message, Transport, TransportConfig, Will
+from wattmesh.agents.meter import Meter
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    Phase,
+    SignedMessage,
+    TradesBody,
+    decode_message,
+)
+from wattmesh.broker.topics import STATUS_OFFLINE, STATUS_ONLINE
+from wattmesh.broker.transport import Message, Transport, TransportConfig, Will
 
 __all__ = ["HomeAssistantBridge"]
 

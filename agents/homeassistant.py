@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from agents.meter import MeterReading
-from broker.messages import Presence
-from broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from wattmesh.agents.meter import MeterReading
+from wattmesh.broker.messages import Presence
+from wattmesh.broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 
 __all__ = ["HomeAssistantConfig"]
 

@@ -19,15 +19,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.audit import CHECKPOINT_FILE, CheckpointFile
-from agents.battery import BatteryController
-from agents.meter import Meter
-from agents.outbox import DEFAULT_CAPACITY, Outbox
-from agents.presence import StatusSigner
-from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT, DurablePublisher
-from broker.keys import SigningKey
-from broker.transport import TransportConfig
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.audit import CHECKPOINT_FILE, CheckpointFile
+from wattmesh.agents.battery import BatteryController
+from wattmesh.agents.meter import Meter
+from wattmesh.agents.outbox import DEFAULT_CAPACITY, Outbox
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.agents.publisher import (
+    DEFAULT_COMMIT_INTERVAL_S,
+    DEFAULT_MAX_IN_FLIGHT,
+    DurablePublisher,
+)
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.transport import TransportConfig
 
 __all__ = ["OutboxSettings", "serve_household"]
 

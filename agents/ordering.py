@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from agents.battery import BatteryController
-from agents.battery_strategy import battery_order_for
-from agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
-from broker.messages import AnnouncementBody, ForecastBody, OrderBody
+from wattmesh.agents.battery import BatteryController
+from wattmesh.agents.battery_strategy import battery_order_for
+from wattmesh.agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
+from wattmesh.broker.messages import AnnouncementBody, ForecastBody, OrderBody
 
 _LOG = logging.getLogger(__name__)
 

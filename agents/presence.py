@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.keys import SigningKey
-from broker.messages import Presence, StatusBody, sign_message
-from broker.topics import Topics
-from broker.transport import ConnectMessages, Will
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Presence, StatusBody, sign_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import ConnectMessages, Will
 
 __all__ = ["StatusSigner"]
 

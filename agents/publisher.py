@@ -35,9 +35,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from agents.outbox import Entry, Outbox
-from agents.sequence import SeqSource
-from broker.transport import Link, Transport, TransportClosedError
+from wattmesh.agents.outbox import Entry, Outbox
+from wattmesh.agents.sequence import SeqSource
+from wattmesh.broker.transport import Link, Transport, TransportClosedError
 
 _LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ part of the wire contract: docs/protocol.md, "A repeated open".
 
 from __future__ import annotations
 
-from broker.messages import AnnouncementBody, Phase, SignedMessage
+from wattmesh.broker.messages import AnnouncementBody, Phase, SignedMessage
 
 Copy = tuple[str, bytes]  # (topic, signed wire bytes) as published
 # Ids of the traded interval's opens remembered at most (the oldest is forgotten

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from broker.connection import energy_limit_wh
-from broker.messages import OrderBody, Side
+from wattmesh.broker.connection import energy_limit_wh
+from wattmesh.broker.messages import OrderBody, Side
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._machine import machine_line  # noqa: E402
-from broker.keys import write_key_pair  # noqa: E402
-from broker.messages import AnnouncementBody, Phase, sign_message  # noqa: E402
-from broker.mosquitto import MosquittoProcess  # noqa: E402
-from broker.topics import Topics  # noqa: E402
-from broker.transport import BrokerAddress, Transport, TransportConfig  # noqa: E402
 from tests.p1kit import telegram  # noqa: E402
+from wattmesh.broker.keys import write_key_pair  # noqa: E402
+from wattmesh.broker.messages import AnnouncementBody, Phase, sign_message  # noqa: E402
+from wattmesh.broker.mosquitto import MosquittoProcess  # noqa: E402
+from wattmesh.broker.topics import Topics  # noqa: E402
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig  # noqa: E402
 
 HEAVY = ("prophet", "pandas", "numpy", "sqlalchemy")
 TOPICS = Topics("fp")

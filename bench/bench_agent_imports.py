@@ -30,12 +30,12 @@ STEPS = (
     "zoneinfo",
     "dsmr_parser.obis_references",
     "dsmr_parser.value_types",
-    "broker.messages",
-    "broker.transport",
+    "wattmesh.broker.messages",
+    "wattmesh.broker.transport",
     "wattmesh.config.agent_schema",
     "wattmesh.config.agent_config",
-    "agents.lifecycle",
-    "agents.metering.open",
+    "wattmesh.agents.lifecycle",
+    "wattmesh.agents.metering.open",
 )
 
 _STEPWISE = r"""
@@ -61,7 +61,7 @@ import collections, tracemalloc
 tracemalloc.start()
 import wattmesh.cli, wattmesh.cli.agent_cli
 from wattmesh.config.agent_config import load_agent_config_isolated
-import agents.lifecycle, agents.metering.open
+import wattmesh.agents.lifecycle, wattmesh.agents.metering.open
 sizes = collections.Counter()
 for stat in tracemalloc.take_snapshot().statistics("filename"):
     name = stat.traceback[0].filename

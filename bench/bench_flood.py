@@ -37,8 +37,8 @@ from typing import Any
 from _machine import machine_line
 from _mosquitto import RawClient, publish_packets, run_mosquitto
 
-from broker.keys import SigningKey, write_key_pair
-from broker.messages import (
+from wattmesh.broker.keys import SigningKey, write_key_pair
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     OrderBody,
@@ -48,12 +48,12 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.mqtt_packets import (
+from wattmesh.broker.mqtt_packets import (
     DISCONNECT_BYTES,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.household_registry import write_registry
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.household_registry import write_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKET = "flood"

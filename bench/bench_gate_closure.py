@@ -37,13 +37,13 @@ from pathlib import Path
 from _machine import machine_line
 from _pg import pg_database, pg_server
 
-from broker.keys import SigningKey
-from broker.messages import OrderBody, Side, decode_message, sign_message
-from ledger.clearing import GridTariff
-from ledger.entries import NewEntry
-from ledger.ledger import Ledger
-from ledger.sigcheck import PoolVerifier
-from ledger.store import Checkpoint, LedgerStore
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, Side, decode_message, sign_message
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.sigcheck import PoolVerifier
+from wattmesh.ledger.store import Checkpoint, LedgerStore
 
 MARKET = "bench"
 T0 = 1_750_000_500 - 1_750_000_500 % 900

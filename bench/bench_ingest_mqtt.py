@@ -42,19 +42,19 @@ import aiomqtt
 from _machine import machine_line
 from _mosquitto import RawClient, publish_packets, run_mosquitto
 
-from broker.keys import SigningKey
-from broker.messages import OrderBody, Side, sign_message
-from broker.mqtt_packets import (
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, Side, sign_message
+from wattmesh.broker.mqtt_packets import (
     DISCONNECT_BYTES,
 )
-from broker.subscriber import Subscriber
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
-from ledger.store import LedgerStore
+from wattmesh.broker.subscriber import Subscriber
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
+from wattmesh.ledger.store import LedgerStore
 
 MARKET = "bench"
 INTERVAL_S = 900
@@ -312,7 +312,7 @@ def verifies_per_s(keys: dict[str, SigningKey], items: list[tuple[str, bytes]]) 
     """This machine's P-256 verifications per second on one core (cryptography), over
     the first 2,000 of the orders: the yardstick for the figures, since the signature
     checks are most of the work and these shared machines differ in speed."""
-    from broker.messages import decode_message
+    from wattmesh.broker.messages import decode_message
 
     sample = [decode_message(wire) for _topic, wire in items[:2000]]
     pairs = [(keys[m.header.agent].verifying, m.signature, m.signed_bytes) for m in sample]

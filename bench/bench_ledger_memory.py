@@ -25,9 +25,9 @@ from pathlib import Path
 from _machine import machine_line
 from bench_verify import MARKET, STEP, T0, TARIFF, interval_messages
 
-from broker.keys import SigningKey
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
 
 
 def rss_mb() -> float:

@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 from _machine import machine_line
 
-from broker.messages import Side
-from ledger.clearing import GridTariff, Order
-from ledger.mechanisms.auctions import clear_uniform
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import MECHANISMS, Mechanism
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import GridTariff, Order
+from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import MECHANISMS, Mechanism
 
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 

@@ -29,11 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agents.outbox import Outbox  # noqa: E402
-from agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher  # noqa: E402
 from bench._machine import machine_line  # noqa: E402
-from broker.mosquitto import private_mosquitto  # noqa: E402
-from broker.transport import BrokerAddress, Transport, TransportConfig  # noqa: E402
+from wattmesh.agents.outbox import Outbox  # noqa: E402
+from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher  # noqa: E402
+from wattmesh.broker.mosquitto import private_mosquitto  # noqa: E402
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig  # noqa: E402
 
 TOPIC = "bench/household/h001/reading"
 PAYLOAD = b"x" * 520

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._machine import machine_line  # noqa: E402
-from broker.transport import Session  # noqa: E402
 from tests import outagekit  # noqa: E402
+from wattmesh.broker.transport import Session  # noqa: E402
 
 
 def _line(name: str, report: outagekit.OutageReport) -> str:
@@ -56,11 +56,11 @@ async def _backfill(count: int) -> None:
     """Send a stored backlog of ``count`` readings; baseline: bare sequential publishes."""
     import time
 
-    from agents.outbox import Outbox
-    from agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
-    from broker.mosquitto import private_mosquitto
-    from broker.topics import Topics
-    from broker.transport import Transport, TransportConfig
+    from wattmesh.agents.outbox import Outbox
+    from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
+    from wattmesh.broker.mosquitto import private_mosquitto
+    from wattmesh.broker.topics import Topics
+    from wattmesh.broker.transport import Transport, TransportConfig
 
     topics = Topics("bench")
     payload = b"x" * 520

@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agents.outbox import Outbox  # noqa: E402
 from bench._machine import machine_line  # noqa: E402
+from wattmesh.agents.outbox import Outbox  # noqa: E402
 
 # A signed reading on the wire is about 520 bytes; the topic about 40.
 PAYLOAD = b"x" * 520

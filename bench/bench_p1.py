@@ -24,8 +24,8 @@ from dsmr_parser.parsers import TelegramParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.metering.p1 import P1Decoder
 from tests.p1kit import telegram
+from wattmesh.agents.metering.p1 import P1Decoder
 
 
 def _stream(count: int) -> list[bytes]:

@@ -24,15 +24,15 @@ from pathlib import Path
 
 from _machine import machine_line
 
-from broker.tlog import verify_inclusion_hash
-from ledger.merkle import inclusion_proof_from_hashes
-from ledger.proofs import (
+from wattmesh.broker.tlog import verify_inclusion_hash
+from wattmesh.ledger.merkle import inclusion_proof_from_hashes
+from wattmesh.ledger.proofs import (
     inclusion_proof_from_source,
     inclusion_ranges,
     range_nodes,
     root_from_source,
 )
-from ledger.store import LedgerStore
+from wattmesh.ledger.store import LedgerStore
 
 _sha = hashlib.sha256
 BLOCK_LEVEL = 16

@@ -21,15 +21,15 @@ from pathlib import Path
 
 from _machine import machine_line
 
-from agents.audit import Auditor, MemoryCheckpointStore
-from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
-from broker.keys import SigningKey
-from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from ledger.audit_messages import audit_messages, household_entries
-from ledger.clearing import GridTariff
-from ledger.ledger import IntervalOutcome, Ledger
-from ledger.proofs import inclusion_proof_from_source
-from ledger.store import LedgerStore
+from wattmesh.agents.audit import Auditor, MemoryCheckpointStore
+from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
+from wattmesh.ledger.audit_messages import audit_messages, household_entries
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger
+from wattmesh.ledger.proofs import inclusion_proof_from_source
+from wattmesh.ledger.store import LedgerStore
 
 T0 = 1_750_000_500 - 1_750_000_500 % 900
 STEP = 900

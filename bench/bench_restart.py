@@ -29,13 +29,13 @@ import sqlalchemy as sa
 from _machine import machine_line
 from bench_verify import MARKET, build
 
-from broker.keys import SigningKey
-from ledger.ledger import Ledger
-from ledger.logcheck import check_log
-from ledger.snapshot import decode_snapshot, encode_snapshot
-from ledger.startcheck import check_in_tree, check_latest_checkpoint, check_signed
-from ledger.store import SNAPSHOT_TABLE, LedgerStore
-from ledger.verify import verify_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.logcheck import check_log
+from wattmesh.ledger.snapshot import decode_snapshot, encode_snapshot
+from wattmesh.ledger.startcheck import check_in_tree, check_latest_checkpoint, check_signed
+from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def timed_start_check(url: str) -> float:

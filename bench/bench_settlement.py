@@ -21,10 +21,10 @@ import time
 
 from _machine import machine_line
 
-from ledger.booking import book
-from ledger.clearing import Fill, GridTariff
-from ledger.metering import Metering
-from ledger.settlement import Registers, settle_household
+from wattmesh.ledger.booking import book
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.metering import Metering
+from wattmesh.ledger.settlement import Registers, settle_household
 
 T0 = 1_750_000_500 - 1_750_000_500 % 900
 STEP = 900

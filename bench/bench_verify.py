@@ -22,13 +22,13 @@ from pathlib import Path
 
 from _machine import machine_line
 
-from broker.keys import SigningKey
-from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.merkle import CompactRange, root_from_leaf_hashes
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.merkle import CompactRange, root_from_leaf_hashes
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 MARKET = "bench"
 T0 = 1_750_000_500 - 1_750_000_500 % 900

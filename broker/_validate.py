@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker.errors import MessageError, RejectReason
+from wattmesh.broker.errors import MessageError, RejectReason
 
 MAX_INT = 2**53 - 1  # what every JSON implementation represents exactly
 

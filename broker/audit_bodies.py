@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from broker._validate import as_object, exact_keys, get_int, get_str, schema_error
+from wattmesh.broker._validate import as_object, exact_keys, get_int, get_str, schema_error
 
 __all__ = [
     "MAX_RECEIPT_ENTRIES",
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from broker.messages import SignedMessage
+    from wattmesh.broker.messages import SignedMessage
 
 MAX_RECEIPT_ENTRIES: Final = 32
 """Most entries in one receipt message (a household has a handful per interval)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from broker._validate import (
+from wattmesh.broker._validate import (
     MAX_INT,
     as_object,
     exact_keys,
@@ -26,8 +26,8 @@ from broker._validate import (
     get_str,
     schema_error,
 )
-from broker.audit_bodies import CheckpointNoteBody, ReceiptBody
-from broker.errors import RejectReason
+from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
+from wattmesh.broker.errors import RejectReason
 
 __all__ = ["BODY_TYPES"]
 

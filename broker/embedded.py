@@ -18,8 +18,8 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
-from broker.mosquitto import free_port
-from broker.transport import BrokerAddress
+from wattmesh.broker.mosquitto import free_port
+from wattmesh.broker.transport import BrokerAddress
 
 __all__ = ["embedded_broker"]
 

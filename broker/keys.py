@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.errors import KeyFileError
+from wattmesh.broker.errors import KeyFileError
 
 __all__ = ["SigningKey", "VerifyingKey", "load_signing_key", "load_verifying_key", "write_key_pair"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from broker._validate import MAX_INT, as_object, exact_keys, get_int, get_str, schema_error
-from broker.bodies import (
+from wattmesh.broker._validate import MAX_INT, as_object, exact_keys, get_int, get_str, schema_error
+from wattmesh.broker.bodies import (
     BODY_TYPES,
     MAX_FORECAST_STEPS,
     MAX_POWER_W,
@@ -41,9 +41,9 @@ from broker.bodies import (
     TradeLine,
     TradesBody,
 )
-from broker.canonical import canonical_bytes, canonical_bytes_of_checked
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.canonical import canonical_bytes, canonical_bytes_of_checked
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey, VerifyingKey
 
 __all__ = [
     "DOMAIN_PREFIX",

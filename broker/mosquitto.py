@@ -26,9 +26,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
-from broker.errors import BrokerError, FailureError
-from broker.messages import MAX_MESSAGE_BYTES
-from broker.transport import BrokerAddress, parse_broker_url
+from wattmesh.broker.errors import BrokerError, FailureError
+from wattmesh.broker.messages import MAX_MESSAGE_BYTES
+from wattmesh.broker.transport import BrokerAddress, parse_broker_url
 
 __all__ = [
     "BrokerAddress",

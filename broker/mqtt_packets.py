@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.errors import BrokerError
-from broker.messages import MAX_MESSAGE_BYTES
+from wattmesh.broker.errors import BrokerError
+from wattmesh.broker.messages import MAX_MESSAGE_BYTES
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14

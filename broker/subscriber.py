@@ -41,8 +41,8 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from broker.errors import BrokerError
-from broker.mqtt_packets import (
+from wattmesh.broker.errors import BrokerError
+from wattmesh.broker.mqtt_packets import (
     CONNACK,
     DISCONNECT_BYTES,
     MAX_PACKET_BYTES,
@@ -60,8 +60,8 @@ from broker.mqtt_packets import (
     suback_codes,
     subscribe_packet,
 )
-from broker.transport import Message
-from broker.transport_config import Session, TransportConfig, backoff_delays
+from wattmesh.broker.transport import Message
+from wattmesh.broker.transport_config import Session, TransportConfig, backoff_delays
 
 __all__ = ["Subscriber"]
 

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from broker.errors import BrokerError
-from broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.errors import BrokerError
+from wattmesh.broker.keys import SigningKey, VerifyingKey
 
 __all__ = [
     "EMPTY_ROOT_HASH",

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.errors import BrokerError
-from broker.keys import VerifyingKey
-from broker.tlog import (
+from wattmesh.broker.errors import BrokerError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.tlog import (
     HASH_SIZE,
     CheckpointBody,
     NoteError,

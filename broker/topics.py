@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from broker.errors import ConfigError
+from wattmesh.broker.errors import ConfigError
 
 __all__ = [
     "AUDIT",

@@ -40,9 +40,9 @@ from typing import Any, Self
 
 import aiomqtt
 
-from broker._transport_reader import read_queue, rescue_queued
-from broker.errors import BrokerError, FailureError
-from broker.transport_config import (
+from wattmesh.broker._transport_reader import read_queue, rescue_queued
+from wattmesh.broker.errors import BrokerError, FailureError
+from wattmesh.broker.transport_config import (
     DEFAULT_MQTT_PORT,
     BrokerAddress,
     ConnectMessages,
@@ -55,7 +55,7 @@ from broker.transport_config import (
     backoff_delays,
     parse_broker_url,
 )
-from broker.transport_link import Link
+from wattmesh.broker.transport_link import Link
 
 __all__ = [
     "DEFAULT_MQTT_PORT",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from broker.transport_config import _check_publish_topic, _check_qos
+from wattmesh.broker.transport_config import _check_publish_topic, _check_qos
 
 PublishOn = Callable[[str, bytes, int, bool], Awaitable[bool]]
 """One attempt on the link's connection: (topic, payload, qos, retain) -> acknowledged."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from forecasting import _prophet
+from wattmesh.forecasting import _prophet
 
 Kind = Literal["demand", "pv"]
 

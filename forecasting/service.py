@@ -17,12 +17,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey, VerifyingKey
-from broker.messages import ForecastBody, ReadingBody, Signer, decode_message
-from broker.topics import READING, Topics
-from broker.transport import Message, Transport
-from forecasting.models import Forecast, Series, intervals_per_day, prophet_forecast, seasonal_naive
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
+from wattmesh.broker.topics import READING, Topics
+from wattmesh.broker.transport import Message, Transport
+from wattmesh.forecasting.models import (
+    Forecast,
+    Series,
+    intervals_per_day,
+    prophet_forecast,
+    seasonal_naive,
+)
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
 

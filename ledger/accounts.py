@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from broker.errors import FailureError, LedgerError
-from ledger.settlement import Basis, Settlement
+from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.ledger.settlement import Basis, Settlement
 
 __all__ = ["FEES_ACCOUNT", "GRID_ACCOUNT", "MARKET_ACCOUNT", "balances", "household_account"]
 

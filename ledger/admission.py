@@ -31,14 +31,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from broker.connection import energy_limit_wh
-from broker.errors import LedgerError, MessageError, RejectReason
-from broker.keys import VerifyingKey
-from broker.messages import OrderBody, ReadingBody, SignedMessage
-from ledger.batch import PreparedBatch
-from ledger.clearing import GridTariff
-from ledger.entries import EntryKind
-from ledger.keyring import KeyRing
+from wattmesh.broker.connection import energy_limit_wh
+from wattmesh.broker.errors import LedgerError, MessageError, RejectReason
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, SignedMessage
+from wattmesh.ledger.batch import PreparedBatch
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.keyring import KeyRing
 
 
 class RedeliveredError(LedgerError, MessageError):

@@ -15,17 +15,22 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.audit_bodies import MAX_RECEIPT_ENTRIES, CheckpointNoteBody, ReceiptBody, ReceiptEntry
-from broker.tlog import leaf_hash
-from ledger.checkpoint import checkpoint_note
-from ledger.entries import EntryKind, NewEntry
-from ledger.proofs import (
+from wattmesh.broker.audit_bodies import (
+    MAX_RECEIPT_ENTRIES,
+    CheckpointNoteBody,
+    ReceiptBody,
+    ReceiptEntry,
+)
+from wattmesh.broker.tlog import leaf_hash
+from wattmesh.ledger.checkpoint import checkpoint_note
+from wattmesh.ledger.entries import EntryKind, NewEntry
+from wattmesh.ledger.proofs import (
     HashSource,
     NodeRef,
     consistency_proof_from_source,
     inclusion_proof_from_source,
 )
-from ledger.store import Checkpoint, LedgerStore
+from wattmesh.ledger.store import Checkpoint, LedgerStore
 
 
 class IntervalSource:

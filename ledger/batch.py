@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.errors import MessageError
-from broker.keys import VerifyingKey
-from broker.messages import SignedMessage
-from ledger.sigcheck import Checked, DecodeJob
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import SignedMessage
+from wattmesh.ledger.sigcheck import Checked, DecodeJob
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.accounts import Posting, correction_postings, settlement_postings
-from ledger.entries import (
+from wattmesh.ledger.accounts import Posting, correction_postings, settlement_postings
+from wattmesh.ledger.entries import (
     EntryKind,
     NewEntry,
     flag_entry,
@@ -15,7 +15,7 @@ from ledger.entries import (
     posting_entry,
     revision_entry,
 )
-from ledger.metering import Flag, Metering, Revision
+from wattmesh.ledger.metering import Flag, Metering, Revision
 
 
 def book(revisions: list[Revision], flags: list[Flag]) -> tuple[list[Posting], list[NewEntry]]:

@@ -12,10 +12,10 @@ turns it into the note a third party checks with :func:`broker.tlog.open_checkpo
 
 from __future__ import annotations
 
-from broker.keys import SigningKey, VerifyingKey
-from broker.tlog import NoteError, NoteSignature, SignedNote, format_note, open_checkpoint
-from broker.tlog import checkpoint_text as _note_text
-from ledger.store import Checkpoint
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.tlog import NoteError, NoteSignature, SignedNote, format_note, open_checkpoint
+from wattmesh.broker.tlog import checkpoint_text as _note_text
+from wattmesh.ledger.store import Checkpoint
 
 __all__ = ["checkpoint_note"]
 

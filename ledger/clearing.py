@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.messages import Side
+from wattmesh.broker.messages import Side
 
 __all__ = ["GridTariff", "Order"]
 

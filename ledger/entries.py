@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from broker.keys import VerifyingKey
-from broker.messages import SignedMessage, canonical_bytes
-from ledger.accounts import Posting
-from ledger.clearing import Fill, GridTariff
-from ledger.metering import Flag, Revision
-from ledger.settlement import Basis, FlagReason, Settlement
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import SignedMessage, canonical_bytes
+from wattmesh.ledger.accounts import Posting
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.metering import Flag, Revision
+from wattmesh.ledger.settlement import Basis, FlagReason, Settlement
 
 __all__ = ["EntryKind"]
 

@@ -31,12 +31,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from broker.errors import MessageError
-from broker.keys import VerifyingKey
-from ledger.accounts import Cause, Posting, UnbalancedPosting
-from ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
-from ledger.logged import PlainHeader, decode_logged, plain_header
-from ledger.settlement import Basis, FlagReason
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.ledger.accounts import Cause, Posting, UnbalancedPosting
+from wattmesh.ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
+from wattmesh.ledger.logged import PlainHeader, decode_logged, plain_header
+from wattmesh.ledger.settlement import Basis, FlagReason
 
 CHUNK = 1000
 """Rows per hand-off to a worker (about 0.1 s of work)."""

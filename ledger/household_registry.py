@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from broker.connection import MAX_POWER_LIMIT_W
-from broker.errors import ConfigError, KeyFileError
-from broker.keys import VerifyingKey
-from broker.topics import check_segment
-from ledger.keyring import KeyLogError, check_kid, check_reason
-from ledger.metering import MeteringConfig
+from wattmesh.broker.connection import MAX_POWER_LIMIT_W
+from wattmesh.broker.errors import ConfigError, KeyFileError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.topics import check_segment
+from wattmesh.ledger.keyring import KeyLogError, check_kid, check_reason
+from wattmesh.ledger.metering import MeteringConfig
 
 __all__ = ["Household", "Registry", "check_limit", "load_registry", "write_registry"]
 

@@ -23,9 +23,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from broker.errors import FailureError, KeyFileError, LedgerError, MessageError, RejectReason
-from broker.keys import VerifyingKey
-from ledger.entries import (
+from wattmesh.broker.errors import (
+    FailureError,
+    KeyFileError,
+    LedgerError,
+    MessageError,
+    RejectReason,
+)
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.ledger.entries import (
     EntryKind,
     NewEntry,
     key_entry,

@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.errors import ConfigError, FailureError, LedgerError
-from ledger.store import make_engine
+from wattmesh.broker.errors import ConfigError, FailureError, LedgerError
+from wattmesh.ledger.store import make_engine
 
 __all__ = ["LeaderLease", "LeaseLost"]
 

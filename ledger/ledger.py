@@ -20,16 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from broker.errors import ConfigError, MessageError, RejectReason
-from broker.keys import SigningKey, VerifyingKey
-from broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
-from ledger.accounts import Posting
-from ledger.admission import Admission, OpenInterval, RedeliveredError
-from ledger.batch import DecodeJobs, PreparedBatch, decode_jobs, prepared
-from ledger.booking import book
-from ledger.checkpoint import origin_for, sign_checkpoint
-from ledger.clearing import ClearingResult, GridTariff, Order
-from ledger.entries import (
+from wattmesh.broker.errors import ConfigError, MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
+from wattmesh.ledger.accounts import Posting
+from wattmesh.ledger.admission import Admission, OpenInterval, RedeliveredError
+from wattmesh.ledger.batch import DecodeJobs, PreparedBatch, decode_jobs, prepared
+from wattmesh.ledger.booking import book
+from wattmesh.ledger.checkpoint import origin_for, sign_checkpoint
+from wattmesh.ledger.clearing import ClearingResult, GridTariff, Order
+from wattmesh.ledger.entries import (
     EntryKind,
     NewEntry,
     checkpoint_ref_entry,
@@ -37,18 +37,18 @@ from ledger.entries import (
     message_entry,
     trade_entry,
 )
-from ledger.gcpause import gc_paused
-from ledger.keyring import KeyLogError
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.merkle import CompactRange, leaf_hash
-from ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
-from ledger.metering import Flag, Metering, MeteringConfig, Revision
-from ledger.restore import logged_message, registers_of, restore_state
-from ledger.settlement import Settlement
-from ledger.sigcheck import InlineVerifier, SignatureVerifier
-from ledger.snapshot import LedgerState, encode_snapshot
-from ledger.store import Checkpoint, LedgerStore
+from wattmesh.ledger.gcpause import gc_paused
+from wattmesh.ledger.keyring import KeyLogError
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.merkle import CompactRange, leaf_hash
+from wattmesh.ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
+from wattmesh.ledger.metering import Flag, Metering, MeteringConfig, Revision
+from wattmesh.ledger.restore import logged_message, registers_of, restore_state
+from wattmesh.ledger.settlement import Settlement
+from wattmesh.ledger.sigcheck import InlineVerifier, SignatureVerifier
+from wattmesh.ledger.snapshot import LedgerState, encode_snapshot
+from wattmesh.ledger.store import Checkpoint, LedgerStore
 
 _LOG = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from ledger.metering import MeteringConfig
-from ledger.restore import replay_state, snapshot_state
-from ledger.snapshot import SnapshotError, encode_snapshot
-from ledger.startcheck import LogDamaged
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
+from wattmesh.ledger.metering import MeteringConfig
+from wattmesh.ledger.restore import replay_state, snapshot_state
+from wattmesh.ledger.snapshot import SnapshotError, encode_snapshot
+from wattmesh.ledger.startcheck import LogDamaged
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 __all__ = ["DamageFound", "first_damage", "start_log_check"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 
-from broker.canonical import canonical_bytes_of_checked
-from broker.messages import (
+from wattmesh.broker.canonical import canonical_bytes_of_checked
+from wattmesh.broker.messages import (
     DOMAIN_PREFIX,
     MAX_INT,
     MAX_POWER_W,

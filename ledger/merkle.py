@@ -33,7 +33,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Final
 
-from broker.tlog import (
+from wattmesh.broker.tlog import (
     EMPTY_ROOT_HASH,
     HASH_SIZE,
     leaf_hash,
@@ -42,7 +42,7 @@ from broker.tlog import (
     verify_inclusion,
     verify_inclusion_hash,
 )
-from ledger.proofs import (
+from wattmesh.ledger.proofs import (
     LeafListSource,
     consistency_proof_from_source,
     inclusion_proof_from_source,

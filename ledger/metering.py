@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, replace
 from typing import Any, NamedTuple
 
-from broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
-from ledger.clearing import Fill, GridTariff
-from ledger.settlement import (
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.settlement import (
     Basis,
     FlagReason,
     Registers,

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from broker.errors import RejectReason
-from ledger.ledger import IntervalOutcome
-from ledger.mechanisms.tariffs import TariffSchedule
-from ledger.schedule import Clock, Schedule
-from ledger.service import LedgerService
+from wattmesh.broker.errors import RejectReason
+from wattmesh.ledger.ledger import IntervalOutcome
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.schedule import Clock, Schedule
+from wattmesh.ledger.service import LedgerService
 
 __all__ = ["MarketOperator"]
 

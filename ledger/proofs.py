@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from broker.tlog import EMPTY_ROOT_HASH
+from wattmesh.broker.tlog import EMPTY_ROOT_HASH
 
 __all__ = ["consistency_proof_from_source", "inclusion_proof_from_source", "root_from_source"]
 

@@ -21,16 +21,16 @@ import json
 import logging
 from collections.abc import Mapping
 
-from broker.messages import ReadingBody, SignedMessage, decode_message
-from ledger.booking import replay
-from ledger.clearing import Fill, GridTariff
-from ledger.entries import EntryKind
-from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
-from ledger.merkle import CompactRange
-from ledger.metering import Metering, MeteringConfig
-from ledger.settlement import Registers
-from ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
-from ledger.startcheck import (
+from wattmesh.broker.messages import ReadingBody, SignedMessage, decode_message
+from wattmesh.ledger.booking import replay
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
+from wattmesh.ledger.merkle import CompactRange
+from wattmesh.ledger.metering import Metering, MeteringConfig
+from wattmesh.ledger.settlement import Registers
+from wattmesh.ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
+from wattmesh.ledger.startcheck import (
     LogDamaged,
     MissingNodes,
     check_in_tree,
@@ -38,7 +38,7 @@ from ledger.startcheck import (
     check_leaf,
     check_signed,
 )
-from ledger.store import LedgerStore
+from wattmesh.ledger.store import LedgerStore
 
 __all__ = [
     "LogDamaged",

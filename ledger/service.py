@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     Phase,
@@ -32,15 +32,20 @@ from broker.messages import (
     TradesBody,
     decode_message,
 )
-from broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
-from broker.transport import Message, Transport
-from ledger.audit_messages import AuditMessages, IntervalSource, audit_messages, checkpoint_body
-from ledger.batch import DecodeJobs, prepared
-from ledger.clearing import GridTariff
-from ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
-from ledger.responder import FirstPerInterval, Responder
-from ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
-from ledger.status import Statuses, StatusStore
+from wattmesh.broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
+from wattmesh.broker.transport import Message, Transport
+from wattmesh.ledger.audit_messages import (
+    AuditMessages,
+    IntervalSource,
+    audit_messages,
+    checkpoint_body,
+)
+from wattmesh.ledger.batch import DecodeJobs, prepared
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
+from wattmesh.ledger.responder import FirstPerInterval, Responder
+from wattmesh.ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
+from wattmesh.ledger.status import Statuses, StatusStore
 
 __all__ = ["LedgerService", "OperatorConfig", "ledger_subscriptions"]
 

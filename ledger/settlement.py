@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from broker.connection import energy_limit_wh
-from broker.errors import FailureError, LedgerError
-from ledger.clearing import Fill, GridTariff
-from ledger.money import cost_micro, network_fee_micro
+from wattmesh.broker.connection import energy_limit_wh
+from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.money import cost_micro, network_fee_micro
 
 __all__ = ["Basis"]
 

@@ -21,10 +21,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
-from broker.bodies import BODY_TYPES
-from broker.errors import MessageError
-from broker.keys import VerifyingKey
-from broker.messages import Header, SignedMessage, decode_message
+from wattmesh.broker.bodies import BODY_TYPES
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import Header, SignedMessage, decode_message
 
 __all__ = ["InlineVerifier", "PoolVerifier", "SignatureVerifier", "preload"]
 

@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import FailureError, LedgerError
-from ledger.clearing import Fill, GridTariff
-from ledger.keyring import KeyRing
-from ledger.merkle import CompactRange
-from ledger.metering import Metering, MeteringConfig
+from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.keyring import KeyRing
+from wattmesh.ledger.merkle import CompactRange
+from wattmesh.ledger.metering import Metering, MeteringConfig
 
 SNAPSHOT_VERSION = 1
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from broker.errors import FailureError, LedgerError
-from broker.keys import VerifyingKey
-from ledger.checkpoint import verify_checkpoint
-from ledger.merkle import CompactRange, leaf_hash
-from ledger.meta import META_OPERATOR_KEY, META_ORIGIN
-from ledger.proofs import NodeRef, range_nodes
-from ledger.store import Checkpoint, LedgerStore, LogEntry
+from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.ledger.checkpoint import verify_checkpoint
+from wattmesh.ledger.merkle import CompactRange, leaf_hash
+from wattmesh.ledger.meta import META_OPERATOR_KEY, META_ORIGIN
+from wattmesh.ledger.proofs import NodeRef, range_nodes
+from wattmesh.ledger.store import Checkpoint, LedgerStore, LogEntry
 
 __all__ = ["LogDamaged"]
 

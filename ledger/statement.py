@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.errors import FailureError, LedgerError
-from ledger.accounts import Cause, Posting, household_account
-from ledger.entries import EntryKind, parse_flag, parse_revision
+from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.ledger.accounts import Cause, Posting, household_account
+from wattmesh.ledger.entries import EntryKind, parse_flag, parse_revision
 
 __all__ = ["StatementError", "build_statement"]
 

@@ -31,10 +31,10 @@ from sqlalchemy import Column, LargeBinary
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import VerifyingKey
-from broker.messages import Presence, SignedMessage, StatusBody, decode_message
-from ledger.responder import TokenBuckets
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import Presence, SignedMessage, StatusBody, decode_message
+from wattmesh.ledger.responder import TokenBuckets
 
 STATUS_TABLE = "household_status"
 # Statuses of one household judged: at most this many at once, then one per

@@ -34,14 +34,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from broker.errors import ConfigError
-from ledger.append_only import install_append_only_triggers
-from ledger.bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS, bulk_writer
-from ledger.entries import NewEntry
-from ledger.merkle import leaf_hash
-from ledger.proofs import NodeRef, nodes_ending_in
-from ledger.store_errors import NoLedgerDatabase
-from ledger.store_open import (
+from wattmesh.broker.errors import ConfigError
+from wattmesh.ledger.append_only import install_append_only_triggers
+from wattmesh.ledger.bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS, bulk_writer
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.merkle import leaf_hash
+from wattmesh.ledger.proofs import NodeRef, nodes_ending_in
+from wattmesh.ledger.store_errors import NoLedgerDatabase
+from wattmesh.ledger.store_open import (
     LEDGER_TABLES,
     check_sqlite_location,
     normalise_db_url,

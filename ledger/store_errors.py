@@ -7,7 +7,7 @@ apart without loading SQLAlchemy: :class:`NoLedgerDatabase` is a bad argument (e
 
 from __future__ import annotations
 
-from broker.errors import ConfigError, FailureError, LedgerError
+from wattmesh.broker.errors import ConfigError, FailureError, LedgerError
 
 __all__ = ["StoreError"]
 

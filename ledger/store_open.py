@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import QueuePool
 
-from broker.errors import ConfigError
-from ledger.store_errors import NoLedgerDatabase, StoreError
+from wattmesh.broker.errors import ConfigError
+from wattmesh.ledger.store_errors import NoLedgerDatabase, StoreError
 
 __all__ = ["check_sqlite_location", "normalise_db_url", "sqlite_path", "store_failures"]
 

@@ -16,22 +16,22 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from broker.errors import FailureError, LedgerError, RejectReason
-from broker.keys import VerifyingKey
-from broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
-from ledger.checkpoint import verify_checkpoint
-from ledger.entries import EntryKind
-from ledger.entrycheck import RowChecker
-from ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
-from ledger.merkle import CompactRange, leaf_hash
-from ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
-from ledger.proofs import (
+from wattmesh.broker.errors import FailureError, LedgerError, RejectReason
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
+from wattmesh.ledger.checkpoint import verify_checkpoint
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.entrycheck import RowChecker
+from wattmesh.ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
+from wattmesh.ledger.merkle import CompactRange, leaf_hash
+from wattmesh.ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
+from wattmesh.ledger.proofs import (
     NodeRef,
     consistency_proof_from_source,
     inclusion_proof_from_source,
     root_from_source,
 )
-from ledger.store import Checkpoint, LedgerStore, StoredEntry
+from wattmesh.ledger.store import Checkpoint, LedgerStore, StoredEntry
 
 __all__ = ["verify_ledger"]
 

@@ -11,19 +11,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.audit import Auditor, CheckpointFile
-from agents.meter import MeterReading
-from agents.sequence import MemorySequence
-from broker.keys import SigningKey
-from broker.messages import ForecastBody, ReadingBody, decode_message, sign_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.store import LedgerStore
 from tests.ledgerkit import T0
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.audit import Auditor, CheckpointFile
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import ForecastBody, ReadingBody, decode_message, sign_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.store import LedgerStore
 
 TIMEOUT_S = 10.0
 STEP = 900

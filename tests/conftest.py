@@ -13,11 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
-from broker.embedded import embedded_broker
-from broker.keys import SigningKey
-from broker.mosquitto import MosquittoProcess, find_mosquitto
-from broker.transport import BrokerAddress
 from tests.ledgerkit import House, households
+from wattmesh.broker.embedded import embedded_broker
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.mosquitto import MosquittoProcess, find_mosquitto
+from wattmesh.broker.transport import BrokerAddress
 
 # ============================================================================
 # MQTT brokers

@@ -22,11 +22,11 @@ import random
 import sys
 import traceback
 
-from broker.keys import SigningKey
-from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
 from wattmesh.sim.simkeys import simulation_key
 
 MARKET = "crash"

@@ -17,11 +17,11 @@ import os
 import signal
 import sys
 
-from broker.errors import MessageError
-from broker.messages import ReadingBody, SignedMessage
-from ledger.batch import PreparedBatch
-from ledger.ledger import Ledger
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.messages import ReadingBody, SignedMessage
 from wattmesh.cli import main
+from wattmesh.ledger.batch import PreparedBatch
+from wattmesh.ledger.ledger import Ledger
 
 
 def arm(agent: str) -> None:

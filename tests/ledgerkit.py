@@ -12,17 +12,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import OrderBody, ReadingBody, Side, sign_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from ledger.append_only import trigger_names
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.mechanisms.catalog import Mechanism
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.store import APPEND_ONLY_TABLES, LedgerStore
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.ledger.append_only import trigger_names
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.store import APPEND_ONLY_TABLES, LedgerStore
 
 MARKET = "test"
 T0 = 1_750_000_500 - 1_750_000_500 % 900  # an interval start

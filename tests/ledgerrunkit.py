@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.outbox import Outbox
-from agents.presence import StatusSigner
-from agents.publisher import DurablePublisher
-from broker.keys import SigningKey, VerifyingKey, write_key_pair
-from broker.messages import (
+from tests.outagekit import CountingMeter
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.outbox import Outbox
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.agents.publisher import DurablePublisher
+from wattmesh.broker.keys import SigningKey, VerifyingKey, write_key_pair
+from wattmesh.broker.messages import (
     AnnouncementBody,
     ForecastBody,
     OrderBody,
@@ -37,11 +38,10 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.household_registry import Household, Registry, write_registry
-from ledger.store import LedgerStore
-from tests.outagekit import CountingMeter
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.household_registry import Household, Registry, write_registry
+from wattmesh.ledger.store import LedgerStore
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL_S = 2
@@ -328,7 +328,7 @@ class LedgerProcess:
         """The next per-interval summary line, parsed."""
         while True:
             line = await self.line()
-            _, _, message = line.partition("ledger.operator: ")
+            _, _, message = line.partition("wattmesh.ledger.operator: ")
             if message and (match := SUMMARY.fullmatch(message)):
                 return match
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,

@@ -18,15 +18,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.meter import MeterReading
-from agents.outbox import Outbox
-from agents.publisher import DurablePublisher
-from broker.keys import SigningKey
-from broker.messages import decode_message
-from broker.mosquitto import MosquittoProcess, Persistence
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Session, Transport, TransportConfig
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.outbox import Outbox
+from wattmesh.agents.publisher import DurablePublisher
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import decode_message
+from wattmesh.broker.mosquitto import MosquittoProcess, Persistence
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Session, Transport, TransportConfig
 
 INTERVAL = 1_751_241_600  # the interval every reading is signed for (any start works)
 TIMEOUT_S = 30.0

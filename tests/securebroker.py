@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.mosquitto import find_mosquitto, free_port
+from wattmesh.broker.mosquitto import find_mosquitto, free_port
 
 
 @dataclass(frozen=True)

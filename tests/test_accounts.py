@@ -10,8 +10,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.messages import canonical_bytes
-from ledger.accounts import (
+from wattmesh.broker.messages import canonical_bytes
+from wattmesh.ledger.accounts import (
     FEES_ACCOUNT,
     GRID_ACCOUNT,
     MARKET_ACCOUNT,
@@ -24,13 +24,13 @@ from ledger.accounts import (
     household_account,
     settlement_postings,
 )
-from ledger.booking import book
-from ledger.clearing import Fill, GridTariff
-from ledger.entries import posting_entry
-from ledger.metering import Revision
-from ledger.money import network_fee_micro
-from ledger.settlement import Basis, Settlement, settle_flows, with_energy
-from ledger.statement import StatementError, build_statement
+from wattmesh.ledger.booking import book
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.entries import posting_entry
+from wattmesh.ledger.metering import Revision
+from wattmesh.ledger.money import network_fee_micro
+from wattmesh.ledger.settlement import Basis, Settlement, settle_flows, with_energy
+from wattmesh.ledger.statement import StatementError, build_statement
 
 AGENTS = ("h0", "h1", "h2", "h3")
 TARIFF = GridTariff(300_000, 80_000)

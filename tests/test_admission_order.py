@@ -12,16 +12,16 @@ import json
 
 import pytest
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import Side, decode_message
-from ledger.admission import Admission, OpenInterval, RedeliveredError
-from ledger.keyring import KeyRing
-from ledger.ledger import Ledger
-from ledger.metering import MeteringConfig
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, households, new_ledger
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side, decode_message
+from wattmesh.ledger.admission import Admission, OpenInterval, RedeliveredError
+from wattmesh.ledger.keyring import KeyRing
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.metering import MeteringConfig
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 T1 = T0 + STEP
 

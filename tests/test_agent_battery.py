@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.battery import BatterySpec
-from agents.battery_strategy import battery_order_for
-from agents.strategy import LimitPricePolicy
-from broker.keys import SigningKey, write_key_pair
-from broker.messages import (
+from tests.test_agent_config import _validate_cli, _write
+from wattmesh.agents.battery import BatterySpec
+from wattmesh.agents.battery_strategy import battery_order_for
+from wattmesh.agents.strategy import LimitPricePolicy
+from wattmesh.broker.keys import SigningKey, write_key_pair
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
@@ -32,9 +33,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from tests.test_agent_config import _validate_cli, _write
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from wattmesh.config.agent_config import (
     BatterySettings,
     check_agent_config,

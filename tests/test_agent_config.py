@@ -10,19 +10,19 @@ from typing import get_args
 
 import pytest
 
-from agents.agent import AgentConfig
-from agents.battery import PERMILLE
-from agents.clock import DEFAULT_MAX_DRIFT_S
-from agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
-from agents.metering.p1 import P1Version
-from agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
-from agents.outbox import DEFAULT_CAPACITY
-from agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
-from broker.connection import DEFAULT_MAX_POWER_W
-from broker.errors import ConfigError
-from broker.keys import write_key_pair
-from broker.topics import Topics
 from tests.securebroker import make_pki
+from wattmesh.agents.agent import AgentConfig
+from wattmesh.agents.battery import PERMILLE
+from wattmesh.agents.clock import DEFAULT_MAX_DRIFT_S
+from wattmesh.agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
+from wattmesh.agents.metering.p1 import P1Version
+from wattmesh.agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
+from wattmesh.agents.outbox import DEFAULT_CAPACITY
+from wattmesh.agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.keys import write_key_pair
+from wattmesh.broker.topics import Topics
 from wattmesh.config import agent_schema
 from wattmesh.config.agent_config import (
     ReplaySpec,

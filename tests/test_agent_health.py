@@ -6,11 +6,11 @@ import asyncio
 import json
 import uuid
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.meter import MeterReading
-from agents.sequence import MemorySequence
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
@@ -19,8 +19,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TIMEOUT_S = 10.0
 NOW = 1_751_241_600  # the system clock in this test (epoch s); an interval start

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.meter import MeterReading
-from agents.sequence import MemorySequence
-from broker.errors import RejectReason
-from broker.keys import SigningKey, VerifyingKey
-from broker.messages import (
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.errors import RejectReason
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
@@ -30,8 +30,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TIMEOUT_S = 10.0
 STEP = 20
@@ -223,11 +223,11 @@ async def test_a_flood_of_junk_is_counted_not_logged_line_by_line(
 ) -> None:
     async with scene(mosquitto, forecaster_key=FORECASTER.verifying) as s:
         await s.open_interval()
-        with caplog.at_level(logging.WARNING, logger="agents.agent"):
+        with caplog.at_level(logging.WARNING, logger="wattmesh.agents.agent"):
             for n in range(300):
                 topic = s.topics.forecast(AGENT) if n % 2 else s.topics.error(AGENT)
                 await s.send(topic, b"junk %d" % n)
             assert await s.handled() == []
         assert s.agent.diagnostics()["ignored"] == {"malformed": 300}
-        lines = [r.getMessage() for r in caplog.records if r.name == "agents.agent"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "wattmesh.agents.agent"]
         assert len(lines) == 1 and lines[0].startswith(f"{AGENT}: ignored malformed on ")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.lifecycle import OUTBOX_FILE, open_agent_outbox
-from agents.outbox import Outbox
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.agents.lifecycle import OUTBOX_FILE, open_agent_outbox
+from wattmesh.agents.outbox import Outbox
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Phase,
     Presence,
@@ -24,8 +24,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 10.0
@@ -35,12 +35,12 @@ _CHILD = """
 import asyncio, logging, sys, time
 from pathlib import Path
 
-from agents.agent import AgentConfig
-from agents.lifecycle import serve_household
-from agents.meter import SimulatedMeter, system_clock
-from broker.keys import SigningKey
-from broker.topics import Topics
-from broker.transport import TransportConfig, parse_broker_url
+from wattmesh.agents.agent import AgentConfig
+from wattmesh.agents.lifecycle import serve_household
+from wattmesh.agents.meter import SimulatedMeter, system_clock
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import TransportConfig, parse_broker_url
 
 url, market, state_dir, start = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 logging.basicConfig(level=logging.WARNING)

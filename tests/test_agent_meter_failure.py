@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.meter import MeterReading
-from agents.metering.errors import MeterError
-from agents.sequence import MemorySequence
-from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, ReadingBody, decode_message, sign_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from tests.test_homeassistant import ScriptedMeter
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    Phase,
+    ReadingBody,
+    decode_message,
+    sign_message,
+)
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TOPICS = Topics("mfail")
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.outbox import Outbox
-from agents.publisher import DurablePublisher
-from broker.keys import SigningKey
-from broker.mosquitto import MosquittoProcess
-from broker.topics import Topics
-from broker.transport import BrokerAddress, TransportConfig
 from tests.outagekit import INTERVAL, TIMEOUT_S, CountingMeter, Receiver, run_outage
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.outbox import Outbox
+from wattmesh.agents.publisher import DurablePublisher
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.mosquitto import MosquittoProcess
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, TransportConfig
 
 
 def _base(address: BrokerAddress) -> TransportConfig:

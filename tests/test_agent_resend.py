@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.outbox import Outbox
-from agents.publisher import DurablePublisher
-from broker.keys import SigningKey
-from broker.messages import (
+from tests.outagekit import CountingMeter
+from tests.wirekit import MqttTap
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.outbox import Outbox
+from wattmesh.agents.publisher import DurablePublisher
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
@@ -32,10 +34,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from tests.outagekit import CountingMeter
-from tests.wirekit import MqttTap
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TIMEOUT_S = 10.0
 STEP = 900

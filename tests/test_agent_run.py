@@ -8,8 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.keys import write_key_pair
-from broker.messages import (
+from tests.p1kit import telegram
+from tests.test_p1_sources import p1_dongle
+from wattmesh.broker.keys import write_key_pair
+from wattmesh.broker.messages import (
     AnnouncementBody,
     Phase,
     Presence,
@@ -18,10 +20,8 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from tests.p1kit import telegram
-from tests.test_p1_sources import p1_dongle
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = Topics("runm")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.agent import AgentConfig, HouseholdAgent
-from agents.audit import (
+from tests.auditkit import StepMeter
+from tests.ledgerkit import T0
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent
+from wattmesh.agents.audit import (
     Alarm,
     Auditor,
     CheckpointFile,
@@ -20,17 +22,17 @@ from agents.audit import (
     entry_parties,
     judge_checkpoint,
 )
-from agents.sequence import MemorySequence
-from broker.audit_bodies import (
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.audit_bodies import (
     MAX_RECEIPT_ENTRIES,
     CheckpointNoteBody,
     ReceiptBody,
     ReceiptEntry,
     message_leaf,
 )
-from broker.errors import MessageError
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     OrderBody,
     Side,
     SignedMessage,
@@ -39,15 +41,13 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from broker.tlog import CheckpointBody
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from ledger.audit_messages import household_entries
-from ledger.checkpoint import checkpoint_note, sign_checkpoint
-from ledger.entries import message_entry
-from ledger.merkle import consistency_proof, inclusion_proof, root_hash
-from tests.auditkit import StepMeter
-from tests.ledgerkit import T0
+from wattmesh.broker.tlog import CheckpointBody
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.ledger.audit_messages import household_entries
+from wattmesh.ledger.checkpoint import checkpoint_note, sign_checkpoint
+from wattmesh.ledger.entries import message_entry
+from wattmesh.ledger.merkle import consistency_proof, inclusion_proof, root_hash
 
 ORIGIN = "wattmesh/m1"
 OPERATOR = SigningKey.generate()
@@ -292,7 +292,7 @@ async def test_an_operator_message_under_another_key_is_ignored_not_an_alarm(
 
 
 def test_household_entries_names_both_trade_parties() -> None:
-    from ledger.entries import NewEntry
+    from wattmesh.ledger.entries import NewEntry
 
     entries = [
         NewEntry("order", T0, "h001", 1, b"{}"),

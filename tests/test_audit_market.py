@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from agents.audit import Alarm, Auditor
-from broker.audit_bodies import ReceiptEntry
-from broker.keys import SigningKey
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.audit_messages import AuditMessages
-from ledger.checkpoint import checkpoint_note
-from ledger.ledger import IntervalOutcome
-from ledger.service import LedgerService, OperatorConfig
 from tests.auditkit import STEP, TARIFF, TIMEOUT_S, market, new_ledger, until
 from tests.ledgerkit import T0
+from wattmesh.agents.audit import Alarm, Auditor
+from wattmesh.broker.audit_bodies import ReceiptEntry
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.audit_messages import AuditMessages
+from wattmesh.ledger.checkpoint import checkpoint_note
+from wattmesh.ledger.ledger import IntervalOutcome
+from wattmesh.ledger.service import LedgerService, OperatorConfig
 
 
 def _alarms(audit: Auditor) -> dict[str, int]:
@@ -32,7 +32,7 @@ def _alarms(audit: Auditor) -> dict[str, int]:
 async def test_households_verify_receipts_and_checkpoints_without_alarms(
     mosquitto: BrokerAddress, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ledger.service")
+    caplog.set_level(logging.INFO, logger="wattmesh.ledger.service")
     async with market(mosquitto, tmp_path) as m:
         # Audit requests the operator must ignore (and keep running).
         request = m.topics.audit_request("h001")

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.battery import BatteryMode, BatterySpec, BatteryStep, step
-from agents.battery_meter import BatteryMeter
-from agents.battery_strategy import battery_order_for, surplus_mode
-from agents.meter import MarketClock, SimulatedMeter
-from agents.strategy import LimitPricePolicy
-from broker.messages import Side
+from wattmesh.agents.battery import BatteryMode, BatterySpec, BatteryStep, step
+from wattmesh.agents.battery_meter import BatteryMeter
+from wattmesh.agents.battery_strategy import battery_order_for, surplus_mode
+from wattmesh.agents.meter import MarketClock, SimulatedMeter
+from wattmesh.agents.strategy import LimitPricePolicy
+from wattmesh.broker.messages import Side
 
 INTERVALS_S = st.sampled_from([60, 300, 900, 1800, 3600])
 ENERGY = st.integers(min_value=0, max_value=20_000)

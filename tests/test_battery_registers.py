@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.battery import BatteryMode, BatterySpec
-from agents.battery_meter import BatteryMeter
-from agents.meter import MarketClock
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import ReadingBody, decode_message, sign_message
-from forecasting.service import demand_and_pv
+from wattmesh.agents.battery import BatteryMode, BatterySpec
+from wattmesh.agents.battery_meter import BatteryMeter
+from wattmesh.agents.meter import MarketClock
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import ReadingBody, decode_message, sign_message
+from wattmesh.forecasting.service import demand_and_pv
 
 KEY = SigningKey.generate()
 INTERVAL = 1_700_000_100

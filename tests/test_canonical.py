@@ -11,7 +11,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.canonical import canonical_bytes
+from wattmesh.broker.canonical import canonical_bytes
 
 # Any code point, surrogates included (st.text() leaves them out by default).
 _TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.entries import EntryKind, checkpoint_ref_entry, clearing_entry
-from ledger.ledger import Ledger
-from ledger.merkle import root_hash
-from ledger.verify import verify_ledger
 from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.entries import EntryKind, checkpoint_ref_entry, clearing_entry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.merkle import root_hash
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _ledger(db_url: str) -> tuple[Ledger, list[House]]:

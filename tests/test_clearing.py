@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.messages import Side
-from ledger.clearing import ClearingResult, Fill, GridTariff, Order
-from ledger.mechanisms.auctions import clear_uniform
-from ledger.money import cost_micro
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import ClearingResult, Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.money import cost_micro
 
 BUY, SELL = Side.BUY, Side.SELL
 AGENTS = ("h0", "h1", "h2", "h3", "h4", "h5")

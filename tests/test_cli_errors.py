@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from broker.keys import SigningKey, write_key_pair
-from broker.transport import BrokerAddress
-from ledger.store import LedgerStore
-from ledger.store_errors import NoLedgerDatabase
-from ledger.store_open import PG_CONNECT_TIMEOUT_S, pg_connect_args
 from tests.ledgerkit import House, new_ledger
 from tests.ledgerrunkit import write_market
 from tests.test_ledger import _run_two_intervals
+from wattmesh.broker.keys import SigningKey, write_key_pair
+from wattmesh.broker.transport import BrokerAddress
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.store_errors import NoLedgerDatabase
+from wattmesh.ledger.store_open import PG_CONNECT_TIMEOUT_S, pg_connect_args
 
 ROOT = Path(__file__).resolve().parents[1]
 GARBAGE = bytes(range(256)) * 8  # not UTF-8, not TOML, not JSON, not PEM, not SQLite

@@ -22,10 +22,10 @@ from typing import TextIO
 
 import pytest
 
-from ledger.entries import EntryKind
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests import crashkit
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVALS = 24

@@ -9,8 +9,8 @@ import asyncio
 import json
 import uuid
 
-from agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
-from broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 
 TIMEOUT_S = 10.0
 FINE = Verdict(clock_ok=True, outbox_dropped=0, alarms=0)

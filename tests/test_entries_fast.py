@@ -6,8 +6,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.clearing import Fill
-from ledger.entries import _trade_object, trade_entry
+from wattmesh.ledger.clearing import Fill
+from wattmesh.ledger.entries import _trade_object, trade_entry
 
 TEXT = st.text(max_size=12)  # any Unicode, quotes, backslashes, control characters
 INTS = st.integers(min_value=-(2**60), max_value=2**60)  # beyond 2**53 takes the slow path

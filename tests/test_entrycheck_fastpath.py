@@ -18,9 +18,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ledger.accounts import Posting, UnbalancedPosting, settlement_postings
-from ledger.clearing import GridTariff
-from ledger.entries import (
+from wattmesh.ledger.accounts import Posting, UnbalancedPosting, settlement_postings
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.entries import (
     NewEntry,
     flag_entry,
     parse_flag,
@@ -28,9 +28,9 @@ from ledger.entries import (
     posting_entry,
     revision_entry,
 )
-from ledger.entrycheck import check_row, flag_holds, posting_holds, revision_holds
-from ledger.metering import Flag, Revision
-from ledger.settlement import Basis, FlagReason, Settlement
+from wattmesh.ledger.entrycheck import check_row, flag_holds, posting_holds, revision_holds
+from wattmesh.ledger.metering import Flag, Revision
+from wattmesh.ledger.settlement import Basis, FlagReason, Settlement
 
 _MARKET = "m1"
 _AGENT = "h00001"

@@ -12,13 +12,10 @@ from types import ModuleType
 
 import pytest
 
-import agents
-import broker
-import forecasting
-import ledger
 import wattmesh
 import wattmesh.cli.dispatch as cli
-from broker.errors import (
+from wattmesh import agents, broker, forecasting, ledger
+from wattmesh.broker.errors import (
     AgentError,
     BrokerError,
     CommandError,
@@ -30,12 +27,12 @@ from broker.errors import (
     RejectReason,
     WattmeshError,
 )
-from ledger.admission import RedeliveredError
-from ledger.logcheck import DamageFound, SnapshotDisagrees
-from ledger.settlement import RegisterError
-from ledger.startcheck import LogDamaged
-from ledger.statement import StatementError
-from ledger.store_errors import StoreError
+from wattmesh.ledger.admission import RedeliveredError
+from wattmesh.ledger.logcheck import DamageFound, SnapshotDisagrees
+from wattmesh.ledger.settlement import RegisterError
+from wattmesh.ledger.startcheck import LogDamaged
+from wattmesh.ledger.statement import StatementError
+from wattmesh.ledger.store_errors import StoreError
 from wattmesh.sim.report import BalanceError
 
 # Keyed by import name, so the test reads the same once the packages are installed as

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.keys import SigningKey
 from tests.ledgerkit import T0, TARIFF, House, new_ledger
+from wattmesh.broker.keys import SigningKey
 from wattmesh.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,21 +9,28 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.agent import AgentConfig
-from agents.ha_bridge import HomeAssistantBridge
-from agents.homeassistant import (
+from wattmesh.agents.agent import AgentConfig
+from wattmesh.agents.ha_bridge import HomeAssistantBridge
+from wattmesh.agents.homeassistant import (
     HomeAssistantConfig,
     RegisterGuard,
     discovery_messages,
     price_per_kwh,
 )
-from agents.meter import MeterReading
-from agents.metering.errors import MeterError
-from agents.presence import StatusSigner
-from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, Presence, TradeLine, TradesBody, sign_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    Phase,
+    Presence,
+    TradeLine,
+    TradesBody,
+    sign_message,
+)
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TOPICS = Topics("m1")
 CONFIG = HomeAssistantConfig()
@@ -256,7 +263,7 @@ async def test_bridge_over_mosquitto(mosquitto: BrokerAddress) -> None:
 
 
 def test_guard_seeded_from_retained_state_and_bad_states_ignored() -> None:
-    from agents.homeassistant import parse_meter_state
+    from wattmesh.agents.homeassistant import parse_meter_state
 
     guard = RegisterGuard()
     guard.seed(5000, 100)

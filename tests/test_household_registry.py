@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from broker.connection import DEFAULT_MAX_POWER_W
-from broker.errors import ConfigError
-from broker.keys import SigningKey
-from ledger.clearing import GridTariff
-from ledger.household_registry import Household, Registry, load_registry, write_registry
-from ledger.ledger import Ledger
-from ledger.metering import MeteringConfig
-from ledger.settlement import FlagReason
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, House
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.household_registry import Household, Registry, load_registry, write_registry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.metering import MeteringConfig
+from wattmesh.ledger.settlement import FlagReason
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 TARIFF = GridTariff(retail_micro_per_kwh=300_000, feed_in_micro_per_kwh=80_000)
 PEM = SigningKey.generate().verifying.pem().decode("ascii")

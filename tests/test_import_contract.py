@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import agents
-from broker.keys import write_key_pair
+from wattmesh import agents
+from wattmesh.broker.keys import write_key_pair
 
 HEAVY = ("numpy", "pandas", "prophet", "sqlalchemy", "sqlmodel", "pvlib", "amqtt", "cmdstanpy")
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,12 @@ def _heavy(modules: set[str]) -> set[str]:
 
 def test_every_agents_module_imports_without_heavy_dependencies() -> None:
     names = [m.name for m in pkgutil.walk_packages(agents.__path__, f"{agents.__name__}.")]
-    assert "agents.agent" in names and "agents.meter" in names
-    assert {"agents.metering.p1", "agents.metering.modbus", "agents.metering.spec"} <= set(names)
+    assert "wattmesh.agents.agent" in names and "wattmesh.agents.meter" in names
+    assert {
+        "wattmesh.agents.metering.p1",
+        "wattmesh.agents.metering.modbus",
+        "wattmesh.agents.metering.spec",
+    } <= set(names)
     loaded = _loaded_after("\n".join(f"import {name}" for name in names))
     assert set(names) <= loaded
     assert _heavy(loaded) == set()
@@ -50,7 +54,11 @@ def test_meter_read_cli_path_imports_without_heavy_dependencies() -> None:
         "import wattmesh.cli, wattmesh.cli.meter_cli\n"
         "wattmesh.cli.build_parser().parse_args(['meter', 'read', '--meter', 'p1-file:x'])"
     )
-    assert {"wattmesh.cli.meter_cli", "agents.metering.open", "agents.metering.p1"} <= loaded
+    assert {
+        "wattmesh.cli.meter_cli",
+        "wattmesh.agents.metering.open",
+        "wattmesh.agents.metering.p1",
+    } <= loaded
     assert _heavy(loaded) == set()
     # P1 users install only the agent extra: pymodbus loads only for a Modbus meter.
     assert "pymodbus" not in {m.split(".")[0] for m in loaded}
@@ -58,7 +66,7 @@ def test_meter_read_cli_path_imports_without_heavy_dependencies() -> None:
 
 def test_the_probe_would_notice_a_heavy_import() -> None:
     # The check above is only worth something if importing e.g. the ledger store shows up.
-    assert "sqlalchemy" in {m.split(".")[0] for m in _loaded_after("import ledger.store")}
+    assert "sqlalchemy" in {m.split(".")[0] for m in _loaded_after("import wattmesh.ledger.store")}
 
 
 def test_agent_help_runs_on_the_agent_closure() -> None:
@@ -90,7 +98,7 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
         "from wattmesh.config.agent_config import load_agent_config_isolated\n"
         f"config = load_agent_config_isolated(Path({str(config)!r}))\n"
         "assert config.agent.agent_id == 'h001'\n"
-        "import agents.lifecycle, agents.metering.open"
+        "import wattmesh.agents.lifecycle, wattmesh.agents.metering.open"
     )
     top = {m.split(".")[0] for m in loaded}
     assert agents.__name__ in loaded and {"aiomqtt", "dsmr_parser"} <= top
@@ -100,7 +108,7 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
     # annotated-types / typing-extensions (0.7 MB) and no pickle (0.3 MB) stay loaded.
     assert not {"annotated_types", "typing_extensions", "pickle", "_pickle"} & top
     # The Home Assistant bridge and Modbus load only when configured.
-    assert "agents.ha_bridge" not in loaded and "pymodbus" not in top
+    assert "wattmesh.agents.ha_bridge" not in loaded and "pymodbus" not in top
     assert "importlib.metadata" not in loaded  # only the bridge needs the version
     # dsmr-parser's clients package (serial and asyncio readers, serialx) is not needed,
     # nor its parsers module, which loads dlms-cosem (attrs, asn1crypto, dateutil: 5 MB)

@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import Side, decode_message
-from ledger.entries import EntryKind
-from ledger.ledger import RedeliveredError
-from ledger.verify import verify_ledger
 from tests.conftest import _with_database
 from tests.ledgerkit import T0, TARIFF, House, new_ledger
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side, decode_message
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.ledger import RedeliveredError
+from wattmesh.ledger.verify import verify_ledger
 
 OPERATOR = SigningKey.generate()
 HOUSES = [House(f"h00{i}") for i in (1, 2, 3)]

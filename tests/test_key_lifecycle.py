@@ -10,22 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import ConfigError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import RejectionBody, Side, decode_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress
-from ledger.entries import (
-    EntryKind,
-    NewEntry,
-    key_entry,
-    key_revocation_entry,
-    key_rotation_entry,
-    message_entry,
-)
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import (
     MARKET,
     STEP,
@@ -37,7 +21,23 @@ from tests.ledgerkit import (
     rejection_reason,
     running_ingest,
 )
+from wattmesh.broker.errors import ConfigError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import RejectionBody, Side, decode_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress
 from wattmesh.cli import main
+from wattmesh.ledger.entries import (
+    EntryKind,
+    NewEntry,
+    key_entry,
+    key_revocation_entry,
+    key_rotation_entry,
+    message_entry,
+)
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 T1, T2, T3 = T0 + STEP, T0 + 2 * STEP, T0 + 3 * STEP
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from ledger.entries import NewEntry
-from ledger.keyring import KeyLogError, KeyRing
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.keyring import KeyLogError, KeyRing
 
 POOL = [SigningKey.generate().verifying for _ in range(5)]
 AGENTS = ("h1", "h2")

@@ -29,8 +29,8 @@ from ecdsa.util import sigdecode_der, sigencode_der
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.errors import KeyFileError
-from broker.keys import (
+from wattmesh.broker.errors import KeyFileError
+from wattmesh.broker.keys import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
     SigningKey,

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import ConfigError
-from ledger.lease import LeaderLease, LeaseLost, LeaseTimeout, lock_key
+from wattmesh.broker.errors import ConfigError
+from wattmesh.ledger.lease import LeaderLease, LeaseLost, LeaseTimeout, lock_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # A ledger-like process: takes the lease, says so, then holds it until killed.
 _HOLDER = """
 import sys
-from ledger.lease import LeaderLease
+from wattmesh.ledger.lease import LeaderLease
 lease = LeaderLease(sys.argv[1], name="m1")
 lease.acquire(poll_s=0.05, on_wait=lambda: print("waiting", flush=True))
 print("leader", flush=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from broker.errors import RejectReason
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.ledger import Ledger, RedeliveredError
-from ledger.settlement import FlagReason
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger, rejection_reason
+from wattmesh.broker.errors import RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.ledger import Ledger, RedeliveredError
+from wattmesh.ledger.settlement import FlagReason
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _run_two_intervals(ledger: Ledger, houses: dict[str, House]) -> None:

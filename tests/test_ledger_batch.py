@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.errors import MessageError
-from broker.keys import SigningKey
-from broker.messages import Side, SignedMessage
-from ledger.ledger import Ledger
-from ledger.sigcheck import PoolVerifier, SignatureVerifier
 from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side, SignedMessage
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.sigcheck import PoolVerifier, SignatureVerifier
 
 OPERATOR = SigningKey.generate()
 HOUSES = [House(f"h{i}") for i in range(4)]

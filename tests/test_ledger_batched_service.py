@@ -9,15 +9,15 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from broker.keys import SigningKey
-from broker.messages import RejectionBody, Side, decode_message
-from broker.subscriber import Subscriber
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.ledger import Ledger
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.sigcheck import PoolVerifier
 from tests.ledgerkit import T0, TARIFF, House, new_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import RejectionBody, Side, decode_message
+from wattmesh.broker.subscriber import Subscriber
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.sigcheck import PoolVerifier
 
 TIMEOUT_S = 20.0
 

@@ -22,20 +22,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.accounts import FEES_ACCOUNT, GRID_ACCOUNT, MARKET_ACCOUNT, Posting, household_account
-from ledger.clearing import GridTariff
-from ledger.entries import EntryKind
-from ledger.ledger import IntervalOutcome, Ledger
-from ledger.mechanisms.base import MarketResult, MarketRules
-from ledger.mechanisms.catalog import MECHANISMS, Mechanism
-from ledger.mechanisms.line_items import Account, net_by_account, postings
-from ledger.money import cost_micro, network_fee_micro
-from ledger.statement import build_statement
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, crossing_interval, new_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.accounts import (
+    FEES_ACCOUNT,
+    GRID_ACCOUNT,
+    MARKET_ACCOUNT,
+    Posting,
+    household_account,
+)
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger
+from wattmesh.ledger.mechanisms.base import MarketResult, MarketRules
+from wattmesh.ledger.mechanisms.catalog import MECHANISMS, Mechanism
+from wattmesh.ledger.mechanisms.line_items import Account, net_by_account, postings
+from wattmesh.ledger.money import cost_micro, network_fee_micro
+from wattmesh.ledger.statement import build_statement
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 MMR_FEE = Mechanism("mmr", MarketRules(network_fee_micro_per_kwh=20_000))
 

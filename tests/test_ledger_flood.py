@@ -21,17 +21,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.keys import SigningKey
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
-from ledger.ledger import Ledger
-from ledger.mechanisms.tariffs import TariffSchedule
-from ledger.operator import IntervalSummary, MarketOperator
-from ledger.responder import RESPONSE_BURST, RESPONSES_PER_S
-from ledger.schedule import Schedule
-from ledger.service import LedgerService, OperatorConfig
-from ledger.store import LedgerStore
 from tests.ledgerrunkit import (
     Households,
     LedgerProcess,
@@ -39,6 +28,17 @@ from tests.ledgerrunkit import (
     answering_households,
     write_market,
 )
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.operator import IntervalSummary, MarketOperator
+from wattmesh.ledger.responder import RESPONSE_BURST, RESPONSES_PER_S
+from wattmesh.ledger.schedule import Schedule
+from wattmesh.ledger.service import LedgerService, OperatorConfig
+from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.ledger import Ledger, RedeliveredError
-from ledger.sigcheck import InlineVerifier
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.ledger import Ledger, RedeliveredError
+from wattmesh.ledger.sigcheck import InlineVerifier
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 AGENTS = ("h1", "h2", "h3", "h4")
 

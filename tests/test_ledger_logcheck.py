@@ -16,14 +16,14 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from broker.keys import SigningKey
-from ledger.ledger import Ledger
-from ledger.logcheck import Leadership, LogCheck, SnapshotDisagrees, check_log
-from ledger.merkle import leaf_hash
-from ledger.startcheck import LogDamaged
-from ledger.store import SNAPSHOT_TABLE, LedgerStore
 from tests.ledgerkit import MARKET, STEP, T0, House, drop_append_only_triggers
 from tests.test_ledger_snapshot import _market
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.logcheck import Leadership, LogCheck, SnapshotDisagrees, check_log
+from wattmesh.ledger.merkle import leaf_hash
+from wattmesh.ledger.startcheck import LogDamaged
+from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
 
 
 def _restart(db_url: str, operator: SigningKey) -> Ledger:

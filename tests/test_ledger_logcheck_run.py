@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from broker.keys import SigningKey
-from broker.messages import Side
-from broker.transport import BrokerAddress
-from ledger.household_registry import write_registry
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
 from tests.ledgerkit import STEP, T0, TARIFF, House, drop_append_only_triggers
 from tests.ledgerrunkit import SUMMARY, LedgerProcess, Market, write_market
 from tests.test_ledger_logcheck import _change_byte, _doctor_snapshot, _first_of, _rows
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.broker.transport import BrokerAddress
 from wattmesh.config.ledger_config import load_ledger_config
+from wattmesh.ledger.household_registry import write_registry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ async def test_ledger_run_stops_when_the_background_check_finds_an_old_entry_cha
     sizes = [
         int(m["size"])
         for line in lines[:at]
-        if (m := SUMMARY.fullmatch(line.partition("ledger.operator: ")[2]))
+        if (m := SUMMARY.fullmatch(line.partition("wattmesh.ledger.operator: ")[2]))
     ]
     assert not any(re.search(r"ledger\.operator: interval \d+ ", line) for line in lines[at:])
     size, _ = _rows(db_url)

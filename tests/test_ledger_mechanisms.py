@@ -7,16 +7,16 @@ from fractions import Fraction
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.keys import SigningKey
-from ledger.clearing import Fill
-from ledger.entries import EntryKind
-from ledger.ledger import Ledger
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, crossing_interval
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.clearing import Fill
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _logged(ledger: Ledger, kind: str) -> list[dict[str, object]]:

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from broker.keys import SigningKey
-from broker.tlog import open_checkpoint, verify_consistency, verify_inclusion
-from broker.tlog_json import check_extends, check_includes, check_proof_document
-from ledger.checkpoint import checkpoint_note
-from ledger.ledger import Ledger
 from tests.ledgerkit import House, new_ledger
 from tests.test_ledger import _run_two_intervals
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.tlog import open_checkpoint, verify_consistency, verify_inclusion
+from wattmesh.broker.tlog_json import check_extends, check_includes, check_proof_document
 from wattmesh.cli import main
+from wattmesh.ledger.checkpoint import checkpoint_note
+from wattmesh.ledger.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 

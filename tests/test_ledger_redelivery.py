@@ -6,11 +6,11 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from broker.keys import SigningKey
-from broker.messages import RejectionBody, decode_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress
 from tests.ledgerkit import T0, TARIFF, TIMEOUT_S, House, new_ledger, running_ingest
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import RejectionBody, decode_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress
 
 
 async def test_a_redelivered_reading_is_stored_once_and_not_rejected(

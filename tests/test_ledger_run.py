@@ -17,12 +17,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agents.presence import StatusSigner
-from broker.messages import Presence, decode_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.entries import EntryKind
-from ledger.store import LedgerStore
 from tests.ledgerrunkit import (
     BOOK,
     INTERVAL_S,
@@ -38,7 +32,13 @@ from tests.ledgerrunkit import (
     write_market,
 )
 from tests.wirekit import MqttTap
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.messages import Presence, decode_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.cli import main
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
     reported = [
         int(match["interval"])
         for line in standby.lines
-        if (match := SUMMARY.fullmatch(line.partition("ledger.operator: ")[2]))
+        if (match := SUMMARY.fullmatch(line.partition("wattmesh.ledger.operator: ")[2]))
     ]
     assert previous in reported and cleared[-1] == reported[-1]
     _verify(db_url, market, capsys)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.keys import SigningKey, write_key_pair
-from broker.transport import Session
-from ledger.household_registry import write_registry
+from wattmesh.broker.keys import SigningKey, write_key_pair
+from wattmesh.broker.transport import Session
 from wattmesh.cli import main
 from wattmesh.config.ledger_config import load_ledger_config
+from wattmesh.ledger.household_registry import write_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,9 +169,9 @@ def test_a_network_fee_is_taken_and_fixed_for_the_ledger(folder: Path) -> None:
     """docs/protocol.md: ``mechanism.network_fee_micro_per_kwh`` is charged (settlement
     posts it to ``operator/fees``, tests/test_ledger_fees.py), not refused; like the
     mechanism it is recorded at the first start and cannot change afterwards."""
-    from broker.errors import ConfigError
-    from ledger.ledger import Ledger
-    from ledger.store import LedgerStore
+    from wattmesh.broker.errors import ConfigError
+    from wattmesh.ledger.ledger import Ledger
+    from wattmesh.ledger.store import LedgerStore
 
     path = folder / "ledger.toml"
     path.write_text(

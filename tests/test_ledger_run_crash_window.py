@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerrunkit import (
     LedgerProcess,
     answering_households,
@@ -26,6 +23,9 @@ from tests.ledgerrunkit import (
     poll_until,
     write_market,
 )
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,6 @@ from pathlib import Path
 import pytest
 
 import wattmesh.cli.ledger_run
-from broker.subscriber import Subscriber
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from ledger.schedule import SystemClock
 from tests.ledgerrunkit import (
     LedgerProcess,
     Market,
@@ -26,8 +23,11 @@ from tests.ledgerrunkit import (
     poll_until,
     write_market,
 )
+from wattmesh.broker.subscriber import Subscriber
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from wattmesh.cli.ledger_run import serve_ledger
 from wattmesh.config.ledger_config import load_ledger_config
+from wattmesh.ledger.schedule import SystemClock
 
 pytestmark = pytest.mark.slow
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.presence import StatusSigner
-from broker.keys import SigningKey
-from broker.messages import Presence
-from broker.mqtt_packets import connect_packet, publish_packet
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
 from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess, answering_households
 from tests.test_ledger_run_hostile import TIMEOUT_S, _market
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Presence
+from wattmesh.broker.mqtt_packets import connect_packet, publish_packet
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +34,10 @@ GATE_S = re.compile(r" gate_s (\d+\.\d+) ")
 _CHILD = """
 import asyncio, sys
 from pathlib import Path
-from agents.presence import StatusSigner
-from broker.keys import load_signing_key
-from broker.topics import Topics
-from broker.transport import Transport, TransportConfig, parse_broker_url
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.keys import load_signing_key
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import Transport, TransportConfig, parse_broker_url
 
 url, market, agent, key_file = sys.argv[1:5]
 status = StatusSigner(load_signing_key(Path(key_file)), Topics(market), agent)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.accounts import GRID_ACCOUNT, MARKET_ACCOUNT, Posting, household_account
-from ledger.entries import NewEntry
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.accounts import GRID_ACCOUNT, MARKET_ACCOUNT, Posting, household_account
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _logged(ledger: Ledger, kind: str) -> list[dict[str, object]]:

@@ -11,24 +11,24 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from broker.errors import RejectReason
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.admission import RedeliveredError
-from ledger.clearing import Fill, GridTariff
-from ledger.keyring import KeyRing
-from ledger.ledger import Ledger
-from ledger.merkle import CompactRange
-from ledger.snapshot import (
+from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger, rejection_reason
+from wattmesh.broker.errors import RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.admission import RedeliveredError
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.keyring import KeyRing
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.merkle import CompactRange
+from wattmesh.ledger.snapshot import (
     SNAPSHOT_VERSION,
     LedgerState,
     SnapshotError,
     decode_snapshot,
     encode_snapshot,
 )
-from ledger.store import SNAPSHOT_TABLE, LedgerStore
-from ledger.verify import verify_ledger
-from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger, rejection_reason
+from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _restart(db_url: str, operator: SigningKey) -> Ledger:
@@ -162,7 +162,7 @@ def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
             {"data": data, "size": size},
         )
     ledger.store.close()
-    with caplog.at_level(logging.WARNING, logger="ledger.restore"):
+    with caplog.at_level(logging.WARNING, logger="wattmesh.ledger.restore"):
         restarted = _restart(db_url, operator)
     assert "replaying" in caplog.text
     assert _state_bytes(restarted) == live
@@ -189,7 +189,7 @@ _KEY = SigningKey.generate().verifying
 
 
 def _small_state() -> LedgerState:
-    from ledger.metering import Metering
+    from wattmesh.ledger.metering import Metering
 
     tree = CompactRange()
     for i in range(3):

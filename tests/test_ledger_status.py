@@ -10,13 +10,13 @@ import json
 
 import pytest
 
-from agents.presence import StatusSigner
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import Presence
-from broker.topics import Topics
-from ledger.status import STATUS_CHECK_BURST, STATUS_CHECK_EVERY_S, Statuses, StatusStore
-from ledger.store import LedgerStore
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Presence
+from wattmesh.broker.topics import Topics
+from wattmesh.ledger.status import STATUS_CHECK_BURST, STATUS_CHECK_EVERY_S, Statuses, StatusStore
+from wattmesh.ledger.store import LedgerStore
 
 TOPICS = Topics("m1")
 KEY = SigningKey.generate()

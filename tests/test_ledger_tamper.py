@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from broker.keys import SigningKey
-from ledger.ledger import Ledger
-from ledger.merkle import leaf_hash
-from ledger.verify import verify_ledger
 from tests.ledgerkit import House, drop_append_only_triggers, new_ledger
 from tests.test_ledger import _run_two_intervals
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.merkle import leaf_hash
+from wattmesh.ledger.verify import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 

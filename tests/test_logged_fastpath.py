@@ -20,10 +20,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from broker._validate import MAX_INT
-from broker.errors import MessageError
-from broker.keys import SigningKey
-from broker.messages import (
+from wattmesh.broker._validate import MAX_INT
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     DOMAIN_PREFIX,
     MAX_POWER_W,
     MAX_PRICE_MICRO_PER_KWH,
@@ -33,7 +33,7 @@ from broker.messages import (
     Side,
     sign_message,
 )
-from ledger.logged import decode_logged, plain_header
+from wattmesh.ledger.logged import decode_logged, plain_header
 
 _KEY = SigningKey.generate()
 _SIGNATURE = _KEY.sign(b"any")  # decoding does not check the signature

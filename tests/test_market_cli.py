@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from ledger.clearing import GridTariff, Order
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import MECHANISMS, Mechanism
 from tests.test_clearing import HAND_BOOK
 from wattmesh.cli import main
+from wattmesh.ledger.clearing import GridTariff, Order
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import MECHANISMS, Mechanism
 
 GRID = {"retail_micro_per_kwh": 300_000, "feed_in_micro_per_kwh": 80_000}
 ORDERS = [

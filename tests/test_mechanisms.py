@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.messages import Side
-from ledger.clearing import GridTariff, Order
-from ledger.mechanisms.auctions import clear_uniform
-from ledger.mechanisms.base import MarketResult, MarketRules
-from ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
-from ledger.mechanisms.community import mmr_price
-from ledger.mechanisms.line_items import Account, net_by_account, postings
-from ledger.money import cost_micro
 from tests.test_clearing import books, ks, tariffs
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import GridTariff, Order
+from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms.base import MarketResult, MarketRules
+from wattmesh.ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
+from wattmesh.ledger.mechanisms.community import mmr_price
+from wattmesh.ledger.mechanisms.line_items import Account, net_by_account, postings
+from wattmesh.ledger.money import cost_micro
 
 BUY, SELL = Side.BUY, Side.SELL
 NAMES = sorted(MECHANISMS)

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.messages import Side
-from ledger.clearing import Fill, GridTariff, Order
-from ledger.mechanisms.base import GridFill, MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.community import pro_rata, sdr_price
-from ledger.mechanisms.line_items import Account, Posting, net_by_account, postings
-from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from tests.test_clearing import HAND_BOOK, TARIFF
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms.base import GridFill, MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.community import pro_rata, sdr_price
+from wattmesh.ledger.mechanisms.line_items import Account, Posting, net_by_account, postings
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 
 BUY, SELL = Side.BUY, Side.SELL
 R, F = TARIFF.retail_micro_per_kwh, TARIFF.feed_in_micro_per_kwh  # 300_000, 80_000
@@ -197,7 +197,7 @@ def test_sdr_price_formula(retail: int, spread: int, sell: int, buy: int, more: 
 def test_pro_rata_shares_are_within_one_wh_of_exact(
     quantities: list[int], data: st.DataObject
 ) -> None:
-    from ledger.mechanisms.base import Limited
+    from wattmesh.ledger.mechanisms.base import Limited
 
     side = [Limited(i, Order(f"h{i}", BUY, q, 0, f"r{i}"), 0, q) for i, q in enumerate(quantities)]
     volume = data.draw(st.integers(0, sum(quantities)))

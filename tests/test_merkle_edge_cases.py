@@ -9,7 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
-from ledger.merkle import (
+from tests.merklekit import (
+    CONSISTENCY_VECTORS,
+    INCLUSION_VECTORS,
+    LEAF_INPUTS,
+    NODE_HASHES,
+    ROOT_HASHES,
+    SOME_HASH,
+)
+from wattmesh.ledger.merkle import (
     EMPTY_ROOT_HASH,
     HASH_SIZE,
     CompactRange,
@@ -24,14 +32,6 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
     verify_inclusion_hash,
-)
-from tests.merklekit import (
-    CONSISTENCY_VECTORS,
-    INCLUSION_VECTORS,
-    LEAF_INPUTS,
-    NODE_HASHES,
-    ROOT_HASHES,
-    SOME_HASH,
 )
 
 # ----------------------------------------------------------------- edge cases

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.merkle import (
+from tests.merklekit import flip
+from wattmesh.ledger.merkle import (
     HASH_SIZE,
     CompactRange,
     consistency_proof,
@@ -19,7 +20,6 @@ from ledger.merkle import (
     verify_inclusion,
     verify_inclusion_hash,
 )
-from tests.merklekit import flip
 
 # ----------------------------------------------------------------- properties
 

@@ -13,7 +13,16 @@ import hashlib
 
 import pytest
 
-from ledger.merkle import (
+from tests.merklekit import (
+    CONSISTENCY_VECTORS,
+    INCLUSION_VECTORS,
+    LEAF_INPUTS,
+    NODE_HASHES,
+    ROOT_HASHES,
+    SOME_HASH,
+    flip,
+)
+from wattmesh.ledger.merkle import (
     EMPTY_ROOT_HASH,
     CompactRange,
     consistency_proof,
@@ -27,15 +36,6 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
     verify_inclusion_hash,
-)
-from tests.merklekit import (
-    CONSISTENCY_VECTORS,
-    INCLUSION_VECTORS,
-    LEAF_INPUTS,
-    NODE_HASHES,
-    ROOT_HASHES,
-    SOME_HASH,
-    flip,
 )
 
 _U64 = 1 << 64

@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker._validate import MAX_INT, exact_keys, get_choice, get_int, get_str
-from broker.errors import MessageError
-from broker.messages import (
+from wattmesh.broker._validate import MAX_INT, exact_keys, get_choice, get_int, get_str
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.messages import (
     MAX_POWER_W,
     MAX_PRICE_MICRO_PER_KWH,
     MAX_QUANTITY_WH,

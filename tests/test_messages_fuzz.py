@@ -14,8 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.errors import MessageError, RejectReason
-from broker.messages import SignedMessage, decode_message
 from tests.messagekit import (
     KEY,
     MESSAGES,
@@ -26,6 +24,8 @@ from tests.messagekit import (
     with_at,
     without_at,
 )
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.messages import SignedMessage, decode_message
 
 _VERIFY_FAILURES = {RejectReason.BAD_SIGNATURE, RejectReason.KEY_MISMATCH}
 

@@ -18,9 +18,22 @@ from ecdsa.util import sigdecode_der, sigencode_der
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import (
+from tests.messagekit import (
+    INTERVAL,
+    KEY,
+    MAX_INT,
+    MESSAGES,
+    OTHER,
+    SAMPLES,
+    SEQ,
+    encode,
+    sign,
+    wire_obj,
+    with_at,
+)
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
     DOMAIN_PREFIX,
     MAX_PRICE_MICRO_PER_KWH,
     MAX_QUANTITY_WH,
@@ -38,20 +51,7 @@ from broker.messages import (
     decode_message,
     sign_message,
 )
-from ledger.entries import message_entry
-from tests.messagekit import (
-    INTERVAL,
-    KEY,
-    MAX_INT,
-    MESSAGES,
-    OTHER,
-    SAMPLES,
-    SEQ,
-    encode,
-    sign,
-    wire_obj,
-    with_at,
-)
+from wattmesh.ledger.entries import message_entry
 
 
 def _assert_round_trip(message: SignedMessage, key: SigningKey) -> SignedMessage:

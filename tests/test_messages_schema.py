@@ -11,15 +11,6 @@ from typing import Any
 
 import pytest
 
-from broker.errors import RejectReason
-from broker.messages import (
-    MAX_FORECAST_STEPS,
-    MAX_MESSAGE_BYTES,
-    MAX_PRICE_MICRO_PER_KWH,
-    MAX_QUANTITY_WH,
-    ForecastBody,
-    decode_message,
-)
 from tests.messagekit import (
     KEY,
     MAX_INT,
@@ -33,6 +24,15 @@ from tests.messagekit import (
     with_at,
     with_raw_at,
     without_at,
+)
+from wattmesh.broker.errors import RejectReason
+from wattmesh.broker.messages import (
+    MAX_FORECAST_STEPS,
+    MAX_MESSAGE_BYTES,
+    MAX_PRICE_MICRO_PER_KWH,
+    MAX_QUANTITY_WH,
+    ForecastBody,
+    decode_message,
 )
 
 

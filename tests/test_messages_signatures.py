@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from broker.errors import MessageError, RejectReason
-from broker.messages import canonical_bytes, decode_message
 from tests.messagekit import (
     KEY,
     MESSAGES,
@@ -24,6 +22,8 @@ from tests.messagekit import (
     wire_obj,
     with_at,
 )
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.messages import canonical_bytes, decode_message
 
 
 @pytest.mark.parametrize("sig", ["not base64!", "abc", "ab=c", "YWJj\n", " YWJj", "YW Jj", "Y"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.metering.p1 import P1Version
-from agents.metering.spec import (
+from wattmesh.agents.metering.p1 import P1Version
+from wattmesh.agents.metering.spec import (
     ModbusRtuSpec,
     ModbusTcpSpec,
     P1FileSpec,
@@ -14,7 +14,7 @@ from agents.metering.spec import (
     describe,
     parse_meter_spec,
 )
-from broker.errors import ConfigError
+from wattmesh.broker.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.clearing import Fill, GridTariff
-from ledger.metering import Flag, Metering, MeteringConfig, Revision
-from ledger.settlement import Basis, FlagReason, Registers
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.metering import Flag, Metering, MeteringConfig, Revision
+from wattmesh.ledger.settlement import Basis, FlagReason, Registers
 
 TARIFF = GridTariff(300_000, 80_000)
 T0 = 1_750_000_500 - 1_750_000_500 % 900

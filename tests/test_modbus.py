@@ -16,9 +16,9 @@ import pytest_asyncio
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agents.metering.errors import MeterError
-from agents.metering.modbus import ModbusMeter, rtu_client, tcp_client
-from agents.metering.modbus_maps import (
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.modbus import ModbusMeter, rtu_client, tcp_client
+from wattmesh.agents.metering.modbus_maps import (
     RegisterType,
     builtin_maps,
     decode,
@@ -26,7 +26,7 @@ from agents.metering.modbus_maps import (
     parse_map,
     scale_exactly,
 )
-from broker.mosquitto import free_port
+from wattmesh.broker.mosquitto import free_port
 
 
 def float32_words(value: float) -> list[int]:
@@ -228,8 +228,8 @@ def test_decoding_and_scaling_are_exact() -> None:
 
 
 def test_reads_are_grouped_per_table_within_125_registers() -> None:
-    from agents.metering.modbus import plan_reads
-    from agents.metering.modbus_maps import Register, Table
+    from wattmesh.agents.metering.modbus import plan_reads
+    from wattmesh.agents.metering.modbus_maps import Register, Table
 
     near = Register(Table.INPUT, 0x34, RegisterType.FLOAT32, Fraction(1))
     near2 = Register(Table.INPUT, 0x48, RegisterType.FLOAT32, Fraction(1000))

@@ -10,17 +10,17 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from broker.keys import SigningKey
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.clearing import GridTariff
-from ledger.lease import LeaseLost
-from ledger.ledger import Ledger
-from ledger.mechanisms.tariffs import TariffSchedule
-from ledger.operator import IntervalSummary, MarketOperator
-from ledger.schedule import Schedule
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.store import LedgerStore
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.lease import LeaseLost
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.operator import IntervalSummary, MarketOperator
+from wattmesh.ledger.schedule import Schedule
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.store import LedgerStore
 
 T = 1_796_140_800  # a multiple of 900
 SCHEDULE = Schedule(interval_s=900, gate_timeout_s=120, grace_s=30)

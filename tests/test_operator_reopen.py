@@ -9,14 +9,14 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, SignedMessage, decode_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.ledger import Ledger
-from ledger.service import LedgerService, OperatorConfig
-from ledger.store import LedgerStore
 from tests.ledgerkit import T0, TARIFF, House, new_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import AnnouncementBody, Phase, SignedMessage, decode_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.service import LedgerService, OperatorConfig
+from wattmesh.ledger.store import LedgerStore
 
 TIMEOUT_S = 20.0
 

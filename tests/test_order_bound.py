@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import RejectionBody, Side, decode_message
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
-from ledger.admission import Admission, OpenInterval
-from ledger.keyring import KeyRing
-from ledger.ledger import Ledger
-from ledger.metering import MeteringConfig
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.store import LedgerStore
 from tests.ledgerkit import MARKET, T0, TARIFF, House
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import RejectionBody, Side, decode_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger.admission import Admission, OpenInterval
+from wattmesh.ledger.keyring import KeyRing
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.metering import MeteringConfig
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.store import LedgerStore
 
 TIMEOUT_S = 10.0
 LIMITS = MeteringConfig(max_power_w={"small": 3_680})  # 16 A single-phase; "big": default

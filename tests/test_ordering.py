@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.battery import BatteryMode, BatterySpec
-from agents.battery_meter import BatteryMeter
-from agents.battery_strategy import battery_order_for
-from agents.ordering import forecast_figures, order_for_interval
-from agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
-from broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
-from broker.messages import AnnouncementBody, ForecastBody, OrderBody, Phase, Side
+from wattmesh.agents.battery import BatteryMode, BatterySpec
+from wattmesh.agents.battery_meter import BatteryMeter
+from wattmesh.agents.battery_strategy import battery_order_for
+from wattmesh.agents.ordering import forecast_figures, order_for_interval
+from wattmesh.agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
+from wattmesh.broker.messages import AnnouncementBody, ForecastBody, OrderBody, Phase, Side
 
 STEP = 900
 T = 1_751_241_600
@@ -106,7 +106,7 @@ async def test_a_battery_command_refused_is_logged_and_the_order_still_made(
 ) -> None:
     now = [T + STEP]  # the interval has been applied: too late to command it
     meter = _meter(now)
-    with caplog.at_level(logging.WARNING, logger="agents.ordering"):
+    with caplog.at_level(logging.WARNING, logger="wattmesh.agents.ordering"):
         order = await order_for_interval(
             T,
             OPEN,

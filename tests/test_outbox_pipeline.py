@@ -11,16 +11,16 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.outbox import Outbox
-from agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
-from broker.keys import SigningKey
-from broker.messages import decode_message
-from broker.mosquitto import MosquittoProcess, Persistence
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig
 from tests.outagekit import INTERVAL, TIMEOUT_S, CountingMeter, Receiver
 from tests.wirekit import MqttTap
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.outbox import Outbox
+from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import decode_message
+from wattmesh.broker.mosquitto import MosquittoProcess, Persistence
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 
 TOPIC = "test/outbox/pipeline"
 

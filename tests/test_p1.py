@@ -12,7 +12,8 @@ from dsmr_parser.parsers import TelegramParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.metering.p1 import (
+from tests.p1kit import corrupt, crc16_arc, telegram
+from wattmesh.agents.metering.p1 import (
     P1Decoder,
     P1Parser,
     P1TelegramError,
@@ -20,7 +21,6 @@ from agents.metering.p1 import (
     TelegramFramer,
     kwh_to_wh,
 )
-from tests.p1kit import corrupt, crc16_arc, telegram
 
 
 def _utc(*args: int) -> int:

@@ -19,10 +19,10 @@ from dsmr_parser.parsers import CosemParser, TelegramParser
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agents.meter import MeterReading
-from agents.metering import p1
-from agents.metering.p1 import P1Parser, P1TelegramError, P1Version, kwh_to_wh
 from tests.p1kit import crc16_arc, telegram
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering import p1
+from wattmesh.agents.metering.p1 import P1Parser, P1TelegramError, P1Version, kwh_to_wh
 
 SPECIFICATIONS = {
     P1Version.DSMR4: telegram_specifications.V4,

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.metering.errors import MeterError
-from agents.metering.p1 import P1Version
-from agents.metering.p1_sources import (
+from tests.p1kit import corrupt, telegram
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.p1 import P1Version
+from wattmesh.agents.metering.p1_sources import (
     P1ReplayMeter,
     P1StreamMeter,
     serial_connector,
     tcp_connector,
 )
-from tests.p1kit import corrupt, telegram
 
 
 @contextlib.asynccontextmanager

@@ -4,13 +4,13 @@ verifies, and a restart from the snapshot keeps the same state."""
 
 from __future__ import annotations
 
-from broker.keys import SigningKey
-from broker.messages import ReadingBody, Side, sign_message
-from ledger.ledger import Ledger
-from ledger.settlement import Basis, FlagReason
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, TARIFF, House
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import ReadingBody, Side, sign_message
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.settlement import Basis, FlagReason
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 STEP = 20
 T = 1_750_000_000

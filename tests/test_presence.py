@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from agents.presence import StatusSigner
-from broker.keys import SigningKey
-from broker.messages import Presence, ReadingBody, StatusBody, decode_message, sign_message
-from broker.topics import Topics
-from broker.transport import Message, Transport, TransportConfig
-from broker.transport_config import BrokerAddress
-from forecasting.service import ForecasterConfig, ForecastService
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Presence, ReadingBody, StatusBody, decode_message, sign_message
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import Message, Transport, TransportConfig
+from wattmesh.broker.transport_config import BrokerAddress
+from wattmesh.forecasting.service import ForecasterConfig, ForecastService
 
 TOPICS = Topics("m1")
 

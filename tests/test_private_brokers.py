@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.embedded import embedded_broker
-from broker.mosquitto import MosquittoProcess, private_mosquitto
-from broker.transport import BrokerAddress, Message, Transport
 from tests.transportkit import next_message, quick_config, until_connected
+from wattmesh.broker.embedded import embedded_broker
+from wattmesh.broker.mosquitto import MosquittoProcess, private_mosquitto
+from wattmesh.broker.transport import BrokerAddress, Message, Transport
 
 # ------------------------------------------------------------------ broker processes
 

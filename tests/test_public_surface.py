@@ -17,11 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import agents
-import broker
-import forecasting
-import ledger
 import wattmesh
+from wattmesh import agents, broker, forecasting, ledger
 
 PRODUCT = (agents, broker, forecasting, ledger, wattmesh)
 

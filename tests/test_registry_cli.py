@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.keys import PUBLIC_KEY_FILE, SigningKey, write_key_pair
-from ledger.household_registry import load_registry
-from ledger.ledger import Ledger
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import MARKET, STEP, T0
+from wattmesh.broker.keys import PUBLIC_KEY_FILE, SigningKey, write_key_pair
 from wattmesh.cli import main
+from wattmesh.ledger.household_registry import load_registry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 
 def _pem(tmp_path: Path, name: str) -> tuple[SigningKey, str]:

@@ -6,10 +6,10 @@ copies) and the agent's outbox the same rule is tested in tests/test_agent_resen
 
 from __future__ import annotations
 
-from agents.resend import MAX_OPENS_REMEMBERED, TradedInterval
-from broker.keys import SigningKey
-from broker.messages import AnnouncementBody, Phase, SignedMessage, sign_message
-from broker.topics import Topics
+from wattmesh.agents.resend import MAX_OPENS_REMEMBERED, TradedInterval
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import AnnouncementBody, Phase, SignedMessage, sign_message
+from wattmesh.broker.topics import Topics
 
 STEP = 900
 T = 1_751_241_600  # the interval traded

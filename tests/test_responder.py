@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ledger.responder import (
+from wattmesh.ledger.responder import (
     RESPONSE_BURST,
     Build,
     FirstPerInterval,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.operator import IntervalSummary, summary_line
-from ledger.schedule import Schedule, SystemClock
+from wattmesh.ledger.operator import IntervalSummary, summary_line
+from wattmesh.ledger.schedule import Schedule, SystemClock
 
 S = Schedule(interval_s=900, gate_timeout_s=120, grace_s=30)
 T = 1_796_140_800  # 2026-12-01T16:00:00Z, a multiple of 900

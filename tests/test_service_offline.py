@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from agents.presence import StatusSigner
-from broker.keys import SigningKey
-from broker.messages import Presence, Side
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from ledger.service import LedgerService, OperatorConfig
-from ledger.sigcheck import InlineVerifier
 from tests.ledgerkit import MARKET, T0, TARIFF, House, new_ledger
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Presence, Side
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.ledger.service import LedgerService, OperatorConfig
+from wattmesh.ledger.sigcheck import InlineVerifier
 
 TOPICS = Topics(MARKET)
 HOUSES = [House("h0"), House("h1")]

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.messages import Side
-from ledger.clearing import Fill, GridTariff, Order
-from ledger.mechanisms.auctions import clear_uniform
-from ledger.money import cost_micro
-from ledger.settlement import (
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.money import cost_micro
+from wattmesh.ledger.settlement import (
     RegisterError,
     Registers,
     Settlement,

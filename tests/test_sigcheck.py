@@ -4,10 +4,10 @@ job order, a batch split over the workers decided exactly as inline."""
 
 from __future__ import annotations
 
-from broker.errors import MessageError, RejectReason
-from broker.keys import SigningKey
-from broker.messages import OrderBody, Side, sign_message
-from ledger.sigcheck import Checked, DecodeJob, InlineVerifier, PoolVerifier
+from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, Side, sign_message
+from wattmesh.ledger.sigcheck import Checked, DecodeJob, InlineVerifier, PoolVerifier
 
 
 def _decode_jobs() -> tuple[list[DecodeJob], list[object], list[bytes]]:

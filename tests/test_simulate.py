@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from broker.errors import ConfigError
-from broker.mosquitto import free_port
-from broker.transport import BrokerAddress
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
 from tests.ledgerkit import drop_append_only_triggers
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.mosquitto import free_port
+from wattmesh.broker.transport import BrokerAddress
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]

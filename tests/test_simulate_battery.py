@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from agents.battery import BatterySpec
-from agents.battery_meter import BatteryMeter
-from agents.meter import MarketClock
-from broker.transport import BrokerAddress
+from wattmesh.agents.battery import BatterySpec
+from wattmesh.agents.battery_meter import BatteryMeter
+from wattmesh.agents.meter import MarketClock
+from wattmesh.broker.transport import BrokerAddress
 from wattmesh.sim.battery_report import BatteryTotals, battery_totals
 from wattmesh.sim.scenario import (
     BATTERY_CAPACITY_MAX_WH,

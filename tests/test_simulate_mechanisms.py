@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from broker.transport import BrokerAddress
-from ledger.accounts import FEES_ACCOUNT
-from ledger.clearing import GridTariff
-from ledger.entries import EntryKind
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.tariffs import TariffSchedule
-from ledger.money import network_fee_micro
-from ledger.statement import build_statement
-from ledger.store import LedgerStore
+from wattmesh.broker.transport import BrokerAddress
 from wattmesh.cli import main
+from wattmesh.ledger.accounts import FEES_ACCOUNT
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.money import network_fee_micro
+from wattmesh.ledger.statement import build_statement
+from wattmesh.ledger.store import LedgerStore
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from broker.transport import BrokerAddress
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.broker.transport import BrokerAddress
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from broker.keys import SigningKey
-from broker.messages import Side
-from ledger.accounts import Posting, household_account
-from ledger.entries import NewEntry
-from ledger.ledger import Ledger
-from ledger.statement import StatementError, build_statement
 from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import Side
 from wattmesh.cli import main
+from wattmesh.ledger.accounts import Posting, household_account
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.statement import StatementError, build_statement
 
 DAY = datetime.fromtimestamp(T0, UTC).date()
 

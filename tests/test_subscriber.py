@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.mosquitto import MosquittoProcess, Persistence
-from broker.mqtt_packets import (
+from wattmesh.broker.mosquitto import MosquittoProcess, Persistence
+from wattmesh.broker.mqtt_packets import (
     Control,
     MqttProtocolError,
     PacketReader,
@@ -24,9 +24,9 @@ from broker.mqtt_packets import (
     puback_packet,
     publish_packet,
 )
-from broker.subscriber import Subscriber, SubscriberFailed
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from broker.transport_config import Session
+from wattmesh.broker.subscriber import Subscriber, SubscriberFailed
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.transport_config import Session
 
 TIMEOUT_S = 20.0
 

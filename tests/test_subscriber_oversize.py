@@ -21,10 +21,16 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.keys import SigningKey
-from broker.messages import MAX_MESSAGE_BYTES, OrderBody, Side, decode_message, sign_message
-from broker.mosquitto import MosquittoProcess
-from broker.mqtt_packets import (
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import (
+    MAX_MESSAGE_BYTES,
+    OrderBody,
+    Side,
+    decode_message,
+    sign_message,
+)
+from wattmesh.broker.mosquitto import MosquittoProcess
+from wattmesh.broker.mqtt_packets import (
     MAX_PACKET_BYTES,
     MAX_TOPIC_BYTES,
     Oversize,
@@ -32,9 +38,9 @@ from broker.mqtt_packets import (
     Publish,
     publish_packet,
 )
-from broker.subscriber import Subscriber
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from broker.transport_config import Session
+from wattmesh.broker.subscriber import Subscriber
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.transport_config import Session
 
 TIMEOUT_S = 30.0
 LIMIT = 64  # a small packet limit for the stream tests

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.keys import SigningKey
-from broker.tlog import (
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.tlog import (
     CheckpointBody,
     NoteError,
     NoteSignature,
@@ -28,7 +28,7 @@ from broker.tlog import (
     sign_note,
     verify_note,
 )
-from broker.tlog_json import (
+from wattmesh.broker.tlog_json import (
     CONSISTENCY_FORMAT,
     INCLUSION_FORMAT,
     ProofDocumentError,
@@ -216,7 +216,7 @@ def test_any_json_is_a_failed_check_or_a_document_error(doc: object, fmt: str | 
 
 
 def _valid_inclusion_doc() -> dict[str, object]:
-    from ledger.merkle import inclusion_proof, root_hash
+    from wattmesh.ledger.merkle import inclusion_proof, root_hash
 
     leaves = [b"a", b"b", b"c", b"d", b"e"]
     text = checkpoint_text(ORIGIN, 5, root_hash(leaves))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.topics import DEFAULT_PREFIX, HouseholdTopic, Topics, check_segment
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.topics import DEFAULT_PREFIX, HouseholdTopic, Topics, check_segment
 
 
 def test_default_prefix_names() -> None:

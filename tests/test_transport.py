@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.mosquitto import MosquittoProcess, free_port
-from broker.transport import (
+from tests.transportkit import TIMEOUT_S, next_message, quick_config, unique_prefix, until_connected
+from wattmesh.broker.mosquitto import MosquittoProcess, free_port
+from wattmesh.broker.transport import (
     BrokerAddress,
     Message,
     Session,
@@ -25,7 +26,6 @@ from broker.transport import (
     TransportConfig,
     backoff_delays,
 )
-from tests.transportkit import TIMEOUT_S, next_message, quick_config, unique_prefix, until_connected
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ _CHILD = """
 import asyncio
 import sys
 
-from broker.transport import Transport, TransportConfig, Will, parse_broker_url
+from wattmesh.broker.transport import Transport, TransportConfig, Will, parse_broker_url
 
 
 async def main() -> None:
@@ -287,7 +287,7 @@ async def test_the_supervisor_waits_the_jittered_exponential_delays_between_atte
         address=nobody, client_id="backoff", backoff_initial_s=0.01, backoff_max_s=0.08
     )
     handler = _Delays()
-    logger = logging.getLogger("broker.transport")
+    logger = logging.getLogger("wattmesh.broker.transport")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)

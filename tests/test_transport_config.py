@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.transport import (
+from wattmesh.broker.transport import (
     BrokerAddress,
     Transport,
     TransportConfig,

@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
 from tests.transportkit import TIMEOUT_S, next_message, quick_config, unique_prefix, until_connected
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 
 class _CuttableProxy:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.transport import BrokerAddress, TlsConfig, Transport, TransportConfig
 from tests.securebroker import make_ca, make_pki, password_file, secure_mosquitto
+from wattmesh.broker.transport import BrokerAddress, TlsConfig, Transport, TransportConfig
 
 
 def _config(port: int, tls: TlsConfig, *, password: str = "s3cret") -> TransportConfig:
@@ -108,7 +108,7 @@ async def test_unreadable_tls_files_are_retried_not_fatal(tmp_path: Path) -> Non
                     failures.set()
 
     handler = Count()
-    logger = logging.getLogger("broker.transport")
+    logger = logging.getLogger("wattmesh.broker.transport")
     logger.addHandler(handler)
     try:
         config = TransportConfig(

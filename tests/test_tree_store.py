@@ -11,18 +11,20 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.keys import SigningKey
-from ledger import verify
-from ledger.entries import NewEntry
-from ledger.ledger import Ledger
-from ledger.merkle import (
+from tests.ledgerkit import T0, House, drop_append_only_triggers, new_ledger
+from tests.test_ledger import _run_two_intervals
+from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger import verify
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.merkle import (
     CompactRange,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     root_hash,
 )
-from ledger.proofs import (
+from wattmesh.ledger.proofs import (
     LeafListSource,
     completed_nodes,
     consistency_proof_from_source,
@@ -30,10 +32,8 @@ from ledger.proofs import (
     range_nodes,
     root_from_source,
 )
-from ledger.store import APPEND_ONLY_TABLES, Checkpoint, LedgerStore
-from ledger.verify import verify_ledger
-from tests.ledgerkit import T0, House, drop_append_only_triggers, new_ledger
-from tests.test_ledger import _run_two_intervals
+from wattmesh.ledger.store import APPEND_ONLY_TABLES, Checkpoint, LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 BATCHES = (1, 2, 5, 1, 8, 3, 13, 4)  # 37 leaves, appended in uneven transactions
 

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-from broker.transport import BrokerAddress, Message, Transport, TransportConfig
+from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
 
 TIMEOUT_S = 10.0
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from broker.mqtt_packets import FrameReader
-from broker.transport import BrokerAddress
+from wattmesh.broker.mqtt_packets import FrameReader
+from wattmesh.broker.transport import BrokerAddress
 
 _PUBLISH = 3
 _PUBACK = 4

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.errors import AgentError
+from wattmesh.broker.errors import AgentError
 
 __all__ = ["MeterError"]
 

@@ -17,9 +17,14 @@ from typing import Self
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from agents.meter import Clock, MeterReading, system_clock
-from agents.metering.errors import MeterError
-from agents.metering.modbus_maps import MAX_REGISTERS_PER_READ, Register, RegisterMap, Table
+from wattmesh.agents.meter import Clock, MeterReading, system_clock
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.modbus_maps import (
+    MAX_REGISTERS_PER_READ,
+    Register,
+    RegisterMap,
+    Table,
+)
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 

@@ -36,7 +36,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.metering.errors import MeterError
+from wattmesh.agents.metering.errors import MeterError
 
 __all__ = ["load_map"]
 
@@ -184,7 +184,7 @@ def parse_map(text: str, source: str) -> RegisterMap:
 
 def builtin_maps() -> list[str]:
     """Names of the maps shipped in ``agents/metering/maps``."""
-    folder = resources.files("agents.metering") / "maps"
+    folder = resources.files("wattmesh.agents.metering") / "maps"
     return sorted(
         p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
     )
@@ -201,7 +201,7 @@ def load_map(name_or_path: str) -> RegisterMap:
     if name_or_path not in builtin_maps():
         known = ", ".join(builtin_maps())
         raise MeterError(f"unknown register map {name_or_path!r}; built in: {known}")
-    resource = resources.files("agents.metering") / "maps" / f"{name_or_path}.toml"
+    resource = resources.files("wattmesh.agents.metering") / "maps" / f"{name_or_path}.toml"
     register_map = parse_map(resource.read_text(encoding="utf-8"), name_or_path)
     if register_map.name != name_or_path:
         raise MeterError(f"map file {name_or_path}.toml names itself {register_map.name!r}")

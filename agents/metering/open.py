@@ -9,15 +9,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from agents.meter import Meter
-from agents.metering.errors import MeterError
-from agents.metering.p1_sources import (
+from wattmesh.agents.meter import Meter
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.p1_sources import (
     P1ReplayMeter,
     P1StreamMeter,
     serial_connector,
     tcp_connector,
 )
-from agents.metering.spec import (
+from wattmesh.agents.metering.spec import (
     MeterSpec,
     ModbusRtuSpec,
     ModbusTcpSpec,
@@ -62,12 +62,17 @@ async def _modbus(
     spec: ModbusTcpSpec | ModbusRtuSpec, name: str, base: Path | None, timeout_s: float
 ) -> AsyncIterator[Meter]:
     try:
-        from agents.metering.modbus import ModbusClient, ModbusMeter, rtu_client, tcp_client
+        from wattmesh.agents.metering.modbus import (
+            ModbusClient,
+            ModbusMeter,
+            rtu_client,
+            tcp_client,
+        )
     except ImportError as exc:
         raise MeterError(
             f"{name} needs pymodbus: pip install 'wattmesh[agent,modbus]' ({exc})"
         ) from exc
-    from agents.metering.modbus_maps import load_map
+    from wattmesh.agents.metering.modbus_maps import load_map
 
     map_ref = spec.map
     if map_ref.endswith(".toml") or "/" in map_ref:

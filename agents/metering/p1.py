@@ -41,8 +41,8 @@ from typing import Final
 from dsmr_parser import obis_references as obis
 from dsmr_parser.value_types import timestamp
 
-from agents.meter import MeterReading
-from agents.metering.errors import MeterError
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering.errors import MeterError
 
 __all__ = ["P1Version"]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from agents.meter import MeterReading
-from agents.metering.errors import MeterError
-from agents.metering.p1 import P1Counts, P1Decoder, P1Version
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.p1 import P1Counts, P1Decoder, P1Version
 
 _LOG = logging.getLogger(__name__)
 _CHUNK: Final = 4096

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
-from agents.metering.p1 import P1Version
-from broker.errors import AgentError, ConfigError
+from wattmesh.agents.metering.p1 import P1Version
+from wattmesh.broker.errors import AgentError, ConfigError
 
 __all__ = [
     "MeterSpec",

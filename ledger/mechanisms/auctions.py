@@ -17,9 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
-from ledger.clearing import ClearingResult, GridTariff, Order
-from ledger.mechanisms.base import GridFill, MarketResult, MarketRules, fill, grid_rests, limited
-from ledger.mechanisms.matching import Match, merit_order, traded_per_index
+from wattmesh.ledger.clearing import ClearingResult, GridTariff, Order
+from wattmesh.ledger.mechanisms.base import (
+    GridFill,
+    MarketResult,
+    MarketRules,
+    fill,
+    grid_rests,
+    limited,
+)
+from wattmesh.ledger.mechanisms.matching import Match, merit_order, traded_per_index
 
 
 def k_price(ask: int, bid: int, k: Fraction) -> int:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
 
-from broker.messages import Side
-from ledger.clearing import ClearingResult, Fill, GridTariff, Order
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.clearing import ClearingResult, Fill, GridTariff, Order
 
 __all__ = ["MarketResult", "MarketRules"]
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.clearing import Fill, GridTariff, Order
-from ledger.mechanisms.base import (
+from wattmesh.ledger.clearing import Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms.base import (
     Limited,
     MarketResult,
     MarketRules,
@@ -37,7 +37,7 @@ from ledger.mechanisms.base import (
     grid_rests,
     limited,
 )
-from ledger.mechanisms.matching import merit_order
+from wattmesh.ledger.mechanisms.matching import merit_order
 
 
 def mmr_price(tariff: GridTariff, rules: MarketRules) -> int | None:

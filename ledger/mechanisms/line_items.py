@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import NamedTuple
 
-from broker.messages import Side
-from ledger.mechanisms.base import MarketResult
-from ledger.money import cost_micro, network_fee_micro
+from wattmesh.broker.messages import Side
+from wattmesh.ledger.mechanisms.base import MarketResult
+from wattmesh.ledger.money import cost_micro, network_fee_micro
 
 __all__ = ["Account", "net_by_account", "postings"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ledger.mechanisms.base import Limited
+from wattmesh.ledger.mechanisms.base import Limited
 
 
 class Match(NamedTuple):  # a tuple: one is built per matched pair, on the hot path

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.clearing import GridTariff
+from wattmesh.ledger.clearing import GridTariff
 
 __all__ = ["TariffSchedule", "TouPeriod"]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the agent's own modules load lazily: see run_agent_command
-    from agents.battery import BatteryController
-    from agents.battery_meter import BatteryMeter
-    from agents.meter import Meter, SimulatedMeter
+    from wattmesh.agents.battery import BatteryController
+    from wattmesh.agents.battery_meter import BatteryMeter
+    from wattmesh.agents.meter import Meter, SimulatedMeter
     from wattmesh.config.agent_config import AgentFileConfig, BatterySettings
 
 EXIT_INVALID = 1
@@ -32,9 +32,9 @@ EXIT_INVALID = 1
 
 def _replay_meter(path: Path, battery: BatterySettings | None) -> SimulatedMeter | BatteryMeter:
     """The replayed household; with a (simulated) battery, the battery acts in it."""
-    from agents.battery_meter import BatteryMeter
-    from agents.meter import SimulatedMeter, system_clock
-    from broker.errors import ConfigError
+    from wattmesh.agents.battery_meter import BatteryMeter
+    from wattmesh.agents.meter import SimulatedMeter, system_clock
+    from wattmesh.broker.errors import ConfigError
 
     try:
         profile = json.loads(path.read_text(encoding="utf-8"))
@@ -63,8 +63,8 @@ async def _household(
     config: AgentFileConfig,
 ) -> AsyncIterator[tuple[Meter, BatteryController | None]]:
     """The meter, and the battery controller if ``[battery]`` is configured."""
-    from agents.battery_meter import BatteryMeter
-    from agents.metering.open import open_meter
+    from wattmesh.agents.battery_meter import BatteryMeter
+    from wattmesh.agents.metering.open import open_meter
     from wattmesh.config.agent_config import ReplaySpec
 
     if isinstance(config.meter, ReplaySpec):
@@ -86,13 +86,13 @@ def _version() -> str:
 
 
 async def _run(config: AgentFileConfig) -> None:
-    from agents.lifecycle import serve_household
+    from wattmesh.agents.lifecycle import serve_household
 
     async with contextlib.AsyncExitStack() as stack:
         meter, battery = await stack.enter_async_context(_household(config))
         companions = []
         if config.homeassistant is not None:
-            from agents.ha_bridge import HomeAssistantBridge
+            from wattmesh.agents.ha_bridge import HomeAssistantBridge
 
             bridge = HomeAssistantBridge(
                 config.homeassistant, config.agent, config.transport, meter, sw_version=_version()
@@ -123,7 +123,7 @@ def run_agent_command(path: Path) -> int:
     child = ValidationChild(path)
     import asyncio
 
-    from broker.errors import ConfigError
+    from wattmesh.broker.errors import ConfigError
     from wattmesh.config.agent_config import load_agent_config_isolated
 
     config = load_agent_config_isolated(path, child)

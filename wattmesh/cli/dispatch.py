@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from broker.errors import FailureError, KeyFileError, WattmeshError
-from ledger.store_errors import StoreError
+from wattmesh.broker.errors import FailureError, KeyFileError, WattmeshError
+from wattmesh.ledger.store_errors import StoreError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
-    from broker.keys import write_key_pair
+    from wattmesh.broker.keys import write_key_pair
 
     try:
         key = write_key_pair(Path(args.out))
@@ -40,10 +40,10 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from broker.keys import load_verifying_key
-    from ledger.store import LedgerStore
-    from ledger.store_open import store_failures
-    from ledger.verify import verify_ledger
+    from wattmesh.broker.keys import load_verifying_key
+    from wattmesh.ledger.store import LedgerStore
+    from wattmesh.ledger.store_open import store_failures
+    from wattmesh.ledger.verify import verify_ledger
 
     operator = load_verifying_key(Path(args.operator_key)) if args.operator_key else None
     store = LedgerStore.read_only(args.db)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ledger.store import LedgerStore
+    from wattmesh.ledger.store import LedgerStore
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,8 +37,8 @@ def _print_json(doc: dict[str, Any]) -> None:
 def _read_ledger(url: str, read: Callable[[LedgerStore], int]) -> int:
     """Run ``read`` on the ledger database at ``url``, opened read-only; a database
     failure is a StoreError (exit 1, one line), a stored tree with a gap exit 1."""
-    from ledger.store import LedgerStore
-    from ledger.store_open import store_failures
+    from wattmesh.ledger.store import LedgerStore
+    from wattmesh.ledger.store_open import store_failures
 
     store = LedgerStore.read_only(url)
     try:
@@ -57,10 +57,10 @@ def run_prove(args: argparse.Namespace) -> int:
 
 
 def _prove(store: LedgerStore, index: int, tree_size: int | None) -> int:
-    from broker.tlog_json import inclusion_document
-    from ledger.checkpoint import checkpoint_note
-    from ledger.meta import META_ORIGIN
-    from ledger.proofs import inclusion_proof_from_source
+    from wattmesh.broker.tlog_json import inclusion_document
+    from wattmesh.ledger.checkpoint import checkpoint_note
+    from wattmesh.ledger.meta import META_ORIGIN
+    from wattmesh.ledger.proofs import inclusion_proof_from_source
 
     origin = store.get_meta(META_ORIGIN)
     cp = store.latest_checkpoint() if tree_size is None else store.checkpoint_at(tree_size)
@@ -93,10 +93,10 @@ def run_consistency(args: argparse.Namespace) -> int:
 
 
 def _consistency(store: LedgerStore, old_size: int, new_size: int) -> int:
-    from broker.tlog_json import consistency_document
-    from ledger.checkpoint import checkpoint_note
-    from ledger.meta import META_ORIGIN
-    from ledger.proofs import consistency_proof_from_source, root_from_source
+    from wattmesh.broker.tlog_json import consistency_document
+    from wattmesh.ledger.checkpoint import checkpoint_note
+    from wattmesh.ledger.meta import META_ORIGIN
+    from wattmesh.ledger.proofs import consistency_proof_from_source, root_from_source
 
     origin = store.get_meta(META_ORIGIN)
     latest = store.latest_checkpoint()
@@ -130,8 +130,8 @@ def _consistency(store: LedgerStore, old_size: int, new_size: int) -> int:
 
 def run_check_proof(args: argparse.Namespace) -> int:
     """Check a proof document (file, or ``-`` for stdin) with the operator's public key."""
-    from broker.keys import load_verifying_key
-    from broker.tlog_json import ProofDocumentError, check_proof_document
+    from wattmesh.broker.keys import load_verifying_key
+    from wattmesh.broker.tlog_json import ProofDocumentError, check_proof_document
 
     key = load_verifying_key(Path(args.operator_key))
     try:

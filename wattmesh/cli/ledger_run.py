@@ -41,22 +41,22 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.errors import CommandError, FailureError
-from broker.subscriber import Subscriber
-from broker.transport import Session, Transport
-from ledger.lease import LeaderLease, LeaseLost
-from ledger.ledger import Ledger
-from ledger.logcheck import DamageFound, first_damage, start_log_check
-from ledger.operator import MarketOperator
-from ledger.schedule import Clock, SystemClock
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
-from ledger.startcheck import LogDamaged
-from ledger.store import LedgerStore
-from ledger.store_open import store_failures
+from wattmesh.broker.errors import CommandError, FailureError
+from wattmesh.broker.subscriber import Subscriber
+from wattmesh.broker.transport import Session, Transport
 from wattmesh.config.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
+from wattmesh.ledger.lease import LeaderLease, LeaseLost
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.logcheck import DamageFound, first_damage, start_log_check
+from wattmesh.ledger.operator import MarketOperator
+from wattmesh.ledger.schedule import Clock, SystemClock
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.sigcheck import InlineVerifier, PoolVerifier, SignatureVerifier, preload
+from wattmesh.ledger.startcheck import LogDamaged
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.store_open import store_failures
 
-_LOG = logging.getLogger("wattmesh.ledger")
+_LOG = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -14,13 +14,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from broker.errors import CommandError
-from broker.messages import MAX_PRICE_MICRO_PER_KWH, MAX_QUANTITY_WH, Side
-from ledger.clearing import GridTariff, Order
-from ledger.mechanisms.base import MarketResult, MarketRules
-from ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
-from ledger.mechanisms.line_items import Account, net_by_account, postings
-from ledger.money import cost_micro
+from wattmesh.broker.errors import CommandError
+from wattmesh.broker.messages import MAX_PRICE_MICRO_PER_KWH, MAX_QUANTITY_WH, Side
+from wattmesh.ledger.clearing import GridTariff, Order
+from wattmesh.ledger.mechanisms.base import MarketResult, MarketRules
+from wattmesh.ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
+from wattmesh.ledger.mechanisms.line_items import Account, net_by_account, postings
+from wattmesh.ledger.money import cost_micro
 
 _TOP_REQUIRED = {"grid", "orders"}
 _TOP_OPTIONAL = {"k", "network_fee_micro_per_kwh"}

@@ -12,10 +12,10 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from agents.meter import MeterReading
-from agents.metering.errors import MeterError
-from agents.metering.open import open_meter
-from agents.metering.spec import MeterSpec, describe, parse_meter_spec
+from wattmesh.agents.meter import MeterReading
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.open import open_meter
+from wattmesh.agents.metering.spec import MeterSpec, describe, parse_meter_spec
 
 EXIT_NO_READING = 1
 

@@ -16,17 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import ConfigError
+from wattmesh.broker.errors import ConfigError
 
 if TYPE_CHECKING:
-    from broker.keys import VerifyingKey
-    from ledger.household_registry import Household, Registry
+    from wattmesh.broker.keys import VerifyingKey
+    from wattmesh.ledger.household_registry import Household, Registry
 
 EXIT_OK = 0
 
 
 def _load(path: Path, *, create: bool = False) -> Registry:
-    from ledger.household_registry import Registry, load_registry
+    from wattmesh.ledger.household_registry import Registry, load_registry
 
     if create and not path.exists():
         return Registry({})
@@ -41,21 +41,21 @@ def _household(registry: Registry, agent: str) -> Household:
 
 
 def _save(path: Path, registry: Registry, households: dict[str, Household]) -> None:
-    from ledger.household_registry import Registry, write_registry
+    from wattmesh.ledger.household_registry import Registry, write_registry
 
     write_registry(path, Registry({**registry.households, **households}))
 
 
 def _public_key(path: str) -> VerifyingKey:
-    from broker.keys import load_verifying_key
+    from wattmesh.broker.keys import load_verifying_key
 
     return load_verifying_key(Path(path))
 
 
 def run_add(args: argparse.Namespace) -> int:
     """A new household with its public key (and optional connection limit)."""
-    from broker.topics import check_segment
-    from ledger.household_registry import Household, check_limit
+    from wattmesh.broker.topics import check_segment
+    from wattmesh.ledger.household_registry import Household, check_limit
 
     path = Path(args.registry)
     registry = _load(path, create=True)
@@ -71,7 +71,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_rotate(args: argparse.Namespace) -> int:
     """Replace a household's key; ``--revoke-old REASON`` also revokes the old one."""
-    from ledger.keyring import check_reason
+    from wattmesh.ledger.keyring import check_reason
 
     path = Path(args.registry)
     registry = _load(path)
@@ -91,7 +91,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     """Revoke one key of a household (default: its current key, leaving it none)."""
-    from ledger.keyring import check_kid, check_reason
+    from wattmesh.ledger.keyring import check_kid, check_reason
 
     path = Path(args.registry)
     registry = _load(path)
@@ -107,7 +107,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 def run_limit(args: argparse.Namespace) -> int:
     """Set (or with ``--max-power-w default`` remove) a household's connection limit."""
-    from ledger.household_registry import check_limit
+    from wattmesh.ledger.household_registry import check_limit
 
     path = Path(args.registry)
     registry = _load(path)
@@ -120,7 +120,7 @@ def run_limit(args: argparse.Namespace) -> int:
 
 
 def _checked(check: Callable[[str], str], value: str) -> str:
-    from ledger.keyring import KeyLogError
+    from wattmesh.ledger.keyring import KeyLogError
 
     try:
         return check(value)

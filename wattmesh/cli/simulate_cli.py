@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from broker.errors import ConfigError
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.broker.errors import ConfigError
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from datetime import UTC, date, datetime, timedelta
 
-from broker.errors import ConfigError
+from wattmesh.broker.errors import ConfigError
 
 EXIT_NOT_RECONCILED = 1
 
@@ -41,11 +41,11 @@ def interval_range(first: str | None, last: str | None) -> tuple[int | None, int
 
 
 def run_statement_command(args: argparse.Namespace) -> int:
-    from ledger.entries import EntryKind
-    from ledger.meta import META_MARKET
-    from ledger.statement import StatementError, build_statement
-    from ledger.store import LedgerStore
-    from ledger.store_open import store_failures
+    from wattmesh.ledger.entries import EntryKind
+    from wattmesh.ledger.meta import META_MARKET
+    from wattmesh.ledger.statement import StatementError, build_statement
+    from wattmesh.ledger.store import LedgerStore
+    from wattmesh.ledger.store_open import store_failures
 
     start, end = interval_range(args.date_from, args.date_to)
     url: str = args.db

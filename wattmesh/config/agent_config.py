@@ -62,13 +62,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from agents.agent import AgentConfig
-from agents.battery import BatterySpec
-from agents.homeassistant import HomeAssistantConfig
-from agents.lifecycle import OutboxSettings
-from agents.metering.errors import MeterError
-from agents.metering.p1 import P1Version
-from agents.metering.spec import (
+from wattmesh.agents.agent import AgentConfig
+from wattmesh.agents.battery import BatterySpec
+from wattmesh.agents.homeassistant import HomeAssistantConfig
+from wattmesh.agents.lifecycle import OutboxSettings
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.p1 import P1Version
+from wattmesh.agents.metering.spec import (
     MeterSpec,
     ModbusRtuSpec,
     ModbusTcpSpec,
@@ -76,10 +76,10 @@ from agents.metering.spec import (
     P1SerialSpec,
     P1TcpSpec,
 )
-from broker.errors import ConfigError, WattmeshError
-from broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
-from broker.topics import Topics, check_segment
-from broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
+from wattmesh.broker.errors import ConfigError, WattmeshError
+from wattmesh.broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
+from wattmesh.broker.topics import Topics, check_segment
+from wattmesh.broker.transport import BrokerAddress, TlsConfig, TransportConfig, parse_broker_url
 from wattmesh.config.agent_schema import (
     AgentSection,
     BatterySection,
@@ -225,7 +225,7 @@ def _battery(
 
 
 def _check_map(name: str, base: Path, problems: _Problems) -> None:
-    from agents.metering.modbus_maps import load_map
+    from wattmesh.agents.metering.modbus_maps import load_map
 
     ref = str(base / name) if name.endswith(".toml") or "/" in name else name
     try:

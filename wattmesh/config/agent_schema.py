@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from broker.connection import DEFAULT_MAX_POWER_W, MAX_POWER_LIMIT_W
-from broker.topics import DEFAULT_PREFIX
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, MAX_POWER_LIMIT_W
+from wattmesh.broker.topics import DEFAULT_PREFIX
 
 # Light on purpose (the validating child imports this): the defaults below repeat
 # agents.outbox.DEFAULT_CAPACITY, agents.publisher.DEFAULT_COMMIT_INTERVAL_S,

@@ -19,19 +19,19 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from broker.errors import ConfigError, WattmeshError
-from broker.keys import SigningKey, load_signing_key
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Session, TlsConfig, TransportConfig
-from ledger.clearing import GridTariff
-from ledger.household_registry import Registry, load_registry
-from ledger.mechanisms.base import MarketRules
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
-from ledger.schedule import Schedule
-from ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
+from wattmesh.broker.errors import ConfigError, WattmeshError
+from wattmesh.broker.keys import SigningKey, load_signing_key
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Session, TlsConfig, TransportConfig
 from wattmesh.config.agent_validate import read_toml
 from wattmesh.config.ledger_schema import PATTERNS, LedgerMqttSection, LedgerSection
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.household_registry import Registry, load_registry
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
+from wattmesh.ledger.schedule import Schedule
+from wattmesh.ledger.store_open import check_sqlite_location, normalise_db_url, sqlite_path
 
 _UNKNOWN_KEY = {"extra_forbidden", "unexpected_keyword_argument"}
 _MQTT_PORT, _MQTTS_PORT = 1883, 8883

@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Final
 from annotated_types import Ge, Gt, Le, MinLen
 from pydantic import Strict
 
-from broker.topics import DEFAULT_PREFIX
+from wattmesh.broker.topics import DEFAULT_PREFIX
 from wattmesh.config.agent_schema import TlsSection
 
 _FORBID: Final = {"extra": "forbid"}

@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger.money import cost_micro
+from wattmesh.ledger.money import cost_micro
 
 if TYPE_CHECKING:
-    from agents.battery_meter import BatteryMeter
-    from ledger.clearing import GridTariff
+    from wattmesh.agents.battery_meter import BatteryMeter
+    from wattmesh.ledger.clearing import GridTariff
     from wattmesh.sim.scenario import HouseholdProfile, Scenario
 
 

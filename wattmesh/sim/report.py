@@ -16,17 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import CommandError, FailureError
-from ledger.accounts import (
+from wattmesh.broker.errors import CommandError, FailureError
+from wattmesh.ledger.accounts import (
     FEES_ACCOUNT,
     GRID_ACCOUNT,
     MARKET_ACCOUNT,
     balances,
     household_account,
 )
-from ledger.ledger import IntervalOutcome, Ledger
-from ledger.metering import Revision
-from ledger.settlement import Basis
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger
+from wattmesh.ledger.metering import Revision
+from wattmesh.ledger.settlement import Basis
 from wattmesh.sim.battery_report import (
     BatteryTotals,
     battery_comparison,
@@ -35,7 +35,7 @@ from wattmesh.sim.battery_report import (
 )
 
 if TYPE_CHECKING:
-    from ledger.clearing import GridTariff
+    from wattmesh.ledger.clearing import GridTariff
     from wattmesh.sim.scenario import Scenario
     from wattmesh.sim.simulate import SimulationConfig
 

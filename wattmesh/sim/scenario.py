@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from agents.battery import BatterySpec
+from wattmesh.agents.battery import BatterySpec
 from wattmesh.sim.demand_model import (
     DEMAND_MAX_SHIFT_S,
     DEMAND_NOISE_SIGMA,

@@ -9,7 +9,7 @@ import hashlib
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.keys import SigningKey
+from wattmesh.broker.keys import SigningKey
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 

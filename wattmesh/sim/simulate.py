@@ -16,23 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from agents.battery_meter import BatteryMeter
-from agents.meter import MarketClock, SimulatedMeter
-from agents.presence import StatusSigner
-from agents.sequence import MemorySequence
-from broker.errors import ConfigError
-from broker.keys import SigningKey, VerifyingKey
-from broker.topics import Topics
-from broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
-from forecasting.service import ForecasterConfig, ForecastService, ModelName
-from ledger.clearing import GridTariff
-from ledger.ledger import IntervalOutcome, Ledger
-from ledger.mechanisms.catalog import Mechanism
-from ledger.mechanisms.tariffs import TariffSchedule
-from ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
-from ledger.store import LedgerStore
-from ledger.verify import verify_ledger
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.battery_meter import BatteryMeter
+from wattmesh.agents.meter import MarketClock, SimulatedMeter
+from wattmesh.agents.presence import StatusSigner
+from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
+from wattmesh.forecasting.service import ForecasterConfig, ForecastService, ModelName
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 from wattmesh.sim.battery_report import battery_balances
 from wattmesh.sim.report import build_report
 from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
@@ -121,13 +121,13 @@ async def open_broker(spec: str, workdir: Path) -> AsyncIterator[tuple[BrokerAdd
         await check_reachable(address)
         yield address, "external"
         return
-    from broker.mosquitto import find_mosquitto, private_mosquitto
+    from wattmesh.broker.mosquitto import find_mosquitto, private_mosquitto
 
     if find_mosquitto() is not None:
         async with private_mosquitto(workdir / "mosquitto") as address:
             yield address, "mosquitto"
     else:
-        from broker.embedded import embedded_broker
+        from wattmesh.broker.embedded import embedded_broker
 
         async with embedded_broker() as address:
             yield address, "amqtt"
