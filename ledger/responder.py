@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.messages import decode_message
 
 _LOG = logging.getLogger(__name__)
 
@@ -176,3 +181,31 @@ class Responder:
                     self.counts.sent += 1
             if self._queue.empty():
                 self._idle.set()
+
+
+MAX_AUDIT_REQUEST_BYTES = 256  # {"from_size": N} is about 30 bytes
+
+
+def audit_from_size(payload: bytes) -> int | None:
+    """N of an audit request ``{"from_size": N}`` (an int), or None."""
+    if len(payload) > MAX_AUDIT_REQUEST_BYTES:
+        return None
+    try:
+        request = json.loads(payload)
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON
+        return None
+    if not isinstance(request, dict) or request.keys() != {"from_size"}:
+        return None
+    from_size = request["from_size"]
+    if not isinstance(from_size, int) or isinstance(from_size, bool):
+        return None
+    return from_size
+
+
+def rejection_reference(payload: bytes) -> tuple[str, int | None]:
+    """The message id and seq of a rejected payload, as far as it can be read."""
+    try:
+        message = decode_message(payload)
+    except MessageError:
+        return hashlib.sha256(payload).hexdigest(), None
+    return message.message_id, message.header.seq

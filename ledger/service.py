@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +28,6 @@ from wattmesh.broker.messages import (
     Signer,
     TradeLine,
     TradesBody,
-    decode_message,
 )
 from wattmesh.broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from wattmesh.broker.transport import Message, Transport
@@ -43,7 +40,12 @@ from wattmesh.ledger.audit_messages import (
 from wattmesh.ledger.batch import DecodeJobs, prepared
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
-from wattmesh.ledger.responder import FirstPerInterval, Responder
+from wattmesh.ledger.responder import (
+    FirstPerInterval,
+    Responder,
+    audit_from_size,
+    rejection_reference,
+)
 from wattmesh.ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
 from wattmesh.ledger.status import Statuses, StatusStore
 
@@ -52,7 +54,6 @@ __all__ = ["LedgerService", "OperatorConfig", "ledger_subscriptions"]
 _LOG = logging.getLogger(__name__)
 
 OPERATOR_ID = "operator"
-MAX_AUDIT_REQUEST_BYTES = 256  # {"from_size": N} is about 30 bytes
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ class LedgerService:
             return  # nobody registered listens there; do not let strangers make us publish
         if not self.responses.allowed(agent):
             return
-        ref, ref_seq = _reference(payload)
+        ref, ref_seq = rejection_reference(payload)
         body = RejectionBody(ref=ref, ref_seq=ref_seq, reason=exc.reason, detail=exc.detail[:512])
         topic = self.config.topics.error(agent)
         self.responses.offer(lambda: self._publish(topic, body, interval=0, retain=False))
@@ -323,7 +324,7 @@ class LedgerService:
         proof from the tree size it saved (``{"from_size": N}``): at most one answer per
         household and checkpoint, within its rate limit, the proof built in the
         background; ignore (count) anything else. Never waits."""
-        from_size = _audit_from_size(payload)
+        from_size = audit_from_size(payload)
         size = self.ledger.size  # every append is checkpointed: the latest checkpoint's
         if agent not in self.ledger.keys or from_size is None or not 0 < from_size <= size:
             self.responses.counts.audit_ignored += 1
@@ -494,28 +495,3 @@ class LedgerService:
         expires = interval + self.config.interval_s
         message = self._signer.sign(body, interval=interval, seq=self._seq, expires=expires)
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=retain)
-
-
-def _audit_from_size(payload: bytes) -> int | None:
-    """N of an audit request ``{"from_size": N}`` (an int), or None."""
-    if len(payload) > MAX_AUDIT_REQUEST_BYTES:
-        return None
-    try:
-        request = json.loads(payload)
-    except (ValueError, RecursionError):  # not UTF-8 or not JSON
-        return None
-    if not isinstance(request, dict) or request.keys() != {"from_size"}:
-        return None
-    from_size = request["from_size"]
-    if not isinstance(from_size, int) or isinstance(from_size, bool):
-        return None
-    return from_size
-
-
-def _reference(payload: bytes) -> tuple[str, int | None]:
-    """The message id and seq of a rejected payload, as far as it can be read."""
-    try:
-        message = decode_message(payload)
-    except MessageError:
-        return hashlib.sha256(payload).hexdigest(), None
-    return message.message_id, message.header.seq

@@ -1,17 +1,26 @@
 """The operator's responses (``ledger/responder.py``): per-household token buckets and
-first-of-interval log keys on an injected clock, and the bounded queue that never
-makes the ingest wait."""
+first-of-interval log keys on an injected clock, the bounded queue that never makes
+the ingest wait, and reading what a response refers to (audit requests, rejected
+payloads)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
+import pytest
+
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, Side, decode_message, sign_message
 from wattmesh.ledger.responder import (
+    MAX_AUDIT_REQUEST_BYTES,
     RESPONSE_BURST,
     Build,
     FirstPerInterval,
     Responder,
     TokenBuckets,
+    audit_from_size,
+    rejection_reference,
 )
 
 
@@ -118,3 +127,38 @@ async def test_a_response_that_fails_to_build_or_send_is_counted_and_the_rest_go
         await asyncio.wait_for(responder.drained(), 5)
     assert done.is_set()
     assert responder.counts.as_tuple() == (1, 0, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"from_size": 12}', 12),
+        (b'{"from_size": 0}', 0),  # in range or not is the service's to judge
+        (b'{"from_size": true}', None),  # a bool is no size
+        (b'{"from_size": 1.5}', None),
+        (b'{"from_size": "3"}', None),
+        (b'{"from_size": 3, "more": 1}', None),
+        (b"[3]", None),
+        (b"not json", None),
+        (b"\xff\xfe", None),  # not UTF-8
+        (b"[" * 100_000, None),  # over the size limit before any parsing
+        (b'{"from_size": ' + b"1" * (MAX_AUDIT_REQUEST_BYTES) + b"}", None),
+    ],
+)
+def test_an_audit_request_names_a_size_or_nothing(payload: bytes, expected: int | None) -> None:
+    assert audit_from_size(payload) == expected
+
+
+def test_a_rejection_refers_to_the_message_id_or_the_payloads_hash() -> None:
+    wire = sign_message(
+        SigningKey.generate(),
+        OrderBody(Side.BUY, 10, 100_000),
+        market="m1",
+        interval=900,
+        agent="h1",
+        seq=7,
+        expires=1800,
+    ).to_wire()
+    assert rejection_reference(wire) == (decode_message(wire).message_id, 7)
+    junk = b'{"not": "a message"}'
+    assert rejection_reference(junk) == (hashlib.sha256(junk).hexdigest(), None)
