@@ -1,5 +1,7 @@
-"""The household's signed status: ``online`` when its agent connects, ``offline`` as
-its MQTT last will and before a clean shutdown (docs/protocol.md, "Status").
+"""The household's signed online/offline status and its MQTT last will.
+
+``online`` when its agent connects, ``offline`` as its MQTT last will and before a
+clean shutdown (docs/protocol.md, "Status").
 
 A status is a signed ``status`` message, so nobody but the household can say it is
 offline. Its ``seq`` orders the household's statuses: the ledger ignores one that is

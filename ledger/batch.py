@@ -1,5 +1,6 @@
-"""The state-free steps of a batch ingest (:meth:`ledger.ledger.Ledger.ingest_many`, the
-service's pipeline): which key each message is checked against, and the decoded batch.
+"""The state-free steps of a batch ingest: each message's key, and the decoded batch.
+
+Used by :meth:`ledger.ledger.Ledger.ingest_many` and the service's pipeline.
 
 Decoding a message and checking its signature need nothing of the ledger's state but
 the key, so both run wherever the caller likes (worker processes,

@@ -1,5 +1,6 @@
-"""Between the meter state and the log: settlement events to entries and postings, and
-logged entries back into the meter state on restart. No I/O."""
+"""Settlement events to log entries and postings, and logged entries back to meter state.
+
+Between the meter state and the log, both ways (the second on restart). No I/O."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The checks of ``ledger verify`` that need nothing but one entry: run inline or on
-worker processes.
+"""The checks of ``ledger verify`` that need nothing but one entry (inline or on workers).
 
 :mod:`ledger.verify` walks the log in order and keeps what depends on order: positions,
 leaf hashes, the Merkle tree, the key ring, order ids, checkpoint references. For each

@@ -1,5 +1,6 @@
-"""Which key of a household is valid at each point of the log: registration, rotation,
-revocation.
+"""Which key of a household is valid at each point of the log.
+
+Registration, rotation, revocation.
 
 Pure state, no I/O. The ledger (:mod:`ledger.ledger`) asks it which ``key``,
 ``key_rotation`` and ``key_revocation`` entries a registry calls for, applies each one

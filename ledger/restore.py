@@ -1,5 +1,7 @@
-"""Rebuilding the ledger's in-memory state after a restart: from the latest usable
-snapshot (:mod:`ledger.snapshot`), then every log entry after it, in order.
+"""Rebuilding the ledger's in-memory state after a restart.
+
+From the latest usable snapshot (:mod:`ledger.snapshot`), then every log entry after
+it, in order.
 
 Without a usable snapshot the whole log is replayed, entry by entry, exactly as the
 ledger applied it: key entries to the key ring, each household message's seq, readings

@@ -1,5 +1,4 @@
-"""Batch decoding and signature checks for the ledger's ingest, inline or on a process
-pool.
+"""Batch decoding and signature checks for the ledger's ingest (inline or on workers).
 
 A decode job ``(payload, key DER or None)`` gets the decoded message (or the
 MessageError saying why it does not decode) and whether its signature verified against

@@ -1,5 +1,7 @@
-"""A household's statement, built from the log alone: per interval what its meter measured,
-what it traded, the deviation the grid covered, the price and the cost.
+"""A household's statement, built from the log alone.
+
+Per interval: what its meter measured, what it traded, the deviation the grid covered,
+the price and the cost.
 
 Pure: :func:`build_statement` reads parsed log entries (``json.loads`` of each leaf).
 Each interval's figures are its last revision (settlement or correction), the network

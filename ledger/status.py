@@ -1,5 +1,6 @@
-"""Households' signed status: which ones the gate need not wait for, and why a
-replayed old status changes nothing, also after a restart.
+"""Households' signed status: which ones the gate need not wait for.
+
+And why a replayed old status changes nothing, also after a restart.
 
 A household's status (``online``/``offline``, :class:`broker.messages.StatusBody`) is
 signed by its key; its seqs rise across connections (docs/protocol.md, "Status").

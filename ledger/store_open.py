@@ -1,5 +1,7 @@
-"""Opening a ledger database: which URLs are accepted, whether a SQLite path can hold
-one, a read-only engine, and database failures as :class:`StoreError` (one line).
+"""Opening a ledger database, and its failures as one-line errors.
+
+Which URLs are accepted, whether a SQLite path can hold one, a read-only engine, and
+database failures as :class:`StoreError` (one line).
 
 A SQLite file is checked before SQLite touches it: its folder must exist, and an
 existing file must be a SQLite database (its 16-byte header) or empty. Read-only

@@ -1,5 +1,7 @@
-"""Check a whole ledger from its tables alone: hashes, signatures, Merkle roots, stored
-tree nodes, checkpoints (their signed notes) and the proofs between them.
+"""``ledger verify``: check a whole ledger from its tables alone.
+
+Hashes, signatures, Merkle roots, stored tree nodes, checkpoints (their signed notes)
+and the proofs between them.
 
 Used by ``wattmesh ledger verify``. Any changed, removed or inserted row shows up as
 the first entry (or checkpoint) that does not hold. A stored tree node that disagrees

@@ -7,6 +7,7 @@ module the document does not name by its path, e.g. ``ledger/verify.py``.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -77,3 +78,15 @@ def test_no_table_cell_of_the_architecture_runs_long() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8")
     long_cells = [cell for cell in table_cells(text) if len(cell.split()) > MAX_CELL_WORDS]
     assert long_cells == []
+
+
+def test_every_module_opens_with_one_line_that_says_what_it_is() -> None:
+    """A module's docstring starts with one line, then a blank line or its end: the line
+    a newcomer reads first (the detail follows, or lives in docs)."""
+    unclear = []
+    for module in product_modules():
+        doc = ast.get_docstring(ast.parse((ROOT / module).read_text(encoding="utf-8")))
+        lines = [] if doc is None else doc.splitlines()
+        if not lines or not lines[0].strip() or (len(lines) > 1 and lines[1].strip()):
+            unclear.append(module)
+    assert unclear == []
