@@ -12,11 +12,11 @@ It acts on a forecast only when the forecasting service's key signed it
 (``forecaster_key``; without one it orders no trade at once), and, given the
 operator's key, on announcements and rejections only when the operator signed them.
 Everything else it receives is counted per reason and logged in aggregate
-(:mod:`agents.inbound`).
+(:mod:`agents._inbound`).
 
-Its parts: :mod:`agents.resend` (the interval traded and the repeated-open rule),
-:mod:`agents.ordering` (the order for an interval), :mod:`agents.diagnostics` (when
-and how its health report goes out) and :mod:`agents.audit_feed` (the audit of the
+Its parts: :mod:`agents._resend` (the interval traded and the repeated-open rule),
+:mod:`agents._ordering` (the order for an interval), :mod:`agents._diagnostics` (when
+and how its health report goes out) and :mod:`agents._audit_feed` (the audit of the
 operator's log).
 """
 
@@ -27,20 +27,20 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from wattmesh.agents.audit import Auditor, CheckpointStore, MemoryCheckpointStore
-from wattmesh.agents.audit_feed import AuditFeed
+from wattmesh.agents._audit import Auditor, CheckpointStore, MemoryCheckpointStore
+from wattmesh.agents._audit_feed import AuditFeed
+from wattmesh.agents._clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
+from wattmesh.agents._diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from wattmesh.agents._inbound import LogTally
+from wattmesh.agents._ordering import forecast_figures, order_for_interval
+from wattmesh.agents._publisher import DirectPublisher, DurablePublisher, Publisher
+from wattmesh.agents._resend import TradedInterval
+from wattmesh.agents._strategy import LimitPricePolicy
 from wattmesh.agents.battery import BatteryController
-from wattmesh.agents.clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
-from wattmesh.agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
-from wattmesh.agents.inbound import LogTally
 from wattmesh.agents.meter import Clock, MarketClock, Meter, system_clock
 from wattmesh.agents.metering.errors import MeterError
-from wattmesh.agents.ordering import forecast_figures, order_for_interval
 from wattmesh.agents.presence import StatusSigner
-from wattmesh.agents.publisher import DirectPublisher, DurablePublisher, Publisher
-from wattmesh.agents.resend import TradedInterval
 from wattmesh.agents.sequence import SeqSource
-from wattmesh.agents.strategy import LimitPricePolicy
 from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
 from wattmesh.broker.errors import MessageError
@@ -118,7 +118,7 @@ class HouseholdAgent:
     straight to the transport (simulations).
 
     With ``config.operator_key`` set the agent audits the operator's log
-    (:mod:`agents.audit_feed`, :mod:`agents.audit`), keeping its last verified
+    (:mod:`agents._audit_feed`, :mod:`agents._audit`), keeping its last verified
     checkpoint in ``checkpoints`` (the real agent: a file in its state directory;
     default: in memory).
     """

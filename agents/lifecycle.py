@@ -19,17 +19,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.audit import CHECKPOINT_FILE, CheckpointFile
-from wattmesh.agents.battery import BatteryController
-from wattmesh.agents.meter import Meter
-from wattmesh.agents.outbox import DEFAULT_CAPACITY, Outbox
-from wattmesh.agents.presence import StatusSigner
-from wattmesh.agents.publisher import (
+from wattmesh.agents._audit import CHECKPOINT_FILE, CheckpointFile
+from wattmesh.agents._outbox import DEFAULT_CAPACITY, Outbox
+from wattmesh.agents._publisher import (
     DEFAULT_COMMIT_INTERVAL_S,
     DEFAULT_MAX_IN_FLIGHT,
     DurablePublisher,
 )
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
+from wattmesh.agents.battery import BatteryController
+from wattmesh.agents.meter import Meter
+from wattmesh.agents.presence import StatusSigner
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.transport import TransportConfig
 

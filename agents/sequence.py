@@ -29,7 +29,7 @@ class MemorySequence:
 class FileSequence:
     """A counter kept in a small file, written atomically before each number is used.
 
-    The real agent now keeps its counter in the outbox (:mod:`agents.outbox`), which
+    The real agent now keeps its counter in the outbox (:mod:`agents._outbox`), which
     continues above this file's number when it finds one (``agents.lifecycle``).
     """
 

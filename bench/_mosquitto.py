@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wattmesh.broker.mosquitto import find_mosquitto, free_port
-from wattmesh.broker.mqtt_packets import (
+from wattmesh.broker._mqtt_packets import (
     FrameReader,
     connect_packet,
     publish_packet,
     subscribe_packet,
 )
+from wattmesh.broker.mosquitto import find_mosquitto, free_port
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ from typing import Any
 from _machine import machine_line
 from _mosquitto import RawClient, publish_packets, run_mosquitto
 
+from wattmesh.broker._mqtt_packets import (
+    DISCONNECT_BYTES,
+)
 from wattmesh.broker.keys import SigningKey, write_key_pair
 from wattmesh.broker.messages import (
     AnnouncementBody,
@@ -47,9 +50,6 @@ from wattmesh.broker.messages import (
     Side,
     decode_message,
     sign_message,
-)
-from wattmesh.broker.mqtt_packets import (
-    DISCONNECT_BYTES,
 )
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig

@@ -42,11 +42,11 @@ import aiomqtt
 from _machine import machine_line
 from _mosquitto import RawClient, publish_packets, run_mosquitto
 
-from wattmesh.broker.keys import SigningKey
-from wattmesh.broker.messages import OrderBody, Side, sign_message
-from wattmesh.broker.mqtt_packets import (
+from wattmesh.broker._mqtt_packets import (
     DISCONNECT_BYTES,
 )
+from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.messages import OrderBody, Side, sign_message
 from wattmesh.broker.subscriber import Subscriber
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig

@@ -1,6 +1,6 @@
 """Clearing N orders with each market mechanism, beside the original uniform auction.
 
-The baseline is ``ledger.mechanisms.auctions.clear_uniform`` (as every ledger ran before
+The baseline is ``ledger.mechanisms._auctions.clear_uniform`` (as every ledger ran before
 mechanisms were selectable), timed in the same run on the same book. Each mechanism
 also returns the grid rest of every order, which the baseline does not. Median of
 ``--repeat`` runs; a random book, half buys and half sells, limits spread over the
@@ -21,7 +21,7 @@ from _machine import machine_line
 
 from wattmesh.broker.messages import Side
 from wattmesh.ledger.clearing import GridTariff, Order
-from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms._auctions import clear_uniform
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import MECHANISMS, Mechanism
 

@@ -1,7 +1,7 @@
 """Backfill rate of the agent's outbox: window 1 (one publish per round trip) vs more.
 
 A backlog of N stored readings (520-byte payloads, about a signed reading) is sent by
-:class:`agents.publisher.DurablePublisher` over a private Mosquitto, from entering
+:class:`agents._publisher.DurablePublisher` over a private Mosquitto, from entering
 the publisher until ``flush`` returns (every PUBACK received, deletions committed).
 Baseline in the same run: ``max_in_flight=1``, what the sender did before (one
 message per broker round trip). Two links: loopback, and loopback through a proxy
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._machine import machine_line  # noqa: E402
-from wattmesh.agents.outbox import Outbox  # noqa: E402
-from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher  # noqa: E402
+from wattmesh.agents._outbox import Outbox  # noqa: E402
+from wattmesh.agents._publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher  # noqa: E402
 from wattmesh.broker.mosquitto import private_mosquitto  # noqa: E402
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig  # noqa: E402
 

@@ -56,8 +56,8 @@ async def _backfill(count: int) -> None:
     """Send a stored backlog of ``count`` readings; baseline: bare sequential publishes."""
     import time
 
-    from wattmesh.agents.outbox import Outbox
-    from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
+    from wattmesh.agents._outbox import Outbox
+    from wattmesh.agents._publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
     from wattmesh.broker.mosquitto import private_mosquitto
     from wattmesh.broker.topics import Topics
     from wattmesh.broker.transport import Transport, TransportConfig

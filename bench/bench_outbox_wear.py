@@ -2,7 +2,7 @@
 
 Simulates an agent taking one reading per second, each published and acknowledged
 before the next (the steady state on a healthy link), in compressed time: the
-operations per simulated second run back to back. The outbox (agents/outbox.py:
+operations per simulated second run back to back. The outbox (agents/_outbox.py:
 WAL, synchronous=FULL, 1 KiB pages) does what DurablePublisher does with its 1 s
 commit interval: per second one commit holding the new reading, the counter and the
 deletion of the previous, acknowledged reading. The naive baseline is the obvious
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._machine import machine_line  # noqa: E402
-from wattmesh.agents.outbox import Outbox  # noqa: E402
+from wattmesh.agents._outbox import Outbox  # noqa: E402
 
 # A signed reading on the wire is about 520 bytes; the topic about 40.
 PAYLOAD = b"x" * 520

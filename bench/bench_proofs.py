@@ -25,7 +25,7 @@ from pathlib import Path
 from _machine import machine_line
 
 from wattmesh.broker.tlog import verify_inclusion_hash
-from wattmesh.ledger.merkle import inclusion_proof_from_hashes
+from wattmesh.ledger._merkle import inclusion_proof_from_hashes
 from wattmesh.ledger.proofs import (
     inclusion_proof_from_source,
     inclusion_ranges,

@@ -2,7 +2,7 @@
 
 A real :class:`ledger.ledger.Ledger` (SQLite) with H households: two intervals of
 signed readings and orders (the second one also settles the first), then times
-``ledger.audit_messages.audit_messages`` for the second interval (the signed checkpoint with
+``ledger._audit_messages.audit_messages`` for the second interval (the signed checkpoint with
 its consistency proof and every household's receipt with inclusion proofs, from the
 nodes the interval wrote plus the cached left edge of the tree). Baseline in the same
 run: one ``inclusion_proof_from_source`` on the store per entry (one query each). Also
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from _machine import machine_line
 
-from wattmesh.agents.audit import Auditor, MemoryCheckpointStore
+from wattmesh.agents._audit import Auditor, MemoryCheckpointStore
 from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
-from wattmesh.ledger.audit_messages import audit_messages, household_entries
+from wattmesh.ledger._audit_messages import audit_messages, household_entries
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
 from wattmesh.ledger.proofs import inclusion_proof_from_source

@@ -30,9 +30,9 @@ from _machine import machine_line
 from bench_verify import MARKET, build
 
 from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger._snapshot import decode_snapshot, encode_snapshot
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.logcheck import check_log
-from wattmesh.ledger.snapshot import decode_snapshot, encode_snapshot
 from wattmesh.ledger.startcheck import check_in_tree, check_latest_checkpoint, check_signed
 from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
 from wattmesh.ledger.verify import verify_ledger

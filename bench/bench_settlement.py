@@ -21,7 +21,7 @@ import time
 
 from _machine import machine_line
 
-from wattmesh.ledger.booking import book
+from wattmesh.ledger._booking import book
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.metering import Metering
 from wattmesh.ledger.settlement import Registers, settle_household

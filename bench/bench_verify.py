@@ -24,9 +24,9 @@ from _machine import machine_line
 
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
+from wattmesh.ledger._merkle import CompactRange, root_from_leaf_hashes
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import Ledger
-from wattmesh.ledger.merkle import CompactRange, root_from_leaf_hashes
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
 

@@ -1,8 +1,8 @@
 """A household's grid connection: the most energy it can carry (docs/protocol.md).
 
 One definition, shared by the ledger (an order's bound, a reading's plausibility:
-:mod:`ledger.admission`, :mod:`ledger.settlement`) and the agent (its orders never go
-beyond it: :mod:`agents.strategy`).
+:mod:`ledger._admission`, :mod:`ledger.settlement`) and the agent (its orders never go
+beyond it: :mod:`agents._strategy`).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class RejectReason(StrEnum):
     BEYOND_CONNECTION = "beyond_connection"  # an order above the connection over the interval
     # Counted by the ledger, never sent back (there is no household to send it to):
     BAD_TOPIC = "bad_topic"  # not a household topic of the market this service reads
-    # A household's status beyond its budget of statuses judged (ledger/status.py):
+    # A household's status beyond its budget of statuses judged (ledger/_status.py):
     # dropped undecoded, so a flood on a status topic costs no decode or verify each.
     STATUS_LIMITED = "status_limited"
 

@@ -6,7 +6,7 @@ PUBACK with its own ``send``, and every message passes through two queues and a
 future. At thousands of signed orders per second that, not the ledger, was the
 bottleneck (``bench/bench_ingest_mqtt.py``). :class:`Subscriber` is an asyncio
 protocol instead: each read of the socket is parsed in one pass
-(:class:`broker.mqtt_packets.PacketReader`), its PUBACKs go out in one write, and the
+(:class:`broker._mqtt_packets.PacketReader`), its PUBACKs go out in one write, and the
 messages land in one buffer that :meth:`Subscriber.messages` and
 :meth:`Subscriber.buffered` drain.
 
@@ -23,9 +23,9 @@ buffer, as paho does; a message the broker sends again (its PUBACK was lost with
 connection) arrives again, with ``dup`` set on the wire. Backpressure: when the
 buffer holds ``inbound_queue_size`` messages the client stops reading the socket
 (TCP then holds the broker back) and reads again below half of it. A packet the
-broker should not send is a :class:`~broker.mqtt_packets.MqttProtocolError`: the
+broker should not send is a :class:`~broker._mqtt_packets.MqttProtocolError`: the
 connection is dropped, counted and made again. A PUBLISH above
-:data:`~broker.mqtt_packets.MAX_PACKET_BYTES` (a broker without the documented
+:data:`~broker._mqtt_packets.MAX_PACKET_BYTES` (a broker without the documented
 ``message_size_limit``) is not: it is skipped as it streams in, acknowledged, counted
 (:attr:`Subscriber.oversize`) and logged in aggregate, and the connection stays up.
 """
@@ -41,8 +41,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from wattmesh.broker.errors import BrokerError
-from wattmesh.broker.mqtt_packets import (
+from wattmesh.broker._mqtt_packets import (
     CONNACK,
     DISCONNECT_BYTES,
     MAX_PACKET_BYTES,
@@ -60,8 +59,9 @@ from wattmesh.broker.mqtt_packets import (
     suback_codes,
     subscribe_packet,
 )
+from wattmesh.broker._transport_config import Session, TransportConfig, backoff_delays
+from wattmesh.broker.errors import BrokerError
 from wattmesh.broker.transport import Message
-from wattmesh.broker.transport_config import Session, TransportConfig, backoff_delays
 
 __all__ = ["Subscriber"]
 

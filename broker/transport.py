@@ -40,9 +40,7 @@ from typing import Any, Self
 
 import aiomqtt
 
-from wattmesh.broker._transport_reader import read_queue, rescue_queued
-from wattmesh.broker.errors import BrokerError, FailureError
-from wattmesh.broker.transport_config import (
+from wattmesh.broker._transport_config import (
     DEFAULT_MQTT_PORT,
     BrokerAddress,
     ConnectMessages,
@@ -55,7 +53,9 @@ from wattmesh.broker.transport_config import (
     backoff_delays,
     parse_broker_url,
 )
-from wattmesh.broker.transport_link import Link
+from wattmesh.broker._transport_link import Link
+from wattmesh.broker._transport_reader import read_queue, rescue_queued
+from wattmesh.broker.errors import BrokerError, FailureError
 
 __all__ = [
     "DEFAULT_MQTT_PORT",

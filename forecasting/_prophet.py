@@ -1,7 +1,7 @@
 """Thin adapter around Prophet: the only module that touches prophet, pandas or cmdstanpy.
 
 Everything heavy is imported lazily inside :func:`fit_predict`, so importing this module
-(and ``forecasting.models``) stays cheap. Inputs and outputs are plain Python values:
+(and ``forecasting._models``) stays cheap. Inputs and outputs are plain Python values:
 epoch seconds (UTC) and Wh per interval in, Wh per interval (floats, unrounded) out.
 """
 

@@ -22,7 +22,7 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.forecasting.models import (
+from wattmesh.forecasting._models import (
     Forecast,
     Series,
     intervals_per_day,

@@ -1,7 +1,7 @@
 """The clearing's values: orders, the grid's tariff, fills and the local result.
 
 The auctions that produce them are in :mod:`ledger.mechanisms` (the default, uniform
-price: :func:`ledger.mechanisms.auctions.clear_uniform`). The grid bounds every order: a
+price: :func:`ledger.mechanisms._auctions.clear_uniform`). The grid bounds every order: a
 buyer never needs to pay more than the retail tariff, a seller never needs to take less
 than the feed-in tariff. What is left unmatched is settled with the grid at its tariffs
 (see :mod:`ledger.settlement`).

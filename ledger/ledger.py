@@ -1,8 +1,8 @@
 """The ledger's core: the interval state machine over the verifiable log.
 
 Open an interval, accept signed messages into it (the checks are
-:mod:`ledger.admission`'s), close it (clear, settle, log, checkpoint, and a snapshot of the
-state after it), and rebuild the state after a restart (:mod:`ledger.restore`: from the
+:mod:`ledger._admission`'s), close it (clear, settle, log, checkpoint, and a snapshot of the
+state after it), and rebuild the state after a restart (:mod:`ledger._restore`: from the
 latest snapshot and the entries after it). No network here: the MQTT adapter
 (:mod:`ledger.service`) feeds payloads in and publishes what comes out. The only I/O is
 the store: the log, written once per interval in one transaction together with the
@@ -23,10 +23,14 @@ from fractions import Fraction
 from wattmesh.broker.errors import ConfigError, MessageError, RejectReason
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import OrderBody, ReadingBody, SignedMessage, decode_message
+from wattmesh.ledger._admission import Admission, OpenInterval, RedeliveredError
+from wattmesh.ledger._batch import DecodeJobs, PreparedBatch, decode_jobs, prepared
+from wattmesh.ledger._booking import book
+from wattmesh.ledger._gcpause import gc_paused
+from wattmesh.ledger._merkle import CompactRange, leaf_hash
+from wattmesh.ledger._restore import logged_message, registers_of, restore_state
+from wattmesh.ledger._snapshot import LedgerState, encode_snapshot
 from wattmesh.ledger.accounts import Posting
-from wattmesh.ledger.admission import Admission, OpenInterval, RedeliveredError
-from wattmesh.ledger.batch import DecodeJobs, PreparedBatch, decode_jobs, prepared
-from wattmesh.ledger.booking import book
 from wattmesh.ledger.checkpoint import origin_for, sign_checkpoint
 from wattmesh.ledger.clearing import ClearingResult, GridTariff, Order
 from wattmesh.ledger.entries import (
@@ -37,17 +41,13 @@ from wattmesh.ledger.entries import (
     message_entry,
     trade_entry,
 )
-from wattmesh.ledger.gcpause import gc_paused
 from wattmesh.ledger.keyring import KeyLogError
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
-from wattmesh.ledger.merkle import CompactRange, leaf_hash
 from wattmesh.ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.metering import Flag, Metering, MeteringConfig, Revision
-from wattmesh.ledger.restore import logged_message, registers_of, restore_state
 from wattmesh.ledger.settlement import Settlement
 from wattmesh.ledger.sigcheck import InlineVerifier, SignatureVerifier
-from wattmesh.ledger.snapshot import LedgerState, encode_snapshot
 from wattmesh.ledger.store import Checkpoint, LedgerStore
 
 _LOG = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Ledger:
         store.set_meta_once(META_ORIGIN, self.origin)
         store.set_meta_once(META_OPERATOR_KEY, operator_key.verifying.pem().decode("ascii"))
         store.set_meta_once(META_MECHANISM, json.dumps(mechanism.to_json(), sort_keys=True))
-        # After a restart, the state the log holds (ledger.restore; from a snapshot).
+        # After a restart, the state the log holds (ledger._restore; from a snapshot).
         restored = restore_state(store, metering)
         self._keyring = restored.keyring
         self._admission = Admission(
@@ -126,7 +126,7 @@ class Ledger:
 
     @property
     def rejections(self) -> Counter[RejectReason]:
-        """Rejected messages per reason (:class:`ledger.admission.Admission`)."""
+        """Rejected messages per reason (:class:`ledger._admission.Admission`)."""
         return self._admission.rejections
 
     @property
@@ -171,7 +171,7 @@ class Ledger:
 
     def state(self) -> LedgerState:
         """The in-memory state between intervals (what a snapshot holds): the ledger's own
-        objects, not copies, so encode it (:func:`ledger.snapshot.encode_snapshot`) or
+        objects, not copies, so encode it (:func:`ledger._snapshot.encode_snapshot`) or
         read it, never change it."""
         if self._open is not None:
             raise RuntimeError("the state is taken between intervals")
@@ -325,11 +325,11 @@ class Ledger:
 
     def decode_jobs(self, items: Sequence[tuple[bytes, str | None]]) -> DecodeJobs:
         """Step 1 of :meth:`ingest_many`: each payload with the key of its topic's
-        household (:func:`ledger.batch.decode_jobs`), to decode and verify anywhere."""
+        household (:func:`ledger._batch.decode_jobs`), to decode and verify anywhere."""
         return decode_jobs(items, self._keyring.valid, self._keyring.valid_der)
 
     def admit_batch(self, batch: PreparedBatch) -> list[SignedMessage | MessageError]:
-        """Step 2 of :meth:`ingest_many`: with the batch decoded (:func:`ledger.batch.prepared`),
+        """Step 2 of :meth:`ingest_many`: with the batch decoded (:func:`ledger._batch.prepared`),
         apply every other check and accept, in arrival order. A message whose key changed
         since :meth:`decode_jobs`, or whose signature did not verify, is checked again
         inline, so the decision is always the one :meth:`ingest` makes now."""

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
+from wattmesh.ledger._restore import replay_state, snapshot_state
+from wattmesh.ledger._snapshot import SnapshotError, encode_snapshot
 from wattmesh.ledger.metering import MeteringConfig
-from wattmesh.ledger.restore import replay_state, snapshot_state
-from wattmesh.ledger.snapshot import SnapshotError, encode_snapshot
 from wattmesh.ledger.startcheck import LogDamaged
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger

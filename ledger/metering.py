@@ -286,7 +286,7 @@ class Metering:
             for at in [at for at in house.readings if at < keep_from]:
                 del house.readings[at]
 
-    # --- snapshots (ledger.snapshot) -----------------------------------------------------
+    # --- snapshots (ledger._snapshot) -----------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
         """The meter state as JSON values (integers and strings), in a canonical order

@@ -64,7 +64,7 @@ class IntervalSummary:
     rejections: dict[str, int] = field(default_factory=dict)  # per reason
     redeliveries: int = 0
     skipped: int = 0  # interval starts passed unopened before this one
-    responses: int = 0  # rejections and audit answers sent (ledger.responder)
+    responses: int = 0  # rejections and audit answers sent (ledger._responder)
     limited: int = 0  # ... not sent: over the household's rate limit
     dropped: int = 0  # ... not sent: the queue was full, or sending failed
     audit_ignored: int = 0  # audit requests not answered (malformed, unknown household)
@@ -106,7 +106,7 @@ def summarize(
     responses: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> IntervalSummary:
     """``responses``: sent, limited, dropped, audit_ignored (as
-    :meth:`ledger.responder.ResponseCounts.as_tuple`)."""
+    :meth:`ledger._responder.ResponseCounts.as_tuple`)."""
     sent, limited, dropped, audit_ignored = responses
     return IntervalSummary(
         interval=outcome.interval,

@@ -2,7 +2,7 @@
 
 Feeds household messages into :class:`ledger.ledger.Ledger`, sends rejections back on
 the household's error topic and answers audit requests (rate-limited per household,
-queued and sent in the background: :mod:`ledger.responder`), and runs each interval:
+queued and sent in the background: :mod:`ledger._responder`), and runs each interval:
 announce it open, wait until every registered household has sent its reading and
 order (or is offline), close the gate, clear, log, checkpoint, and announce the result.
 """
@@ -31,23 +31,23 @@ from wattmesh.broker.messages import (
 )
 from wattmesh.broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.ledger.audit_messages import (
+from wattmesh.ledger._audit_messages import (
     AuditMessages,
     IntervalSource,
     audit_messages,
     checkpoint_body,
 )
-from wattmesh.ledger.batch import DecodeJobs, prepared
-from wattmesh.ledger.clearing import GridTariff
-from wattmesh.ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
-from wattmesh.ledger.responder import (
+from wattmesh.ledger._batch import DecodeJobs, prepared
+from wattmesh.ledger._responder import (
     FirstPerInterval,
     Responder,
     audit_from_size,
     rejection_reference,
 )
+from wattmesh.ledger._status import Statuses, StatusStore
+from wattmesh.ledger.clearing import GridTariff
+from wattmesh.ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from wattmesh.ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
-from wattmesh.ledger.status import Statuses, StatusStore
 
 __all__ = ["LedgerService", "OperatorConfig", "ledger_subscriptions"]
 
@@ -107,7 +107,7 @@ class LedgerService:
         self.key = key
         self.transport = transport
         self._signer = Signer(key, config.topics.market_id, OPERATOR_ID)
-        # Households' signed statuses (ledger/status.py): the last taken from each is
+        # Households' signed statuses (ledger/_status.py): the last taken from each is
         # kept in the database, and a new process takes those first.
         self.statuses = Statuses(config.topics.market_id)
         self._kept_statuses = StatusStore(ledger.store.engine)
@@ -249,7 +249,7 @@ class LedgerService:
             self._bad_topic(message.topic, where)
 
     def _status(self, agent: str, payload: bytes) -> None:
-        """Take a household's signed status (:class:`ledger.status.Statuses`) and keep
+        """Take a household's signed status (:class:`ledger._status.Statuses`) and keep
         it in the database; anything else (unsigned, forged, another household's, a
         replayed older one) is counted per reason and changes nothing, and no rejection
         is sent. An empty payload (a cleared retained status) and a copy of the last
@@ -353,7 +353,7 @@ class LedgerService:
         return self._publish(topic, body, interval=latest.interval, retain=False)
 
     def audit_messages(self, outcome: IntervalOutcome) -> AuditMessages:
-        """The interval's checkpoint body and receipts (:mod:`ledger.audit_messages`)."""
+        """The interval's checkpoint body and receipts (:mod:`ledger._audit_messages`)."""
         return audit_messages(
             self.ledger.store,
             outcome.checkpoint,

@@ -1,6 +1,6 @@
 """What a restart relies on, checked before the ledger opens an interval.
 
-:mod:`ledger.restore` rebuilds the state from the latest snapshot and the entries
+:mod:`ledger._restore` rebuilds the state from the latest snapshot and the entries
 after it (or, without a usable snapshot, from every entry). Each entry it reads is
 checked here against its stored leaf hash, and the tree it ends with against the
 latest signed checkpoint (same size, same root, the operator's signature), so a
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.broker.keys import VerifyingKey
+from wattmesh.ledger._merkle import CompactRange, leaf_hash
 from wattmesh.ledger.checkpoint import verify_checkpoint
-from wattmesh.ledger.merkle import CompactRange, leaf_hash
 from wattmesh.ledger.meta import META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.proofs import NodeRef, range_nodes
 from wattmesh.ledger.store import Checkpoint, LedgerStore, LogEntry

@@ -4,7 +4,7 @@ SQLite by default (a file URL), PostgreSQL by URL. Each interval is appended in 
 database transaction together with the checkpoint that covers it and the Merkle tree
 nodes it completes, so every committed entry is covered by a signed checkpoint and
 proofs read O(log n) rows (:class:`StoreHashSource`). The log tables are append-only in
-the database itself: triggers refuse UPDATE and DELETE (``ledger/append_only.py``).
+the database itself: triggers refuse UPDATE and DELETE (``ledger/_append_only.py``).
 
 Beside the log, the intake (:class:`IntakeRow`) keeps the household messages accepted
 into the open interval as they are accepted, so a restarted ledger can admit them
@@ -35,10 +35,10 @@ from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from wattmesh.broker.errors import ConfigError
-from wattmesh.ledger.append_only import install_append_only_triggers
-from wattmesh.ledger.bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS, bulk_writer
+from wattmesh.ledger._append_only import install_append_only_triggers
+from wattmesh.ledger._bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS, bulk_writer
+from wattmesh.ledger._merkle import leaf_hash
 from wattmesh.ledger.entries import NewEntry
-from wattmesh.ledger.merkle import leaf_hash
 from wattmesh.ledger.proofs import NodeRef, nodes_ending_in
 from wattmesh.ledger.store_errors import NoLedgerDatabase
 from wattmesh.ledger.store_open import (
@@ -162,7 +162,7 @@ class Checkpoint:
 
 
 class SnapshotRow(SQLModel, table=True):
-    """The ledger's derived state as of ``tree_size`` entries (:mod:`ledger.snapshot`):
+    """The ledger's derived state as of ``tree_size`` entries (:mod:`ledger._snapshot`):
     not part of the log; only the latest is kept."""
 
     __tablename__ = SNAPSHOT_TABLE
@@ -433,12 +433,12 @@ class LedgerStore:
         them already (the ledger's tree computed them); otherwise they are computed here.
         ``intake_through``: delete, in the same transaction, the intake of every
         interval up to this one (the entries log what it held). ``snapshot``: the
-        ledger's state after these entries (:mod:`ledger.snapshot`), stored in the same
+        ledger's state after these entries (:mod:`ledger._snapshot`), stored in the same
         transaction in place of any older one.
 
         The rows go through the DBAPI cursor of the SQLAlchemy transaction: one
         ``executemany`` per table on SQLite, ``COPY`` on PostgreSQL (see
-        :mod:`ledger.bulk`), since per-row parameter dictionaries cost more than the
+        :mod:`ledger._bulk`), since per-row parameter dictionaries cost more than the
         database's own work at 10,000 entries per interval.
         """
         if checkpoint.tree_size != first_idx + len(entries):

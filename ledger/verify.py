@@ -21,11 +21,11 @@ from itertools import pairwise
 from wattmesh.broker.errors import FailureError, LedgerError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
+from wattmesh.ledger._entrycheck import RowChecker
+from wattmesh.ledger._merkle import CompactRange, leaf_hash
 from wattmesh.ledger.checkpoint import verify_checkpoint
 from wattmesh.ledger.entries import EntryKind
-from wattmesh.ledger.entrycheck import RowChecker
 from wattmesh.ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
-from wattmesh.ledger.merkle import CompactRange, leaf_hash
 from wattmesh.ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.proofs import (
     NodeRef,
@@ -117,7 +117,7 @@ _MESSAGE_PREFIXES = {kind: b'{"kind":"' + kind.encode() + b'","sig":"' for kind 
 def _check_message(entry: StoredEntry, state: _State) -> None:
     """A reading or order: the exact layout ``message_entry`` writes and the key valid
     for its agent here; the rest (a canonical signed envelope whose header matches the
-    columns, signed by that key) is checked by :mod:`ledger.entrycheck`."""
+    columns, signed by that key) is checked by :mod:`ledger._entrycheck`."""
     idx, kind, data = entry[0], entry[2], entry[5]
     prefix = _MESSAGE_PREFIXES[kind]
     cut = data.find(_SIGNED_SEP, len(prefix))

@@ -57,7 +57,7 @@ _STATEMENT_START = r"(?:(?<![\w.])|(?<=\\n))"
 _FROM = re.compile(rf"{_STATEMENT_START}(from\s+)({_PKG})(?=[\s.])")
 # `import agents.x, broker.y` as a statement inside a string (a probe for a child).
 _IMPORT_LIST = re.compile(rf"{_STATEMENT_START}(import\s+)({_DOTTED}(?:\s*,\s*{_DOTTED})*)")
-# A dotted path in prose or a string: `agents.outbox`, `ledger.service.LedgerService`.
+# A dotted path in prose or a string: `agents._outbox`, `ledger.service.LedgerService`.
 _MODULE_PATH = re.compile(rf"(?<![\w./-])({_PKG})\.([A-Za-z_][A-Za-z0-9_]*)")
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.ledgerkit import T0
+from wattmesh.agents._audit import Auditor, CheckpointFile
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.audit import Auditor, CheckpointFile
 from wattmesh.agents.meter import MeterReading
 from wattmesh.agents.sequence import MemorySequence
 from wattmesh.broker.keys import SigningKey

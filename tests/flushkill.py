@@ -20,7 +20,7 @@ import sys
 from wattmesh.broker.errors import MessageError
 from wattmesh.broker.messages import ReadingBody, SignedMessage
 from wattmesh.cli import main
-from wattmesh.ledger.batch import PreparedBatch
+from wattmesh.ledger._batch import PreparedBatch
 from wattmesh.ledger.ledger import Ledger
 
 

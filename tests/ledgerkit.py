@@ -17,7 +17,7 @@ from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import OrderBody, ReadingBody, Side, sign_message
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from wattmesh.ledger.append_only import trigger_names
+from wattmesh.ledger._append_only import trigger_names
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.mechanisms.catalog import Mechanism

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.outagekit import CountingMeter
+from wattmesh.agents._outbox import Outbox
+from wattmesh.agents._publisher import DurablePublisher
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.outbox import Outbox
 from wattmesh.agents.presence import StatusSigner
-from wattmesh.agents.publisher import DurablePublisher
 from wattmesh.broker.keys import SigningKey, VerifyingKey, write_key_pair
 from wattmesh.broker.messages import (
     AnnouncementBody,

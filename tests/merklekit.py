@@ -1,4 +1,4 @@
-"""Published RFC 6962/9162 test vectors for ledger.merkle, and a bit flipper for corruptions.
+"""Published RFC 6962/9162 test vectors for ledger._merkle, and a bit flipper for corruptions.
 
 The vectors come from transparency-dev/merkle (Apache-2.0):
 

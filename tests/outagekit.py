@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wattmesh.agents._outbox import Outbox
+from wattmesh.agents._publisher import DurablePublisher
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from wattmesh.agents.meter import MeterReading
-from wattmesh.agents.outbox import Outbox
-from wattmesh.agents.publisher import DurablePublisher
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import decode_message
 from wattmesh.broker.mosquitto import MosquittoProcess, Persistence

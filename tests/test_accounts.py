@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattmesh.broker.messages import canonical_bytes
+from wattmesh.ledger._booking import book
 from wattmesh.ledger.accounts import (
     FEES_ACCOUNT,
     GRID_ACCOUNT,
@@ -24,7 +25,6 @@ from wattmesh.ledger.accounts import (
     household_account,
     settlement_postings,
 )
-from wattmesh.ledger.booking import book
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.entries import posting_entry
 from wattmesh.ledger.metering import Revision

@@ -16,7 +16,7 @@ from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, households, new_led
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Side, decode_message
-from wattmesh.ledger.admission import Admission, OpenInterval, RedeliveredError
+from wattmesh.ledger._admission import Admission, OpenInterval, RedeliveredError
 from wattmesh.ledger.keyring import KeyRing
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.metering import MeteringConfig

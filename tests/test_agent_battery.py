@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_agent_config import _validate_cli, _write
+from wattmesh.agents._battery_strategy import battery_order_for
+from wattmesh.agents._strategy import LimitPricePolicy
 from wattmesh.agents.battery import BatterySpec
-from wattmesh.agents.battery_strategy import battery_order_for
-from wattmesh.agents.strategy import LimitPricePolicy
 from wattmesh.broker.keys import SigningKey, write_key_pair
 from wattmesh.broker.messages import (
     AnnouncementBody,

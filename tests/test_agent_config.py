@@ -11,14 +11,14 @@ from typing import get_args
 import pytest
 
 from tests.securebroker import make_pki
+from wattmesh.agents._clock import DEFAULT_MAX_DRIFT_S
+from wattmesh.agents._outbox import DEFAULT_CAPACITY
+from wattmesh.agents._publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
 from wattmesh.agents.agent import AgentConfig
 from wattmesh.agents.battery import PERMILLE
-from wattmesh.agents.clock import DEFAULT_MAX_DRIFT_S
 from wattmesh.agents.lifecycle import DEFAULT_FLUSH_TIMEOUT_S, OutboxSettings
 from wattmesh.agents.metering.p1 import P1Version
 from wattmesh.agents.metering.spec import ModbusRtuSpec, ModbusTcpSpec, P1SerialSpec, P1TcpSpec
-from wattmesh.agents.outbox import DEFAULT_CAPACITY
-from wattmesh.agents.publisher import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_MAX_IN_FLIGHT
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
 from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.keys import write_key_pair

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from wattmesh.agents._outbox import Outbox
 from wattmesh.agents.lifecycle import OUTBOX_FILE, open_agent_outbox
-from wattmesh.agents.outbox import Outbox
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     AnnouncementBody,

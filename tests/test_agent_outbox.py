@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.outagekit import INTERVAL, TIMEOUT_S, CountingMeter, Receiver, run_outage
+from wattmesh.agents._outbox import Outbox
+from wattmesh.agents._publisher import DurablePublisher
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.outbox import Outbox
-from wattmesh.agents.publisher import DurablePublisher
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.mosquitto import MosquittoProcess
 from wattmesh.broker.topics import Topics

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tests.outagekit import CountingMeter
 from tests.wirekit import MqttTap
+from wattmesh.agents._outbox import Outbox
+from wattmesh.agents._publisher import DurablePublisher
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.outbox import Outbox
-from wattmesh.agents.publisher import DurablePublisher
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     AnnouncementBody,

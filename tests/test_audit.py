@@ -11,8 +11,7 @@ import pytest
 
 from tests.auditkit import StepMeter
 from tests.ledgerkit import T0
-from wattmesh.agents.agent import AgentConfig, HouseholdAgent
-from wattmesh.agents.audit import (
+from wattmesh.agents._audit import (
     Alarm,
     Auditor,
     CheckpointFile,
@@ -22,6 +21,7 @@ from wattmesh.agents.audit import (
     entry_parties,
     judge_checkpoint,
 )
+from wattmesh.agents.agent import AgentConfig, HouseholdAgent
 from wattmesh.agents.sequence import MemorySequence
 from wattmesh.broker.audit_bodies import (
     MAX_RECEIPT_ENTRIES,
@@ -44,10 +44,10 @@ from wattmesh.broker.messages import (
 from wattmesh.broker.tlog import CheckpointBody
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from wattmesh.ledger.audit_messages import household_entries
+from wattmesh.ledger._audit_messages import household_entries
+from wattmesh.ledger._merkle import consistency_proof, inclusion_proof, root_hash
 from wattmesh.ledger.checkpoint import checkpoint_note, sign_checkpoint
 from wattmesh.ledger.entries import message_entry
-from wattmesh.ledger.merkle import consistency_proof, inclusion_proof, root_hash
 
 ORIGIN = "wattmesh/m1"
 OPERATOR = SigningKey.generate()

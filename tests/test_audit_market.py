@@ -15,11 +15,11 @@ import pytest
 
 from tests.auditkit import STEP, TARIFF, TIMEOUT_S, market, new_ledger, until
 from tests.ledgerkit import T0
-from wattmesh.agents.audit import Alarm, Auditor
+from wattmesh.agents._audit import Alarm, Auditor
 from wattmesh.broker.audit_bodies import ReceiptEntry
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
-from wattmesh.ledger.audit_messages import AuditMessages
+from wattmesh.ledger._audit_messages import AuditMessages
 from wattmesh.ledger.checkpoint import checkpoint_note
 from wattmesh.ledger.ledger import IntervalOutcome
 from wattmesh.ledger.service import LedgerService, OperatorConfig

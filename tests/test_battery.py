@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wattmesh.agents._battery_strategy import battery_order_for, surplus_mode
+from wattmesh.agents._strategy import LimitPricePolicy
 from wattmesh.agents.battery import BatteryMode, BatterySpec, BatteryStep, step
 from wattmesh.agents.battery_meter import BatteryMeter
-from wattmesh.agents.battery_strategy import battery_order_for, surplus_mode
 from wattmesh.agents.meter import MarketClock, SimulatedMeter
-from wattmesh.agents.strategy import LimitPricePolicy
 from wattmesh.broker.messages import Side
 
 INTERVALS_S = st.sampled_from([60, 300, 900, 1800, 3600])

@@ -10,9 +10,9 @@ import pytest
 from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Side
+from wattmesh.ledger._merkle import root_hash
 from wattmesh.ledger.entries import EntryKind, checkpoint_ref_entry, clearing_entry
 from wattmesh.ledger.ledger import Ledger
-from wattmesh.ledger.merkle import root_hash
 from wattmesh.ledger.verify import verify_ledger
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from wattmesh.broker.messages import Side
 from wattmesh.ledger.clearing import ClearingResult, Fill, GridTariff, Order
-from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms._auctions import clear_uniform
 from wattmesh.ledger.money import cost_micro
 
 BUY, SELL = Side.BUY, Side.SELL

@@ -1,4 +1,4 @@
-"""When the agent reports its diagnostics, and how a report goes out (agents/diagnostics.py).
+"""When the agent reports its diagnostics, and how a report goes out (agents/_diagnostics.py).
 
 The schedule is pure; the sender publishes to a real Mosquitto.
 """
@@ -9,7 +9,7 @@ import asyncio
 import json
 import uuid
 
-from wattmesh.agents.diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from wattmesh.agents._diagnostics import DiagnosticsSender, ReportSchedule, Verdict
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 
 TIMEOUT_S = 10.0

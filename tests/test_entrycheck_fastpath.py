@@ -1,5 +1,5 @@
 """The verifier's quick paths for settlements, corrections, flags and postings
-(``ledger.entrycheck``) decide as the field-by-field checks they skip: the same
+(``ledger._entrycheck``) decide as the field-by-field checks they skip: the same
 outcome, and for a rejection the same reason.
 
 The reference here is the plain check, written out with the ledger's own parsers
@@ -18,6 +18,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from wattmesh.ledger._entrycheck import check_row, flag_holds, posting_holds, revision_holds
 from wattmesh.ledger.accounts import Posting, UnbalancedPosting, settlement_postings
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.entries import (
@@ -28,7 +29,6 @@ from wattmesh.ledger.entries import (
     posting_entry,
     revision_entry,
 )
-from wattmesh.ledger.entrycheck import check_row, flag_holds, posting_holds, revision_holds
 from wattmesh.ledger.metering import Flag, Revision
 from wattmesh.ledger.settlement import Basis, FlagReason, Settlement
 

@@ -27,7 +27,7 @@ from wattmesh.broker.errors import (
     RejectReason,
     WattmeshError,
 )
-from wattmesh.ledger.admission import RedeliveredError
+from wattmesh.ledger._admission import RedeliveredError
 from wattmesh.ledger.logcheck import DamageFound, SnapshotDisagrees
 from wattmesh.ledger.settlement import RegisterError
 from wattmesh.ledger.startcheck import LogDamaged

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wattmesh.forecasting import _prophet
-from wattmesh.forecasting.models import (
+from wattmesh.forecasting._models import (
     Forecast,
     Kind,
     Series,
@@ -88,7 +88,7 @@ def assert_int_wh(forecast: Forecast, *, history: Series, horizon: int) -> None:
 
 def test_importing_models_loads_neither_pandas_nor_prophet() -> None:
     code = (
-        "import sys, wattmesh.forecasting.models\n"
+        "import sys, wattmesh.forecasting._models\n"
         "heavy = {'pandas', 'numpy', 'prophet', 'cmdstanpy'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
@@ -325,13 +325,13 @@ def test_prophet_failure_falls_back_and_logs_once_at_debug(
         raise RuntimeError("optimisation diverged")
 
     monkeypatch.setattr(_prophet, "fit_predict", failing_fit)
-    caplog.set_level(logging.DEBUG, logger="wattmesh.forecasting.models")
+    caplog.set_level(logging.DEBUG, logger="wattmesh.forecasting._models")
     forecast = prophet_forecast(PV_HISTORY, DAY, kind="pv", min_history_intervals=DAY)
     expected = seasonal_naive(PV_HISTORY, DAY, season_intervals=DAY, kind="pv")
     assert forecast.values_wh == expected.values_wh
     assert forecast.model == "seasonal_naive"
     assert forecast.fallback_reason == "prophet failed: RuntimeError: optimisation diverged"
-    records = [r for r in caplog.records if r.name == "wattmesh.forecasting.models"]
+    records = [r for r in caplog.records if r.name == "wattmesh.forecasting._models"]
     assert len(records) == 1
     assert records[0].levelno == logging.DEBUG
     assert records[0].exc_info is not None
@@ -341,7 +341,7 @@ def test_prophet_runs_quietly_and_under_warnings_as_errors() -> None:
     # A fresh interpreter with no logging configured: cmdstanpy would attach its own stderr
     # handler and prophet would complain about plotly, unless their loggers are quietened.
     code = (
-        "from wattmesh.forecasting.models import Series, prophet_forecast\n"
+        "from wattmesh.forecasting._models import Series, prophet_forecast\n"
         f"s = Series({START_EPOCH_S}, 3600, tuple(100 + (i % 24) * 10 for i in range(24 * 14)))\n"
         "f = prophet_forecast(s, 24, kind='demand', min_history_intervals=48)\n"
         "assert (f.model, f.fallback_reason) == ('prophet', None), f\n"

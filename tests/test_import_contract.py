@@ -32,7 +32,7 @@ def test_every_agents_module_imports_without_heavy_dependencies() -> None:
     assert "wattmesh.agents.agent" in names and "wattmesh.agents.meter" in names
     assert {
         "wattmesh.agents.metering.p1",
-        "wattmesh.agents.metering.modbus",
+        "wattmesh.agents.metering._modbus",
         "wattmesh.agents.metering.spec",
     } <= set(names)
     loaded = _loaded_after("\n".join(f"import {name}" for name in names))

@@ -31,11 +31,11 @@ from tests.ledgerrunkit import (
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.ledger._responder import RESPONSE_BURST, RESPONSES_PER_S
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.ledger.operator import IntervalSummary, MarketOperator
-from wattmesh.ledger.responder import RESPONSE_BURST, RESPONSES_PER_S
 from wattmesh.ledger.schedule import Schedule
 from wattmesh.ledger.service import LedgerService, OperatorConfig
 from wattmesh.ledger.store import LedgerStore

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from tests.ledgerkit import MARKET, STEP, T0, House, drop_append_only_triggers
 from tests.test_ledger_snapshot import _market
 from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger._merkle import leaf_hash
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.logcheck import Leadership, LogCheck, SnapshotDisagrees, check_log
-from wattmesh.ledger.merkle import leaf_hash
 from wattmesh.ledger.startcheck import LogDamaged
 from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
 

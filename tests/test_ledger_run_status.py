@@ -19,9 +19,9 @@ import pytest
 from tests.ledgerrunkit import BOOK, ROOT, LedgerProcess, answering_households
 from tests.test_ledger_run_hostile import TIMEOUT_S, _market
 from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker._mqtt_packets import connect_packet, publish_packet
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Presence
-from wattmesh.broker.mqtt_packets import connect_packet, publish_packet
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 

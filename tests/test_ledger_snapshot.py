@@ -15,18 +15,18 @@ from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, new_ledger, rejecti
 from wattmesh.broker.errors import RejectReason
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Side
-from wattmesh.ledger.admission import RedeliveredError
-from wattmesh.ledger.clearing import Fill, GridTariff
-from wattmesh.ledger.keyring import KeyRing
-from wattmesh.ledger.ledger import Ledger
-from wattmesh.ledger.merkle import CompactRange
-from wattmesh.ledger.snapshot import (
+from wattmesh.ledger._admission import RedeliveredError
+from wattmesh.ledger._merkle import CompactRange
+from wattmesh.ledger._snapshot import (
     SNAPSHOT_VERSION,
     LedgerState,
     SnapshotError,
     decode_snapshot,
     encode_snapshot,
 )
+from wattmesh.ledger.clearing import Fill, GridTariff
+from wattmesh.ledger.keyring import KeyRing
+from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.store import SNAPSHOT_TABLE, LedgerStore
 from wattmesh.ledger.verify import verify_ledger
 
@@ -162,7 +162,7 @@ def test_an_unusable_snapshot_is_ignored_and_the_log_replayed(
             {"data": data, "size": size},
         )
     ledger.store.close()
-    with caplog.at_level(logging.WARNING, logger="wattmesh.ledger.restore"):
+    with caplog.at_level(logging.WARNING, logger="wattmesh.ledger._restore"):
         restarted = _restart(db_url, operator)
     assert "replaying" in caplog.text
     assert _state_bytes(restarted) == live
@@ -218,7 +218,7 @@ def test_a_snapshot_round_trips() -> None:
     decoded = decode_snapshot(encode_snapshot(state), None)
     assert decoded.key_entries == state.keyring.applied == (0,)
     again = decoded.state
-    assert not again.keyring.current  # filled from the log by ledger.restore
+    assert not again.keyring.current  # filled from the log by ledger._restore
     again.keyring.apply(
         "key", "h1", {"agent": "h1", "kid": _KEY.kid, "public_key": _b64(_KEY.der())}, at=0
     )

@@ -1,4 +1,4 @@
-"""The households' signed status on its own (ledger/status.py): which statuses are
+"""The households' signed status on its own (ledger/_status.py): which statuses are
 taken, and the last one taken kept in the database (SQLite and PostgreSQL), so a new
 process refuses a replayed older one too. Over Mosquitto with ``ledger run``:
 tests/test_ledger_run_status.py."""
@@ -15,7 +15,7 @@ from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Presence
 from wattmesh.broker.topics import Topics
-from wattmesh.ledger.status import STATUS_CHECK_BURST, STATUS_CHECK_EVERY_S, Statuses, StatusStore
+from wattmesh.ledger._status import STATUS_CHECK_BURST, STATUS_CHECK_EVERY_S, Statuses, StatusStore
 from wattmesh.ledger.store import LedgerStore
 
 TOPICS = Topics("m1")

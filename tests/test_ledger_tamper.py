@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from tests.ledgerkit import House, drop_append_only_triggers, new_ledger
 from tests.test_ledger import _run_two_intervals
 from wattmesh.broker.keys import SigningKey
+from wattmesh.ledger._merkle import leaf_hash
 from wattmesh.ledger.ledger import Ledger
-from wattmesh.ledger.merkle import leaf_hash
 from wattmesh.ledger.verify import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattmesh.agents.inbound import LogTally
+from wattmesh.agents._inbound import LogTally
 
 
 def test_the_first_of_a_reason_is_logged_then_one_summary_per_period() -> None:

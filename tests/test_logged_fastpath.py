@@ -1,4 +1,4 @@
-"""The verifier's glance at a plain logged message (``ledger.logged.plain_header``)
+"""The verifier's glance at a plain logged message (``ledger._logged.plain_header``)
 decides as the full decoding it skips: whenever it gives a header, ``decode_logged``
 accepts the same bytes with that header.
 
@@ -33,7 +33,7 @@ from wattmesh.broker.messages import (
     Side,
     sign_message,
 )
-from wattmesh.ledger.logged import decode_logged, plain_header
+from wattmesh.ledger._logged import decode_logged, plain_header
 
 _KEY = SigningKey.generate()
 _SIGNATURE = _KEY.sign(b"any")  # decoding does not check the signature

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from tests.test_clearing import books, ks, tariffs
 from wattmesh.broker.messages import Side
 from wattmesh.ledger.clearing import GridTariff, Order
-from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms._auctions import clear_uniform
+from wattmesh.ledger.mechanisms._community import mmr_price
 from wattmesh.ledger.mechanisms.base import MarketResult, MarketRules
 from wattmesh.ledger.mechanisms.catalog import MECHANISMS, USES_K, Mechanism
-from wattmesh.ledger.mechanisms.community import mmr_price
 from wattmesh.ledger.mechanisms.line_items import Account, net_by_account, postings
 from wattmesh.ledger.money import cost_micro
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from tests.test_clearing import HAND_BOOK, TARIFF
 from wattmesh.broker.messages import Side
 from wattmesh.ledger.clearing import Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms._community import pro_rata, sdr_price
 from wattmesh.ledger.mechanisms.base import GridFill, MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
-from wattmesh.ledger.mechanisms.community import pro_rata, sdr_price
 from wattmesh.ledger.mechanisms.line_items import Account, Posting, net_by_account, postings
 from wattmesh.ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 

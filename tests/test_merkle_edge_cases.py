@@ -17,7 +17,7 @@ from tests.merklekit import (
     ROOT_HASHES,
     SOME_HASH,
 )
-from wattmesh.ledger.merkle import (
+from wattmesh.ledger._merkle import (
     EMPTY_ROOT_HASH,
     HASH_SIZE,
     CompactRange,

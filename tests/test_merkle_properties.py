@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.merklekit import flip
-from wattmesh.ledger.merkle import (
+from wattmesh.ledger._merkle import (
     HASH_SIZE,
     CompactRange,
     consistency_proof,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from wattmesh.ledger.merkle import (
+from wattmesh.ledger._merkle import (
     CompactRange,
     consistency_proof,
     inclusion_proof,

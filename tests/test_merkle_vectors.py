@@ -22,7 +22,7 @@ from tests.merklekit import (
     SOME_HASH,
     flip,
 )
-from wattmesh.ledger.merkle import (
+from wattmesh.ledger._merkle import (
     EMPTY_ROOT_HASH,
     CompactRange,
     consistency_proof,

@@ -16,8 +16,8 @@ import pytest_asyncio
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from wattmesh.agents.metering._modbus import ModbusMeter, rtu_client, tcp_client
 from wattmesh.agents.metering.errors import MeterError
-from wattmesh.agents.metering.modbus import ModbusMeter, rtu_client, tcp_client
 from wattmesh.agents.metering.modbus_maps import (
     RegisterType,
     builtin_maps,
@@ -228,7 +228,7 @@ def test_decoding_and_scaling_are_exact() -> None:
 
 
 def test_reads_are_grouped_per_table_within_125_registers() -> None:
-    from wattmesh.agents.metering.modbus import plan_reads
+    from wattmesh.agents.metering._modbus import plan_reads
     from wattmesh.agents.metering.modbus_maps import Register, Table
 
     near = Register(Table.INPUT, 0x34, RegisterType.FLOAT32, Fraction(1))

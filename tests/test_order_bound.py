@@ -17,7 +17,7 @@ from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import RejectionBody, Side, decode_message
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
-from wattmesh.ledger.admission import Admission, OpenInterval
+from wattmesh.ledger._admission import Admission, OpenInterval
 from wattmesh.ledger.keyring import KeyRing
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.metering import MeteringConfig

@@ -1,4 +1,4 @@
-"""What the agent orders for an interval (agents/ordering.py), with and without a battery."""
+"""What the agent orders for an interval (agents/_ordering.py), with and without a battery."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wattmesh.agents._battery_strategy import battery_order_for
+from wattmesh.agents._ordering import forecast_figures, order_for_interval
+from wattmesh.agents._strategy import LimitPricePolicy, clamp_to_connection, order_for
 from wattmesh.agents.battery import BatteryMode, BatterySpec
 from wattmesh.agents.battery_meter import BatteryMeter
-from wattmesh.agents.battery_strategy import battery_order_for
-from wattmesh.agents.ordering import forecast_figures, order_for_interval
-from wattmesh.agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
 from wattmesh.broker.messages import AnnouncementBody, ForecastBody, OrderBody, Phase, Side
 
@@ -106,7 +106,7 @@ async def test_a_battery_command_refused_is_logged_and_the_order_still_made(
 ) -> None:
     now = [T + STEP]  # the interval has been applied: too late to command it
     meter = _meter(now)
-    with caplog.at_level(logging.WARNING, logger="wattmesh.agents.ordering"):
+    with caplog.at_level(logging.WARNING, logger="wattmesh.agents._ordering"):
         order = await order_for_interval(
             T,
             OPEN,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattmesh.agents.clock import EARLIEST_PLAUSIBLE_S, assess_clock
-from wattmesh.agents.outbox import Entry, Outbox
+from wattmesh.agents._clock import EARLIEST_PLAUSIBLE_S, assess_clock
+from wattmesh.agents._outbox import Entry, Outbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_numbers_rise_across_reopen_and_only_committed_entries_are_ready(tmp_pat
 _CRASH = """
 import os, sys
 from pathlib import Path
-from wattmesh.agents.outbox import Outbox
+from wattmesh.agents._outbox import Outbox
 
 outbox = Outbox(Path(sys.argv[1]))
 for _ in range(3):
@@ -104,7 +104,7 @@ def test_the_bound_drops_the_oldest_counts_it_and_logs_it(
 ) -> None:
     path = tmp_path / "outbox.db"
     outbox = Outbox(path, capacity=3)
-    with caplog.at_level(logging.WARNING, logger="wattmesh.agents.outbox"):
+    with caplog.at_level(logging.WARNING, logger="wattmesh.agents._outbox"):
         for _ in range(5):
             outbox.add("t", _payload)
     assert outbox.dropped == 2

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tests.outagekit import INTERVAL, TIMEOUT_S, CountingMeter, Receiver
 from tests.wirekit import MqttTap
+from wattmesh.agents._outbox import Outbox
+from wattmesh.agents._publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
-from wattmesh.agents.outbox import Outbox
-from wattmesh.agents.publisher import DEFAULT_MAX_IN_FLIGHT, DurablePublisher
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import decode_message
 from wattmesh.broker.mosquitto import MosquittoProcess, Persistence

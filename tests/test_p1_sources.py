@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.p1kit import corrupt, telegram
-from wattmesh.agents.metering.errors import MeterError
-from wattmesh.agents.metering.p1 import P1Version
-from wattmesh.agents.metering.p1_sources import (
+from wattmesh.agents.metering._p1_sources import (
     P1ReplayMeter,
     P1StreamMeter,
     serial_connector,
     tcp_connector,
 )
+from wattmesh.agents.metering.errors import MeterError
+from wattmesh.agents.metering.p1 import P1Version
 
 
 @contextlib.asynccontextmanager

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 from wattmesh.agents.presence import StatusSigner
+from wattmesh.broker._transport_config import BrokerAddress
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Presence, ReadingBody, StatusBody, decode_message, sign_message
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message, Transport, TransportConfig
-from wattmesh.broker.transport_config import BrokerAddress
 from wattmesh.forecasting.service import ForecasterConfig, ForecastService
 
 TOPICS = Topics("m1")

@@ -36,9 +36,9 @@ from wattmesh.report import x
 
 def f(ledger):
     raise ValueError("x") from ledger
-    log = logging.getLogger("agents.outbox")  # comment on agents.outbox stays
+    log = logging.getLogger("agents.meter")  # comment on agents.meter stays
     path = "ledger.db"
-    probe = "import agents.clock, broker.keys\\nfrom ledger import m"
+    probe = "import agents.sequence, broker.keys\\nfrom ledger import m"
     return ledger.store.append, resources.files("agents.metering"), log, path, probe
 '''
 
@@ -54,9 +54,9 @@ from wattmesh.report import x
 
 def f(ledger):
     raise ValueError("x") from ledger
-    log = logging.getLogger("wattmesh.agents.outbox")  # comment on agents.outbox stays
+    log = logging.getLogger("wattmesh.agents.meter")  # comment on agents.meter stays
     path = "ledger.db"
-    probe = "import wattmesh.agents.clock, wattmesh.broker.keys\\nfrom wattmesh.ledger import m"
+    probe = "import wattmesh.agents.sequence, wattmesh.broker.keys\\nfrom wattmesh.ledger import m"
     return ledger.store.append, resources.files("wattmesh.agents.metering"), log, path, probe
 '''
 

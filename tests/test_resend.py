@@ -1,12 +1,12 @@
 """The rule for a repeated open (docs/protocol.md, "A repeated open"), on its own.
 
-:class:`agents.resend.TradedInterval` is pure state; over Mosquitto (live and retained
+:class:`agents._resend.TradedInterval` is pure state; over Mosquitto (live and retained
 copies) and the agent's outbox the same rule is tested in tests/test_agent_resend.py.
 """
 
 from __future__ import annotations
 
-from wattmesh.agents.resend import MAX_OPENS_REMEMBERED, TradedInterval
+from wattmesh.agents._resend import MAX_OPENS_REMEMBERED, TradedInterval
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import AnnouncementBody, Phase, SignedMessage, sign_message
 from wattmesh.broker.topics import Topics

@@ -1,4 +1,4 @@
-"""The operator's responses (``ledger/responder.py``): per-household token buckets and
+"""The operator's responses (``ledger/_responder.py``): per-household token buckets and
 first-of-interval log keys on an injected clock, the bounded queue that never makes
 the ingest wait, and reading what a response refers to (audit requests, rejected
 payloads)."""
@@ -12,7 +12,7 @@ import pytest
 
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import OrderBody, Side, decode_message, sign_message
-from wattmesh.ledger.responder import (
+from wattmesh.ledger._responder import (
     MAX_AUDIT_REQUEST_BYTES,
     RESPONSE_BURST,
     Build,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from wattmesh.broker.messages import Side
 from wattmesh.ledger.clearing import Fill, GridTariff, Order
-from wattmesh.ledger.mechanisms.auctions import clear_uniform
+from wattmesh.ledger.mechanisms._auctions import clear_uniform
 from wattmesh.ledger.money import cost_micro
 from wattmesh.ledger.settlement import (
     RegisterError,

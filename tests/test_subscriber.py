@@ -1,4 +1,4 @@
-"""The receive-only MQTT client (broker/subscriber.py, broker/mqtt_packets.py): packets
+"""The receive-only MQTT client (broker/subscriber.py, broker/_mqtt_packets.py): packets
 from a stream cut anywhere, and real Mosquitto: order, retained flag, persistent
 session, a broker restart, a broker that sends garbage."""
 
@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattmesh.broker.mosquitto import MosquittoProcess, Persistence
-from wattmesh.broker.mqtt_packets import (
+from wattmesh.broker._mqtt_packets import (
     Control,
     MqttProtocolError,
     PacketReader,
@@ -24,9 +23,10 @@ from wattmesh.broker.mqtt_packets import (
     puback_packet,
     publish_packet,
 )
+from wattmesh.broker._transport_config import Session
+from wattmesh.broker.mosquitto import MosquittoProcess, Persistence
 from wattmesh.broker.subscriber import Subscriber, SubscriberFailed
 from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from wattmesh.broker.transport_config import Session
 
 TIMEOUT_S = 20.0
 

@@ -1,4 +1,4 @@
-"""Oversize messages and the size limits of each layer (broker/mqtt_packets.py,
+"""Oversize messages and the size limits of each layer (broker/_mqtt_packets.py,
 broker/subscriber.py, broker/mosquitto.py, broker/messages.py), against real Mosquitto:
 
 - a PUBLISH above the subscriber's packet limit (a broker without the documented
@@ -21,6 +21,15 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wattmesh.broker._mqtt_packets import (
+    MAX_PACKET_BYTES,
+    MAX_TOPIC_BYTES,
+    Oversize,
+    PacketReader,
+    Publish,
+    publish_packet,
+)
+from wattmesh.broker._transport_config import Session
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     MAX_MESSAGE_BYTES,
@@ -30,17 +39,8 @@ from wattmesh.broker.messages import (
     sign_message,
 )
 from wattmesh.broker.mosquitto import MosquittoProcess
-from wattmesh.broker.mqtt_packets import (
-    MAX_PACKET_BYTES,
-    MAX_TOPIC_BYTES,
-    Oversize,
-    PacketReader,
-    Publish,
-    publish_packet,
-)
 from wattmesh.broker.subscriber import Subscriber
 from wattmesh.broker.transport import BrokerAddress, Message, Transport, TransportConfig
-from wattmesh.broker.transport_config import Session
 
 TIMEOUT_S = 30.0
 LIMIT = 64  # a small packet limit for the stream tests

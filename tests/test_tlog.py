@@ -216,7 +216,7 @@ def test_any_json_is_a_failed_check_or_a_document_error(doc: object, fmt: str | 
 
 
 def _valid_inclusion_doc() -> dict[str, object]:
-    from wattmesh.ledger.merkle import inclusion_proof, root_hash
+    from wattmesh.ledger._merkle import inclusion_proof, root_hash
 
     leaves = [b"a", b"b", b"c", b"d", b"e"]
     text = checkpoint_text(ORIGIN, 5, root_hash(leaves))

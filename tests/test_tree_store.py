@@ -15,15 +15,15 @@ from tests.ledgerkit import T0, House, drop_append_only_triggers, new_ledger
 from tests.test_ledger import _run_two_intervals
 from wattmesh.broker.keys import SigningKey
 from wattmesh.ledger import verify
-from wattmesh.ledger.entries import NewEntry
-from wattmesh.ledger.ledger import Ledger
-from wattmesh.ledger.merkle import (
+from wattmesh.ledger._merkle import (
     CompactRange,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     root_hash,
 )
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.proofs import (
     LeafListSource,
     completed_nodes,

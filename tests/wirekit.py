@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from wattmesh.broker.mqtt_packets import FrameReader
+from wattmesh.broker._mqtt_packets import FrameReader
 from wattmesh.broker.transport import BrokerAddress
 
 _PUBLISH = 3

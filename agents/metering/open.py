@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from wattmesh.agents.meter import Meter
-from wattmesh.agents.metering.errors import MeterError
-from wattmesh.agents.metering.p1_sources import (
+from wattmesh.agents.metering._p1_sources import (
     P1ReplayMeter,
     P1StreamMeter,
     serial_connector,
     tcp_connector,
 )
+from wattmesh.agents.metering.errors import MeterError
 from wattmesh.agents.metering.spec import (
     MeterSpec,
     ModbusRtuSpec,
@@ -62,7 +62,7 @@ async def _modbus(
     spec: ModbusTcpSpec | ModbusRtuSpec, name: str, base: Path | None, timeout_s: float
 ) -> AsyncIterator[Meter]:
     try:
-        from wattmesh.agents.metering.modbus import (
+        from wattmesh.agents.metering._modbus import (
             ModbusClient,
             ModbusMeter,
             rtu_client,

@@ -9,9 +9,13 @@ from types import MappingProxyType
 from typing import Any
 
 from wattmesh.ledger.clearing import ClearingResult, GridTariff, Order
-from wattmesh.ledger.mechanisms.auctions import clear_pay_as_bid, clear_uniform_price, uniform_local
+from wattmesh.ledger.mechanisms._auctions import (
+    clear_pay_as_bid,
+    clear_uniform_price,
+    uniform_local,
+)
+from wattmesh.ledger.mechanisms._community import clear_mmr, clear_sdr
 from wattmesh.ledger.mechanisms.base import MarketResult, MarketRules
-from wattmesh.ledger.mechanisms.community import clear_mmr, clear_sdr
 
 __all__ = ["MECHANISMS", "USES_K", "Mechanism"]
 

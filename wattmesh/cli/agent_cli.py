@@ -8,7 +8,7 @@ docs/raspberry-pi.md. A replay meter reads a JSON
 profile ``{"start": epoch_s, "interval_s": 900, "demand_wh": [...], "pv_wh": [...]}``;
 with a simulated ``[battery]`` the household replays it with that battery behind its
 grid meter (:class:`~agents.battery_meter.BatteryMeter`), and the agent orders with the
-battery strategy (:mod:`agents.battery_strategy`), see docs/battery.md.
+battery strategy (:mod:`agents._battery_strategy`), see docs/battery.md.
 """
 
 from __future__ import annotations

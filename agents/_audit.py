@@ -18,7 +18,7 @@ operator publishes it checks (docs/protocol.md, "Audit"):
   connection, whose receipts are gone, only if its interval's receipt was checked).
 
 The checks are plain functions and one state machine (:class:`Auditor`) without I/O
-but the checkpoint file; :mod:`agents.audit_feed` feeds it and logs its findings;
+but the checkpoint file; :mod:`agents._audit_feed` feeds it and logs its findings;
 the agent reports them in its diagnostics. Sizes count leaves; hashes are 32-byte
 SHA-256.
 """

@@ -1,8 +1,8 @@
 """What the household agent orders for an interval, and the battery mode it sets.
 
 :func:`order_for_interval` turns forecast energy (Wh) and the interval's announced
-tariffs into an order: by :func:`agents.strategy.order_for`, or with a battery by
-:func:`agents.battery_strategy.battery_order_for` on the SoC read at that moment,
+tariffs into an order: by :func:`agents._strategy.order_for`, or with a battery by
+:func:`agents._battery_strategy.battery_order_for` on the SoC read at that moment,
 commanding the battery to the plan's mode. :func:`forecast_figures` is pure: the
 figures an older forecast gives for an interval, which the agent uses when no fresh
 forecast arrived in time. When and whether an order is sent is :mod:`agents.agent`'s.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 
+from wattmesh.agents._battery_strategy import battery_order_for
+from wattmesh.agents._strategy import LimitPricePolicy, clamp_to_connection, order_for
 from wattmesh.agents.battery import BatteryController
-from wattmesh.agents.battery_strategy import battery_order_for
-from wattmesh.agents.strategy import LimitPricePolicy, clamp_to_connection, order_for
 from wattmesh.broker.messages import AnnouncementBody, ForecastBody, OrderBody
 
 _LOG = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ async def order_for_interval(
     run it in the plan's mode (a refusal, e.g. the interval has begun, is logged as a
     warning for ``agent_id``); the order is the plan's grid remainder. Either way its
     quantity is at most what a connection of ``max_power_w`` carries over the
-    announced interval (:func:`agents.strategy.clamp_to_connection`).
+    announced interval (:func:`agents._strategy.clamp_to_connection`).
     """
     order = await _unbounded_order(
         interval,

@@ -1,11 +1,11 @@
 """Rebuilding the ledger's in-memory state after a restart.
 
-From the latest usable snapshot (:mod:`ledger.snapshot`), then every log entry after
+From the latest usable snapshot (:mod:`ledger._snapshot`), then every log entry after
 it, in order.
 
 Without a usable snapshot the whole log is replayed, entry by entry, exactly as the
 ledger applied it: key entries to the key ring, each household message's seq, readings
-and settlements to the meter state (:func:`ledger.booking.replay`), the last clearing's
+and settlements to the meter state (:func:`ledger._booking.replay`), the last clearing's
 tariff and trades. The store is the only I/O.
 
 Nothing is restored from a log that does not hold (:mod:`ledger.startcheck`,
@@ -24,14 +24,14 @@ import logging
 from collections.abc import Mapping
 
 from wattmesh.broker.messages import ReadingBody, SignedMessage, decode_message
-from wattmesh.ledger.booking import replay
+from wattmesh.ledger._booking import replay
+from wattmesh.ledger._merkle import CompactRange
+from wattmesh.ledger._snapshot import LedgerState, SnapshotError, decode_snapshot
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.entries import EntryKind
 from wattmesh.ledger.keyring import KEY_KINDS, KeyLogError, KeyRing
-from wattmesh.ledger.merkle import CompactRange
 from wattmesh.ledger.metering import Metering, MeteringConfig
 from wattmesh.ledger.settlement import Registers
-from wattmesh.ledger.snapshot import LedgerState, SnapshotError, decode_snapshot
 from wattmesh.ledger.startcheck import (
     LogDamaged,
     MissingNodes,

@@ -1,6 +1,6 @@
 """The two double auctions: uniform price (pay-as-clear) and pay-as-bid (discriminatory).
 
-Both match in merit order (:mod:`ledger.mechanisms.matching`), so both trade the
+Both match in merit order (:mod:`ledger.mechanisms._matching`), so both trade the
 efficient volume with the same fills; they differ only in price.
 
 - ``uniform``: one price for all, ``ask + floor(k * (bid - ask))`` of the last matched
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 from wattmesh.ledger.clearing import ClearingResult, GridTariff, Order
+from wattmesh.ledger.mechanisms._matching import Match, merit_order, traded_per_index
 from wattmesh.ledger.mechanisms.base import (
     GridFill,
     MarketResult,
@@ -26,7 +27,6 @@ from wattmesh.ledger.mechanisms.base import (
     grid_rests,
     limited,
 )
-from wattmesh.ledger.mechanisms.matching import Match, merit_order, traded_per_index
 
 
 def k_price(ask: int, bid: int, k: Fraction) -> int:

@@ -9,7 +9,7 @@ that order) go out in that order, and once the connection is lost every unfinish
 one returns False and none of them reaches a later connection (aiomqtt keeps its QoS
 state in the client object, and the transport makes a new client per connection).
 The caller resends, in its own order, on the next link: the agent's outbox
-(:mod:`agents.publisher`) keeps a window of publishes in flight this way.
+(:mod:`agents._publisher`) keeps a window of publishes in flight this way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from wattmesh.broker.transport_config import _check_publish_topic, _check_qos
+from wattmesh.broker._transport_config import _check_publish_topic, _check_qos
 
 PublishOn = Callable[[str, bytes, int, bool], Awaitable[bool]]
 """One attempt on the link's connection: (topic, payload, qos, retain) -> acknowledged."""

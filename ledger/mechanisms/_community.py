@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wattmesh.ledger.clearing import Fill, GridTariff, Order
+from wattmesh.ledger.mechanisms._matching import merit_order
 from wattmesh.ledger.mechanisms.base import (
     Limited,
     MarketResult,
@@ -37,7 +38,6 @@ from wattmesh.ledger.mechanisms.base import (
     grid_rests,
     limited,
 )
-from wattmesh.ledger.mechanisms.matching import merit_order
 
 
 def mmr_price(tariff: GridTariff, rules: MarketRules) -> int | None:

@@ -2,10 +2,10 @@
 
 An :class:`AuditFeed` takes the checkpoint notes, receipts and trades the household
 agent (:mod:`agents.agent`) receives, checks the operator's signature, tells the
-:class:`~agents.audit.Auditor` when the connection was made again, asks the operator
+:class:`~agents._audit.Auditor` when the connection was made again, asks the operator
 for a consistency proof when the auditor needs one (``household/<agent>/audit``), and
 logs each alarm (ERROR) before having it reported. The checks themselves are
-:mod:`agents.audit`'s; the protocol is docs/protocol.md, "Audit".
+:mod:`agents._audit`'s; the protocol is docs/protocol.md, "Audit".
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from wattmesh.agents.audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
+from wattmesh.agents._audit import Auditor, CheckpointOutcome, CheckpointStore, Finding
 from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody, log_origin
 from wattmesh.broker.errors import MessageError
 from wattmesh.broker.keys import VerifyingKey

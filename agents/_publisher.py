@@ -3,7 +3,7 @@
 :class:`DirectPublisher` publishes at once and waits for the PUBACK, with numbers
 from a :class:`agents.sequence.SeqSource` (simulations and tests: nothing survives
 the process). :class:`DurablePublisher` is the real agent's: every message goes
-through the SQLite :class:`agents.outbox.Outbox` first.
+through the SQLite :class:`agents._outbox.Outbox` first.
 
 DurablePublisher runs two tasks. The *committer* writes staged messages in group
 commits, at most one per ``commit_interval_s`` (one fsync each), so that a burst of
@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from wattmesh.agents.outbox import Entry, Outbox
+from wattmesh.agents._outbox import Entry, Outbox
 from wattmesh.agents.sequence import SeqSource
 from wattmesh.broker.transport import Link, Transport, TransportClosedError
 
@@ -184,7 +184,7 @@ class DurablePublisher:
         """Publish committed entries on one connection until it is lost.
 
         Up to ``max_in_flight`` publishes are started in sequence order (tasks created
-        in order reach the wire in order, see :mod:`broker.transport_link`); results
+        in order reach the wire in order, see :mod:`broker._transport_link`); results
         are taken strictly in order, and an entry leaves the outbox on its own PUBACK.
         When the link is lost, this returns; the next link starts again at the oldest
         unacknowledged entry, so the wire order stays the sequence order, and entries

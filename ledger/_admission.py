@@ -19,7 +19,7 @@ last seq is a replay. Accepted messages go into the :class:`OpenInterval`, which
 the interval state machine (:class:`ledger.ledger.Ledger`) opens and closes.
 
 The batch path (:meth:`ledger.ledger.Ledger.ingest_many`, the service's pipeline) pairs
-each message with its household's key (:func:`ledger.batch.decode_jobs`), has it decoded
+each message with its household's key (:func:`ledger._batch.decode_jobs`), has it decoded
 and its signature checked elsewhere (:mod:`ledger.sigcheck`); :meth:`Admission.admit_batch`
 then applies every other check here, in arrival order, exactly as one by one.
 """
@@ -35,7 +35,7 @@ from wattmesh.broker.connection import energy_limit_wh
 from wattmesh.broker.errors import LedgerError, MessageError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import OrderBody, ReadingBody, SignedMessage
-from wattmesh.ledger.batch import PreparedBatch
+from wattmesh.ledger._batch import PreparedBatch
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.entries import EntryKind
 from wattmesh.ledger.keyring import KeyRing
@@ -137,7 +137,7 @@ class Admission:
     ) -> list[SignedMessage | MessageError]:
         """Step 2 of a batch: apply every other check to its decoded messages and accept,
         in arrival order. A message whose key changed since its batch's
-        :func:`ledger.batch.decode_jobs`, or whose signature did not verify, is checked
+        :func:`ledger._batch.decode_jobs`, or whose signature did not verify, is checked
         again inline, so the decision is always the one :meth:`admit` makes now."""
         results: list[SignedMessage | MessageError] = []
         verified = batch.verified

@@ -7,7 +7,7 @@ or order, on the key valid for its agent at that position, which the walk looks 
 hands a :data:`Row` to a :class:`RowChecker`:
 
 - a signed message: parse, schema, canonical (RFC 8785) bytes, columns, market and
-  interval, key id and ECDSA signature (:mod:`ledger.logged`);
+  interval, key id and ECDSA signature (:mod:`ledger._logged`);
 - a clearing, settlement, correction, flag or posting: JSON of the kind its column
   names; settlements, corrections and flags parse and match their columns; postings
   parse, match their columns and balance.
@@ -32,9 +32,9 @@ from typing import Any
 
 from wattmesh.broker.errors import MessageError
 from wattmesh.broker.keys import VerifyingKey
+from wattmesh.ledger._logged import PlainHeader, decode_logged, plain_header
 from wattmesh.ledger.accounts import Cause, Posting, UnbalancedPosting
 from wattmesh.ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
-from wattmesh.ledger.logged import PlainHeader, decode_logged, plain_header
 from wattmesh.ledger.settlement import Basis, FlagReason
 
 CHUNK = 1000
@@ -89,7 +89,7 @@ def _entry_object(row: Row) -> dict[str, Any] | str:
 def _decode_message(kind: str, data: bytes) -> tuple[PlainHeader, bytes, bytes] | str:
     """A reading or order in the layout the log writes, ``{"kind":K,"sig":S,"signed":M}``
     (the walk has checked the layout): the header fields, signature and signed bytes M
-    (decoded at a glance when M is plain, see :mod:`ledger.logged`); or the problem."""
+    (decoded at a glance when M is plain, see :mod:`ledger._logged`); or the problem."""
     head = len(kind) + 18  # {"kind":"<kind>","sig":"
     cut = data.find(_SIGNED_SEP, head)
     try:

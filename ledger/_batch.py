@@ -6,7 +6,7 @@ Decoding a message and checking its signature need nothing of the ledger's state
 the key, so both run wherever the caller likes (worker processes,
 :meth:`ledger.sigcheck.SignatureVerifier.submit_decode`): each job is the payload and
 the key registered for the household whose topic it came on. The ledger then admits the
-decoded messages in arrival order (:meth:`ledger.admission.Admission.admit_batch`),
+decoded messages in arrival order (:meth:`ledger._admission.Admission.admit_batch`),
 checking again inline whatever the worker could not vouch for.
 """
 

@@ -8,7 +8,7 @@ acknowledged it (:meth:`Outbox.ack`, QoS 1 PUBACK) or when the bound is reached 
 it is the oldest (:meth:`Outbox.add` drops it, counts it in :attr:`Outbox.dropped`
 and logs it). Deletions are written by the next commit, so an acknowledgement costs
 no extra write of its own. A copy of a message sent before (a resend, see
-:meth:`agents.publisher.DurablePublisher.resend`) is an entry like any other: it
+:meth:`agents._publisher.DurablePublisher.resend`) is an entry like any other: it
 takes the next number, which then no message carries (a gap in the agent's
 sequence numbers), and keeps the seq it was signed with in its payload.
 
@@ -25,7 +25,7 @@ the WAL and a committed message and its number survive a power cut (a Raspberry 
 is usually switched off by pulling the plug). With ``synchronous=NORMAL`` the last
 commits could vanish on power loss and the counter would then hand out numbers the
 ledger has seen already. Callers bound the commit rate (see
-:class:`agents.publisher.DurablePublisher`), which bounds the fsyncs.
+:class:`agents._publisher.DurablePublisher`), which bounds the fsyncs.
 
 Standard library only (``sqlite3``): the agent must not import SQLAlchemy.
 """

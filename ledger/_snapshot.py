@@ -1,7 +1,7 @@
 """Snapshots of the ledger's derived state, so that a restart need not replay the log.
 
 Everything the ledger keeps in memory between intervals follows from the log (a
-restart can replay every entry, :mod:`ledger.restore`), but replaying costs tens of
+restart can replay every entry, :mod:`ledger._restore`), but replaying costs tens of
 microseconds per entry, and a market of thousands of households logs millions of
 entries a day. So each gate closure also stores, in the transaction that logs the
 interval, a snapshot of that state as of the new tree size: the tree's peaks, the log
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattmesh.broker.errors import FailureError, LedgerError
+from wattmesh.ledger._merkle import CompactRange
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.keyring import KeyRing
-from wattmesh.ledger.merkle import CompactRange
 from wattmesh.ledger.metering import Metering, MeteringConfig
 
 SNAPSHOT_VERSION = 1

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wattmesh.agents._strategy import LimitPricePolicy
 from wattmesh.agents.battery import PERMILLE, BatteryMode, BatterySpec, BatteryStep, step
-from wattmesh.agents.strategy import LimitPricePolicy
 from wattmesh.broker.messages import OrderBody, Side
 
 

@@ -35,7 +35,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import Presence, SignedMessage, StatusBody, decode_message
-from wattmesh.ledger.responder import TokenBuckets
+from wattmesh.ledger._responder import TokenBuckets
 
 STATUS_TABLE = "household_status"
 # Statuses of one household judged: at most this many at once, then one per
