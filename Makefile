@@ -25,6 +25,7 @@ demo: $(VENV)/.app
 
 test: $(VENV)/.dev
 	scripts/ensure-mosquitto
+	scripts/ensure-chromium
 	$(MAKE) check
 
 check: lint typecheck imports unit

@@ -31,6 +31,7 @@ __all__ = [
     "AgentError",
     "CommandError",
     "ConfigError",
+    "DashboardError",
     "FailureError",
     "KeyFileError",
     "LedgerError",
@@ -58,6 +59,10 @@ class AgentError(WattmeshError):
 
 class ForecastError(WattmeshError):
     """The branch of ``forecasting/``."""
+
+
+class DashboardError(WattmeshError):
+    """The branch of ``dashboard/``: the read model and the web application."""
 
 
 class CommandError(WattmeshError):

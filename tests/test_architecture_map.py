@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
-PACKAGES = ("agents", "broker", "forecasting", "ledger", "wattmesh")
+PACKAGES = ("agents", "broker", "dashboard", "forecasting", "ledger", "wattmesh")
 MAX_CELL_WORDS = 30
 
 

@@ -14,12 +14,13 @@ import pytest
 
 import wattmesh
 import wattmesh.cli.dispatch as cli
-from wattmesh import agents, broker, forecasting, ledger
+from wattmesh import agents, broker, dashboard, forecasting, ledger
 from wattmesh.broker.errors import (
     AgentError,
     BrokerError,
     CommandError,
     ConfigError,
+    DashboardError,
     FailureError,
     ForecastError,
     LedgerError,
@@ -42,6 +43,7 @@ BRANCHES: dict[str, type[WattmeshError]] = {
     ledger.__name__: LedgerError,
     agents.__name__: AgentError,
     forecasting.__name__: ForecastError,
+    dashboard.__name__: DashboardError,
     wattmesh.__name__: CommandError,
 }
 # The tree's own nodes: the root, the branches and the two kinds.

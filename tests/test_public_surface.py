@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import wattmesh
-from wattmesh import agents, broker, forecasting, ledger
+from wattmesh import agents, broker, dashboard, forecasting, ledger
 
-PRODUCT = (agents, broker, forecasting, ledger, wattmesh)
+PRODUCT = (agents, broker, dashboard, forecasting, ledger, wattmesh)
 
 
 def _declared(source: Path) -> frozenset[str] | None:
