@@ -10,6 +10,7 @@ What the log does not hold comes from the bus through the ``record_*`` methods.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,10 +30,12 @@ from wattmesh.ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.store import CheckpointRow, LedgerStore, LogEntry
 from wattmesh.ledger.store_open import (
     LEDGER_TABLES,
+    failure_reason,
     normalise_db_url,
     pg_connect_args,
     shown_url,
     sqlite_path,
+    store_failures,
 )
 
 __all__ = ["ReadModel", "ReadModelError", "SyncResult"]
@@ -89,6 +92,9 @@ class ReadModel:
                         " the read model needs a database of its own"
                     )
             t.METADATA.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if _get_state(conn, APPLIED_SIZE) is None:
+                    _set_state(conn, APPLIED_SIZE, "0")
         except SQLAlchemyError as exc:
             reason = " ".join(str(getattr(exc, "orig", exc)).split())
             raise ReadModelError(f"read model {shown_url(url)}: {reason}") from exc
@@ -120,33 +126,55 @@ class ReadModel:
     # --- the log ---------------------------------------------------------------------
 
     def sync(self, ledger: LedgerStore, *, max_entries: int | None = None) -> SyncResult:
-        """Fold the entries of ``ledger`` not folded yet (at most ``max_entries``)."""
-        self._meta(ledger)
-        start = size = self.applied_size()
-        closed: list[int] = []
-        for batch in _batches(ledger, size, max_entries):
-            if batch[0][0] != size:
-                raise ReadModelError(f"the log skips from entry {size} to {batch[0][0]}")
-            end = batch[-1][0] + 1
+        """Fold the entries of ``ledger`` not folded yet (at most ``max_entries``).
+
+        Each batch is one transaction that first claims the batch (the applied size it
+        starts from, locked in PostgreSQL): a sync that finds another one has folded
+        the entries meanwhile stops there. A failure of the ledger's database raises
+        :class:`ledger.store_errors.StoreError`, one of the read model's
+        :class:`ReadModelError` (both one line)."""
+        with self._failures():
+            self._meta(ledger)
+            start = size = self.applied_size()
+            closed: list[int] = []
+            for batch in _batches(ledger, size, max_entries):
+                if batch[0][0] != size:
+                    raise ReadModelError(f"the log skips from entry {size} to {batch[0][0]}")
+                end = batch[-1][0] + 1
+                with self.engine.begin() as conn:
+                    if not _claim(conn, size):
+                        break
+                    changes = self._fold(conn, batch)
+                    _copy_checkpoints(conn, ledger, size, end)
+                    _set_state(conn, APPLIED_SIZE, str(end))
+                closed += changes.closed
+                size = end
+            with _ledger_failures(ledger):
+                ledger_size = ledger.size()
             with self.engine.begin() as conn:
-                changes = self._fold(conn, batch)
-                _copy_checkpoints(conn, ledger, size, end)
-                _set_state(conn, APPLIED_SIZE, str(end))
-            closed += changes.closed
-            size = end
-        with self.engine.begin() as conn:
-            _set_state(conn, "ledger_size", str(ledger.size()))
-            _set_state(conn, "synced_at_s", str(int(time.time())))
+                _set_state(conn, "ledger_size", str(ledger_size))
+                _set_state(conn, "synced_at_s", str(int(time.time())))
         return SyncResult(size - start, size, tuple(sorted(closed)))
 
     def rebuild(self, ledger: LedgerStore) -> SyncResult:
         """Drop what came from the log and fold it again from the first entry."""
-        with self.engine.begin() as conn:
+        with self._failures(), self.engine.begin() as conn:
             t.METADATA.drop_all(conn, tables=list(t.LOG_TABLES))
             t.METADATA.create_all(conn, tables=list(t.LOG_TABLES))
             conn.execute(t.anomaly.delete().where(t.anomaly.c.source == "log"))
-            conn.execute(t.sync_state.delete().where(t.sync_state.c.key == APPLIED_SIZE))
+            _set_state(conn, APPLIED_SIZE, "0")
         return self.sync(ledger)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """A failure of the read model's database as a :class:`ReadModelError`."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = failure_reason(exc)
+            if reason is None:
+                raise
+            raise ReadModelError(f"read model {shown_url(self.url)}: {reason}") from exc
 
     def _meta(self, ledger: LedgerStore) -> None:
         """The ledger's market id, origin and operator key, once."""
@@ -154,8 +182,9 @@ class ReadModel:
             known = _get_state(conn, "operator_public_key") is not None
         if known:
             return
-        market, origin = ledger.get_meta(META_MARKET), ledger.get_meta(META_ORIGIN)
-        pem = ledger.get_meta(META_OPERATOR_KEY)
+        with _ledger_failures(ledger):
+            market, origin = ledger.get_meta(META_MARKET), ledger.get_meta(META_ORIGIN)
+            pem = ledger.get_meta(META_OPERATOR_KEY)
         if market is None or origin is None or pem is None:
             return
         key = VerifyingKey.from_pem(pem.encode("ascii"))
@@ -234,6 +263,12 @@ class ReadModel:
             _set_state(conn, "broker", json.dumps({"connected": connected, "at_s": at_s}))
 
 
+_UNFOLDED = frozenset({"reading", "checkpoint_ref"})
+"""Kinds the fold does not read (nothing of a reading or a checkpoint reference is kept):
+they are not parsed."""
+_decode = json.JSONDecoder().decode
+
+
 def _batches(ledger: LedgerStore, start: int, max_entries: int | None) -> Iterator[list[Entry]]:
     """The log from ``start`` as ``(idx, interval, parsed)`` lists of at most BATCH."""
     log: Table = LogEntry.__table__  # type: ignore[attr-defined]
@@ -241,16 +276,23 @@ def _batches(ledger: LedgerStore, start: int, max_entries: int | None) -> Iterat
     while left is None or left > 0:
         limit = BATCH if left is None else min(BATCH, left)
         query = (
-            select(log.c.idx, log.c.interval, log.c.data)
+            select(log.c.idx, log.c.interval, log.c.kind, log.c.data)
             .where(log.c.idx > after)
             .order_by(log.c.idx)
             .limit(limit)
         )
-        with ledger.engine.connect() as conn:
+        with _ledger_failures(ledger), ledger.engine.connect() as conn:
             raw = conn.execute(query).all()
         if not raw:
             return
-        yield [(int(i), int(at), json.loads(data)) for i, at, data in raw]
+        yield [
+            (
+                int(i),
+                int(at),
+                {"kind": kind} if kind in _UNFOLDED else _decode(bytes(data).decode("utf-8")),
+            )
+            for i, at, kind, data in raw
+        ]
         after = int(raw[-1][0])
         if left is not None:
             left -= len(raw)
@@ -260,7 +302,7 @@ def _copy_checkpoints(conn: Connection, ledger: LedgerStore, after: int, upto: i
     """The ledger's checkpoints of sizes in ``(after, upto]``."""
     table: Table = CheckpointRow.__table__  # type: ignore[attr-defined]
     query = select(table).where(table.c.tree_size > after, table.c.tree_size <= upto)
-    with ledger.engine.connect() as source:
+    with _ledger_failures(ledger), ledger.engine.connect() as source:
         rows = [dict(r) for r in source.execute(query).mappings()]
     if rows:
         conn.execute(t.checkpoint.delete().where(t.checkpoint.c.tree_size > after))
@@ -302,6 +344,19 @@ def _add_totals(conn: Connection, deltas: Mapping[str, Mapping[str, int]]) -> No
         row = current.get(household) or {"household": household, **dict.fromkeys(delta, 0)}
         rows.append({**row, **{name: int(row[name]) + value for name, value in delta.items()}})
     _replace(conn, table, rows, ("household",), current)
+
+
+def _ledger_failures(ledger: LedgerStore) -> contextlib.AbstractContextManager[None]:
+    """A failure of the ledger's database as a :class:`StoreError` naming it."""
+    return store_failures(ledger.engine.url.render_as_string(hide_password=True))
+
+
+def _claim(conn: Connection, size: int) -> bool:
+    """Whether the read model still holds ``size`` folded entries (the row locked)."""
+    table = t.sync_state
+    query = select(table.c.value).where(table.c.key == APPLIED_SIZE).with_for_update()
+    value = conn.execute(query).scalar_one_or_none()
+    return int(value or 0) == size
 
 
 def _get_state(conn: Connection, key: str) -> str | None:
