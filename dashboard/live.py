@@ -38,12 +38,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from wattmesh.broker.bodies import AnnouncementBody, ForecastBody, Phase, Presence, StatusBody
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import (
     DOMAIN_PREFIX,
+    AnnouncementBody,
+    ForecastBody,
+    Phase,
+    Presence,
     SignedMessage,
+    StatusBody,
     canonical_bytes,
     decode_message,
     parse_header,

@@ -10,9 +10,15 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp import web
 
-from wattmesh.broker.bodies import AnnouncementBody, ForecastBody, Phase, Presence, StatusBody
 from wattmesh.broker.keys import SigningKey, VerifyingKey
-from wattmesh.broker.messages import Signer
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    ForecastBody,
+    Phase,
+    Presence,
+    Signer,
+    StatusBody,
+)
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message
 from wattmesh.dashboard._hub import Hub, _Client
