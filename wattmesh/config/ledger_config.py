@@ -55,6 +55,7 @@ class LedgerRunConfig:
     max_batch: int
     signature_workers: int
     lease_poll_s: float
+    metrics: tuple[str, int] | None = None  # (host, port) of /metrics; None: not served
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -196,6 +197,7 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
         max_batch=s.ingest.max_batch,
         signature_workers=s.ingest.signature_workers,
         lease_poll_s=s.lease.poll_s,
+        metrics=None if s.metrics is None else (s.metrics.host, s.metrics.port),
     )
     return config, []
 

@@ -396,11 +396,21 @@ async def _trade(
     ]
     agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
     outcomes: list[IntervalOutcome] = []
+    ledger = service.ledger
+    counted = Counter(ledger.rejections), ledger.redeliveries  # at the previous summary
     try:
         for index in range(intervals):
             start = first + index * interval_s
             outcome = await service.run_interval(start, config.tariff_at(start))
             outcomes.append(outcome)
+            now = Counter(ledger.rejections), ledger.redeliveries
+            await service.publish_summary(
+                outcome,
+                households=len(ledger.keys),
+                rejections={str(r): n for r, n in (now[0] - counted[0]).items()},
+                redeliveries=now[1] - counted[1],
+            )
+            counted = now
             if progress is not None:
                 progress(index + 1, intervals)
         end = first + intervals * interval_s
