@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.registry_cli import add_registry_commands  # stdlib only at import time
 
     add_registry_commands(sub)
+    from wattmesh.cli.dashboard_cli import add_dashboard_commands  # stdlib only at import time
+
+    add_dashboard_commands(sub)
     return parser
 
 
