@@ -27,8 +27,10 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.ledger.store_errors import NoLedgerDatabase, StoreError
 
 __all__ = [
+    "LEDGER_TABLES",
     "check_sqlite_location",
     "normalise_db_url",
+    "pg_connect_args",
     "shown_url",
     "sqlite_path",
     "store_failures",
