@@ -271,7 +271,28 @@
     );
   }
 
+  /* A time chart of any columns: lines = [{label, values, color, fill?}] in `unit`. */
+  function lineChart(el, name, title, unit, x, lines) {
+    const labels = ["interval start (UTC)"].concat(lines.map((l) => l.label));
+    return makeChart(
+      el,
+      name,
+      {
+        title: title + " (" + unit + ")",
+        scales: { x: { time: true }, y: fromZero },
+        series: [timeSeries()].concat(
+          lines.map((l) => ({ label: l.label, stroke: l.color, fill: l.fill ? fill(l.color) : undefined, width: 1.5, paths: stepped() })),
+        ),
+        axes: [timeAxis(), { label: unit, size: 60 }],
+      },
+      labels,
+      [x.slice()].concat(lines.map((l) => l.values.slice())),
+    );
+  }
+
   window.WMCharts = {
+    lineChart: lineChart,
+    COLORS: COLORS,
     priceChart: priceChart,
     priceData: priceData,
     volumeChart: volumeChart,
