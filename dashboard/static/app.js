@@ -549,13 +549,12 @@
       if (!tres.ok) return void holder.replaceChildren(errorBox(tres));
       const op = cres.body.operator || {};
       holder.replaceChildren(
-        h("div", { class: "cols" },
-          h("section", { class: "panel" }, h("h2", { text: "Signed checkpoints" }),
-            kv([["log", op.origin || "\u2013"], ["operator key id", h("code", { class: "hash", text: op.kid || "\u2013" })]]),
-            table(["tree size", "interval", "root hash", "key"], cres.body.checkpoints.map((c) => [
-              int(c.tree_size), when(c.interval), h("code", { class: "hash", text: c.root_hex.slice(0, 24) + "\u2026", title: c.root_hex }), h("code", { text: (c.kid || "").slice(0, 8) }),
-            ]), { id: "checkpoints-table" })),
-          h("section", { class: "panel" }, h("h2", { text: "Trades (latest first)" }), h("div", { class: "scroll" }, tradesTable(tres.body.trades, true)))),
+        h("section", { class: "panel" }, h("h2", { text: "Trades (latest first)" }), h("div", { class: "scroll" }, tradesTable(tres.body.trades, true))),
+        h("section", { class: "panel" }, h("h2", { text: "Signed checkpoints (latest first)" }),
+          kv([["log", op.origin || "\u2013"], ["operator key id", h("code", { class: "hash", text: op.kid || "\u2013" })]]),
+          h("div", { class: "scroll" }, table(["tree size", "interval", "root hash", "key id"], cres.body.checkpoints.map((c) => [
+            int(c.tree_size), when(c.interval), h("code", { class: "hash", text: c.root_hex }), h("code", { text: (c.kid || "").slice(0, 8) }),
+          ]), { id: "checkpoints-table" }))),
       );
     }
     await load();
@@ -660,7 +659,7 @@
     ctx.main.append(
       h("h1", { text: "Log in" }),
       h("section", { class: "panel" }, h("h2", { text: "Now" }), h("p", { id: "login-who", text: sessionText() }),
-        h("button", { type: "button", class: "logout", onclick: logout, text: "log out" })),
+        h("button", { type: "button", id: "login-logout", onclick: logout, hidden: state.session.role === "anonymous", text: "log out" })),
       h("section", { class: "panel" }, h("h2", { text: "As a household" }),
         h("p", { text: "A household logs in with its own signing key: the command signs a challenge from this server and prints a one-time login link (valid for two minutes). Open it in this browser." }),
         h("pre", { class: "cmd", text: "wattmesh dashboard login --key household.pem --household H1 --url " + origin }),
@@ -688,6 +687,8 @@
     if (state.session.role !== "anonymous") el.append(" ", h("button", { type: "button", class: "logout", id: "logout", onclick: logout, text: "log out" }));
     const who = document.getElementById("login-who");
     if (who) who.textContent = sessionText();
+    const out = document.getElementById("login-logout");
+    if (out) out.hidden = state.session.role === "anonymous";
   }
 
   async function logout() {
