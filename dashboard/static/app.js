@@ -151,6 +151,7 @@
     const main = view();
     main.replaceChildren();
     main.dataset.ready = "0";
+    main.dataset.route = location.hash;
     for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.route === name);
     const views = { overview: overviewView, market: marketView, households: householdsView, ledger: ledgerView, health: healthView, login: loginView };
     const fn = views[name];
@@ -225,9 +226,11 @@
         if (evt.type === "interval" && evt.overview) {
           ov = evt.overview;
           noteCurrency(ov);
-          market = appendInterval(market, ov.last, 96);
-          charts[0].set(WMCharts.priceData(market));
-          charts[1].set(WMCharts.volumeData(market));
+          followMarket(ctx, () => market, ov, 96, (m) => {
+            market = m;
+            charts[0].set(WMCharts.priceData(market));
+            charts[1].set(WMCharts.volumeData(market));
+          });
           draw();
         } else if (evt.type === "rejections") {
           const fresh = Object.entries(evt.counts || {}).map(([reason, count]) => ({ interval: evt.interval, reason: reason, count: count, fresh: true }));
@@ -310,6 +313,31 @@
     return { intervals: [], price_micro_per_kwh: [], retail_micro_per_kwh: [], feed_in_micro_per_kwh: [], p2p_wh: [], grid_import_wh: [], grid_export_wh: [] };
   }
 
+  /* Follow the market on an interval event: append the event's interval to the columns,
+   * or, when the event skips intervals (several closed between two events), fetch the
+   * columns once from the first missing one. `keep` > 0 keeps only the latest `keep`. */
+  function followMarket(ctx, current, ov, keep, apply) {
+    // one at a time, in event order, each on the columns the previous one left
+    ctx.chain = (ctx.chain || Promise.resolve()).then(() => followOnce(ctx, current(), ov, keep, apply))
+      .catch((err) => console.error("live update failed", err));
+  }
+
+  async function followOnce(ctx, m, ov, keep, apply) {
+    const last = ov.last;
+    if (!last || !isNum(last.interval)) return;
+    const n = m.intervals.length;
+    const known = n ? m.intervals[n - 1] : null;
+    if (known === null || last.interval <= known + ov.interval_s) return void apply(appendInterval(m, last, keep));
+    const res = await getJSON("/api/market?start=" + (known + ov.interval_s));
+    if (!ctx.live() || !res.ok) return;
+    const merged = {};
+    for (const k of Object.keys(res.body)) {
+      const col = (m[k] || []).concat(res.body[k]);
+      merged[k] = keep && col.length > keep ? col.slice(col.length - keep) : col;
+    }
+    apply(appendInterval(merged, last, keep));
+  }
+
   /* The market columns with the overview's last interval added (or replaced). */
   function appendInterval(m, last, keep) {
     if (!last || !isNum(last.interval)) return m;
@@ -384,10 +412,12 @@
       onEvent(evt) {
         if (evt.type !== "interval" || !evt.overview) return;
         noteCurrency(evt.overview);
-        market = appendInterval(market, evt.overview.last);
-        charts[0].set(WMCharts.priceData(market));
-        charts[1].set(WMCharts.volumeData(market));
-        fillPicker();
+        followMarket(ctx, () => market, evt.overview, 0, (m) => {
+          market = m;
+          charts[0].set(WMCharts.priceData(market));
+          charts[1].set(WMCharts.volumeData(market));
+          fillPicker();
+        });
       },
     };
   }
