@@ -235,6 +235,7 @@ def fill(rm: ReadModel, households: int, days: int) -> None:
             ("operator_kid", key.kid),
             ("applied_size", str(len(bulk.intervals) * per)),
         ):
+            conn.execute(t.sync_state.delete().where(t.sync_state.c.key == k))
             conn.execute(t.sync_state.insert().values(key=k, value=v))
     print(
         f"filled: {n:,} household_interval rows, {len(bulk.stats):,} intervals, "

@@ -229,7 +229,8 @@ class ReadModel:
             conn.execute(t.rejection.delete().where(t.rejection.c.interval == interval))
             if rows:
                 conn.execute(t.rejection.insert(), rows)
-            _set_state(conn, "last_summary", json.dumps({"interval": interval, **rejections}))
+            summary = {"interval": interval, "rejections": dict(rejections)}
+            _set_state(conn, "last_summary", json.dumps(summary))
 
     def record_forecast(self, household: str, body: ForecastBody, *, issued_s: int) -> None:
         """The first step of ``body``: the forecast for the interval at its start."""
