@@ -349,37 +349,33 @@ def households_table(rm: ReadModel, *, only: str | None = None) -> dict[str, Any
 
 
 def _statement_rows(conn: Connection, household: str) -> list[StatementRow]:
+    """The household's rows as statement rows, the columns in StatementRow's order."""
     hi, s = t.household_interval, t.interval_stats
     query = (
-        select(hi, s.c.price_micro_per_kwh.label("clearing_price"))
+        select(
+            hi.c.interval,
+            hi.c.basis,
+            hi.c.import_wh,
+            hi.c.export_wh,
+            hi.c.bought_wh,
+            hi.c.sold_wh,
+            s.c.price_micro_per_kwh,  # the interval's clearing price, as the builder takes it
+            hi.c.retail_micro_per_kwh,
+            hi.c.feed_in_micro_per_kwh,
+            hi.c.p2p_cost_micro,
+            hi.c.grid_cost_micro,
+            hi.c.fee_micro,
+            hi.c.grid_only_cost_micro,
+            hi.c.corrections,
+            hi.c.posted_micro,
+            hi.c.fee_posted_micro,
+            hi.c.flag_reason,
+        )
         .select_from(hi.outerjoin(s, s.c.interval == hi.c.interval))
         .where(hi.c.household == household)
         .order_by(hi.c.interval)
     )
-    rows = []
-    for r in conn.execute(query).mappings():
-        rows.append(
-            StatementRow(
-                interval=r["interval"],
-                basis=r["basis"],
-                import_wh=r["import_wh"],
-                export_wh=r["export_wh"],
-                bought_wh=r["bought_wh"],
-                sold_wh=r["sold_wh"],
-                price_micro_per_kwh=r["clearing_price"],
-                retail_micro_per_kwh=r["retail_micro_per_kwh"],
-                feed_in_micro_per_kwh=r["feed_in_micro_per_kwh"],
-                p2p_cost_micro=r["p2p_cost_micro"],
-                grid_cost_micro=r["grid_cost_micro"],
-                fee_micro=r["fee_micro"],
-                grid_only_cost_micro=r["grid_only_cost_micro"],
-                corrections=r["corrections"],
-                posted_micro=r["posted_micro"],
-                fee_posted_micro=r["fee_posted_micro"],
-                flag_reason=r["flag_reason"],
-            )
-        )
-    return rows
+    return [StatementRow(*row) for row in conn.execute(query).all()]
 
 
 def statement(rm: ReadModel, household: str) -> Statement:
