@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import statistics
 import tempfile
@@ -269,7 +270,7 @@ def bench_queries(rm: ReadModel, days: int) -> None:
     assert last is not None
     end = int(last.interval) + STEP
     mid = T0 + (days // 2) * 86_400 + 12 * 3600
-    print("queries (each: first call, then 5 more):")
+    print(f"queries (each: first call, then 5 more; load average {os.getloadavg()[0]:.1f}):")
     worst = max(
         timed("overview", lambda: q.overview(rm, now_s=end + 60)),
         timed(f"market_series ({days} days)", lambda: q.market_series(rm)),
@@ -314,6 +315,7 @@ def build_ledger(url: str, entries: int, households: int) -> tuple[int, float, f
 
 def bench_fold(tmp: Path, entries: int, households: int, pg_url: str | None) -> None:
     url = f"sqlite:///{tmp / 'ledger.db'}"
+    print(f"fold (load average {os.getloadavg()[0]:.1f}):")
     size, busy, wall = build_ledger(url, entries, households)
     ledger_rate = size / busy
     print(
