@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, create_engine, event, inspect, select, text
+from sqlalchemy import Table, create_engine, event, inspect, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -213,10 +213,8 @@ class ReadModel:
         _replace(conn, st, changes.stats, ("interval",), stats)
         _replace(conn, hh, changes.households, ("id",), keys)
         _replace(conn, t.anomaly, changes.anomalies, ("household", "interval", "kind"), None)
-        if changes.trades:
-            conn.execute(t.trade.insert(), changes.trades)
-        if changes.orders:
-            conn.execute(t.book_order.insert(), changes.orders)
+        _insert(conn, t.trade, changes.trades)
+        _insert(conn, t.book_order, changes.orders)
         _add_totals(conn, changes.totals)
         return changes
 
@@ -307,7 +305,7 @@ def _copy_checkpoints(conn: Connection, ledger: LedgerStore, after: int, upto: i
         rows = [dict(r) for r in source.execute(query).mappings()]
     if rows:
         conn.execute(t.checkpoint.delete().where(t.checkpoint.c.tree_size > after))
-        conn.execute(t.checkpoint.insert(), [{**r, "root": bytes(r["root"])} for r in rows])
+        _insert(conn, t.checkpoint, [{**r, "root": bytes(r["root"])} for r in rows])
 
 
 def _replace(
@@ -325,11 +323,32 @@ def _replace(
     def pk(row: Mapping[str, Any]) -> Any:
         return row[key[0]] if len(key) == 1 else tuple(row[k] for k in key)
 
-    old = [r for r in rows if existing is None or pk(r) in existing]
-    if old:
-        where = and_(*(table.c[k] == bindparam(f"k_{k}") for k in key))
-        conn.execute(table.delete().where(where), [{f"k_{k}": r[k] for k in key} for r in old])
-    conn.execute(table.insert(), list(rows))
+    old = [pk(r) for r in rows if existing is None or pk(r) in existing]
+    columns = [table.c[k] for k in key]
+    for part in _chunks(old, 500):
+        match = columns[0].in_(part) if len(key) == 1 else tuple_(*columns).in_(part)
+        conn.execute(table.delete().where(match))
+    _insert(conn, table, rows)
+
+
+def _insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows``: one ``executemany`` on SQLite; ``COPY`` on PostgreSQL, where
+    psycopg's executemany costs a round of the pipeline per row."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), list(rows))
+        return
+    names = [c.name for c in table.columns]
+    defaults = [c.default.arg if c.default is not None else None for c in table.columns]  # type: ignore[attr-defined]
+    quoted = ", ".join(f'"{n}"' for n in names)
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f'COPY "{t.PG_SCHEMA}"."{table.name}" ({quoted}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row.get(n, d) for n, d in zip(names, defaults, strict=True)])
+    finally:
+        cursor.close()
 
 
 def _add_totals(conn: Connection, deltas: Mapping[str, Mapping[str, int]]) -> None:
