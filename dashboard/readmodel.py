@@ -332,21 +332,27 @@ def _replace(
 
 
 def _insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows``: one ``executemany`` on SQLite; ``COPY`` on PostgreSQL, where
-    psycopg's executemany costs a round of the pipeline per row."""
+    """Insert ``rows`` through the driver's cursor in the transaction of ``conn``:
+    ``executemany`` of plain tuples on SQLite, ``COPY`` on PostgreSQL (psycopg's
+    executemany costs a round of its pipeline per row; SQLAlchemy's per-row parameter
+    processing costs more than SQLite's own work)."""
     if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(table.insert(), list(rows))
         return
     names = [c.name for c in table.columns]
     defaults = [c.default.arg if c.default is not None else None for c in table.columns]  # type: ignore[attr-defined]
+    values = [[row.get(n, d) for n, d in zip(names, defaults, strict=True)] for row in rows]
     quoted = ", ".join(f'"{n}"' for n in names)
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f'COPY "{t.PG_SCHEMA}"."{table.name}" ({quoted}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row([row.get(n, d) for n, d in zip(names, defaults, strict=True)])
+        if conn.dialect.name == "postgresql":
+            sql = f'COPY "{t.PG_SCHEMA}"."{table.name}" ({quoted}) FROM STDIN'
+            with cursor.copy(sql) as copy:
+                for value in values:
+                    copy.write_row(value)
+        else:
+            marks = ", ".join("?" for _ in names)
+            sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'  # noqa: S608 (the table's own names)
+            cursor.executemany(sql, values)
     finally:
         cursor.close()
 
