@@ -29,7 +29,7 @@ from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.auth import Challenges, OperatorToken, Sessions, Tickets, Viewer
 from wattmesh.dashboard.live import Writes
 from wattmesh.dashboard.metrics import DashboardMetrics
-from wattmesh.dashboard.readmodel import ReadModel, SyncResult
+from wattmesh.dashboard.readmodel import ReadModel, ReadModelError, SyncResult
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.store_open import failure_reason
 
@@ -95,6 +95,7 @@ class Runtime:
         self.ready = asyncio.Event()  # the first sync was tried (keys and meta known if any)
         self._caught_up_s = time.monotonic()
         self.on_bus = asyncio.Event()  # the bus listener was connected and subscribed once
+        self.market_known = asyncio.Event()  # market id and operator key known
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -111,7 +112,11 @@ class Runtime:
     def _drop_ledger(self, exc: BaseException) -> None:
         problem = _problem(exc)
         if problem != self.ledger_problem:
-            _LOG.warning("cannot read the ledger: %s", problem)
+            # A database failure is one line; anything else is a bug: its traceback, once.
+            trace = (
+                exc if failure_reason(exc) is None and not isinstance(exc, WattmeshError) else None
+            )
+            _LOG.warning("cannot read the ledger: %s", problem, exc_info=trace)
         self.ledger_problem = problem
         if self.ledger is not None:
             self.ledger.close()
@@ -121,7 +126,11 @@ class Runtime:
         """Fold up to :data:`SYNC_BATCH` new entries (in a worker thread); None on failure."""
         try:
             result = self.rm.sync(self._open_ledger(), max_entries=SYNC_BATCH)
-        except (WattmeshError, OSError, Exception) as exc:
+        except ReadModelError as exc:  # its own database: the ledger is not to blame
+            _LOG.warning("cannot update the read model: %s", exc)
+            self.metrics.sync_failures.inc()
+            return None
+        except Exception as exc:
             self._drop_ledger(exc)
             self.metrics.sync_failures.inc()
             return None
@@ -179,10 +188,17 @@ class Runtime:
 
     async def follow(self) -> None:
         """Fold the log as it grows and push an ``interval`` event per closed interval."""
+        ledger_ok: bool | None = None
         while True:
             self.wake.clear()
             result = await self.writes.run(self.sync_once)
             self.ready.set()
+            if self.market_id is not None and self.operator_key is not None:
+                self.market_known.set()
+            if ledger_ok is not (result is not None):
+                ledger_ok = result is not None
+                event = {"ok": ledger_ok, "problem": self.ledger_problem}
+                self.hub.broadcast(json.dumps({"type": "health", "ledger": event}))
             if result is not None:
                 await self._after_sync(result)
                 if result.applied >= SYNC_BATCH:

@@ -180,9 +180,10 @@ def _runtime_config(settings: DashboardSettings) -> RuntimeConfig:
 async def _live(rt: Runtime, config: TransportConfig) -> None:
     """Listen to the bus once the market id and the operator key are known."""
     await rt.ready.wait()
-    while rt.market_id is None or rt.operator_key is None:
+    if not rt.market_known.is_set():
         _LOG.warning("the bus listener waits for the ledger's market id and operator key")
-        await asyncio.sleep(max(rt.config.sync_every_s, 1.0))
+        await rt.market_known.wait()
+    assert rt.market_id is not None and rt.operator_key is not None
     listener = Listener(
         topics=Topics(rt.market_id),
         operator_key=rt.operator_key,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import DummyCookieJar, WSMsgType, web
+from aiohttp import ClientSession, DummyCookieJar, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,8 +31,10 @@ from wattmesh.broker.messages import AnnouncementBody, Phase, Signer
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
-from wattmesh.dashboard.app import CSP, DashboardSettings, make_app
+from wattmesh.dashboard.app import CSP, DashboardSettings, make_app, serve
 from wattmesh.dashboard.auth import COOKIE_NAME, LoginFailed, login_link
+from wattmesh.ledger.statement import build_statement
+from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 Client = TestClient[web.Request, web.Application]
@@ -161,8 +164,6 @@ PERSONAL = (
 
 async def _personal_entry(client: Client, sim: SimLedger, household: str) -> int:
     """The index of one of ``household``'s readings in the log."""
-    import sqlite3
-
     with sqlite3.connect(sim.path) as conn:
         (idx,) = conn.execute(
             "SELECT min(idx) FROM log_entry WHERE kind = 'reading' AND agent = ?", (household,)
@@ -368,3 +369,43 @@ def _summary_body(tail: Tail, *, late: int) -> Any:
 
 def _signed(signer: Signer, body: Any, tail: Tail) -> bytes:
     return signer.sign(body, interval=tail.interval, seq=20, expires=0).to_wire()
+
+
+async def test_the_statement_is_the_ledgers_own(client: Client, sim: SimLedger) -> None:
+    """What `wattmesh ledger statement` prints for the household, JSON and CSV."""
+    store = LedgerStore.read_only(sim.url)
+    try:
+        entries = [json.loads(e.data) for e in store.iter_entries()]
+    finally:
+        store.close()
+    cookie = await _household_cookie(client, sim, "h003")
+    expected = build_statement(entries, household="h003")
+    served = await _json(client, "/api/households/h003/statement", cookie=cookie)
+    assert served == json.loads(json.dumps(expected.to_json()))
+    assert await _json(client, "/api/households/h003/statement.csv", cookie=cookie) == (
+        expected.to_csv()
+    )
+
+
+async def test_serve_listens_until_stopped(sim: SimLedger, tmp_path: Path) -> None:
+    settings = _settings(sim.path, tmp_path, port=0)
+    stop = asyncio.Event()
+    urls: list[str] = []
+    listening = asyncio.Event()
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        listening.set()
+
+    served = asyncio.create_task(serve(settings, stop=stop, ready=ready))
+    try:
+        waiting = asyncio.create_task(listening.wait())
+        await asyncio.wait({served, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert listening.is_set() and not served.done(), served
+        async with ClientSession() as session, session.get(urls[0] + "api/session") as answer:
+            assert answer.status == 200
+            assert answer.headers["Content-Security-Policy"] == CSP
+    finally:
+        stop.set()
+        await served
+    assert urls[0].startswith("http://127.0.0.1:")
