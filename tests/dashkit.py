@@ -1,110 +1,112 @@
-"""Shared fixtures of the dashboard's server tests: a small simulated ledger, its keys, helpers."""
+"""Ledgers for dashboard tests: a small market with every kind of log entry (trades with
+a network fee, estimates and their corrections, a flag, a non-trading interval, a key
+rotation, a household joining late), built through the real ledger, and the figures a
+read model must agree with, recomputed from the log alone."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
-from dataclasses import dataclass
-from pathlib import Path
+import json
+import random
+from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
-from openapi_schema_validator import OAS31Validator
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
-from tests.ledgerkit import drop_append_only_triggers
+from tests.ledgerkit import STEP, T0, TARIFF, House, new_ledger
 from wattmesh.broker.keys import SigningKey
-from wattmesh.broker.transport import BrokerAddress
-from wattmesh.dashboard.openapi import openapi_document
-from wattmesh.sim.simkeys import simulation_key
-from wattmesh.sim.simulate import SimulationConfig, run_simulation
+from wattmesh.broker.messages import Side
+from wattmesh.dashboard import _tables
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.mechanisms.base import MarketRules
+from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.statement import Statement, build_statement
+from wattmesh.ledger.store import LedgerStore
 
-SEED = 7
-MARKET = "sim"
-HOUSEHOLDS = ("h001", "h002", "h003")
-TOKEN = "operator-token-for-the-tests-0123"
+FEE = Mechanism("uniform", MarketRules(network_fee_micro_per_kwh=10_000))
+HELD_AT, BACKFILL_AT = 3, 5  # h003's reading at interval 3 arrives in interval 5
+LATE_JOIN, ROTATE, IDLE, BACKWARDS = 4, 5, 6, 8
 
 
-@dataclass(frozen=True)
-class SimLedger:
-    """A finished simulation's ledger file and the keys that signed it."""
+class MixedMarket:
+    """A ledger that grows one interval per :meth:`step` (``intervals`` in all)."""
 
-    path: Path
-    report: dict[str, Any]
+    def __init__(self, db_url: str, *, intervals: int = 10, seed: int = 3) -> None:
+        self.rng = random.Random(seed)
+        self.houses = {a: House(a) for a in ("h001", "h002", "h003", "h004")}
+        self.ledger: Ledger = new_ledger(
+            db_url, SigningKey.generate(), self.houses.values(), mechanism=FEE
+        )
+        self.intervals = intervals
+        self.n = 0
+        self.held: bytes | None = None
 
     @property
-    def url(self) -> str:
-        return f"sqlite:///{self.path}"
+    def store(self) -> LedgerStore:
+        return self.ledger.store
 
-    def key(self, name: str) -> SigningKey:
-        return simulation_key(SEED, name)
+    def step(self) -> int:
+        """Open, fill and close the next interval; return its start."""
+        n, rng, ledger = self.n, self.rng, self.ledger
+        t = T0 + n * STEP
+        if n == LATE_JOIN:
+            self.houses["h005"] = House("h005")
+            ledger.register({"h005": self.houses["h005"].key.verifying}, interval=t)
+        if n == ROTATE:
+            new = SigningKey.generate()
+            ledger.register({"h002": new.verifying}, interval=t)
+            self.houses["h002"].key = new
+        trading = n != IDLE
+        ledger.open_interval(t, TARIFF, trading=trading)
+        for agent, house in self.houses.items():
+            if agent == "h004" and n == 0:
+                house.meter(import_wh=5_000)  # a register that has counted before
+            if agent == "h004" and n == BACKWARDS:
+                house.import_wh -= 2_000  # its register goes backwards: flagged
+            reading = house.reading(t)
+            if agent == "h003" and n == HELD_AT:
+                self.held = reading
+            elif agent == "h001" and n == self.intervals - 1:
+                pass  # never arrives: the interval before stays estimated
+            else:
+                ledger.ingest(reading)
+            if rng.random() < 0.5:
+                house.meter(import_wh=rng.randint(0, 600))
+            else:
+                house.meter(export_wh=rng.randint(0, 900))
+        if n == BACKFILL_AT and self.held is not None:
+            ledger.ingest(self.held)
+        if trading:
+            for house in self.houses.values():
+                side = Side.BUY if rng.random() < 0.5 else Side.SELL
+                price = rng.randint(80_000, 300_000)
+                ledger.ingest(house.order(t, side, rng.randint(0, 800), price))
+        ledger.close_interval()
+        self.n += 1
+        return t
 
-    def copy(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "ledger.db"
-        shutil.copyfile(self.path, target)
-        return target
-
-
-async def simulate_ledger(workdir: Path, broker: BrokerAddress) -> SimLedger:
-    """Three households trading for one day over ``broker``."""
-    config = SimulationConfig(
-        households=len(HOUSEHOLDS),
-        days=1,
-        seed=SEED,
-        pv_share=0.5,
-        forecaster="naive",
-        history_days=7,
-        workdir=workdir,
-        gate_timeout_s=30.0,
-        broker=broker.url,
-    )
-    report = await run_simulation(config)
-    assert report["verified"] is True, report["verify_problem"]
-    return SimLedger(workdir / "ledger.db", report)
-
-
-@dataclass(frozen=True)
-class Tail:
-    """Log rows cut off a copy of a ledger, to append again later (the log growing)."""
-
-    path: Path
-    entries: list[tuple[Any, ...]]
-    checkpoints: list[tuple[Any, ...]]
-    interval: int  # the interval whose clearing is in the tail
-
-    def append(self) -> None:
-        with sqlite3.connect(self.path) as conn:
-            marks = ",".join("?" * len(self.entries[0]))
-            conn.executemany(f"INSERT INTO log_entry VALUES ({marks})", self.entries)
-            marks = ",".join("?" * len(self.checkpoints[0]))
-            conn.executemany(f"INSERT INTO checkpoint VALUES ({marks})", self.checkpoints)
-
-
-def cut_last_interval(path: Path) -> Tail:
-    """Remove from the ledger at ``path`` everything from the last cleared interval on."""
-    drop_append_only_triggers(sa.create_engine(f"sqlite:///{path}"))
-    with sqlite3.connect(path) as conn:
-        last_clearing, interval = conn.execute(
-            "SELECT idx, interval FROM log_entry WHERE kind = 'clearing' ORDER BY idx DESC LIMIT 1"
-        ).fetchone()
-        (before,) = conn.execute(
-            "SELECT max(idx) FROM log_entry WHERE kind = 'checkpoint_ref' AND idx < ?",
-            (last_clearing,),
-        ).fetchone()
-        cut = before + 1
-        entries = conn.execute("SELECT * FROM log_entry WHERE idx >= ? ORDER BY idx", (cut,))
-        kept_entries = entries.fetchall()
-        checkpoints = conn.execute("SELECT * FROM checkpoint WHERE tree_size > ?", (cut,))
-        kept_checkpoints = checkpoints.fetchall()
-        conn.execute("DELETE FROM log_entry WHERE idx >= ?", (cut,))
-        conn.execute("DELETE FROM checkpoint WHERE tree_size > ?", (cut,))
-    return Tail(path, kept_entries, kept_checkpoints, interval)
+    def run(self) -> MixedMarket:
+        while self.n < self.intervals:
+            self.step()
+        return self
 
 
-_DOCUMENT = openapi_document()
+def logged(store: LedgerStore) -> list[dict[str, Any]]:
+    return [json.loads(e.data) for e in store.iter_entries()]
 
 
-def check_shape(data: Any, schema: str) -> None:
-    """Raise unless ``data`` is what the OpenAPI document says ``schema`` is."""
-    root = {**_DOCUMENT, "$ref": f"#/components/schemas/{schema}"}
-    OAS31Validator(root).validate(data)
+def statements(store: LedgerStore) -> dict[str, Statement]:
+    """Every registered household's statement, built by the ledger's own builder."""
+    entries = logged(store)
+    agents = sorted({e["agent"] for e in entries if e["kind"] == "key"})
+    return {a: build_statement(entries, household=a) for a in agents}
+
+
+def table_rows(engine: Engine) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Each read model table's rows, sorted (to compare two read models)."""
+    for table in _tables.METADATA.sorted_tables:
+        if table.name == "sync_state":
+            continue
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(select(table)).all()]
+        yield table.name, sorted(rows, key=repr)

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.dashkit import (
+from tests.dashsimkit import (
     HOUSEHOLDS,
     MARKET,
     TOKEN,
