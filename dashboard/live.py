@@ -30,28 +30,24 @@ set the household's presence and push a ``presence`` event with counts only.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import (
-    DOMAIN_PREFIX,
     AnnouncementBody,
     ForecastBody,
     Phase,
     Presence,
     SignedMessage,
     StatusBody,
-    canonical_bytes,
+    SummaryBody,
     decode_message,
-    parse_header,
-    parse_json,
 )
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message, Transport
@@ -63,7 +59,6 @@ __all__ = ["Listener", "LiveSink", "Writes"]
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SUMMARY_KIND = "summary"
 _UNSIGNED = "unsigned"  # a payload that is no signed envelope at all (counted apart)
 
 
@@ -127,7 +122,7 @@ class Listener:
 
     def subscriptions(self) -> list[tuple[str, int]]:
         t = self.topics
-        market = [t.announce, t.trades, t.checkpoint, f"{t.root}/market/{SUMMARY_KIND}"]
+        market = [t.announce, t.trades, t.checkpoint, t.summary]
         household = [f"{t.root}/household/+/forecast", t.all_status]
         return [(topic, 1) for topic in (*market, *household)]
 
@@ -174,7 +169,7 @@ class Listener:
         kind, key, household = self._expected(topic)
         if kind is None:
             raise MessageError(RejectReason.BAD_TOPIC, "not a topic the dashboard reads")
-        signed = _decode(payload, kind)
+        signed = decode_message(payload)
         header = signed.header
         if header.kind != kind:
             raise MessageError(RejectReason.SCHEMA, f"a {header.kind} message on this topic")
@@ -202,7 +197,7 @@ class Listener:
             t.announce: "announcement",
             t.trades: "trades",
             t.checkpoint: "checkpoint",
-            f"{t.root}/market/{SUMMARY_KIND}": SUMMARY_KIND,
+            t.summary: SummaryBody.KIND,
         }
         if topic in market:
             return market[topic], self._operator, None
@@ -230,8 +225,8 @@ class Listener:
                 self._wake_sync()
         elif header.kind == "checkpoint":
             self._wake_sync()
-        elif header.kind == SUMMARY_KIND:
-            await self._summary(header.interval, signed)
+        elif isinstance(body, SummaryBody):
+            await self._summary(header.interval, body)
         elif isinstance(body, ForecastBody) and judged.household is not None:
             household, at_s = judged.household, int(self._now())
             await self._writes.run(
@@ -240,8 +235,8 @@ class Listener:
         elif isinstance(body, StatusBody) and judged.household is not None:
             await self._presence(judged.household, online=body.state is Presence.ONLINE)
 
-    async def _summary(self, interval: int, signed: SignedMessage) -> None:
-        rejections = _summary_rejections(signed)
+    async def _summary(self, interval: int, body: SummaryBody) -> None:
+        rejections = dict(body.rejections)
         await self._writes.run(lambda: self._sink.record_summary(interval, rejections))
         event = {"type": "rejections", "interval": interval, "counts": dict(rejections)}
         self._hub.broadcast(json.dumps(event))
@@ -253,50 +248,3 @@ class Listener:
         )
         online_n, known_n = await self._writes.run(self._presence_counts)
         self._hub.broadcast(json.dumps({"type": "presence", "online": online_n, "known": known_n}))
-
-
-@dataclass(frozen=True)
-class _SummaryBody:
-    """A summary's body read loosely, until ``broker.bodies`` knows the kind."""
-
-    KIND: ClassVar[str] = SUMMARY_KIND
-    fields: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.fields
-
-
-def _decode(payload: bytes, kind: str) -> SignedMessage:
-    """:func:`decode_message`; a summary also when the wire contract lacks its kind."""
-    try:
-        return decode_message(payload)
-    except MessageError as exc:
-        if kind != SUMMARY_KIND or exc.reason is not RejectReason.SCHEMA:
-            raise
-    outer = parse_json(payload)
-    signed = outer.get("signed") if isinstance(outer, dict) else None
-    if not (isinstance(signed, dict) and isinstance(outer.get("sig"), str)):
-        raise MessageError(RejectReason.SCHEMA, "not a signed envelope")
-    if signed.get("domain") != DOMAIN_PREFIX + SUMMARY_KIND or not isinstance(
-        signed.get("body"), dict
-    ):
-        raise MessageError(RejectReason.SCHEMA, "not a summary")
-    try:
-        header = parse_header(signed, SUMMARY_KIND)
-        signature = base64.b64decode(outer["sig"], validate=True)
-    except (KeyError, ValueError) as exc:
-        raise MessageError(RejectReason.SCHEMA, f"summary header: {exc}") from exc
-    body = _SummaryBody(signed["body"])
-    return SignedMessage(header, body, signature, canonical_bytes(signed))
-
-
-def _summary_rejections(signed: SignedMessage) -> dict[str, int]:
-    """The ``rejections`` of a (verified) summary: reason -> count (the schema's)."""
-    counts = signed.body.to_json().get("rejections")
-    if not isinstance(counts, dict):
-        return {}
-    return {
-        str(reason): n
-        for reason, n in counts.items()
-        if type(n) is int and n > 0 and len(str(reason)) <= 64
-    }

@@ -27,7 +27,7 @@ from tests.dashsimkit import (
     simulate_ledger,
 )
 from wattmesh.broker.keys import SigningKey
-from wattmesh.broker.messages import AnnouncementBody, Phase, Signer
+from wattmesh.broker.messages import AnnouncementBody, Phase, Signer, SummaryBody
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
@@ -311,7 +311,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
         socket = await client.ws_connect("/ws")
         tail.append()  # the ledger logs the interval
         cleared = AnnouncementBody(Phase.CLEARED, 900, 300_000, 80_000, 150_000, 10, 1, "ab" * 32)
-        summary_topic = f"{topics.root}/market/summary"
+        summary_topic = topics.summary
         async with Transport(publisher) as bus:
             await bus.wait_connected()
             # A forger announces the interval and sends a summary; then the operator's
@@ -343,31 +343,23 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
         await client.close()
 
 
-def _summary_body(tail: Tail, *, late: int) -> Any:
-    fields = {
-        "interval": tail.interval,
-        "orders": 3,
-        "readings": 3,
-        "households": 3,
-        "trades": 0,
-        "volume_wh": 10,
-        "price_micro_per_kwh": 150_000,
-        "tree_size": 1,
-        "root": "ab" * 32,
-        "rejections": {"bad_signature": 4, "late": late},
-        "redeliveries": 0,
-    }
-
-    class SummaryBody:
-        KIND = "summary"
-
-        def to_json(self) -> dict[str, Any]:
-            return fields
-
-    return SummaryBody()
+def _summary_body(tail: Tail, *, late: int) -> SummaryBody:
+    return SummaryBody(
+        interval=tail.interval,
+        orders=3,
+        readings=3,
+        households=3,
+        trades=0,
+        volume_wh=10,
+        price_micro_per_kwh=150_000,
+        tree_size=1,
+        root="ab" * 32,
+        rejections={"bad_signature": 4, "late": late},
+        redeliveries=0,
+    )
 
 
-def _signed(signer: Signer, body: Any, tail: Tail) -> bytes:
+def _signed(signer: Signer, body: SummaryBody, tail: Tail) -> bytes:
     return signer.sign(body, interval=tail.interval, seq=20, expires=0).to_wire()
 
 

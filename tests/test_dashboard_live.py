@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,6 +18,7 @@ from wattmesh.broker.messages import (
     Presence,
     Signer,
     StatusBody,
+    SummaryBody,
 )
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message
@@ -49,17 +50,6 @@ class Recorded:
 
     def record_broker(self, *, connected: bool, at_s: int) -> None:
         self.broker.append(connected)
-
-
-@dataclass
-class SummaryBody:
-    """The ledger's summary body as the wire carries it (kind ``summary``)."""
-
-    KIND: ClassVar[str] = "summary"
-    fields: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.fields
 
 
 @dataclass
@@ -174,24 +164,24 @@ async def test_a_replayed_message_is_taken_once(setup: Setup) -> None:
 
 
 async def test_a_summary_stores_and_pushes_its_rejections(setup: Setup) -> None:
-    fields = {
-        "interval": T0,
-        "orders": 3,
-        "readings": 3,
-        "households": 3,
-        "trades": 1,
-        "volume_wh": 100,
-        "price_micro_per_kwh": 150_000,
-        "tree_size": 40,
-        "root": "ab" * 32,
-        "rejections": {"bad_signature": 2, "late": 1},
-        "redeliveries": 0,
-    }
-    topic = f"{setup.topics.root}/market/summary"
-    forged = _wire(Signer(SigningKey.generate(), MARKET, "operator"), SummaryBody(fields))
+    body = SummaryBody(
+        interval=T0,
+        orders=3,
+        readings=3,
+        households=3,
+        trades=1,
+        volume_wh=100,
+        price_micro_per_kwh=150_000,
+        tree_size=40,
+        root="ab" * 32,
+        rejections={"bad_signature": 2, "late": 1},
+        redeliveries=0,
+    )
+    topic = setup.topics.summary
+    forged = _wire(Signer(SigningKey.generate(), MARKET, "operator"), body)
     await setup.listener.handle(Message(topic, forged, retain=False))
     assert setup.recorded.summaries == [] and setup.pushed() == []
-    await setup.listener.handle(Message(topic, _wire(setup.operator, SummaryBody(fields)), False))
+    await setup.listener.handle(Message(topic, _wire(setup.operator, body), False))
     assert setup.recorded.summaries == [(T0, {"bad_signature": 2, "late": 1})]
     assert setup.pushed() == [
         {"type": "rejections", "interval": T0, "counts": {"bad_signature": 2, "late": 1}}
