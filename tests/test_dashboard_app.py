@@ -15,6 +15,7 @@ from aiohttp import ClientSession, DummyCookieJar, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from tests.dashsimkit import (
     HOUSEHOLDS,
@@ -247,8 +248,17 @@ async def test_static_files_and_metrics(client: Client) -> None:
     css = await client.get("/static/vendor/uPlot.min.css")
     assert css.status == 200 and css.headers["Content-Security-Policy"] == CSP
     index = await client.get("/")
+    assert index.status == 200 and index.content_type == "text/html"
     assert index.headers["Content-Security-Policy"] == CSP
-    assert index.status in {200, 404}  # the pages come with the frontend's files
+    page = await index.text()
+    for script in ("/static/app.js", "/static/charts.js", "/static/proof.js"):
+        assert script in page
+        served = await client.get(script)
+        assert served.status == 200 and "javascript" in served.content_type
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+    outside = await client.get(URL("/static/%2e%2e/app.py", encoded=True))
+    assert outside.status in {403, 404}  # nothing outside static/
+    assert "DashboardSettings" not in await outside.text()
     await _json(client, "/api/overview")
     text = await _json(client, "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(text)}
