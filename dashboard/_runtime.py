@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from wattmesh.broker.errors import WattmeshError
 from wattmesh.broker.keys import VerifyingKey
@@ -27,7 +27,7 @@ from wattmesh.dashboard import _tables as tables
 from wattmesh.dashboard import queries
 from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.auth import Challenges, OperatorToken, Sessions, Tickets, Viewer
-from wattmesh.dashboard.live import Writes
+from wattmesh.dashboard.live import Listener, Writes
 from wattmesh.dashboard.metrics import DashboardMetrics
 from wattmesh.dashboard.readmodel import ReadModel, ReadModelError, SyncResult
 from wattmesh.ledger.store import LedgerStore
@@ -96,6 +96,9 @@ class Runtime:
         self._caught_up_s = time.monotonic()
         self.on_bus = asyncio.Event()  # the bus listener was connected and subscribed once
         self.market_known = asyncio.Event()  # market id and operator key known
+        self.listener: Listener | None = None  # the bus listener, once it runs
+        self.keys_version = 0  # counts the changes of ``keys``
+        self._keys_acted_on = 0
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -152,8 +155,11 @@ class Runtime:
             fresh[household] = (
                 known if known is not None and known.der() == der else VerifyingKey.from_der(der)
             )
-        self.keys.clear()
-        self.keys.update(fresh)
+        if fresh != self.keys:  # changed in place: the event loop reads it meanwhile
+            for gone in set(self.keys) - set(fresh):
+                del self.keys[gone]
+            self.keys.update(fresh)
+            self.keys_version += 1
         state = {k: self.rm.state(k) for k in ("market_id", "origin", "operator_public_key")}
         if self.market_id is None:
             self.market_id = state["market_id"]
@@ -181,8 +187,12 @@ class Runtime:
         return True, None
 
     def presence_counts(self) -> tuple[int, int]:
-        agents = queries.overview(self.rm, now_s=int(time.time()))["agents"]
-        return int(agents["online"]), int(agents["known"])
+        """Households online and households known (two counts, for a ``presence`` event)."""
+        p, h = tables.presence, tables.household
+        with self.rm.engine.connect() as conn:
+            online = conn.execute(select(func.count()).where(p.c.online == 1)).scalar_one()
+            known = conn.execute(select(func.count()).select_from(h)).scalar_one()
+        return int(online), int(known)
 
     # ------------------------------------------------------------------ the follower
 
@@ -213,6 +223,9 @@ class Runtime:
         if result.applied < SYNC_BATCH:
             self._caught_up_s = time.monotonic()
         self.metrics.sync_lag_s.set(time.monotonic() - self._caught_up_s)
+        if self.keys_version != self._keys_acted_on and self.listener is not None:
+            self._keys_acted_on = self.keys_version
+            await self.listener.keys_changed()
         if not result.closed:
             return
         now_s = int(time.time())

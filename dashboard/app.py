@@ -196,6 +196,7 @@ async def _live(rt: Runtime, config: TransportConfig) -> None:
         wake_sync=rt.wake.set,
         presence_counts=rt.presence_counts,
     )
+    rt.listener = listener
     transport = Transport(config, subscriptions=listener.subscriptions())
     async with transport, asyncio.TaskGroup() as group:
         group.create_task(listener.run(transport), name="dashboard-bus")

@@ -16,7 +16,10 @@ Who must have signed what:
   key are dropped;
 - a household's status (``household/<id>/status``): that household's registered key
   (from the read model's ``household`` table, as the ledger registered it), its
-  header naming the household of the topic.
+  header naming the household of the topic. A status that arrives before the read
+  model holds the household's key (a retained one, heard at start) is counted as
+  ``unknown_key`` and its latest kept (:data:`MAX_WAITING` households at most) to be
+  judged again once the log follower has folded new keys.
 
 A sender's messages of one kind are taken in ``seq`` order only (a retained message
 seen again after a reconnect, or a replayed old one, is dropped as ``duplicate``).
@@ -33,6 +36,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -54,11 +58,12 @@ from wattmesh.broker.transport import Message, Transport
 from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.metrics import DashboardMetrics
 
-__all__ = ["Listener", "LiveSink", "Writes"]
+__all__ = ["MAX_WAITING", "Listener", "LiveSink", "Writes"]
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
+MAX_WAITING = 1024  # statuses kept for households without a key yet (oldest dropped)
 _UNSIGNED = "unsigned"  # a payload that is no signed envelope at all (counted apart)
 
 
@@ -118,6 +123,9 @@ class Listener:
         self._presence_counts = presence_counts
         self._now = now
         self._last_seq: dict[tuple[str, str, str], int] = {}  # (kind, agent, topic) -> seq
+        # The latest status of each household whose key is not in the read model yet
+        # (the dashboard may hear a retained status before it folds the key entry).
+        self._waiting: OrderedDict[str, Message] = OrderedDict()
         self.last_cleared: int | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -178,6 +186,7 @@ class Listener:
         if kind == "status" and household is not None:
             key = self._household_key(household)
             if key is None:
+                self._wait_for_key(household, topic, payload)
                 raise MessageError(RejectReason.UNKNOWN_KEY, f"no key for {household}")
             if header.agent != household:
                 raise MessageError(RejectReason.KEY_MISMATCH, f"signed as {header.agent}")
@@ -189,6 +198,19 @@ class Listener:
             raise MessageError(RejectReason.DUPLICATE, f"seq {header.seq} seen already")
         self._last_seq[order_key] = header.seq
         return _Judged(signed, household)
+
+    def _wait_for_key(self, household: str, topic: str, payload: bytes) -> None:
+        self._waiting[household] = Message(topic, payload, retain=False)
+        self._waiting.move_to_end(household)
+        while len(self._waiting) > MAX_WAITING:
+            self._waiting.popitem(last=False)
+
+    async def keys_changed(self) -> None:
+        """Judge again the statuses that waited for their household's key (call after
+        the read model folded key entries)."""
+        ready = [h for h in self._waiting if self._household_key(h) is not None]
+        for household in ready:
+            await self.handle(self._waiting.pop(household))
 
     def _expected(self, topic: str) -> tuple[str | None, VerifyingKey | None, str | None]:
         """The kind a topic carries, the key that must sign it, and its household."""

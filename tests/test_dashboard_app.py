@@ -28,7 +28,14 @@ from tests.dashsimkit import (
     simulate_ledger,
 )
 from wattmesh.broker.keys import SigningKey
-from wattmesh.broker.messages import AnnouncementBody, Phase, Signer, SummaryBody
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    Phase,
+    Presence,
+    Signer,
+    StatusBody,
+    SummaryBody,
+)
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
@@ -348,6 +355,15 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
             assert event["interval"] == tail.interval
             assert event["overview"]["last"]["interval"] == tail.interval
             assert not any(h in json.dumps(event) for h in HOUSEHOLDS)  # nobody's own figures
+            # A household's signed status: the presence event carries counts only.
+            h001 = Signer(sim.key("h001"), market, "h001")
+            status = h001.sign(StatusBody(Presence.ONLINE), interval=0, seq=1, expires=0)
+            stranger = Signer(SigningKey.generate(), market, "h001")
+            forged_status = stranger.sign(StatusBody(Presence.ONLINE), interval=0, seq=2, expires=0)
+            await bus.publish(topics.status("h002"), forged_status.to_wire())
+            await bus.publish(topics.status("h001"), status.to_wire())
+            event = await _next_event(socket, "presence")
+            assert event == {"type": "presence", "online": 1, "known": len(HOUSEHOLDS)}
         await socket.close()
     finally:
         await client.close()
