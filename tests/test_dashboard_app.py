@@ -249,6 +249,14 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
         await asyncio.to_thread(login_link, base, SigningKey.generate(), "h009")
     forged = await _json(client, "/api/session", cookie=_cookie(response)[:-3] + "AAA")
     assert forged["role"] == "anonymous"
+    keys = client.app[RUNTIME].keys
+    revoked = keys.pop("h002")  # as when the log folds h002's key revocation
+    try:
+        gone = await _json(client, "/api/session", cookie=_cookie(response))
+        assert gone["role"] == "anonymous"
+        await _json(client, "/api/households/h002", 401, cookie=_cookie(response))
+    finally:
+        keys["h002"] = revoked
 
 
 async def test_static_files_and_metrics(client: Client) -> None:
