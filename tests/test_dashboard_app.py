@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import ClientSession, DummyCookieJar, WSMsgType, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientSession, WSMsgType
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
@@ -21,11 +20,24 @@ from tests.dashsimkit import (
     HOUSEHOLDS,
     MARKET,
     TOKEN,
+    Client,
     SimLedger,
     Tail,
     check_shape,
     cut_last_interval,
     simulate_ledger,
+)
+from tests.dashsimkit import (
+    get_json as _json,
+)
+from tests.dashsimkit import (
+    operator_cookie as _operator_cookie,
+)
+from tests.dashsimkit import (
+    session_cookie as _cookie,
+)
+from tests.dashsimkit import (
+    started as _started,
 )
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
@@ -39,13 +51,12 @@ from wattmesh.broker.messages import (
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
-from wattmesh.dashboard.app import CSP, DashboardSettings, make_app, serve
+from wattmesh.dashboard.app import CSP, DashboardSettings, serve
 from wattmesh.dashboard.auth import COOKIE_NAME, LoginFailed, login_link
 from wattmesh.ledger.statement import build_statement
 from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -62,14 +73,6 @@ def _settings(ledger: Path, tmp_path: Path, **overrides: Any) -> DashboardSettin
     return DashboardSettings(**{**base, **overrides})
 
 
-async def _started(settings: DashboardSettings) -> Client:
-    app = make_app(settings)
-    client: Client = TestClient(TestServer(app), cookie_jar=DummyCookieJar())
-    await client.start_server()
-    await app[RUNTIME].ready.wait()  # the first sync was done
-    return client
-
-
 @pytest.fixture
 async def client(sim: SimLedger, tmp_path: Path) -> AsyncIterator[Client]:
     client = await _started(_settings(sim.path, tmp_path))
@@ -79,34 +82,12 @@ async def client(sim: SimLedger, tmp_path: Path) -> AsyncIterator[Client]:
         await client.close()
 
 
-async def _json(client: Client, path: str, status: int = 200, cookie: str | None = None) -> Any:
-    headers = {"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {}
-    response = await client.get(path, headers=headers)
-    assert response.status == status, (path, await response.text())
-    assert response.headers["Content-Security-Policy"] == CSP
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    if response.content_type == "application/json":
-        return await response.json()
-    return await response.text()
-
-
-def _cookie(response: Any) -> str:
-    morsel = response.cookies[COOKIE_NAME]
-    return str(morsel.value)
-
-
 async def _household_cookie(client: Client, sim: SimLedger, household: str) -> str:
     base = str(client.make_url("/"))
     link = await asyncio.to_thread(login_link, base, sim.key(household), household)
     response = await client.get(link.removeprefix(base.rstrip("/")), allow_redirects=False)
     assert response.status == 303
     assert response.headers["Location"] == f"/#/households/{household}"
-    return _cookie(response)
-
-
-async def _operator_cookie(client: Client) -> str:
-    response = await client.post("/api/login/operator", json={"token": TOKEN})
-    assert response.status == 200
     return _cookie(response)
 
 
