@@ -25,19 +25,11 @@ from tests.dashsimkit import (
     Tail,
     check_shape,
     cut_last_interval,
+    get_json,
+    operator_cookie,
+    session_cookie,
     simulate_ledger,
-)
-from tests.dashsimkit import (
-    get_json as _json,
-)
-from tests.dashsimkit import (
-    operator_cookie as _operator_cookie,
-)
-from tests.dashsimkit import (
-    session_cookie as _cookie,
-)
-from tests.dashsimkit import (
-    started as _started,
+    started,
 )
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
@@ -75,7 +67,7 @@ def _settings(ledger: Path, tmp_path: Path, **overrides: Any) -> DashboardSettin
 
 @pytest.fixture
 async def client(sim: SimLedger, tmp_path: Path) -> AsyncIterator[Client]:
-    client = await _started(_settings(sim.path, tmp_path))
+    client = await started(_settings(sim.path, tmp_path))
     try:
         yield client
     finally:
@@ -88,39 +80,39 @@ async def _household_cookie(client: Client, sim: SimLedger, household: str) -> s
     response = await client.get(link.removeprefix(base.rstrip("/")), allow_redirects=False)
     assert response.status == 303
     assert response.headers["Location"] == f"/#/households/{household}"
-    return _cookie(response)
+    return session_cookie(response)
 
 
 async def test_every_public_endpoint_answers_its_shape(client: Client, sim: SimLedger) -> None:
-    overview = await _json(client, "/api/overview")
+    overview = await get_json(client, "/api/overview")
     check_shape(overview, "Overview")
     assert overview["market_id"] == MARKET
     assert overview["ledger"]["trades"] == sim.report["trades"]
-    market = await _json(client, "/api/market")
+    market = await get_json(client, "/api/market")
     check_shape(market, "Market")
     assert len({len(column) for column in market.values()}) == 1
     assert len(market["intervals"]) == sim.report["intervals"]
-    trades = await _json(client, "/api/ledger/trades?limit=5")
+    trades = await get_json(client, "/api/ledger/trades?limit=5")
     check_shape(trades, "Trades")
     interval = trades["trades"][0]["interval"]
-    detail = await _json(client, f"/api/market/intervals/{interval}")
+    detail = await get_json(client, f"/api/market/intervals/{interval}")
     check_shape(detail, "Interval")
     assert detail["trades"]
-    checkpoints = await _json(client, "/api/ledger/checkpoints?limit=3")
+    checkpoints = await get_json(client, "/api/ledger/checkpoints?limit=3")
     check_shape(checkpoints, "Checkpoints")
     assert len(checkpoints["checkpoints"]) == 3
-    proof = await _json(client, f"/api/ledger/entries/{trades['trades'][0]['idx']}/proof")
+    proof = await get_json(client, f"/api/ledger/entries/{trades['trades'][0]['idx']}/proof")
     check_shape(proof, "Proof")
-    health = await _json(client, "/api/health")
+    health = await get_json(client, "/api/health")
     check_shape(health, "Health")
     assert health["status"] == "ok" and health["read_model"]["lag_entries"] == 0
-    check_shape(await _json(client, "/api/session"), "Session")
-    document = await _json(client, "/api/openapi.json")
+    check_shape(await get_json(client, "/api/session"), "Session")
+    document = await get_json(client, "/api/openapi.json")
     validate(document)
 
 
 async def test_bad_requests_get_json_errors(client: Client) -> None:
-    operator = await _operator_cookie(client)
+    operator = await operator_cookie(client)
     for path, status in (
         ("/api/market/intervals/12345", 404),
         ("/api/market/intervals/soon", 400),
@@ -133,7 +125,7 @@ async def test_bad_requests_get_json_errors(client: Client) -> None:
         ("/api/households/h999/statement", 404),
         ("/api/no-such-thing", 404),
     ):
-        body = await _json(client, path, status, cookie=operator)
+        body = await get_json(client, path, status, cookie=operator)
         assert body["error"]["status"] == status
         assert "Traceback" not in json.dumps(body)
     response = await client.post("/api/overview")
@@ -161,50 +153,50 @@ async def _personal_entry(client: Client, sim: SimLedger, household: str) -> int
 
 
 async def test_anonymous_sees_no_households_figures(client: Client, sim: SimLedger) -> None:
-    await _json(client, "/api/households", 401)
+    await get_json(client, "/api/households", 401)
     for household in HOUSEHOLDS:
         for path in PERSONAL:
-            await _json(client, path.format(h=household), 401)
+            await get_json(client, path.format(h=household), 401)
         idx = await _personal_entry(client, sim, household)
-        await _json(client, f"/api/ledger/entries/{idx}/proof", 401)
-    overview = await _json(client, "/api/overview")
+        await get_json(client, f"/api/ledger/entries/{idx}/proof", 401)
+    overview = await get_json(client, "/api/overview")
     assert all("household" not in item for item in overview["anomalies"])
 
 
 async def test_one_household_cannot_read_anothers_figures(client: Client, sim: SimLedger) -> None:
     mine = await _household_cookie(client, sim, "h001")
-    assert await _json(client, "/api/session", cookie=mine) == {
+    assert await get_json(client, "/api/session", cookie=mine) == {
         "role": "household",
         "household": "h001",
     }
-    table = await _json(client, "/api/households", cookie=mine)
+    table = await get_json(client, "/api/households", cookie=mine)
     check_shape(table, "Households")
     assert [row["household"] for row in table["households"]] == ["h001"]
     for other in ("h002", "h003"):
         for path in PERSONAL:
-            body = await _json(client, path.format(h=other), 403, cookie=mine)
+            body = await get_json(client, path.format(h=other), 403, cookie=mine)
             assert other in body["error"]["message"] and "import_wh" not in json.dumps(body)
         idx = await _personal_entry(client, sim, other)
-        await _json(client, f"/api/ledger/entries/{idx}/proof", 403, cookie=mine)
-    own = await _json(client, "/api/households/h001", cookie=mine)
+        await get_json(client, f"/api/ledger/entries/{idx}/proof", 403, cookie=mine)
+    own = await get_json(client, "/api/households/h001", cookie=mine)
     check_shape(own, "Household")
-    statement = await _json(client, "/api/households/h001/statement", cookie=mine)
+    statement = await get_json(client, "/api/households/h001/statement", cookie=mine)
     assert statement["household"] == "h001" and statement["rows"]
-    csv_text = await _json(client, "/api/households/h001/statement.csv", cookie=mine)
+    csv_text = await get_json(client, "/api/households/h001/statement.csv", cookie=mine)
     assert csv_text.splitlines()[-1].startswith("total")
     idx = await _personal_entry(client, sim, "h001")
-    check_shape(await _json(client, f"/api/ledger/entries/{idx}/proof", cookie=mine), "Proof")
-    overview = await _json(client, "/api/overview", cookie=mine)
+    check_shape(await get_json(client, f"/api/ledger/entries/{idx}/proof", cookie=mine), "Proof")
+    overview = await get_json(client, "/api/overview", cookie=mine)
     assert {a.get("household", "h001") for a in overview["anomalies"]} <= {"h001"}
 
 
 async def test_the_operator_sees_every_household(client: Client) -> None:
-    operator = await _operator_cookie(client)
-    table = await _json(client, "/api/households", cookie=operator)
+    operator = await operator_cookie(client)
+    table = await get_json(client, "/api/households", cookie=operator)
     assert sorted(row["household"] for row in table["households"]) == list(HOUSEHOLDS)
     for household in HOUSEHOLDS:
         for path in PERSONAL:
-            await _json(client, path.format(h=household), cookie=operator)
+            await get_json(client, path.format(h=household), cookie=operator)
     response = await client.post("/api/login/operator", json={"token": TOKEN + "x"})
     assert response.status == 401 and COOKIE_NAME not in response.cookies
     response = await client.post("/api/logout", headers={"Cookie": f"{COOKIE_NAME}={operator}"})
@@ -220,7 +212,7 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
     set_cookie = response.headers["Set-Cookie"]
     for attribute in ("HttpOnly", "SameSite=Strict", "Path=/"):
         assert attribute in set_cookie
-    session = await _json(client, "/api/session", cookie=_cookie(response))
+    session = await get_json(client, "/api/session", cookie=session_cookie(response))
     assert session == {"role": "household", "household": "h002"}
     again = await client.get(path, allow_redirects=False)  # a ticket is single-use
     assert again.status == 401
@@ -228,14 +220,14 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
         await asyncio.to_thread(login_link, base, sim.key("h001"), "h002")
     with pytest.raises(LoginFailed, match="401"):
         await asyncio.to_thread(login_link, base, SigningKey.generate(), "h009")
-    forged = await _json(client, "/api/session", cookie=_cookie(response)[:-3] + "AAA")
+    forged = await get_json(client, "/api/session", cookie=session_cookie(response)[:-3] + "AAA")
     assert forged["role"] == "anonymous"
     keys = client.app[RUNTIME].keys
     revoked = keys.pop("h002")  # as when the log folds h002's key revocation
     try:
-        gone = await _json(client, "/api/session", cookie=_cookie(response))
+        gone = await get_json(client, "/api/session", cookie=session_cookie(response))
         assert gone["role"] == "anonymous"
-        await _json(client, "/api/households/h002", 401, cookie=_cookie(response))
+        await get_json(client, "/api/households/h002", 401, cookie=session_cookie(response))
     finally:
         keys["h002"] = revoked
 
@@ -255,8 +247,8 @@ async def test_static_files_and_metrics(client: Client) -> None:
     outside = await client.get(URL("/static/%2e%2e/app.py", encoded=True))
     assert outside.status in {403, 404}  # nothing outside static/
     assert "DashboardSettings" not in await outside.text()
-    await _json(client, "/api/overview")
-    text = await _json(client, "/metrics")
+    await get_json(client, "/api/overview")
+    text = await get_json(client, "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = families["wattmesh_dashboard_http_requests"]
     routes = {s.labels["route"] for s in requests.samples if s.name.endswith("_total")}
@@ -265,17 +257,17 @@ async def test_static_files_and_metrics(client: Client) -> None:
 
 async def test_health_is_503_when_the_ledger_is_gone(sim: SimLedger, tmp_path: Path) -> None:
     ledger = sim.copy(tmp_path / "gone")
-    client = await _started(_settings(ledger, tmp_path))
+    client = await started(_settings(ledger, tmp_path))
     try:
-        await _json(client, "/api/health")
+        await get_json(client, "/api/health")
         ledger.unlink()
-        health = await _json(client, "/api/health", 503)
+        health = await get_json(client, "/api/health", 503)
         assert health["ledger"]["ok"] is False and "no such file" in health["ledger"]["problem"]
         assert health["status"] == "degraded"
         ledger.write_bytes(b"this is not a database at all, " * 8)
-        health = await _json(client, "/api/health", 503)
+        health = await get_json(client, "/api/health", 503)
         assert health["ledger"]["ok"] is False
-        await _json(client, "/api/overview")  # the read model still answers
+        await get_json(client, "/api/overview")  # the read model still answers
     finally:
         await client.close()
 
@@ -307,7 +299,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
     market = f"{MARKET}-live-{tmp_path.name}"[:60]  # its own topics on the shared broker
     broker = TransportConfig(address=mosquitto, client_id=f"dash-{tmp_path.name}"[:60])
     settings = _settings(tail.path, tmp_path, broker=broker, market_id=market, sync_every_s=3600)
-    client = await _started(settings)
+    client = await started(settings)
     operator = Signer(sim.key("operator"), market, "operator")
     forger = Signer(SigningKey.generate(), market, "operator")
     topics = Topics(market)
@@ -334,7 +326,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
                 "counts": {"bad_signature": 4, "late": 1},
             }
             assert await _rejected(client, "key_mismatch") == 2
-            health = await _json(client, "/api/health")
+            health = await get_json(client, "/api/health")
             assert health["broker"] == {"configured": True, "connected": True}
             assert health["last_interval_closed"] < tail.interval  # the forgery woke nothing
             # The operator's own announcement wakes the log follower: the interval event.
@@ -387,9 +379,9 @@ async def test_the_statement_is_the_ledgers_own(client: Client, sim: SimLedger) 
         store.close()
     cookie = await _household_cookie(client, sim, "h003")
     expected = build_statement(entries, household="h003")
-    served = await _json(client, "/api/households/h003/statement", cookie=cookie)
+    served = await get_json(client, "/api/households/h003/statement", cookie=cookie)
     assert served == json.loads(json.dumps(expected.to_json()))
-    assert await _json(client, "/api/households/h003/statement.csv", cookie=cookie) == (
+    assert await get_json(client, "/api/households/h003/statement.csv", cookie=cookie) == (
         expected.to_csv()
     )
 
