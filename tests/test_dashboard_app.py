@@ -272,6 +272,29 @@ async def test_health_is_503_when_the_ledger_is_gone(sim: SimLedger, tmp_path: P
         await client.close()
 
 
+async def test_a_ledger_that_appears_later_is_followed(sim: SimLedger, tmp_path: Path) -> None:
+    """No ledger yet (the server started first): /health is 503 and the follower keeps
+    trying; once the database is there, a health event says so and the figures come."""
+    ledger = tmp_path / "later" / "ledger.db"
+    ledger.parent.mkdir()
+    client = await started(_settings(ledger, tmp_path, sync_every_s=0.05))
+    try:
+        health = await get_json(client, "/api/health", 503)
+        assert "no such file" in health["ledger"]["problem"]
+        overview = await get_json(client, "/api/overview")  # an empty read model answers
+        assert overview["last"] is None and overview["ledger"]["trades"] == 0
+        socket = await client.ws_connect("/ws")
+        sim.copy(tmp_path / "staged").rename(ledger)  # whole, at once
+        event = await _next_event(socket, "health")
+        assert event == {"type": "health", "ledger": {"ok": True, "problem": None}}
+        await socket.close()
+        await get_json(client, "/api/health")
+        overview = await get_json(client, "/api/overview")
+        assert overview["ledger"]["trades"] == sim.report["trades"]
+    finally:
+        await client.close()
+
+
 async def _rejected(client: Client, reason: str) -> float:
     text = await (await client.get("/metrics")).text()
     for family in text_string_to_metric_families(text):
