@@ -210,7 +210,10 @@ class Runtime:
                 event = {"ok": ledger_ok, "problem": self.ledger_problem}
                 self.hub.broadcast(json.dumps({"type": "health", "ledger": event}))
             if result is not None:
-                await self._after_sync(result)
+                try:
+                    await self._after_sync(result)
+                except Exception:  # the read model failed to answer: the next step retries
+                    _LOG.exception("could not push the newly closed intervals")
                 if result.applied >= SYNC_BATCH:
                     continue  # catching up: no pause
             with contextlib.suppress(TimeoutError):

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -205,14 +206,23 @@ async def _live(rt: Runtime, config: TransportConfig) -> None:
         rt.on_bus.set()
 
 
+async def _logged(task: Coroutine[Any, Any, None]) -> None:
+    """Run a background task; if it fails, say so in the log (the server goes on)."""
+    try:
+        await task
+    except Exception:
+        _LOG.exception("a background task of the dashboard failed")
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     config = _runtime_config(settings)
     rt = await asyncio.to_thread(Runtime, config, app[METRICS], app[HUB])
     app[RUNTIME] = rt
-    tasks = [asyncio.create_task(rt.follow(), name="dashboard-follow")]
+    tasks = [asyncio.create_task(_logged(rt.follow()), name="dashboard-follow")]
     if settings.broker is not None:
-        tasks.append(asyncio.create_task(_live(rt, settings.broker), name="dashboard-live"))
+        live = _logged(_live(rt, settings.broker))
+        tasks.append(asyncio.create_task(live, name="dashboard-live"))
     try:
         yield
     finally:

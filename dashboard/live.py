@@ -65,6 +65,7 @@ T = TypeVar("T")
 
 MAX_WAITING = 1024  # statuses kept for households without a key yet (oldest dropped)
 _UNSIGNED = "unsigned"  # a payload that is no signed envelope at all (counted apart)
+_NOT_RECORDED = "not_recorded"  # verified, but the read model failed to store it
 
 
 class LiveSink(Protocol):
@@ -137,7 +138,11 @@ class Listener:
     async def run(self, transport: Transport) -> None:
         """Take the transport's messages until it closes."""
         async for message in transport.messages():
-            await self.handle(message)
+            try:
+                await self.handle(message)
+            except Exception:  # the read model failed to take it: log, count, go on
+                _LOG.exception("could not record a message from %s", message.topic)
+                self._metrics.mqtt_rejected.labels(reason=_NOT_RECORDED).inc()
 
     async def watch_broker(self, transport: Transport) -> None:
         """Record and push the broker connection's state as it changes."""
