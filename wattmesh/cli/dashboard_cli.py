@@ -208,7 +208,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from wattmesh.config.dashboard_config import dashboard_db_url
 
     config = _config(args)
-    from wattmesh.dashboard.readmodel import ReadModel  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.readmodel import ReadModel, ReadModelError
     from wattmesh.ledger.store import LedgerStore
     from wattmesh.ledger.store_open import store_failures
 
@@ -228,6 +228,9 @@ def run_rebuild(args: argparse.Namespace) -> int:
                 took_s = time.perf_counter() - started
             finally:
                 model.close()
+    except ReadModelError as exc:  # its database failed, or holds a ledger: one line
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         store.close()
     print(
