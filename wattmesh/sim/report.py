@@ -152,6 +152,46 @@ def build_report(
         **extra,
         "per_household": per_household,
         "battery_comparison": battery_comparison(per_household),
+        "series": _series(config, scenario, outcomes),
+    }
+
+
+def _series(
+    config: SimulationConfig, scenario: Scenario, outcomes: Sequence[IntervalOutcome]
+) -> dict[str, list[int | None]]:
+    """The neighbourhood per simulated interval, as columns of equal length: interval
+    start (epoch s), clearing price (None: no clearing) and tariffs in micro-units per
+    kWh, P2P volume, metered import/export and grid import/export (each interval's last
+    revision) and the scenario's demand and PV, in Wh."""
+    first, count = scenario.history_intervals, scenario.simulated_intervals
+    starts = [int(scenario.interval_start(first + i).timestamp()) for i in range(count)]
+    clearing = {o.interval: o.clearing for o in outcomes}
+    metered: dict[int, list[int]] = {t: [0, 0, 0, 0] for t in starts}
+    latest: dict[tuple[str, int], Revision] = {}
+    for outcome in outcomes:
+        for revision in outcome.revisions:
+            latest[(revision.after.agent, revision.after.interval)] = revision
+    for s in (revision.after for revision in latest.values()):
+        if s.interval in metered:
+            row = metered[s.interval]
+            for i, wh in enumerate((s.import_wh, s.export_wh, s.grid_buy_wh, s.grid_sell_wh)):
+                row[i] += wh
+    tariffs = [config.tariff_at(t) for t in starts]
+    profiles = scenario.households
+    return {
+        "intervals": list(starts),
+        "price_micro_per_kwh": [
+            clearing[t].price_micro_per_kwh if t in clearing else None for t in starts
+        ],
+        "retail_micro_per_kwh": [t.retail_micro_per_kwh for t in tariffs],
+        "feed_in_micro_per_kwh": [t.feed_in_micro_per_kwh for t in tariffs],
+        "p2p_wh": [clearing[t].volume_wh if t in clearing else 0 for t in starts],
+        "import_wh": [metered[t][0] for t in starts],
+        "export_wh": [metered[t][1] for t in starts],
+        "grid_import_wh": [metered[t][2] for t in starts],
+        "grid_export_wh": [metered[t][3] for t in starts],
+        "demand_wh": [sum(hh.demand_wh[first + i] for hh in profiles) for i in range(count)],
+        "pv_wh": [sum(hh.pv_wh[first + i] for hh in profiles) for i in range(count)],
     }
 
 
