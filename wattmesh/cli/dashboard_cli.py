@@ -11,8 +11,9 @@
   the whole log into it again; prints the entries folded and the time it took.
 
 Exit codes: 0 done (``serve``: stopped by a signal); 1 ``--validate-config`` found
-problems (one line per problem, as ``ledger run --validate-config``), or the database
-failed; 2 bad arguments or configuration (one line).
+problems (one line per problem, as ``ledger run --validate-config``), a database
+failed, or the dashboard could not be reached or refused a login (one line); 2 bad
+arguments or configuration (one line).
 
 :class:`DashboardThread` serves the dashboard on a thread of its own, for ``wattmesh
 simulate --dashboard`` (the simulation keeps its event loop busy).
@@ -37,7 +38,7 @@ from wattmesh.broker.errors import ConfigError
 
 if TYPE_CHECKING:
     from wattmesh.config.dashboard_config import DashboardConfig
-    from wattmesh.dashboard.app import DashboardSettings  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.app import DashboardSettings
 
 __all__ = ["DashboardThread", "add_dashboard_commands", "dashboard_settings"]
 
@@ -140,7 +141,7 @@ def dashboard_settings(
 ) -> DashboardSettings:
     """The server's settings: ``config`` with the flags given over it."""
     from wattmesh.broker.transport import Session, TransportConfig, parse_broker_url
-    from wattmesh.dashboard.app import DashboardSettings  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.app import DashboardSettings
 
     transport = config.transport
     if broker is not None:
@@ -163,6 +164,7 @@ def dashboard_settings(
         market_id=config.market_id,
         operator_key=config.operator_key,
         operator_token=config.operator_token,
+        forecaster_key=config.forecaster_key,
         host=config.host if host is None else host,
         port=config.port if port is None else port,
     )
@@ -173,7 +175,7 @@ def _said(url: str) -> None:
 
 
 async def _serve(settings: DashboardSettings) -> int:
-    from wattmesh.dashboard.app import serve  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.app import serve
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -193,11 +195,16 @@ async def _serve(settings: DashboardSettings) -> int:
 def run_login(args: argparse.Namespace) -> int:
     from wattmesh.broker.keys import load_signing_key
     from wattmesh.broker.topics import check_segment
-    from wattmesh.dashboard.auth import login_link  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.auth import LoginFailed, login_link
 
     household = check_segment(args.household, "--household")
     key = load_signing_key(Path(args.key))
-    print(login_link(args.url, key, household))
+    try:
+        link = login_link(args.url, key, household)
+    except LoginFailed as exc:  # unreachable, or the login refused: one line
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(link)
     return EXIT_OK
 
 
@@ -297,7 +304,7 @@ class DashboardThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        from wattmesh.dashboard.app import serve  # type: ignore[import-not-found, unused-ignore]
+        from wattmesh.dashboard.app import serve
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
