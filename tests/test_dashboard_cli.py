@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -223,3 +224,14 @@ def test_rebuild_refuses_the_ledger_itself_as_its_read_model(files: LedgerFiles)
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "the database holds a ledger" in lines[0], result.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(files: LedgerFiles) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cli("dashboard", "serve", "--db", files.url, "--port", str(port))
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"cannot serve the dashboard on 127.0.0.1:{port}: " in lines[0]

@@ -175,18 +175,39 @@ def _said(url: str) -> None:
 
 
 async def _serve(settings: DashboardSettings) -> int:
-    from wattmesh.dashboard.app import serve
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(settings, stop=stop, ready=_said)
+        await serve_until(settings, stop, _said)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+async def serve_until(
+    settings: DashboardSettings, stop: asyncio.Event, ready: Callable[[str], None]
+) -> None:
+    """:func:`wattmesh.dashboard.app.serve`; an address it cannot listen on (in use, not
+    this machine's) is a ConfigError naming it, not a traceback."""
+    from wattmesh.dashboard.app import serve
+
+    listening = False
+
+    def said(url: str) -> None:
+        nonlocal listening
+        listening = True
+        ready(url)
+
+    try:
+        await serve(settings, stop=stop, ready=said)
+    except OSError as exc:
+        if listening:
+            raise
+        where = f"{settings.host}:{settings.port}"
+        raise ConfigError(f"cannot serve the dashboard on {where}: {exc.strerror or exc}") from exc
 
 
 # ----------------------------------------------------------------------------- login
@@ -304,9 +325,6 @@ class DashboardThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        from wattmesh.dashboard.app import serve
-
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        ready: Callable[[str], None] = self._listening
-        await serve(self.settings, stop=self._stop, ready=ready)
+        await serve_until(self.settings, self._stop, self._listening)
