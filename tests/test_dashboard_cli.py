@@ -234,4 +234,6 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(files: LedgerFiles) -> No
         result = _cli("dashboard", "serve", "--db", files.url, "--port", str(port))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and f"cannot serve the dashboard on 127.0.0.1:{port}: " in lines[0]
+    assert lines == [
+        f"wattmesh: error: cannot serve the dashboard on 127.0.0.1:{port}: Address already in use"
+    ], result.stderr

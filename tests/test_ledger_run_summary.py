@@ -222,3 +222,26 @@ async def test_the_dashboard_shows_the_rejections_the_ledger_run_publishes(
                 dashboard.kill()
                 await dashboard.wait()
             await ledger.kill()
+
+
+async def test_a_metrics_port_in_use_stops_the_ledger_with_exit_2(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    market = write_market(tmp_path / "market", db_url=db_url, broker=mosquitto)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with market.config.open("a", encoding="utf-8") as toml:
+            toml.write(f"[metrics]\nport = {port}\n")
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            log = await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 2
+        finally:
+            await ledger.kill()
+    assert "Traceback" not in log
+    assert log.splitlines()[-1] == (
+        f"wattmesh: error: metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )

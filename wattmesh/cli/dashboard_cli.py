@@ -207,7 +207,8 @@ async def serve_until(
         if listening:
             raise
         where = f"{settings.host}:{settings.port}"
-        raise ConfigError(f"cannot serve the dashboard on {where}: {exc.strerror or exc}") from exc
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot serve the dashboard on {where}: {why}") from exc
 
 
 # ----------------------------------------------------------------------------- login
