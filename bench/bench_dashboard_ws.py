@@ -1,20 +1,22 @@
 """A cleared interval reaching 100 open WebSockets of the dashboard (target: all within 1 s).
 
-A simulated neighbourhood's ledger (``simulate``, over a private Mosquitto) is copied
-and its last K intervals are cut off. The dashboard serves the copy with the bus
-listener on (log follow every hour only, so only the bus wakes it); N browsers connect
-to ``/ws`` (aiohttp clients in this process, on the server's event loop: the figures
-include their share of the one core). Then, K times: the next interval's log rows are
-appended to the ledger file (as ``ledger run`` would), the operator's signed cleared
-announcement is published on the bus, and the time until each client holds the
-``interval`` event is taken:
+A real ledger (:class:`ledger.ledger.Ledger` on SQLite, H households' signed readings and
+orders each interval, as in ``bench_dashboard.py``) runs in this process; W intervals
+are logged before the dashboard starts. The dashboard serves that ledger with the bus
+listener on (its log-follow timer set to an hour, so only the bus wakes it) and N
+browsers connect to ``/ws`` (aiohttp clients in this process, on the server's event
+loop: the figures include their share of the core). Then, K times: the ledger logs the
+next interval (ingest and close, in a worker thread, as ``ledger run`` would), the
+operator's signed cleared announcement is published on a private Mosquitto, and the
+time until each client holds the ``interval`` event is taken:
 
 - **end to end**: from the publish of the announcement (the bus, the listener's
-  signature check, the read-model sync in a thread, the overview query, the push);
+  signature check, the read-model sync of the interval's entries in a thread, the
+  overview query, the push);
 - **push**: from ``Hub.broadcast`` of the event to its receipt by each client.
 
-    python bench/bench_dashboard_ws.py [--clients 100] [--intervals 10] [--households 3]
-        [--ledger PATH]   # an existing ledger instead of a simulation (market from its meta)
+    python bench/bench_dashboard_ws.py [--clients 100] [--intervals 10] [--households 500]
+        [--warm 8]
 """
 
 from __future__ import annotations
@@ -22,80 +24,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import shutil
-import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import sqlalchemy as sa
 from _machine import machine_line
 from aiohttp import ClientSession, WSMsgType
 from aiohttp.test_utils import TestServer
+from bench_verify import MARKET, STEP, T0, TARIFF, interval_messages
 
+from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import AnnouncementBody, Phase, Signer
 from wattmesh.broker.mosquitto import MosquittoProcess
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
 from wattmesh.dashboard.app import HUB, DashboardSettings, make_app
-from wattmesh.ledger._append_only import trigger_names
-from wattmesh.ledger.store import APPEND_ONLY_TABLES
-from wattmesh.sim.simkeys import simulation_key
-from wattmesh.sim.simulate import SimulationConfig, run_simulation
-
-SEED = 7
+from wattmesh.ledger.ledger import Ledger
+from wattmesh.ledger.store import LedgerStore
 
 
-def _drop_triggers(path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        for table in APPEND_ONLY_TABLES:
-            for name in trigger_names(table):
-                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"'))
-    engine.dispose()
+class Market:
+    """The ledger and its households, one interval at a time."""
 
+    def __init__(self, url: str, households: int) -> None:
+        self.rng = random.Random(1)
+        self.keys = {f"h{i:05d}": SigningKey.generate() for i in range(households)}
+        self.operator = SigningKey.generate()
+        self.ledger = Ledger(LedgerStore(url), market_id=MARKET, operator_key=self.operator)
+        self.ledger.register({a: k.verifying for a, k in self.keys.items()}, interval=T0)
+        self.seq = dict.fromkeys(self.keys, 0)
+        self.registers = dict.fromkeys(self.keys, 0)
+        self.next_interval = T0
 
-def _cut(path: Path, k: int) -> list[tuple[int, list[Any], list[Any]]]:
-    """Cut the last ``k`` cleared intervals off the ledger at ``path``; per interval, in
-    order: (interval, its log rows, its checkpoint rows)."""
-    _drop_triggers(path)
-    with sqlite3.connect(path) as conn:
-        clearings = conn.execute(
-            "SELECT idx, interval FROM log_entry WHERE kind = 'clearing' ORDER BY idx DESC LIMIT ?",
-            (k,),
-        ).fetchall()[::-1]
-        starts = []
-        for idx, _interval in clearings:
-            (before,) = conn.execute(
-                "SELECT max(idx) FROM log_entry WHERE kind = 'checkpoint_ref' AND idx < ?", (idx,)
-            ).fetchone()
-            starts.append(before + 1)
-        (size,) = conn.execute("SELECT count(*) FROM log_entry").fetchone()
-        parts = []
-        for n, (start, (_idx, interval)) in enumerate(zip(starts, clearings, strict=True)):
-            end = starts[n + 1] if n + 1 < len(starts) else size
-            rows = conn.execute(
-                "SELECT * FROM log_entry WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
-            ).fetchall()
-            cps = conn.execute(
-                "SELECT * FROM checkpoint WHERE tree_size > ? AND tree_size <= ?",
-                (start, end if n + 1 < len(starts) else 1 << 62),
-            ).fetchall()
-            parts.append((interval, rows, cps))
-        conn.execute("DELETE FROM log_entry WHERE idx >= ?", (starts[0],))
-        conn.execute("DELETE FROM checkpoint WHERE tree_size > ?", (starts[0],))
-    return parts
-
-
-def _append(path: Path, rows: list[Any], checkpoints: list[Any]) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.executemany(f"INSERT INTO log_entry VALUES ({','.join('?' * len(rows[0]))})", rows)
-        if checkpoints:
-            marks = ",".join("?" * len(checkpoints[0]))
-            conn.executemany(f"INSERT INTO checkpoint VALUES ({marks})", checkpoints)
+    def log_interval(self) -> int:
+        """Ingest every household's reading and order, close and log; the interval."""
+        interval = self.next_interval
+        items = interval_messages(self.keys, self.registers, self.seq, self.rng, interval)
+        self.ledger.open_interval(interval, TARIFF)
+        for wire, _agent in items:
+            self.ledger.ingest(wire)
+        self.ledger.close_interval()
+        self.next_interval += STEP
+        return interval
 
 
 def _quantiles(values: list[float]) -> str:
@@ -148,31 +122,16 @@ async def run(args: argparse.Namespace) -> None:
     (work / "mosquitto").mkdir()
     await broker.start()
     try:
-        if args.ledger is None:
-            started = time.perf_counter()
-            report = await run_simulation(
-                SimulationConfig(
-                    households=args.households, days=1, seed=SEED, pv_share=0.5,
-                    forecaster="naive", history_days=7, workdir=work / "sim",
-                    gate_timeout_s=30.0, broker=broker.address.url,
-                )
-            )  # fmt: skip
-            source = work / "sim" / "ledger.db"
-            print(
-                f"ledger: simulate {args.households} households, 1 day: "
-                f"{report['ledger_entries']} entries in {time.perf_counter() - started:.1f} s"
-            )
-        else:
-            source = Path(args.ledger)
-        ledger = work / "ledger.db"
-        shutil.copyfile(source, ledger)
-        parts = _cut(ledger, args.intervals)
-        with sqlite3.connect(ledger) as conn:
-            (market,) = conn.execute(
-                "SELECT value FROM ledger_meta WHERE key = 'market_id'"
-            ).fetchone()
+        ledger_url = f"sqlite:///{work / 'ledger.db'}"
+        market = Market(ledger_url, args.households)
+        for _ in range(args.warm):
+            market.log_interval()
+        print(
+            f"ledger: {args.households} households, {args.warm} intervals logged first "
+            f"({market.ledger.size:,} entries)"
+        )
         settings = DashboardSettings(
-            ledger_url=f"sqlite:///{ledger}",
+            ledger_url=ledger_url,
             read_model_url=f"sqlite:///{work / 'read-model.db'}",
             broker=TransportConfig(address=broker.address, client_id="bench-dashboard"),
             sync_every_s=3600.0,
@@ -196,6 +155,11 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.wait_for(rt.on_bus.wait(), 30)
         receipts = Receipts(args.clients)
         url = str(server.make_url("/ws"))
+        operator = Signer(market.operator, MARKET, "operator")
+        topics = Topics(MARKET)
+        end_to_end: list[float] = []
+        push: list[float] = []
+        entries: list[int] = []
         async with ClientSession() as session:
             clients = [
                 asyncio.create_task(_client(session, url, receipts)) for _ in range(args.clients)
@@ -203,19 +167,14 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.wait_for(receipts.all_connected.wait(), 60)
             if hub.clients != args.clients:
                 raise SystemExit(f"{hub.clients} clients registered, not {args.clients}")
-            operator = Signer(simulation_key(SEED, "operator"), market, "operator")
-            if args.ledger is not None and rt.operator_key != operator.key.verifying:
-                raise SystemExit("--ledger must come from a simulation with seed 7")
-            topics = Topics(market)
-            end_to_end: list[float] = []
-            push: list[float] = []
-            async with Transport(
-                TransportConfig(address=broker.address, client_id="bench-operator")
-            ) as bus:
+            publisher = TransportConfig(address=broker.address, client_id="bench-operator")
+            async with Transport(publisher) as bus:
                 await bus.wait_connected()
-                for seq, (interval, rows, checkpoints) in enumerate(parts, start=1):
-                    _append(ledger, rows, checkpoints)
-                    body = AnnouncementBody(Phase.CLEARED, 900, 300_000, 80_000, 150_000, 1, 1)
+                for seq in range(1, args.intervals + 1):
+                    before = market.ledger.size
+                    interval = await asyncio.to_thread(market.log_interval)
+                    entries.append(market.ledger.size - before)
+                    body = AnnouncementBody(Phase.CLEARED, STEP, 300_000, 80_000, 150_000, 1, 1)
                     wire = operator.sign(body, interval=interval, seq=seq, expires=0).to_wire()
                     published = time.perf_counter()
                     await bus.publish(topics.announce, wire)
@@ -226,7 +185,11 @@ async def run(args: argparse.Namespace) -> None:
                 task.cancel()
             await asyncio.gather(*clients, return_exceptions=True)
         await server.close()
-        print(f"{args.clients} WebSockets, {len(parts)} intervals, {len(push)} receipts")
+        market.ledger.store.close()
+        print(
+            f"{args.clients} WebSockets, {args.intervals} intervals of "
+            f"~{statistics.mean(entries):,.0f} log entries, {len(push)} receipts"
+        )
         print(f"  end to end (bus publish -> every client): {_quantiles(end_to_end)}")
         print(f"  push (Hub.broadcast -> every client):     {_quantiles(push)}")
         print(f"  dropped for slow clients: {hub.dropped}")
@@ -239,8 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--intervals", type=int, default=10)
-    parser.add_argument("--households", type=int, default=3)
-    parser.add_argument("--ledger", default=None)
+    parser.add_argument("--households", type=int, default=500)
+    parser.add_argument("--warm", type=int, default=8)
     asyncio.run(run(parser.parse_args()))
 
 
