@@ -41,6 +41,7 @@ from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.store import LedgerStore
 
 CHUNK = 50_000
+TOTAL_TAIL = ("grid_only_cost_micro", "covered_wh")  # t.TOTAL_COLUMNS after cost_micro
 RETAIL, FEED_IN = TARIFF.retail_micro_per_kwh, TARIFF.feed_in_micro_per_kwh
 
 
@@ -137,18 +138,9 @@ class Bulk:
                 r["covered_wh"] = r["import_wh"] * min(drawn, fed) // drawn if drawn else 0
                 into = self.totals[r["household"]]
                 cost = r["p2p_cost_micro"] + r["grid_cost_micro"]
-                for n, value in enumerate(
-                    (
-                        1,
-                        r["import_wh"],
-                        r["export_wh"],
-                        r["bought_wh"],
-                        r["sold_wh"],
-                        cost,
-                        r["grid_only_cost_micro"],
-                        r["covered_wh"],
-                    )
-                ):
+                names = ("import_wh", "export_wh", "bought_wh", "sold_wh")
+                figures = (1, *(r[k] for k in names), cost, *(r[k] for k in TOTAL_TAIL))
+                for n, value in enumerate(figures):
                     into[n] += value
                 yield tuple(r[c] for c in columns)
             self.stats.append(self._stats(interval, price, rows))
