@@ -206,7 +206,7 @@
     );
     let market = mres.ok ? mres.body : emptyMarket();
     const charts = [WMCharts.priceChart(priceEl, market, state.currency), WMCharts.volumeChart(volumeEl, market)];
-    const skew = ov.now_s - Date.now() / 1000; // the server's clock, for the countdown
+    let skew = ov.now_s - Date.now() / 1000; // the server's clock (simulated time too)
     function draw() {
       tiles.replaceChildren(...overviewTiles(ov));
       renderFeed(feed, ov.rejections);
@@ -225,6 +225,7 @@
       onEvent(evt) {
         if (evt.type === "interval" && evt.overview) {
           ov = evt.overview;
+          if (isNum(ov.now_s)) skew = ov.now_s - Date.now() / 1000;
           noteCurrency(ov);
           followMarket(ctx, () => market, ov, 96, (m) => {
             market = m;
