@@ -386,6 +386,88 @@ class StatusBody:
         return cls(Presence(get_choice(obj, "state", tuple(p.value for p in Presence))))
 
 
+_SUMMARY_KEYS = frozenset(
+    {
+        "interval",
+        "orders",
+        "readings",
+        "households",
+        "trades",
+        "volume_wh",
+        "price_micro_per_kwh",
+        "tree_size",
+        "root",
+        "rejections",
+        "redeliveries",
+    }
+)
+_REASONS = frozenset(r.value for r in RejectReason)
+
+
+@dataclass(frozen=True)
+class SummaryBody:
+    """The operator's summary of a closed trading interval (the one its log line
+    prints), retained on ``market/summary``: what was logged (orders, readings and
+    trades of the ``households`` registered, the volume and clearing price, the log's
+    size and hex root after it) and what was not (messages rejected per reason and
+    redeliveries ignored since the previous summary). ``interval`` is the header's."""
+
+    KIND: ClassVar[str] = "summary"
+    interval: int
+    orders: int
+    readings: int
+    households: int
+    trades: int
+    volume_wh: int
+    price_micro_per_kwh: int | None
+    tree_size: int
+    root: str  # 64 lowercase hex digits
+    rejections: Mapping[str, int]  # reason (RejectReason value) -> count, counts >= 1
+    redeliveries: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "orders": self.orders,
+            "readings": self.readings,
+            "households": self.households,
+            "trades": self.trades,
+            "volume_wh": self.volume_wh,
+            "price_micro_per_kwh": self.price_micro_per_kwh,
+            "tree_size": self.tree_size,
+            "root": self.root,
+            "rejections": dict(sorted(self.rejections.items())),
+            "redeliveries": self.redeliveries,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> SummaryBody:
+        exact_keys(obj, set(_SUMMARY_KEYS), "summary")
+        root = get_str(obj, "root", max_len=64)
+        if len(root) != 64 or root.strip("0123456789abcdef"):
+            raise schema_error("root must be 64 lowercase hex digits")
+        rejections = as_object(obj["rejections"], "rejections")
+        if len(rejections) > len(_REASONS) or not rejections.keys() <= _REASONS:
+            raise schema_error(f"rejections must count by reason: {', '.join(sorted(_REASONS))}")
+        counts = {reason: get_int(rejections, reason, minimum=1) for reason in rejections}
+        price = None
+        if obj["price_micro_per_kwh"] is not None:
+            price = get_int(obj, "price_micro_per_kwh", maximum=MAX_PRICE_MICRO_PER_KWH)
+        return cls(
+            interval=get_int(obj, "interval"),
+            orders=get_int(obj, "orders"),
+            readings=get_int(obj, "readings"),
+            households=get_int(obj, "households"),
+            trades=get_int(obj, "trades", maximum=MAX_TRADES),
+            volume_wh=get_int(obj, "volume_wh"),
+            price_micro_per_kwh=price,
+            tree_size=get_int(obj, "tree_size", minimum=1),
+            root=root,
+            rejections=dict(sorted(counts.items())),
+            redeliveries=get_int(obj, "redeliveries"),
+        )
+
+
 BODY_TYPES: dict[str, Any] = {
     cls.KIND: cls
     for cls in (
@@ -396,6 +478,7 @@ BODY_TYPES: dict[str, Any] = {
         TradesBody,
         RejectionBody,
         StatusBody,
+        SummaryBody,
         CheckpointNoteBody,
         ReceiptBody,
     )

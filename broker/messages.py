@@ -38,6 +38,7 @@ from wattmesh.broker.bodies import (
     RejectionBody,
     Side,
     StatusBody,
+    SummaryBody,
     TradeLine,
     TradesBody,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "SignedMessage",
     "Signer",
     "StatusBody",
+    "SummaryBody",
     "TradeLine",
     "TradesBody",
     "canonical_bytes",

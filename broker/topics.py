@@ -112,6 +112,11 @@ class Topics:
         return f"{self.root}/market/checkpoint"
 
     @property
+    def summary(self) -> str:
+        """Retained signed ``summary`` of each closed trading interval (counts, rejections)."""
+        return f"{self.root}/market/summary"
+
+    @property
     def all_audit_requests(self) -> str:
         return f"{self.root}/household/+/audit"
 

@@ -6,4 +6,4 @@ over WebSocket. It imports the wire contract (``broker/``) and the ledger's read
 only. Map: docs/ARCHITECTURE.md; how to run it: docs/dashboard.md.
 """
 
-__all__: list[str] = []
+__all__ = ["app", "auth", "live", "metrics", "openapi", "queries", "readmodel"]

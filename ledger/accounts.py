@@ -30,7 +30,15 @@ from typing import Any
 from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.ledger.settlement import Basis, Settlement
 
-__all__ = ["FEES_ACCOUNT", "GRID_ACCOUNT", "MARKET_ACCOUNT", "balances", "household_account"]
+__all__ = [
+    "FEES_ACCOUNT",
+    "GRID_ACCOUNT",
+    "MARKET_ACCOUNT",
+    "Cause",
+    "Posting",
+    "balances",
+    "household_account",
+]
 
 GRID_ACCOUNT = "grid"
 MARKET_ACCOUNT = "operator/market"

@@ -19,7 +19,7 @@ from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.metering import Flag, Revision
 from wattmesh.ledger.settlement import Basis, FlagReason, Settlement
 
-__all__ = ["EntryKind"]
+__all__ = ["EntryKind", "parse_flag", "parse_revision"]
 
 
 class EntryKind:

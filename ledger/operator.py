@@ -4,7 +4,9 @@
 :class:`ledger.schedule.Schedule`: it waits for each interval's start (an injectable
 :class:`ledger.schedule.Clock`), checks the leadership lease, runs the interval (open,
 gate, clear, log, checkpoint, audit messages) with the gate closing at the schedule's
-deadline at the latest, and writes one log line per interval (:func:`summary_line`).
+deadline at the latest, and writes one log line per interval (:func:`summary_line`),
+whose figures it also publishes, signed and retained, on ``market/summary``
+(:meth:`ledger.service.LedgerService.publish_summary`).
 The line's counts (rejections, redeliveries, responses) are everything since the
 previous line, so what arrives between a close and the next open is counted in the
 next interval's line.
@@ -34,7 +36,7 @@ from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.ledger.schedule import Clock, Schedule
 from wattmesh.ledger.service import LedgerService
 
-__all__ = ["MarketOperator"]
+__all__ = ["IntervalSummary", "MarketOperator"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -235,7 +237,7 @@ class MarketOperator:
         closed_at = gate_closed[0] if gate_closed else done
         before, now = self._counted, _Counters.of(service)
         self._counted = now
-        return summarize(
+        summary = summarize(
             outcome,
             households=households,
             gate_s=closed_at - opened,
@@ -250,3 +252,11 @@ class MarketOperator:
                 now.responses[3] - before.responses[3],
             ),
         )
+        # The summary on the bus too (retained, signed: the dashboard's rejections).
+        await service.publish_summary(
+            outcome,
+            households=households,
+            rejections=summary.rejections,
+            redeliveries=summary.redeliveries,
+        )
+        return summary

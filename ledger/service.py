@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from wattmesh.broker.messages import (
     RejectionBody,
     SignedMessage,
     Signer,
+    SummaryBody,
     TradeLine,
     TradesBody,
 )
@@ -377,8 +378,42 @@ class LedgerService:
             )
         )
 
+    async def publish_summary(
+        self,
+        outcome: IntervalOutcome,
+        *,
+        households: int,
+        rejections: Mapping[str, int],
+        redeliveries: int,
+    ) -> SummaryBody:
+        """Publish, retained on ``market/summary``, the signed summary of the trading
+        interval ``outcome`` closed: its counts, and the ``rejections`` (per reason) and
+        ``redeliveries`` counted since the previous summary (the operator's log line)."""
+        body = SummaryBody(
+            interval=outcome.interval,
+            orders=outcome.orders,
+            readings=outcome.readings,
+            households=households,
+            trades=len(outcome.clearing.fills),
+            volume_wh=outcome.clearing.volume_wh,
+            price_micro_per_kwh=outcome.clearing.price_micro_per_kwh,
+            tree_size=outcome.checkpoint.tree_size,
+            root=outcome.checkpoint.root.hex(),
+            rejections={reason: n for reason, n in sorted(rejections.items()) if n > 0},
+            redeliveries=redeliveries,
+        )
+        topic = self.config.topics.summary
+        await self._publish(topic, body, interval=outcome.interval, retain=True)
+        return body
+
+    @property
+    def received(self) -> int:
+        """Messages received on the household topics so far (every one, judged or not)."""
+        return self._arrival
+
     async def clear_retained(self) -> None:
-        """Remove the retained market state (announcement, household statuses).
+        """Remove the retained market state (announcement, checkpoint, summary, household
+        statuses).
 
         For a market that starts afresh on a broker that may still hold a previous
         run's retained messages (``wattmesh simulate`` reusing a broker).
@@ -387,6 +422,7 @@ class LedgerService:
         retained = (
             topics.announce,
             topics.checkpoint,
+            topics.summary,
             *(topics.status(a) for a in self.ledger.households),
         )
         for topic in retained:

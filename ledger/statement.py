@@ -23,7 +23,7 @@ from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.ledger.accounts import Cause, Posting, household_account
 from wattmesh.ledger.entries import EntryKind, parse_flag, parse_revision
 
-__all__ = ["StatementError", "build_statement"]
+__all__ = ["Statement", "StatementError", "StatementRow", "build_statement"]
 
 FLAGGED = "flagged"
 UNSETTLED = "unsettled"

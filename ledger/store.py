@@ -51,7 +51,7 @@ from wattmesh.ledger.store_open import (
     store_failures,
 )
 
-__all__ = ["LedgerStore"]
+__all__ = ["CheckpointRow", "LedgerStore", "LogEntry"]
 
 LOG_TABLE = "log_entry"
 CHECKPOINT_TABLE = "checkpoint"

@@ -26,7 +26,15 @@ from sqlalchemy.pool import QueuePool
 from wattmesh.broker.errors import ConfigError
 from wattmesh.ledger.store_errors import NoLedgerDatabase, StoreError
 
-__all__ = ["check_sqlite_location", "normalise_db_url", "sqlite_path", "store_failures"]
+__all__ = [
+    "LEDGER_TABLES",
+    "check_sqlite_location",
+    "normalise_db_url",
+    "pg_connect_args",
+    "shown_url",
+    "sqlite_path",
+    "store_failures",
+]
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LEDGER_TABLES = frozenset({"log_entry", "checkpoint", "merkle_node", "ledger_meta"})

@@ -208,3 +208,35 @@ def test_schema_and_database_url_problems_are_reported_in_one_round(
     assert (code, out) == (1, "")
     assert f"{path}: interval_s: Input should be greater than or equal to 1" in err, err
     assert f"{path}: database.url: the ledger needs a SQLite file" in err, err
+
+
+def test_metrics_are_off_unless_a_port_is_given(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = folder / "ledger.toml"
+    path.write_text(BASE, encoding="utf-8")
+    assert load_ledger_config(path).metrics is None
+    path.write_text(BASE + "\n[metrics]\nport = 9108\n", encoding="utf-8")
+    assert load_ledger_config(path).metrics == ("127.0.0.1", 9108)
+    path.write_text(BASE + '\n[metrics]\nport = 9108\nhost = "0.0.0.0"\n', encoding="utf-8")
+    assert load_ledger_config(path).metrics == ("0.0.0.0", 9108)
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("[metrics]\nport = 0\n", "metrics.port: Input should be greater than or equal to 1"),
+        ("[metrics]\nport = 70000\n", "metrics.port: Input should be less than or equal to 65535"),
+        ('[metrics]\nport = "9108"\n', "metrics.port: Input should be a valid integer"),
+        ('[metrics]\nhost = "::1"\n', "metrics.port: Field required"),
+        ("[metrics]\nport = 9108\npath = '/m'\n", "metrics.path: unknown key"),
+    ],
+)
+def test_a_bad_metrics_section_is_named_by_its_path(
+    folder: Path, capsys: pytest.CaptureFixture[str], section: str, problem: str
+) -> None:
+    path = folder / "ledger.toml"
+    path.write_text(BASE + "\n" + section, encoding="utf-8")
+    code, _, err = _validate(path, capsys)
+    assert code == 1
+    assert problem in err

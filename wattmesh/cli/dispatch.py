@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.registry_cli import add_registry_commands  # stdlib only at import time
 
     add_registry_commands(sub)
+    from wattmesh.cli.dashboard_cli import add_dashboard_commands  # stdlib only at import time
+
+    add_dashboard_commands(sub)
     return parser
 
 
@@ -154,6 +157,20 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=0,
         help="operator's network fee per locally traded kWh (micro-units; default 0)",
     )
+    sim.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve the dashboard over the run (and after it, until Ctrl-C)",
+    )
+    from wattmesh.cli.dashboard_cli import port_number  # stdlib only at import time
+
+    sim.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        default=8080,
+        help="the dashboard's port (default 8080; 0: any free port)",
+    )
+    sim.add_argument("--html", default=None, help="also write the report as one HTML file")
     sim.set_defaults(func=_cmd_simulate)
 
 

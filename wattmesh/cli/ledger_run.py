@@ -18,7 +18,8 @@ Composition (docs/ARCHITECTURE.md, "Running the operator"):
    receive-only :class:`broker.subscriber.Subscriber` on that session, in batches
    (:meth:`ledger.service.LedgerService.run_ingest`); the operator publishes
    on a second, clean connection (``<client id>-publish``).
-5. Run :class:`ledger.operator.MarketOperator` on the wall clock until SIGTERM/SIGINT:
+5. Serve ``/metrics`` if ``[metrics]`` asks (:mod:`wattmesh.cli.ledger_metrics`), and
+   run :class:`ledger.operator.MarketOperator` on the wall clock until SIGTERM/SIGINT:
    an open interval is closed at once with what has arrived (logged, checkpointed,
    announced), then the process disconnects, releases the lease and exits 0.
 
@@ -41,9 +42,10 @@ import signal
 import sys
 from pathlib import Path
 
-from wattmesh.broker.errors import CommandError, FailureError
+from wattmesh.broker.errors import CommandError, ConfigError, FailureError
 from wattmesh.broker.subscriber import Subscriber
 from wattmesh.broker.transport import Session, Transport
+from wattmesh.cli.ledger_metrics import LedgerMetrics, serve_metrics
 from wattmesh.config.ledger_config import LedgerRunConfig, check_ledger_config, load_ledger_config
 from wattmesh.ledger.lease import LeaderLease, LeaseLost
 from wattmesh.ledger.ledger import Ledger
@@ -227,17 +229,24 @@ async def _lead(
                 ),
                 name="ledger-ingest",
             )
-            operator = MarketOperator(
-                service, config.schedule, config.tariffs, clock=clock, lease=log_check.gate(lease)
-            )
-            operating = asyncio.create_task(operator.run(stop), name="market-operator")
-            try:
-                await _supervise(operating, [ingest])
-                log_check.check()  # stopped because the background check found damage?
-            finally:
-                for task in (operating, ingest):
-                    task.cancel()
-                await asyncio.gather(operating, ingest, return_exceptions=True)
+            async with contextlib.AsyncExitStack() as serving:
+                metrics = await _metrics(serving, config, service)
+                operator = MarketOperator(
+                    service,
+                    config.schedule,
+                    config.tariffs,
+                    clock=clock,
+                    lease=log_check.gate(lease),
+                    on_interval=None if metrics is None else metrics.observe,
+                )
+                operating = asyncio.create_task(operator.run(stop), name="market-operator")
+                try:
+                    await _supervise(operating, [ingest])
+                    log_check.check()  # stopped because the background check found damage?
+                finally:
+                    for task in (operating, ingest):
+                        task.cancel()
+                    await asyncio.gather(operating, ingest, return_exceptions=True)
     finally:
         if log_check is not None:
             checking.cancel()
@@ -246,6 +255,23 @@ async def _lead(
         if isinstance(verifier, PoolVerifier):
             verifier.close()
         store.close()
+
+
+async def _metrics(
+    stack: contextlib.AsyncExitStack, config: LedgerRunConfig, service: LedgerService
+) -> LedgerMetrics | None:
+    """The /metrics endpoint of ``[metrics]``, served until ``stack`` closes (None:
+    not configured); ConfigError (exit 2) when its address cannot be listened on."""
+    if config.metrics is None:
+        return None
+    host, port = config.metrics
+    metrics = LedgerMetrics(service)
+    try:
+        await stack.enter_async_context(serve_metrics(metrics, host, port))
+    except OSError as exc:
+        raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    _LOG.info("metrics on http://%s:%d/metrics", host, port)
+    return metrics
 
 
 class TaskEnded(CommandError, FailureError):

@@ -37,10 +37,11 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         currency=args.currency,
     )
     path = config.workdir / "report.json" if args.report is None else Path(args.report)
-    _writable_paths(config.workdir, path)  # before the run, not after it
+    html = None if args.html is None else Path(args.html)
+    _writable_paths(config.workdir, path, html)  # before the run, not after it
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True, quiet=args.quiet)
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -48,33 +49,67 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as bar:
-        task = bar.add_task("intervals", total=config.days * 86_400 // config.interval_s)
+    )
+    task = bar.add_task("intervals", total=config.days * 86_400 // config.interval_s)
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def advance(done: int, total: int) -> None:
+        bar.start()  # (once) after the dashboard's URL
+        bar.update(task, completed=done, total=total)
 
-        report = asyncio.run(run_simulation(config, progress=advance))
+    def publish(report: dict[str, Any]) -> None:
+        bar.stop()
+        _publish(report, path, html, quiet=args.quiet)
+
+    watch = None
+    if args.dashboard:
+        from wattmesh.cli.simulate_watch import DashboardWatch
+
+        watch = DashboardWatch(args.dashboard_port, publish=publish, after_start=bar.start)
+    try:
+        report = asyncio.run(run_simulation(config, progress=advance, watcher=watch))
+    finally:
+        bar.stop()
+        if watch is not None:
+            watch.close()
+    if watch is None:
+        publish(report)
+    return 0 if report["verified"] else 1
+
+
+def _publish(report: dict[str, Any], path: Path, html: Path | None, *, quiet: bool) -> None:
+    """Write the report (and its HTML page), print the table."""
     try:
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--report: cannot write {path}: {exc.strerror}") from exc
-    if not args.quiet:
+    if html is not None:
+        from wattmesh.sim.html_report import write_html_report  # type: ignore[import-not-found, unused-ignore]
+
+        try:
+            write_html_report(report, html)
+        except OSError as exc:
+            raise ConfigError(f"--html: cannot write {html}: {exc.strerror}") from exc
+    if not quiet:
         Console().print(summary_table(report))
         Console().print(f"report written to {path}")
-    return 0 if report["verified"] else 1
+        if html is not None:
+            Console().print(f"HTML report written to {html}")
 
 
-def _writable_paths(workdir: Path, report: Path) -> None:
-    """Create the working folder and the report's folder; ConfigError if they cannot
-    be, or if the report's path is a folder."""
-    for option, folder in (("--workdir", workdir), ("--report", report.parent)):
+def _writable_paths(workdir: Path, report: Path, html: Path | None = None) -> None:
+    """Create the working folder and the reports' folders; ConfigError if they cannot
+    be, or if a report's path is a folder."""
+    folders = [("--workdir", workdir), ("--report", report.parent)]
+    if html is not None:
+        folders.append(("--html", html.parent))
+    for option, folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"{option}: cannot create {folder}: {exc.strerror}") from exc
-    if report.is_dir():
-        raise ConfigError(f"--report: {report} is a folder")
+    for option, file in (("--report", report), ("--html", html)):
+        if file is not None and file.is_dir():
+            raise ConfigError(f"{option}: {file} is a folder")
 
 
 def _mechanism(name: str, network_fee_micro_per_kwh: int) -> Mechanism:

@@ -11,11 +11,13 @@ not be readable by group or others (chmod 600). Format: docs/protocol.md
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,6 +38,7 @@ from wattmesh.ledger.store_open import check_sqlite_location, normalise_db_url, 
 _UNKNOWN_KEY = {"extra_forbidden", "unexpected_keyword_argument"}
 _MQTT_PORT, _MQTTS_PORT = 1883, 8883
 _Add = Callable[[str, str], None]  # records a problem: (TOML path, message)
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class LedgerRunConfig:
     max_batch: int
     signature_workers: int
     lease_poll_s: float
+    metrics: tuple[str, int] | None = None  # (host, port) of /metrics; None: not served
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -66,10 +70,18 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 def validate_sections(raw: Mapping[str, object]) -> tuple[LedgerSection | None, list[str]]:
     """The validated sections, or None and every problem (TOML path first)."""
+    return validate_schema(raw, LedgerSection, PATTERNS)
+
+
+def validate_schema(
+    raw: Mapping[str, object], schema: type[S], patterns: Mapping[str, re.Pattern[str]]
+) -> tuple[S | None, list[str]]:
+    """``raw`` validated as ``schema`` (a pydantic dataclass, unknown keys refused) and
+    its string ``patterns`` (TOML path -> pattern), or None and every problem."""
     problems: list[str] = []
-    section: LedgerSection | None = None
+    section: S | None = None
     try:
-        section = TypeAdapter(LedgerSection).validate_python(dict(raw))
+        section = TypeAdapter(schema).validate_python(dict(raw))
     except ValidationError as exc:
         for error in exc.errors():
             message = error["msg"]
@@ -79,7 +91,7 @@ def validate_sections(raw: Mapping[str, object]) -> tuple[LedgerSection | None, 
                 if where.endswith("password"):
                     message += " (secrets are read from files: use password_file)"
             problems.append(f"{where}: {message}")
-    for where, pattern in PATTERNS.items():
+    for where, pattern in patterns.items():
         value: object = raw
         for part in where.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
@@ -169,7 +181,7 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
         )
     except ValueError as exc:
         add("tariffs", str(exc))
-    transport = _transport(s.mqtt, s.market_id, base, add)
+    transport = mqtt_transport(s.mqtt, f"{s.market_id}-ledger", base, add)
     if (
         problems
         or topics is None
@@ -196,6 +208,7 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
         max_batch=s.ingest.max_batch,
         signature_workers=s.ingest.signature_workers,
         lease_poll_s=s.lease.poll_s,
+        metrics=None if s.metrics is None else (s.metrics.host, s.metrics.port),
     )
     return config, []
 
@@ -242,9 +255,16 @@ def _mechanism(s: LedgerSection, add: _Add) -> Mechanism | None:
         return None
 
 
-def _transport(
-    m: LedgerMqttSection, market_id: str, base: Path, add: _Add
+def mqtt_transport(
+    m: LedgerMqttSection,
+    client_id: str,
+    base: Path,
+    add: _Add,
+    *,
+    session: Session = Session.PERSISTENT,  # orders sent while the ledger restarts are queued
 ) -> TransportConfig | None:
+    """The connection an ``[mqtt]`` section describes (``client_id``: unless it names
+    one), its files read relative to ``base``; None after ``add`` got its problems."""
     failed = False
 
     def fail(where: str, message: str) -> None:
@@ -273,23 +293,23 @@ def _transport(
     if m.password_file is not None:
         if m.username is None:
             fail("mqtt.password_file", "a password needs mqtt.username")
-        password = _secret_line(base / m.password_file, "mqtt.password_file", fail)
+        password = secret_line(base / m.password_file, "mqtt.password_file", fail)
     port = m.port if m.port is not None else (_MQTTS_PORT if m.tls is not None else _MQTT_PORT)
     if failed:
         return None
     return TransportConfig(
         address=BrokerAddress(m.host, port),
-        client_id=m.client_id or f"{market_id}-ledger",
+        client_id=m.client_id or client_id,
         username=m.username,
         password=password,
         keepalive_s=m.keepalive_s,
         inbound_queue_size=m.inbound_queue_size,
         tls=tls,
-        session=Session.PERSISTENT,  # orders sent while the ledger restarts are queued
+        session=session,
     )
 
 
-def _secret_line(path: Path, where: str, fail: _Add) -> str | None:
+def secret_line(path: Path, where: str, fail: _Add) -> str | None:
     """The first line of a file that only its owner may read."""
     try:
         mode = path.stat().st_mode

@@ -96,6 +96,15 @@ class LeaseSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    """``ledger run``'s Prometheus endpoint, ``http://host:port/metrics`` (optional)."""
+
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
+    port: Port
+    host: NonEmpty = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class LedgerSection:
     """The whole file."""
 
@@ -112,3 +121,4 @@ class LedgerSection:
     mechanism: MechanismSection = field(default_factory=MechanismSection)
     ingest: IngestSection = field(default_factory=IngestSection)
     lease: LeaseSection = field(default_factory=LeaseSection)
+    metrics: MetricsSection | None = None

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from wattmesh.agents.battery_meter import BatteryMeter
@@ -39,6 +39,26 @@ from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunSite:
+    """Where a running simulation can be watched (``simulate --dashboard``): its ledger
+    database, broker, market and the operator's public key."""
+
+    db_url: str
+    broker: BrokerAddress
+    market_id: str
+    operator_key: VerifyingKey
+
+
+class Watcher(Protocol):
+    """Someone watching the run: told where it runs before the first interval opens,
+    and given the report while the broker still runs (their return ends the run)."""
+
+    def started(self, site: RunSite) -> None: ...
+
+    async def finished(self, report: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -148,9 +168,10 @@ def open_store(config: SimulationConfig) -> tuple[LedgerStore, str]:
 
 
 async def run_simulation(
-    config: SimulationConfig, *, progress: Progress | None = None
+    config: SimulationConfig, *, progress: Progress | None = None, watcher: Watcher | None = None
 ) -> dict[str, Any]:
-    """Run the neighbourhood and return the report (see docs/ARCHITECTURE.md)."""
+    """Run the neighbourhood and return the report (see docs/ARCHITECTURE.md);
+    ``watcher`` (e.g. the dashboard) learns where it runs and gets the report first."""
     config.workdir.mkdir(parents=True, exist_ok=True)
     scenario = build_scenario(
         households=config.households,
@@ -164,24 +185,30 @@ async def run_simulation(
     store, db_url = open_store(config)
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
+            if watcher is not None:
+                operator = simulation_key(config.seed, "operator").verifying
+                watcher.started(RunSite(db_url, address, config.market_id, operator))
             outcomes, ledger, models, meters = await _run(
                 config, scenario, store, address, progress
             )
-        report = verify_ledger(store)
-        return build_report(
-            config=config,
-            scenario=scenario,
-            outcomes=outcomes,
-            ledger=ledger,
-            verified=report.ok,
-            batteries=battery_balances(scenario, meters),
-            extra={
-                "broker": broker_kind,
-                "db": db_url,
-                "verify_problem": report.problem,
-                "forecast_models": dict(sorted(models.items())),
-            },
-        )
+            verified = verify_ledger(store)
+            report = build_report(
+                config=config,
+                scenario=scenario,
+                outcomes=outcomes,
+                ledger=ledger,
+                verified=verified.ok,
+                batteries=battery_balances(scenario, meters),
+                extra={
+                    "broker": broker_kind,
+                    "db": db_url,
+                    "verify_problem": verified.problem,
+                    "forecast_models": dict(sorted(models.items())),
+                },
+            )
+            if watcher is not None:
+                await watcher.finished(report)  # the broker runs on meanwhile
+        return report
     finally:
         store.close()
 
@@ -396,11 +423,21 @@ async def _trade(
     ]
     agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
     outcomes: list[IntervalOutcome] = []
+    ledger = service.ledger
+    counted = Counter(ledger.rejections), ledger.redeliveries  # at the previous summary
     try:
         for index in range(intervals):
             start = first + index * interval_s
             outcome = await service.run_interval(start, config.tariff_at(start))
             outcomes.append(outcome)
+            now = Counter(ledger.rejections), ledger.redeliveries
+            await service.publish_summary(
+                outcome,
+                households=len(ledger.keys),
+                rejections={str(r): n for r, n in (now[0] - counted[0]).items()},
+                redeliveries=now[1] - counted[1],
+            )
+            counted = now
             if progress is not None:
                 progress(index + 1, intervals)
         end = first + intervals * interval_s

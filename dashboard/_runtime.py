@@ -1,0 +1,207 @@
+"""The running dashboard's state: read model, ledger store, keys, sessions; the log follower.
+
+The log follower folds what the ledger appended into the read model every
+``sync_every_s`` (sooner when the bus says an interval cleared), each sync in a worker
+thread and at most :data:`SYNC_BATCH` entries at a time, and pushes one ``interval``
+event per interval that closed (its overview carries no household's own figures).
+A ledger database that cannot be read is retried at each tick and said on /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from wattmesh.broker.errors import WattmeshError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.transport import TransportConfig
+from wattmesh.dashboard import _tables as tables
+from wattmesh.dashboard import queries
+from wattmesh.dashboard._hub import Hub
+from wattmesh.dashboard.auth import Challenges, OperatorToken, Sessions, Tickets, Viewer
+from wattmesh.dashboard.live import Writes
+from wattmesh.dashboard.metrics import DashboardMetrics
+from wattmesh.dashboard.readmodel import ReadModel, SyncResult
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.store_open import failure_reason
+
+__all__ = ["SYNC_BATCH", "Runtime", "RuntimeConfig", "public_overview"]
+
+_LOG = logging.getLogger(__name__)
+
+SYNC_BATCH = 20_000
+"""Log entries folded by one sync call; a long catch-up takes several ticks."""
+_EVENTS_PER_SYNC = 16  # a catch-up pushes the last intervals only
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What the runtime needs of the settings (app.DashboardSettings holds it all)."""
+
+    ledger_url: str
+    read_model_url: str
+    broker: TransportConfig | None
+    market_id: str | None
+    operator_key: VerifyingKey | None
+    forecaster_key: VerifyingKey | None
+    operator_token: str | None
+    sync_every_s: float
+
+
+def public_overview(overview: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
+    """The overview as ``viewer`` may see it: anomalies name only the households it may see."""
+    anomalies = []
+    for item in overview.get("anomalies", []):
+        shown = dict(item)
+        if not viewer.may_see(str(shown.get("household", ""))):
+            shown.pop("household", None)
+        anomalies.append(shown)
+    return {**overview, "anomalies": anomalies}
+
+
+def _problem(exc: BaseException) -> str:
+    reason = failure_reason(exc)
+    return reason if reason is not None else " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Runtime:
+    """Everything the handlers and background tasks share."""
+
+    def __init__(self, config: RuntimeConfig, metrics: DashboardMetrics, hub: Hub) -> None:
+        self.config = config
+        self.metrics, self.hub = metrics, hub
+        self.rm = ReadModel(config.read_model_url)
+        self.ledger: LedgerStore | None = None
+        self.ledger_problem: str | None = "not opened yet"
+        self.writes = Writes()
+        self.wake = asyncio.Event()
+        self.keys: dict[str, VerifyingKey] = {}
+        self.operator_key = config.operator_key
+        self.market_id = config.market_id
+        self.sessions = Sessions()
+        self.tickets = Tickets()
+        self.challenges = Challenges(origin="", lookup=self.keys.get)
+        self.operator_token = (
+            OperatorToken(config.operator_token) if config.operator_token is not None else None
+        )
+        self.ready = asyncio.Event()  # the first sync was tried (keys and meta known if any)
+        self._caught_up_s = time.monotonic()
+        self.on_bus = asyncio.Event()  # the bus listener was connected and subscribed once
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+        self.rm.close()
+
+    # ------------------------------------------------------------------ the ledger
+
+    def _open_ledger(self) -> LedgerStore:
+        if self.ledger is None:
+            self.ledger = LedgerStore.read_only(self.config.ledger_url)
+        return self.ledger
+
+    def _drop_ledger(self, exc: BaseException) -> None:
+        problem = _problem(exc)
+        if problem != self.ledger_problem:
+            _LOG.warning("cannot read the ledger: %s", problem)
+        self.ledger_problem = problem
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+    def sync_once(self) -> SyncResult | None:
+        """Fold up to :data:`SYNC_BATCH` new entries (in a worker thread); None on failure."""
+        try:
+            result = self.rm.sync(self._open_ledger(), max_entries=SYNC_BATCH)
+        except (WattmeshError, OSError, Exception) as exc:
+            self._drop_ledger(exc)
+            self.metrics.sync_failures.inc()
+            return None
+        if self.ledger_problem is not None:
+            _LOG.info("reading the ledger at %s", self.config.ledger_url)
+        self.ledger_problem = None
+        self.metrics.sync_entries.inc(result.applied)
+        if result.applied or not self.keys:
+            self._load_keys()
+        return result
+
+    def _load_keys(self) -> None:
+        h = tables.household
+        with self.rm.engine.connect() as conn:
+            rows = conn.execute(select(h.c.id, h.c.public_key_der).where(h.c.revoked == 0)).all()
+        fresh = {}
+        for household, der in rows:
+            known = self.keys.get(household)
+            fresh[household] = (
+                known if known is not None and known.der() == der else VerifyingKey.from_der(der)
+            )
+        self.keys.clear()
+        self.keys.update(fresh)
+        state = {k: self.rm.state(k) for k in ("market_id", "origin", "operator_public_key")}
+        if self.market_id is None:
+            self.market_id = state["market_id"]
+        if state["origin"] is not None:
+            self.challenges.origin = state["origin"]
+        elif not self.challenges.origin and self.market_id is not None:
+            self.challenges.origin = self.market_id
+        if self.operator_key is None and state["operator_public_key"] is not None:
+            self.operator_key = VerifyingKey.from_der(
+                base64.b64decode(state["operator_public_key"])
+            )
+
+    def ledger_check(self) -> tuple[bool, str | None]:
+        """Whether the ledger database can be opened and read now (a fresh connection)."""
+        try:
+            store = LedgerStore.read_only(self.config.ledger_url)
+        except (WattmeshError, OSError, Exception) as exc:
+            return False, _problem(exc)
+        try:
+            store.size()
+        except Exception as exc:
+            return False, _problem(exc)
+        finally:
+            store.close()
+        return True, None
+
+    def presence_counts(self) -> tuple[int, int]:
+        agents = queries.overview(self.rm, now_s=int(time.time()))["agents"]
+        return int(agents["online"]), int(agents["known"])
+
+    # ------------------------------------------------------------------ the follower
+
+    async def follow(self) -> None:
+        """Fold the log as it grows and push an ``interval`` event per closed interval."""
+        while True:
+            self.wake.clear()
+            result = await self.writes.run(self.sync_once)
+            self.ready.set()
+            if result is not None:
+                await self._after_sync(result)
+                if result.applied >= SYNC_BATCH:
+                    continue  # catching up: no pause
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.sync_every_s):
+                    await self.wake.wait()
+
+    async def _after_sync(self, result: SyncResult) -> None:
+        lag = await asyncio.to_thread(self.rm.state, "ledger_size")
+        self.metrics.sync_lag_entries.set(max(int(lag or 0) - result.tree_size, 0))
+        if result.applied < SYNC_BATCH:
+            self._caught_up_s = time.monotonic()
+        self.metrics.sync_lag_s.set(time.monotonic() - self._caught_up_s)
+        if not result.closed:
+            return
+        now_s = int(time.time())
+        overview = await asyncio.to_thread(queries.overview, self.rm, now_s=now_s)
+        shown = public_overview(overview, Viewer("anonymous"))
+        for interval in result.closed[-_EVENTS_PER_SYNC:]:
+            event = {"type": "interval", "interval": interval, "overview": shown}
+            self.hub.broadcast(json.dumps(event, separators=(",", ":")))

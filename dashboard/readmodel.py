@@ -1,0 +1,321 @@
+"""The dashboard's read model: its own database, filled from the ledger's log and the bus.
+
+:meth:`ReadModel.sync` folds the log entries it has not folded yet (``applied_size`` in
+``sync_state``) in batches, one transaction per batch, through the pure
+:func:`dashboard._fold.fold`; :meth:`ReadModel.rebuild` drops the log's tables and folds
+from the first entry. The ledger's database is only read (``LedgerStore.read_only``).
+What the log does not hold comes from the bus through the ``record_*`` methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, create_engine, event, inspect, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from wattmesh.broker.errors import DashboardError, FailureError
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.messages import ForecastBody
+from wattmesh.dashboard import _tables as t
+from wattmesh.dashboard._fold import Changes, Entry, fold, touched
+from wattmesh.ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
+from wattmesh.ledger.store import CheckpointRow, LedgerStore, LogEntry
+from wattmesh.ledger.store_open import (
+    LEDGER_TABLES,
+    normalise_db_url,
+    pg_connect_args,
+    shown_url,
+    sqlite_path,
+)
+
+__all__ = ["ReadModel", "ReadModelError", "SyncResult"]
+
+BATCH = 5000
+"""Log entries folded per transaction."""
+
+APPLIED_SIZE = "applied_size"
+
+
+class ReadModelError(DashboardError, FailureError):
+    """The read model's database failed (cannot connect, cannot create its tables)."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    applied: int  # log entries folded by this call
+    tree_size: int  # the read model's applied_size afterwards
+    closed: tuple[int, ...]  # intervals whose clearing was folded by this call, ascending
+
+
+def _engine(url: str) -> Engine:
+    normalised = normalise_db_url(url)
+    if make_url(normalised).get_backend_name() != "sqlite":
+        engine = create_engine(normalised, connect_args=pg_connect_args(url))
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{t.PG_SCHEMA}"'))
+        return engine.execution_options(schema_translate_map={None: t.PG_SCHEMA})
+    engine = create_engine(normalised)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+class ReadModel:
+    """The read model in the database at ``url`` (its tables created if missing)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = _engine(url)
+            if self.engine.dialect.name == "sqlite":
+                names = set(inspect(self.engine).get_table_names())
+                if names >= LEDGER_TABLES:
+                    self.engine.dispose()
+                    raise ReadModelError(
+                        f"read model {shown_url(url)}: the database holds a ledger;"
+                        " the read model needs a database of its own"
+                    )
+            t.METADATA.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            reason = " ".join(str(getattr(exc, "orig", exc)).split())
+            raise ReadModelError(f"read model {shown_url(url)}: {reason}") from exc
+
+    @staticmethod
+    def default_url(ledger_url: str) -> str:
+        """Beside a SQLite ledger ``X``: ``X.dashboard.db``; for PostgreSQL the same
+        database (the tables go into schema ``wattmesh_dashboard``)."""
+        if make_url(normalise_db_url(ledger_url)).get_backend_name() != "sqlite":
+            return ledger_url
+        path = sqlite_path(ledger_url)
+        if path is None:
+            raise ReadModelError(f"an in-memory ledger {ledger_url} has no read model beside it")
+        return f"sqlite:///{path}.dashboard.db"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- state -----------------------------------------------------------------------
+
+    def state(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return _get_state(conn, key)
+
+    def applied_size(self) -> int:
+        value = self.state(APPLIED_SIZE)
+        return 0 if value is None else int(value)
+
+    # --- the log ---------------------------------------------------------------------
+
+    def sync(self, ledger: LedgerStore, *, max_entries: int | None = None) -> SyncResult:
+        """Fold the entries of ``ledger`` not folded yet (at most ``max_entries``)."""
+        self._meta(ledger)
+        start = size = self.applied_size()
+        closed: list[int] = []
+        for batch in _batches(ledger, size, max_entries):
+            if batch[0][0] != size:
+                raise ReadModelError(f"the log skips from entry {size} to {batch[0][0]}")
+            end = batch[-1][0] + 1
+            with self.engine.begin() as conn:
+                changes = self._fold(conn, batch)
+                _copy_checkpoints(conn, ledger, size, end)
+                _set_state(conn, APPLIED_SIZE, str(end))
+            closed += changes.closed
+            size = end
+        with self.engine.begin() as conn:
+            _set_state(conn, "ledger_size", str(ledger.size()))
+            _set_state(conn, "synced_at_s", str(int(time.time())))
+        return SyncResult(size - start, size, tuple(sorted(closed)))
+
+    def rebuild(self, ledger: LedgerStore) -> SyncResult:
+        """Drop what came from the log and fold it again from the first entry."""
+        with self.engine.begin() as conn:
+            t.METADATA.drop_all(conn, tables=list(t.LOG_TABLES))
+            t.METADATA.create_all(conn, tables=list(t.LOG_TABLES))
+            conn.execute(t.anomaly.delete().where(t.anomaly.c.source == "log"))
+            conn.execute(t.sync_state.delete().where(t.sync_state.c.key == APPLIED_SIZE))
+        return self.sync(ledger)
+
+    def _meta(self, ledger: LedgerStore) -> None:
+        """The ledger's market id, origin and operator key, once."""
+        with self.engine.connect() as conn:
+            known = _get_state(conn, "operator_public_key") is not None
+        if known:
+            return
+        market, origin = ledger.get_meta(META_MARKET), ledger.get_meta(META_ORIGIN)
+        pem = ledger.get_meta(META_OPERATOR_KEY)
+        if market is None or origin is None or pem is None:
+            return
+        key = VerifyingKey.from_pem(pem.encode("ascii"))
+        with self.engine.begin() as conn:
+            _set_state(conn, "market_id", market)
+            _set_state(conn, "origin", origin)
+            _set_state(conn, "operator_kid", key.kid)
+            _set_state(conn, "operator_public_key", base64.b64encode(key.der()).decode("ascii"))
+
+    def _fold(self, conn: Connection, batch: Sequence[Entry]) -> Changes:
+        intervals, agents = touched(batch)
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        stats: dict[int, dict[str, Any]] = {}
+        keys: dict[str, dict[str, Any]] = {}
+        hi, st, hh = t.household_interval, t.interval_stats, t.household
+        for part in _chunks(sorted(intervals), 500):
+            for r in conn.execute(select(hi).where(hi.c.interval.in_(part))).mappings():
+                rows[(r["household"], r["interval"])] = dict(r)
+            for r in conn.execute(select(st).where(st.c.interval.in_(part))).mappings():
+                stats[r["interval"]] = dict(r)
+        for part in _chunks(sorted(agents), 500):
+            for r in conn.execute(select(hh).where(hh.c.id.in_(part))).mappings():
+                keys[r["id"]] = dict(r)
+        changes = fold(batch, rows=rows, stats=stats, keys=keys)
+        _replace(conn, hi, changes.rows, ("household", "interval"), rows)
+        _replace(conn, st, changes.stats, ("interval",), stats)
+        _replace(conn, hh, changes.households, ("id",), keys)
+        _replace(conn, t.anomaly, changes.anomalies, ("household", "interval", "kind"), None)
+        if changes.trades:
+            conn.execute(t.trade.insert(), changes.trades)
+        if changes.orders:
+            conn.execute(t.book_order.insert(), changes.orders)
+        _add_totals(conn, changes.totals)
+        return changes
+
+    # --- the bus ---------------------------------------------------------------------
+
+    def record_summary(self, interval: int, rejections: Mapping[str, int]) -> None:
+        """The rejections by reason of ``interval`` (the ledger's signed summary)."""
+        rows = [{"interval": interval, "reason": r, "count": int(n)} for r, n in rejections.items()]
+        with self.engine.begin() as conn:
+            conn.execute(t.rejection.delete().where(t.rejection.c.interval == interval))
+            if rows:
+                conn.execute(t.rejection.insert(), rows)
+            _set_state(conn, "last_summary", json.dumps({"interval": interval, **rejections}))
+
+    def record_forecast(self, household: str, body: ForecastBody, *, issued_s: int) -> None:
+        """The first step of ``body``: the forecast for the interval at its start."""
+        if not body.demand_wh:
+            return
+        row = {
+            "household": household,
+            "interval": body.start,
+            "demand_wh": body.demand_wh[0],
+            "pv_wh": body.pv_wh[0],
+            "model": body.model,
+            "issued_s": issued_s,
+        }
+        with self.engine.begin() as conn:
+            _replace(conn, t.forecast, [row], ("household", "interval"), None)
+
+    def record_presence(self, household: str, *, online: bool, at_s: int) -> None:
+        row = {"household": household, "online": int(online), "since_s": at_s}
+        with self.engine.begin() as conn:
+            _replace(conn, t.presence, [row], ("household",), None)
+
+    def record_verify(
+        self, *, ok: bool, problem: str | None, tree_size: int, kid: str | None, at_s: int
+    ) -> None:
+        value = {"ok": ok, "problem": problem, "tree_size": tree_size, "kid": kid, "at_s": at_s}
+        with self.engine.begin() as conn:
+            _set_state(conn, "last_verify", json.dumps(value))
+
+    def record_broker(self, *, connected: bool, at_s: int) -> None:
+        with self.engine.begin() as conn:
+            _set_state(conn, "broker", json.dumps({"connected": connected, "at_s": at_s}))
+
+
+def _batches(ledger: LedgerStore, start: int, max_entries: int | None) -> Iterator[list[Entry]]:
+    """The log from ``start`` as ``(idx, interval, parsed)`` lists of at most BATCH."""
+    log: Table = LogEntry.__table__  # type: ignore[attr-defined]
+    after, left = start - 1, max_entries
+    while left is None or left > 0:
+        limit = BATCH if left is None else min(BATCH, left)
+        query = (
+            select(log.c.idx, log.c.interval, log.c.data)
+            .where(log.c.idx > after)
+            .order_by(log.c.idx)
+            .limit(limit)
+        )
+        with ledger.engine.connect() as conn:
+            raw = conn.execute(query).all()
+        if not raw:
+            return
+        yield [(int(i), int(at), json.loads(data)) for i, at, data in raw]
+        after = int(raw[-1][0])
+        if left is not None:
+            left -= len(raw)
+
+
+def _copy_checkpoints(conn: Connection, ledger: LedgerStore, after: int, upto: int) -> None:
+    """The ledger's checkpoints of sizes in ``(after, upto]``."""
+    table: Table = CheckpointRow.__table__  # type: ignore[attr-defined]
+    query = select(table).where(table.c.tree_size > after, table.c.tree_size <= upto)
+    with ledger.engine.connect() as source:
+        rows = [dict(r) for r in source.execute(query).mappings()]
+    if rows:
+        conn.execute(t.checkpoint.delete().where(t.checkpoint.c.tree_size > after))
+        conn.execute(t.checkpoint.insert(), [{**r, "root": bytes(r["root"])} for r in rows])
+
+
+def _replace(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    key: tuple[str, ...],
+    existing: Mapping[Any, Any] | None,
+) -> None:
+    """Write ``rows`` in place of the rows with their primary keys: delete those that
+    exist (all when ``existing`` is None, else those whose key is in it), insert all."""
+    if not rows:
+        return
+
+    def pk(row: Mapping[str, Any]) -> Any:
+        return row[key[0]] if len(key) == 1 else tuple(row[k] for k in key)
+
+    old = [r for r in rows if existing is None or pk(r) in existing]
+    if old:
+        where = and_(*(table.c[k] == bindparam(f"k_{k}") for k in key))
+        conn.execute(table.delete().where(where), [{f"k_{k}": r[k] for k in key} for r in old])
+    conn.execute(table.insert(), list(rows))
+
+
+def _add_totals(conn: Connection, deltas: Mapping[str, Mapping[str, int]]) -> None:
+    if not deltas:
+        return
+    table = t.household_total
+    current: dict[str, dict[str, Any]] = {}
+    for part in _chunks(sorted(deltas), 500):
+        for r in conn.execute(select(table).where(table.c.household.in_(part))).mappings():
+            current[r["household"]] = dict(r)
+    rows = []
+    for household, delta in deltas.items():
+        row = current.get(household) or {"household": household, **dict.fromkeys(delta, 0)}
+        rows.append({**row, **{name: int(row[name]) + value for name, value in delta.items()}})
+    _replace(conn, table, rows, ("household",), current)
+
+
+def _get_state(conn: Connection, key: str) -> str | None:
+    table = t.sync_state
+    value = conn.execute(select(table.c.value).where(table.c.key == key)).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def _set_state(conn: Connection, key: str, value: str) -> None:
+    table = t.sync_state
+    conn.execute(table.delete().where(table.c.key == key))
+    conn.execute(table.insert().values(key=key, value=value))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

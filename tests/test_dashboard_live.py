@@ -1,0 +1,239 @@
+"""The dashboard's bus listener judges every message by its signature: real keys, real envelopes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+from aiohttp import web
+
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    ForecastBody,
+    Phase,
+    Presence,
+    Signer,
+    StatusBody,
+)
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import Message
+from wattmesh.dashboard._hub import Hub, _Client
+from wattmesh.dashboard.live import Listener, Writes
+from wattmesh.dashboard.metrics import DashboardMetrics
+
+MARKET = "m1"
+T0 = 1_800_000_000
+
+
+@dataclass
+class Recorded:
+    """What the listener asked the read model to store."""
+
+    summaries: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+    forecasts: list[tuple[str, int]] = field(default_factory=list)
+    presence: dict[str, bool] = field(default_factory=dict)
+    broker: list[bool] = field(default_factory=list)
+
+    def record_summary(self, interval: int, rejections: Mapping[str, int]) -> None:
+        self.summaries.append((interval, dict(rejections)))
+
+    def record_forecast(self, household: str, body: ForecastBody, *, issued_s: int) -> None:
+        self.forecasts.append((household, body.start))
+
+    def record_presence(self, household: str, *, online: bool, at_s: int) -> None:
+        self.presence[household] = online
+
+    def record_broker(self, *, connected: bool, at_s: int) -> None:
+        self.broker.append(connected)
+
+
+@dataclass
+class SummaryBody:
+    """The ledger's summary body as the wire carries it (kind ``summary``)."""
+
+    KIND: ClassVar[str] = "summary"
+    fields: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.fields
+
+
+@dataclass
+class Setup:
+    listener: Listener
+    recorded: Recorded
+    metrics: DashboardMetrics
+    events: _Client
+    wakes: list[int]
+    operator: Signer
+    forecaster: Signer
+    households: dict[str, Signer]
+    topics: Topics
+
+    def rejected(self, reason: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "wattmesh_dashboard_mqtt_rejected_total", {"reason": reason}
+        )
+        return value or 0.0
+
+    def pushed(self) -> list[dict[str, Any]]:
+        out = []
+        while not self.events.queue.empty():
+            out.append(json.loads(self.events.queue.get_nowait()))
+        return out
+
+
+@pytest.fixture
+def setup() -> Setup:
+    topics = Topics(MARKET)
+    operator = Signer(SigningKey.generate(), MARKET, "operator")
+    forecaster = Signer(SigningKey.generate(), MARKET, "forecaster")
+    households = {h: Signer(SigningKey.generate(), MARKET, h) for h in ("h1", "h2")}
+    registry: dict[str, VerifyingKey] = {h: s.key.verifying for h, s in households.items()}
+    metrics = DashboardMetrics()
+    hub = Hub(metrics)
+    events = _Client(web.WebSocketResponse())
+    hub._clients.add(events)  # a browser whose queue the test reads
+    recorded = Recorded()
+    wakes: list[int] = []
+    listener = Listener(
+        topics=topics,
+        operator_key=operator.key.verifying,
+        forecaster_key=forecaster.key.verifying,
+        household_key=registry.get,
+        sink=recorded,
+        writes=Writes(),
+        hub=hub,
+        metrics=metrics,
+        wake_sync=lambda: wakes.append(1),
+        presence_counts=lambda: (sum(recorded.presence.values()), len(registry)),
+        now=lambda: float(T0),
+    )
+    return Setup(
+        listener, recorded, metrics, events, wakes, operator, forecaster, households, topics
+    )
+
+
+def _cleared(interval: int = T0) -> AnnouncementBody:
+    return AnnouncementBody(Phase.CLEARED, 900, 300_000, 80_000, 150_000, 1200, 42, "ab" * 32)
+
+
+def _wire(signer: Signer, body: Any, *, interval: int = T0, seq: int = 1) -> bytes:
+    return signer.sign(body, interval=interval, seq=seq, expires=interval + 900).to_wire()
+
+
+async def test_a_signed_cleared_announcement_wakes_the_log_follower(setup: Setup) -> None:
+    await setup.listener.handle(
+        Message(setup.topics.announce, _wire(setup.operator, _cleared()), retain=False)
+    )
+    assert setup.wakes == [1]
+    assert setup.listener.last_cleared == T0
+    open_body = AnnouncementBody(Phase.OPEN, 900, 300_000, 80_000)
+    await setup.listener.handle(
+        Message(setup.topics.announce, _wire(setup.operator, open_body, seq=2), retain=False)
+    )
+    assert setup.wakes == [1]  # only a cleared interval (or a checkpoint) calls for a sync
+
+
+async def test_forged_and_foreign_messages_are_counted_and_dropped(setup: Setup) -> None:
+    forger = Signer(SigningKey.generate(), MARKET, "operator")
+    other_market = Signer(setup.operator.key, "m2", "operator")
+    announce = setup.topics.announce
+    for payload in (
+        _wire(forger, _cleared()),  # signed by another key
+        _wire(other_market, _cleared()),  # the operator's, but for another market
+        b"not json",
+        b'{"signed": {}, "sig": ""}',
+    ):
+        await setup.listener.handle(Message(announce, payload, retain=False))
+    # a valid signature over other bytes: the signature of one message on another
+    good = json.loads(_wire(setup.operator, _cleared(), seq=5))
+    good["signed"]["body"]["price_micro_per_kwh"] = 1
+    await setup.listener.handle(Message(announce, json.dumps(good).encode(), retain=False))
+    assert setup.wakes == []
+    assert setup.rejected("key_mismatch") == 1
+    assert setup.rejected("wrong_market") == 1
+    assert setup.rejected("unsigned") == 1
+    assert setup.rejected("schema") == 1
+    assert setup.rejected("bad_signature") == 1
+    assert setup.pushed() == []
+
+
+async def test_a_replayed_message_is_taken_once(setup: Setup) -> None:
+    payload = _wire(setup.operator, _cleared(), seq=7)
+    for _ in range(2):
+        await setup.listener.handle(Message(setup.topics.announce, payload, retain=True))
+    older = _wire(setup.operator, _cleared(), seq=6)
+    await setup.listener.handle(Message(setup.topics.announce, older, retain=False))
+    assert setup.wakes == [1]
+    assert setup.rejected("duplicate") == 2
+
+
+async def test_a_summary_stores_and_pushes_its_rejections(setup: Setup) -> None:
+    fields = {
+        "interval": T0,
+        "orders": 3,
+        "readings": 3,
+        "households": 3,
+        "trades": 1,
+        "volume_wh": 100,
+        "price_micro_per_kwh": 150_000,
+        "tree_size": 40,
+        "root": "ab" * 32,
+        "rejections": {"bad_signature": 2, "late": 1},
+        "redeliveries": 0,
+    }
+    topic = f"{setup.topics.root}/market/summary"
+    forged = _wire(Signer(SigningKey.generate(), MARKET, "operator"), SummaryBody(fields))
+    await setup.listener.handle(Message(topic, forged, retain=False))
+    assert setup.recorded.summaries == [] and setup.pushed() == []
+    await setup.listener.handle(Message(topic, _wire(setup.operator, SummaryBody(fields)), False))
+    assert setup.recorded.summaries == [(T0, {"bad_signature": 2, "late": 1})]
+    assert setup.pushed() == [
+        {"type": "rejections", "interval": T0, "counts": {"bad_signature": 2, "late": 1}}
+    ]
+
+
+async def test_forecasts_count_only_with_the_forecasters_key(setup: Setup) -> None:
+    body = ForecastBody(T0, 900, (100, 120), (0, 10), "naive", None)
+    topic = setup.topics.forecast("h1")
+    await setup.listener.handle(Message(topic, _wire(setup.operator, body), retain=False))
+    await setup.listener.handle(Message(topic, _wire(setup.households["h2"], body), False))
+    assert setup.recorded.forecasts == []
+    await setup.listener.handle(Message(topic, _wire(setup.forecaster, body), retain=False))
+    assert setup.recorded.forecasts == [("h1", T0)]
+    assert setup.pushed() == []  # a household's forecast is its own: never broadcast
+
+
+async def test_a_status_counts_only_with_its_households_key(setup: Setup) -> None:
+    online = StatusBody(Presence.ONLINE)
+    h1_topic = setup.topics.status("h1")
+    # h2 signs a status on h1's topic; a stranger claims h3; then h1 itself.
+    await setup.listener.handle(
+        Message(h1_topic, _wire(setup.households["h2"], online, interval=0), False)
+    )
+    stranger = Signer(SigningKey.generate(), MARKET, "h3")
+    await setup.listener.handle(
+        Message(setup.topics.status("h3"), _wire(stranger, online, interval=0), False)
+    )
+    assert setup.recorded.presence == {}
+    assert setup.rejected("key_mismatch") == 1
+    assert setup.rejected("unknown_key") == 1
+    await setup.listener.handle(
+        Message(h1_topic, _wire(setup.households["h1"], online, interval=0), False)
+    )
+    assert setup.recorded.presence == {"h1": True}
+    assert setup.pushed() == [{"type": "presence", "online": 1, "known": 2}]
+
+
+async def test_other_topics_and_cleared_retained_messages(setup: Setup) -> None:
+    await setup.listener.handle(Message(setup.topics.announce, b"", retain=True))
+    await setup.listener.handle(
+        Message(setup.topics.reading("h1"), _wire(setup.operator, _cleared()), False)
+    )
+    assert setup.rejected("bad_topic") == 1
+    assert setup.wakes == []

@@ -1,0 +1,307 @@
+"""The dashboard's read functions over a read model folded from a real ledger: each
+answer's shape and figures, recomputed independently from the log; proofs that verify
+against the signed checkpoint; and what the bus records."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dashkit import MixedMarket, logged, statements
+from tests.ledgerkit import STEP, T0
+from wattmesh.broker.bodies import ForecastBody
+from wattmesh.broker.keys import VerifyingKey
+from wattmesh.broker.tlog import verify_inclusion
+from wattmesh.dashboard import queries as q
+from wattmesh.dashboard.readmodel import ReadModel
+from wattmesh.ledger.checkpoint import checkpoint_text
+from wattmesh.ledger.statement import Statement
+from wattmesh.ledger.store import LedgerStore
+
+Folded = tuple[ReadModel, LedgerStore, MixedMarket]
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Folded]:
+    """One mixed market's ledger (SQLite) and its read model, shared by the module's
+    read-only tests (each test that records something makes its own)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('q') / 'ledger.db'}"
+    market = MixedMarket(url).run()
+    market.store.close()
+    store = LedgerStore.read_only(url)
+    rm = ReadModel(ReadModel.default_url(url))
+    rm.sync(store)
+    yield rm, store, market
+    rm.close()
+    store.close()
+
+
+def _fresh(tmp_path: Path, *, intervals: int = 4) -> tuple[ReadModel, LedgerStore]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    MixedMarket(url, intervals=intervals).run().store.close()
+    store = LedgerStore.read_only(url)
+    rm = ReadModel(ReadModel.default_url(url))
+    rm.sync(store)
+    return rm, store
+
+
+def _cleared(store: LedgerStore) -> list[dict[str, object]]:
+    return [e for e in logged(store) if e["kind"] == "clearing"]
+
+
+def test_overview_figures(folded: Folded) -> None:
+    rm, store, market = folded
+    now = T0 + market.intervals * STEP + 100
+    view = q.overview(rm, now_s=now)
+    assert view["market_id"] == "test"
+    assert (view["interval_s"], view["current_interval"]) == (STEP, now - 100)
+    assert view["next_close_s"] == now - 100 + STEP
+    last_clearing = _cleared(store)[-1]
+    last = view["last"]
+    assert last["interval"] == last_clearing["interval"]
+    assert last["price_micro_per_kwh"] == last_clearing["price_micro_per_kwh"]
+    assert last["volume_wh"] == last_clearing["volume_wh"]
+    assert (last["retail_micro_per_kwh"], last["feed_in_micro_per_kwh"]) == (300_000, 80_000)
+    # The run's figures from the statements: non-flagged rows, by interval.
+    rows = [r for s in statements(store).values() for r in s.rows if r.basis != "flagged"]
+    drawn = Counter[int]()
+    fed = Counter[int]()
+    for r in rows:
+        drawn[r.interval] += r.import_wh
+        fed[r.interval] += r.export_wh
+    run = view["run"]
+    total_import = sum(drawn.values())
+    assert run["import_wh"] == total_import > 0
+    assert run["export_wh"] == sum(fed.values())
+    shared = sum(min(drawn[t], fed[t]) for t in drawn)
+    assert run["self_sufficiency"] == pytest.approx(shared / total_import)
+    assert run["p2p_share"] == pytest.approx(sum(r.bought_wh for r in rows) / total_import)
+    assert run["cost_micro"] == sum(r.cost_micro for r in rows)
+    assert run["grid_only_cost_micro"] == sum(r.grid_only_cost_micro for r in rows)
+    assert run["savings_micro"] == run["grid_only_cost_micro"] - run["cost_micro"]
+    assert run["savings_pct"] == pytest.approx(
+        100 * run["savings_micro"] / run["grid_only_cost_micro"]
+    )
+    assert run["p2p_wh"] == sum(int(str(c["volume_wh"])) for c in _cleared(store))
+    assert run["grid_import_wh"] == sum(
+        max(r.metered_net_wh - r.traded_net_wh, 0) for r in rows if r.basis != "unsettled"
+    )
+    assert view["today"] == run  # the whole run is within one UTC day
+    cp = store.latest_checkpoint()
+    assert cp is not None
+    assert view["ledger"] == {
+        "tree_size": cp.tree_size,
+        "root_hex": cp.root.hex(),
+        "kid": cp.kid,
+        "trades": sum(1 for e in logged(store) if e["kind"] == "trade"),
+        "last_verify": None,
+    }
+    assert view["agents"] == {"online": 0, "known": 5}
+    (anomaly,) = view["anomalies"]
+    assert (anomaly["household"], anomaly["kind"]) == ("h004", "register_backwards")
+    json.dumps(view)
+
+
+def test_an_empty_read_model_answers_without_data(tmp_path: Path) -> None:
+    rm = ReadModel(f"sqlite:///{tmp_path / 'empty.db'}")
+    view = q.overview(rm, now_s=1_000_000)
+    assert view["last"] is None and view["run"]["self_sufficiency"] == 0.0
+    assert view["ledger"]["tree_size"] == 0 and view["market_id"] is None
+    assert q.market_series(rm)["intervals"] == []
+    assert q.households_table(rm) == {"households": []}
+    assert q.trades(rm) == {"trades": []}
+    assert q.checkpoints(rm)["checkpoints"] == []
+    assert q.health(rm, now_s=5, ledger_ok=True, ledger_problem=None)["read_model"] == {
+        "applied_size": 0,
+        "lag_entries": 0,
+        "lag_s": None,
+    }
+    rm.close()
+
+
+def test_market_series_and_interval_detail(folded: Folded) -> None:
+    rm, store, _market = folded
+    cleared = _cleared(store)
+    series = q.market_series(rm)
+    assert series["intervals"] == [c["interval"] for c in cleared]
+    assert series["price_micro_per_kwh"] == [c["price_micro_per_kwh"] for c in cleared]
+    assert series["p2p_wh"] == [c["volume_wh"] for c in cleared]
+    assert {len(v) for v in series.values()} == {len(cleared)}
+    part = q.market_series(rm, start=T0 + STEP, end=T0 + 3 * STEP)
+    assert part["intervals"] == [T0 + STEP, T0 + 2 * STEP]
+    with pytest.raises(q.BadRequest):
+        q.market_series(rm, start=T0 + STEP, end=T0)
+
+    traded = next(c for c in cleared if c["volume_wh"])
+    t = int(str(traded["interval"]))
+    detail = q.interval_detail(rm, t)
+    orders = [
+        e["signed"] for e in logged(store) if e["kind"] == "order" and e["signed"]["interval"] == t
+    ]
+    sells = [o["body"] for o in orders if o["body"]["side"] == "sell"]
+    buys = [o["body"] for o in orders if o["body"]["side"] == "buy"]
+    assert detail["supply"][-1][0] == sum(o["quantity_wh"] for o in sells)
+    assert detail["demand"][-1][0] == sum(o["quantity_wh"] for o in buys)
+    supply_prices = [p for _, p in detail["supply"]]
+    demand_prices = [p for _, p in detail["demand"]]
+    assert supply_prices == sorted(set(supply_prices))
+    assert demand_prices == sorted(set(demand_prices), reverse=True)
+    assert detail["clearing"] == {
+        "volume_wh": traded["volume_wh"],
+        "price_micro_per_kwh": traded["price_micro_per_kwh"],
+    }
+    fills = [e for e in logged(store) if e["kind"] == "trade" and e["interval"] == t]
+    assert [(x["buyer"], x["seller"], x["quantity_wh"]) for x in detail["trades"]] == [
+        (f["buyer"], f["seller"], f["quantity_wh"]) for f in fills
+    ]
+    assert sum(x["quantity_wh"] for x in detail["trades"]) == traded["volume_wh"]
+    with pytest.raises(q.NotFound):
+        q.interval_detail(rm, T0 - STEP)
+
+
+def test_households_table_and_detail(folded: Folded) -> None:
+    rm, store, _market = folded
+    built = statements(store)
+    table = q.households_table(rm)["households"]
+    assert [r["household"] for r in table] == sorted(built)
+    for row in table:
+        totals = built[row["household"]].totals()
+        assert row["bill_micro"] == totals["cost_micro"]
+        assert row["grid_only_bill_micro"] == totals["grid_only_cost_micro"]
+        assert row["savings_micro"] == totals["savings_micro"]
+        for name in ("bought_wh", "sold_wh", "import_wh", "export_wh"):
+            assert row[name] == totals[name]
+        assert 0.0 <= row["self_sufficiency"] <= 1.0
+    assert q.households_table(rm, only="h002")["households"] == [table[1]]
+    with pytest.raises(q.NotFound):
+        q.households_table(rm, only="nobody")
+
+    detail = q.household_detail(rm, "h003")
+    rows = built["h003"].rows
+    assert detail["series"]["intervals"] == [r.interval for r in rows]
+    assert detail["series"]["actual_net_wh"] == [r.metered_net_wh for r in rows]
+    assert detail["series"]["bought_wh"] == [r.bought_wh for r in rows]
+    assert detail["series"]["forecast_net_wh"] == [None] * len(rows)
+    assert detail["totals"] == built["h003"].totals()
+    mine = [
+        e for e in logged(store) if e["kind"] == "trade" and "h003" in (e["buyer"], e["seller"])
+    ]
+    assert len(detail["trades"]) == len(mine) > 0
+    with pytest.raises(q.NotFound):
+        q.household_detail(rm, "nobody")
+    assert isinstance(q.statement(rm, "h003"), Statement)
+
+
+def test_checkpoints_trades_and_proofs(folded: Folded) -> None:
+    rm, store, market = folded
+    listed = q.checkpoints(rm, limit=3)
+    stored = store.checkpoints()
+    assert [c["tree_size"] for c in listed["checkpoints"]] == [
+        c.tree_size for c in reversed(stored[-3:])
+    ]
+    operator = listed["operator"]
+    key = VerifyingKey.from_der(base64.b64decode(operator["public_key_spki_b64"]))
+    assert key.kid == operator["kid"] == market.ledger.operator_key.kid
+    assert operator["origin"] == "wattmesh/test"
+    with pytest.raises(q.BadRequest):
+        q.checkpoints(rm, limit=0)
+
+    every = q.trades(rm, limit=1000)["trades"]
+    assert len(every) == sum(1 for e in logged(store) if e["kind"] == "trade")
+    assert [x["idx"] for x in every] == sorted((x["idx"] for x in every), reverse=True)
+    assert len(q.trades(rm, limit=2)["trades"]) == 2
+    some = every[0]
+    assert all(
+        x["interval"] == some["interval"] for x in q.trades(rm, interval=some["interval"])["trades"]
+    )
+    assert all(
+        "h001" in (x["buyer"], x["seller"]) for x in q.trades(rm, household="h001")["trades"]
+    )
+
+    latest = stored[-1]
+    for idx in (0, some["idx"], latest.tree_size - 1):
+        proof = q.entry_proof(rm, store, idx)
+        entry = base64.b64decode(proof["entry_b64"])
+        path = [bytes.fromhex(h) for h in proof["path_hex"]]
+        root = bytes.fromhex(proof["root_hex"])
+        assert (proof["tree_size"], root) == (latest.tree_size, latest.root)
+        assert verify_inclusion(entry, idx, proof["tree_size"], path, root)
+        text = proof["checkpoint_text"].encode()
+        assert text == checkpoint_text("wattmesh/test", latest.tree_size, latest.root)
+        signature = base64.b64decode(proof["signature_der_b64"])
+        assert key.verify(signature, text)
+        assert proof["kind"] == json.loads(entry)["kind"]
+    tampered = bytearray(base64.b64decode(q.entry_proof(rm, store, some["idx"])["entry_b64"]))
+    tampered[-3] ^= 1
+    proof = q.entry_proof(rm, store, some["idx"])
+    assert not verify_inclusion(
+        bytes(tampered),
+        some["idx"],
+        proof["tree_size"],
+        [bytes.fromhex(h) for h in proof["path_hex"]],
+        bytes.fromhex(proof["root_hex"]),
+    )
+    for missing in (-1, latest.tree_size):
+        with pytest.raises(q.NotFound):
+            q.entry_proof(rm, store, missing)
+
+
+def test_entry_owner(folded: Folded) -> None:
+    rm, store, _market = folded
+    owners: dict[str, set[str | None]] = {}
+    for e in store.iter_entries():
+        owners.setdefault(e.kind, set()).add(q.entry_owner(rm, store, e.idx))
+    for kind in ("trade", "clearing", "checkpoint_ref", "key", "key_rotation"):
+        assert owners[kind] == {None}, kind
+    for kind in ("reading", "order", "settlement", "correction", "flag", "posting"):
+        assert None not in owners[kind] and owners[kind] <= {"h001", "h002", "h003", "h004", "h005"}
+    first_order = next(e for e in store.iter_entries() if e.kind == "order")
+    assert (
+        q.entry_owner(rm, store, first_order.idx) == json.loads(first_order.data)["signed"]["agent"]
+    )
+    with pytest.raises(q.NotFound):
+        q.entry_owner(rm, store, 10**9)
+
+
+def test_what_the_bus_records_shows(tmp_path: Path) -> None:
+    rm, store = _fresh(tmp_path)
+    last = _cleared(store)[-1]["interval"]
+    assert isinstance(last, int)
+    rm.record_summary(last, {"bad_signature": 2, "late": 1})
+    rm.record_summary(last, {"bad_signature": 3})  # a repeated summary replaces
+    rm.record_presence("h001", online=True, at_s=last)
+    rm.record_presence("h002", online=True, at_s=last)
+    rm.record_presence("h002", online=False, at_s=last + 5)
+    rm.record_verify(ok=True, problem=None, tree_size=store.size(), kid="ab", at_s=last)
+    rm.record_broker(connected=False, at_s=last)
+    forecast = ForecastBody(T0 + STEP, STEP, (500, 400), (200, 0), "naive", None)
+    rm.record_forecast("h002", forecast, issued_s=T0)
+    view = q.overview(rm, now_s=last + 10)
+    assert view["rejections"] == [{"interval": last, "reason": "bad_signature", "count": 3}]
+    assert view["agents"] == {"online": 1, "known": 4}
+    assert view["ledger"]["last_verify"] == {
+        "ok": True,
+        "problem": None,
+        "tree_size": store.size(),
+        "kid": "ab",
+        "at_s": last,
+    }
+    detail = q.household_detail(rm, "h002")
+    at = detail["series"]["intervals"].index(T0 + STEP)
+    assert detail["series"]["forecast_net_wh"][at] == 300
+    health = q.health(rm, now_s=10**10, ledger_ok=True, ledger_problem=None)
+    assert health["status"] == "degraded"  # the broker is configured and disconnected
+    assert health["broker"] == {"configured": True, "connected": False}
+    assert health["read_model"]["lag_entries"] == 0
+    assert health["last_interval_closed"] == last
+    rm.record_broker(connected=True, at_s=last + 1)
+    assert q.health(rm, now_s=last, ledger_ok=True, ledger_problem=None)["status"] == "ok"
+    bad = q.health(rm, now_s=last, ledger_ok=False, ledger_problem="unreachable")
+    assert (bad["status"], bad["ledger"]["problem"]) == ("degraded", "unreachable")
+    rm.close()
+    store.close()

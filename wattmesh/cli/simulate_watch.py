@@ -1,0 +1,96 @@
+"""``wattmesh simulate --dashboard``: the dashboard over the running simulation, and after it.
+
+A :class:`wattmesh.sim.simulate.Watcher`: when the run has its ledger and broker, it
+starts the dashboard (:class:`wattmesh.cli.dashboard_cli.DashboardThread`, on a thread
+of its own) over the run's ledger database, broker, market and operator key, and prints
+``dashboard: URL`` before anything else; when the run is over it hands the report on
+(written, table printed) and keeps serving, the broker still running, until SIGINT or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wattmesh.broker.transport import Session, TransportConfig
+from wattmesh.cli.dashboard_cli import DashboardThread, dashboard_settings
+from wattmesh.config.dashboard_config import DashboardConfig
+from wattmesh.ledger.store_open import sqlite_path
+from wattmesh.sim.simulate import RunSite
+
+__all__ = ["DashboardWatch"]
+
+
+class DashboardWatch:
+    """Serves the dashboard from the run's start until a signal after its end."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        publish: Callable[[dict[str, Any]], None],
+        after_start: Callable[[], None] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.port = port
+        self.host = host
+        self.publish = publish
+        self.after_start = after_start
+        self.url: str | None = None
+        self._thread: DashboardThread | None = None
+
+    def started(self, site: RunSite) -> None:
+        read_model = _fresh_read_model(site.db_url)
+        config = DashboardConfig(
+            ledger_url=site.db_url,
+            read_model_url=read_model,
+            transport=TransportConfig(
+                address=site.broker,
+                client_id=f"{site.market_id}-dashboard",
+                session=Session.CLEAN,
+            ),
+            market_id=site.market_id,
+            operator_key=site.operator_key,
+            host=self.host,
+            port=self.port,
+        )
+        self._thread = DashboardThread(dashboard_settings(config))
+        self.url = self._thread.start()
+        print(f"dashboard: {self.url}", flush=True)
+        if self.after_start is not None:
+            self.after_start()
+
+    async def finished(self, report: dict[str, Any]) -> None:
+        self.publish(report)
+        print(f"dashboard: {self.url} (still serving; Ctrl-C to stop)", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def close(self) -> None:
+        """Stop the dashboard (if it runs) and wait for it."""
+        if self._thread is not None:
+            self._thread.stop()
+
+
+def _fresh_read_model(ledger_url: str) -> str | None:
+    """The run's read model: for a SQLite ledger (made afresh for the run) the file
+    beside it, removed first so that no earlier run's tables remain; None otherwise
+    (a PostgreSQL ledger the run found empty: the read model's default place)."""
+    path = sqlite_path(ledger_url)
+    if path is None:
+        return None
+    model = Path(f"{path}.dashboard.db")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{model}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{model}"
