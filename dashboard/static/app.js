@@ -227,7 +227,7 @@
           ov = evt.overview;
           if (isNum(ov.now_s)) skew = ov.now_s - Date.now() / 1000;
           noteCurrency(ov);
-          followMarket(ctx, () => market, ov, 96, (m) => {
+          followMarket(ctx, () => market, ov, Math.round(86400 / ov.interval_s), (m) => {
             market = m;
             charts[0].set(WMCharts.priceData(market));
             charts[1].set(WMCharts.volumeData(market));
@@ -252,10 +252,10 @@
       : null;
     const l = ov.ledger || {};
     const agents = ov.agents || {};
-    const span = isNum(ov.current_interval) ? clock(ov.current_interval) + "\u2013" + clock(ov.current_interval + ov.interval_s) + " UTC" : "\u2013";
+    const span = isNum(ov.current_interval) ? when(ov.current_interval).slice(5, 16) + "\u2013" + clock(ov.current_interval + ov.interval_s) + " UTC" : "\u2013";
     return [
-      tile("Interval " + span, h("span", {}, h("small", { text: "closes in " }), h("span", { id: "ov-countdown", class: "mono", text: "\u2013" })),
-        kv([["trading interval", int(ov.interval_s / 60) + " min"], ["last closed", isNum(last.interval) ? clock(last.interval) + " UTC" : "\u2013"]])),
+      tile("Current interval", h("span", {}, h("span", { id: "ov-countdown", class: "mono", text: "\u2013" }), h("small", { text: " to its close" })),
+        kv([["interval", span], ["length", int(ov.interval_s / 60) + " min"], ["last closed", when(last.interval)]])),
       tile("Last clearing price", h("span", { id: "ov-last", "data-interval": isNum(last.interval) ? last.interval : "", text: price(last.price_micro_per_kwh) }),
         meter, kv([["retail tariff", price(last.retail_micro_per_kwh)], ["feed-in tariff", price(last.feed_in_micro_per_kwh)]])),
       tile("Last interval: P2P vs grid", h("span", {}, kwh(last.volume_wh), h("small", { text: " P2P" })),
@@ -314,12 +314,16 @@
     return { intervals: [], price_micro_per_kwh: [], retail_micro_per_kwh: [], feed_in_micro_per_kwh: [], p2p_wh: [], grid_import_wh: [], grid_export_wh: [] };
   }
 
-  /* Follow the market on an interval event: append the event's interval to the columns,
-   * or, when the event skips intervals (several closed between two events), fetch the
-   * columns once from the first missing one. `keep` > 0 keeps only the latest `keep`. */
+  /* Follow the market on an interval event: fetch the market columns from a few
+   * intervals before the newest one shown (an interval's grid figures settle with the
+   * next reading, and one event may stand for several closed intervals) and put them in
+   * place of that tail. One at a time, in event order. `keep` > 0 keeps the latest
+   * `keep` intervals only. */
+  const REFRESH_TAIL = 4;
+
   function followMarket(ctx, current, ov, keep, apply) {
-    // one at a time, in event order, each on the columns the previous one left
-    ctx.chain = (ctx.chain || Promise.resolve()).then(() => followOnce(ctx, current(), ov, keep, apply))
+    ctx.chain = (ctx.chain || Promise.resolve())
+      .then(() => followOnce(ctx, current(), ov, keep, apply))
       .catch((err) => console.error("live update failed", err));
   }
 
@@ -327,39 +331,16 @@
     const last = ov.last;
     if (!last || !isNum(last.interval)) return;
     const n = m.intervals.length;
-    const known = n ? m.intervals[n - 1] : null;
-    if (known === null || last.interval <= known + ov.interval_s) return void apply(appendInterval(m, last, keep));
-    const res = await getJSON("/api/market?start=" + (known + ov.interval_s));
+    const start = n ? m.intervals[Math.max(0, n - REFRESH_TAIL)] : keep ? last.interval - (keep - 1) * ov.interval_s : null;
+    const res = await getJSON("/api/market" + (start === null ? "" : "?start=" + start));
     if (!ctx.live() || !res.ok) return;
+    const cut = start === null ? 0 : m.intervals.findIndex((t) => t >= start);
     const merged = {};
     for (const k of Object.keys(res.body)) {
-      const col = (m[k] || []).concat(res.body[k]);
+      const col = (m[k] || []).slice(0, cut < 0 ? n : cut).concat(res.body[k]);
       merged[k] = keep && col.length > keep ? col.slice(col.length - keep) : col;
     }
-    apply(appendInterval(merged, last, keep));
-  }
-
-  /* The market columns with the overview's last interval added (or replaced). */
-  function appendInterval(m, last, keep) {
-    if (!last || !isNum(last.interval)) return m;
-    const cols = {
-      intervals: last.interval,
-      price_micro_per_kwh: last.price_micro_per_kwh,
-      retail_micro_per_kwh: last.retail_micro_per_kwh,
-      feed_in_micro_per_kwh: last.feed_in_micro_per_kwh,
-      p2p_wh: last.volume_wh,
-      grid_import_wh: last.grid_import_wh,
-      grid_export_wh: last.grid_export_wh,
-    };
-    const out = {};
-    const n = m.intervals.length;
-    const replace = n && m.intervals[n - 1] === last.interval;
-    for (const [k, v] of Object.entries(cols)) {
-      const col = (m[k] || []).slice(0, replace ? n - 1 : n);
-      col.push(v === undefined ? null : v);
-      out[k] = keep && col.length > keep ? col.slice(col.length - keep) : col;
-    }
-    return out;
+    apply(merged);
   }
 
   /* ------------------------------------------------------------------ market */
@@ -643,7 +624,9 @@
     ctx.main.append(h("h1", { text: "Health" }));
     const holder = h("div", { id: "health" });
     ctx.main.append(holder);
+    let current = null;
     function draw(hl) {
+      current = hl;
       if (hl.error) return void holder.replaceChildren(errorBox({ status: hl.error.status, body: hl }));
       const led = hl.ledger || {}, rm = hl.read_model || {}, br = hl.broker || {};
       holder.replaceChildren(
@@ -665,7 +648,12 @@
     await load();
     return {
       onEvent(evt) {
-        if (evt.type === "health") draw(evt.health || evt);
+        if (evt.type === "health" && current && !current.error) {
+          // a partial health (e.g. {"broker": {...}}): merge it into what is shown
+          const next = Object.assign({}, current);
+          for (const [k, v] of Object.entries(evt)) if (k !== "type") next[k] = v;
+          draw(next);
+        }
         else if (evt.type === "interval") load();
       },
     };
