@@ -421,7 +421,7 @@
         ["mechanism", d.mechanism || "\u2013"],
         ["clearing price", price(d.price_micro_per_kwh)],
         ["volume", kwh((d.clearing || {}).volume_wh)],
-        ["orders", int(d.supply.length + d.demand.length) + " (" + d.supply.length + " sell, " + d.demand.length + " buy)"],
+        ["trades", int(d.trades.length)],
       ]),
       bookEl,
       h("h3", { text: "Trades" }),
