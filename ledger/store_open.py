@@ -29,6 +29,7 @@ from wattmesh.ledger.store_errors import NoLedgerDatabase, StoreError
 __all__ = [
     "LEDGER_TABLES",
     "check_sqlite_location",
+    "failure_reason",
     "normalise_db_url",
     "pg_connect_args",
     "shown_url",

@@ -9,10 +9,14 @@ signed, retained ``summary`` on ``market/summary`` and by the counters at ``/met
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import signal
 import socket
+import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +27,7 @@ from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 30.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -167,3 +172,76 @@ async def test_each_interval_is_summarised_on_the_bus_and_counted_at_metrics(
     _assert_same(signed.body_as(SummaryBody), last)
     with pytest.raises(ConnectionRefusedError):  # the metrics server went with the process
         await _get(port, "/metrics")
+
+
+async def test_the_dashboard_shows_the_rejections_the_ledger_run_publishes(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """``ledger run`` and ``dashboard serve --db --broker`` as processes: the bus summary's
+    rejections reach a browser's WebSocket and the overview, as the log line says them."""
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    market = write_market(tmp_path / "market", db_url=db_url, broker=mosquitto)
+    async with answering_households(market, mosquitto, 10) as households:
+        households.forger = "h002"
+        ledger = await LedgerProcess.start(market.config)
+        dashboard = None
+        try:
+            await ledger.until("leader of market")  # its database exists
+            dashboard = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "wattmesh.cli", "dashboard", "serve", "--port", "0"),
+                *("--db", db_url, "--broker", mosquitto.url),
+                cwd=ROOT,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert dashboard.stdout is not None
+            line = (await asyncio.wait_for(dashboard.stdout.readline(), TIMEOUT_S)).decode()
+            assert line.startswith("dashboard: http://"), line
+            url = line.removeprefix("dashboard: ").strip()
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws") as socket:
+                async with asyncio.timeout(TIMEOUT_S):
+                    async for frame in socket:
+                        event = json.loads(frame.data)
+                        if event["type"] == "rejections":
+                            break
+                assert event["counts"] == {"bad_signature": 1}
+                interval = event["interval"]
+                while int((logged := await ledger.summary())["interval"]) < interval:
+                    pass
+                assert int(logged["interval"]) == interval and _reasons(logged) == event["counts"]
+                async with http.get(url + "api/overview") as response:
+                    shown = (await response.json())["rejections"]
+                assert {"interval": interval, "reason": "bad_signature", "count": 1} in shown
+            dashboard.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(dashboard.communicate(), TIMEOUT_S)
+            assert dashboard.returncode == 0, err.decode()
+            await ledger.stop(20)
+        finally:
+            if dashboard is not None and dashboard.returncode is None:
+                dashboard.kill()
+                await dashboard.wait()
+            await ledger.kill()
+
+
+async def test_a_metrics_port_in_use_stops_the_ledger_with_exit_2(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    market = write_market(tmp_path / "market", db_url=db_url, broker=mosquitto)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with market.config.open("a", encoding="utf-8") as toml:
+            toml.write(f"[metrics]\nport = {port}\n")
+        ledger = await LedgerProcess.start(market.config)
+        try:
+            log = await ledger.rest()
+            assert await asyncio.wait_for(ledger.process.wait(), TIMEOUT_S) == 2
+        finally:
+            await ledger.kill()
+    assert "Traceback" not in log
+    assert log.splitlines()[-1] == (
+        f"wattmesh: error: metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )

@@ -11,8 +11,9 @@
   the whole log into it again; prints the entries folded and the time it took.
 
 Exit codes: 0 done (``serve``: stopped by a signal); 1 ``--validate-config`` found
-problems (one line per problem, as ``ledger run --validate-config``), or the database
-failed; 2 bad arguments or configuration (one line).
+problems (one line per problem, as ``ledger run --validate-config``), a database
+failed, or the dashboard could not be reached or refused a login (one line); 2 bad
+arguments or configuration (one line).
 
 :class:`DashboardThread` serves the dashboard on a thread of its own, for ``wattmesh
 simulate --dashboard`` (the simulation keeps its event loop busy).
@@ -37,7 +38,7 @@ from wattmesh.broker.errors import ConfigError
 
 if TYPE_CHECKING:
     from wattmesh.config.dashboard_config import DashboardConfig
-    from wattmesh.dashboard.app import DashboardSettings  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.app import DashboardSettings
 
 __all__ = ["DashboardThread", "add_dashboard_commands", "dashboard_settings"]
 
@@ -140,7 +141,7 @@ def dashboard_settings(
 ) -> DashboardSettings:
     """The server's settings: ``config`` with the flags given over it."""
     from wattmesh.broker.transport import Session, TransportConfig, parse_broker_url
-    from wattmesh.dashboard.app import DashboardSettings  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.app import DashboardSettings
 
     transport = config.transport
     if broker is not None:
@@ -163,6 +164,7 @@ def dashboard_settings(
         market_id=config.market_id,
         operator_key=config.operator_key,
         operator_token=config.operator_token,
+        forecaster_key=config.forecaster_key,
         host=config.host if host is None else host,
         port=config.port if port is None else port,
     )
@@ -173,18 +175,40 @@ def _said(url: str) -> None:
 
 
 async def _serve(settings: DashboardSettings) -> int:
-    from wattmesh.dashboard.app import serve  # type: ignore[import-not-found, unused-ignore]
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(settings, stop=stop, ready=_said)
+        await serve_until(settings, stop, _said)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+async def serve_until(
+    settings: DashboardSettings, stop: asyncio.Event, ready: Callable[[str], None]
+) -> None:
+    """:func:`wattmesh.dashboard.app.serve`; an address it cannot listen on (in use, not
+    this machine's) is a ConfigError naming it, not a traceback."""
+    from wattmesh.dashboard.app import serve
+
+    listening = False
+
+    def said(url: str) -> None:
+        nonlocal listening
+        listening = True
+        ready(url)
+
+    try:
+        await serve(settings, stop=stop, ready=said)
+    except OSError as exc:
+        if listening:
+            raise
+        where = f"{settings.host}:{settings.port}"
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot serve the dashboard on {where}: {why}") from exc
 
 
 # ----------------------------------------------------------------------------- login
@@ -193,11 +217,16 @@ async def _serve(settings: DashboardSettings) -> int:
 def run_login(args: argparse.Namespace) -> int:
     from wattmesh.broker.keys import load_signing_key
     from wattmesh.broker.topics import check_segment
-    from wattmesh.dashboard.auth import login_link  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.auth import LoginFailed, login_link
 
     household = check_segment(args.household, "--household")
     key = load_signing_key(Path(args.key))
-    print(login_link(args.url, key, household))
+    try:
+        link = login_link(args.url, key, household)
+    except LoginFailed as exc:  # unreachable, or the login refused: one line
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(link)
     return EXIT_OK
 
 
@@ -208,7 +237,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from wattmesh.config.dashboard_config import dashboard_db_url
 
     config = _config(args)
-    from wattmesh.dashboard.readmodel import ReadModel  # type: ignore[import-not-found, unused-ignore]
+    from wattmesh.dashboard.readmodel import ReadModel, ReadModelError
     from wattmesh.ledger.store import LedgerStore
     from wattmesh.ledger.store_open import store_failures
 
@@ -228,6 +257,9 @@ def run_rebuild(args: argparse.Namespace) -> int:
                 took_s = time.perf_counter() - started
             finally:
                 model.close()
+    except ReadModelError as exc:  # its database failed, or holds a ledger: one line
+        print(f"wattmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         store.close()
     print(
@@ -294,9 +326,6 @@ class DashboardThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        from wattmesh.dashboard.app import serve  # type: ignore[import-not-found, unused-ignore]
-
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        ready: Callable[[str], None] = self._listening
-        await serve(self.settings, stop=self._stop, ready=ready)
+        await serve_until(self.settings, self._stop, self._listening)

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -269,7 +270,8 @@ async def _metrics(
     try:
         await stack.enter_async_context(serve_metrics(metrics, host, port))
     except OSError as exc:
-        raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror}") from exc
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"metrics: cannot listen on {host}:{port}: {why}") from exc
     _LOG.info("metrics on http://%s:%d/metrics", host, port)
     return metrics
 

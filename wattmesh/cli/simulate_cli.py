@@ -83,7 +83,7 @@ def _publish(report: dict[str, Any], path: Path, html: Path | None, *, quiet: bo
     except OSError as exc:
         raise ConfigError(f"--report: cannot write {path}: {exc.strerror}") from exc
     if html is not None:
-        from wattmesh.sim.html_report import write_html_report  # type: ignore[import-not-found, unused-ignore]
+        from wattmesh.sim.html_report import write_html_report
 
         try:
             write_html_report(report, html)

@@ -55,6 +55,7 @@ class DashboardWatch:
             ),
             market_id=site.market_id,
             operator_key=site.operator_key,
+            forecaster_key=site.forecaster_key,
             host=self.host,
             port=self.port,
         )

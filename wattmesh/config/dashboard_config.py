@@ -45,6 +45,7 @@ class DashboardConfig:
     market_id: str | None = None  # None: the ledger's
     operator_key: VerifyingKey | None = None  # None: the ledger's stored key
     operator_token: str | None = None  # None: no operator login
+    forecaster_key: VerifyingKey | None = None  # None: forecasts checked with operator_key
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -121,12 +122,16 @@ def _build(s: DashboardSection, base: Path) -> tuple[DashboardConfig | None, lis
                 urls[name] = dashboard_db_url(url, base=base, ledger=name == "url")
             except ConfigError as exc:
                 add(f"database.{name}", str(exc))
-    key = None
-    if s.operator_key_file is not None:
-        try:
-            key = load_verifying_key(base / s.operator_key_file)
-        except WattmeshError as exc:
-            add("operator_key_file", str(exc))
+    keys: dict[str, VerifyingKey] = {}
+    for name, file in (
+        ("operator_key_file", s.operator_key_file),
+        ("forecaster_key_file", s.forecaster_key_file),
+    ):
+        if file is not None:
+            try:
+                keys[name] = load_verifying_key(base / file)
+            except WattmeshError as exc:
+                add(name, str(exc))
     token = None
     if s.operator_token_file is not None:
         token = secret_line(base / s.operator_token_file, "operator_token_file", add)
@@ -144,8 +149,9 @@ def _build(s: DashboardSection, base: Path) -> tuple[DashboardConfig | None, lis
         read_model_url=urls["read_model_url"],
         transport=transport,
         market_id=s.market_id,
-        operator_key=key,
+        operator_key=keys.get("operator_key_file"),
         operator_token=None if token is None else token.strip(),
+        forecaster_key=keys.get("forecaster_key_file"),
         host=s.http.host,
         port=s.http.port,
     )

@@ -48,5 +48,6 @@ class DashboardSection:
     market_id: str | None = None  # default: the ledger's
     operator_key_file: str | None = None  # PEM public key; default: the ledger's stored key
     operator_token_file: str | None = None  # mode 0600; none: no operator login
+    forecaster_key_file: str | None = None  # PEM public key; default: operator_key_file's
     mqtt: LedgerMqttSection | None = None  # none: history only, no live updates
     http: HttpSection = field(default_factory=HttpSection)

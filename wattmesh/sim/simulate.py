@@ -44,12 +44,13 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class RunSite:
     """Where a running simulation can be watched (``simulate --dashboard``): its ledger
-    database, broker, market and the operator's public key."""
+    database, broker, market and the public keys of the operator and the forecaster."""
 
     db_url: str
     broker: BrokerAddress
     market_id: str
     operator_key: VerifyingKey
+    forecaster_key: VerifyingKey
 
 
 class Watcher(Protocol):
@@ -186,8 +187,11 @@ async def run_simulation(
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
             if watcher is not None:
-                operator = simulation_key(config.seed, "operator").verifying
-                watcher.started(RunSite(db_url, address, config.market_id, operator))
+                operator, forecaster = (
+                    simulation_key(config.seed, name).verifying
+                    for name in ("operator", "forecaster")
+                )
+                watcher.started(RunSite(db_url, address, config.market_id, operator, forecaster))
             outcomes, ledger, models, meters = await _run(
                 config, scenario, store, address, progress
             )
