@@ -149,6 +149,10 @@ async def test_pages_charts_proofs_and_logins(
         page = await browser.new_page(viewport=VIEWPORT)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on(  # a blocked inline script or style would show here
+            "console",
+            lambda m: "Content Security Policy" in m.text and errors.append(m.text),
+        )
         shot = lambda name: _shot(page, screenshots, name)  # noqa: E731
 
         await _show(page, base, "overview")

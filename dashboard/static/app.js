@@ -152,7 +152,11 @@
     main.replaceChildren();
     main.dataset.ready = "0";
     main.dataset.route = location.hash;
-    for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.route === name);
+    for (const a of document.querySelectorAll("#nav a")) {
+      a.classList.toggle("active", a.dataset.route === name);
+      if (a.dataset.route === name) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    }
     const views = { overview: overviewView, market: marketView, households: householdsView, ledger: ledgerView, health: healthView, login: loginView };
     const fn = views[name];
     const ctx = { seq: seq, main: main, timers: [], live: () => seq === state.seq };
