@@ -443,7 +443,7 @@
     if (!trades || !trades.length) return message("muted", "No trades.");
     const cols = ["entry", withInterval ? "interval" : null, "buyer", "seller", "quantity", "price", ""].filter((c) => c !== null);
     return table(cols, trades.map((t) => [
-      h("span", { class: "mono", text: "#" + t.idx }),
+      h("a", { class: "mono", href: "#/ledger/proof/" + t.idx, title: "check this entry's proof", text: "#" + t.idx }),
       withInterval ? h("a", { href: "#/market/" + t.interval, text: when(t.interval) }) : null,
       t.buyer, t.seller, kwh(t.quantity_wh), price(t.price_micro_per_kwh), proofLink(t.idx),
     ].filter((c) => c !== null)), { class: "trades" });
