@@ -2,7 +2,8 @@
 
 :meth:`Hub.broadcast` never waits: it puts the event's JSON text on each client's
 queue (:data:`QUEUE_SIZE` events); a client whose queue is full loses its oldest event
-(counted), so one slow or stalled browser cannot hold up the rest or grow memory.
+(counted), so one slow or stalled browser cannot hold up the rest or grow memory;
+beyond :data:`MAX_CLIENTS` browsers a new one is turned away (HTTP 503).
 Each client has a sender task that drains its queue into the socket. Browsers send
 nothing the server reads; aiohttp's heartbeat (a ping every :data:`HEARTBEAT_S`)
 closes a connection whose peer vanished. :meth:`Hub.close` closes every socket
@@ -20,11 +21,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from wattmesh.dashboard.metrics import DashboardMetrics
 
-__all__ = ["HEARTBEAT_S", "QUEUE_SIZE", "Hub"]
+__all__ = ["HEARTBEAT_S", "MAX_CLIENTS", "QUEUE_SIZE", "Hub"]
 
 _LOG = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64
+MAX_CLIENTS = 1000  # more browsers are turned away (503) rather than risk memory
 HEARTBEAT_S = 20.0
 _MAX_INBOUND_BYTES = 4096  # browsers only ever send control frames
 
@@ -38,9 +40,16 @@ class _Client:
 class Hub:
     """The connected browsers and what is pushed to them."""
 
-    def __init__(self, metrics: DashboardMetrics, *, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        metrics: DashboardMetrics,
+        *,
+        queue_size: int = QUEUE_SIZE,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self._metrics = metrics
         self._queue_size = queue_size
+        self._max_clients = max_clients
         self._clients: set[_Client] = set()
         self._closing = False
         self.sent = 0
@@ -62,6 +71,8 @@ class Hub:
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
         """The ``/ws`` handler: register the browser and push events until it leaves."""
+        if len(self._clients) >= self._max_clients:
+            raise web.HTTPServiceUnavailable(reason="Too many live clients")
         socket = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=_MAX_INBOUND_BYTES)
         await socket.prepare(request)
         if self._closing:

@@ -44,8 +44,13 @@ def _rt(request: web.Request) -> Runtime:
 
 
 def viewer_of(request: web.Request) -> Viewer:
-    """Who the request's session cookie logs in (anonymous without a valid one)."""
-    return _rt(request).sessions.viewer(request.cookies.get(COOKIE_NAME))
+    """Who the request's session cookie logs in (anonymous without a valid one, and for
+    a household whose key was revoked since it logged in)."""
+    rt = _rt(request)
+    viewer = rt.sessions.viewer(request.cookies.get(COOKIE_NAME))
+    if viewer.role == "household" and (viewer.household or "") not in rt.keys:
+        return Viewer("anonymous")
+    return viewer
 
 
 def _require(request: web.Request, household: str) -> Viewer:

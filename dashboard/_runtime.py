@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from wattmesh.broker.errors import WattmeshError
 from wattmesh.broker.keys import VerifyingKey
@@ -27,9 +27,9 @@ from wattmesh.dashboard import _tables as tables
 from wattmesh.dashboard import queries
 from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.auth import Challenges, OperatorToken, Sessions, Tickets, Viewer
-from wattmesh.dashboard.live import Writes
+from wattmesh.dashboard.live import Listener, Writes
 from wattmesh.dashboard.metrics import DashboardMetrics
-from wattmesh.dashboard.readmodel import ReadModel, SyncResult
+from wattmesh.dashboard.readmodel import ReadModel, ReadModelError, SyncResult
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.store_open import failure_reason
 
@@ -95,6 +95,10 @@ class Runtime:
         self.ready = asyncio.Event()  # the first sync was tried (keys and meta known if any)
         self._caught_up_s = time.monotonic()
         self.on_bus = asyncio.Event()  # the bus listener was connected and subscribed once
+        self.market_known = asyncio.Event()  # market id and operator key known
+        self.listener: Listener | None = None  # the bus listener, once it runs
+        self.keys_version = 0  # counts the changes of ``keys``
+        self._keys_acted_on = 0
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -111,7 +115,11 @@ class Runtime:
     def _drop_ledger(self, exc: BaseException) -> None:
         problem = _problem(exc)
         if problem != self.ledger_problem:
-            _LOG.warning("cannot read the ledger: %s", problem)
+            # A database failure is one line; anything else is a bug: its traceback, once.
+            trace = (
+                exc if failure_reason(exc) is None and not isinstance(exc, WattmeshError) else None
+            )
+            _LOG.warning("cannot read the ledger: %s", problem, exc_info=trace)
         self.ledger_problem = problem
         if self.ledger is not None:
             self.ledger.close()
@@ -121,7 +129,11 @@ class Runtime:
         """Fold up to :data:`SYNC_BATCH` new entries (in a worker thread); None on failure."""
         try:
             result = self.rm.sync(self._open_ledger(), max_entries=SYNC_BATCH)
-        except (WattmeshError, OSError, Exception) as exc:
+        except ReadModelError as exc:  # its own database: the ledger is not to blame
+            _LOG.warning("cannot update the read model: %s", exc)
+            self.metrics.sync_failures.inc()
+            return None
+        except Exception as exc:
             self._drop_ledger(exc)
             self.metrics.sync_failures.inc()
             return None
@@ -143,8 +155,11 @@ class Runtime:
             fresh[household] = (
                 known if known is not None and known.der() == der else VerifyingKey.from_der(der)
             )
-        self.keys.clear()
-        self.keys.update(fresh)
+        if fresh != self.keys:  # changed in place: the event loop reads it meanwhile
+            for gone in set(self.keys) - set(fresh):
+                del self.keys[gone]
+            self.keys.update(fresh)
+            self.keys_version += 1
         state = {k: self.rm.state(k) for k in ("market_id", "origin", "operator_public_key")}
         if self.market_id is None:
             self.market_id = state["market_id"]
@@ -172,19 +187,33 @@ class Runtime:
         return True, None
 
     def presence_counts(self) -> tuple[int, int]:
-        agents = queries.overview(self.rm, now_s=int(time.time()))["agents"]
-        return int(agents["online"]), int(agents["known"])
+        """Households online and households known (two counts, for a ``presence`` event)."""
+        p, h = tables.presence, tables.household
+        with self.rm.engine.connect() as conn:
+            online = conn.execute(select(func.count()).where(p.c.online == 1)).scalar_one()
+            known = conn.execute(select(func.count()).select_from(h)).scalar_one()
+        return int(online), int(known)
 
     # ------------------------------------------------------------------ the follower
 
     async def follow(self) -> None:
         """Fold the log as it grows and push an ``interval`` event per closed interval."""
+        ledger_ok: bool | None = None
         while True:
             self.wake.clear()
             result = await self.writes.run(self.sync_once)
             self.ready.set()
+            if self.market_id is not None and self.operator_key is not None:
+                self.market_known.set()
+            if ledger_ok is not (result is not None):
+                ledger_ok = result is not None
+                event = {"ok": ledger_ok, "problem": self.ledger_problem}
+                self.hub.broadcast(json.dumps({"type": "health", "ledger": event}))
             if result is not None:
-                await self._after_sync(result)
+                try:
+                    await self._after_sync(result)
+                except Exception:  # the read model failed to answer: the next step retries
+                    _LOG.exception("could not push the newly closed intervals")
                 if result.applied >= SYNC_BATCH:
                     continue  # catching up: no pause
             with contextlib.suppress(TimeoutError):
@@ -197,6 +226,9 @@ class Runtime:
         if result.applied < SYNC_BATCH:
             self._caught_up_s = time.monotonic()
         self.metrics.sync_lag_s.set(time.monotonic() - self._caught_up_s)
+        if self.keys_version != self._keys_acted_on and self.listener is not None:
+            self._keys_acted_on = self.keys_version
+            await self.listener.keys_changed()
         if not result.closed:
             return
         now_s = int(time.time())

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -180,9 +181,10 @@ def _runtime_config(settings: DashboardSettings) -> RuntimeConfig:
 async def _live(rt: Runtime, config: TransportConfig) -> None:
     """Listen to the bus once the market id and the operator key are known."""
     await rt.ready.wait()
-    while rt.market_id is None or rt.operator_key is None:
+    if not rt.market_known.is_set():
         _LOG.warning("the bus listener waits for the ledger's market id and operator key")
-        await asyncio.sleep(max(rt.config.sync_every_s, 1.0))
+        await rt.market_known.wait()
+    assert rt.market_id is not None and rt.operator_key is not None
     listener = Listener(
         topics=Topics(rt.market_id),
         operator_key=rt.operator_key,
@@ -195,6 +197,7 @@ async def _live(rt: Runtime, config: TransportConfig) -> None:
         wake_sync=rt.wake.set,
         presence_counts=rt.presence_counts,
     )
+    rt.listener = listener
     transport = Transport(config, subscriptions=listener.subscriptions())
     async with transport, asyncio.TaskGroup() as group:
         group.create_task(listener.run(transport), name="dashboard-bus")
@@ -203,14 +206,23 @@ async def _live(rt: Runtime, config: TransportConfig) -> None:
         rt.on_bus.set()
 
 
+async def _logged(task: Coroutine[Any, Any, None]) -> None:
+    """Run a background task; if it fails, say so in the log (the server goes on)."""
+    try:
+        await task
+    except Exception:
+        _LOG.exception("a background task of the dashboard failed")
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     config = _runtime_config(settings)
     rt = await asyncio.to_thread(Runtime, config, app[METRICS], app[HUB])
     app[RUNTIME] = rt
-    tasks = [asyncio.create_task(rt.follow(), name="dashboard-follow")]
+    tasks = [asyncio.create_task(_logged(rt.follow()), name="dashboard-follow")]
     if settings.broker is not None:
-        tasks.append(asyncio.create_task(_live(rt, settings.broker), name="dashboard-live"))
+        live = _logged(_live(rt, settings.broker))
+        tasks.append(asyncio.create_task(live, name="dashboard-live"))
     try:
         yield
     finally:

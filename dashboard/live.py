@@ -16,7 +16,10 @@ Who must have signed what:
   key are dropped;
 - a household's status (``household/<id>/status``): that household's registered key
   (from the read model's ``household`` table, as the ledger registered it), its
-  header naming the household of the topic.
+  header naming the household of the topic. A status that arrives before the read
+  model holds the household's key (a retained one, heard at start) is counted as
+  ``unknown_key`` and its latest kept (:data:`MAX_WAITING` households at most) to be
+  judged again once the log follower has folded new keys.
 
 A sender's messages of one kind are taken in ``seq`` order only (a retained message
 seen again after a reconnect, or a replayed old one, is dropped as ``duplicate``).
@@ -30,41 +33,39 @@ set the household's presence and push a ``presence`` event with counts only.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import (
-    DOMAIN_PREFIX,
     AnnouncementBody,
     ForecastBody,
     Phase,
     Presence,
     SignedMessage,
     StatusBody,
-    canonical_bytes,
+    SummaryBody,
     decode_message,
-    parse_header,
-    parse_json,
 )
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.metrics import DashboardMetrics
 
-__all__ = ["Listener", "LiveSink", "Writes"]
+__all__ = ["MAX_WAITING", "Listener", "LiveSink", "Writes"]
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SUMMARY_KIND = "summary"
+MAX_WAITING = 1024  # statuses kept for households without a key yet (oldest dropped)
 _UNSIGNED = "unsigned"  # a payload that is no signed envelope at all (counted apart)
+_NOT_RECORDED = "not_recorded"  # verified, but the read model failed to store it
 
 
 class LiveSink(Protocol):
@@ -123,18 +124,25 @@ class Listener:
         self._presence_counts = presence_counts
         self._now = now
         self._last_seq: dict[tuple[str, str, str], int] = {}  # (kind, agent, topic) -> seq
+        # The latest status of each household whose key is not in the read model yet
+        # (the dashboard may hear a retained status before it folds the key entry).
+        self._waiting: OrderedDict[str, Message] = OrderedDict()
         self.last_cleared: int | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
         t = self.topics
-        market = [t.announce, t.trades, t.checkpoint, f"{t.root}/market/{SUMMARY_KIND}"]
+        market = [t.announce, t.trades, t.checkpoint, t.summary]
         household = [f"{t.root}/household/+/forecast", t.all_status]
         return [(topic, 1) for topic in (*market, *household)]
 
     async def run(self, transport: Transport) -> None:
         """Take the transport's messages until it closes."""
         async for message in transport.messages():
-            await self.handle(message)
+            try:
+                await self.handle(message)
+            except Exception:  # the read model failed to take it: log, count, go on
+                _LOG.exception("could not record a message from %s", message.topic)
+                self._metrics.mqtt_rejected.labels(reason=_NOT_RECORDED).inc()
 
     async def watch_broker(self, transport: Transport) -> None:
         """Record and push the broker connection's state as it changes."""
@@ -174,7 +182,7 @@ class Listener:
         kind, key, household = self._expected(topic)
         if kind is None:
             raise MessageError(RejectReason.BAD_TOPIC, "not a topic the dashboard reads")
-        signed = _decode(payload, kind)
+        signed = decode_message(payload)
         header = signed.header
         if header.kind != kind:
             raise MessageError(RejectReason.SCHEMA, f"a {header.kind} message on this topic")
@@ -183,6 +191,7 @@ class Listener:
         if kind == "status" and household is not None:
             key = self._household_key(household)
             if key is None:
+                self._wait_for_key(household, topic, payload)
                 raise MessageError(RejectReason.UNKNOWN_KEY, f"no key for {household}")
             if header.agent != household:
                 raise MessageError(RejectReason.KEY_MISMATCH, f"signed as {header.agent}")
@@ -195,6 +204,19 @@ class Listener:
         self._last_seq[order_key] = header.seq
         return _Judged(signed, household)
 
+    def _wait_for_key(self, household: str, topic: str, payload: bytes) -> None:
+        self._waiting[household] = Message(topic, payload, retain=False)
+        self._waiting.move_to_end(household)
+        while len(self._waiting) > MAX_WAITING:
+            self._waiting.popitem(last=False)
+
+    async def keys_changed(self) -> None:
+        """Judge again the statuses that waited for their household's key (call after
+        the read model folded key entries)."""
+        ready = [h for h in self._waiting if self._household_key(h) is not None]
+        for household in ready:
+            await self.handle(self._waiting.pop(household))
+
     def _expected(self, topic: str) -> tuple[str | None, VerifyingKey | None, str | None]:
         """The kind a topic carries, the key that must sign it, and its household."""
         t = self.topics
@@ -202,7 +224,7 @@ class Listener:
             t.announce: "announcement",
             t.trades: "trades",
             t.checkpoint: "checkpoint",
-            f"{t.root}/market/{SUMMARY_KIND}": SUMMARY_KIND,
+            t.summary: SummaryBody.KIND,
         }
         if topic in market:
             return market[topic], self._operator, None
@@ -230,8 +252,8 @@ class Listener:
                 self._wake_sync()
         elif header.kind == "checkpoint":
             self._wake_sync()
-        elif header.kind == SUMMARY_KIND:
-            await self._summary(header.interval, signed)
+        elif isinstance(body, SummaryBody):
+            await self._summary(header.interval, body)
         elif isinstance(body, ForecastBody) and judged.household is not None:
             household, at_s = judged.household, int(self._now())
             await self._writes.run(
@@ -240,8 +262,8 @@ class Listener:
         elif isinstance(body, StatusBody) and judged.household is not None:
             await self._presence(judged.household, online=body.state is Presence.ONLINE)
 
-    async def _summary(self, interval: int, signed: SignedMessage) -> None:
-        rejections = _summary_rejections(signed)
+    async def _summary(self, interval: int, body: SummaryBody) -> None:
+        rejections = dict(body.rejections)
         await self._writes.run(lambda: self._sink.record_summary(interval, rejections))
         event = {"type": "rejections", "interval": interval, "counts": dict(rejections)}
         self._hub.broadcast(json.dumps(event))
@@ -253,50 +275,3 @@ class Listener:
         )
         online_n, known_n = await self._writes.run(self._presence_counts)
         self._hub.broadcast(json.dumps({"type": "presence", "online": online_n, "known": known_n}))
-
-
-@dataclass(frozen=True)
-class _SummaryBody:
-    """A summary's body read loosely, until ``broker.bodies`` knows the kind."""
-
-    KIND: ClassVar[str] = SUMMARY_KIND
-    fields: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.fields
-
-
-def _decode(payload: bytes, kind: str) -> SignedMessage:
-    """:func:`decode_message`; a summary also when the wire contract lacks its kind."""
-    try:
-        return decode_message(payload)
-    except MessageError as exc:
-        if kind != SUMMARY_KIND or exc.reason is not RejectReason.SCHEMA:
-            raise
-    outer = parse_json(payload)
-    signed = outer.get("signed") if isinstance(outer, dict) else None
-    if not (isinstance(signed, dict) and isinstance(outer.get("sig"), str)):
-        raise MessageError(RejectReason.SCHEMA, "not a signed envelope")
-    if signed.get("domain") != DOMAIN_PREFIX + SUMMARY_KIND or not isinstance(
-        signed.get("body"), dict
-    ):
-        raise MessageError(RejectReason.SCHEMA, "not a summary")
-    try:
-        header = parse_header(signed, SUMMARY_KIND)
-        signature = base64.b64decode(outer["sig"], validate=True)
-    except (KeyError, ValueError) as exc:
-        raise MessageError(RejectReason.SCHEMA, f"summary header: {exc}") from exc
-    body = _SummaryBody(signed["body"])
-    return SignedMessage(header, body, signature, canonical_bytes(signed))
-
-
-def _summary_rejections(signed: SignedMessage) -> dict[str, int]:
-    """The ``rejections`` of a (verified) summary: reason -> count (the schema's)."""
-    counts = signed.body.to_json().get("rejections")
-    if not isinstance(counts, dict):
-        return {}
-    return {
-        str(reason): n
-        for reason, n in counts.items()
-        if type(n) is int and n > 0 and len(str(reason)) <= 64
-    }

@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from aiohttp import DummyCookieJar, web
+from aiohttp.test_utils import TestClient, TestServer
 from openapi_schema_validator import OAS31Validator
 
 from tests.ledgerkit import drop_append_only_triggers
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.transport import BrokerAddress
+from wattmesh.dashboard._routes import RUNTIME
+from wattmesh.dashboard.app import CSP, DashboardSettings, make_app
+from wattmesh.dashboard.auth import COOKIE_NAME
 from wattmesh.dashboard.openapi import openapi_document
 from wattmesh.sim.simkeys import simulation_key
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
@@ -108,3 +113,39 @@ def check_shape(data: Any, schema: str) -> None:
     """Raise unless ``data`` is what the OpenAPI document says ``schema`` is."""
     root = {**_DOCUMENT, "$ref": f"#/components/schemas/{schema}"}
     OAS31Validator(root).validate(data)
+
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def started(settings: DashboardSettings) -> Client:
+    """A test client of the dashboard once its first sync is done (no cookie jar: the
+    tests send the cookie of the viewer they mean)."""
+    app = make_app(settings)
+    client: Client = TestClient(TestServer(app), cookie_jar=DummyCookieJar())
+    await client.start_server()
+    await app[RUNTIME].ready.wait()  # the first sync was done
+    return client
+
+
+async def get_json(client: Client, path: str, status: int = 200, cookie: str | None = None) -> Any:
+    """GET ``path`` as the viewer of ``cookie``; check the status and the security headers."""
+    headers = {"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {}
+    response = await client.get(path, headers=headers)
+    assert response.status == status, (path, await response.text())
+    assert response.headers["Content-Security-Policy"] == CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    if response.content_type == "application/json":
+        return await response.json()
+    return await response.text()
+
+
+def session_cookie(response: Any) -> str:
+    morsel = response.cookies[COOKIE_NAME]
+    return str(morsel.value)
+
+
+async def operator_cookie(client: Client) -> str:
+    response = await client.post("/api/login/operator", json={"token": TOKEN})
+    assert response.status == 200
+    return session_cookie(response)

@@ -4,37 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import DummyCookieJar, WSMsgType, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientSession, WSMsgType
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from tests.dashsimkit import (
     HOUSEHOLDS,
     MARKET,
     TOKEN,
+    Client,
     SimLedger,
     Tail,
     check_shape,
     cut_last_interval,
+    get_json,
+    operator_cookie,
+    session_cookie,
     simulate_ledger,
+    started,
 )
 from wattmesh.broker.keys import SigningKey
-from wattmesh.broker.messages import AnnouncementBody, Phase, Signer
+from wattmesh.broker.messages import (
+    AnnouncementBody,
+    Phase,
+    Presence,
+    Signer,
+    StatusBody,
+    SummaryBody,
+)
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard._routes import RUNTIME
-from wattmesh.dashboard.app import CSP, DashboardSettings, make_app
+from wattmesh.dashboard.app import CSP, DashboardSettings, serve
 from wattmesh.dashboard.auth import COOKIE_NAME, LoginFailed, login_link
+from wattmesh.ledger.statement import build_statement
+from wattmesh.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -51,37 +65,13 @@ def _settings(ledger: Path, tmp_path: Path, **overrides: Any) -> DashboardSettin
     return DashboardSettings(**{**base, **overrides})
 
 
-async def _started(settings: DashboardSettings) -> Client:
-    app = make_app(settings)
-    client: Client = TestClient(TestServer(app), cookie_jar=DummyCookieJar())
-    await client.start_server()
-    await app[RUNTIME].ready.wait()  # the first sync was done
-    return client
-
-
 @pytest.fixture
 async def client(sim: SimLedger, tmp_path: Path) -> AsyncIterator[Client]:
-    client = await _started(_settings(sim.path, tmp_path))
+    client = await started(_settings(sim.path, tmp_path))
     try:
         yield client
     finally:
         await client.close()
-
-
-async def _json(client: Client, path: str, status: int = 200, cookie: str | None = None) -> Any:
-    headers = {"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {}
-    response = await client.get(path, headers=headers)
-    assert response.status == status, (path, await response.text())
-    assert response.headers["Content-Security-Policy"] == CSP
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    if response.content_type == "application/json":
-        return await response.json()
-    return await response.text()
-
-
-def _cookie(response: Any) -> str:
-    morsel = response.cookies[COOKIE_NAME]
-    return str(morsel.value)
 
 
 async def _household_cookie(client: Client, sim: SimLedger, household: str) -> str:
@@ -90,45 +80,39 @@ async def _household_cookie(client: Client, sim: SimLedger, household: str) -> s
     response = await client.get(link.removeprefix(base.rstrip("/")), allow_redirects=False)
     assert response.status == 303
     assert response.headers["Location"] == f"/#/households/{household}"
-    return _cookie(response)
-
-
-async def _operator_cookie(client: Client) -> str:
-    response = await client.post("/api/login/operator", json={"token": TOKEN})
-    assert response.status == 200
-    return _cookie(response)
+    return session_cookie(response)
 
 
 async def test_every_public_endpoint_answers_its_shape(client: Client, sim: SimLedger) -> None:
-    overview = await _json(client, "/api/overview")
+    overview = await get_json(client, "/api/overview")
     check_shape(overview, "Overview")
     assert overview["market_id"] == MARKET
     assert overview["ledger"]["trades"] == sim.report["trades"]
-    market = await _json(client, "/api/market")
+    market = await get_json(client, "/api/market")
     check_shape(market, "Market")
     assert len({len(column) for column in market.values()}) == 1
     assert len(market["intervals"]) == sim.report["intervals"]
-    trades = await _json(client, "/api/ledger/trades?limit=5")
+    trades = await get_json(client, "/api/ledger/trades?limit=5")
     check_shape(trades, "Trades")
     interval = trades["trades"][0]["interval"]
-    detail = await _json(client, f"/api/market/intervals/{interval}")
+    detail = await get_json(client, f"/api/market/intervals/{interval}")
     check_shape(detail, "Interval")
     assert detail["trades"]
-    checkpoints = await _json(client, "/api/ledger/checkpoints?limit=3")
+    checkpoints = await get_json(client, "/api/ledger/checkpoints?limit=3")
     check_shape(checkpoints, "Checkpoints")
     assert len(checkpoints["checkpoints"]) == 3
-    proof = await _json(client, f"/api/ledger/entries/{trades['trades'][0]['idx']}/proof")
+    proof = await get_json(client, f"/api/ledger/entries/{trades['trades'][0]['idx']}/proof")
     check_shape(proof, "Proof")
-    health = await _json(client, "/api/health")
+    health = await get_json(client, "/api/health")
     check_shape(health, "Health")
     assert health["status"] == "ok" and health["read_model"]["lag_entries"] == 0
-    check_shape(await _json(client, "/api/session"), "Session")
-    document = await _json(client, "/api/openapi.json")
+    check_shape(await get_json(client, "/api/session"), "Session")
+    document = await get_json(client, "/api/openapi.json")
     validate(document)
 
 
 async def test_bad_requests_get_json_errors(client: Client) -> None:
-    operator = await _operator_cookie(client)
+    operator = await operator_cookie(client)
     for path, status in (
         ("/api/market/intervals/12345", 404),
         ("/api/market/intervals/soon", 400),
@@ -141,7 +125,7 @@ async def test_bad_requests_get_json_errors(client: Client) -> None:
         ("/api/households/h999/statement", 404),
         ("/api/no-such-thing", 404),
     ):
-        body = await _json(client, path, status, cookie=operator)
+        body = await get_json(client, path, status, cookie=operator)
         assert body["error"]["status"] == status
         assert "Traceback" not in json.dumps(body)
     response = await client.post("/api/overview")
@@ -161,8 +145,6 @@ PERSONAL = (
 
 async def _personal_entry(client: Client, sim: SimLedger, household: str) -> int:
     """The index of one of ``household``'s readings in the log."""
-    import sqlite3
-
     with sqlite3.connect(sim.path) as conn:
         (idx,) = conn.execute(
             "SELECT min(idx) FROM log_entry WHERE kind = 'reading' AND agent = ?", (household,)
@@ -171,50 +153,50 @@ async def _personal_entry(client: Client, sim: SimLedger, household: str) -> int
 
 
 async def test_anonymous_sees_no_households_figures(client: Client, sim: SimLedger) -> None:
-    await _json(client, "/api/households", 401)
+    await get_json(client, "/api/households", 401)
     for household in HOUSEHOLDS:
         for path in PERSONAL:
-            await _json(client, path.format(h=household), 401)
+            await get_json(client, path.format(h=household), 401)
         idx = await _personal_entry(client, sim, household)
-        await _json(client, f"/api/ledger/entries/{idx}/proof", 401)
-    overview = await _json(client, "/api/overview")
+        await get_json(client, f"/api/ledger/entries/{idx}/proof", 401)
+    overview = await get_json(client, "/api/overview")
     assert all("household" not in item for item in overview["anomalies"])
 
 
 async def test_one_household_cannot_read_anothers_figures(client: Client, sim: SimLedger) -> None:
     mine = await _household_cookie(client, sim, "h001")
-    assert await _json(client, "/api/session", cookie=mine) == {
+    assert await get_json(client, "/api/session", cookie=mine) == {
         "role": "household",
         "household": "h001",
     }
-    table = await _json(client, "/api/households", cookie=mine)
+    table = await get_json(client, "/api/households", cookie=mine)
     check_shape(table, "Households")
     assert [row["household"] for row in table["households"]] == ["h001"]
     for other in ("h002", "h003"):
         for path in PERSONAL:
-            body = await _json(client, path.format(h=other), 403, cookie=mine)
+            body = await get_json(client, path.format(h=other), 403, cookie=mine)
             assert other in body["error"]["message"] and "import_wh" not in json.dumps(body)
         idx = await _personal_entry(client, sim, other)
-        await _json(client, f"/api/ledger/entries/{idx}/proof", 403, cookie=mine)
-    own = await _json(client, "/api/households/h001", cookie=mine)
+        await get_json(client, f"/api/ledger/entries/{idx}/proof", 403, cookie=mine)
+    own = await get_json(client, "/api/households/h001", cookie=mine)
     check_shape(own, "Household")
-    statement = await _json(client, "/api/households/h001/statement", cookie=mine)
+    statement = await get_json(client, "/api/households/h001/statement", cookie=mine)
     assert statement["household"] == "h001" and statement["rows"]
-    csv_text = await _json(client, "/api/households/h001/statement.csv", cookie=mine)
+    csv_text = await get_json(client, "/api/households/h001/statement.csv", cookie=mine)
     assert csv_text.splitlines()[-1].startswith("total")
     idx = await _personal_entry(client, sim, "h001")
-    check_shape(await _json(client, f"/api/ledger/entries/{idx}/proof", cookie=mine), "Proof")
-    overview = await _json(client, "/api/overview", cookie=mine)
+    check_shape(await get_json(client, f"/api/ledger/entries/{idx}/proof", cookie=mine), "Proof")
+    overview = await get_json(client, "/api/overview", cookie=mine)
     assert {a.get("household", "h001") for a in overview["anomalies"]} <= {"h001"}
 
 
 async def test_the_operator_sees_every_household(client: Client) -> None:
-    operator = await _operator_cookie(client)
-    table = await _json(client, "/api/households", cookie=operator)
+    operator = await operator_cookie(client)
+    table = await get_json(client, "/api/households", cookie=operator)
     assert sorted(row["household"] for row in table["households"]) == list(HOUSEHOLDS)
     for household in HOUSEHOLDS:
         for path in PERSONAL:
-            await _json(client, path.format(h=household), cookie=operator)
+            await get_json(client, path.format(h=household), cookie=operator)
     response = await client.post("/api/login/operator", json={"token": TOKEN + "x"})
     assert response.status == 401 and COOKIE_NAME not in response.cookies
     response = await client.post("/api/logout", headers={"Cookie": f"{COOKIE_NAME}={operator}"})
@@ -230,7 +212,7 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
     set_cookie = response.headers["Set-Cookie"]
     for attribute in ("HttpOnly", "SameSite=Strict", "Path=/"):
         assert attribute in set_cookie
-    session = await _json(client, "/api/session", cookie=_cookie(response))
+    session = await get_json(client, "/api/session", cookie=session_cookie(response))
     assert session == {"role": "household", "household": "h002"}
     again = await client.get(path, allow_redirects=False)  # a ticket is single-use
     assert again.status == 401
@@ -238,18 +220,35 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
         await asyncio.to_thread(login_link, base, sim.key("h001"), "h002")
     with pytest.raises(LoginFailed, match="401"):
         await asyncio.to_thread(login_link, base, SigningKey.generate(), "h009")
-    forged = await _json(client, "/api/session", cookie=_cookie(response)[:-3] + "AAA")
+    forged = await get_json(client, "/api/session", cookie=session_cookie(response)[:-3] + "AAA")
     assert forged["role"] == "anonymous"
+    keys = client.app[RUNTIME].keys
+    revoked = keys.pop("h002")  # as when the log folds h002's key revocation
+    try:
+        gone = await get_json(client, "/api/session", cookie=session_cookie(response))
+        assert gone["role"] == "anonymous"
+        await get_json(client, "/api/households/h002", 401, cookie=session_cookie(response))
+    finally:
+        keys["h002"] = revoked
 
 
 async def test_static_files_and_metrics(client: Client) -> None:
     css = await client.get("/static/vendor/uPlot.min.css")
     assert css.status == 200 and css.headers["Content-Security-Policy"] == CSP
     index = await client.get("/")
+    assert index.status == 200 and index.content_type == "text/html"
     assert index.headers["Content-Security-Policy"] == CSP
-    assert index.status in {200, 404}  # the pages come with the frontend's files
-    await _json(client, "/api/overview")
-    text = await _json(client, "/metrics")
+    page = await index.text()
+    for script in ("/static/app.js", "/static/charts.js", "/static/proof.js"):
+        assert script in page
+        served = await client.get(script)
+        assert served.status == 200 and "javascript" in served.content_type
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+    outside = await client.get(URL("/static/%2e%2e/app.py", encoded=True))
+    assert outside.status in {403, 404}  # nothing outside static/
+    assert "DashboardSettings" not in await outside.text()
+    await get_json(client, "/api/overview")
+    text = await get_json(client, "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = families["wattmesh_dashboard_http_requests"]
     routes = {s.labels["route"] for s in requests.samples if s.name.endswith("_total")}
@@ -258,17 +257,40 @@ async def test_static_files_and_metrics(client: Client) -> None:
 
 async def test_health_is_503_when_the_ledger_is_gone(sim: SimLedger, tmp_path: Path) -> None:
     ledger = sim.copy(tmp_path / "gone")
-    client = await _started(_settings(ledger, tmp_path))
+    client = await started(_settings(ledger, tmp_path))
     try:
-        await _json(client, "/api/health")
+        await get_json(client, "/api/health")
         ledger.unlink()
-        health = await _json(client, "/api/health", 503)
+        health = await get_json(client, "/api/health", 503)
         assert health["ledger"]["ok"] is False and "no such file" in health["ledger"]["problem"]
         assert health["status"] == "degraded"
         ledger.write_bytes(b"this is not a database at all, " * 8)
-        health = await _json(client, "/api/health", 503)
+        health = await get_json(client, "/api/health", 503)
         assert health["ledger"]["ok"] is False
-        await _json(client, "/api/overview")  # the read model still answers
+        await get_json(client, "/api/overview")  # the read model still answers
+    finally:
+        await client.close()
+
+
+async def test_a_ledger_that_appears_later_is_followed(sim: SimLedger, tmp_path: Path) -> None:
+    """No ledger yet (the server started first): /health is 503 and the follower keeps
+    trying; once the database is there, a health event says so and the figures come."""
+    ledger = tmp_path / "later" / "ledger.db"
+    ledger.parent.mkdir()
+    client = await started(_settings(ledger, tmp_path, sync_every_s=0.05))
+    try:
+        health = await get_json(client, "/api/health", 503)
+        assert "no such file" in health["ledger"]["problem"]
+        overview = await get_json(client, "/api/overview")  # an empty read model answers
+        assert overview["last"] is None and overview["ledger"]["trades"] == 0
+        socket = await client.ws_connect("/ws")
+        sim.copy(tmp_path / "staged").rename(ledger)  # whole, at once
+        event = await _next_event(socket, "health")
+        assert event == {"type": "health", "ledger": {"ok": True, "problem": None}}
+        await socket.close()
+        await get_json(client, "/api/health")
+        overview = await get_json(client, "/api/overview")
+        assert overview["ledger"]["trades"] == sim.report["trades"]
     finally:
         await client.close()
 
@@ -300,7 +322,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
     market = f"{MARKET}-live-{tmp_path.name}"[:60]  # its own topics on the shared broker
     broker = TransportConfig(address=mosquitto, client_id=f"dash-{tmp_path.name}"[:60])
     settings = _settings(tail.path, tmp_path, broker=broker, market_id=market, sync_every_s=3600)
-    client = await _started(settings)
+    client = await started(settings)
     operator = Signer(sim.key("operator"), market, "operator")
     forger = Signer(SigningKey.generate(), market, "operator")
     topics = Topics(market)
@@ -310,7 +332,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
         socket = await client.ws_connect("/ws")
         tail.append()  # the ledger logs the interval
         cleared = AnnouncementBody(Phase.CLEARED, 900, 300_000, 80_000, 150_000, 10, 1, "ab" * 32)
-        summary_topic = f"{topics.root}/market/summary"
+        summary_topic = topics.summary
         async with Transport(publisher) as bus:
             await bus.wait_connected()
             # A forger announces the interval and sends a summary; then the operator's
@@ -327,7 +349,7 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
                 "counts": {"bad_signature": 4, "late": 1},
             }
             assert await _rejected(client, "key_mismatch") == 2
-            health = await _json(client, "/api/health")
+            health = await get_json(client, "/api/health")
             assert health["broker"] == {"configured": True, "connected": True}
             assert health["last_interval_closed"] < tail.interval  # the forgery woke nothing
             # The operator's own announcement wakes the log follower: the interval event.
@@ -337,34 +359,75 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
             assert event["interval"] == tail.interval
             assert event["overview"]["last"]["interval"] == tail.interval
             assert not any(h in json.dumps(event) for h in HOUSEHOLDS)  # nobody's own figures
+            # A household's signed status: the presence event carries counts only.
+            h001 = Signer(sim.key("h001"), market, "h001")
+            status = h001.sign(StatusBody(Presence.ONLINE), interval=0, seq=1, expires=0)
+            stranger = Signer(SigningKey.generate(), market, "h001")
+            forged_status = stranger.sign(StatusBody(Presence.ONLINE), interval=0, seq=2, expires=0)
+            await bus.publish(topics.status("h002"), forged_status.to_wire())
+            await bus.publish(topics.status("h001"), status.to_wire())
+            event = await _next_event(socket, "presence")
+            assert event == {"type": "presence", "online": 1, "known": len(HOUSEHOLDS)}
         await socket.close()
     finally:
         await client.close()
 
 
-def _summary_body(tail: Tail, *, late: int) -> Any:
-    fields = {
-        "interval": tail.interval,
-        "orders": 3,
-        "readings": 3,
-        "households": 3,
-        "trades": 0,
-        "volume_wh": 10,
-        "price_micro_per_kwh": 150_000,
-        "tree_size": 1,
-        "root": "ab" * 32,
-        "rejections": {"bad_signature": 4, "late": late},
-        "redeliveries": 0,
-    }
-
-    class SummaryBody:
-        KIND = "summary"
-
-        def to_json(self) -> dict[str, Any]:
-            return fields
-
-    return SummaryBody()
+def _summary_body(tail: Tail, *, late: int) -> SummaryBody:
+    return SummaryBody(
+        interval=tail.interval,
+        orders=3,
+        readings=3,
+        households=3,
+        trades=0,
+        volume_wh=10,
+        price_micro_per_kwh=150_000,
+        tree_size=1,
+        root="ab" * 32,
+        rejections={"bad_signature": 4, "late": late},
+        redeliveries=0,
+    )
 
 
-def _signed(signer: Signer, body: Any, tail: Tail) -> bytes:
+def _signed(signer: Signer, body: SummaryBody, tail: Tail) -> bytes:
     return signer.sign(body, interval=tail.interval, seq=20, expires=0).to_wire()
+
+
+async def test_the_statement_is_the_ledgers_own(client: Client, sim: SimLedger) -> None:
+    """What `wattmesh ledger statement` prints for the household, JSON and CSV."""
+    store = LedgerStore.read_only(sim.url)
+    try:
+        entries = [json.loads(e.data) for e in store.iter_entries()]
+    finally:
+        store.close()
+    cookie = await _household_cookie(client, sim, "h003")
+    expected = build_statement(entries, household="h003")
+    served = await get_json(client, "/api/households/h003/statement", cookie=cookie)
+    assert served == json.loads(json.dumps(expected.to_json()))
+    assert await get_json(client, "/api/households/h003/statement.csv", cookie=cookie) == (
+        expected.to_csv()
+    )
+
+
+async def test_serve_listens_until_stopped(sim: SimLedger, tmp_path: Path) -> None:
+    settings = _settings(sim.path, tmp_path, port=0)
+    stop = asyncio.Event()
+    urls: list[str] = []
+    listening = asyncio.Event()
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        listening.set()
+
+    served = asyncio.create_task(serve(settings, stop=stop, ready=ready))
+    try:
+        waiting = asyncio.create_task(listening.wait())
+        await asyncio.wait({served, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert listening.is_set() and not served.done(), served
+        async with ClientSession() as session, session.get(urls[0] + "api/session") as answer:
+            assert answer.status == 200
+            assert answer.headers["Content-Security-Policy"] == CSP
+    finally:
+        stop.set()
+        await served
+    assert urls[0].startswith("http://127.0.0.1:")

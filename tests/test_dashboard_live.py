@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,11 +18,12 @@ from wattmesh.broker.messages import (
     Presence,
     Signer,
     StatusBody,
+    SummaryBody,
 )
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message
 from wattmesh.dashboard._hub import Hub, _Client
-from wattmesh.dashboard.live import Listener, Writes
+from wattmesh.dashboard.live import MAX_WAITING, Listener, Writes
 from wattmesh.dashboard.metrics import DashboardMetrics
 
 MARKET = "m1"
@@ -52,17 +53,6 @@ class Recorded:
 
 
 @dataclass
-class SummaryBody:
-    """The ledger's summary body as the wire carries it (kind ``summary``)."""
-
-    KIND: ClassVar[str] = "summary"
-    fields: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.fields
-
-
-@dataclass
 class Setup:
     listener: Listener
     recorded: Recorded
@@ -73,6 +63,7 @@ class Setup:
     forecaster: Signer
     households: dict[str, Signer]
     topics: Topics
+    registry: dict[str, VerifyingKey]
 
     def rejected(self, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -114,8 +105,9 @@ def setup() -> Setup:
         now=lambda: float(T0),
     )
     return Setup(
-        listener, recorded, metrics, events, wakes, operator, forecaster, households, topics
-    )
+        listener, recorded, metrics, events, wakes, operator, forecaster, households, topics,
+        registry,
+    )  # fmt: skip
 
 
 def _cleared(interval: int = T0) -> AnnouncementBody:
@@ -174,24 +166,24 @@ async def test_a_replayed_message_is_taken_once(setup: Setup) -> None:
 
 
 async def test_a_summary_stores_and_pushes_its_rejections(setup: Setup) -> None:
-    fields = {
-        "interval": T0,
-        "orders": 3,
-        "readings": 3,
-        "households": 3,
-        "trades": 1,
-        "volume_wh": 100,
-        "price_micro_per_kwh": 150_000,
-        "tree_size": 40,
-        "root": "ab" * 32,
-        "rejections": {"bad_signature": 2, "late": 1},
-        "redeliveries": 0,
-    }
-    topic = f"{setup.topics.root}/market/summary"
-    forged = _wire(Signer(SigningKey.generate(), MARKET, "operator"), SummaryBody(fields))
+    body = SummaryBody(
+        interval=T0,
+        orders=3,
+        readings=3,
+        households=3,
+        trades=1,
+        volume_wh=100,
+        price_micro_per_kwh=150_000,
+        tree_size=40,
+        root="ab" * 32,
+        rejections={"bad_signature": 2, "late": 1},
+        redeliveries=0,
+    )
+    topic = setup.topics.summary
+    forged = _wire(Signer(SigningKey.generate(), MARKET, "operator"), body)
     await setup.listener.handle(Message(topic, forged, retain=False))
     assert setup.recorded.summaries == [] and setup.pushed() == []
-    await setup.listener.handle(Message(topic, _wire(setup.operator, SummaryBody(fields)), False))
+    await setup.listener.handle(Message(topic, _wire(setup.operator, body), False))
     assert setup.recorded.summaries == [(T0, {"bad_signature": 2, "late": 1})]
     assert setup.pushed() == [
         {"type": "rejections", "interval": T0, "counts": {"bad_signature": 2, "late": 1}}
@@ -237,3 +229,33 @@ async def test_other_topics_and_cleared_retained_messages(setup: Setup) -> None:
     )
     assert setup.rejected("bad_topic") == 1
     assert setup.wakes == []
+
+
+async def test_a_status_heard_before_its_key_is_judged_once_the_key_is_known(
+    setup: Setup,
+) -> None:
+    h3 = Signer(SigningKey.generate(), MARKET, "h3")
+    topic = setup.topics.status("h3")
+    online = _wire(h3, StatusBody(Presence.ONLINE), interval=0, seq=4)
+    await setup.listener.handle(Message(topic, online, retain=True))
+    assert setup.rejected("unknown_key") == 1 and setup.recorded.presence == {}
+    await setup.listener.keys_changed()  # the key is still unknown: it keeps waiting
+    assert setup.recorded.presence == {}
+    setup.registry["h3"] = h3.key.verifying  # the log follower folded h3's key entry
+    await setup.listener.keys_changed()
+    assert setup.recorded.presence == {"h3": True}
+    await setup.listener.keys_changed()  # judged once
+    assert setup.rejected("duplicate") == 0
+
+
+async def test_statuses_waiting_for_keys_are_bounded(setup: Setup) -> None:
+    stranger = SigningKey.generate()
+    for n in range(MAX_WAITING + 5):
+        agent = f"x{n}"
+        wire = _wire(Signer(stranger, MARKET, agent), StatusBody(Presence.ONLINE), interval=0)
+        await setup.listener.handle(Message(setup.topics.status(agent), wire, retain=True))
+    for n in range(MAX_WAITING + 5):
+        setup.registry[f"x{n}"] = stranger.verifying
+    await setup.listener.keys_changed()
+    assert len(setup.recorded.presence) == MAX_WAITING  # the 5 oldest were let go
+    assert "x0" not in setup.recorded.presence

@@ -131,3 +131,19 @@ def test_the_openapi_document_is_valid_3_1() -> None:
         "/api/session",
     } == paths
     json.dumps(document)  # serialisable as served
+
+
+async def test_clients_beyond_the_limit_are_turned_away() -> None:
+    hub = Hub(DashboardMetrics(), max_clients=2)
+    app = web.Application()
+    app.router.add_get("/ws", hub.serve)
+    async with TestClient(TestServer(app)) as client:
+        sockets = [await client.ws_connect("/ws") for _ in range(2)]
+        await _until(lambda: hub.clients == 2, "two clients registered")
+        refused = await client.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        assert refused.status == 503
+        await sockets[0].close()
+        await _until(lambda: hub.clients == 1, "one left")
+        sockets.append(await client.ws_connect("/ws"))  # room again
+        for socket in sockets[1:]:
+            await socket.close()
