@@ -18,6 +18,7 @@ __all__ = [
     "connection",
     "embedded",
     "errors",
+    "forecast_bodies",
     "keys",
     "messages",
     "mosquitto",

@@ -20,21 +20,19 @@ from wattmesh.broker._validate import (
     exact_keys,
     get_choice,
     get_int,
-    get_int_list,
     get_opt_int,
-    get_opt_str,
     get_str,
     schema_error,
 )
 from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from wattmesh.broker.errors import RejectReason
+from wattmesh.broker.forecast_bodies import MAX_FORECAST_STEPS, ForecastBody, HealthBody
 
-__all__ = ["BODY_TYPES"]
+__all__ = ["BODY_TYPES", "MAX_FORECAST_STEPS"]
 
 MAX_QUANTITY_WH = 10_000_000  # 10 MWh in one interval is far beyond any household
 MAX_POWER_W = 1_000_000  # the schema's bound on a reading's power_w (either sign)
 MAX_PRICE_MICRO_PER_KWH = 100_000_000  # 100 currency units per kWh
-MAX_FORECAST_STEPS = 7 * 96
 MAX_TRADES = 1_000_000
 
 
@@ -185,47 +183,6 @@ class OrderBody:
 
 _ORDER_KEYS = frozenset({"side", "quantity_wh", "price_micro_per_kwh"})
 _SIDES = {side.value: side for side in Side}
-
-
-@dataclass(frozen=True)
-class ForecastBody:
-    """Forecast energy per interval from ``start`` (epoch s) in steps of ``interval_s``."""
-
-    KIND: ClassVar[str] = "forecast"
-    start: int
-    interval_s: int
-    demand_wh: tuple[int, ...]
-    pv_wh: tuple[int, ...]
-    model: str
-    fallback: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "interval_s": self.interval_s,
-            "demand_wh": list(self.demand_wh),
-            "pv_wh": list(self.pv_wh),
-            "model": self.model,
-            "fallback": self.fallback,
-        }
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> ForecastBody:
-        exact_keys(
-            obj, {"start", "interval_s", "demand_wh", "pv_wh", "model", "fallback"}, "forecast"
-        )
-        demand = get_int_list(obj, "demand_wh", max_items=MAX_FORECAST_STEPS)
-        pv = get_int_list(obj, "pv_wh", max_items=MAX_FORECAST_STEPS)
-        if len(demand) != len(pv):
-            raise schema_error("demand_wh and pv_wh differ in length")
-        return cls(
-            start=get_int(obj, "start"),
-            interval_s=get_int(obj, "interval_s", minimum=1, maximum=86_400),
-            demand_wh=demand,
-            pv_wh=pv,
-            model=get_str(obj, "model", max_len=64),
-            fallback=get_opt_str(obj, "fallback"),
-        )
 
 
 @dataclass(frozen=True)
@@ -474,6 +431,7 @@ BODY_TYPES: dict[str, Any] = {
         ReadingBody,
         OrderBody,
         ForecastBody,
+        HealthBody,
         AnnouncementBody,
         TradesBody,
         RejectionBody,

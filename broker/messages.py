@@ -30,7 +30,6 @@ from wattmesh.broker.bodies import (
     MAX_TRADES,
     AnnouncementBody,
     Body,
-    ForecastBody,
     OrderBody,
     Phase,
     Presence,
@@ -44,6 +43,7 @@ from wattmesh.broker.bodies import (
 )
 from wattmesh.broker.canonical import canonical_bytes, canonical_bytes_of_checked
 from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.forecast_bodies import ForecastBody, HealthBody, TrainedOn
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "Body",
     "ForecastBody",
     "Header",
+    "HealthBody",
     "OrderBody",
     "Phase",
     "Presence",
@@ -72,6 +73,7 @@ __all__ = [
     "SummaryBody",
     "TradeLine",
     "TradesBody",
+    "TrainedOn",
     "canonical_bytes",
     "decode_message",
     "parse_header",

@@ -117,6 +117,11 @@ class Topics:
         return f"{self.root}/market/summary"
 
     @property
+    def forecaster_health(self) -> str:
+        """Retained signed ``health`` of the forecasting service (state and counters)."""
+        return f"{self.root}/service/forecaster/health"
+
+    @property
     def all_audit_requests(self) -> str:
         return f"{self.root}/household/+/audit"
 

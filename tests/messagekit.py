@@ -13,11 +13,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
     ForecastBody,
+    HealthBody,
     OrderBody,
     Phase,
     ReadingBody,
@@ -26,6 +28,7 @@ from wattmesh.broker.messages import (
     SignedMessage,
     TradeLine,
     TradesBody,
+    TrainedOn,
     decode_message,
     sign_message,
 )
@@ -63,6 +66,13 @@ SAMPLES: dict[str, Body] = {
         pv_wh=(0, 40, 260, 15),
         model="prophet",
         fallback=None,
+        version="prophet-1.5.0/2",
+        issued_s=1_700_000_905,
+        trained_on=TrainedOn(tree_size=4_321, root="ab" * 32),
+        demand_p10_wh=(60, 50, 0, 200),
+        demand_p90_wh=(200, 180, 50, 420),
+        pv_p10_wh=(0, 20, 200, 0),
+        pv_p90_wh=(0, 60, 330, 40),
     ),
     "announcement": AnnouncementBody(
         phase=Phase.CLEARED,
@@ -82,6 +92,13 @@ SAMPLES: dict[str, Body] = {
     ),
     "rejection": RejectionBody(
         ref="0f" * 32, ref_seq=7, reason=RejectReason.REPLAY, detail="seq 7 is not above 9"
+    ),
+    "health": HealthBody(
+        state="ok",
+        started_s=1_700_000_000,
+        counters={name: 3 + i for i, name in enumerate(HEALTH_COUNTERS)},
+        trained_on=TrainedOn(tree_size=4_321, root="cd" * 32),
+        last_refit_s=1_700_000_050,
     ),
 }
 

@@ -324,7 +324,10 @@ def test_boundary_values_decode(kind: str, path: JsonPath, value: Any) -> None:
 def test_forecast_step_limit() -> None:
     obj = wire_obj(MESSAGES["forecast"])
     for steps, ok in ((MAX_FORECAST_STEPS, True), (MAX_FORECAST_STEPS + 1, False)):
-        body = {**obj["signed"]["body"], "demand_wh": [1] * steps, "pv_wh": [2] * steps}
+        body = {**obj["signed"]["body"]}
+        for target, value in (("demand", 1), ("pv", 2)):
+            for name in (f"{target}_wh", f"{target}_p10_wh", f"{target}_p90_wh"):
+                body[name] = [value] * steps
         payload = encode(with_at(obj, ("signed", "body"), body))
         if ok:
             decoded = decode_message(payload).body_as(ForecastBody)
