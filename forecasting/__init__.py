@@ -8,4 +8,4 @@ only the names in its own ``__all__`` (tests/test_public_surface.py checks it); 
 other module and name is the package"s own.
 """
 
-__all__ = ["service"]
+__all__ = ["history", "server", "service"]

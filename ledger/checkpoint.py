@@ -17,7 +17,7 @@ from wattmesh.broker.tlog import NoteError, NoteSignature, SignedNote, format_no
 from wattmesh.broker.tlog import checkpoint_text as _note_text
 from wattmesh.ledger.store import Checkpoint
 
-__all__ = ["checkpoint_note", "checkpoint_text"]
+__all__ = ["checkpoint_note", "checkpoint_text", "origin_for", "verify_checkpoint"]
 
 
 def origin_for(market_id: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from wattmesh.broker.errors import ConfigError, FailureError, LedgerError
 
-__all__ = ["StoreError"]
+__all__ = ["NoLedgerDatabase", "StoreError"]
 
 
 class NoLedgerDatabase(LedgerError, ConfigError):

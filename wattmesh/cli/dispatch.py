@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.dashboard_cli import add_dashboard_commands  # stdlib only at import time
 
     add_dashboard_commands(sub)
+    from wattmesh.cli.forecast_cli import add_forecast_commands  # stdlib only at import time
+
+    add_forecast_commands(sub)
     return parser
 
 

@@ -1,0 +1,299 @@
+"""The forecasting service's own SQL tables: logged readings, fitted models, position.
+
+SQLAlchemy Core over SQLite or PostgreSQL (``forecast_*`` tables; any database URL
+SQLAlchemy takes). Readings come in from the ledger's log with the signed checkpoint
+whose tree covers them (:meth:`HistoryStore.add_logged`, one transaction with the log
+position read up to), so the training data of every fit is "the logged readings up to
+checkpoint N". A household's fit (both targets' bands, model, version, the checkpoint
+it was trained on) is kept, so a restarted service need not refit. Nothing here holds
+every household at once: history and fits are read per household.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from wattmesh.broker.forecast_bodies import TrainedOn
+from wattmesh.broker.messages import ReadingBody
+from wattmesh.forecasting._fit import Fitted
+from wattmesh.forecasting.service import demand_and_pv
+
+__all__ = ["HistoryStore", "LoggedBatch", "LoggedReading", "StoredFit", "series_from_readings"]
+
+_META = MetaData()
+READINGS = Table(
+    "forecast_reading",
+    _META,
+    Column("agent", String(64), primary_key=True),
+    Column("meter_time", BigInteger, primary_key=True, autoincrement=False),
+    Column("log_idx", BigInteger, nullable=False),
+    Column("interval", BigInteger, nullable=False),  # the signed header's interval
+    Column("flagged", Boolean, nullable=False, default=False),  # by the ledger: not learnt
+    Column("import_wh", BigInteger, nullable=False),
+    Column("export_wh", BigInteger, nullable=False),
+    Column("pv_wh", BigInteger, nullable=False),
+    Column("battery_in_wh", BigInteger),
+    Column("battery_out_wh", BigInteger),
+)
+FITS = Table(
+    "forecast_fit",
+    _META,
+    Column("agent", String(64), primary_key=True),
+    Column("fitted_s", BigInteger, nullable=False),
+    Column("trained_size", BigInteger),
+    Column("trained_root", String(64)),
+    Column("data", Text, nullable=False),  # JSON: both targets' Fitted
+)
+STATE = Table(
+    "forecast_state",
+    _META,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("log_position", BigInteger, nullable=False),  # log entries read so far
+    Column("tree_size", BigInteger),
+    Column("root", String(64)),
+)
+
+
+@dataclass(frozen=True)
+class LoggedReading:
+    """A reading the ledger logged (at log index ``log_idx``, for ``interval``) whose
+    signature verified."""
+
+    agent: str
+    log_idx: int
+    interval: int
+    reading: ReadingBody
+
+
+@dataclass(frozen=True)
+class LoggedBatch:
+    """What the ledger's log adds up to a signed checkpoint: the readings to learn from,
+    the brackets the ledger flagged (agent, interval of the reading that ends one: the
+    energy up to it is not learnt), and how many logged readings were refused."""
+
+    readings: Sequence[LoggedReading]
+    flagged: Sequence[tuple[str, int]]
+    refused: int
+    position: int  # log entries read: the checkpoint's tree size
+    checkpoint: TrainedOn
+
+
+@dataclass(frozen=True)
+class StoredFit:
+    agent: str
+    fitted_s: int
+    trained_on: TrainedOn | None
+    demand: Fitted
+    pv: Fitted
+
+
+class HistoryStore:
+    """The tables of one database URL (created if missing)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        _META.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def position(self) -> tuple[int, TrainedOn | None]:
+        """Log entries read so far and the checkpoint they reach (None before any)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(STATE).where(STATE.c.id == 1)).first()
+        if row is None:
+            return 0, None
+        on = None if row.tree_size is None else TrainedOn(int(row.tree_size), str(row.root))
+        return int(row.log_position), on
+
+    def add_logged(self, batch: LoggedBatch) -> None:
+        """Keep the batch's readings (one already kept is left as it is), mark its flagged
+        ones, and note that the log was read up to its position and checkpoint."""
+        rows = [
+            {
+                "agent": r.agent,
+                "meter_time": r.reading.meter_time,
+                "log_idx": r.log_idx,
+                "interval": r.interval,
+                "flagged": False,
+                "import_wh": r.reading.import_wh,
+                "export_wh": r.reading.export_wh,
+                "pv_wh": r.reading.pv_wh,
+                "battery_in_wh": r.reading.battery_in_wh,
+                "battery_out_wh": r.reading.battery_out_wh,
+            }
+            for r in batch.readings
+        ]
+        state = {
+            "id": 1,
+            "log_position": batch.position,
+            "tree_size": batch.checkpoint.tree_size,
+            "root": batch.checkpoint.root,
+        }
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(_insert_ignore(self.engine, READINGS, ["agent", "meter_time"]), rows)
+            for agent, interval in batch.flagged:
+                conn.execute(
+                    update(READINGS)
+                    .where(READINGS.c.agent == agent, READINGS.c.interval == interval)
+                    .values(flagged=True)
+                )
+            conn.execute(delete(STATE))
+            conn.execute(STATE.insert(), [state])
+
+    def agents(self) -> list[str]:
+        """Every household with kept readings."""
+        with self.engine.connect() as conn:
+            return [str(a) for a in conn.execute(select(READINGS.c.agent).distinct())]
+
+    def readings(self, agent: str, *, since_s: int = 0) -> list[tuple[int, bool, ReadingBody]]:
+        """(log index, flagged, reading) of ``agent`` from ``since_s`` on, by meter time."""
+        query = (
+            select(READINGS)
+            .where(READINGS.c.agent == agent, READINGS.c.meter_time >= since_s)
+            .order_by(READINGS.c.meter_time)
+        )
+        with self.engine.connect() as conn:
+            return [
+                (
+                    int(r.log_idx),
+                    bool(r.flagged),
+                    ReadingBody(
+                        r.meter_time,
+                        r.import_wh,
+                        r.export_wh,
+                        r.pv_wh,
+                        0,
+                        r.battery_in_wh,
+                        r.battery_out_wh,
+                    ),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def forget_before(self, since_s: int) -> None:
+        """Drop readings older than ``since_s`` (outside every fit's window)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(READINGS).where(READINGS.c.meter_time < since_s))
+
+    def save_fit(self, fit: StoredFit) -> None:
+        row = {
+            "agent": fit.agent,
+            "fitted_s": fit.fitted_s,
+            "trained_size": None if fit.trained_on is None else fit.trained_on.tree_size,
+            "trained_root": None if fit.trained_on is None else fit.trained_on.root,
+            "data": json.dumps([_fitted_json(fit.demand), _fitted_json(fit.pv)]),
+        }
+        with self.engine.begin() as conn:
+            conn.execute(delete(FITS).where(FITS.c.agent == fit.agent))
+            conn.execute(FITS.insert(), [row])
+
+    def fit(self, agent: str) -> StoredFit | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(FITS).where(FITS.c.agent == agent)).first()
+        if row is None:
+            return None
+        demand, pv = (_fitted(obj) for obj in json.loads(row.data))
+        on = None if row.trained_size is None else TrainedOn(row.trained_size, row.trained_root)
+        return StoredFit(agent, int(row.fitted_s), on, demand, pv)
+
+    def fitted_agents(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [str(a) for a in conn.execute(select(FITS.c.agent))]
+
+
+def series_from_readings(
+    readings: Iterable[tuple[bool, ReadingBody]], interval_s: int
+) -> tuple[int, list[int], list[int]]:
+    """(start epoch s, demand Wh, PV Wh) per interval between consecutive readings
+    (``(flagged, reading)`` pairs, by meter time).
+
+    A gap of several intervals is spread evenly over them (remainder on the last). A
+    pair that cannot be learnt from (registers backwards, a battery appearing, the
+    later reading flagged by the ledger) starts the series again after it, so the
+    result is one regular run of intervals.
+    """
+    start, demand, pv = 0, list[int](), list[int]()
+    last: ReadingBody | None = None
+    for flagged, reading in readings:
+        if last is None:
+            start, demand, pv = reading.meter_time - reading.meter_time % interval_s, [], []
+            last = reading
+            continue
+        steps = (reading.meter_time - last.meter_time) // interval_s
+        if steps <= 0:
+            continue
+        energy = None if flagged else demand_and_pv(last, reading)
+        last = reading
+        if energy is None:
+            start, demand, pv = reading.meter_time - reading.meter_time % interval_s, [], []
+            continue
+        for values, total in ((demand, energy[0]), (pv, energy[1])):
+            values.extend(total // steps for _ in range(steps - 1))
+            values.append(total // steps + total % steps)
+    return start, demand, pv
+
+
+def _fitted_json(f: Fitted) -> dict[str, Any]:
+    return {
+        "target": f.target,
+        "start_s": f.start_s,
+        "interval_s": f.interval_s,
+        "p10": list(f.p10_wh),
+        "p50": list(f.p50_wh),
+        "p90": list(f.p90_wh),
+        "model": f.model,
+        "version": f.version,
+        "fallback": f.fallback,
+    }
+
+
+def _fitted(obj: dict[str, Any]) -> Fitted:
+    return Fitted(
+        obj["target"],
+        int(obj["start_s"]),
+        int(obj["interval_s"]),
+        tuple(obj["p10"]),
+        tuple(obj["p50"]),
+        tuple(obj["p90"]),
+        str(obj["model"]),
+        str(obj["version"]),
+        obj["fallback"],
+    )
+
+
+def _insert_ignore(engine: Engine, table: Table, keys: list[str]) -> Any:
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

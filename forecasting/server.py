@@ -1,0 +1,337 @@
+"""``wattmesh forecast serve``'s service: logged readings in, retained signed forecasts out.
+
+Training data is what the ledger logged, never what the bus alone carries: the
+composition root (``wattmesh/cli/forecast_cli.py``) reads the ledger's log up to its
+latest signed checkpoint each time one is announced, keeps the readings whose
+signatures verify (:class:`forecasting.history.LoggedBatch`) and hands them to
+:meth:`ForecastServer.take_logged`; they go into the service's own SQL tables. Each
+fit is trained on those readings only and remembers the checkpoint that covers them,
+which every forecast it gives names in ``trained_on``.
+
+A reading on the bus (signature checked against the registry) asks for the
+household's forecast of its interval: the stored fit's bands from that interval on,
+published retained and signed. Fits run in a process pool (``workers`` 0: inline),
+household by household (never every household's model at once): all of them on the
+daily schedule (``refit_hour_utc``), and at once a household whose fit is a stand-in
+for too little history (refitted with every logged batch) or no longer covers the
+interval asked for. A retained signed ``health`` message reports state and counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from wattmesh.broker.errors import MessageError
+from wattmesh.broker.keys import SigningKey, VerifyingKey
+from wattmesh.broker.messages import ForecastBody, HealthBody, ReadingBody, Signer, decode_message
+from wattmesh.broker.topics import READING, Topics
+from wattmesh.broker.transport import Message, Transport
+from wattmesh.forecasting._fit import FitJob, ModelChoice, fit_household
+from wattmesh.forecasting._models import intervals_per_day
+from wattmesh.forecasting.history import (
+    HistoryStore,
+    LoggedBatch,
+    StoredFit,
+    series_from_readings,
+)
+
+__all__ = ["ForecastServer", "ModelChoice", "ServeConfig"]
+
+_LOG = logging.getLogger(__name__)
+SERVICE_ID = "forecaster"
+STAND_INS = frozenset({"history_mean", "zero"})  # models of too little history
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    topics: Topics
+    interval_s: int = 900
+    horizon: int = 96  # intervals in each forecast
+    window_days: int = 28  # history fitted on
+    min_history_days: int = 2  # below this, Prophet falls back to seasonal naive
+    demand_model: ModelChoice = "auto"
+    pv_model: ModelChoice = "auto"
+    refit_hour_utc: int = 2
+    workers: int = 2  # 0: fit in this process
+    pv_capacity_w: Mapping[str, int] = field(default_factory=dict)
+
+
+class ForecastServer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        key: SigningKey,
+        transport: Transport,
+        store: HistoryStore,
+        registry: Mapping[str, VerifyingKey],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.started_s = int(clock())
+        self.last_refit_s: int | None = None
+        self._signer = Signer(key, config.topics.market_id, SERVICE_ID)
+        self._seq = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pool: Executor | None = None
+        self._day = intervals_per_day(config.interval_s)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def take_logged(self, batch: LoggedBatch) -> None:
+        """Keep what the log added and refit the households that need it now."""
+        await asyncio.to_thread(self.store.add_logged, batch)
+        self.counters["logged_readings"] += len(batch.readings)
+        self.counters["logged_refused"] += batch.refused
+        agents = sorted({r.agent for r in batch.readings})
+        stale = [a for a in agents if await self._needs_refit(a)]
+        if stale:
+            await self.refit(stale)
+        _LOG.info(
+            "log read to checkpoint %d: %d readings, %d refused; %d households refitted",
+            batch.checkpoint.tree_size,
+            len(batch.readings),
+            batch.refused,
+            len(stale),
+        )
+        await self.publish_health("ok")
+
+    async def handle(self, message: Message) -> None:
+        """A reading on the bus: publish its household's forecast for its interval."""
+        where = self.config.topics.classify(message.topic)
+        if where is None or where.kind != READING or where.agent not in self.registry:
+            self.counters["readings_ignored"] += 1
+            return
+        agent = where.agent
+        try:
+            decoded = decode_message(message.payload)
+            decoded.body_as(ReadingBody)
+            if decoded.header.agent != agent or decoded.header.market != self._signer.market:
+                raise ValueError("another household's or market's reading")
+            decoded.verify(self.registry[agent])
+        except (MessageError, ValueError):
+            self.counters["readings_ignored"] += 1
+            return
+        self.counters["readings_verified"] += 1
+        interval = decoded.header.interval
+        interval -= interval % self.config.interval_s
+        await self.publish_forecast(agent, interval)
+
+    # ----------------------------------------------------------------- outputs
+
+    async def publish_forecast(self, agent: str, interval: int) -> None:
+        """The household's retained forecast from ``interval`` (refit first if its fit
+        does not reach that far; a forecast of zeros before it has any history)."""
+        horizon = self.config.horizon
+        fit = await asyncio.to_thread(self.store.fit, agent)
+        if fit is None or not _covers(fit, interval, horizon):
+            await self.refit([agent])
+            fit = await asyncio.to_thread(self.store.fit, agent)
+        if fit is None or not _covers(fit, interval, horizon):
+            zero = (0,) * horizon
+            body = ForecastBody(
+                interval, self.config.interval_s, zero, zero, "zero", "no logged history yet",
+                version="zero/1", issued_s=int(self.clock()), trained_on=None,
+            )  # fmt: skip
+        else:
+            body = _body(fit, interval, horizon, issued_s=int(self.clock()))
+        message = self._signer.sign(
+            body, interval=interval, seq=self._next_seq(),
+            expires=interval + horizon * self.config.interval_s,
+        )  # fmt: skip
+        topic = self.config.topics.forecast(agent)
+        await self.transport.publish(topic, message.to_wire(), qos=1, retain=True)
+        self.counters["forecasts_published"] += 1
+
+    async def publish_health(self, state: str) -> None:
+        _, trained_on = await asyncio.to_thread(self.store.position)
+        counters = dict(self.counters)
+        counters["households"] = len(await asyncio.to_thread(self.store.fitted_agents))
+        body = HealthBody(state, self.started_s, counters, trained_on, self.last_refit_s)
+        now = int(self.clock())
+        message = self._signer.sign(body, interval=now - now % self.config.interval_s,
+                                    seq=self._next_seq(), expires=0)  # fmt: skip
+        health = self.config.topics.forecaster_health
+        await self.transport.publish(health, message.to_wire(), qos=1, retain=True)
+
+    # -------------------------------------------------------------------- fits
+
+    async def refit(self, agents: list[str]) -> None:
+        """Fit each of ``agents`` on its logged history (a few at a time in the pool)."""
+        slots = asyncio.Semaphore(max(self.config.workers, 1) * 2)
+
+        async def one(agent: str) -> None:
+            async with slots, self._locks.setdefault(agent, asyncio.Lock()):
+                await self._refit_one(agent)
+
+        await asyncio.gather(*(one(agent) for agent in agents))
+        self.last_refit_s = int(self.clock())
+
+    async def refit_all(self) -> None:
+        agents = await asyncio.to_thread(self.store.agents)
+        started = time.monotonic()
+        await self.refit(agents)
+        _LOG.info("refitted %d households in %.1f s", len(agents), time.monotonic() - started)
+        keep_from = int(self.clock()) - (self.config.window_days + 1) * 86_400
+        await asyncio.to_thread(self.store.forget_before, keep_from)
+        await self.publish_health("ok")
+
+    async def _refit_one(self, agent: str) -> None:
+        now = int(self.clock())
+        since = now - self.config.window_days * 86_400
+        rows = await asyncio.to_thread(self.store.readings, agent, since_s=since)
+        _, trained_on = await asyncio.to_thread(self.store.position)
+        start, demand, pv = series_from_readings(
+            ((flagged, r) for _, flagged, r in rows), self.config.interval_s
+        )
+        if not demand:
+            return
+        capacity_w = self.config.pv_capacity_w.get(agent)
+        capacity_wh = None if capacity_w is None else capacity_w * self.config.interval_s // 3600
+        job = FitJob(
+            agent=agent,
+            start_s=start,
+            interval_s=self.config.interval_s,
+            demand_wh=tuple(demand),
+            pv_wh=tuple(pv),
+            steps=self._steps(start + len(demand) * self.config.interval_s, now),
+            demand_model=self.config.demand_model,
+            pv_model=self.config.pv_model,
+            min_history=self.config.min_history_days * self._day,
+            pv_capacity_wh=capacity_wh,
+        )  # fmt: skip
+        try:
+            if self.config.workers == 0:
+                demand_fit, pv_fit = fit_household(job)
+            else:
+                loop = asyncio.get_running_loop()
+                demand_fit, pv_fit = await loop.run_in_executor(
+                    self._executor(), fit_household, job
+                )
+        except Exception:
+            _LOG.exception("%s: the fit failed; its previous model stays", agent)
+            self.counters["fit_failures"] += 1
+            return
+        fit = StoredFit(agent, now, trained_on, demand_fit, pv_fit)
+        await asyncio.to_thread(self.store.save_fit, fit)
+        self.counters["fits"] += 1
+
+    def _steps(self, history_end: int, now: int) -> int:
+        """Enough to forecast ``horizon`` intervals from now until a day from now."""
+        behind = max(now - history_end, 0) // self.config.interval_s
+        return behind + self.config.horizon + min(self._day, 7 * 96)
+
+    async def _needs_refit(self, agent: str) -> bool:
+        fit = await asyncio.to_thread(self.store.fit, agent)
+        return fit is None or fit.demand.model in STAND_INS or fit.pv.model in STAND_INS
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+        return self._pool
+
+    def _next_seq(self) -> int:
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return self._seq
+
+    # -------------------------------------------------------------------- loop
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        checkpoint_topic: str,
+        read_log: Callable[[], Awaitable[LoggedBatch | None]],
+    ) -> None:
+        """Serve until ``stop``: readings from the bus, the log on each checkpoint
+        announced (and once at start), all households refitted on the schedule."""
+        await self.publish_health("starting")
+        await self._read_log(read_log)
+        tasks = {
+            asyncio.create_task(self._messages(checkpoint_topic, read_log), name="messages"),
+            asyncio.create_task(self._schedule(stop), name="refit-schedule"),
+        }
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopped}:
+                task.result()  # a task that failed ends the service with its error
+        finally:
+            for task in (*tasks, stopped):
+                task.cancel()
+            await asyncio.gather(*tasks, stopped, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.publish_health("stopped"), 5)
+            self.close()
+
+    async def _messages(
+        self, checkpoint_topic: str, read_log: Callable[[], Awaitable[LoggedBatch | None]]
+    ) -> None:
+        async for message in self.transport.messages():
+            if message.topic == checkpoint_topic:
+                await self._read_log(read_log)
+            else:
+                await self.handle(message)
+
+    async def _read_log(self, read_log: Callable[[], Awaitable[LoggedBatch | None]]) -> None:
+        batch = await read_log()
+        if batch is not None:
+            await self.take_logged(batch)
+
+    async def _schedule(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = self.clock()
+            due = now - now % 86_400 + self.config.refit_hour_utc * 3600
+            if due <= now:
+                due += 86_400
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), due - now)
+            if not stop.is_set():
+                await self.refit_all()
+
+    def close(self) -> None:
+        if isinstance(self._pool, ProcessPoolExecutor):
+            self._pool.shutdown(cancel_futures=True)
+        self._pool = None
+
+
+def _covers(fit: StoredFit, interval: int, horizon: int) -> bool:
+    offset = (interval - fit.demand.start_s) // fit.demand.interval_s
+    return offset >= 0 and offset + horizon <= len(fit.demand.p50_wh)
+
+
+def _body(fit: StoredFit, interval: int, horizon: int, *, issued_s: int) -> ForecastBody:
+    d, p = fit.demand, fit.pv
+    a = (interval - d.start_s) // d.interval_s
+    b = a + horizon
+    return ForecastBody(
+        start=interval,
+        interval_s=d.interval_s,
+        demand_wh=d.p50_wh[a:b],
+        pv_wh=p.p50_wh[a:b],
+        model=d.model if d.model == p.model else f"{d.model}+{p.model}",
+        fallback=d.fallback or p.fallback,
+        version=d.version if d.version == p.version else f"{d.version}+{p.version}",
+        issued_s=issued_s,
+        trained_on=fit.trained_on,
+        demand_p10_wh=d.p10_wh[a:b],
+        demand_p90_wh=d.p90_wh[a:b],
+        pv_p10_wh=p.p10_wh[a:b],
+        pv_p90_wh=p.p90_wh[a:b],
+    )
