@@ -31,7 +31,13 @@ from wattmesh.forecasting._models import (
     same_slot_mean,
     seasonal_naive,
 )
-from wattmesh.forecasting._quantiles import Band, bands, day_ahead_residuals, slot_offsets
+from wattmesh.forecasting._quantiles import (
+    Band,
+    bands,
+    day_ahead_residuals,
+    forecast_slots,
+    slot_offsets,
+)
 
 __all__ = ["AUTO_CANDIDATES", "FitJob", "Fitted", "ModelChoice", "fit_household", "fit_target"]
 
@@ -126,8 +132,11 @@ def fit_target(
         if not residuals and forecast.values_wh:  # under a day: the spread about its mean
             mean = forecast.values_wh[0]
             residuals = [(i % season, v - mean) for i, v in enumerate(series.values_wh)]
-        offsets = slot_offsets(residuals, season_intervals=season)
-        band = bands(forecast, series, offsets, kind=kind, capacity_wh=capacity_wh)
+        slots = forecast_slots(series, steps, season)
+        offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
+        band = bands(
+            forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
+        )
     return Fitted(
         kind,
         forecast.start_epoch_s,
@@ -202,8 +211,12 @@ def _prophet_band(
             ((n - tail + i) % season, series.values_wh[n - tail + i] - round(raw[i]))
             for i in range(tail)
         ]
-    offsets = slot_offsets(residuals, season_intervals=season)
-    return forecast, bands(forecast, series, offsets, kind=kind, capacity_wh=capacity_wh)
+    slots = forecast_slots(series, steps, season)
+    offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
+    band = bands(
+        forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
+    )
+    return forecast, band
 
 
 def _version(model: str) -> str:

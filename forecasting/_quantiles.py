@@ -12,11 +12,18 @@ to the system's capacity, and p10 <= median <= p90 at every step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wattmesh.forecasting._models import Forecast, Kind, Series, night_slots
 
-__all__ = ["MIN_PER_WINDOW", "Band", "bands", "day_ahead_residuals", "slot_offsets"]
+__all__ = [
+    "MIN_PER_WINDOW",
+    "Band",
+    "bands",
+    "day_ahead_residuals",
+    "forecast_slots",
+    "slot_offsets",
+]
 
 MIN_PER_WINDOW = 20
 """Residuals a slot's window needs for its own quantiles (else all residuals pooled)."""
@@ -63,37 +70,51 @@ def day_ahead_residuals(
 
 
 def slot_offsets(
-    residuals: Sequence[Residual], *, season_intervals: int
-) -> list[tuple[float, float]]:
-    """(10 %, 90 %) quantiles of the residuals around each slot of the day."""
+    residuals: Sequence[Residual], *, season_intervals: int, slots: Iterable[int]
+) -> dict[int, tuple[float, float]]:
+    """(10 %, 90 %) quantiles of the residuals around each of ``slots`` (slots of the
+    day): of its window's residuals when the window holds enough, else of all."""
     pooled = [r for _, r in residuals]
     everywhere = (quantile(pooled, 0.1), quantile(pooled, 0.9))
-    by_slot: list[list[int]] = [[] for _ in range(season_intervals)]
+    wanted = set(slots)
+    if len(pooled) < MIN_PER_WINDOW:  # no window can hold enough
+        return dict.fromkeys(wanted, everywhere)
+    by_slot: dict[int, list[int]] = {}
     for slot, residual in residuals:
-        by_slot[slot].append(residual)
+        by_slot.setdefault(slot, []).append(residual)
     width = max(season_intervals // 24, 1)
-    out: list[tuple[float, float]] = []
-    for slot in range(season_intervals):
+    out: dict[int, tuple[float, float]] = {}
+    for slot in wanted:
         window = [
-            r for d in range(-width, width + 1) for r in by_slot[(slot + d) % season_intervals]
+            r
+            for d in range(-width, width + 1)
+            for r in by_slot.get((slot + d) % season_intervals, ())
         ]
         if len(window) >= MIN_PER_WINDOW:
-            out.append((quantile(window, 0.1), quantile(window, 0.9)))
+            out[slot] = (quantile(window, 0.1), quantile(window, 0.9))
         else:
-            out.append(everywhere)
+            out[slot] = everywhere
     return out
+
+
+def forecast_slots(history: Series, steps: int, season_intervals: int) -> set[int]:
+    """The slots of the day of the ``steps`` intervals after ``history``."""
+    n = len(history.values_wh)
+    return {(n + h) % season_intervals for h in range(min(steps, season_intervals))}
 
 
 def bands(
     forecast: Forecast,
     history: Series,
-    offsets: Sequence[tuple[float, float]],
+    offsets: Mapping[int, tuple[float, float]],
     *,
     kind: Kind,
+    season_intervals: int,
     capacity_wh: int | None = None,
 ) -> Band:
-    """``forecast`` (which starts where ``history`` ends) with its 10 % and 90 % bounds."""
-    season = len(offsets)
+    """``forecast`` (which starts where ``history`` ends) with its 10 % and 90 % bounds
+    (``offsets``: those of :func:`slot_offsets` for the forecast's slots)."""
+    season = season_intervals
     n = len(history.values_wh)
     night = night_slots(history, season_intervals=season) if kind == "pv" else frozenset()
     low: list[int] = []

@@ -45,18 +45,20 @@ def test_residuals_are_the_models_own_day_ahead_errors() -> None:
 
 def test_offsets_are_per_slot_when_the_windows_are_full_and_pooled_otherwise() -> None:
     wide = [(slot, 100 if 40 <= slot < 50 else 1) for slot in range(DAY) for _ in range(3)]
-    offsets = slot_offsets(wide, season_intervals=DAY)
+    offsets = slot_offsets(wide, season_intervals=DAY, slots=range(DAY))
     assert offsets[45] == (100, 100)  # its window holds only the wide slots
     assert offsets[0] == (1, 1)
     few = [(0, -5), (1, 5)]
-    assert slot_offsets(few, season_intervals=DAY) == [(-4.0, 4.0)] * DAY
+    assert slot_offsets(few, season_intervals=DAY, slots=[3, 7]) == {3: (-4, 4), 7: (-4, 4)}
 
 
 def test_bands_are_ordered_and_clipped_at_zero_night_and_capacity() -> None:
     history = Series(0, STEP, tuple(_pv(3)))
     forecast = Forecast(history.end_epoch_s, STEP, tuple([300] * DAY), "x", None)
-    offsets = [(-500.0, 500.0)] * DAY
-    low, mid, high = bands(forecast, history, offsets, kind="pv", capacity_wh=350)
+    offsets = dict.fromkeys(range(DAY), (-500.0, 500.0))
+    low, mid, high = bands(
+        forecast, history, offsets, kind="pv", season_intervals=DAY, capacity_wh=350
+    )
     for slot in range(DAY):
         if not 28 <= slot < 72:  # night: exactly zero
             assert (low[slot], mid[slot], high[slot]) == (0, 0, 0)
