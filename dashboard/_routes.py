@@ -109,7 +109,7 @@ async def _body(request: web.Request, *fields: str) -> dict[str, str]:
 
 async def overview(request: web.Request) -> web.Response:
     rt = _rt(request)
-    data = await _read(queries.overview, rt.rm, now_s=int(time.time()))
+    data = await _read(queries.overview, rt.rm, now_s=int(time.time()), currency=rt.config.currency)
     return _json(public_overview(data, viewer_of(request)))
 
 
@@ -262,7 +262,7 @@ async def logout(_request: web.Request) -> web.Response:
 
 
 async def session(request: web.Request) -> web.Response:
-    return _json(_session(viewer_of(request)))
+    return _json({**_session(viewer_of(request)), "currency": _rt(request).config.currency})
 
 
 def add_routes(app: web.Application) -> None:

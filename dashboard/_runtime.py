@@ -54,6 +54,7 @@ class RuntimeConfig:
     forecaster_key: VerifyingKey | None
     operator_token: str | None
     sync_every_s: float
+    currency: str = "EUR"
 
 
 def public_overview(overview: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
@@ -232,7 +233,9 @@ class Runtime:
         if not result.closed:
             return
         now_s = int(time.time())
-        overview = await asyncio.to_thread(queries.overview, self.rm, now_s=now_s)
+        overview = await asyncio.to_thread(
+            queries.overview, self.rm, now_s=now_s, currency=self.config.currency
+        )
         shown = public_overview(overview, Viewer("anonymous"))
         for interval in result.closed[-_EVENTS_PER_SYNC:]:
             event = {"type": "interval", "interval": interval, "overview": shown}

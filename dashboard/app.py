@@ -34,6 +34,7 @@ from wattmesh.dashboard._runtime import Runtime, RuntimeConfig
 from wattmesh.dashboard.auth import LoginRefused
 from wattmesh.dashboard.live import Listener
 from wattmesh.dashboard.metrics import CONTENT_TYPE, DashboardMetrics
+from wattmesh.dashboard.queries import is_currency
 from wattmesh.dashboard.readmodel import ReadModel
 
 __all__ = ["CSP", "HUB", "METRICS", "SETTINGS", "STATIC", "DashboardSettings", "make_app", "serve"]
@@ -61,8 +62,11 @@ class DashboardSettings:
     port: int = 8080
     sync_every_s: float = 1.0  # server-side log follow (no page polling)
     forecaster_key: VerifyingKey | None = None  # signs forecasts; default: the operator's
+    currency: str = "EUR"  # ISO 4217 code of the micro-units the pages show money in
 
     def __post_init__(self) -> None:
+        if not is_currency(self.currency):
+            raise ConfigError(f"currency must be an ISO 4217 code like EUR, not {self.currency!r}")
         if not 0 < self.sync_every_s <= 3600:
             raise ConfigError(f"sync_every_s must be in (0, 3600], not {self.sync_every_s}")
         if not 0 <= self.port <= 65535:
@@ -175,6 +179,7 @@ def _runtime_config(settings: DashboardSettings) -> RuntimeConfig:
         forecaster_key=settings.forecaster_key,
         operator_token=settings.operator_token,
         sync_every_s=settings.sync_every_s,
+        currency=settings.currency,
     )
 
 

@@ -55,6 +55,7 @@ _TRADE = _obj(
 _OVERVIEW = _obj(
     {
         "market_id": _NSTR,
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},  # ISO 4217
         "now_s": _INT,
         "interval_s": _NINT,
         "current_interval": _NINT,
@@ -179,7 +180,16 @@ _HEALTH = _obj(
         "now_s": _INT,
     }
 )
-_SESSION = _obj({"role": {"enum": ["anonymous", "household", "operator"]}, "household": _NSTR})
+_CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$"}  # ISO 4217
+_SESSION: Schema = {
+    "type": "object",
+    "properties": {
+        "role": {"enum": ["anonymous", "household", "operator"]},
+        "household": _NSTR,
+        "currency": _CURRENCY,  # GET /api/session: the money's, for every page
+    },
+    "required": ["household", "role"],
+}
 _ERROR = _obj({"error": _obj({"status": _INT, "reason": _STR, "message": _STR})})
 
 _SCHEMAS: dict[str, Schema] = {

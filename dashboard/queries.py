@@ -35,6 +35,7 @@ __all__ = [
     "household_detail",
     "households_table",
     "interval_detail",
+    "is_currency",
     "market_series",
     "overview",
     "statement",
@@ -146,9 +147,15 @@ def _latest_checkpoint(conn: Connection) -> Mapping[str, Any] | None:
     return None if row is None else dict(row)
 
 
-def overview(rm: ReadModel, *, now_s: int) -> dict[str, Any]:
+def is_currency(code: str) -> bool:
+    """Whether ``code`` has the form of an ISO 4217 currency code (three capitals)."""
+    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+
+
+def overview(rm: ReadModel, *, now_s: int, currency: str = "EUR") -> dict[str, Any]:
     """The overview page: current interval, last clearing, today's and the run's figures,
-    agents, recent rejections and anomaly flags, the ledger's latest checkpoint."""
+    agents, recent rejections and anomaly flags, the ledger's latest checkpoint; money in
+    ``currency``'s micro-units."""
     s = t.interval_stats
     with rm.engine.connect() as conn:
         interval_s = _interval_s(conn)
@@ -203,6 +210,7 @@ def overview(rm: ReadModel, *, now_s: int) -> dict[str, Any]:
         state = _state(conn, "market_id", "last_verify")
         return {
             "market_id": state["market_id"],
+            "currency": currency,
             "now_s": now_s,
             "interval_s": interval_s,
             "current_interval": current,

@@ -81,6 +81,13 @@ def test_only_the_ledger_database_is_required(folder: Path) -> None:
     assert problems == [] and config is not None
     assert (config.transport, config.market_id, config.operator_key) == (None, None, None)
     assert config.operator_token is None and (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.currency == "EUR"
+
+
+def test_the_currency_is_named_in_the_file(folder: Path) -> None:
+    path = folder / "dashboard.toml"
+    path.write_text(BASE.replace('market_id = "m1"', 'market_id = "m1"\ncurrency = "CHF"'), "utf-8")
+    assert load_dashboard_config(path).currency == "CHF"
 
 
 def test_the_example_configuration_is_valid(
@@ -128,6 +135,8 @@ def test_the_example_configuration_is_valid(
         ),
         ('market_id = "m1"', 'market_id = "m 1"', "market_id: String should match pattern"),
         ('market_id = "m1"', "market_id = 1", "market_id: Input should be a valid string"),
+        ('market_id = "m1"', 'market_id = "m1"\ncurrency = "eur"', "currency: String should match"),
+        ('market_id = "m1"', 'market_id = "m1"\ncurrency = "EURO"', "currency: String should"),
         ("public_key.pem", "absent.pem", "operator_key_file: cannot read public key"),
         ('"operator.token"', '"absent.token"', "operator_token_file: cannot read"),
         (

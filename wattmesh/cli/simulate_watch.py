@@ -35,8 +35,10 @@ class DashboardWatch:
         publish: Callable[[dict[str, Any]], None],
         after_start: Callable[[], None] | None = None,
         host: str = "127.0.0.1",
+        currency: str = "EUR",
     ) -> None:
         self.port = port
+        self.currency = currency
         self.host = host
         self.publish = publish
         self.after_start = after_start
@@ -58,6 +60,7 @@ class DashboardWatch:
             forecaster_key=site.forecaster_key,
             host=self.host,
             port=self.port,
+            currency=self.currency,
         )
         self._thread = DashboardThread(dashboard_settings(config))
         self.url = self._thread.start()

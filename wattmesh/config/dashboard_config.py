@@ -48,6 +48,7 @@ class DashboardConfig:
     forecaster_key: VerifyingKey | None = None  # None: forecasts checked with operator_key
     host: str = "127.0.0.1"
     port: int = 8080
+    currency: str = "EUR"  # ISO 4217 code of the ledger's micro-units
 
 
 def check_dashboard_config(path: Path) -> tuple[DashboardConfig | None, list[str]]:
@@ -154,5 +155,6 @@ def _build(s: DashboardSection, base: Path) -> tuple[DashboardConfig | None, lis
         forecaster_key=keys.get("forecaster_key_file"),
         host=s.http.host,
         port=s.http.port,
+        currency=s.currency,
     )
     return config, []

@@ -22,7 +22,11 @@ DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8080
 
 # TOML path -> pattern (checked with pydantic's wording, as for ledger.toml).
-PATTERNS: Final = {"market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$")}
+PATTERNS: Final = {
+    "market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
+    "currency": re.compile(r"^[A-Z]{3}$"),  # ISO 4217
+}
+DEFAULT_CURRENCY: Final = "EUR"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class DashboardSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
     database: DashboardDatabaseSection
     market_id: str | None = None  # default: the ledger's
+    currency: str = DEFAULT_CURRENCY  # ISO 4217 code of the ledger's micro-units
     operator_key_file: str | None = None  # PEM public key; default: the ledger's stored key
     operator_token_file: str | None = None  # mode 0600; none: no operator login
     forecaster_key_file: str | None = None  # PEM public key; default: operator_key_file's
