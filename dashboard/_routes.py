@@ -236,9 +236,10 @@ async def login(request: web.Request) -> web.Response:
 
 async def login_ticket(request: web.Request) -> web.StreamResponse:
     rt = _rt(request)
-    who = rt.tickets.redeem(request.query.get("ticket", ""))
-    response = web.Response(status=303, headers={"Location": f"/#/households/{who}"})
-    _set_cookie(response, rt, Viewer("household", who))
+    viewer = rt.tickets.redeem_viewer(request.query.get("ticket", ""))
+    page = "/#/households" if viewer.household is None else f"/#/households/{viewer.household}"
+    response = web.Response(status=303, headers={"Location": page})
+    _set_cookie(response, rt, viewer)
     return response
 
 

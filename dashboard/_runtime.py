@@ -55,6 +55,7 @@ class RuntimeConfig:
     operator_token: str | None
     sync_every_s: float
     currency: str = "EUR"
+    operator_ticket: str | None = None
 
 
 def public_overview(overview: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
@@ -89,6 +90,8 @@ class Runtime:
         self.market_id = config.market_id
         self.sessions = Sessions()
         self.tickets = Tickets()
+        if config.operator_ticket is not None:
+            self.tickets.admit_operator(config.operator_ticket)
         self.challenges = Challenges(origin="", lookup=self.keys.get)
         self.operator_token = (
             OperatorToken(config.operator_token) if config.operator_token is not None else None

@@ -63,6 +63,7 @@ class DashboardSettings:
     sync_every_s: float = 1.0  # server-side log follow (no page polling)
     forecaster_key: VerifyingKey | None = None  # signs forecasts; default: the operator's
     currency: str = "EUR"  # ISO 4217 code of the micro-units the pages show money in
+    operator_ticket: str | None = None  # logs the operator in once, within an hour of start
 
     def __post_init__(self) -> None:
         if not is_currency(self.currency):
@@ -180,6 +181,7 @@ def _runtime_config(settings: DashboardSettings) -> RuntimeConfig:
         operator_token=settings.operator_token,
         sync_every_s=settings.sync_every_s,
         currency=settings.currency,
+        operator_ticket=settings.operator_ticket,
     )
 
 

@@ -65,7 +65,11 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         from wattmesh.cli.simulate_watch import DashboardWatch
 
         watch = DashboardWatch(
-            args.dashboard_port, publish=publish, after_start=bar.start, currency=config.currency
+            args.dashboard_port,
+            publish=publish,
+            after_start=bar.start,
+            currency=config.currency,
+            workdir=config.workdir,
         )
     try:
         report = asyncio.run(run_simulation(config, progress=advance, watcher=watch))
