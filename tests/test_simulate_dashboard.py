@@ -88,14 +88,23 @@ async def test_the_dashboard_serves_the_run_and_after_it_until_sigint(
                     answer: dict[str, Any] = await response.json()
                     return answer
 
+            def caught_up(view: dict[str, Any]) -> bool:
+                """The log followed to its end, the agents' offline statuses heard."""
+                root = report["ledger_root"]
+                return bool(view["ledger"]["root_hex"] == root and view["agents"]["online"] == 0)
+
             # The dashboard follows the log to its end: the run's root, its trades.
             async with asyncio.timeout(TIMEOUT_S):
-                root = report["ledger_root"]
-                while (last := await overview())["ledger"]["root_hex"] != root:  # noqa: ASYNC110
+                while not caught_up(last := await overview()):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)  # another process's state: no event to wait on
             assert last["market_id"] == "sim"
             assert last["ledger"]["trades"] == report["trades"]
             assert last["currency"] == "GBP"  # the run's
+            verified = last["ledger"]["last_verify"]  # the run's own verification, at its end
+            assert verified["ok"] is True and verified["problem"] is None
+            assert verified["tree_size"] == report["ledger_entries"]
+            assert verified["kid"] == checkpoints["operator"]["kid"]
+            assert last["agents"] == {"online": 0, "known": 3}  # they went offline cleanly
             async with http.get(url + "api/households", headers=operator) as response:
                 assert response.status == 200
                 assert len((await response.json())["households"]) == 3

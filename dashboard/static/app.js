@@ -239,6 +239,9 @@
         } else if (evt.type === "presence") {
           ov.agents = { online: evt.online, known: evt.known };
           draw();
+        } else if (evt.type === "health" && evt.last_verify) {
+          ov.ledger = Object.assign({}, ov.ledger, { last_verify: evt.last_verify });
+          draw();
         }
       },
     };
@@ -664,8 +667,7 @@
     await load();
     return {
       onEvent(evt) {
-        if (evt.type === "health") draw(evt.health || evt);
-        else if (evt.type === "interval") load();
+        if (evt.type === "health" || evt.type === "interval") load(); // an event says only what changed
       },
     };
   }

@@ -180,6 +180,7 @@ def dashboard_settings(
         host=config.host if host is None else host,
         port=config.port if port is None else port,
         currency=config.currency if currency is None else currency,
+        verify_every_s=config.verify_every_s,
     )
 
 

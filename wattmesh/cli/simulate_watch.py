@@ -20,6 +20,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,12 @@ class DashboardWatch:
         self.after_start = after_start
         self.url: str | None = None
         self._thread: DashboardThread | None = None
+        self._site: RunSite | None = None
+        self._read_model: str | None = None
 
     def started(self, site: RunSite) -> None:
         read_model = _fresh_read_model(site.db_url)
+        self._site, self._read_model = site, read_model
         token, ticket = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         token_file = self.workdir / TOKEN_FILE
         write_token(token_file, token)
@@ -88,6 +92,7 @@ class DashboardWatch:
             port=self.port,
             operator_token=token,
             currency=self.currency,
+            verify_every_s=0,  # the run verifies its ledger at its end (recorded below)
         )
         settings = dataclasses.replace(dashboard_settings(config), operator_ticket=ticket)
         self._thread = DashboardThread(settings)
@@ -99,6 +104,7 @@ class DashboardWatch:
             self.after_start()
 
     async def finished(self, report: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._record_verify, report)
         self.publish(report)
         print(f"dashboard: {self.url} (still serving; Ctrl-C to stop)", flush=True)
         loop = asyncio.get_running_loop()
@@ -110,6 +116,26 @@ class DashboardWatch:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _record_verify(self, report: dict[str, Any]) -> None:
+        """The run's own verification of its ledger (``verify_ledger`` at its end, against
+        the operator key) into the dashboard's read model: the overview shows it."""
+        from wattmesh.dashboard.readmodel import ReadModel
+
+        site = self._site
+        if site is None:
+            return
+        model = ReadModel(self._read_model or ReadModel.default_url(site.db_url))
+        try:
+            model.record_verify(
+                ok=bool(report["verified"]),
+                problem=report.get("verify_problem"),
+                tree_size=int(report["ledger_entries"]),
+                kid=site.operator_key.kid,
+                at_s=int(time.time()),
+            )
+        finally:
+            model.close()
 
     def close(self) -> None:
         """Stop the dashboard (if it runs) and wait for it."""
