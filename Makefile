@@ -61,6 +61,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_proofs.py
 	$(BIN)/python bench/bench_receipts.py
 	$(BIN)/python bench/bench_flood.py
+	$(BIN)/python bench/bench_dashboard.py --postgres
 	$(BIN)/python bench/bench_dashboard_ws.py
 
 clean:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import statistics
 import tempfile
@@ -40,6 +41,7 @@ from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.store import LedgerStore
 
 CHUNK = 50_000
+TOTAL_TAIL = ("grid_only_cost_micro", "covered_wh")  # t.TOTAL_COLUMNS after cost_micro
 RETAIL, FEED_IN = TARIFF.retail_micro_per_kwh, TARIFF.feed_in_micro_per_kwh
 
 
@@ -136,18 +138,9 @@ class Bulk:
                 r["covered_wh"] = r["import_wh"] * min(drawn, fed) // drawn if drawn else 0
                 into = self.totals[r["household"]]
                 cost = r["p2p_cost_micro"] + r["grid_cost_micro"]
-                for n, value in enumerate(
-                    (
-                        1,
-                        r["import_wh"],
-                        r["export_wh"],
-                        r["bought_wh"],
-                        r["sold_wh"],
-                        cost,
-                        r["grid_only_cost_micro"],
-                        r["covered_wh"],
-                    )
-                ):
+                names = ("import_wh", "export_wh", "bought_wh", "sold_wh")
+                figures = (1, *(r[k] for k in names), cost, *(r[k] for k in TOTAL_TAIL))
+                for n, value in enumerate(figures):
                     into[n] += value
                 yield tuple(r[c] for c in columns)
             self.stats.append(self._stats(interval, price, rows))
@@ -235,6 +228,7 @@ def fill(rm: ReadModel, households: int, days: int) -> None:
             ("operator_kid", key.kid),
             ("applied_size", str(len(bulk.intervals) * per)),
         ):
+            conn.execute(t.sync_state.delete().where(t.sync_state.c.key == k))
             conn.execute(t.sync_state.insert().values(key=k, value=v))
     print(
         f"filled: {n:,} household_interval rows, {len(bulk.stats):,} intervals, "
@@ -268,7 +262,7 @@ def bench_queries(rm: ReadModel, days: int) -> None:
     assert last is not None
     end = int(last.interval) + STEP
     mid = T0 + (days // 2) * 86_400 + 12 * 3600
-    print("queries (each: first call, then 5 more):")
+    print(f"queries (each: first call, then 5 more; load average {os.getloadavg()[0]:.1f}):")
     worst = max(
         timed("overview", lambda: q.overview(rm, now_s=end + 60)),
         timed(f"market_series ({days} days)", lambda: q.market_series(rm)),
@@ -313,6 +307,7 @@ def build_ledger(url: str, entries: int, households: int) -> tuple[int, float, f
 
 def bench_fold(tmp: Path, entries: int, households: int, pg_url: str | None) -> None:
     url = f"sqlite:///{tmp / 'ledger.db'}"
+    print(f"fold (load average {os.getloadavg()[0]:.1f}):")
     size, busy, wall = build_ledger(url, entries, households)
     ledger_rate = size / busy
     print(

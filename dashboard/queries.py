@@ -3,27 +3,32 @@
 Each returns plain JSON-able dicts and lists (energy in Wh, money in micro-units, time in
 epoch s; ratios are the only floats) and never raises for empty data; an unknown
 household, interval or entry is :class:`NotFound`, a bad parameter :class:`BadRequest`.
-The figures are defined in docs/dashboard.md ("Figures").
+The figures are defined in docs/dashboard.md ("Figures"). The market's and the
+service's are here; the households' in ``dashboard/_household_queries.py``, the
+ledger's in ``dashboard/_ledger_queries.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
-from wattmesh.broker.errors import DashboardError
 from wattmesh.dashboard import _tables as t
-from wattmesh.dashboard.readmodel import APPLIED_SIZE, ReadModel
-from wattmesh.ledger.checkpoint import checkpoint_text
-from wattmesh.ledger.entries import EntryKind
-from wattmesh.ledger.proofs import inclusion_proof_from_source
-from wattmesh.ledger.statement import Statement, StatementError, StatementRow
-from wattmesh.ledger.store import LedgerStore
+from wattmesh.dashboard._household_queries import household_detail, households_table, statement
+from wattmesh.dashboard._ledger_queries import checkpoints, entry_owner, entry_proof, trades
+from wattmesh.dashboard._qbase import (
+    BadRequest,
+    NotFound,
+    _json_state,
+    _ratio,
+    _state,
+    _trade_json,
+)
+from wattmesh.dashboard._writes import APPLIED_SIZE
+from wattmesh.dashboard.readmodel import ReadModel
 
 __all__ = [
     "BadRequest",
@@ -44,49 +49,8 @@ __all__ = [
 
 DEFAULT_INTERVAL_S = 900
 DAY_S = 86_400
-MAX_LIMIT = 10_000
 RECENT_S = DAY_S  # rejections and anomalies of the last day of the log are shown
 MAX_ANOMALIES = 50
-HOUSEHOLD_TRADES = 200
-
-_PERSONAL = frozenset(
-    {
-        EntryKind.READING,
-        EntryKind.ORDER,
-        EntryKind.SETTLEMENT,
-        EntryKind.CORRECTION,
-        EntryKind.FLAG,
-        EntryKind.POSTING,
-    }
-)
-
-
-class NotFound(DashboardError, LookupError):
-    """No such household, interval or log entry (HTTP 404)."""
-
-
-class BadRequest(DashboardError, ValueError):
-    """A parameter out of range (HTTP 400)."""
-
-
-def _state(conn: Connection, *keys: str) -> dict[str, str | None]:
-    table = t.sync_state
-    rows = dict(conn.execute(select(table.c.key, table.c.value).where(table.c.key.in_(keys))).all())
-    return {key: rows.get(key) for key in keys}
-
-
-def _json_state(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def _ratio(part: int, whole: int) -> float:
-    return part / whole if whole > 0 else 0.0
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    return limit
 
 
 def _kpis(conn: Connection, start: int | None = None, end: int | None = None) -> dict[str, Any]:
@@ -266,17 +230,6 @@ def market_series(
     return {name: list(column) for name, column in zip(names, columns, strict=True)}
 
 
-def _trade_json(row: Any) -> dict[str, Any]:
-    return {
-        "idx": row.idx,
-        "interval": row.interval,
-        "buyer": row.buyer,
-        "seller": row.seller,
-        "quantity_wh": row.quantity_wh,
-        "price_micro_per_kwh": row.price_micro_per_kwh,
-    }
-
-
 def _curve(orders: list[tuple[int, int]]) -> list[list[int]]:
     """``[cumulative Wh through this price, price]`` per price level, in the given order."""
     points: list[list[int]] = []
@@ -319,214 +272,6 @@ def interval_detail(rm: ReadModel, interval: int) -> dict[str, Any]:
         },
         "trades": [_trade_json(r) for r in fills],
     }
-
-
-def _known(conn: Connection, household: str) -> None:
-    found = conn.execute(select(t.household.c.id).where(t.household.c.id == household)).first()
-    if found is None:
-        raise NotFound(f"no household {household!r} in the log")
-
-
-def households_table(rm: ReadModel, *, only: str | None = None) -> dict[str, Any]:
-    """Each household's totals (``only``: that household's row alone)."""
-    h, tot = t.household, t.household_total
-    query = select(h.c.id, tot).select_from(h.outerjoin(tot, tot.c.household == h.c.id))
-    with rm.engine.connect() as conn:
-        if only is not None:
-            _known(conn, only)
-            query = query.where(h.c.id == only)
-        rows = conn.execute(query.order_by(h.c.id)).mappings().all()
-    out = []
-    for r in rows:
-        bill, grid_only = int(r["cost_micro"] or 0), int(r["grid_only_cost_micro"] or 0)
-        drawn = int(r["import_wh"] or 0)
-        out.append(
-            {
-                "household": r["id"],
-                "bill_micro": bill,
-                "grid_only_bill_micro": grid_only,
-                "savings_micro": grid_only - bill,
-                "bought_wh": int(r["bought_wh"] or 0),
-                "sold_wh": int(r["sold_wh"] or 0),
-                "import_wh": drawn,
-                "export_wh": int(r["export_wh"] or 0),
-                "self_sufficiency": _ratio(int(r["covered_wh"] or 0), drawn),
-            }
-        )
-    return {"households": out}
-
-
-def _statement_rows(conn: Connection, household: str) -> list[StatementRow]:
-    hi, s = t.household_interval, t.interval_stats
-    query = (
-        select(hi, s.c.price_micro_per_kwh.label("clearing_price"))
-        .select_from(hi.outerjoin(s, s.c.interval == hi.c.interval))
-        .where(hi.c.household == household)
-        .order_by(hi.c.interval)
-    )
-    rows = []
-    for r in conn.execute(query).mappings():
-        rows.append(
-            StatementRow(
-                interval=r["interval"],
-                basis=r["basis"],
-                import_wh=r["import_wh"],
-                export_wh=r["export_wh"],
-                bought_wh=r["bought_wh"],
-                sold_wh=r["sold_wh"],
-                price_micro_per_kwh=r["clearing_price"],
-                retail_micro_per_kwh=r["retail_micro_per_kwh"],
-                feed_in_micro_per_kwh=r["feed_in_micro_per_kwh"],
-                p2p_cost_micro=r["p2p_cost_micro"],
-                grid_cost_micro=r["grid_cost_micro"],
-                fee_micro=r["fee_micro"],
-                grid_only_cost_micro=r["grid_only_cost_micro"],
-                corrections=r["corrections"],
-                posted_micro=r["posted_micro"],
-                fee_posted_micro=r["fee_posted_micro"],
-                flag_reason=r["flag_reason"],
-            )
-        )
-    return rows
-
-
-def statement(rm: ReadModel, household: str) -> Statement:
-    """The household's statement, equal to ``wattmesh ledger statement``'s; raises
-    :class:`ledger.statement.StatementError` when it does not reconcile, as that does."""
-    with rm.engine.connect() as conn:
-        _known(conn, household)
-        rows = _statement_rows(conn, household)
-    for r in rows:
-        if r.cost_micro != r.posted_micro:
-            problem = f"cost {r.cost_micro} differs from the postings {r.posted_micro}"
-            raise StatementError(household, r.interval, problem)
-        if r.fee_micro != r.fee_posted_micro:
-            fee, posted = r.fee_micro, r.fee_posted_micro
-            problem = f"network fee {fee} differs from the fee postings {posted}"
-            raise StatementError(household, r.interval, problem)
-    return Statement(household, rows)
-
-
-def household_detail(rm: ReadModel, household: str) -> dict[str, Any]:
-    """One household's series per interval (metered, traded, forecast against actual net
-    import), its latest trades and its statement's totals."""
-    f, tr = t.forecast, t.trade
-    with rm.engine.connect() as conn:
-        _known(conn, household)
-        rows = _statement_rows(conn, household)
-        forecasts = {
-            int(i): int(d) - int(p)
-            for i, d, p in conn.execute(
-                select(f.c.interval, f.c.demand_wh, f.c.pv_wh).where(f.c.household == household)
-            )
-        }
-        fills = conn.execute(
-            select(tr)
-            .where(or_(tr.c.buyer == household, tr.c.seller == household))
-            .order_by(tr.c.idx.desc())
-            .limit(HOUSEHOLD_TRADES)
-        ).all()
-    intervals = [r.interval for r in rows]
-    return {
-        "household": household,
-        "series": {
-            "intervals": intervals,
-            "import_wh": [r.import_wh for r in rows],
-            "export_wh": [r.export_wh for r in rows],
-            "bought_wh": [r.bought_wh for r in rows],
-            "sold_wh": [r.sold_wh for r in rows],
-            "forecast_net_wh": [forecasts.get(i) for i in intervals],
-            "actual_net_wh": [r.metered_net_wh for r in rows],
-        },
-        "trades": [_trade_json(r) for r in fills],
-        "totals": Statement(household, rows).totals(),
-    }
-
-
-def checkpoints(rm: ReadModel, *, limit: int = 50) -> dict[str, Any]:
-    """The latest ``limit`` signed checkpoints, newest first, and the operator's key."""
-    c = t.checkpoint
-    with rm.engine.connect() as conn:
-        rows = conn.execute(
-            select(c.c.tree_size, c.c.interval, c.c.root, c.c.kid)
-            .order_by(c.c.tree_size.desc())
-            .limit(_limit(limit))
-        ).all()
-        state = _state(conn, "operator_kid", "operator_public_key", "origin")
-    return {
-        "checkpoints": [
-            {"tree_size": size, "interval": at, "root_hex": bytes(root).hex(), "kid": kid}
-            for size, at, root, kid in rows
-        ],
-        "operator": {
-            "kid": state["operator_kid"],
-            "public_key_spki_b64": state["operator_public_key"],
-            "origin": state["origin"],
-        },
-    }
-
-
-def entry_proof(rm: ReadModel, ledger: LedgerStore, idx: int) -> dict[str, Any]:
-    """The inclusion proof of log entry ``idx`` in the ledger's latest signed checkpoint,
-    with what a browser needs to check it: the entry, the path, the signed text, the
-    signature and the operator's key."""
-    entry = ledger.entry(idx) if idx >= 0 else None
-    cp = ledger.latest_checkpoint()
-    if entry is None or cp is None or idx >= cp.tree_size:
-        raise NotFound(f"no entry {idx} under a signed checkpoint")
-    with rm.engine.connect() as conn:
-        state = _state(conn, "origin", "operator_kid", "operator_public_key")
-    origin = state["origin"]
-    if origin is None:
-        raise NotFound("the read model has not read the ledger's origin yet")
-    path = inclusion_proof_from_source(ledger, idx, cp.tree_size)
-    return {
-        "idx": idx,
-        "kind": entry.kind,
-        "entry_b64": base64.b64encode(entry.data).decode("ascii"),
-        "leaf_hash_hex": bytes(entry.leaf_hash).hex(),
-        "tree_size": cp.tree_size,
-        "path_hex": [h.hex() for h in path],
-        "root_hex": cp.root.hex(),
-        "checkpoint_text": checkpoint_text(origin, cp.tree_size, cp.root).decode("utf-8"),
-        "signature_der_b64": base64.b64encode(cp.signature).decode("ascii"),
-        "operator": {
-            "kid": state["operator_kid"],
-            "public_key_spki_b64": state["operator_public_key"],
-        },
-    }
-
-
-def entry_owner(rm: ReadModel, ledger: LedgerStore, idx: int) -> str | None:
-    """The household a personal entry (reading, order, settlement, correction, flag,
-    posting) belongs to; None for a public one (trade, clearing, checkpoint_ref, keys)."""
-    del rm  # the log says it; the read model keeps no copy of readings
-    entry = ledger.entry(idx) if idx >= 0 else None
-    if entry is None:
-        raise NotFound(f"no entry {idx} in the log")
-    if entry.kind not in _PERSONAL:
-        return None
-    if entry.agent is None:  # pragma: no cover - the ledger logs every personal entry with it
-        raise NotFound(f"entry {idx} names no household")
-    return entry.agent
-
-
-def trades(
-    rm: ReadModel,
-    *,
-    interval: int | None = None,
-    household: str | None = None,
-    limit: int = 200,
-) -> dict[str, Any]:
-    """The latest ``limit`` trades, newest first (of ``interval``, of ``household``)."""
-    tr = t.trade
-    query = select(tr).order_by(tr.c.idx.desc()).limit(_limit(limit))
-    if interval is not None:
-        query = query.where(tr.c.interval == interval)
-    if household is not None:
-        query = query.where(or_(tr.c.buyer == household, tr.c.seller == household))
-    with rm.engine.connect() as conn:
-        return {"trades": [_trade_json(r) for r in conn.execute(query)]}
 
 
 def health(

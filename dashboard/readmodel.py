@@ -10,13 +10,14 @@ What the log does not hold comes from the bus through the ``record_*`` methods.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, create_engine, event, inspect, select, text
+from sqlalchemy import Table, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,22 +26,32 @@ from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import ForecastBody
 from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard._fold import Changes, Entry, fold, touched
+from wattmesh.dashboard._writes import (
+    APPLIED_SIZE,
+    _add_totals,
+    _chunks,
+    _claim,
+    _get_state,
+    _insert,
+    _replace,
+    _set_state,
+)
 from wattmesh.ledger.meta import META_MARKET, META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.store import CheckpointRow, LedgerStore, LogEntry
 from wattmesh.ledger.store_open import (
     LEDGER_TABLES,
+    failure_reason,
     normalise_db_url,
     pg_connect_args,
     shown_url,
     sqlite_path,
+    store_failures,
 )
 
 __all__ = ["ReadModel", "ReadModelError", "SyncResult"]
 
 BATCH = 5000
 """Log entries folded per transaction."""
-
-APPLIED_SIZE = "applied_size"
 
 
 class ReadModelError(DashboardError, FailureError):
@@ -89,6 +100,9 @@ class ReadModel:
                         " the read model needs a database of its own"
                     )
             t.METADATA.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if _get_state(conn, APPLIED_SIZE) is None:
+                    _set_state(conn, APPLIED_SIZE, "0")
         except SQLAlchemyError as exc:
             reason = " ".join(str(getattr(exc, "orig", exc)).split())
             raise ReadModelError(f"read model {shown_url(url)}: {reason}") from exc
@@ -120,33 +134,55 @@ class ReadModel:
     # --- the log ---------------------------------------------------------------------
 
     def sync(self, ledger: LedgerStore, *, max_entries: int | None = None) -> SyncResult:
-        """Fold the entries of ``ledger`` not folded yet (at most ``max_entries``)."""
-        self._meta(ledger)
-        start = size = self.applied_size()
-        closed: list[int] = []
-        for batch in _batches(ledger, size, max_entries):
-            if batch[0][0] != size:
-                raise ReadModelError(f"the log skips from entry {size} to {batch[0][0]}")
-            end = batch[-1][0] + 1
+        """Fold the entries of ``ledger`` not folded yet (at most ``max_entries``).
+
+        Each batch is one transaction that first claims the batch (the applied size it
+        starts from, locked in PostgreSQL): a sync that finds another one has folded
+        the entries meanwhile stops there. A failure of the ledger's database raises
+        :class:`ledger.store_errors.StoreError`, one of the read model's
+        :class:`ReadModelError` (both one line)."""
+        with self._failures():
+            self._meta(ledger)
+            start = size = self.applied_size()
+            closed: list[int] = []
+            for batch in _batches(ledger, size, max_entries):
+                if batch[0][0] != size:
+                    raise ReadModelError(f"the log skips from entry {size} to {batch[0][0]}")
+                end = batch[-1][0] + 1
+                with self.engine.begin() as conn:
+                    if not _claim(conn, size):
+                        break
+                    changes = self._fold(conn, batch)
+                    _copy_checkpoints(conn, ledger, size, end)
+                    _set_state(conn, APPLIED_SIZE, str(end))
+                closed += changes.closed
+                size = end
+            with _ledger_failures(ledger):
+                ledger_size = ledger.size()
             with self.engine.begin() as conn:
-                changes = self._fold(conn, batch)
-                _copy_checkpoints(conn, ledger, size, end)
-                _set_state(conn, APPLIED_SIZE, str(end))
-            closed += changes.closed
-            size = end
-        with self.engine.begin() as conn:
-            _set_state(conn, "ledger_size", str(ledger.size()))
-            _set_state(conn, "synced_at_s", str(int(time.time())))
+                _set_state(conn, "ledger_size", str(ledger_size))
+                _set_state(conn, "synced_at_s", str(int(time.time())))
         return SyncResult(size - start, size, tuple(sorted(closed)))
 
     def rebuild(self, ledger: LedgerStore) -> SyncResult:
         """Drop what came from the log and fold it again from the first entry."""
-        with self.engine.begin() as conn:
+        with self._failures(), self.engine.begin() as conn:
             t.METADATA.drop_all(conn, tables=list(t.LOG_TABLES))
             t.METADATA.create_all(conn, tables=list(t.LOG_TABLES))
             conn.execute(t.anomaly.delete().where(t.anomaly.c.source == "log"))
-            conn.execute(t.sync_state.delete().where(t.sync_state.c.key == APPLIED_SIZE))
+            _set_state(conn, APPLIED_SIZE, "0")
         return self.sync(ledger)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """A failure of the read model's database as a :class:`ReadModelError`."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = failure_reason(exc)
+            if reason is None:
+                raise
+            raise ReadModelError(f"read model {shown_url(self.url)}: {reason}") from exc
 
     def _meta(self, ledger: LedgerStore) -> None:
         """The ledger's market id, origin and operator key, once."""
@@ -154,8 +190,9 @@ class ReadModel:
             known = _get_state(conn, "operator_public_key") is not None
         if known:
             return
-        market, origin = ledger.get_meta(META_MARKET), ledger.get_meta(META_ORIGIN)
-        pem = ledger.get_meta(META_OPERATOR_KEY)
+        with _ledger_failures(ledger):
+            market, origin = ledger.get_meta(META_MARKET), ledger.get_meta(META_ORIGIN)
+            pem = ledger.get_meta(META_OPERATOR_KEY)
         if market is None or origin is None or pem is None:
             return
         key = VerifyingKey.from_pem(pem.encode("ascii"))
@@ -184,10 +221,8 @@ class ReadModel:
         _replace(conn, st, changes.stats, ("interval",), stats)
         _replace(conn, hh, changes.households, ("id",), keys)
         _replace(conn, t.anomaly, changes.anomalies, ("household", "interval", "kind"), None)
-        if changes.trades:
-            conn.execute(t.trade.insert(), changes.trades)
-        if changes.orders:
-            conn.execute(t.book_order.insert(), changes.orders)
+        _insert(conn, t.trade, changes.trades)
+        _insert(conn, t.book_order, changes.orders)
         _add_totals(conn, changes.totals)
         return changes
 
@@ -200,7 +235,8 @@ class ReadModel:
             conn.execute(t.rejection.delete().where(t.rejection.c.interval == interval))
             if rows:
                 conn.execute(t.rejection.insert(), rows)
-            _set_state(conn, "last_summary", json.dumps({"interval": interval, **rejections}))
+            summary = {"interval": interval, "rejections": dict(rejections)}
+            _set_state(conn, "last_summary", json.dumps(summary))
 
     def record_forecast(self, household: str, body: ForecastBody, *, issued_s: int) -> None:
         """The first step of ``body``: the forecast for the interval at its start."""
@@ -234,6 +270,12 @@ class ReadModel:
             _set_state(conn, "broker", json.dumps({"connected": connected, "at_s": at_s}))
 
 
+_UNFOLDED = frozenset({"reading", "checkpoint_ref"})
+"""Kinds the fold does not read (nothing of a reading or a checkpoint reference is kept):
+they are not parsed."""
+_decode = json.JSONDecoder().decode
+
+
 def _batches(ledger: LedgerStore, start: int, max_entries: int | None) -> Iterator[list[Entry]]:
     """The log from ``start`` as ``(idx, interval, parsed)`` lists of at most BATCH."""
     log: Table = LogEntry.__table__  # type: ignore[attr-defined]
@@ -241,16 +283,23 @@ def _batches(ledger: LedgerStore, start: int, max_entries: int | None) -> Iterat
     while left is None or left > 0:
         limit = BATCH if left is None else min(BATCH, left)
         query = (
-            select(log.c.idx, log.c.interval, log.c.data)
+            select(log.c.idx, log.c.interval, log.c.kind, log.c.data)
             .where(log.c.idx > after)
             .order_by(log.c.idx)
             .limit(limit)
         )
-        with ledger.engine.connect() as conn:
+        with _ledger_failures(ledger), ledger.engine.connect() as conn:
             raw = conn.execute(query).all()
         if not raw:
             return
-        yield [(int(i), int(at), json.loads(data)) for i, at, data in raw]
+        yield [
+            (
+                int(i),
+                int(at),
+                {"kind": kind} if kind in _UNFOLDED else _decode(bytes(data).decode("utf-8")),
+            )
+            for i, at, kind, data in raw
+        ]
         after = int(raw[-1][0])
         if left is not None:
             left -= len(raw)
@@ -260,62 +309,13 @@ def _copy_checkpoints(conn: Connection, ledger: LedgerStore, after: int, upto: i
     """The ledger's checkpoints of sizes in ``(after, upto]``."""
     table: Table = CheckpointRow.__table__  # type: ignore[attr-defined]
     query = select(table).where(table.c.tree_size > after, table.c.tree_size <= upto)
-    with ledger.engine.connect() as source:
+    with _ledger_failures(ledger), ledger.engine.connect() as source:
         rows = [dict(r) for r in source.execute(query).mappings()]
     if rows:
         conn.execute(t.checkpoint.delete().where(t.checkpoint.c.tree_size > after))
-        conn.execute(t.checkpoint.insert(), [{**r, "root": bytes(r["root"])} for r in rows])
+        _insert(conn, t.checkpoint, [{**r, "root": bytes(r["root"])} for r in rows])
 
 
-def _replace(
-    conn: Connection,
-    table: Table,
-    rows: Sequence[Mapping[str, Any]],
-    key: tuple[str, ...],
-    existing: Mapping[Any, Any] | None,
-) -> None:
-    """Write ``rows`` in place of the rows with their primary keys: delete those that
-    exist (all when ``existing`` is None, else those whose key is in it), insert all."""
-    if not rows:
-        return
-
-    def pk(row: Mapping[str, Any]) -> Any:
-        return row[key[0]] if len(key) == 1 else tuple(row[k] for k in key)
-
-    old = [r for r in rows if existing is None or pk(r) in existing]
-    if old:
-        where = and_(*(table.c[k] == bindparam(f"k_{k}") for k in key))
-        conn.execute(table.delete().where(where), [{f"k_{k}": r[k] for k in key} for r in old])
-    conn.execute(table.insert(), list(rows))
-
-
-def _add_totals(conn: Connection, deltas: Mapping[str, Mapping[str, int]]) -> None:
-    if not deltas:
-        return
-    table = t.household_total
-    current: dict[str, dict[str, Any]] = {}
-    for part in _chunks(sorted(deltas), 500):
-        for r in conn.execute(select(table).where(table.c.household.in_(part))).mappings():
-            current[r["household"]] = dict(r)
-    rows = []
-    for household, delta in deltas.items():
-        row = current.get(household) or {"household": household, **dict.fromkeys(delta, 0)}
-        rows.append({**row, **{name: int(row[name]) + value for name, value in delta.items()}})
-    _replace(conn, table, rows, ("household",), current)
-
-
-def _get_state(conn: Connection, key: str) -> str | None:
-    table = t.sync_state
-    value = conn.execute(select(table.c.value).where(table.c.key == key)).scalar_one_or_none()
-    return None if value is None else str(value)
-
-
-def _set_state(conn: Connection, key: str, value: str) -> None:
-    table = t.sync_state
-    conn.execute(table.delete().where(table.c.key == key))
-    conn.execute(table.insert().values(key=key, value=value))
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _ledger_failures(ledger: LedgerStore) -> contextlib.AbstractContextManager[None]:
+    """A failure of the ledger's database as a :class:`StoreError` naming it."""
+    return store_failures(ledger.engine.url.render_as_string(hide_password=True))

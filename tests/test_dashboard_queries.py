@@ -20,7 +20,8 @@ from wattmesh.broker.tlog import verify_inclusion
 from wattmesh.dashboard import queries as q
 from wattmesh.dashboard.readmodel import ReadModel
 from wattmesh.ledger.checkpoint import checkpoint_text
-from wattmesh.ledger.statement import Statement
+from wattmesh.ledger.entries import NewEntry
+from wattmesh.ledger.statement import Statement, StatementError, build_statement
 from wattmesh.ledger.store import LedgerStore
 
 Folded = tuple[ReadModel, LedgerStore, MixedMarket]
@@ -303,5 +304,36 @@ def test_what_the_bus_records_shows(tmp_path: Path) -> None:
     assert q.health(rm, now_s=last, ledger_ok=True, ledger_problem=None)["status"] == "ok"
     bad = q.health(rm, now_s=last, ledger_ok=False, ledger_problem="unreachable")
     assert (bad["status"], bad["ledger"]["problem"]) == ("degraded", "unreachable")
+    rm.close()
+    store.close()
+
+
+def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path: Path) -> None:
+    """A signed, balanced posting no settlement explains: the read model's statement
+    raises the same StatementError as the ledger's builder."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    market = MixedMarket(url, intervals=3).run()
+    stray = {
+        "kind": "posting",
+        "interval": T0,
+        "agent": "h002",
+        "cause": "correction",
+        "lines": [
+            {"account": "household/h002", "amount_micro": 1},
+            {"account": "grid", "amount_micro": -1},
+        ],
+    }
+    data = json.dumps(stray, sort_keys=True).encode()
+    market.ledger._append([NewEntry("posting", T0, "h002", None, data)], T0 + 3 * STEP)
+    market.store.close()
+    store = LedgerStore.read_only(url)
+    rm = ReadModel(ReadModel.default_url(url))
+    rm.sync(store)
+    with pytest.raises(StatementError) as expected:
+        build_statement(logged(store), household="h002")
+    with pytest.raises(StatementError) as got:
+        q.statement(rm, "h002")
+    assert str(got.value) == str(expected.value)
+    assert "differs from the postings" in str(got.value)
     rm.close()
     store.close()

@@ -23,6 +23,7 @@ from wattmesh.dashboard import _tables
 from wattmesh.dashboard import queries as q
 from wattmesh.dashboard.readmodel import ReadModel, ReadModelError
 from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.store_errors import StoreError
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
@@ -276,5 +277,33 @@ async def test_a_simulated_day_folds_to_the_simulations_figures(
         assert row["grid_only_bill_micro"] == h["grid_only_micro"]
     for agent, built in statements(store).items():
         assert q.statement(rm, agent).to_csv() == built.to_csv()
+    rm.close()
+    store.close()
+
+
+def test_a_failing_database_is_named_in_one_line(tmp_path: Path) -> None:
+    """A damaged ledger file is the ledger's StoreError; a damaged read model file is a
+    ReadModelError; neither is a traceback of driver errors."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    MixedMarket(url, intervals=2).run().store.close()
+    store = LedgerStore.read_only(url)
+    rm = ReadModel(f"sqlite:///{tmp_path / 'rm.db'}")
+    rm.sync(store, max_entries=5)
+    rm.engine.dispose()  # its connections closed (SQLite checkpoints the WAL), then:
+    (tmp_path / "rm.db").write_bytes(b"not a database at all" * 500)
+    with pytest.raises(
+        ReadModelError, match=r"^read model sqlite:///.*rm\.db: file is not a database$"
+    ):
+        rm.sync(store)
+    rm.close()
+    rm = ReadModel(f"sqlite:///{tmp_path / 'rm2.db'}")
+    store.engine.dispose()
+    (tmp_path / "ledger.db").write_bytes(b"not a database at all" * 500)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_path / 'ledger.db'}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(
+        StoreError, match=r"^database sqlite:///.*ledger\.db: file is not a database$"
+    ):
+        rm.sync(store)
     rm.close()
     store.close()

@@ -47,7 +47,12 @@
     el.replaceChildren();
     el.classList.add("chart");
     el.dataset.chart = name;
-    const width = Math.max(el.clientWidth || 600, 240);
+    const inner = () => {
+      const cs = getComputedStyle(el);
+      const pad = parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight) || 0;
+      return Math.max((el.clientWidth || 600) - pad, 240);
+    };
+    const width = inner();
     const height = opts.height || 240;
     const plot = new window.uPlot(
       Object.assign({ width: width, height: height, legend: { live: true } }, opts),
@@ -58,7 +63,7 @@
     if (window.ResizeObserver) {
       let last = width;
       new ResizeObserver(function () {
-        const w = Math.max(el.clientWidth, 240);
+        const w = inner();
         if (Math.abs(w - last) > 2) {
           last = w;
           plot.setSize({ width: w, height: height });
