@@ -109,7 +109,13 @@ async def _body(request: web.Request, *fields: str) -> dict[str, str]:
 
 async def overview(request: web.Request) -> web.Response:
     rt = _rt(request)
-    data = await _read(queries.overview, rt.rm, now_s=int(time.time()), currency=rt.config.currency)
+    data = await _read(
+        queries.overview,
+        rt.rm,
+        now_s=int(time.time()),
+        currency=rt.config.currency,
+        heard=None if rt.listener is None else rt.listener.heard,
+    )
     return _json(public_overview(data, viewer_of(request)))
 
 

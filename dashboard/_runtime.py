@@ -299,8 +299,9 @@ class Runtime:
         if not result.closed:
             return
         now_s = int(time.time())
+        heard = None if self.listener is None else self.listener.heard
         overview = await asyncio.to_thread(
-            queries.overview, self.rm, now_s=now_s, currency=self.config.currency
+            queries.overview, self.rm, now_s=now_s, currency=self.config.currency, heard=heard
         )
         shown = public_overview(overview, Viewer("anonymous"))
         for interval in result.closed[-_EVENTS_PER_SYNC:]:

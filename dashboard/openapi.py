@@ -60,6 +60,9 @@ _OVERVIEW = _obj(
         "interval_s": _NINT,
         "current_interval": _NINT,
         "next_close_s": _NINT,
+        "market": _obj(
+            {"state": {"enum": ["open", "idle"]}, "clock": {"enum": ["wall", "simulated", None]}}
+        ),
         "last": _obj(
             {
                 "interval": _INT,

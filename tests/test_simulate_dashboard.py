@@ -89,9 +89,11 @@ async def test_the_dashboard_serves_the_run_and_after_it_until_sigint(
                     return answer
 
             def caught_up(view: dict[str, Any]) -> bool:
-                """The log followed to its end, the agents' offline statuses heard."""
-                root = report["ledger_root"]
-                return bool(view["ledger"]["root_hex"] == root and view["agents"]["online"] == 0)
+                """The log followed to its end, the agents' offline statuses and the
+                closing round's announcement heard."""
+                root, idle = report["ledger_root"], view["market"]["state"] == "idle"
+                online = view["agents"]["online"]
+                return bool(view["ledger"]["root_hex"] == root and online == 0 and idle)
 
             # The dashboard follows the log to its end: the run's root, its trades.
             async with asyncio.timeout(TIMEOUT_S):
@@ -105,6 +107,8 @@ async def test_the_dashboard_serves_the_run_and_after_it_until_sigint(
             assert verified["tree_size"] == report["ledger_entries"]
             assert verified["kid"] == checkpoints["operator"]["kid"]
             assert last["agents"] == {"online": 0, "known": 3}  # they went offline cleanly
+            # simulated time in 2025, closed: no wall-clock interval, no countdown
+            assert (last["current_interval"], last["next_close_s"]) == (None, None)
             async with http.get(url + "api/households", headers=operator) as response:
                 assert response.status == 200
                 assert len((await response.json())["households"]) == 3
