@@ -3,7 +3,8 @@
 The log follower folds what the ledger appended into the read model every
 ``sync_every_s`` (sooner when the bus says an interval cleared), each sync in a worker
 thread and at most :data:`SYNC_BATCH` entries at a time, and pushes one ``interval``
-event per interval that closed (its overview carries no household's own figures).
+event per interval that closed, and one for the last interval again when a sync adds
+entries that close none (its overview carries no household's own figures).
 A ledger database that cannot be read is retried at each tick and said on /health.
 """
 
@@ -296,7 +297,7 @@ class Runtime:
         if self.keys_version != self._keys_acted_on and self.listener is not None:
             self._keys_acted_on = self.keys_version
             await self.listener.keys_changed()
-        if not result.closed:
+        if not result.applied:
             return
         now_s = int(time.time())
         heard = None if self.listener is None else self.listener.heard
@@ -304,6 +305,11 @@ class Runtime:
             queries.overview, self.rm, now_s=now_s, currency=self.config.currency, heard=heard
         )
         shown = public_overview(overview, Viewer("anonymous"))
-        for interval in result.closed[-_EVENTS_PER_SYNC:]:
+        # Entries that closed no interval (e.g. the closing round of a simulation, whose
+        # settlements complete the last traded interval) still change figures: they are
+        # announced as the last interval again, so open pages fetch it once more.
+        last = (overview.get("last") or {}).get("interval")
+        again = () if last is None else (int(last),)
+        for interval in result.closed[-_EVENTS_PER_SYNC:] or again:
             event = {"type": "interval", "interval": interval, "overview": shown}
             self.hub.broadcast(json.dumps(event, separators=(",", ":")))
