@@ -11,15 +11,20 @@ and PV ``d_pv`` (docs/protocol.md, readings). A meter without a PV register (a p
 P1 or Modbus grid meter) shows net export as negative demand: that part counts as
 PV, so ``demand - pv`` is always the household's net grid energy without its battery.
 
-:func:`self_forecast` picks, for the interval starting at ``interval``:
+:func:`self_forecast` forecasts the interval starting at ``interval``, which has
+just opened (its horizon is one interval: the last one's energy is known):
 
-* the same slot's mean over the last 7 days when all 7 are there (the strongest
-  simple single-household baseline measured, MASE 0.82-0.87 day-ahead);
-* with less, the previous day's same slot (or, when that one is missing, the mean of
-  the older same slots there are);
+* with a day of history or more, the mean of two figures: the last interval's flow
+  and the same slot's mean over the days there are, up to 7 ("own seasonal");
 * with less than a day, the last interval's flow (persistence), if it is at most a
   day old;
 * else nothing (the agent then orders no trade).
+
+Why the mean of the two: at this horizon persistence is the baseline to beat, and
+neither the same-slot mean of 7 days (the best simple day-ahead baseline for one
+household) nor the previous day's slot beats it on its own; their mean with the last
+interval does, at every history length (bench/bench_selfcast.py, figures in
+BENCHMARKS.md). The weight is the untuned one half.
 
 :class:`ReadingRing` keeps the readings that needs, at most 7 days and one interval
 of them (bounded memory: 673 readings at 15-minute intervals).
@@ -73,9 +78,8 @@ class Flow:
 class Method(Enum):
     """How a :class:`SelfForecast` was made."""
 
-    SEASONAL_WEEK = "same-slot mean of the last 7 days"
-    SEASONAL_DAY = "previous day's same slot"
-    SEASONAL_OLDER = "same-slot mean of the older days"
+    SEASONAL = "mean of the last interval and the same slot of earlier days"
+    SEASONAL_ONLY = "the same slot of earlier days (no last interval)"
     PERSISTENCE = "last interval"
 
 
@@ -124,9 +128,10 @@ def ring_slots(interval_s: int) -> int:
     return HISTORY_S // interval_s + 1
 
 
-def _mean(values: list[int]) -> int:
-    """Integer mean, halves rounded up."""
-    return (2 * sum(values) + len(values)) // (2 * len(values))
+def _mean(values: list[int], count: int | None = None) -> int:
+    """``sum(values) / count`` (default: their number), halves rounded up."""
+    n = len(values) if count is None else count
+    return (2 * sum(values) + n) // (2 * n)
 
 
 def self_forecast(
@@ -143,28 +148,29 @@ def self_forecast(
 
     oldest = min(readings, default=interval)
     history_days = max(0, interval - oldest) // DAY_S
-    if DAY_S % interval_s == 0:  # slots repeat daily
-        same_slot = [flow(interval - day * DAY_S) for day in range(1, HISTORY_DAYS + 1)]
-        present = [f for f in same_slot if f is not None]
-        if len(present) == HISTORY_DAYS:
-            return _combined(present, Method.SEASONAL_WEEK, history_days)
-        if (yesterday := same_slot[0]) is not None:
-            return _combined([yesterday], Method.SEASONAL_DAY, history_days)
-        if present:
-            return _combined(present, Method.SEASONAL_OLDER, history_days)
+    last = None
     for start in range(interval - interval_s, interval - DAY_S - 1, -interval_s):
-        if start < oldest:
+        if start < oldest or (last := flow(start)) is not None:
             break
-        last = flow(start)
-        if last is not None:
-            return SelfForecast(last.demand_wh, last.pv_wh, Method.PERSISTENCE, history_days)
+    same_slot: list[Flow] = []
+    if DAY_S % interval_s == 0:  # slots repeat daily
+        days = range(1, HISTORY_DAYS + 1)
+        same_slot = [f for day in days if (f := flow(interval - day * DAY_S)) is not None]
+    if same_slot:
+        days_kept = max(history_days, 1)
+        seasonal = Flow(
+            _mean([f.demand_wh for f in same_slot]), _mean([f.pv_wh for f in same_slot])
+        )
+        if last is None:
+            return SelfForecast(seasonal.demand_wh, seasonal.pv_wh, Method.SEASONAL_ONLY, days_kept)
+        # (last + mean of n) / 2 = (n * last + sum) / 2n, rounded once
+        n = len(same_slot)
+        demand_wh = _mean([n * last.demand_wh, *(f.demand_wh for f in same_slot)], 2 * n)
+        pv_wh = _mean([n * last.pv_wh, *(f.pv_wh for f in same_slot)], 2 * n)
+        return SelfForecast(demand_wh, pv_wh, Method.SEASONAL, days_kept)
+    if last is not None:
+        return SelfForecast(last.demand_wh, last.pv_wh, Method.PERSISTENCE, history_days)
     return None
-
-
-def _combined(flows: list[Flow], method: Method, history_days: int) -> SelfForecast:
-    demand_wh = _mean([f.demand_wh for f in flows])
-    pv_wh = _mean([f.pv_wh for f in flows])
-    return SelfForecast(demand_wh, pv_wh, method, max(history_days, 1))
 
 
 class ReadingRing:

@@ -189,13 +189,14 @@ async def test_without_a_service_the_agent_trades_on_its_own_readings_across_a_r
 async def test_a_day_of_history_gives_the_same_slot_and_a_late_service_its_own(
     mosquitto: BrokerAddress, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A day of readings on disk: yesterday's same slot (PV at noon, import at night),
-    also when the forecasting service is configured but sends nothing in time."""
+    """A day of readings on disk: the last interval and yesterday's same slot (PV at
+    noon, import at night), also when the forecasting service is configured but sends
+    nothing in time."""
     caplog.set_level(logging.INFO, logger="wattmesh.agents")
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
     imported = exported = 0
-    for hour in range(25):  # readings at each hour of day 0 and at day 1's 00:00
+    for hour in range(24):  # readings at each hour of day 0; the meter reads on
         outbox.keep_reading(Registers(T + hour * STEP, imported, exported), STEP)
         if 10 <= hour < 14:
             exported += 400  # midday sun
@@ -215,13 +216,16 @@ async def test_a_day_of_history_gives_the_same_slot_and_a_late_service_its_own(
         forecaster_key=SigningKey.generate().verifying,  # a service that never answers
         forecast_timeout_s=0.05,
     ) as s:
-        assert await s.trade(day) == OrderBody(Side.BUY, 200, BUY_PRICE)  # yesterday 00:00
+        # yesterday 23:00 and 00:00: 200 Wh imported each
+        assert await s.trade(day) == OrderBody(Side.BUY, 200, BUY_PRICE)
         report = await s.reported("own seasonal (1 day of history)")
         assert report["forecast"] == "none yet"
-        await s.trade(day + 10 * STEP)  # readings missed since: 10:00 yesterday
-        assert await s.trade(day + 11 * STEP) == OrderBody(Side.SELL, 400, SELL_PRICE)
+        await s.trade(day + 10 * STEP)  # readings missed since
+        # the last hour nothing (the meter stood still), yesterday 400 Wh exported
+        assert await s.trade(day + 11 * STEP) == OrderBody(Side.SELL, 200, SELL_PRICE)
     lines = [r for r in caplog.records if "orders use forecast" in r.getMessage()]
     assert [r.getMessage() for r in lines] == [
-        f"{AGENT}: orders use forecast: own seasonal (1 day of history) (previous day's same slot)"
+        f"{AGENT}: orders use forecast: own seasonal (1 day of history)"
+        " (mean of the last interval and the same slot of earlier days)"
     ]
     assert lines[0].levelno == logging.WARNING  # a configured service is not answering

@@ -67,46 +67,56 @@ def test_persistence_skips_a_missed_reading_but_not_beyond_a_day() -> None:
     assert self_forecast(stale, T + DAY_S + 2 * STEP, STEP) is None
 
 
-def test_one_to_six_days_is_the_previous_days_same_slot() -> None:
-    days = 3
-    demand = [day * 1000 + slot for day in range(days) for slot in range(SLOTS)]
-    readings = _readings(demand)
-    now = T + days * DAY_S  # slot 0 of day 3: yesterday's slot 0 was 2000 Wh
-    forecast = self_forecast(readings, now + 5 * STEP, STEP)  # slot 5
+def test_with_a_day_or_more_the_last_interval_and_the_same_slot_are_averaged() -> None:
+    # slot k of day d: d * 1000 + k Wh
+    demand = [day * 1000 + slot for day in range(3) for slot in range(SLOTS)]
+    forecast = self_forecast(_readings(demand), T + 3 * DAY_S, STEP)  # slot 0 of day 3
     assert forecast is not None
-    assert forecast.method is Method.SEASONAL_DAY
-    assert forecast.demand_wh == 2005
+    assert forecast.method is Method.SEASONAL
+    # last interval 2095; slot 0 of days 0-2: 0, 1000, 2000 (mean 1000); (2095 + 1000) / 2
+    assert forecast.demand_wh == 1548  # 1547.5, rounded up
     assert forecast.label == "own seasonal (3 days of history)"
     first = self_forecast(_readings(demand[: SLOTS + 1]), T + DAY_S + STEP, STEP)
     assert first is not None and first.label == "own seasonal (1 day of history)"
+    assert first.demand_wh == 501  # last 1000, yesterday's slot 1 Wh
 
 
-def test_seven_days_is_the_same_slot_mean_rounded() -> None:
-    # Slot 7's demand over the week: 100, 101, ..., 106 (mean 103); PV 1 on one day
-    demand = [100 + day if slot == 7 else 5 for day in range(7) for slot in range(SLOTS)]
-    pv = [1 if (day, slot) == (0, 7) else 0 for day in range(7) for slot in range(SLOTS)]
-    readings = _readings(demand, pv)
+def test_seven_days_of_the_same_slot_at_most_and_pv_apart() -> None:
+    # Slot 7 over the week: 100, 101, ..., 106 (mean 103), 5 Wh otherwise; PV 1 Wh in
+    # one of those slots. Then day 7 up to slot 6.
+    week = [100 + day if slot == 7 else 5 for day in range(8) for slot in range(SLOTS)]
+    pv = [int(k == 7) for k in range(len(week))]
+    readings = _readings(week[: 7 * SLOTS + 7], pv[: 7 * SLOTS + 7])
     forecast = self_forecast(readings, T + 7 * DAY_S + 7 * STEP, STEP)
     assert forecast is not None
-    assert forecast.method is Method.SEASONAL_WEEK
-    assert (forecast.demand_wh, forecast.pv_wh) == (103, 0)  # 1/7 rounds to 0
+    assert forecast.method is Method.SEASONAL
+    assert (forecast.demand_wh, forecast.pv_wh) == (54, 0)  # (5 + 103) / 2; 1/14 rounds to 0
     assert forecast.label == "own seasonal (7 days of history)"
-    halves = _readings(
-        [1 if slot == 0 and day < 4 else 0 for day in range(7) for slot in range(SLOTS)]
-    )
-    rounded = self_forecast(halves, T + 7 * DAY_S, STEP)
-    assert rounded is not None and rounded.demand_wh == 1  # 4/7 rounds up
+    older = _readings([1] * (8 * SLOTS))  # 8 days: the oldest day is not used
+    ones = self_forecast(older, T + 8 * DAY_S, STEP)
+    assert ones is not None and ones.demand_wh == 1
+    readings = _readings([int(slot == 0) for _ in range(7) for slot in range(SLOTS)])
+    halves = self_forecast(readings, T + 7 * DAY_S, STEP)  # last 0, the slot's mean 1
+    assert halves is not None and halves.demand_wh == 1  # 1/2 rounds up
 
 
-def test_yesterday_missing_takes_the_older_same_slots() -> None:
+def test_missing_days_are_left_out_of_the_same_slot_mean() -> None:
     demand = [10 * (day + 1) for day in range(3) for _ in range(SLOTS)]
     readings = _readings(demand)
     now = T + 3 * DAY_S
     del readings[now - DAY_S]  # no reading when yesterday's slot 0 opened
     forecast = self_forecast(readings, now, STEP)
     assert forecast is not None
-    assert forecast.method is Method.SEASONAL_OLDER
-    assert forecast.demand_wh == 15  # days 1 and 2 back: 20 and 10
+    assert forecast.method is Method.SEASONAL
+    assert forecast.demand_wh == 23  # (30 + mean(20, 10)) / 2 = 22.5
+
+
+def test_after_a_day_without_readings_the_same_slot_alone() -> None:
+    demand = [slot for slot in range(SLOTS)]
+    forecast = self_forecast(_readings(demand), T + 2 * DAY_S + 5 * STEP, STEP)
+    assert forecast is not None
+    assert forecast.method is Method.SEASONAL_ONLY
+    assert (forecast.demand_wh, forecast.label) == (5, "own seasonal (2 days of history)")
 
 
 def test_intervals_that_do_not_divide_a_day_use_persistence() -> None:
@@ -142,11 +152,13 @@ def test_demand_minus_pv_is_the_forecast_net_grid_energy(demand: list[int], pv: 
     assert forecast.demand_wh >= 0 and forecast.pv_wh >= 0
     nets = [d - p for d, p in zip(demand, pv, strict=True)]
     assert min(nets) <= forecast.demand_wh - forecast.pv_wh <= max(nets)
-    # a grid meter without a PV register gives the same net
+    # a grid meter without a PV register gives the same net, but for rounding (demand
+    # and PV are rounded apart)
     grid_only = {t: Registers(t, r.import_wh, r.export_wh) for t, r in readings.items()}
     plain = self_forecast(grid_only, T + len(demand) * STEP, STEP)
     assert plain is not None
-    assert plain.demand_wh - plain.pv_wh == forecast.demand_wh - forecast.pv_wh
+    assert min(nets) <= plain.demand_wh - plain.pv_wh <= max(nets)
+    assert abs((plain.demand_wh - plain.pv_wh) - (forecast.demand_wh - forecast.pv_wh)) <= 1
 
 
 @pytest.mark.parametrize("interval_s", [300, 900, 3_600, 86_400])
@@ -168,4 +180,15 @@ def test_a_week_of_readings_gives_the_weekly_mean_through_the_ring() -> None:
     assert len(ring) == ring_slots(STEP) == 7 * SLOTS + 1
     forecast = ring.forecast(T + 8 * DAY_S, STEP)
     assert forecast is not None
-    assert forecast.method is Method.SEASONAL_WEEK and forecast.demand_wh == 0
+    assert forecast.method is Method.SEASONAL and forecast.history_days == 7
+    assert forecast.demand_wh == 48  # (95 + 0) / 2: the last slot of the day, then slot 0
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))
+def test_a_flows_net_is_the_grid_energy_without_the_battery(deltas: list[int]) -> None:
+    d_import, d_export, d_pv, d_in, d_out = deltas
+    start = Registers(T, 10**6, 10**6, 10**6, 10**6, 10**6)
+    end = Registers(T + STEP, *(10**6 + d for d in deltas))
+    flow = flow_between(start, end)
+    assert flow is not None and flow.demand_wh >= 0 and flow.pv_wh >= d_pv
+    assert flow.demand_wh - flow.pv_wh == d_import - d_export - d_in + d_out
