@@ -44,7 +44,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Final
 
-from wattmesh.agents._selfcast import Registers, ring_slots
+from wattmesh.agents._selfcast import HISTORY_S, Registers, ring_slots
 
 _LOG = logging.getLogger(__name__)
 
@@ -110,6 +110,12 @@ class Outbox:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute(_SCHEMA)
         self._db.execute(_READINGS_SCHEMA)
+        # Readings a week older than the newest: left in slots no longer written (the
+        # market's interval_s changed); a no-op, writing nothing, otherwise.
+        self._db.execute(
+            "DELETE FROM readings WHERE interval < (SELECT MAX(interval) FROM readings) - ?",
+            (HISTORY_S,),
+        )
         self._db.execute(
             "INSERT OR IGNORE INTO outbox VALUES (?, 'state', ?)", (_STATE_SEQ, _state(0, 0))
         )

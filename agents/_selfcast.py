@@ -40,6 +40,7 @@ from typing import Final
 __all__ = [
     "DAY_S",
     "HISTORY_DAYS",
+    "HISTORY_S",
     "Flow",
     "Method",
     "ReadingRing",

@@ -348,3 +348,21 @@ def test_the_readings_ring_rides_on_the_next_commit_and_keeps_a_week(tmp_path: P
     finally:
         db.close()
     assert rows == slots
+
+
+def test_readings_left_by_another_interval_length_are_forgotten_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    old = T0 + 20 * 900  # a 15-minute market once: slot 179 of 673
+    outbox.keep_reading(Registers(old, 1, 0), 900)
+    outbox.commit()
+    for k in range(8 * 24 + 1):  # then hourly, for 8 days: slots 0 to 168 only
+        outbox.keep_reading(Registers(T0 + 6 * 3_600 + k * 3_600, 2 + k, 0), 3_600)
+        outbox.commit()
+    assert old in {r.interval for r in outbox.kept_readings()}  # its slot is not reused
+    outbox.close()
+    again = Outbox(path)
+    kept = again.kept_readings()
+    assert old not in {r.interval for r in kept}
+    assert len(kept) == ring_slots(3_600)
+    again.close()
