@@ -1,10 +1,11 @@
 """When the household agent reports its diagnostics, and sending them in the background.
 
 :class:`ReportSchedule` is pure: it decides whether a report is due, at most once per
-``interval_s`` unless the :class:`Verdict` (clock, outbox drops, audit alarms)
-changed. :class:`DiagnosticsSender` publishes the report (retained, QoS 1) once the
-transport is connected, one at a time: a report asked for while another waits for the
-broker is sent after it, so the last change always goes out. What the report says:
+``interval_s`` unless the :class:`Verdict` (clock, outbox drops, audit alarms, the
+forecast orders use) changed. :class:`DiagnosticsSender` publishes the report
+(retained, QoS 1) once the transport is connected, one at a time: a report asked for
+while another waits for the broker is sent after it, so the last change always goes
+out. What the report says:
 docs/protocol.md, "Diagnostics"; the agent builds it (:mod:`agents.agent`).
 """
 
@@ -25,6 +26,7 @@ class Verdict(NamedTuple):
     clock_ok: bool
     outbox_dropped: int  # entries dropped by the outbox
     alarms: int  # audit alarms raised
+    forecast: str | None = None  # what the last order's forecast was (None: no order yet)
 
 
 class ReportSchedule:

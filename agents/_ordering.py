@@ -4,8 +4,9 @@
 tariffs into an order: by :func:`agents._strategy.order_for`, or with a battery by
 :func:`agents._battery_strategy.battery_order_for` on the SoC read at that moment,
 commanding the battery to the plan's mode. :func:`forecast_figures` is pure: the
-figures an older forecast gives for an interval, which the agent uses when no fresh
-forecast arrived in time. When and whether an order is sent is :mod:`agents.agent`'s.
+figures an older forecast gives for an interval (:func:`covers`: whether it has
+one), which the agent uses when no fresh forecast arrived in time. When and whether
+an order is sent is :mod:`agents.agent`'s.
 """
 
 from __future__ import annotations
@@ -89,10 +90,13 @@ async def _unbounded_order(
 def forecast_figures(forecast: ForecastBody | None, interval: int) -> tuple[int, int]:
     """(demand_wh, pv_wh) that ``forecast`` gives for the interval starting at
     ``interval`` (epoch s); (0, 0), a no-trade order, if it does not cover it."""
-    if forecast is None:
-        return 0, 0
-    steps = len(forecast.demand_wh)
-    if not forecast.start <= interval < forecast.start + steps * forecast.interval_s:
+    if forecast is None or not covers(forecast, interval):
         return 0, 0
     step = (interval - forecast.start) // forecast.interval_s
     return forecast.demand_wh[step], forecast.pv_wh[step]
+
+
+def covers(forecast: ForecastBody, interval: int) -> bool:
+    """Whether ``forecast`` has a step for the interval starting at ``interval``."""
+    steps = len(forecast.demand_wh)
+    return forecast.start <= interval < forecast.start + steps * forecast.interval_s

@@ -18,7 +18,11 @@ see :meth:`Outbox.ready_after`), acknowledged in order, and both acknowledgement
 and drops remove from the old end.
 
 Layout: one table ``outbox(seq, topic, payload)``; the row with seq 0 holds the
-counter and the drop count, so a steady-state commit changes a single page.
+counter and the drop count, so a steady-state commit changes a single page. A second
+table, ``readings``, keeps the agent's meter readings of the last 7 days for its own
+forecast (:mod:`agents._selfcast`): a ring of fixed slots, one per interval, each
+overwritten in place a week later (:meth:`Outbox.keep_reading`), written by the same
+commit as the reading's message, so it costs no fsync of its own and one more page.
 
 Durability: WAL journal with ``synchronous=FULL``, so every commit is one fsync of
 the WAL and a committed message and its number survive a power cut (a Raspberry Pi
@@ -36,9 +40,11 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Final
+
+from wattmesh.agents._selfcast import HISTORY_S, Registers, ring_slots
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,6 +66,16 @@ _SCHEMA: Final = (
     " seq INTEGER PRIMARY KEY,"
     " topic TEXT NOT NULL,"
     " payload BLOB NOT NULL)"
+)
+_READINGS_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS readings ("
+    " slot INTEGER PRIMARY KEY,"
+    " interval INTEGER NOT NULL,"
+    " import_wh INTEGER NOT NULL,"
+    " export_wh INTEGER NOT NULL,"
+    " pv_wh INTEGER NOT NULL,"
+    " battery_in_wh INTEGER NOT NULL,"
+    " battery_out_wh INTEGER NOT NULL)"
 )
 
 
@@ -93,6 +109,13 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_READINGS_SCHEMA)
+        # Readings a week older than the newest: left in slots no longer written (the
+        # market's interval_s changed); a no-op, writing nothing, otherwise.
+        self._db.execute(
+            "DELETE FROM readings WHERE interval < (SELECT MAX(interval) FROM readings) - ?",
+            (HISTORY_S,),
+        )
         self._db.execute(
             "INSERT OR IGNORE INTO outbox VALUES (?, 'state', ?)", (_STATE_SEQ, _state(0, 0))
         )
@@ -109,6 +132,7 @@ class Outbox:
         self._floor: int = int(lowest) if lowest is not None else self._last_seq + 1
         self._stored_floor = self._floor
         self._staged: list[Entry] = []
+        self._readings: dict[int, Registers] = {}  # by slot, to write with the next commit
         self._state_dirty = self._last_seq != last_seq
         # A drop must be on disk before anything newer is published: otherwise a
         # crash would bring the dropped entry back and send it after a newer one.
@@ -136,7 +160,9 @@ class Outbox:
     @property
     def dirty(self) -> bool:
         """True when a commit would write something."""
-        return bool(self._staged) or self._floor != self._stored_floor or self._state_dirty
+        if self._staged or self._readings:
+            return True
+        return self._floor != self._stored_floor or self._state_dirty
 
     # ------------------------------------------------------------------ writing
 
@@ -186,10 +212,15 @@ class Outbox:
                 db.execute(
                     "DELETE FROM outbox WHERE seq > ? AND seq < ?", (_STATE_SEQ, self._floor)
                 )
-            db.execute(
-                "UPDATE outbox SET payload = ? WHERE seq = ?",
-                (_state(self._last_seq, self._dropped), _STATE_SEQ),
+            db.executemany(
+                "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(slot, *astuple(r)) for slot, r in self._readings.items()],
             )
+            if self._state_dirty or self._staged or self._floor != self._stored_floor:
+                db.execute(
+                    "UPDATE outbox SET payload = ? WHERE seq = ?",
+                    (_state(self._last_seq, self._dropped), _STATE_SEQ),
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -197,9 +228,26 @@ class Outbox:
         self._durable_seq = self._last_seq
         self._stored_floor = self._floor
         self._staged = []
+        self._readings = {}
         self._state_dirty = False
         self._drop_unsaved = False
         self.commits += 1
+
+    def keep_reading(self, reading: Registers, interval_s: int) -> None:
+        """Stage ``reading`` for the readings ring, written by the next :meth:`commit`
+        in the slot of its interval (one per interval of ``interval_s``; the one it
+        takes held the reading of 7 days and one interval before)."""
+        slot = reading.interval // interval_s % ring_slots(interval_s)
+        self._readings[slot] = reading
+
+    def kept_readings(self) -> list[Registers]:
+        """The readings ring as committed, oldest first (any ``interval_s``: the
+        caller's :class:`agents._selfcast.ReadingRing` keeps what it needs)."""
+        rows = self._db.execute(
+            "SELECT interval, import_wh, export_wh, pv_wh, battery_in_wh, battery_out_wh"
+            " FROM readings ORDER BY interval"
+        ).fetchall()
+        return [Registers(*(int(v) for v in row)) for row in rows]
 
     # ------------------------------------------------------------------ reading
 

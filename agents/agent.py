@@ -9,13 +9,16 @@ had not logged), it sends the very bytes of that interval's reading and order ag
 (docs/protocol.md, "A repeated open").
 
 It acts on a forecast only when the forecasting service's key signed it
-(``forecaster_key``; without one it orders no trade at once), and, given the
+(``forecaster_key``). Without one, or when no fresh forecast came within
+``forecast_timeout_s``, it orders on its own forecast from its own readings of the
+last 7 days (:mod:`agents._forecast_source`, :mod:`agents._selfcast`). Given the
 operator's key, on announcements and rejections only when the operator signed them.
 Everything else it receives is counted per reason and logged in aggregate
 (:mod:`agents._inbound`).
 
 Its parts: :mod:`agents._resend` (the interval traded and the repeated-open rule),
-:mod:`agents._ordering` (the order for an interval), :mod:`agents._diagnostics` (when
+:mod:`agents._ordering` (the order for an interval), :mod:`agents._forecast_source`
+(which forecast an order uses), :mod:`agents._diagnostics` (when
 and how its health report goes out) and :mod:`agents._audit_feed` (the audit of the
 operator's log).
 """
@@ -31,8 +34,9 @@ from wattmesh.agents._audit import Auditor, CheckpointStore, MemoryCheckpointSto
 from wattmesh.agents._audit_feed import AuditFeed
 from wattmesh.agents._clock import DEFAULT_MAX_DRIFT_S, ClockHealth, assess_clock
 from wattmesh.agents._diagnostics import DiagnosticsSender, ReportSchedule, Verdict
+from wattmesh.agents._forecast_source import Choice, ForecastSource
 from wattmesh.agents._inbound import LogTally
-from wattmesh.agents._ordering import forecast_figures, order_for_interval
+from wattmesh.agents._ordering import order_for_interval
 from wattmesh.agents._publisher import DirectPublisher, DurablePublisher, Publisher
 from wattmesh.agents._resend import TradedInterval
 from wattmesh.agents._strategy import LimitPricePolicy
@@ -75,11 +79,11 @@ class AgentConfig:
     policy: LimitPricePolicy = field(default_factory=LimitPricePolicy)
     operator_key: VerifyingKey | None = None  # when set, unsigned-by-operator news is ignored
     # The forecasting service's key: only forecasts it signed are used; None: no
-    # forecast at all (a no-trade order each interval).
+    # forecasting service, the agent orders on its own forecast (agents._selfcast).
     forecaster_key: VerifyingKey | None = None
     # The connection's limit (W): no order above what it carries over the interval.
     max_power_w: int = DEFAULT_MAX_POWER_W
-    forecast_timeout_s: float = 60.0  # wall-clock backstop when no forecast arrives
+    forecast_timeout_s: float = 60.0  # then an older or its own forecast (wall clock)
     # Refuse to sign orders while meter and system clocks differ by more (s); None: never.
     # Not checked under a MarketClock (simulated time is not wall time).
     max_clock_drift_s: int | None = DEFAULT_MAX_DRIFT_S
@@ -171,6 +175,10 @@ class HouseholdAgent:
         self._traded = TradedInterval()  # its interval, and what was sent for it
         self._ordered: set[int] = set()
         self._forecast: ForecastBody | None = None
+        outbox = publisher.outbox if isinstance(publisher, DurablePublisher) else None
+        self.forecasts = ForecastSource(
+            config.agent_id, outbox, has_forecaster=config.forecaster_key is not None
+        )
         self._fallback: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.audit: Auditor | None = None
@@ -312,6 +320,9 @@ class HouseholdAgent:
         """Read the meter and publish a signed reading for ``interval`` (meter time)."""
         reading = await self.meter.read()
         self._check_clock(reading.time)
+        announced = self._open
+        interval_s = announced.interval_s if announced is not None else None
+        self.forecasts.note_reading(interval, reading, interval_s)
         body = ReadingBody(
             meter_time=reading.time,
             import_wh=reading.import_wh,
@@ -350,21 +361,22 @@ class HouseholdAgent:
         interval, announced, forecast = self._traded.interval, self._open, self._forecast
         if interval is None or announced is None or interval in self._ordered:
             return
-        if self.config.forecaster_key is None:  # no forecast is ever used: no trade
-            await self._send_order(interval, announced, 0, 0)
+        if self.config.forecaster_key is None:  # no service: the agent's own, at once
+            own = self.forecasts.fallback(None, interval, announced.interval_s)
+            await self._send_order(interval, announced, own)
             return
         # Only a forecast issued from this interval's reading counts: an older one may
         # cover the interval too, but using it would make orders depend on timing.
         if forecast is None or forecast.start != interval or not forecast.demand_wh:
             return
-        await self._send_order(interval, announced, forecast.demand_wh[0], forecast.pv_wh[0])
+        await self._send_order(interval, announced, self.forecasts.fresh(forecast))
 
-    async def _send_order(
-        self, interval: int, announced: AnnouncementBody, demand_wh: int, pv_wh: int
-    ) -> None:
+    async def _send_order(self, interval: int, announced: AnnouncementBody, choice: Choice) -> None:
         self._ordered.add(interval)
         if self._fallback is not None:
             self._fallback.cancel()
+        if self.forecasts.use(choice):
+            self.report_diagnostics()
         if self.clock is not None and not self.clock.ok:
             self.orders_refused += 1
             _LOG.warning(
@@ -374,8 +386,8 @@ class HouseholdAgent:
         body = await order_for_interval(
             interval,
             announced,
-            demand_wh=demand_wh,
-            pv_wh=pv_wh,
+            demand_wh=choice.demand_wh,
+            pv_wh=choice.pv_wh,
             policy=self.config.policy,
             battery=self.battery,
             agent_id=self.config.agent_id,
@@ -390,16 +402,15 @@ class HouseholdAgent:
 
     def _arm_fallback(self, interval: int) -> None:
         """If no fresh forecast arrives in time, use the last one that covers the interval,
-        or send a no-trade order rather than none."""
+        else the agent's own, else send a no-trade order rather than none."""
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             announced = self._open
             if interval in self._ordered or announced is None:
                 return
-            demand_wh, pv_wh = forecast_figures(self._forecast, interval)
-            _LOG.warning("%s: no fresh forecast for %s", self.config.agent_id, interval)
-            task = loop.create_task(self._send_order(interval, announced, demand_wh, pv_wh))
+            choice = self.forecasts.fallback(self._forecast, interval, announced.interval_s)
+            task = loop.create_task(self._send_order(interval, announced, choice))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -431,6 +442,7 @@ class HouseholdAgent:
             "reconnects": self.transport.reconnects,
             "rejections": dict(sorted(self.rejections.items())),
             "forecast": self.forecast_state,
+            "forecast_used": self.forecasts.used,
             "ignored": dict(sorted(self.ignored.counts.items())),
             "audit": self.audit.report() if self.audit is not None else None,
         }
@@ -441,14 +453,19 @@ class HouseholdAgent:
         At most one report waits for the broker; it is built when it can be sent, and
         one asked for meanwhile is sent after it (so the last change is reported).
         Rate-limited by ``config.diagnostics_interval_s`` unless the clock verdict, the
-        drop count or the audit alarms changed. Not under a MarketClock: simulations
-        have no use for it.
+        drop count, the audit alarms or the forecast orders use changed. Not under a
+        MarketClock: simulations have no use for it.
         """
         if self.market_clock is not None:
             return
         report = self.diagnostics()
         alarms = sum(self.audit.alarms.values()) if self.audit is not None else 0
-        verdict = Verdict(bool(report["clock_ok"]), int(str(report["outbox_dropped"])), alarms)
+        verdict = Verdict(
+            bool(report["clock_ok"]),
+            int(str(report["outbox_dropped"])),
+            alarms,
+            self.forecasts.used,
+        )
         if self._schedule.due(asyncio.get_running_loop().time(), verdict):
             self._diagnostics.send()
 

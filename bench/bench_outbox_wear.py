@@ -8,6 +8,8 @@ commit interval: per second one commit holding the new reading, the counter and 
 deletion of the previous, acknowledged reading. The naive baseline is the obvious
 code: SQLite defaults (rollback journal, synchronous=FULL, 4 KiB pages), one commit
 to store each message with its number and one more to delete it on the PUBACK.
+``outbox+ring`` also keeps a reading in the readings ring (agents/_selfcast.py) with
+every commit: the worst case of the agent's own-forecast history.
 
 Each variant runs in a child process that reports its /proc/self/io deltas:
 ``write_bytes`` (bytes the process caused to be sent to the block device: what
@@ -35,10 +37,12 @@ sys.path.insert(0, str(REPO))
 
 from bench._machine import machine_line  # noqa: E402
 from wattmesh.agents._outbox import Outbox  # noqa: E402
+from wattmesh.agents._selfcast import Registers  # noqa: E402
 
 # A signed reading on the wire is about 520 bytes; the topic about 40.
 PAYLOAD = b"x" * 520
 TOPIC = "wattmesh/m1/household/h001/reading"
+RING_INTERVAL_S = 900
 
 
 class NaiveOutbox:
@@ -104,9 +108,33 @@ def _run_outbox(path: Path, seconds: int, per_second: int) -> int:
     return commits
 
 
+def _run_outbox_ring(path: Path, seconds: int, per_second: int) -> int:
+    """As ``outbox``, and every commit also keeps a reading in the readings ring (the
+    agent's own forecast, agents/_selfcast.py) of 15-minute intervals: each simulated
+    second is one interval, so the ring (673 slots) wraps and slots are overwritten as
+    in the steady state. The agent keeps one reading per market interval; this is the
+    worst case of one with every commit."""
+    box = Outbox(path)
+    previous: list[int] = []
+    for k in range(seconds):
+        for seq in previous:
+            box.ack(seq)
+        previous = [box.add(TOPIC, lambda _seq: PAYLOAD) for _ in range(per_second)]
+        reading = Registers(k * RING_INTERVAL_S, 10**7 + k * 120, 5 * 10**6)
+        box.keep_reading(reading, RING_INTERVAL_S)
+        box.commit()
+    for seq in previous:
+        box.ack(seq)
+    box.commit()
+    commits = box.commits
+    box.close()
+    return commits
+
+
 VARIANTS: dict[str, Callable[[Path, int, int], int]] = {
     "naive": _run_naive,
     "outbox": _run_outbox,
+    "outbox+ring": _run_outbox_ring,
 }
 
 
@@ -168,7 +196,7 @@ def main() -> None:
         f"{'variant':<24}{'write_bytes/h':>16}{'wchar/h':>14}{'fsyncs/h':>10}"
         f"{'commits/h':>11}{'bytes/reading':>15}"
     )
-    rows = [("naive", 1), ("outbox", 1), ("naive", 10), ("outbox", 10)]
+    rows = [("naive", 1), ("outbox", 1), ("outbox+ring", 1), ("naive", 10), ("outbox", 10)]
     for variant, per_second in rows:
         r = measure(variant, args.seconds, per_second)
         scale = 3600 / args.seconds

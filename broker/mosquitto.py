@@ -95,6 +95,9 @@ class Persistence(Enum):
     ON = "on"
 
 
+MAX_QUEUED_MESSAGES = 1_000_000
+
+
 def _config_text(
     port: int, log_path: Path, persistence: Persistence, message_size_limit_bytes: int
 ) -> str:
@@ -119,6 +122,11 @@ def _config_text(
             # publish is still acknowledged to its sender), so it never reaches a
             # subscriber; 0 is Mosquitto's default: no limit.
             f"message_size_limit {message_size_limit_bytes}",
+            # What docs/protocol.md ("Delivery") asks of the ledger's broker: a queue per
+            # client above the largest burst (the default 1,000 drops QoS 0 and 1
+            # messages to a receiver that falls behind, silently; 0, unlimited, dropped
+            # everything in some 2.0.x releases).
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             f"log_dest file {log_path}",
             f"user {user}",
             "",

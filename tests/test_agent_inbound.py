@@ -1,5 +1,5 @@
 """What the agent acts on, over a real Mosquitto (issue 11, finding 4): forecasts only
-when the forecasting service's key signed them (none configured: no forecast at all),
+when the forecasting service's key signed them (none configured: none of its),
 rejections only when the operator signed them; orders never beyond the connection."""
 
 from __future__ import annotations
@@ -191,6 +191,8 @@ async def test_without_a_forecaster_key_no_forecast_is_used(mosquitto: BrokerAdd
         await s.open_interval()
         order = await s.next_body()  # at once: no forecast is waited for
         assert order == OrderBody(Side.BUY, 0, 278_000)
+        # its own forecast: no interval's energy yet
+        assert s.agent.diagnostics()["forecast_used"] == "none"
         await s.forecast(FORECASTER, GIGA_WH, seq=1)  # even a well-signed one is not used
         assert await s.handled() == []  # no order on the forecast
         report = s.agent.diagnostics()

@@ -102,6 +102,8 @@ def test_the_running_agent_keeps_pydantic_and_heavy_packages_out(tmp_path: Path)
     )
     top = {m.split(".")[0] for m in loaded}
     assert agents.__name__ in loaded and {"aiomqtt", "dsmr_parser"} <= top
+    # Its own forecast (issue 14) is part of it, on the standard library alone.
+    assert {"wattmesh.agents._selfcast", "wattmesh.agents._forecast_source"} <= loaded
     assert _heavy(loaded) == set()
     assert "pydantic" not in top and "pydantic_core" not in top
     # The validated sections come back as JSON into constraint-free dataclasses: no

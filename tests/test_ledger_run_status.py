@@ -270,9 +270,13 @@ async def test_a_flood_of_forged_statuses_does_not_hold_up_the_households(
                 )
                 assert set(reasons) <= {"bad_signature", "status_limited"}
                 assert reasons.get("bad_signature", 0) <= 3 * 10 + 3  # a burst, then 1 in 10 s
+                if counted and not reasons:
+                    break  # drained: whatever the broker delivered has been counted
                 counted += sum(reasons.values())
             log = await ledger.stop(TIMEOUT_S)
         finally:
             await ledger.kill()
+    # Every one: the private brokers queue a burst this size for a receiver that falls
+    # behind (broker/mosquitto.py, max_queued_messages), as docs/protocol.md asks.
     assert counted == flood
     assert "Traceback" not in log

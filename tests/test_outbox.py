@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from wattmesh.agents._clock import EARLIEST_PLAUSIBLE_S, assess_clock
 from wattmesh.agents._outbox import Entry, Outbox
+from wattmesh.agents._selfcast import Registers, ring_slots
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_764_547_200  # 2025-12-01 00:00 UTC
 
 
 def _payload(seq: int) -> bytes:
@@ -312,3 +314,55 @@ def test_clock_health_refuses_large_drift_and_an_unset_system_clock() -> None:
     assert unset.reason == "system clock is not set"
     with pytest.raises(ValueError, match="max_drift_s"):
         assess_clock(meter_time_s=now, system_time_s=now, max_drift_s=-1)
+
+
+def test_the_readings_ring_rides_on_the_next_commit_and_keeps_a_week(tmp_path: Path) -> None:
+    """Readings for the agent's own forecast: written by the commit that writes the
+    reading's message (no commit of their own), kept across a reopen, and a week and
+    an interval later each slot is overwritten in place (a fixed-size table)."""
+    path = tmp_path / "outbox.db"
+    step = 3_600
+    outbox = Outbox(path)
+    first = Registers(T0, 100, 7, 3)
+    outbox.keep_reading(first, step)
+    outbox.add("t/reading", _payload)
+    assert outbox.kept_readings() == []  # staged only
+    outbox.commit()
+    assert outbox.commits == 1  # one transaction for the message and the reading
+    outbox.close()
+
+    again = Outbox(path)
+    assert again.kept_readings() == [first]
+    slots = ring_slots(step)  # 7 days of hours and one: 169
+    for k in range(1, 2 * slots):
+        again.keep_reading(Registers(T0 + k * step, 100 + k, 7), step)
+        again.commit()
+    kept = again.kept_readings()
+    assert len(kept) == slots
+    assert [r.interval for r in kept] == [T0 + k * step for k in range(slots, 2 * slots)]
+    assert not again.dirty
+    again.close()
+    db = sqlite3.connect(path)
+    try:
+        (rows,) = db.execute("SELECT COUNT(*) FROM readings").fetchone()
+    finally:
+        db.close()
+    assert rows == slots
+
+
+def test_readings_left_by_another_interval_length_are_forgotten_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    old = T0 + 20 * 900  # a 15-minute market once: slot 179 of 673
+    outbox.keep_reading(Registers(old, 1, 0), 900)
+    outbox.commit()
+    for k in range(8 * 24 + 1):  # then hourly, for 8 days: slots 0 to 168 only
+        outbox.keep_reading(Registers(T0 + 6 * 3_600 + k * 3_600, 2 + k, 0), 3_600)
+        outbox.commit()
+    assert old in {r.interval for r in outbox.kept_readings()}  # its slot is not reused
+    outbox.close()
+    again = Outbox(path)
+    kept = again.kept_readings()
+    assert old not in {r.interval for r in kept}
+    assert len(kept) == ring_slots(3_600)
+    again.close()

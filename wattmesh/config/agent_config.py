@@ -15,7 +15,7 @@ are relative to the configuration file's folder. See docs/raspberry-pi.md::
     key_file = "keys/private_key.pem"           # mode 0600
     state_dir = "state"                         # sequence numbers across restarts
     operator_key_file = "keys/operator.pem"     # optional: trust only signed announcements
-    forecaster_key_file = "keys/forecaster.pem" # optional: without it, no forecast is used
+    forecaster_key_file = "keys/forecaster.pem" # optional: without it, the agent's own forecast
     max_power_w = 17250                         # the connection's limit (W); the default
 
     [mqtt]                                      # optional
