@@ -11,6 +11,7 @@ import pytest
 UNITS = Path(__file__).resolve().parents[1] / "docs" / "systemd"
 UNIT = UNITS / "wattmesh-agent.service"
 LEDGER_UNIT = UNITS / "wattmesh-ledger.service"
+FORECAST_UNIT = UNITS / "wattmesh-forecast.service"
 
 
 def test_unit_has_the_promised_settings() -> None:
@@ -38,7 +39,21 @@ def test_ledger_unit_validates_first_and_gives_the_operator_time_to_close() -> N
         assert line in text
 
 
-@pytest.mark.parametrize("unit", [UNIT, LEDGER_UNIT], ids=lambda u: u.stem)
+def test_forecast_unit_validates_first_and_stops_on_sigterm() -> None:
+    text = FORECAST_UNIT.read_text(encoding="utf-8")
+    for line in (
+        "Restart=always",
+        "ExecStartPre=/opt/wattmesh/bin/wattmesh forecast serve --config "
+        "/etc/wattmesh/forecast.toml --validate-config",
+        "ExecStart=/opt/wattmesh/bin/wattmesh forecast serve --config /etc/wattmesh/forecast.toml",
+        "KillSignal=SIGTERM",
+        "After=network-online.target time-sync.target postgresql.service wattmesh-ledger.service",
+        "ProtectSystem=strict",
+    ):
+        assert line in text
+
+
+@pytest.mark.parametrize("unit", [UNIT, LEDGER_UNIT, FORECAST_UNIT], ids=lambda u: u.stem)
 def test_systemd_analyze_verify_reports_nothing(tmp_path: Path, unit: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
