@@ -114,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.dashboard_cli import add_dashboard_commands  # stdlib only at import time
 
     add_dashboard_commands(sub)
+    _add_forecast(sub)
     return parser
+
+
+def _add_forecast(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from wattmesh.cli.forecast_backtest_cli import add_backtest_command  # stdlib only at import
+
+    forecast = sub.add_parser("forecast", help="the forecasting service and its backtests")
+    forecast_sub = forecast.add_subparsers(
+        dest="forecast_command", required=True, parser_class=_Parser
+    )
+    add_backtest_command(forecast_sub)
 
 
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
