@@ -2,7 +2,7 @@
 
 Runs ``forecasting.backtesting.run_backtest`` exactly as ``wattmesh forecast backtest`` does
 (14 origins a day apart, 24 h ahead, 60-day window) on: the UCI household's demand, the
-simulated 30-household neighbourhood built from it, and the 5 kWp Greensboro PV without and
+simulated 18-household neighbourhood built from it, and the 5 kWp Greensboro PV without and
 with the recorded weather. Prints each table (the one-day seasonal naive baseline is always
 a row) with the selected model and the run's wall time, after the machine line. The tables in
 docs/forecasting.md come from this script.
@@ -68,8 +68,8 @@ def main() -> int:
         ModelContext("demand", country="FR"),
     )
     _run(
-        "Simulated neighbourhood of 30 households (from the UCI house)",
-        "uci_neighbourhood30_demand.csv",
+        "Simulated neighbourhood of 18 households (from the UCI house)",
+        "uci_neighbourhood18_demand.csv",
         ModelContext("demand", country="FR"),
     )
     _run(
