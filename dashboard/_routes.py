@@ -109,7 +109,13 @@ async def _body(request: web.Request, *fields: str) -> dict[str, str]:
 
 async def overview(request: web.Request) -> web.Response:
     rt = _rt(request)
-    data = await _read(queries.overview, rt.rm, now_s=int(time.time()))
+    data = await _read(
+        queries.overview,
+        rt.rm,
+        now_s=int(time.time()),
+        currency=rt.config.currency,
+        heard=None if rt.listener is None else rt.listener.heard,
+    )
     return _json(public_overview(data, viewer_of(request)))
 
 
@@ -236,9 +242,10 @@ async def login(request: web.Request) -> web.Response:
 
 async def login_ticket(request: web.Request) -> web.StreamResponse:
     rt = _rt(request)
-    who = rt.tickets.redeem(request.query.get("ticket", ""))
-    response = web.Response(status=303, headers={"Location": f"/#/households/{who}"})
-    _set_cookie(response, rt, Viewer("household", who))
+    viewer = rt.tickets.redeem_viewer(request.query.get("ticket", ""))
+    page = "/#/households" if viewer.household is None else f"/#/households/{viewer.household}"
+    response = web.Response(status=303, headers={"Location": page})
+    _set_cookie(response, rt, viewer)
     return response
 
 
@@ -262,7 +269,7 @@ async def logout(_request: web.Request) -> web.Response:
 
 
 async def session(request: web.Request) -> web.Response:
-    return _json(_session(viewer_of(request)))
+    return _json({**_session(viewer_of(request)), "currency": _rt(request).config.currency})
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,7 +3,8 @@
 The log follower folds what the ledger appended into the read model every
 ``sync_every_s`` (sooner when the bus says an interval cleared), each sync in a worker
 thread and at most :data:`SYNC_BATCH` entries at a time, and pushes one ``interval``
-event per interval that closed (its overview carries no household's own figures).
+event per interval that closed, and one for the last interval again when a sync adds
+entries that close none (its overview carries no household's own figures).
 A ledger database that cannot be read is retried at each tick and said on /health.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -32,6 +34,7 @@ from wattmesh.dashboard.metrics import DashboardMetrics
 from wattmesh.dashboard.readmodel import ReadModel, ReadModelError, SyncResult
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.store_open import failure_reason
+from wattmesh.ledger.verify import verify_ledger
 
 __all__ = ["SYNC_BATCH", "Runtime", "RuntimeConfig", "public_overview"]
 
@@ -54,6 +57,9 @@ class RuntimeConfig:
     forecaster_key: VerifyingKey | None
     operator_token: str | None
     sync_every_s: float
+    currency: str = "EUR"
+    operator_ticket: str | None = None
+    verify_every_s: float = 0.0  # 0: never
 
 
 def public_overview(overview: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
@@ -88,6 +94,8 @@ class Runtime:
         self.market_id = config.market_id
         self.sessions = Sessions()
         self.tickets = Tickets()
+        if config.operator_ticket is not None:
+            self.tickets.admit_operator(config.operator_ticket)
         self.challenges = Challenges(origin="", lookup=self.keys.get)
         self.operator_token = (
             OperatorToken(config.operator_token) if config.operator_token is not None else None
@@ -99,6 +107,7 @@ class Runtime:
         self.listener: Listener | None = None  # the bus listener, once it runs
         self.keys_version = 0  # counts the changes of ``keys``
         self._keys_acted_on = 0
+        self._verify_pushed: str | None = None  # the last verify result pushed to browsers
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -194,6 +203,61 @@ class Runtime:
             known = conn.execute(select(func.count()).select_from(h)).scalar_one()
         return int(online), int(known)
 
+    # ------------------------------------------------------------------ verifying
+
+    def verify_now(self) -> dict[str, Any] | None:
+        """Verify the whole log as it is now (a fresh read-only connection; the check
+        :func:`ledger.verify.verify_ledger` makes, as ``wattmesh ledger verify``) against
+        the configured operator key, else the ledger's stored one; the result, or None
+        when there is nothing to verify (an empty ledger) or the database could not be
+        read (that is the ledger's health, said on /health, not a verification's)."""
+        key = self.operator_key
+        try:
+            store = LedgerStore.read_only(self.config.ledger_url)
+            try:
+                size = store.size()
+                report = None if size == 0 else verify_ledger(store, key, size=size)
+            finally:
+                store.close()
+        except Exception as exc:
+            _LOG.warning("could not verify the ledger: %s", _problem(exc))
+            return None
+        if report is None:
+            return None
+        kid = None if key is None else key.kid
+        return {"ok": report.ok, "problem": report.problem, "tree_size": size, "kid": kid}
+
+    async def verify_every(self, every_s: float) -> None:
+        """Verify the log at start and then every ``every_s`` seconds (in a worker
+        thread), record each result in the read model and wake the follower, which
+        pushes it as a ``health`` event."""
+        await self.ready.wait()  # the ledger's stored key is known if it has one
+        while True:
+            started = time.monotonic()
+            result = await asyncio.to_thread(self.verify_now)
+            if result is not None:
+                at_s = int(time.time())
+                if not result["ok"]:
+                    _LOG.warning("the ledger failed verification: %s", result["problem"])
+                await self.writes.run(functools.partial(self.rm.record_verify, **result, at_s=at_s))
+                self.wake.set()
+            took_s = time.monotonic() - started
+            await asyncio.sleep(max(every_s - took_s, 0.0))  # the schedule, not a sync
+
+    def _verify_changed(self) -> str | None:
+        """The read model's last verify result if it is not the one pushed last."""
+        value = self.rm.state("last_verify")
+        return None if value is None or value == self._verify_pushed else value
+
+    async def _push_verify(self) -> None:
+        """Push a ``health`` event with the last verify result when it changed (this
+        server's verifier or another writer, as ``simulate`` at the end of its run)."""
+        value = await self.writes.run(self._verify_changed)
+        if value is not None:
+            self._verify_pushed = value
+            event = {"type": "health", "last_verify": json.loads(value)}
+            self.hub.broadcast(json.dumps(event, separators=(",", ":")))
+
     # ------------------------------------------------------------------ the follower
 
     async def follow(self) -> None:
@@ -216,6 +280,10 @@ class Runtime:
                     _LOG.exception("could not push the newly closed intervals")
                 if result.applied >= SYNC_BATCH:
                     continue  # catching up: no pause
+            try:
+                await self._push_verify()
+            except Exception:  # the read model failed to answer: the next step retries
+                _LOG.exception("could not push the last verify result")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.sync_every_s):
                     await self.wake.wait()
@@ -229,11 +297,19 @@ class Runtime:
         if self.keys_version != self._keys_acted_on and self.listener is not None:
             self._keys_acted_on = self.keys_version
             await self.listener.keys_changed()
-        if not result.closed:
+        if not result.applied:
             return
         now_s = int(time.time())
-        overview = await asyncio.to_thread(queries.overview, self.rm, now_s=now_s)
+        heard = None if self.listener is None else self.listener.heard
+        overview = await asyncio.to_thread(
+            queries.overview, self.rm, now_s=now_s, currency=self.config.currency, heard=heard
+        )
         shown = public_overview(overview, Viewer("anonymous"))
-        for interval in result.closed[-_EVENTS_PER_SYNC:]:
+        # Entries that closed no interval (e.g. the closing round of a simulation, whose
+        # settlements complete the last traded interval) still change figures: they are
+        # announced as the last interval again, so open pages fetch it once more.
+        last = (overview.get("last") or {}).get("interval")
+        again = () if last is None else (int(last),)
+        for interval in result.closed[-_EVENTS_PER_SYNC:] or again:
             event = {"type": "interval", "interval": interval, "overview": shown}
             self.hub.broadcast(json.dumps(event, separators=(",", ":")))

@@ -34,6 +34,7 @@ from wattmesh.dashboard._runtime import Runtime, RuntimeConfig
 from wattmesh.dashboard.auth import LoginRefused
 from wattmesh.dashboard.live import Listener
 from wattmesh.dashboard.metrics import CONTENT_TYPE, DashboardMetrics
+from wattmesh.dashboard.queries import is_currency
 from wattmesh.dashboard.readmodel import ReadModel
 
 __all__ = ["CSP", "HUB", "METRICS", "SETTINGS", "STATIC", "DashboardSettings", "make_app", "serve"]
@@ -61,10 +62,17 @@ class DashboardSettings:
     port: int = 8080
     sync_every_s: float = 1.0  # server-side log follow (no page polling)
     forecaster_key: VerifyingKey | None = None  # signs forecasts; default: the operator's
+    currency: str = "EUR"  # ISO 4217 code of the micro-units the pages show money in
+    operator_ticket: str | None = None  # logs the operator in once, within an hour of start
+    verify_every_s: float = 3600.0  # verify the whole log at start and then so often; 0: never
 
     def __post_init__(self) -> None:
+        if not is_currency(self.currency):
+            raise ConfigError(f"currency must be an ISO 4217 code like EUR, not {self.currency!r}")
         if not 0 < self.sync_every_s <= 3600:
             raise ConfigError(f"sync_every_s must be in (0, 3600], not {self.sync_every_s}")
+        if self.verify_every_s < 0:
+            raise ConfigError(f"verify_every_s must be 0 (never) or more: {self.verify_every_s}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, not {self.port}")
 
@@ -175,6 +183,9 @@ def _runtime_config(settings: DashboardSettings) -> RuntimeConfig:
         forecaster_key=settings.forecaster_key,
         operator_token=settings.operator_token,
         sync_every_s=settings.sync_every_s,
+        currency=settings.currency,
+        operator_ticket=settings.operator_ticket,
+        verify_every_s=settings.verify_every_s,
     )
 
 
@@ -223,6 +234,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     if settings.broker is not None:
         live = _logged(_live(rt, settings.broker))
         tasks.append(asyncio.create_task(live, name="dashboard-live"))
+    if settings.verify_every_s > 0:
+        verify = _logged(rt.verify_every(settings.verify_every_s))
+        tasks.append(asyncio.create_task(verify, name="dashboard-verify"))
     try:
         yield
     finally:

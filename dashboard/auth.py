@@ -14,8 +14,9 @@ expires after :data:`CHALLENGE_TTL_S`.
 Session cookies are ``<payload>.<HMAC-SHA256>`` under a secret drawn at random when
 the server starts (a restart logs everyone out); the payload names the role, the
 household and the expiry. The operator logs in with a token read from a file,
-compared in constant time. :func:`login_link` is the client's side, for
-``wattmesh dashboard login``.
+compared in constant time, or once with a ticket the server was started with
+(:meth:`Tickets.admit_operator`: ``wattmesh simulate --dashboard`` prints the link).
+:func:`login_link` is the client's side, for ``wattmesh dashboard login``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "CHALLENGE_TTL_S",
     "COOKIE_NAME",
     "LOGIN_CONTEXT",
+    "OPERATOR_TICKET_TTL_S",
     "SESSION_TTL_S",
     "TICKET_TTL_S",
     "Challenge",
@@ -65,6 +67,8 @@ COOKIE_NAME = "wattmesh_session"
 CHALLENGE_TTL_S = 120
 TICKET_TTL_S = 120
 SESSION_TTL_S = 12 * 3600
+OPERATOR_TICKET_TTL_S = 3600  # the operator's link printed at start: time for a human
+MIN_TICKET_CHARS = 16
 _MAX_PENDING = 10_000  # challenges or tickets outstanding; the oldest go first
 
 Role = Literal["anonymous", "household", "operator"]
@@ -197,13 +201,23 @@ class Challenges:
 
 
 class Tickets:
-    """Single-use login tickets (the link ``wattmesh dashboard login`` prints)."""
+    """Single-use login tickets: a household's (the link ``wattmesh dashboard login``
+    prints) and the operator's (the link ``wattmesh simulate --dashboard`` prints)."""
 
     def __init__(self, *, now: Callable[[], float] = time.time, ttl_s: int = TICKET_TTL_S) -> None:
+        self._now = now
         self._pending = _Pending(ttl_s, now, _MAX_PENDING)
+        self._operator: dict[str, float] = {}  # ticket -> expiry
 
     def issue(self, household: str) -> str:
         return self._pending.add(household)[0]
+
+    def admit_operator(self, ticket: str, *, ttl_s: int = OPERATOR_TICKET_TTL_S) -> None:
+        """Accept ``ticket`` (drawn at random by whoever starts the server) once, within
+        ``ttl_s``, as an operator login."""
+        if len(ticket) < MIN_TICKET_CHARS:
+            raise TokenFileError(f"an operator ticket needs at least {MIN_TICKET_CHARS} characters")
+        self._operator[ticket] = self._now() + ttl_s
 
     def redeem(self, ticket: str) -> str:
         """The household the ticket logs in; LoginRefused if unknown, used or expired."""
@@ -211,6 +225,16 @@ class Tickets:
         if household is None:
             raise LoginRefused("unknown, used or expired login ticket")
         return household
+
+    def redeem_viewer(self, ticket: str) -> Viewer:
+        """Who the ticket logs in (the operator or a household); it is used up either
+        way; LoginRefused if unknown, used or expired."""
+        expires_s = self._operator.pop(ticket, None)
+        if expires_s is not None:
+            if expires_s <= self._now():
+                raise LoginRefused("unknown, used or expired login ticket")
+            return Viewer("operator")
+        return Viewer("household", self.redeem(ticket))
 
 
 def _b64(data: bytes) -> str:

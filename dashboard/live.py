@@ -23,7 +23,11 @@ Who must have signed what:
 
 A sender's messages of one kind are taken in ``seq`` order only (a retained message
 seen again after a reconnect, or a replayed old one, is dropped as ``duplicate``).
-What is taken: a cleared announcement or a checkpoint wakes the log follower (which
+What is taken: every announcement is kept as the market's last word
+(:attr:`Listener.heard`: its interval, length and phase; the overview's current
+interval, :func:`dashboard.queries.market_now`), and a change of the market's state
+(open on the wall clock, open in simulated time, idle) is pushed as a ``health`` event
+with ``market``; a cleared announcement or a checkpoint wakes the log follower (which
 folds the log and pushes the ``interval`` event once the interval is in the read
 model); a summary's rejections are stored and pushed as a ``rejections`` event;
 forecasts are stored (never pushed: they are a household's own figures); statuses
@@ -57,6 +61,7 @@ from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.dashboard._hub import Hub
 from wattmesh.dashboard.metrics import DashboardMetrics
+from wattmesh.dashboard.queries import Heard, market_now
 
 __all__ = ["MAX_WAITING", "Listener", "LiveSink", "Writes"]
 
@@ -128,6 +133,8 @@ class Listener:
         # (the dashboard may hear a retained status before it folds the key entry).
         self._waiting: OrderedDict[str, Message] = OrderedDict()
         self.last_cleared: int | None = None
+        self.heard: Heard | None = None  # the market's last announcement
+        self._market_pushed: tuple[str, str | None] | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
         t = self.topics
@@ -247,6 +254,7 @@ class Listener:
         signed, header = judged.message, judged.message.header
         body = signed.body
         if isinstance(body, AnnouncementBody):
+            self._announced(header.interval, body)
             if body.phase is Phase.CLEARED:
                 self.last_cleared = header.interval
                 self._wake_sync()
@@ -261,6 +269,15 @@ class Listener:
             )
         elif isinstance(body, StatusBody) and judged.household is not None:
             await self._presence(judged.household, online=body.state is Presence.ONLINE)
+
+    def _announced(self, interval: int, body: AnnouncementBody) -> None:
+        now_s = int(self._now())
+        self.heard = Heard(interval, body.interval_s, body.phase.value, now_s)
+        market = market_now(self.heard, now_s=now_s, last_closed=None, interval_s=body.interval_s)
+        shown = (market["state"], market["clock"])
+        if shown != self._market_pushed:
+            self._market_pushed = shown
+            self._hub.broadcast(json.dumps({"type": "health", "market": market}))
 
     async def _summary(self, interval: int, body: SummaryBody) -> None:
         rejections = dict(body.rejections)

@@ -55,10 +55,14 @@ _TRADE = _obj(
 _OVERVIEW = _obj(
     {
         "market_id": _NSTR,
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},  # ISO 4217
         "now_s": _INT,
         "interval_s": _NINT,
         "current_interval": _NINT,
         "next_close_s": _NINT,
+        "market": _obj(
+            {"state": {"enum": ["open", "idle"]}, "clock": {"enum": ["wall", "simulated", None]}}
+        ),
         "last": _obj(
             {
                 "interval": _INT,
@@ -179,7 +183,16 @@ _HEALTH = _obj(
         "now_s": _INT,
     }
 )
-_SESSION = _obj({"role": {"enum": ["anonymous", "household", "operator"]}, "household": _NSTR})
+_CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$"}  # ISO 4217
+_SESSION: Schema = {
+    "type": "object",
+    "properties": {
+        "role": {"enum": ["anonymous", "household", "operator"]},
+        "household": _NSTR,
+        "currency": _CURRENCY,  # GET /api/session: the money's, for every page
+    },
+    "required": ["household", "role"],
+}
 _ERROR = _obj({"error": _obj({"status": _INT, "reason": _STR, "message": _STR})})
 
 _SCHEMAS: dict[str, Schema] = {

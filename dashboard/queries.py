@@ -11,7 +11,8 @@ ledger's in ``dashboard/_ledger_queries.py``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
@@ -31,7 +32,10 @@ from wattmesh.dashboard._writes import APPLIED_SIZE
 from wattmesh.dashboard.readmodel import ReadModel
 
 __all__ = [
+    "HEARD_STALE_S",
+    "NEAR_INTERVALS",
     "BadRequest",
+    "Heard",
     "NotFound",
     "checkpoints",
     "entry_owner",
@@ -40,6 +44,8 @@ __all__ = [
     "household_detail",
     "households_table",
     "interval_detail",
+    "is_currency",
+    "market_now",
     "market_series",
     "overview",
     "statement",
@@ -110,13 +116,83 @@ def _latest_checkpoint(conn: Connection) -> Mapping[str, Any] | None:
     return None if row is None else dict(row)
 
 
-def overview(rm: ReadModel, *, now_s: int) -> dict[str, Any]:
-    """The overview page: current interval, last clearing, today's and the run's figures,
-    agents, recent rejections and anomaly flags, the ledger's latest checkpoint."""
+NEAR_INTERVALS = 2  # a market this close to the wall clock runs on it
+HEARD_STALE_S = 120  # a market in simulated time heard from longer ago than this is idle
+
+
+@dataclass(frozen=True)
+class Heard:
+    """The market's last announcement heard on the bus (the listener keeps it)."""
+
+    interval: int
+    interval_s: int
+    phase: Literal["open", "cleared", "closed"]  # closed: the market's closing round
+    heard_s: int  # the wall clock when it was heard
+
+
+def _open(current: int, step: int, clock: str, *, countdown: bool) -> dict[str, Any]:
+    return {
+        "state": "open",
+        "clock": clock,
+        "current_interval": current,
+        "next_close_s": current + step if countdown else None,
+        "interval_s": step,
+    }
+
+
+def market_now(
+    heard: Heard | None, *, now_s: int, last_closed: int | None, interval_s: int
+) -> dict[str, Any]:
+    """The market's current interval, if any, and whether a countdown to its close makes
+    sense: ``state`` ``open`` or ``idle``; ``clock`` ``wall`` (the interval is the wall
+    clock's current one: a countdown), ``simulated`` (a market far from the wall clock,
+    as a simulation's: no countdown) or None when idle.
+
+    From the bus (``heard``): the interval last announced open or cleared, unless the
+    market announced its close; without a broker (``heard`` None), from the log: the
+    wall clock's interval while the last closed one is within :data:`NEAR_INTERVALS`
+    intervals of now, else idle.
+    """
+    idle = {
+        "state": "idle",
+        "clock": None,
+        "current_interval": None,
+        "next_close_s": None,
+        "interval_s": interval_s,
+    }
+    if heard is None:
+        current = now_s - now_s % interval_s
+        near = last_closed is not None and 0 <= now_s - last_closed <= NEAR_INTERVALS * interval_s
+        return _open(current, interval_s, "wall", countdown=True) if near else idle
+    step = heard.interval_s
+    idle["interval_s"] = step
+    if heard.phase == "closed":
+        return idle
+    current = now_s - now_s % step
+    if heard.interval == current:
+        return _open(current, step, "wall", countdown=True)
+    far = abs(heard.interval - current) > NEAR_INTERVALS * step
+    if far and now_s - heard.heard_s <= HEARD_STALE_S:
+        return _open(heard.interval, step, "simulated", countdown=False)
+    return idle
+
+
+def is_currency(code: str) -> bool:
+    """Whether ``code`` has the form of an ISO 4217 currency code (three capitals)."""
+    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+
+
+def overview(
+    rm: ReadModel, *, now_s: int, currency: str = "EUR", heard: Heard | None = None
+) -> dict[str, Any]:
+    """The overview page: the current interval (:func:`market_now`: ``heard`` is the
+    last announcement heard on the bus, None without a broker), the last trading
+    interval's clearing, today's and the run's figures, agents, recent rejections and
+    anomaly flags, the ledger's latest checkpoint; money in ``currency``'s micro-units.
+    A closing round (readings only, no clearing entry in the log) is no trading interval."""
     s = t.interval_stats
     with rm.engine.connect() as conn:
         interval_s = _interval_s(conn)
-        current = now_s - now_s % interval_s
         last_row = (
             conn.execute(
                 select(s).where(s.c.closed_idx.is_not(None)).order_by(s.c.interval.desc()).limit(1)
@@ -165,12 +241,16 @@ def overview(rm: ReadModel, *, now_s: int) -> dict[str, Any]:
         total_trades = conn.execute(select(func.coalesce(func.sum(s.c.trades), 0))).scalar_one()
         cp = _latest_checkpoint(conn)
         state = _state(conn, "market_id", "last_verify")
+        last_closed = None if last is None else int(last["interval"])
+        market = market_now(heard, now_s=now_s, last_closed=last_closed, interval_s=interval_s)
         return {
             "market_id": state["market_id"],
+            "currency": currency,
             "now_s": now_s,
-            "interval_s": interval_s,
-            "current_interval": current,
-            "next_close_s": current + interval_s,
+            "interval_s": market["interval_s"],
+            "current_interval": market["current_interval"],
+            "next_close_s": market["next_close_s"],
+            "market": {"state": market["state"], "clock": market["clock"]},
             "last": last,
             "today": today,
             "run": _kpis(conn),

@@ -87,6 +87,7 @@ async def test_every_public_endpoint_answers_its_shape(client: Client, sim: SimL
     overview = await get_json(client, "/api/overview")
     check_shape(overview, "Overview")
     assert overview["market_id"] == MARKET
+    assert overview["currency"] == "EUR"  # the default
     assert overview["ledger"]["trades"] == sim.report["trades"]
     market = await get_json(client, "/api/market")
     check_shape(market, "Market")
@@ -168,6 +169,7 @@ async def test_one_household_cannot_read_anothers_figures(client: Client, sim: S
     assert await get_json(client, "/api/session", cookie=mine) == {
         "role": "household",
         "household": "h001",
+        "currency": "EUR",  # the default; every page shows money in it
     }
     table = await get_json(client, "/api/households", cookie=mine)
     check_shape(table, "Households")
@@ -213,7 +215,7 @@ async def test_the_login_round_trip_with_a_real_key(client: Client, sim: SimLedg
     for attribute in ("HttpOnly", "SameSite=Strict", "Path=/"):
         assert attribute in set_cookie
     session = await get_json(client, "/api/session", cookie=session_cookie(response))
-    assert session == {"role": "household", "household": "h002"}
+    assert session == {"role": "household", "household": "h002", "currency": "EUR"}
     again = await client.get(path, allow_redirects=False)  # a ticket is single-use
     assert again.status == 401
     with pytest.raises(LoginFailed, match="401"):  # h001's key is not h002's

@@ -142,6 +142,26 @@ def test_tickets_are_single_use_and_expire(clock: Clock) -> None:
         tickets.redeem("made-up")
 
 
+def test_the_operator_ticket_logs_in_once_within_an_hour(clock: Clock) -> None:
+    tickets = Tickets(now=clock)
+    tickets.admit_operator("operator-ticket-0123456789")
+    tickets.admit_operator("late-operator-ticket-0123456789")
+    household = tickets.issue("h1")
+    clock.now_s += 3599  # long after a household's ticket would have expired
+    assert tickets.redeem_viewer("operator-ticket-0123456789") == Viewer("operator")
+    with pytest.raises(LoginRefused):  # used up
+        tickets.redeem_viewer("operator-ticket-0123456789")
+    with pytest.raises(LoginRefused):
+        tickets.redeem_viewer(household)
+    clock.now_s += 1
+    with pytest.raises(LoginRefused):  # an hour is up
+        tickets.redeem_viewer("late-operator-ticket-0123456789")
+    fresh = tickets.issue("h2")
+    assert tickets.redeem_viewer(fresh) == Viewer("household", "h2")
+    with pytest.raises(TokenFileError):
+        tickets.admit_operator("short")
+
+
 def test_a_session_cookie_round_trips_and_expires(clock: Clock) -> None:
     sessions = Sessions(now=clock)
     cookie = sessions.cookie(Viewer("household", "h1"))

@@ -311,10 +311,17 @@ async def test_the_overview_follows_the_market_live(
                 ".data[0].slice(-1)[0] >= t",
                 arg=last,
             )
+            # The day's last interval settles in the simulation's closing step, which
+            # closes no trading interval: an event brings its settled grid figures too.
+            series = report["series"]
+            await page.wait_for_function(
+                "([imp, exp]) => { const d = JSON.parse(document.getElementById('ov-volume')"
+                ".dataset.series).data; return d[2].slice(-1)[0] === imp"
+                " && d[3].slice(-1)[0] === exp; }",
+                arg=[series["grid_import_wh"][-1] / 1000, series["grid_export_wh"][-1] / 1000],
+            )
             assert await page.evaluate("() => window.notReloaded === true")
-            # What the live updates drew is what the API says now, grid figures settled,
-            # up to the day's last interval: its settlement comes with the simulation's
-            # closing step, which closes no trading interval, so no event announces it.
+            # What the live updates drew is what the API says now, grid figures settled.
             shown = (await _charts(page))["volume"]["data"]
             market = await _api(page, base, f"api/market?start={shown[0][0]}")
             assert shown[0] == market["intervals"]
@@ -324,7 +331,7 @@ async def test_the_overview_follows_the_market_live(
             ]
             stale = [
                 (t, [col[n] for col in shown[1:]], [col[n] for col in api])
-                for n, t in enumerate(shown[0][:-1])
+                for n, t in enumerate(shown[0])
                 if [col[n] for col in shown[1:]] != [col[n] for col in api]
             ]
             assert stale == []

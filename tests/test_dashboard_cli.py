@@ -136,6 +136,20 @@ async def test_serve_takes_the_file_and_the_flags_over_it(
         await served.stop()
 
 
+async def test_serve_shows_money_in_the_currency_given(files: LedgerFiles) -> None:
+    async with serving("--db", files.url) as served, aiohttp.ClientSession() as http:
+        async with http.get(served.url + "api/overview") as response:
+            assert (await response.json())["currency"] == "EUR"  # the default
+        await served.stop()
+    async with serving("--db", files.url, "--currency", "CHF") as served:
+        async with aiohttp.ClientSession() as http, http.get(served.url + "api/overview") as r:
+            assert (await r.json())["currency"] == "CHF"
+        await served.stop()
+    bad = _cli("dashboard", "serve", "--db", files.url, "--currency", "chf")
+    assert bad.returncode == 2
+    assert "--currency: must be an ISO 4217 code like EUR, got 'chf'" in bad.stderr
+
+
 def test_rebuild_folds_the_whole_log(files: LedgerFiles, tmp_path: Path) -> None:
     model = tmp_path / "model.db"
     for _ in range(2):  # and again from nothing

@@ -81,6 +81,18 @@ def test_only_the_ledger_database_is_required(folder: Path) -> None:
     assert problems == [] and config is not None
     assert (config.transport, config.market_id, config.operator_key) == (None, None, None)
     assert config.operator_token is None and (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.currency == "EUR"
+    assert config.verify_every_s == 3600
+
+
+def test_the_currency_is_named_in_the_file(folder: Path) -> None:
+    path = folder / "dashboard.toml"
+    path.write_text(BASE.replace('market_id = "m1"', 'market_id = "m1"\ncurrency = "CHF"'), "utf-8")
+    assert load_dashboard_config(path).currency == "CHF"
+    path.write_text(
+        BASE.replace('market_id = "m1"', 'market_id = "m1"\nverify_every_s = 0'), "utf-8"
+    )
+    assert load_dashboard_config(path).verify_every_s == 0  # never
 
 
 def test_the_example_configuration_is_valid(
@@ -128,6 +140,8 @@ def test_the_example_configuration_is_valid(
         ),
         ('market_id = "m1"', 'market_id = "m 1"', "market_id: String should match pattern"),
         ('market_id = "m1"', "market_id = 1", "market_id: Input should be a valid string"),
+        ('market_id = "m1"', 'market_id = "m1"\ncurrency = "eur"', "currency: String should match"),
+        ('market_id = "m1"', 'market_id = "m1"\ncurrency = "EURO"', "currency: String should"),
         ("public_key.pem", "absent.pem", "operator_key_file: cannot read public key"),
         ('"operator.token"', '"absent.token"', "operator_token_file: cannot read"),
         (
@@ -141,6 +155,8 @@ def test_the_example_configuration_is_valid(
             "mqtt.password: unknown key (secrets are read from files: use password_file)",
         ),
         ("port = 8080", "port = 70000", "http.port: Input should be less than or equal to 65535"),
+        ('market_id = "m1"', 'market_id = "m1"\nverify_every_s = -1', "verify_every_s: Input"),
+        ('market_id = "m1"', 'market_id = "m1"\nverify_every_s = "60"', "verify_every_s: Input"),
         ("port = 8080", 'port = "8080"', "http.port: Input should be a valid integer"),
         ("[http]", "[http]\npath = '/x'", "http.path: unknown key"),
         ("[database]", "colour = 'red'\n[database]", "colour: unknown key"),

@@ -259,3 +259,38 @@ async def test_statuses_waiting_for_keys_are_bounded(setup: Setup) -> None:
     await setup.listener.keys_changed()
     assert len(setup.recorded.presence) == MAX_WAITING  # the 5 oldest were let go
     assert "x0" not in setup.recorded.presence
+
+
+async def test_the_last_announcement_is_the_markets_current_interval(setup: Setup) -> None:
+    """On the wall clock (the listener's now is T0) an interval open now gets a
+    countdown; one in simulated time does not; the closing round leaves the market idle.
+    Each change of the market's state is pushed once."""
+    simulated = 1_751_327_100  # 2025-06-30 23:45, a simulation's interval
+    said = [
+        (T0, AnnouncementBody(Phase.OPEN, 900, 300_000, 80_000)),
+        (T0, _cleared()),
+        (simulated, AnnouncementBody(Phase.OPEN, 900, 300_000, 80_000)),
+        (simulated, _cleared()),
+        (simulated + 900, AnnouncementBody(Phase.CLOSED, 900, 300_000, 80_000)),
+    ]
+    heard = []
+    for seq, (interval, body) in enumerate(said, start=1):
+        wire = _wire(setup.operator, body, interval=interval, seq=seq)
+        await setup.listener.handle(Message(setup.topics.announce, wire, retain=False))
+        heard.append(setup.listener.heard)
+    assert [(h.interval, h.phase) for h in heard if h is not None] == [
+        (T0, "open"),
+        (T0, "cleared"),
+        (simulated, "open"),
+        (simulated, "cleared"),
+        (simulated + 900, "closed"),
+    ]
+    markets = [e["market"] for e in setup.pushed() if e["type"] == "health"]
+    assert markets == [
+        {"state": "open", "clock": "wall", "current_interval": T0,
+         "next_close_s": T0 + 900, "interval_s": 900},
+        {"state": "open", "clock": "simulated", "current_interval": simulated,
+         "next_close_s": None, "interval_s": 900},
+        {"state": "idle", "clock": None, "current_interval": None,
+         "next_close_s": None, "interval_s": 900},
+    ]  # fmt: skip

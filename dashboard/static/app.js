@@ -243,6 +243,7 @@
   async function loadSession() {
     const res = await getJSON("/api/session");
     if (res.ok && res.body) state.session = { role: res.body.role || "anonymous", household: res.body.household || null };
+    noteCurrency(res.body);
     const el = document.getElementById("session");
     el.dataset.role = state.session.role;
     el.replaceChildren(state.session.role === "anonymous" ? "not logged in"

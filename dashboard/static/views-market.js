@@ -64,6 +64,13 @@
         } else if (evt.type === "presence") {
           ov.agents = { online: evt.online, known: evt.known };
           draw();
+        } else if (evt.type === "health" && evt.market) {
+          const m = evt.market;
+          Object.assign(ov, { current_interval: m.current_interval, next_close_s: m.next_close_s, interval_s: m.interval_s, market: { state: m.state, clock: m.clock } });
+          draw();
+        } else if (evt.type === "health" && evt.last_verify) {
+          ov.ledger = Object.assign({}, ov.ledger, { last_verify: evt.last_verify });
+          draw();
         }
       },
     };
@@ -77,8 +84,13 @@
     const l = ov.ledger || {};
     const agents = ov.agents || {};
     const span = isNum(ov.current_interval) ? when(ov.current_interval).slice(5, 16) + "\u2013" + clock(ov.current_interval + ov.interval_s) + " UTC" : "\u2013";
+    const mk = ov.market || {};
+    // a countdown only for a market on the wall clock; a simulation's time is not now
+    const head = mk.clock === "wall" ? h("span", {}, h("span", { id: "ov-countdown", class: "mono", text: "\u2013" }), h("small", { text: " to its close" }))
+      : mk.state === "open" ? h("span", { id: "ov-market", "data-state": "simulated", text: "simulated time" })
+      : h("span", { id: "ov-market", "data-state": "idle", text: "market idle" + (isNum(last.interval) ? " since " + when(last.interval) : "") });
     return [
-      tile("Current interval", h("span", {}, h("span", { id: "ov-countdown", class: "mono", text: "\u2013" }), h("small", { text: " to its close" })),
+      tile("Current interval", head,
         kv([["interval", span], ["length", int(ov.interval_s / 60) + " min"], ["last closed", when(last.interval)]])),
       tile("Last clearing price", h("span", { id: "ov-last", "data-interval": isNum(last.interval) ? last.interval : "", text: price(last.price_micro_per_kwh) }),
         meter, kv([["retail tariff", price(last.retail_micro_per_kwh)], ["feed-in tariff", price(last.feed_in_micro_per_kwh)]])),

@@ -1,7 +1,8 @@
 """``wattmesh dashboard serve | login | rebuild``: the trade dashboard's commands.
 
-* ``serve [--config dashboard.toml] [--db URL] [--broker mqtt://host:port] [--host H]
-  [--port P] [--validate-config]``: the web application (:mod:`wattmesh.dashboard.app`)
+* ``serve [--config dashboard.toml] [--db URL] [--broker mqtt://host:port]
+  [--host H] [--port P] [--currency EUR] [--validate-config]``: the web application
+  (:mod:`wattmesh.dashboard.app`)
   until SIGTERM/SIGINT; the flags override the file, and ``--db`` alone is enough to
   look at a ledger. It prints ``dashboard: URL`` once it listens.
 * ``login --key PEM --url URL --household ID``: sign the server's challenge with the
@@ -61,6 +62,7 @@ def add_dashboard_commands(sub: Any) -> None:
     serve.add_argument("--broker", help="mqtt://host:port for live updates (overrides the file)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=port_number, help="port (default 8080; 0: any free port)")
+    serve.add_argument("--currency", type=currency_code, help="ISO 4217 code (default EUR)")
     serve.add_argument("--validate-config", action="store_true", help="check --config, exit 0/1")
     serve.set_defaults(func=run_serve)
     rebuild.add_argument("--read-model", help="the read model's database URL")
@@ -83,6 +85,13 @@ def port_number(text: str) -> int:
     return port
 
 
+def currency_code(text: str) -> str:
+    """An ISO 4217 currency code (three capitals); otherwise a usage error (exit 2)."""
+    if not (len(text) == 3 and text.isascii() and text.isalpha() and text.isupper()):
+        raise argparse.ArgumentTypeError(f"must be an ISO 4217 code like EUR, got {text!r}")
+    return text
+
+
 # ----------------------------------------------------------------------------- serve
 
 
@@ -91,7 +100,9 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.config is None:
             raise ConfigError("--validate-config checks a file: give --config dashboard.toml")
         return _validate(Path(args.config))
-    settings = dashboard_settings(_config(args), broker=args.broker, host=args.host, port=args.port)
+    settings = dashboard_settings(
+        _config(args), broker=args.broker, host=args.host, port=args.port, currency=args.currency
+    )
     return asyncio.run(_serve(settings))
 
 
@@ -138,6 +149,7 @@ def dashboard_settings(
     broker: str | None = None,
     host: str | None = None,
     port: int | None = None,
+    currency: str | None = None,
 ) -> DashboardSettings:
     """The server's settings: ``config`` with the flags given over it."""
     from wattmesh.broker.transport import Session, TransportConfig, parse_broker_url
@@ -167,6 +179,8 @@ def dashboard_settings(
         forecaster_key=config.forecaster_key,
         host=config.host if host is None else host,
         port=config.port if port is None else port,
+        currency=config.currency if currency is None else currency,
+        verify_every_s=config.verify_every_s,
     )
 
 

@@ -64,7 +64,13 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     if args.dashboard:
         from wattmesh.cli.simulate_watch import DashboardWatch
 
-        watch = DashboardWatch(args.dashboard_port, publish=publish, after_start=bar.start)
+        watch = DashboardWatch(
+            args.dashboard_port,
+            publish=publish,
+            after_start=bar.start,
+            currency=config.currency,
+            workdir=config.workdir,
+        )
     try:
         report = asyncio.run(run_simulation(config, progress=advance, watcher=watch))
     finally:

@@ -48,6 +48,8 @@ class DashboardConfig:
     forecaster_key: VerifyingKey | None = None  # None: forecasts checked with operator_key
     host: str = "127.0.0.1"
     port: int = 8080
+    currency: str = "EUR"  # ISO 4217 code of the ledger's micro-units
+    verify_every_s: int = 3600  # verify the log at start and then so often; 0: never
 
 
 def check_dashboard_config(path: Path) -> tuple[DashboardConfig | None, list[str]]:
@@ -154,5 +156,7 @@ def _build(s: DashboardSection, base: Path) -> tuple[DashboardConfig | None, lis
         forecaster_key=keys.get("forecaster_key_file"),
         host=s.http.host,
         port=s.http.port,
+        currency=s.currency,
+        verify_every_s=s.verify_every_s,
     )
     return config, []

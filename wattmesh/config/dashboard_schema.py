@@ -10,9 +10,11 @@ docs/dashboard.md ("dashboard.toml") and ``examples/dashboard.toml``.
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import Annotated, ClassVar, Final
 
-from wattmesh.config.ledger_schema import LedgerMqttSection, NonEmpty, Port
+from annotated_types import Ge, Le
+
+from wattmesh.config.ledger_schema import Int, LedgerMqttSection, NonEmpty, Port
 
 __all__ = ["DashboardSection"]
 
@@ -22,7 +24,12 @@ DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8080
 
 # TOML path -> pattern (checked with pydantic's wording, as for ledger.toml).
-PATTERNS: Final = {"market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$")}
+PATTERNS: Final = {
+    "market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
+    "currency": re.compile(r"^[A-Z]{3}$"),  # ISO 4217
+}
+DEFAULT_CURRENCY: Final = "EUR"
+DEFAULT_VERIFY_EVERY_S: Final = 3600
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class DashboardSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
     database: DashboardDatabaseSection
     market_id: str | None = None  # default: the ledger's
+    currency: str = DEFAULT_CURRENCY  # ISO 4217 code of the ledger's micro-units
+    # verify the whole log at start and then every so many seconds; 0: never
+    verify_every_s: Annotated[Int, Ge(0), Le(30 * 86_400)] = DEFAULT_VERIFY_EVERY_S
     operator_key_file: str | None = None  # PEM public key; default: the ledger's stored key
     operator_token_file: str | None = None  # mode 0600; none: no operator login
     forecaster_key_file: str | None = None  # PEM public key; default: operator_key_file's

@@ -270,20 +270,22 @@ async def _run(
             topics=topics, keys=keys,
         )  # fmt: skip
         agents: list[HouseholdAgent] = []
+        statuses: list[StatusSigner] = []
         battery_meters: dict[str, BatteryMeter] = {}
         for hh in scenario.households:
-            agent, battery = await _start_household(
+            agent, status, battery = await _start_household(
                 stack, config=config, scenario=scenario, hh=hh, address=address,
                 topics=topics, keys=keys, forecaster=forecaster,
             )  # fmt: skip
             agents.append(agent)
+            statuses.append(status)
             if battery is not None:
                 battery_meters[hh.spec.agent_id] = battery
         all_transports = [ledger_transport, forecast_transport, *(a.transport for a in agents)]
         await asyncio.gather(*(t.wait_connected() for t in all_transports))
         outcomes = await _trade(
             config=config, scenario=scenario, service=service, forecaster=forecaster,
-            agents=agents, first=first, progress=progress,
+            agents=agents, statuses=statuses, first=first, progress=progress,
         )  # fmt: skip
     return outcomes, ledger, forecaster.models, battery_meters
 
@@ -351,7 +353,7 @@ async def _start_household(
     topics: Topics,
     keys: _Keys,
     forecaster: ForecastService,
-) -> tuple[HouseholdAgent, BatteryMeter | None]:
+) -> tuple[HouseholdAgent, StatusSigner, BatteryMeter | None]:
     """One household: its history given to the forecaster, its connection (with its
     signed status), its meter (with a battery if it has one) and its agent."""
     agent_id = hh.spec.agent_id
@@ -371,12 +373,11 @@ async def _start_household(
         forecaster_key=keys.forecaster.verifying,
         forecast_timeout_s=config.gate_timeout_s,
     )
+    # signed online/offline (its last will), as a real agent publishes
+    status = StatusSigner(keys.households[agent_id], topics, agent_id)
     transport = await stack.enter_async_context(
         agent_transport(
-            agent_config,
-            _transport(address, f"{config.market_id}-{agent_id}"),
-            # signed online/offline (its last will), as a real agent publishes
-            status=StatusSigner(keys.households[agent_id], topics, agent_id),
+            agent_config, _transport(address, f"{config.market_id}-{agent_id}"), status=status
         )
     )
     meter: SimulatedMeter | BatteryMeter = SimulatedMeter(
@@ -405,7 +406,7 @@ async def _start_household(
         market_clock=clock,
         battery=battery,
     )
-    return agent, battery
+    return agent, status, battery
 
 
 async def _trade(
@@ -415,6 +416,7 @@ async def _trade(
     service: LedgerService,
     forecaster: ForecastService,
     agents: list[HouseholdAgent],
+    statuses: list[StatusSigner],
     first: int,
     progress: Progress | None,
 ) -> list[IntervalOutcome]:
@@ -448,6 +450,10 @@ async def _trade(
         closing = await service.run_interval(end, config.tariff_at(end), trading=False)
         outcomes.append(closing)
         await asyncio.wait_for(asyncio.gather(*agent_tasks), config.gate_timeout_s)
+        # A clean stop, as a real agent's (agents.lifecycle): the signed offline status.
+        await asyncio.gather(
+            *(a.go_offline(s, config.gate_timeout_s) for a, s in zip(agents, statuses, strict=True))
+        )
         await service.clear_retained()
     finally:
         for task in [*tasks, *agent_tasks]:
