@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from wattmesh.broker.errors import ConfigError
+from wattmesh.forecasting._combine import blend
 from wattmesh.forecasting._pv import site_clearsky_wh
+from wattmesh.forecasting._quantiles import PointRun
 from wattmesh.forecasting.models import (
     MODELS,
     ModelContext,
@@ -28,7 +30,7 @@ from wattmesh.forecasting.models import (
     neighbourhood_forecast,
     select_model,
 )
-from wattmesh.forecasting.weather import RecordedWeather
+from wattmesh.forecasting.weather import RecordedWeather, WeatherSeries
 
 DAY = 24
 START = 1_781_049_600  # 2026-06-10T00:00:00Z
@@ -246,3 +248,39 @@ def test_quantile_forecast_refuses_disordered_quantiles() -> None:
         QuantileForecast(START, 3600, (5,), (4,), (6,), "x")
     with pytest.raises(ValueError, match="no demand model"):
         forecast("clearsky-index", _demand(3), DAY, DEMAND)
+
+
+def test_blend_weights_members_by_their_recent_errors() -> None:
+    history = (10, 10, 10, 10)
+    good = PointRun((20.0,), (10.0, 11.0), model="a")  # calibration MAE 0.5
+    poor = PointRun((40.0,), (12.0, 12.0), model="b")  # calibration MAE 2.0
+    worst = PointRun((90.0,), (20.0, 20.0), model="c")  # calibration MAE 10
+    best2 = blend([good, poor, worst], history, model="best2", best=2)
+    assert best2.values == (30.0,)  # the mean of the two best
+    inverse = blend([good, poor], history, model="blend", best=None)
+    assert inverse.values[0] == pytest.approx((20 / 0.5 + 40 / 2.0) / (1 / 0.5 + 1 / 2.0))
+    failed = PointRun((1000.0,), (), model="d", fallback_reason="fit failed")
+    assert blend([good, failed], history, model="blend", best=None).values == (20.0,)
+
+
+def test_pv_with_forecast_irradiance_takes_each_hours_index_from_it() -> None:
+    days = 4
+    sky, clear_ghi = site_clearsky_wh(
+        GREENSBORO, capacity_w=5000, start_epoch_s=START, interval_s=3600, count=(days + 1) * DAY
+    )
+    history = Series(START, 3600, tuple(round(0.9 * v) for v in sky[: days * DAY]))
+
+    class HalfSun:
+        """A provider whose forecast day has half the clear-sky irradiance."""
+
+        def weather(self, start_epoch_s: int, interval_s: int, count: int) -> WeatherSeries:
+            ghi = [g * (0.5 if i >= days * DAY else 0.9) for i, g in enumerate(clear_ghi[:count])]
+            return WeatherSeries(tuple(ghi), (None,) * count, (None,) * count)
+
+    ctx = ModelContext("pv", capacity_w=5000, site=GREENSBORO, weather=HalfSun())
+    fc = forecast("clearsky-index", history, DAY, ctx)
+    for h in range(DAY):
+        i = days * DAY + h
+        if fc.p50_wh[h] and clear_ghi[i] >= 20.0:
+            assert abs(fc.p50_wh[h] - 0.5 * sky[i]) <= 2, h
+    assert sum(fc.p50_wh) < 0.6 * sum(sky[days * DAY :])
