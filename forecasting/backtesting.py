@@ -183,7 +183,7 @@ class _Tally:
 
 def _origins(length: int, *, horizon: int, origins: int, step: int, season: int) -> list[int]:
     last = length - horizon
-    points = [last - k * step for k in range(origins)][::-1]
+    points = [last - k * step for k in range(max(origins, 1))][::-1]
     if origins < 1 or points[0] < 2 * season:
         days = length / season
         raise ConfigError(

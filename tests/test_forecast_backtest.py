@@ -190,3 +190,49 @@ def test_command_prints_the_json_shape(tmp_path: Path) -> None:
     for row in out["models"].values():
         assert {"mae_w", "rmse_w", "mase", "coverage_80", "width_80_w"} <= set(row)
     assert out["selected"] in out["models"]
+
+
+def test_quarter_hour_data_and_a_90_minute_horizon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # multiples of 4 W, so whole Wh per quarter hour (models work in integer Wh)
+    quarter = [float(100 + 12 * (i % 96 // 4)) for i in range(96 * 5)]
+    data = tmp_path / "q.csv"
+    data.write_text(_csv(quarter, step_s=900))
+    args = ["forecast", "backtest", "--data", str(data), "--target", "demand"]
+    code, out, err = _run([*args, "--horizon", "90m", "--origins", "2", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["horizon_h"] == 1.5 and report["interval_s"] == 900
+    # a profile that repeats daily: yesterday is exact
+    assert report["models"]["naive-day"]["mae_w"] == 0.0
+
+
+def test_the_command_reads_a_weather_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    data = tmp_path / "d.csv"
+    data.write_text(_csv(_four_days() * 3))
+    weather = tmp_path / "w.csv"
+    rows = ["timestamp,ghi_w_m2,temp_c"]
+    for i in range(24 * 12):
+        stamp = datetime.fromtimestamp(T0 + 3600 * i, UTC).isoformat()
+        rows.append(f"{stamp},0,{i % 24}")
+    weather.write_text("\n".join(rows) + "\n")
+    args = ["forecast", "backtest", "--data", str(data), "--target", "demand", "--json"]
+    more = ["--weather", str(weather), "--models", "mean-7d", "--origins", "3"]
+    code, out, err = _run([*args, *more], capsys)
+    assert code == 0, err
+    assert json.loads(out)["selected"] in {"naive-day", "mean-7d"}
+    bad = tmp_path / "bad_weather.csv"
+    bad.write_text("timestamp,temp_c\n")
+    code, _, err = _run([*args, "--weather", str(bad)], capsys)
+    assert code == 2 and "missing column" in err
+
+
+def test_zero_origins_is_an_error() -> None:
+    series = parse_measured_csv(_csv(_four_days()), name="t")
+    with pytest.raises(ConfigError, match="too short"):
+        run_backtest(series, ctx=ModelContext("demand"), horizon_s=86_400, origins=0)
