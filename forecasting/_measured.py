@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from wattmesh.broker.errors import ConfigError
+from wattmesh.forecasting._models import Series
 
 __all__ = ["MeasuredSeries", "parse_measured_csv"]
 
@@ -34,6 +35,13 @@ class MeasuredSeries:
     interval_s: int
     values_w: tuple[float | None, ...]
     utc_offset_s: int = 0
+
+    @classmethod
+    def from_energy(cls, series: Series, *, utc_offset_s: int = 0) -> MeasuredSeries:
+        """A gapless Wh-per-interval history (the service's own) as average power in W."""
+        to_w = 3600 / series.interval_s
+        values = tuple(v * to_w for v in series.values_wh)
+        return cls(series.start_epoch_s, series.interval_s, values, utc_offset_s)
 
     @property
     def gaps(self) -> int:

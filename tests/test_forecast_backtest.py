@@ -236,3 +236,13 @@ def test_zero_origins_is_an_error() -> None:
     series = parse_measured_csv(_csv(_four_days()), name="t")
     with pytest.raises(ConfigError, match="too short"):
         run_backtest(series, ctx=ModelContext("demand"), horizon_s=86_400, origins=0)
+
+
+def test_a_services_energy_history_backtests_like_its_csv() -> None:
+    from wattmesh.forecasting.backtesting import MeasuredSeries
+    from wattmesh.forecasting.models import Series
+
+    values = [int(v or 0) for v in _four_days()]
+    from_energy = MeasuredSeries.from_energy(Series(T0, 3600, tuple(values)))
+    from_csv = parse_measured_csv(_csv(_four_days()), name="t")
+    assert from_energy == from_csv
