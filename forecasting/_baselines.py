@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 
 from wattmesh.forecasting._context import Job
-from wattmesh.forecasting._quantiles import PointRun
+from wattmesh.forecasting._intervals import PointRun
 
 __all__ = ["history_mean", "mean_days", "naive_lag"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wattmesh.forecasting._quantiles import PointRun
+from wattmesh.forecasting._intervals import PointRun
 
 __all__ = ["blend", "calib_mae"]
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wattmesh.forecasting._intervals import PointRun
 from wattmesh.forecasting._models import Kind, Series, intervals_per_day, night_slots
-from wattmesh.forecasting._quantiles import PointRun
 from wattmesh.forecasting.weather import WeatherProvider, WeatherSeries
 
 __all__ = ["Job", "ModelContext", "PvSite"]

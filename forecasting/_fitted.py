@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from wattmesh.forecasting import _prophet
 from wattmesh.forecasting._baselines import naive_lag
 from wattmesh.forecasting._context import Job
+from wattmesh.forecasting._intervals import PointRun
 from wattmesh.forecasting._pv import clearsky_wh
-from wattmesh.forecasting._quantiles import PointRun
 
 __all__ = ["mstl", "prophet"]
 

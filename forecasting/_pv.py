@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from wattmesh.forecasting._baselines import history_mean
 from wattmesh.forecasting._context import Job, PvSite
-from wattmesh.forecasting._quantiles import PointRun
+from wattmesh.forecasting._intervals import PointRun
 
 __all__ = ["clearsky_index", "clearsky_wh", "site_clearsky_wh"]
 

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from wattmesh.forecasting import _baselines, _combine, _fitted, _pv
 from wattmesh.forecasting._context import Job, ModelContext, PvSite
+from wattmesh.forecasting._intervals import PointRun, QuantileForecast, to_quantile_forecast
 from wattmesh.forecasting._models import Kind, Series
-from wattmesh.forecasting._quantiles import PointRun, QuantileForecast, to_quantile_forecast
 
 __all__ = [
     "MODELS",

@@ -16,8 +16,8 @@ import pytest
 
 from wattmesh.broker.errors import ConfigError
 from wattmesh.forecasting._combine import blend
+from wattmesh.forecasting._intervals import PointRun
 from wattmesh.forecasting._pv import site_clearsky_wh
-from wattmesh.forecasting._quantiles import PointRun
 from wattmesh.forecasting.models import (
     MODELS,
     ModelContext,
