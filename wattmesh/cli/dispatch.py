@@ -114,18 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.dashboard_cli import add_dashboard_commands  # stdlib only at import time
 
     add_dashboard_commands(sub)
-    _add_forecast(sub)
+    _add_forecast(sub)  # after any other ``forecast`` commands: it joins their group
     return parser
 
 
 def _add_forecast(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``forecast backtest``, in the ``forecast`` group (made here unless one exists)."""
     from wattmesh.cli.forecast_backtest_cli import add_backtest_command  # stdlib only at import
 
-    forecast = sub.add_parser("forecast", help="the forecasting service and its backtests")
-    forecast_sub = forecast.add_subparsers(
-        dest="forecast_command", required=True, parser_class=_Parser
-    )
-    add_backtest_command(forecast_sub)
+    forecast = sub.choices.get("forecast")
+    if forecast is None:
+        forecast = sub.add_parser("forecast", help="the forecasting service and its backtests")
+        forecast.add_subparsers(dest="forecast_command", required=True, parser_class=_Parser)
+    group = next(a for a in forecast._actions if isinstance(a, argparse._SubParsersAction))
+    add_backtest_command(group)
 
 
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
