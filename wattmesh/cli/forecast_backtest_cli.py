@@ -34,7 +34,9 @@ def add_backtest_command(forecast_sub: Any) -> None:
     """Register ``backtest`` under the ``forecast`` command group (stdlib only at import)."""
     bt = forecast_sub.add_parser("backtest", help="backtest the forecast models on a CSV file")
     bt.add_argument("--data", required=True, help="CSV with timestamp,value_w (W per interval)")
-    bt.add_argument("--target", required=True, choices=("demand", "pv"))
+    bt.add_argument(
+        "--target", required=True, choices=("demand", "pv"), help="what the file measures"
+    )
     bt.add_argument("--horizon", type=duration_s, default=86_400, help="e.g. 24h (default), 90m")
     bt.add_argument("--origins", type=int, default=14, help="forecast origins a day apart (14)")
     bt.add_argument("--models", help="comma-separated model names (default: all)")
