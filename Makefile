@@ -63,6 +63,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_flood.py
 	$(BIN)/python bench/bench_dashboard.py --postgres
 	$(BIN)/python bench/bench_dashboard_ws.py
+	$(BIN)/python bench/bench_forecast_backtest.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -85,3 +85,52 @@ def fit_predict(
         model.fit(train)
         predicted = model.predict(future)
     return [float(v) for v in predicted["yhat"].to_numpy()]
+
+
+def fit_predict_with(
+    *,
+    history_epoch_s: Sequence[int],
+    values_wh: Sequence[float],
+    future_epoch_s: Sequence[int],
+    daily_order: int,
+    weekly: bool,
+    regressors: dict[str, Sequence[float]] | None = None,
+    country: str | None = None,
+    utc_offset_s: int = 0,
+) -> list[float]:
+    """Like :func:`fit_predict`, with extra regressors and a country's public holidays.
+
+    ``regressors`` maps a name to its values over the history and then the future
+    (``len(history) + len(future)`` floats). ``utc_offset_s`` shifts the timestamps Prophet
+    sees to local time, so its days and holidays are the households' own.
+    """
+    prophet_cls = _prophet_class()
+    import pandas as pd
+
+    n = len(history_epoch_s)
+    stamps = pd.to_datetime(
+        [t + utc_offset_s for t in (*history_epoch_s, *future_epoch_s)], unit="s"
+    )
+    train = pd.DataFrame({"ds": stamps[:n], "y": [float(v) for v in values_wh]})
+    future = pd.DataFrame({"ds": stamps[n:]})
+    for name, series in (regressors or {}).items():
+        train[name] = [float(v) for v in series[:n]]
+        future[name] = [float(v) for v in series[n:]]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=_PROPHET_MODULES)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=_PROPHET_MODULES)
+        model = prophet_cls(
+            growth="linear",
+            yearly_seasonality=False,
+            weekly_seasonality=weekly,
+            daily_seasonality=daily_order,
+            mcmc_samples=0,
+            uncertainty_samples=0,
+        )
+        if country:
+            model.add_country_holidays(country_name=country)
+        for name in regressors or {}:
+            model.add_regressor(name)
+        model.fit(train)
+        predicted = model.predict(future)
+    return [float(v) for v in predicted["yhat"].to_numpy()]

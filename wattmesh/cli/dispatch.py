@@ -117,7 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     from wattmesh.cli.forecast_cli import add_forecast_commands  # stdlib only at import time
 
     add_forecast_commands(sub)
+    _add_forecast(sub)  # after any other ``forecast`` commands: it joins their group
     return parser
+
+
+def _add_forecast(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``forecast backtest``, in the ``forecast`` group (made here unless one exists)."""
+    from wattmesh.cli.forecast_backtest_cli import add_backtest_command  # stdlib only at import
+
+    forecast = sub.choices.get("forecast")
+    if forecast is None:
+        forecast = sub.add_parser("forecast", help="the forecasting service and its backtests")
+        forecast.add_subparsers(dest="forecast_command", required=True, parser_class=_Parser)
+    group = next(a for a in forecast._actions if isinstance(a, argparse._SubParsersAction))
+    add_backtest_command(group)
 
 
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
