@@ -34,7 +34,7 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, HealthBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.forecasting._fit import FitJob, ModelChoice, fit_household
+from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
 from wattmesh.forecasting._models import intervals_per_day
 from wattmesh.forecasting.history import (
     HistoryStore,
@@ -43,11 +43,11 @@ from wattmesh.forecasting.history import (
     series_from_readings,
 )
 
-__all__ = ["ForecastServer", "ModelChoice", "ServeConfig"]
+__all__ = ["ForecastServer", "ModelChoice", "ServeConfig", "check_choice"]
 
 _LOG = logging.getLogger(__name__)
 SERVICE_ID = "forecaster"
-STAND_INS = frozenset({"history_mean", "zero"})  # models of too little history
+STAND_IN = "history_mean"  # the model of too little history
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,6 @@ class ServeConfig:
     interval_s: int = 900
     horizon: int = 96  # intervals in each forecast
     window_days: int = 28  # history fitted on
-    min_history_days: int = 2  # below this, Prophet falls back to seasonal naive
     demand_model: ModelChoice = "auto"
     pv_model: ModelChoice = "auto"
     refit_hour_utc: int = 2
@@ -201,8 +200,6 @@ class ForecastServer:
         )
         if not demand:
             return
-        capacity_w = self.config.pv_capacity_w.get(agent)
-        capacity_wh = None if capacity_w is None else capacity_w * self.config.interval_s // 3600
         job = FitJob(
             agent=agent,
             start_s=start,
@@ -212,8 +209,7 @@ class ForecastServer:
             steps=self._steps(start + len(demand) * self.config.interval_s, now),
             demand_model=self.config.demand_model,
             pv_model=self.config.pv_model,
-            min_history=self.config.min_history_days * self._day,
-            pv_capacity_wh=capacity_wh,
+            pv_capacity_w=self.config.pv_capacity_w.get(agent),
         )  # fmt: skip
         try:
             if self.config.workers == 0:
@@ -238,7 +234,9 @@ class ForecastServer:
 
     async def _needs_refit(self, agent: str) -> bool:
         fit = await asyncio.to_thread(self.store.fit, agent)
-        return fit is None or fit.demand.model in STAND_INS or fit.pv.model in STAND_INS
+        if fit is None or STAND_IN in (fit.demand.model, fit.pv.model):
+            return True
+        return fit.demand.model == fit.pv.model == "zero"  # nothing measured yet
 
     def _executor(self) -> Executor:
         if self._pool is None:

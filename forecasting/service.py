@@ -22,7 +22,7 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.forecasting._fit import Fitted, fit_target
+from wattmesh.forecasting._fit import Fitted, fit_builtin
 from wattmesh.forecasting._models import Series
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
@@ -206,7 +206,7 @@ def fit_one(
     """Fit one series and forecast ``steps`` intervals with its 10/50/90 % bands (runs in
     a worker process); any model but ``prophet`` is the seasonal naive one."""
     choice: Literal["prophet", "naive"] = "prophet" if model == "prophet" else "naive"
-    return fit_target(series, steps, kind, choice, min_history=minimum, capacity_wh=None)
+    return fit_builtin(series, steps, kind, choice, min_history=minimum, capacity_wh=None)
 
 
 def _body(demand: Fitted, pv: Fitted, now: int, offset: int, horizon: int) -> ForecastBody:

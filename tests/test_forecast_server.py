@@ -86,7 +86,7 @@ async def test_a_restarted_service_serves_its_stored_fit_without_refitting(
     await first.handle(_reading(topics, start))
     before = await _retained_forecast(mosquitto, topics)
     # a perfectly repeating day: both candidates err 0, the simpler wins the tie
-    assert (before.model, before.version) == ("seasonal_naive+zero", "seasonal_naive/1+zero/1")
+    assert (before.model, before.version) == ("naive-day+zero", "naive-day/1+zero/1")
     assert before.trained_on == CHECKPOINT and before.issued_s == now
     assert before.demand_wh[68] == 300 and before.demand_wh[0] == 100
     assert before.pv_wh == before.pv_p90_wh == (0,) * DAY
