@@ -88,6 +88,8 @@ class ForecastServer:
         self._seq = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool: Executor | None = None
+        self._log_lock = asyncio.Lock()  # log batches apply one at a time, in order
+        self._background: set[asyncio.Task[None]] = set()
         self._day = intervals_per_day(config.interval_s)
 
     # ------------------------------------------------------------------ inputs
@@ -271,9 +273,10 @@ class ForecastServer:
             for task in done - {stopped}:
                 task.result()  # a task that failed ends the service with its error
         finally:
-            for task in (*tasks, stopped):
+            pending = (*tasks, stopped, *self._background)
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, stopped, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish_health("stopped"), 5)
             self.close()
@@ -282,15 +285,25 @@ class ForecastServer:
         self, checkpoint_topic: str, read_log: Callable[[], Awaitable[LoggedBatch | None]]
     ) -> None:
         async for message in self.transport.messages():
-            if message.topic == checkpoint_topic:
-                await self._read_log(read_log)
+            if message.topic == checkpoint_topic:  # beside the readings: fits may take a while
+                task = asyncio.create_task(self._read_log(read_log), name="read-log")
+                self._background.add(task)
+                task.add_done_callback(self._log_read_done)
             else:
                 await self.handle(message)
 
     async def _read_log(self, read_log: Callable[[], Awaitable[LoggedBatch | None]]) -> None:
-        batch = await read_log()
-        if batch is not None:
-            await self.take_logged(batch)
+        async with self._log_lock:
+            batch = await read_log()
+            if batch is not None:
+                await self.take_logged(batch)
+
+    def _log_read_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.counters["log_read_failures"] += 1
+            _LOG.error("reading the ledger's log failed: %s: %s", type(exc).__name__, exc,
+                       exc_info=exc)  # fmt: skip
 
     async def _schedule(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
