@@ -90,6 +90,7 @@ class ForecastServer:
         self._pool: Executor | None = None
         self._log_lock = asyncio.Lock()  # log batches apply one at a time, in order
         self._background: set[asyncio.Task[None]] = set()
+        self._log_failed = False  # the last read of the log failed: health "degraded"
         self._day = intervals_per_day(config.interval_s)
 
     # ------------------------------------------------------------------ inputs
@@ -160,6 +161,10 @@ class ForecastServer:
         self.counters["forecasts_published"] += 1
 
     async def publish_health(self, state: str) -> None:
+        """The retained signed health; ``ok`` says ``degraded`` while the last read of the
+        ledger's log failed."""
+        if state == "ok" and self._log_failed:
+            state = "degraded"
         _, trained_on = await asyncio.to_thread(self.store.position)
         counters = dict(self.counters)
         counters["households"] = len(await asyncio.to_thread(self.store.fitted_agents))
@@ -294,7 +299,13 @@ class ForecastServer:
 
     async def _read_log(self, read_log: Callable[[], Awaitable[LoggedBatch | None]]) -> None:
         async with self._log_lock:
-            batch = await read_log()
+            try:
+                batch = await read_log()
+            except Exception:
+                self._log_failed = True
+                await self.publish_health("degraded")
+                raise
+            self._log_failed = False
             if batch is not None:
                 await self.take_logged(batch)
 

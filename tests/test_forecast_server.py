@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     ForecastBody,
+    HealthBody,
     ReadingBody,
     TrainedOn,
     decode_message,
@@ -115,5 +117,39 @@ async def test_readings_that_do_not_verify_are_ignored_and_publish_nothing(
     assert server.counters["forecasts_published"] == 0
     await server.handle(_reading(topics, T0))  # no logged history yet: zeros, said so
     assert server.counters["forecasts_published"] == 1
+    server.close()
+    store.close()
+
+
+async def _health(mosquitto: BrokerAddress, topics: Topics) -> HealthBody:
+    config = TransportConfig(address=mosquitto, client_id="fc-health")
+    async with Transport(config, subscriptions=[(topics.forecaster_health, 1)]) as reader:
+        message = await asyncio.wait_for(anext(reader.messages()), 10)
+    decoded = decode_message(message.payload)
+    decoded.verify(FORECASTER.verifying)
+    return decoded.body_as(HealthBody)
+
+
+async def test_health_says_degraded_while_the_log_cannot_be_read(
+    link: Transport, mosquitto: BrokerAddress, tmp_path: Path
+) -> None:
+    topics = Topics("fc-health")
+    store = HistoryStore(f"sqlite:///{tmp_path / 'forecast.db'}")
+    server = _server(topics, link, store, T0 + 10 * 86_400)
+
+    async def broken() -> LoggedBatch | None:
+        raise OSError("the ledger's disk is gone")
+
+    async def history() -> LoggedBatch | None:
+        return _history(2)
+
+    with pytest.raises(OSError, match="disk is gone"):
+        await server._read_log(broken)
+    assert (await _health(mosquitto, topics)).state == "degraded"
+    await server._read_log(history)
+    health = await _health(mosquitto, topics)
+    assert (health.state, health.trained_on) == ("ok", CHECKPOINT)
+    assert health.counters["logged_readings"] == 2 * DAY + 1
+    assert health.counters["households"] == 1
     server.close()
     store.close()
