@@ -21,12 +21,14 @@ from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard._household_queries import household_detail, households_table, statement
 from wattmesh.dashboard._ledger_queries import checkpoints, entry_owner, entry_proof, trades
 from wattmesh.dashboard._qbase import (
+    FORECASTER_HEALTH,
     BadRequest,
     NotFound,
     _json_state,
     _ratio,
     _state,
     _trade_json,
+    forecaster_json,
 )
 from wattmesh.dashboard._writes import APPLIED_SIZE
 from wattmesh.dashboard.readmodel import ReadModel
@@ -349,10 +351,12 @@ def interval_detail(rm: ReadModel, interval: int) -> dict[str, Any]:
 def health(
     rm: ReadModel, *, now_s: int, ledger_ok: bool, ledger_problem: str | None
 ) -> dict[str, Any]:
-    """The service's health: ledger, read model lag, broker, last interval closed."""
+    """The service's health: ledger, read model lag, broker, last interval closed, and
+    the forecasting service's last signed health (``forecaster``)."""
     s = t.interval_stats
     with rm.engine.connect() as conn:
-        state = _state(conn, APPLIED_SIZE, "ledger_size", "synced_at_s", "broker")
+        keys = (APPLIED_SIZE, "ledger_size", "synced_at_s", "broker", FORECASTER_HEALTH)
+        state = _state(conn, *keys)
         last = conn.execute(
             select(func.max(s.c.interval)).where(s.c.closed_idx.is_not(None))
         ).scalar_one()
@@ -360,6 +364,7 @@ def health(
     ledger_size = int(state["ledger_size"] or 0)
     synced = state["synced_at_s"]
     broker = _json_state(state["broker"])
+    heard = _json_state(state[FORECASTER_HEALTH])
     connected = None if broker is None else bool(broker["connected"])
     ok = ledger_ok and connected is not False
     return {
@@ -372,5 +377,10 @@ def health(
         },
         "broker": {"configured": broker is not None, "connected": bool(connected)},
         "last_interval_closed": None if last is None else int(last),
+        "forecaster": forecaster_json(
+            None if heard is None else heard["body"],
+            heard_s=None if heard is None else int(heard["heard_s"]),
+            now_s=now_s,
+        ),
         "now_s": now_s,
     }

@@ -23,9 +23,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from wattmesh.broker.errors import DashboardError, FailureError
 from wattmesh.broker.keys import VerifyingKey
-from wattmesh.broker.messages import ForecastBody
+from wattmesh.broker.messages import ForecastBody, HealthBody
 from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard._fold import Changes, Entry, fold, touched
+from wattmesh.dashboard._qbase import FORECASTER_HEALTH
 from wattmesh.dashboard._writes import (
     APPLIED_SIZE,
     _add_totals,
@@ -100,6 +101,7 @@ class ReadModel:
                         " the read model needs a database of its own"
                     )
             t.METADATA.create_all(self.engine)
+            _add_columns(self.engine)
             with self.engine.begin() as conn:
                 if _get_state(conn, APPLIED_SIZE) is None:
                     _set_state(conn, APPLIED_SIZE, "0")
@@ -242,13 +244,21 @@ class ReadModel:
         """The first step of ``body``: the forecast for the interval at its start."""
         if not body.demand_wh:
             return
+        demand, pv, trained = body.quantiles("demand"), body.quantiles("pv"), body.trained_on
         row = {
             "household": household,
             "interval": body.start,
-            "demand_wh": body.demand_wh[0],
-            "pv_wh": body.pv_wh[0],
+            "demand_wh": demand[1][0],
+            "pv_wh": pv[1][0],
+            "demand_p10_wh": demand[0][0],
+            "demand_p90_wh": demand[2][0],
+            "pv_p10_wh": pv[0][0],
+            "pv_p90_wh": pv[2][0],
             "model": body.model,
+            "version": body.version,
             "issued_s": issued_s,
+            "trained_on_size": None if trained is None else trained.tree_size,
+            "trained_on_root": None if trained is None else trained.root,
         }
         with self.engine.begin() as conn:
             _replace(conn, t.forecast, [row], ("household", "interval"), None)
@@ -268,6 +278,26 @@ class ReadModel:
     def record_broker(self, *, connected: bool, at_s: int) -> None:
         with self.engine.begin() as conn:
             _set_state(conn, "broker", json.dumps({"connected": connected, "at_s": at_s}))
+
+    def record_forecaster_health(self, body: HealthBody, *, at_s: int) -> None:
+        """The forecasting service's last verified ``health``, heard at ``at_s``."""
+        value = json.dumps({"body": body.to_json(), "heard_s": at_s})
+        with self.engine.begin() as conn:
+            _set_state(conn, FORECASTER_HEALTH, value)
+
+
+def _add_columns(engine: Engine) -> None:
+    """The columns of :data:`_tables.ADDED_COLUMNS` a table made before them lacks."""
+    schema = t.PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    inspector = inspect(engine)
+    for name, added in t.ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(name, schema=schema)}
+        table = t.METADATA.tables[name]
+        where = f'"{schema}"."{name}"' if schema else f'"{name}"'
+        with engine.begin() as conn:
+            for column in (table.c[c] for c in added if c not in have):
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE {where} ADD COLUMN "{column.name}" {kind}'))
 
 
 _UNFOLDED = frozenset({"reading", "checkpoint_ref"})

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from tests.dashkit import MixedMarket, logged, statements
 from tests.ledgerkit import STEP, T0
 from wattmesh.broker.bodies import ForecastBody
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody, TrainedOn
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import verify_inclusion
 from wattmesh.dashboard import queries as q
@@ -122,6 +124,12 @@ def test_an_empty_read_model_answers_without_data(tmp_path: Path) -> None:
         "lag_entries": 0,
         "lag_s": None,
     }
+    forecaster = q.health(rm, now_s=5, ledger_ok=True, ledger_problem=None)["forecaster"]
+    assert (forecaster["heard"], forecaster["state"], forecaster["age_s"]) == (
+        False,
+        "not heard",
+        None,
+    )
     rm.close()
 
 
@@ -306,6 +314,88 @@ def test_what_the_bus_records_shows(tmp_path: Path) -> None:
     assert (bad["status"], bad["ledger"]["problem"]) == ("degraded", "unreachable")
     rm.close()
     store.close()
+
+
+def test_forecast_bands_and_model_show_on_the_household_page(tmp_path: Path) -> None:
+    rm, store = _fresh(tmp_path)
+    trained = TrainedOn(12, "cd" * 32)
+    banded = ForecastBody(
+        T0 + STEP, STEP, (500, 400), (200, 0), "prophet", None, version="3", issued_s=T0,
+        trained_on=trained, demand_p10_wh=(420, 300), demand_p90_wh=(650, 500),
+        pv_p10_wh=(120, 0), pv_p90_wh=(260, 0),
+    )  # fmt: skip
+    rm.record_forecast("h002", banded, issued_s=T0 + 5)
+    plain = ForecastBody(T0 + 2 * STEP, STEP, (300,), (100,), "naive-day", None)
+    rm.record_forecast("h002", plain, issued_s=T0 + 1)  # issued earlier: not the latest
+    detail = q.household_detail(rm, "h002")
+    series = detail["series"]
+    at = series["intervals"].index(T0 + STEP)
+    assert series["forecast_net_wh"][at] == 300  # 500 - 200
+    assert series["forecast_net_p10_wh"][at] == 420 - 260
+    assert series["forecast_net_p90_wh"][at] == 650 - 120
+    band = {k: series[f"forecast_{k}"][at] for k in ("demand_p10_wh", "demand_p90_wh")}
+    assert band == {"demand_p10_wh": 420, "demand_p90_wh": 650}
+    assert (series["forecast_pv_p10_wh"][at], series["forecast_pv_p90_wh"][at]) == (120, 260)
+    later = series["intervals"].index(T0 + 2 * STEP)  # no spread given: the band is the median
+    assert series["forecast_net_p10_wh"][later] == series["forecast_net_p90_wh"][later] == 200
+    assert all(series["forecast_net_p10_wh"][i] is None for i in range(at))
+    assert detail["forecast"] == {
+        "interval": T0 + STEP,
+        "model": "prophet",
+        "version": "3",
+        "issued_s": T0 + 5,
+        "trained_on": {"tree_size": 12, "root": "cd" * 32},
+    }
+    assert q.household_detail(rm, "h001")["forecast"] is None
+    rm.close()
+    store.close()
+
+
+def test_the_forecasters_health_shows_with_its_age(tmp_path: Path) -> None:
+    rm = ReadModel(f"sqlite:///{tmp_path / 'rm.db'}")
+    counters = dict.fromkeys(HEALTH_COUNTERS, 0) | {"households": 7, "fits": 14}
+    body = HealthBody("ok", T0, counters, TrainedOn(40, "ab" * 32), T0 + 60)
+    rm.record_forecaster_health(body, at_s=T0 + 100)
+    shown = q.health(rm, now_s=T0 + 130, ledger_ok=True, ledger_problem=None)["forecaster"]
+    assert shown == {
+        "configured": True,
+        "heard": True,
+        "state": "ok",
+        "started_s": T0,
+        "last_refit_s": T0 + 60,
+        "households": 7,
+        "counters": counters,
+        "trained_on": {"tree_size": 40, "root": "ab" * 32},
+        "heard_s": T0 + 100,
+        "age_s": 30,
+    }
+    rm.close()
+
+
+def test_an_older_read_model_gets_the_new_forecast_columns(tmp_path: Path) -> None:
+    """A read model made before the PV quantiles and the model's version were kept."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE forecast (household VARCHAR(128), interval BIGINT,"
+                " demand_wh BIGINT, pv_wh BIGINT, demand_p10_wh BIGINT, demand_p90_wh BIGINT,"
+                " model VARCHAR(64), issued_s BIGINT, PRIMARY KEY (household, interval))"
+            )
+        )
+        conn.execute(text("INSERT INTO forecast VALUES ('h1', 900, 5, 1, NULL, NULL, 'naive', 1)"))
+    engine.dispose()
+    rm = ReadModel(url)
+    have = {c["name"] for c in inspect(rm.engine).get_columns("forecast")}
+    assert have >= {"pv_p10_wh", "pv_p90_wh", "version", "trained_on_size", "trained_on_root"}
+    body = ForecastBody(1800, 900, (5,), (1,), "naive", None, trained_on=TrainedOn(3, "ef" * 32))
+    rm.record_forecast("h1", body, issued_s=2)
+    with rm.engine.connect() as conn:
+        rows = conn.execute(text("SELECT interval, pv_p90_wh, trained_on_size FROM forecast"))
+        assert sorted(tuple(r) for r in rows) == [(900, None, None), (1800, 1, 3)]
+    rm.close()
+    ReadModel(url).close()  # opening it again adds nothing
 
 
 def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path: Path) -> None:
