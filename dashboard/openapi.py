@@ -103,6 +103,9 @@ _MARKET = _obj(
     {
         **{c: _list(_NINT if c == "price_micro_per_kwh" else _INT) for c in _COLUMNS},
         **{c: _list(_INT) for c in ("p2p_wh", "grid_import_wh", "grid_export_wh")},
+        "metered_net_wh": _list(_INT),  # import - export of the interval's households
+        "forecast_net_wh": _list(_NINT),  # the sum of the household forecasts heard
+        "forecast_households": _list(_INT),  # how many households that sum covers
     }
 )
 _STEP = {"type": "array", "items": _NINT, "minItems": 2, "maxItems": 2}

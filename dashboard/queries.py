@@ -269,22 +269,33 @@ def overview(
         }
 
 
+_PRICES = ("price_micro_per_kwh", "retail_micro_per_kwh", "feed_in_micro_per_kwh")
+
+
 def market_series(
     rm: ReadModel, *, start: int | None = None, end: int | None = None
 ) -> dict[str, Any]:
-    """Columns over the cleared intervals in ``[start, end)``: price, tariffs, volumes."""
+    """Columns over the cleared intervals in ``[start, end)``: price, tariffs, volumes,
+    and the neighbourhood's metered net import beside the sum of the household forecasts
+    heard for the interval (null without one; ``forecast_households`` says how many)."""
     if start is not None and end is not None and start >= end:
         raise BadRequest(f"start {start} is not before end {end}")
-    s = t.interval_stats
-    query = select(
-        s.c.interval,
-        s.c.price_micro_per_kwh,
-        s.c.retail_micro_per_kwh,
-        s.c.feed_in_micro_per_kwh,
-        s.c.volume_wh,
-        s.c.grid_buy_wh,
-        s.c.grid_sell_wh,
-    ).where(s.c.closed_idx.is_not(None))
+    s, f = t.interval_stats, t.forecast
+    fc = (
+        select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh).label("net"), func.count())
+        .group_by(f.c.interval)
+        .subquery()
+    )
+    query = (
+        select(
+            *(s.c[n] for n in ("interval", *_PRICES, "volume_wh", "grid_buy_wh", "grid_sell_wh")),
+            s.c.import_wh - s.c.export_wh,
+            fc.c.net,
+            func.coalesce(fc.c[2], 0),
+        )
+        .select_from(s.outerjoin(fc, fc.c.interval == s.c.interval))
+        .where(s.c.closed_idx.is_not(None))
+    )
     if start is not None:
         query = query.where(s.c.interval >= start)
     if end is not None:
@@ -292,16 +303,16 @@ def market_series(
     with rm.engine.connect() as conn:
         rows = conn.execute(query.order_by(s.c.interval)).all()
     names = (
-        "intervals",
-        "price_micro_per_kwh",
-        "retail_micro_per_kwh",
-        "feed_in_micro_per_kwh",
-        "p2p_wh",
-        "grid_import_wh",
-        "grid_export_wh",
+        *("intervals", *_PRICES, "p2p_wh", "grid_import_wh", "grid_export_wh"),
+        *("metered_net_wh", "forecast_net_wh", "forecast_households"),
     )
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return {name: list(column) for name, column in zip(names, columns, strict=True)}
+    return {
+        name: [None if v is None else int(v) for v in column]
+        if name.endswith("_wh")
+        else list(column)
+        for name, column in zip(names, columns, strict=True)
+    }
 
 
 def _curve(orders: list[tuple[int, int]]) -> list[list[int]]:

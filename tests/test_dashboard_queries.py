@@ -347,6 +347,19 @@ def test_forecast_bands_and_model_show_on_the_household_page(tmp_path: Path) -> 
         "trained_on": {"tree_size": 12, "root": "cd" * 32},
     }
     assert q.household_detail(rm, "h001")["forecast"] is None
+    # The neighbourhood's net import beside the sum of the forecasts heard.
+    other = ForecastBody(T0 + STEP, STEP, (100,), (0,), "naive-day", None)
+    rm.record_forecast("h001", other, issued_s=T0)
+    market = q.market_series(rm)
+    at = market["intervals"].index(T0 + STEP)
+    assert (market["forecast_net_wh"][at], market["forecast_households"][at]) == (400, 2)
+    assert market["forecast_net_wh"][0] is None and market["forecast_households"][0] == 0
+    metered = 0
+    for row in q.households_table(rm)["households"]:
+        own = q.household_detail(rm, row["household"])["series"]
+        if T0 + STEP in own["intervals"]:
+            metered += own["actual_net_wh"][own["intervals"].index(T0 + STEP)]
+    assert market["metered_net_wh"][at] == metered
     rm.close()
     store.close()
 

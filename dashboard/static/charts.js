@@ -261,13 +261,13 @@
     const labels = ["interval start (UTC)", "forecast 90 %", "forecast net demand", "forecast 10 %", "actual net demand"];
     const none = series.intervals.map(() => null);
     const col = (name) => (series[name] || none).map(kwh);
-    const named = model ? ", " + model.model + (model.version ? " v" + model.version : "") : "";
+    const named = model ? model.model + ", " : "";
     const band = { label: "", stroke: COLORS.forecast, width: 1, dash: [2, 3], spanGaps: false };
     return makeChart(
       el,
       "forecast",
       {
-        title: "Net demand: forecast (10-90 % band" + named + ") against metered (kWh; negative = export)",
+        title: "Net demand: forecast (" + named + "10-90 % band) against metered (kWh; negative = export)",
         scales: { x: { time: true }, y: fromZero },
         series: [
           timeSeries(),

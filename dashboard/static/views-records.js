@@ -206,23 +206,26 @@
           tile("Data lag", int(rm.lag_entries) + " entries", kv([["read model folded", int(rm.applied_size) + " entries"], ["lag", isNum(rm.lag_s) ? NF1.format(rm.lag_s) + " s" : "\u2013"]])),
           tile("Broker", h("span", { class: !br.configured ? "muted" : br.connected ? "ok" : "bad", text: !br.configured ? "not configured" : br.connected ? "connected" : "disconnected" })),
           tile("Last interval closed", when(hl.last_interval_closed), kv([["server time", when(hl.now_s)]])),
-          forecasterTile(hl.forecaster || {}),
+          forecasterTiles(hl.forecaster || {}),
         ),
       );
     }
-    function forecasterTile(fc) {
+    /* The forecasting service's last signed health: its state, then its counters. */
+    function forecasterTiles(fc) {
       const cls = fc.state === "ok" ? "ok" : fc.state === "starting" || !fc.heard ? "muted" : "bad";
       const c = fc.counters || {};
-      const rows = [
-        ["households", int(fc.households)],
-        ["last refit", when(fc.last_refit_s)],
-        ["trained on", fc.trained_on ? int(fc.trained_on.tree_size) + " log entries" : "\u2013"],
-        ["heard", isNum(fc.age_s) ? int(fc.age_s) + " s ago" : "never"],
-      ];
-      for (const k of ["forecasts_published", "fits", "fit_failures", "readings_verified", "readings_ignored", "logged_readings", "logged_refused"]) {
-        if (isNum(c[k])) rows.push([k.replace(/_/g, " "), int(c[k])]);
-      }
-      return tile("Forecaster", h("span", { id: "forecaster-state", class: cls, text: fc.state || "not heard" }), h("div", { id: "forecaster" }, kv(rows)));
+      const counted = ["forecasts_published", "fits", "fit_failures", "readings_verified", "readings_ignored", "logged_readings", "logged_refused"];
+      return [
+        tile("Forecaster", h("span", { id: "forecaster-state", class: cls, text: fc.state || "not heard" }),
+          kv([
+            ["households", int(fc.households)],
+            ["last refit", when(fc.last_refit_s)],
+            ["trained on", fc.trained_on ? int(fc.trained_on.tree_size) + " log entries" : "\u2013"],
+            ["heard", isNum(fc.age_s) ? int(fc.age_s) + " s ago" : "never"],
+          ])),
+        fc.heard ? tile("Forecaster counters", int(c.forecasts_published) + " forecasts", h("div", { id: "forecaster" },
+          kv(counted.map((k) => [k.replace(/_/g, " "), int(c[k])])))) : null,
+      ].filter(Boolean);
     }
     async function load() {
       const res = await getJSON("/api/health"); // 503 carries the same shape
