@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from tests.dashkit import MixedMarket, logged, statements
 from tests.ledgerkit import STEP, T0
@@ -20,6 +20,8 @@ from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody, Trained
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import verify_inclusion
 from wattmesh.dashboard import queries as q
+from wattmesh.dashboard._tables import PG_SCHEMA
+from wattmesh.dashboard._tables import forecast as forecast_table
 from wattmesh.dashboard.readmodel import ReadModel
 from wattmesh.ledger.checkpoint import checkpoint_text
 from wattmesh.ledger.entries import NewEntry
@@ -385,30 +387,35 @@ def test_the_forecasters_health_shows_with_its_age(tmp_path: Path) -> None:
     rm.close()
 
 
-def test_an_older_read_model_gets_the_new_forecast_columns(tmp_path: Path) -> None:
+def test_an_older_read_model_gets_the_new_forecast_columns(db_url: str) -> None:
     """A read model made before the PV quantiles and the model's version were kept."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = create_engine(url)
+    engine = create_engine(db_url)
+    table = "forecast"
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f'CREATE SCHEMA "{PG_SCHEMA}"'))
+            table = f'"{PG_SCHEMA}".forecast'
         conn.execute(
             text(
-                "CREATE TABLE forecast (household VARCHAR(128), interval BIGINT,"
+                f"CREATE TABLE {table} (household VARCHAR(128), interval BIGINT,"
                 " demand_wh BIGINT, pv_wh BIGINT, demand_p10_wh BIGINT, demand_p90_wh BIGINT,"
                 " model VARCHAR(64), issued_s BIGINT, PRIMARY KEY (household, interval))"
             )
         )
-        conn.execute(text("INSERT INTO forecast VALUES ('h1', 900, 5, 1, NULL, NULL, 'naive', 1)"))
+        conn.execute(text(f"INSERT INTO {table} VALUES ('h1', 900, 5, 1, NULL, NULL, 'naive', 1)"))
     engine.dispose()
-    rm = ReadModel(url)
-    have = {c["name"] for c in inspect(rm.engine).get_columns("forecast")}
+    rm = ReadModel(db_url)
+    schema = PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    have = {c["name"] for c in inspect(rm.engine).get_columns("forecast", schema=schema)}
     assert have >= {"pv_p10_wh", "pv_p90_wh", "version", "trained_on_size", "trained_on_root"}
     body = ForecastBody(1800, 900, (5,), (1,), "naive", None, trained_on=TrainedOn(3, "ef" * 32))
+    f = forecast_table
     rm.record_forecast("h1", body, issued_s=2)
     with rm.engine.connect() as conn:
-        rows = conn.execute(text("SELECT interval, pv_p90_wh, trained_on_size FROM forecast"))
+        rows = conn.execute(select(f.c.interval, f.c.pv_p90_wh, f.c.trained_on_size))
         assert sorted(tuple(r) for r in rows) == [(900, None, None), (1800, 1, 3)]
     rm.close()
-    ReadModel(url).close()  # opening it again adds nothing
+    ReadModel(db_url).close()  # opening it again adds nothing
 
 
 def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path: Path) -> None:
