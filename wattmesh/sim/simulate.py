@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from wattmesh.agents.battery_meter import BatteryMeter
-from wattmesh.agents.meter import MarketClock, SimulatedMeter
+from wattmesh.agents.meter import MarketClock, Meter, SimulatedMeter
 from wattmesh.agents.presence import StatusSigner
 from wattmesh.agents.sequence import MemorySequence
 from wattmesh.broker.errors import ConfigError
@@ -34,6 +34,16 @@ from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscr
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
 from wattmesh.sim.battery_report import battery_balances
+from wattmesh.sim.faults import (
+    METER_KINDS,
+    FaultyMeter,
+    InjectedFault,
+    detections_from_log,
+    inject_profiles,
+    plan_faults,
+    score_faults,
+    undeclared_export_wh,
+)
 from wattmesh.sim.report import build_report
 from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
@@ -81,6 +91,7 @@ class SimulationConfig:
     mechanism: Mechanism = field(default_factory=Mechanism)
     gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
     currency: str = "EUR"  # ISO 4217 code of the micro-units (named in the report)
+    inject_faults: float = 0.0  # share of household-days with one injected fault
 
     def __post_init__(self) -> None:
         if self.households < 1:
@@ -101,6 +112,8 @@ class SimulationConfig:
             raise ConfigError(
                 f"--currency must be an ISO 4217 code like EUR, not {self.currency!r}"
             )
+        if not 0.0 <= self.inject_faults <= 1.0:
+            raise ConfigError(f"--inject-faults must lie in [0, 1], got {self.inject_faults}")
         if self.broker != "auto":
             parse_broker_url_or_config_error(self.broker)
 
@@ -183,6 +196,10 @@ async def run_simulation(
         history_days=config.history_days,
         interval_s=config.interval_s,
     )
+    faults: tuple[InjectedFault, ...] = ()
+    if config.inject_faults > 0:
+        faults = plan_faults(scenario, rate=config.inject_faults, seed=config.seed)
+        scenario = inject_profiles(scenario, faults)
     store, db_url = open_store(config)
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
@@ -193,9 +210,15 @@ async def run_simulation(
                 )
                 watcher.started(RunSite(db_url, address, config.market_id, operator, forecaster))
             outcomes, ledger, models, meters = await _run(
-                config, scenario, store, address, progress
+                config, scenario, store, address, progress, faults=faults
             )
             verified = verify_ledger(store)
+            extra: dict[str, Any] = {}
+            if config.inject_faults > 0:
+                found = detections_from_log(store, interval_s=scenario.interval_s)
+                extra["faults"] = score_faults(
+                    faults, found, interval_s=scenario.interval_s, rate=config.inject_faults
+                )
             report = build_report(
                 config=config,
                 scenario=scenario,
@@ -203,11 +226,13 @@ async def run_simulation(
                 ledger=ledger,
                 verified=verified.ok,
                 batteries=battery_balances(scenario, meters),
+                undeclared_wh=undeclared_export_wh(faults),
                 extra={
                     "broker": broker_kind,
                     "db": db_url,
                     "verify_problem": verified.problem,
                     "forecast_models": dict(sorted(models.items())),
+                    **extra,
                 },
             )
             if watcher is not None:
@@ -251,6 +276,8 @@ async def _run(
     store: LedgerStore,
     address: BrokerAddress,
     progress: Progress | None,
+    *,
+    faults: tuple[InjectedFault, ...] = (),
 ) -> tuple[list[IntervalOutcome], Ledger, Counter[str], dict[str, BatteryMeter]]:
     topics = Topics(config.market_id)
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
@@ -276,6 +303,7 @@ async def _run(
             agent, status, battery = await _start_household(
                 stack, config=config, scenario=scenario, hh=hh, address=address,
                 topics=topics, keys=keys, forecaster=forecaster,
+                faults=[f for f in faults if f.agent == hh.spec.agent_id],
             )  # fmt: skip
             agents.append(agent)
             statuses.append(status)
@@ -353,6 +381,7 @@ async def _start_household(
     topics: Topics,
     keys: _Keys,
     forecaster: ForecastService,
+    faults: list[InjectedFault],
 ) -> tuple[HouseholdAgent, StatusSigner, BatteryMeter | None]:
     """One household: its history given to the forecaster, its connection (with its
     signed status), its meter (with a battery if it has one) and its agent."""
@@ -397,11 +426,14 @@ async def _start_household(
             battery=hh.spec.battery,
             clock=clock,
         )
+    read_by_agent: Meter = meter
+    if any(f.kind in METER_KINDS for f in faults):
+        read_by_agent = FaultyMeter(meter, faults, interval_s=scenario.interval_s)
     agent = HouseholdAgent(
         agent_config,
         key=keys.households[agent_id],
         transport=transport,
-        meter=meter,
+        meter=read_by_agent,
         sequence=MemorySequence(),
         market_clock=clock,
         battery=battery,
