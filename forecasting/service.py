@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wattmesh.broker.errors import MessageError, RejectReason
+from wattmesh.broker.forecast_bodies import MAX_REASON_CHARS
 from wattmesh.broker.keys import SigningKey, VerifyingKey
-from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
+from wattmesh.broker.messages import AnomalyBody, ForecastBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting._models import (
@@ -29,6 +30,7 @@ from wattmesh.forecasting._models import (
     prophet_forecast,
     seasonal_naive,
 )
+from wattmesh.forecasting.anomaly import AnomalyFlag
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
 
@@ -174,6 +176,25 @@ class ForecastService:
         expires = now + horizon * interval_s
         message = self._signer.sign(body, interval=now, seq=self._seq, expires=expires)
         await self.transport.publish(self.config.topics.forecast(agent), message.to_wire(), qos=1)
+
+    async def publish_anomaly(self, flag: AnomalyFlag) -> None:
+        """Sign and publish an anomaly flag on the household's ``anomaly`` topic (not
+        retained: the ledger logs it, which is its record)."""
+        body = AnomalyBody(
+            agent=flag.agent,
+            anomaly=flag.kind,
+            interval=flag.interval,
+            reason=flag.reason[:MAX_REASON_CHARS],
+            score_milli=round(flag.score * 1000),
+            window_start=flag.window_start,
+            window_end=flag.window_end,
+        )
+        self._seq += 1
+        message = self._signer.sign(
+            body, interval=flag.interval, seq=self._seq, expires=flag.window_end + 86_400
+        )
+        topic = self.config.topics.anomaly(flag.agent)
+        await self.transport.publish(topic, message.to_wire(), qos=1)
 
     def _trim(self, hh: _Household) -> None:
         extra = len(hh.demand) - self.config.window_intervals

@@ -22,7 +22,6 @@ interval it lies within (one interval of slack either side).
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -33,9 +32,9 @@ import numpy as np
 from wattmesh.agents.meter import Meter, MeterReading
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
 from wattmesh.broker.messages import ReadingBody, decode_message
-from wattmesh.forecasting.anomaly import night_export, night_from_history
 from wattmesh.ledger.entries import EntryKind, parse_flag
 from wattmesh.ledger.store import LedgerStore
+from wattmesh.sim.log_anomalies import night_export_flags
 from wattmesh.sim.scenario import HouseholdProfile, Scenario
 
 __all__ = [
@@ -46,6 +45,7 @@ __all__ = [
     "OVER_LIMIT_EXTRA_WH",
     "PHYSICAL_KINDS",
     "REVERSAL_WH",
+    "STATISTICAL_KINDS",
     "Detection",
     "FaultyMeter",
     "InjectedFault",
@@ -61,6 +61,8 @@ NIGHT_EXPORT = "night_export"
 OVER_LIMIT = "over_limit"
 PHYSICAL_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT, OVER_LIMIT)
 FAULT_KINDS = PHYSICAL_KINDS
+STATISTICAL_KINDS = ("short_delivery", "forecast_deviation")
+"""Detected in the log but not injected: their flags in a run are all unexplained."""
 METER_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT)
 REVERSAL_WH = 100
 OVER_LIMIT_EXTRA_WH = 500
@@ -212,7 +214,7 @@ def detections_from_log(store: LedgerStore, *, interval_s: int) -> list[Detectio
             kind = _REASON_KIND.get(flag.reason.value)
             if kind is not None:
                 found.append(Detection(flag.agent, kind, flag.interval, "flag"))
-        elif entry.kind == "anomaly":
+        elif entry.kind == EntryKind.ANOMALY:
             anomalies = True
             obj = json.loads(entry.data)["signed"]["body"]
             found.append(Detection(obj["agent"], obj["anomaly"], int(obj["interval"]), "anomaly"))
@@ -225,38 +227,9 @@ def detections_from_log(store: LedgerStore, *, interval_s: int) -> list[Detectio
             )
     if not anomalies:
         for agent in sorted(readings):
-            for at in night_export_from_readings(agent, readings[agent], interval_s=interval_s):
-                found.append(Detection(agent, NIGHT_EXPORT, at, "detector"))
+            for episode in night_export_flags(agent, readings[agent], interval_s=interval_s):
+                found.append(Detection(agent, NIGHT_EXPORT, episode.interval, "detector"))
     return found
-
-
-def night_export_from_readings(
-    agent: str, readings: dict[int, ReadingBody], *, interval_s: int
-) -> list[int]:
-    """Start intervals of the night-export episodes in one household's readings."""
-    times = sorted(readings)
-    if len(times) < 2:
-        return []
-    start = times[0]
-    count = (times[-1] - start) // interval_s
-    export = [0] * count
-    pv = [0] * count
-    for a, b in itertools.pairwise(times):
-        if b - a != interval_s:
-            continue
-        k = (a - start) // interval_s
-        export[k] = max(readings[b].export_wh - readings[a].export_wh, 0)
-        pv[k] = max(readings[b].pv_wh - readings[a].pv_wh, 0)
-    season = 86_400 // interval_s
-    offset = (start // interval_s) % season  # align the slots of the day to midnight UTC
-    aligned_pv = [0] * offset + pv
-    night = night_from_history(aligned_pv, season=season, count=offset + count)[offset:]
-    battery = any(r.battery_in_wh is not None for r in readings.values())
-    flags = night_export(
-        agent, start_s=start, interval_s=interval_s, export_wh=export, night=night,
-        has_battery=battery,
-    )  # fmt: skip
-    return [f.interval for f in flags]
 
 
 def score_faults(
@@ -277,7 +250,7 @@ def score_faults(
         )
 
     kinds: dict[str, Any] = {}
-    for kind in FAULT_KINDS:
+    for kind in (*FAULT_KINDS, *STATISTICAL_KINDS):
         injected = [f for f in faults if f.kind == kind]
         flagged = [d for d in detections if d.kind == kind]
         caught = sum(1 for f in injected if any(matches(f, d) for d in flagged))

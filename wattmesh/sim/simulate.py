@@ -44,6 +44,7 @@ from wattmesh.sim.faults import (
     score_faults,
     undeclared_export_wh,
 )
+from wattmesh.sim.log_anomalies import LogAnomalies
 from wattmesh.sim.report import build_report
 from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
@@ -291,6 +292,7 @@ async def _run(
         service, ledger_transport = await _start_ledger(
             stack, config=config, interval_s=scenario.interval_s, address=address,
             topics=topics, ledger=ledger, key=keys.operator,
+            forecaster_key=keys.forecaster.verifying,
         )  # fmt: skip
         forecaster, forecast_transport = await _start_forecaster(
             stack, config=config, interval_s=scenario.interval_s, address=address,
@@ -327,6 +329,7 @@ async def _start_ledger(
     topics: Topics,
     ledger: Ledger,
     key: SigningKey,
+    forecaster_key: VerifyingKey,
 ) -> tuple[LedgerService, Transport]:
     """The ledger's connection and service, connected, the broker's retained state cleared."""
     ledger_transport = await stack.enter_async_context(
@@ -340,6 +343,7 @@ async def _start_ledger(
         OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
         key=key,
         transport=ledger_transport,
+        forecaster_key=forecaster_key,
     )
     await ledger_transport.wait_connected()
     await service.clear_retained()  # a reused broker may hold an earlier run's state
@@ -462,6 +466,7 @@ async def _trade(
     agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
     outcomes: list[IntervalOutcome] = []
     ledger = service.ledger
+    watch = LogAnomalies(ledger.store, interval_s=interval_s)
     counted = Counter(ledger.rejections), ledger.redeliveries  # at the previous summary
     try:
         for index in range(intervals):
@@ -476,6 +481,8 @@ async def _trade(
                 redeliveries=now[1] - counted[1],
             )
             counted = now
+            if (index + 1) % (86_400 // interval_s) == 0 or index + 1 == intervals:
+                await _check_anomalies(service, forecaster, watch, config.gate_timeout_s)
             if progress is not None:
                 progress(index + 1, intervals)
         end = first + intervals * interval_s
@@ -492,3 +499,18 @@ async def _trade(
             task.cancel()
         await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
     return outcomes
+
+
+async def _check_anomalies(
+    service: LedgerService, forecaster: ForecastService, watch: LogAnomalies, timeout_s: float
+) -> None:
+    """The forecaster's daily anomaly checks over the log (:mod:`wattmesh.sim.log_anomalies`):
+    each new flag signed and published, and taken by the ledger before the run goes on
+    (so the log it is written into does not depend on timing)."""
+    flags = watch.new_flags()
+    if not flags:
+        return
+    target = service.anomalies_taken + len(flags)
+    for flag in flags:
+        await forecaster.publish_anomaly(flag)
+    await service.wait_until(lambda: service.anomalies_taken >= target, timeout_s)
