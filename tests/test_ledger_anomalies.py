@@ -80,3 +80,31 @@ def test_the_body_is_checked() -> None:
     with pytest.raises(MessageError):
         AnomalyBody.from_json({**BODY.to_json(), "interval": T0})  # outside the window
     assert AnomalyBody.from_json(BODY.to_json()) == BODY
+
+
+def test_the_dashboard_folds_it_with_source_forecaster() -> None:
+    from wattmesh.dashboard._fold import fold
+
+    forecaster = SigningKey.generate()
+    message = take_anomaly(
+        _wire(forecaster), agent="h001", market_id="m1", key=forecaster.verifying
+    )
+    entry = anomaly_entry(message, forecaster.verifying)
+    changes = fold([(41, entry.interval, json.loads(entry.data))], rows={}, stats={}, keys={})
+    assert changes.anomalies == [
+        {
+            "household": "h001",
+            "interval": BODY.interval,
+            "kind": "night_export",
+            "detail": json.dumps(
+                {
+                    "idx": 41,
+                    "reason": BODY.reason,
+                    "score_milli": 1000,
+                    "window_end": BODY.window_end,
+                    "window_start": BODY.window_start,
+                }
+            ),
+            "source": "forecaster",
+        }
+    ]
