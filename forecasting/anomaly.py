@@ -22,10 +22,14 @@ is each detector's constant) and the evidence window ``[window_start, window_end
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from wattmesh.broker.forecast_bodies import MAX_REASON_CHARS
+from wattmesh.broker.messages import AnomalyBody, ReadingBody
 
 __all__ = [
     "DEVIATION_MARGIN",
@@ -39,8 +43,10 @@ __all__ = [
     "SHORT_RATIO",
     "SHORT_WINDOW_DAYS",
     "AnomalyFlag",
+    "anomaly_body",
     "forecast_deviation",
     "night_export",
+    "night_export_flags",
     "night_from_clearsky",
     "night_from_history",
     "short_delivery",
@@ -231,3 +237,43 @@ def forecast_deviation(
             )
         )
     return flags
+
+
+def night_export_flags(
+    agent: str, readings: Mapping[int, ReadingBody], *, interval_s: int
+) -> list[AnomalyFlag]:
+    """Night-export episodes in one household's logged readings (by signed interval)."""
+    times = sorted(readings)
+    if len(times) < 2:
+        return []
+    start = times[0]
+    count = (times[-1] - start) // interval_s
+    export = [0] * count
+    pv = [0] * count
+    for a, b in itertools.pairwise(times):
+        if b - a != interval_s:
+            continue
+        k = (a - start) // interval_s
+        export[k] = max(readings[b].export_wh - readings[a].export_wh, 0)
+        pv[k] = max(readings[b].pv_wh - readings[a].pv_wh, 0)
+    season = 86_400 // interval_s
+    offset = (start // interval_s) % season  # slots of the day from midnight UTC
+    night = night_from_history([0] * offset + pv, season=season, count=offset + count)[offset:]
+    battery = any(r.battery_in_wh is not None for r in readings.values())
+    return night_export(
+        agent, start_s=start, interval_s=interval_s, export_wh=export, night=night,
+        has_battery=battery,
+    )  # fmt: skip
+
+
+def anomaly_body(flag: AnomalyFlag) -> AnomalyBody:
+    """The wire body of a flag (score in thousandths), to be signed by the forecaster."""
+    return AnomalyBody(
+        agent=flag.agent,
+        anomaly=flag.kind,
+        interval=flag.interval,
+        reason=flag.reason[:MAX_REASON_CHARS],
+        score_milli=round(flag.score * 1000),
+        window_start=flag.window_start,
+        window_end=flag.window_end,
+    )

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wattmesh.broker.errors import MessageError, RejectReason
-from wattmesh.broker.forecast_bodies import MAX_REASON_CHARS
 from wattmesh.broker.keys import SigningKey, VerifyingKey
-from wattmesh.broker.messages import AnomalyBody, ForecastBody, ReadingBody, Signer, decode_message
+from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting._models import (
@@ -30,7 +29,7 @@ from wattmesh.forecasting._models import (
     prophet_forecast,
     seasonal_naive,
 )
-from wattmesh.forecasting.anomaly import AnomalyFlag
+from wattmesh.forecasting.anomaly import AnomalyFlag, anomaly_body
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
 
@@ -180,15 +179,7 @@ class ForecastService:
     async def publish_anomaly(self, flag: AnomalyFlag) -> None:
         """Sign and publish an anomaly flag on the household's ``anomaly`` topic (not
         retained: the ledger logs it, which is its record)."""
-        body = AnomalyBody(
-            agent=flag.agent,
-            anomaly=flag.kind,
-            interval=flag.interval,
-            reason=flag.reason[:MAX_REASON_CHARS],
-            score_milli=round(flag.score * 1000),
-            window_start=flag.window_start,
-            window_end=flag.window_end,
-        )
+        body = anomaly_body(flag)
         self._seq += 1
         message = self._signer.sign(
             body, interval=flag.interval, seq=self._seq, expires=flag.window_end + 86_400

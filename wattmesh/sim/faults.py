@@ -32,9 +32,9 @@ import numpy as np
 from wattmesh.agents.meter import Meter, MeterReading
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
 from wattmesh.broker.messages import ReadingBody, decode_message
+from wattmesh.forecasting.anomaly import night_export_flags
 from wattmesh.ledger.entries import EntryKind, parse_flag
 from wattmesh.ledger.store import LedgerStore
-from wattmesh.sim.log_anomalies import night_export_flags
 from wattmesh.sim.scenario import HouseholdProfile, Scenario
 
 __all__ = [

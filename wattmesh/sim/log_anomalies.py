@@ -11,48 +11,14 @@ publishes it and the ledger logs it as an ``anomaly`` entry.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Mapping
 
 from wattmesh.broker.messages import ReadingBody, decode_message
-from wattmesh.forecasting.anomaly import (
-    AnomalyFlag,
-    night_export,
-    night_from_history,
-    short_delivery,
-)
+from wattmesh.forecasting.anomaly import AnomalyFlag, night_export_flags, short_delivery
 from wattmesh.ledger.entries import EntryKind
 from wattmesh.ledger.store import LedgerStore
 
-__all__ = ["LogAnomalies", "night_export_flags"]
-
-
-def night_export_flags(
-    agent: str, readings: Mapping[int, ReadingBody], *, interval_s: int
-) -> list[AnomalyFlag]:
-    """Night-export episodes in one household's logged readings (by signed interval)."""
-    times = sorted(readings)
-    if len(times) < 2:
-        return []
-    start = times[0]
-    count = (times[-1] - start) // interval_s
-    export = [0] * count
-    pv = [0] * count
-    for a, b in itertools.pairwise(times):
-        if b - a != interval_s:
-            continue
-        k = (a - start) // interval_s
-        export[k] = max(readings[b].export_wh - readings[a].export_wh, 0)
-        pv[k] = max(readings[b].pv_wh - readings[a].pv_wh, 0)
-    season = 86_400 // interval_s
-    offset = (start // interval_s) % season  # slots of the day from midnight UTC
-    night = night_from_history([0] * offset + pv, season=season, count=offset + count)[offset:]
-    battery = any(r.battery_in_wh is not None for r in readings.values())
-    return night_export(
-        agent, start_s=start, interval_s=interval_s, export_wh=export, night=night,
-        has_battery=battery,
-    )  # fmt: skip
+__all__ = ["LogAnomalies"]
 
 
 class LogAnomalies:
