@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from wattmesh.agents._audit import entry_parties
 from wattmesh.broker.errors import MessageError, RejectReason
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import AnomalyBody, Signer
@@ -62,6 +63,7 @@ def test_the_logged_entry_verifies_and_tampering_is_caught() -> None:
         "anomaly", "h001", BODY.interval, None,
     )  # fmt: skip
     assert anomaly_problem("m1", "h001", entry.interval, entry.data) is None
+    assert entry_parties(entry.data) == {"h001"}  # the household's audit sees it as its own
     assert anomaly_problem("m2", "h001", entry.interval, entry.data) is not None
     assert anomaly_problem("m1", "h002", entry.interval, entry.data) is not None
     assert anomaly_problem("m1", "h001", entry.interval + 900, entry.data) is not None
