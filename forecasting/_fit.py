@@ -1,13 +1,18 @@
 """One household's fit: both targets' forecasts with their 10/50/90 % bands.
 
-:func:`fit_household` is what the forecasting service runs in a worker process (its
-arguments and result are plain, picklable values). Per target it fits the configured
-model (``auto``: the one of :data:`AUTO_CANDIDATES` with the lowest MASE in a
-rolling-origin backtest on the household's own recent history), forecasts ``steps``
-intervals from the end of the history, and adds the empirical quantiles of that
-model's own day-ahead errors (:mod:`forecasting._quantiles`). Prophet's bands come
-from its in-sample errors on the last days (refitting it for each past day would cost
-a fit per day).
+:func:`fit_household` is what ``forecast serve`` runs in a worker process (its arguments
+and result are plain, picklable values): per target, :func:`fit_target` forecasts
+``steps`` intervals from the end of the history with the configured model of
+:mod:`forecasting.models` and its quantiles (``auto``: the one of :data:`CATALOG_AUTO`
+that :func:`forecasting.models.select_model` picks from day-ahead backtests on the
+household's own last days). Under a day of history (no model has a season yet) it uses
+the stand-in of :func:`fit_builtin`.
+
+:func:`fit_builtin` is this module's own (``wattmesh simulate``'s service): seasonal
+naive, same-slot mean or Prophet, with the empirical quantiles of the model's own
+day-ahead errors (:mod:`forecasting._quantiles`); Prophet's bands come from its
+in-sample errors on the last days (refitting it for each past day would cost a fit per
+day).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal, get_args
 
-from wattmesh.forecasting import _prophet
+from wattmesh.forecasting import _prophet, models
+from wattmesh.forecasting._context import ModelContext
 from wattmesh.forecasting._models import (
     Forecast,
     Kind,
@@ -39,10 +45,25 @@ from wattmesh.forecasting._quantiles import (
     slot_offsets,
 )
 
-__all__ = ["AUTO_CANDIDATES", "FitJob", "Fitted", "ModelChoice", "fit_household", "fit_target"]
+__all__ = [
+    "AUTO_CANDIDATES",
+    "CATALOG_AUTO",
+    "FitJob",
+    "Fitted",
+    "ModelChoice",
+    "check_choice",
+    "fit_builtin",
+    "fit_household",
+    "fit_target",
+]
 
-ModelChoice = Literal["auto", "naive", "same_slot_mean", "prophet"]
-AUTO_CANDIDATES: tuple[ModelChoice, ...] = ("naive", "same_slot_mean")
+BuiltinChoice = Literal["auto", "naive", "same_slot_mean", "prophet"]
+ModelChoice = str  # "auto", a name of forecasting.models.MODELS, "naive" or "same_slot_mean"
+AUTO_CANDIDATES: tuple[BuiltinChoice, ...] = ("naive", "same_slot_mean")
+CATALOG_AUTO: tuple[str, ...] = ("naive-day", "mean-7d", "mean-14d")
+"""What ``auto`` chooses among in the service, by a backtest on the household's own last
+days at each refit (cheap models only; name a costlier one to use it)."""
+ALIASES = {"naive": "naive-day", "same_slot_mean": "mean-7d"}
 RESIDUAL_DAYS = 7
 FIT_VERSION = 1  # bumped when what a fit does changes
 
@@ -59,8 +80,7 @@ class FitJob:
     steps: int
     demand_model: ModelChoice = "auto"
     pv_model: ModelChoice = "auto"
-    min_history: int = 2 * 96
-    pv_capacity_wh: int | None = None
+    pv_capacity_w: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,36 +103,85 @@ def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
     demand = Series(job.start_s, job.interval_s, job.demand_wh)
     pv = Series(job.start_s, job.interval_s, job.pv_wh)
     return (
-        fit_target(
-            demand,
-            job.steps,
-            "demand",
-            job.demand_model,
-            min_history=job.min_history,
-            capacity_wh=None,
-        ),
-        fit_target(
-            pv,
-            job.steps,
-            "pv",
-            job.pv_model,
-            min_history=job.min_history,
-            capacity_wh=job.pv_capacity_wh,
-        ),
+        fit_target(demand, job.steps, "demand", job.demand_model, capacity_w=None),
+        fit_target(pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w),
     )
 
 
+def check_choice(choice: str, kind: Kind) -> str | None:
+    """Why ``choice`` is not a model the service can use for ``kind`` (None: it is)."""
+    names = models.model_names(kind)
+    if choice == "auto" or choice in ALIASES or choice in names:
+        return None
+    return f"must be auto or one of {', '.join(names)}, got {choice!r}"
+
+
 def fit_target(
+    series: Series, steps: int, kind: Kind, choice: ModelChoice, *, capacity_w: int | None
+) -> Fitted:
+    """The service's forecast of one target: ``choice`` from :mod:`forecasting.models`
+    (``auto``: the one of :data:`CATALOG_AUTO` its backtest selects). Under a day of
+    history, the built-in stand-in (its mean and spread, model ``history_mean``)."""
+    problem = check_choice(choice, kind)
+    if problem is not None:
+        raise ValueError(problem)
+    season = intervals_per_day(series.interval_s)
+    capacity_wh = None if capacity_w is None else capacity_w * series.interval_s // 3600
+    if not any(series.values_wh) or len(series.values_wh) < season:
+        return fit_builtin(
+            series, steps, kind, "naive", min_history=season, capacity_wh=capacity_wh
+        )
+    ctx = ModelContext(kind=kind, capacity_w=capacity_w)
+    name = ALIASES.get(choice, choice)
+    if name == "auto":
+        name = _select_catalog(series, ctx, season)
+    q = models.forecast(name, series, steps, ctx)
+    return Fitted(
+        kind, q.start_epoch_s, q.interval_s, q.p10_wh, q.p50_wh, q.p90_wh, model=q.model,
+        version=_version(q.model), fallback=q.fallback_reason,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Score:
+    mase: float
+
+
+@dataclass(frozen=True)
+class _Scores:
+    models: dict[str, _Score]
+
+
+def _select_catalog(series: Series, ctx: ModelContext, season: int) -> str:
+    """:func:`forecasting.models.select_model` over day-ahead backtests of the last
+    days (up to 5 origins) of the household's history."""
+    origins = min(5, len(series.values_wh) // season - 2)
+    if origins < 1:
+        return CATALOG_AUTO[0]
+    scores: dict[str, _Score] = {}
+    for name in CATALOG_AUTO:
+
+        def point(history: Series, horizon: int, name: str = name) -> Forecast:
+            q = models.forecast(name, history, horizon, ctx)
+            return Forecast(q.start_epoch_s, q.interval_s, q.p50_wh, q.model, q.fallback_reason)
+
+        result = backtest(series, model=point, horizon=season, origins=origins, step=season)
+        scores[name] = _Score(result.mase)
+    return models.select_model(_Scores(scores))
+
+
+def fit_builtin(
     series: Series,
     steps: int,
     kind: Kind,
-    choice: ModelChoice,
+    choice: BuiltinChoice,
     *,
     min_history: int,
     capacity_wh: int | None,
 ) -> Fitted:
-    """One target's forecast of ``steps`` intervals with its bands."""
-    if choice not in get_args(ModelChoice):
+    """One target's forecast of ``steps`` intervals with its bands, by this module's own
+    models (``auto``: naive or same-slot mean by backtest; ``wattmesh simulate``'s)."""
+    if choice not in get_args(BuiltinChoice):
         raise ValueError(f"unknown model {choice!r}")
     season = intervals_per_day(series.interval_s)
     if not any(series.values_wh):  # nothing ever measured (e.g. no PV): exactly zero
@@ -148,19 +217,19 @@ def fit_target(
     )
 
 
-def _cheap(choice: ModelChoice, kind: Kind, season: int) -> Callable[[Series, int], Forecast]:
+def _cheap(choice: BuiltinChoice, kind: Kind, season: int) -> Callable[[Series, int], Forecast]:
     if choice == "naive":
         return lambda s, h: seasonal_naive(s, h, season_intervals=season, kind=kind)
     return lambda s, h: same_slot_mean(s, h, season_intervals=season, kind=kind)
 
 
-def _select(series: Series, kind: Kind, season: int) -> ModelChoice:
+def _select(series: Series, kind: Kind, season: int) -> BuiltinChoice:
     """The candidate with the lowest MASE over up to 7 day-ahead origins (the first
     candidate when the history is too short to tell)."""
     origins = min(RESIDUAL_DAYS, len(series.values_wh) // season - 2)
     if origins < 1:
         return AUTO_CANDIDATES[0]
-    scores: list[tuple[float, int, ModelChoice]] = []
+    scores: list[tuple[float, int, BuiltinChoice]] = []
     for rank, choice in enumerate(AUTO_CANDIDATES):
         result = backtest(
             series, model=_cheap(choice, kind, season), horizon=season, origins=origins,

@@ -168,7 +168,7 @@ class HistoryStore:
     def agents(self) -> list[str]:
         """Every household with kept readings."""
         with self.engine.connect() as conn:
-            return [str(a) for a in conn.execute(select(READINGS.c.agent).distinct())]
+            return [str(a) for a in conn.execute(select(READINGS.c.agent).distinct()).scalars()]
 
     def readings(self, agent: str, *, since_s: int = 0) -> list[tuple[int, bool, ReadingBody]]:
         """(log index, flagged, reading) of ``agent`` from ``since_s`` on, by meter time."""
@@ -223,7 +223,7 @@ class HistoryStore:
 
     def fitted_agents(self) -> list[str]:
         with self.engine.connect() as conn:
-            return [str(a) for a in conn.execute(select(FITS.c.agent))]
+            return [str(a) for a in conn.execute(select(FITS.c.agent)).scalars()]
 
 
 def series_from_readings(

@@ -34,7 +34,7 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, HealthBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.forecasting._fit import FitJob, ModelChoice, fit_household
+from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
 from wattmesh.forecasting._models import intervals_per_day
 from wattmesh.forecasting.anomaly import anomaly_body, night_export_flags
 from wattmesh.forecasting.history import (
@@ -44,11 +44,11 @@ from wattmesh.forecasting.history import (
     series_from_readings,
 )
 
-__all__ = ["ForecastServer", "ModelChoice", "ServeConfig"]
+__all__ = ["ForecastServer", "ModelChoice", "ServeConfig", "check_choice"]
 
 _LOG = logging.getLogger(__name__)
 SERVICE_ID = "forecaster"
-STAND_INS = frozenset({"history_mean", "zero"})  # models of too little history
+STAND_IN = "history_mean"  # the model of too little history
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ class ServeConfig:
     interval_s: int = 900
     horizon: int = 96  # intervals in each forecast
     window_days: int = 28  # history fitted on
-    min_history_days: int = 2  # below this, Prophet falls back to seasonal naive
     demand_model: ModelChoice = "auto"
     pv_model: ModelChoice = "auto"
     refit_hour_utc: int = 2
@@ -90,6 +89,9 @@ class ForecastServer:
         self._seq = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool: Executor | None = None
+        self._log_lock = asyncio.Lock()  # log batches apply one at a time, in order
+        self._background: set[asyncio.Task[None]] = set()
+        self._log_failed = False  # the last read of the log failed: health "degraded"
         self._day = intervals_per_day(config.interval_s)
         self._flagged: set[tuple[str, str, int]] = set()  # anomaly episodes published
 
@@ -161,6 +163,10 @@ class ForecastServer:
         self.counters["forecasts_published"] += 1
 
     async def publish_health(self, state: str) -> None:
+        """The retained signed health; ``ok`` says ``degraded`` while the last read of the
+        ledger's log failed."""
+        if state == "ok" and self._log_failed:
+            state = "degraded"
         _, trained_on = await asyncio.to_thread(self.store.position)
         counters = dict(self.counters)
         counters["households"] = len(await asyncio.to_thread(self.store.fitted_agents))
@@ -203,8 +209,6 @@ class ForecastServer:
         )
         if not demand:
             return
-        capacity_w = self.config.pv_capacity_w.get(agent)
-        capacity_wh = None if capacity_w is None else capacity_w * self.config.interval_s // 3600
         job = FitJob(
             agent=agent,
             start_s=start,
@@ -214,8 +218,7 @@ class ForecastServer:
             steps=self._steps(start + len(demand) * self.config.interval_s, now),
             demand_model=self.config.demand_model,
             pv_model=self.config.pv_model,
-            min_history=self.config.min_history_days * self._day,
-            pv_capacity_wh=capacity_wh,
+            pv_capacity_w=self.config.pv_capacity_w.get(agent),
         )  # fmt: skip
         try:
             if self.config.workers == 0:
@@ -265,7 +268,9 @@ class ForecastServer:
 
     async def _needs_refit(self, agent: str) -> bool:
         fit = await asyncio.to_thread(self.store.fit, agent)
-        return fit is None or fit.demand.model in STAND_INS or fit.pv.model in STAND_INS
+        if fit is None or STAND_IN in (fit.demand.model, fit.pv.model):
+            return True
+        return fit.demand.model == fit.pv.model == "zero"  # nothing measured yet
 
     def _executor(self) -> Executor:
         if self._pool is None:
@@ -300,9 +305,10 @@ class ForecastServer:
             for task in done - {stopped}:
                 task.result()  # a task that failed ends the service with its error
         finally:
-            for task in (*tasks, stopped):
+            pending = (*tasks, stopped, *self._background)
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, stopped, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish_health("stopped"), 5)
             self.close()
@@ -311,15 +317,31 @@ class ForecastServer:
         self, checkpoint_topic: str, read_log: Callable[[], Awaitable[LoggedBatch | None]]
     ) -> None:
         async for message in self.transport.messages():
-            if message.topic == checkpoint_topic:
-                await self._read_log(read_log)
+            if message.topic == checkpoint_topic:  # beside the readings: fits may take a while
+                task = asyncio.create_task(self._read_log(read_log), name="read-log")
+                self._background.add(task)
+                task.add_done_callback(self._log_read_done)
             else:
                 await self.handle(message)
 
     async def _read_log(self, read_log: Callable[[], Awaitable[LoggedBatch | None]]) -> None:
-        batch = await read_log()
-        if batch is not None:
-            await self.take_logged(batch)
+        async with self._log_lock:
+            try:
+                batch = await read_log()
+            except Exception:
+                self._log_failed = True
+                await self.publish_health("degraded")
+                raise
+            self._log_failed = False
+            if batch is not None:
+                await self.take_logged(batch)
+
+    def _log_read_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.counters["log_read_failures"] += 1
+            _LOG.error("reading the ledger's log failed: %s: %s", type(exc).__name__, exc,
+                       exc_info=exc)  # fmt: skip
 
     async def _schedule(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

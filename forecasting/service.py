@@ -22,13 +22,8 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
-from wattmesh.forecasting._models import (
-    Forecast,
-    Series,
-    intervals_per_day,
-    prophet_forecast,
-    seasonal_naive,
-)
+from wattmesh.forecasting._fit import Fitted, fit_builtin
+from wattmesh.forecasting._models import Series
 from wattmesh.forecasting.anomaly import AnomalyFlag, anomaly_body
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
@@ -58,8 +53,8 @@ class _Household:
     pv: list[int] = field(default_factory=list)
     last: ReadingBody | None = None
     fitted_at: int | None = None
-    demand_fc: Forecast | None = None
-    pv_fc: Forecast | None = None
+    demand_fc: Fitted | None = None
+    pv_fc: Fitted | None = None
 
 
 class ForecastService:
@@ -159,22 +154,12 @@ class ForecastService:
         if hh.demand_fc is None or hh.pv_fc is None or hh.fitted_at is None:
             raise RuntimeError("refit left no forecast")  # unreachable: _refit sets all three
         offset = (now - hh.fitted_at) // interval_s
-        horizon = self.config.horizon
-        demand = hh.demand_fc.values_wh[offset : offset + horizon]
-        pv = hh.pv_fc.values_wh[offset : offset + horizon]
-        fallback = hh.demand_fc.fallback_reason or hh.pv_fc.fallback_reason
-        body = ForecastBody(
-            start=now,
-            interval_s=interval_s,
-            demand_wh=demand,
-            pv_wh=pv,
-            model=hh.demand_fc.model,
-            fallback=fallback,
-        )
+        body = _body(hh.demand_fc, hh.pv_fc, now, offset, self.config.horizon)
         self._seq += 1
-        expires = now + horizon * interval_s
+        expires = now + self.config.horizon * interval_s
         message = self._signer.sign(body, interval=now, seq=self._seq, expires=expires)
-        await self.transport.publish(self.config.topics.forecast(agent), message.to_wire(), qos=1)
+        topic = self.config.topics.forecast(agent)
+        await self.transport.publish(topic, message.to_wire(), qos=1, retain=True)
 
     async def publish_anomaly(self, flag: AnomalyFlag) -> None:
         """Sign and publish an anomaly flag on the household's ``anomaly`` topic (not
@@ -229,14 +214,32 @@ class ForecastService:
 
 def fit_one(
     series: Series, steps: int, kind: Literal["demand", "pv"], model: ModelName, minimum: int
-) -> Forecast:
-    """Fit one series and forecast ``steps`` intervals (runs in a worker process)."""
-    if not any(series.values_wh):
-        return Forecast(series.end_epoch_s, series.interval_s, (0,) * steps, "zero", None)
-    if model == "prophet":
-        return prophet_forecast(series, steps, kind=kind, min_history_intervals=minimum)
-    season = intervals_per_day(series.interval_s)
-    return seasonal_naive(series, steps, season_intervals=season, kind=kind)
+) -> Fitted:
+    """Fit one series and forecast ``steps`` intervals with its 10/50/90 % bands (runs in
+    a worker process); any model but ``prophet`` is the seasonal naive one."""
+    choice: Literal["prophet", "naive"] = "prophet" if model == "prophet" else "naive"
+    return fit_builtin(series, steps, kind, choice, min_history=minimum, capacity_wh=None)
+
+
+def _body(demand: Fitted, pv: Fitted, now: int, offset: int, horizon: int) -> ForecastBody:
+    """The forecast of ``horizon`` intervals from ``now``, ``offset`` steps into the fits."""
+    cut = slice(offset, offset + horizon)
+    versions = dict.fromkeys((demand.version, pv.version))
+    return ForecastBody(
+        start=now,
+        interval_s=demand.interval_s,
+        demand_wh=demand.p50_wh[cut],
+        pv_wh=pv.p50_wh[cut],
+        model=demand.model,
+        fallback=demand.fallback or pv.fallback,
+        version="+".join(versions),
+        issued_s=now,
+        trained_on=None,  # the bus's readings, not the ledger's log
+        demand_p10_wh=demand.p10_wh[cut],
+        demand_p90_wh=demand.p90_wh[cut],
+        pv_p10_wh=pv.p10_wh[cut],
+        pv_p90_wh=pv.p90_wh[cut],
+    )
 
 
 def demand_and_pv(last: ReadingBody, reading: ReadingBody) -> tuple[int, int] | None:

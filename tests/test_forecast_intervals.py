@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wattmesh.forecasting._fit import FitJob, fit_household, fit_target
+from wattmesh.forecasting._fit import FitJob, fit_builtin, fit_household
 from wattmesh.forecasting._models import Forecast, Series, seasonal_naive
 from wattmesh.forecasting._quantiles import bands, day_ahead_residuals, quantile, slot_offsets
 
@@ -69,7 +69,7 @@ def test_bands_are_ordered_and_clipped_at_zero_night_and_capacity() -> None:
 def test_fitted_bands_cover_about_eighty_percent_of_the_next_days() -> None:
     values = _noisy_demand(24)
     train, test = values[: 21 * DAY], values[21 * DAY :]
-    fit = fit_target(
+    fit = fit_builtin(
         Series(0, STEP, tuple(train)), 3 * DAY, "demand", "auto", min_history=2 * DAY,
         capacity_wh=None,
     )  # fmt: skip
@@ -81,12 +81,12 @@ def test_fitted_bands_cover_about_eighty_percent_of_the_next_days() -> None:
 
 def test_auto_selects_by_backtest_and_says_what_it_used() -> None:
     # a repeating day plus noise: the 7-day mean beats yesterday's copy
-    fit = fit_target(
+    fit = fit_builtin(
         Series(0, STEP, tuple(_noisy_demand(14))), DAY, "demand", "auto", min_history=2 * DAY,
         capacity_wh=None,
     )  # fmt: skip
     assert (fit.model, fit.version, fit.fallback) == ("same_slot_mean", "same_slot_mean/1", None)
-    naive = fit_target(
+    naive = fit_builtin(
         Series(0, STEP, tuple(_noisy_demand(14))), DAY, "demand", "naive", min_history=2 * DAY,
         capacity_wh=None,
     )  # fmt: skip

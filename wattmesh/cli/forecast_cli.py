@@ -28,7 +28,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wattmesh.config.forecast_config import ForecastServeConfig
@@ -90,7 +90,7 @@ async def _main(config: ForecastServeConfig) -> int:
     from wattmesh.broker.transport import Transport
     from wattmesh.cli.forecast_feed import LedgerFeed
     from wattmesh.forecasting.history import HistoryStore, LoggedBatch
-    from wattmesh.forecasting.server import ForecastServer, ModelChoice, ServeConfig
+    from wattmesh.forecasting.server import ForecastServer, ServeConfig
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -120,9 +120,8 @@ async def _main(config: ForecastServeConfig) -> int:
                     interval_s=config.interval_s,
                     horizon=config.horizon,
                     window_days=config.window_days,
-                    min_history_days=config.min_history_days,
-                    demand_model=cast("ModelChoice", config.demand_model),
-                    pv_model=cast("ModelChoice", config.pv_model),
+                    demand_model=config.demand_model,
+                    pv_model=config.pv_model,
                     refit_hour_utc=config.refit_hour_utc,
                     workers=config.workers,
                     pv_capacity_w=config.pv_capacity_w,

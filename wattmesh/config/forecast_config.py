@@ -47,7 +47,6 @@ class ForecastServeConfig:
     pv_model: str = "auto"
     horizon: int = 96
     window_days: int = 28
-    min_history_days: int = 2
     refit_hour_utc: int = 2
     workers: int = 2
     pv_capacity_w: Mapping[str, int] = field(default_factory=dict)
@@ -60,7 +59,8 @@ def check_forecast_config(path: Path) -> tuple[ForecastServeConfig | None, list[
         return None, [problem or "cannot read the file"]
     section, problems = validate_schema(raw, ForecastSection, PATTERNS)
     if section is None:
-        return None, problems + _url_problems(raw, path.parent, problems)
+        extra = _url_problems(raw, path.parent, problems) + _model_problems(raw)
+        return None, problems + extra
     return _build(section, path.parent)
 
 
@@ -105,6 +105,24 @@ def _url_problems(raw: Mapping[str, object], base: Path, problems: list[str]) ->
     return found
 
 
+def _model_problems(raw: Mapping[str, object]) -> list[str]:
+    """The model names' problems beside the schema's (they are checked by name)."""
+    from wattmesh.forecasting.server import check_choice  # no pandas, prophet or pvlib
+
+    table = raw.get("models")
+    if not isinstance(table, Mapping):
+        return []
+    found: list[str] = []
+    for target in ("demand", "pv"):
+        choice = table.get(target)
+        problem = None
+        if isinstance(choice, str):
+            problem = check_choice(choice, "demand" if target == "demand" else "pv")
+        if problem is not None:
+            found.append(f"models.{target}: {problem}")
+    return found
+
+
 def _build(s: ForecastSection, base: Path) -> tuple[ForecastServeConfig | None, list[str]]:
     problems: list[str] = []
 
@@ -137,6 +155,14 @@ def _build(s: ForecastSection, base: Path) -> tuple[ForecastServeConfig | None, 
             urls[name] = db_url(url, base)
         except ConfigError as exc:
             add(f"{name}.url", str(exc))
+    from wattmesh.forecasting.server import check_choice  # no pandas, prophet or pvlib
+
+    for where, problem in (
+        ("models.demand", check_choice(s.models.demand, "demand")),
+        ("models.pv", check_choice(s.models.pv, "pv")),
+    ):
+        if problem is not None:
+            add(where, problem)
     if households is not None:
         for agent in sorted(set(s.pv_capacity_w) - set(households)):
             add(f"pv_capacity_w.{agent}", "not a household of the registry")
@@ -169,7 +195,6 @@ def _build(s: ForecastSection, base: Path) -> tuple[ForecastServeConfig | None, 
         pv_model=s.models.pv,
         horizon=s.models.horizon,
         window_days=s.models.window_days,
-        min_history_days=s.models.min_history_days,
         refit_hour_utc=s.refit.hour_utc,
         workers=s.refit.workers,
         pv_capacity_w=dict(s.pv_capacity_w),

@@ -10,7 +10,7 @@ in docs/forecasting.md ("The service") and ``examples/forecast.toml``.
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Final, Literal
+from typing import Annotated, ClassVar, Final
 
 from annotated_types import Ge, Le, MinLen
 
@@ -21,7 +21,7 @@ __all__ = ["PATTERNS", "ForecastSection"]
 
 _FORBID: Final = {"extra": "forbid"}
 
-Model = Literal["auto", "naive", "same_slot_mean", "prophet"]
+Model = Annotated[str, MinLen(1)]  # checked against forecasting.models by the loader
 
 PATTERNS: Final = {"market_id": re.compile(r"^[A-Za-z0-9_.-]{1,64}$")}
 
@@ -43,11 +43,10 @@ class LedgerLogSection:
 @dataclass(frozen=True)
 class ModelsSection:
     __pydantic_config__: ClassVar[dict[str, str]] = _FORBID
-    demand: Model = "auto"  # auto: the model its backtest on the household's history selects
+    demand: Model = "auto"  # auto, or a model of forecasting.models (naive-day, mean-7d, ...)
     pv: Model = "auto"
     horizon: Annotated[Int, Ge(1), Le(672)] = 96  # intervals in each forecast
     window_days: Annotated[Int, Ge(1), Le(366)] = 28
-    min_history_days: Annotated[Int, Ge(1), Le(366)] = 2  # Prophet's minimum
 
 
 @dataclass(frozen=True)
