@@ -10,6 +10,7 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.transport import BrokerAddress
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.sim.faults import (
+    FAULT_KINDS,
     Detection,
     InjectedFault,
     detections_from_log,
@@ -33,6 +34,8 @@ def test_plan_faults_is_seeded_and_fits_the_households() -> None:
         if f.kind == "night_export":
             assert f.agent in pv
             assert f.end - f.interval == 4 * 900
+        elif f.kind == "forecast_deviation":
+            assert f.end - f.interval == 12 * 900
         else:
             assert f.end - f.interval == 900
     with pytest.raises(ValueError, match="fault rate"):
@@ -68,7 +71,7 @@ async def test_faults_are_scored_from_the_log(tmp_path: Path, mosquitto: BrokerA
     config = SimulationConfig(
         households=6,
         days=1,
-        seed=5,
+        seed=1,  # a day of each kind of fault
         pv_share=0.7,
         forecaster="naive",
         history_days=3,
@@ -83,6 +86,7 @@ async def test_faults_are_scored_from_the_log(tmp_path: Path, mosquitto: BrokerA
     assert faults["injected"] == 6
     kinds = faults["kinds"]
     assert sum(k["injected"] for k in kinds.values()) == 6
+    assert all(kinds[k]["injected"] for k in FAULT_KINDS)
     # the figures are those of the log: its flag entries and the detector over its readings
     store = LedgerStore(report["db"])
     try:
@@ -94,7 +98,8 @@ async def test_faults_are_scored_from_the_log(tmp_path: Path, mosquitto: BrokerA
         if row["injected"]:
             assert row["recall"] == 1.0
             assert row["precision"] == 1.0
-    # night export came back as the forecaster's signed flags the ledger logged
+    # the history's faults came back as the forecaster's signed flags the ledger logged
     assert kinds["night_export"]["injected"] >= 1
-    assert {d.source for d in found if d.kind == "night_export"} == {"anomaly"}
-    assert {d.source for d in found if d.kind != "night_export"} == {"flag"}
+    forecaster = {"night_export", "forecast_deviation", "short_delivery"}
+    assert {d.source for d in found if d.kind in forecaster} == {"anomaly"}
+    assert {d.source for d in found if d.kind not in forecaster} == {"flag"}

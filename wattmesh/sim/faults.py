@@ -14,6 +14,10 @@ those the household can have, at a seeded time of that day:
   meter's export register; undeclared generation); the anomaly detector
   (:func:`forecasting.anomaly.night_export`) flags it.
 
+- ``forecast_deviation``: an extra load of ``DEVIATION_EXTRA_WH`` in each of
+  ``DEVIATION_INTERVALS`` daytime intervals (the profile: 2.4 kW for 3 h); the
+  forecaster's deviation check (its demand band against the logged demand) flags it.
+
 The scores come from the ledger's log alone: its ``flag`` entries and, for night export,
 the detector run over the logged readings (or the ``anomaly`` entries when the forecaster
 logged them), each matched to an injected fault of the same kind and household whose
@@ -38,6 +42,8 @@ from wattmesh.ledger.store import LedgerStore
 from wattmesh.sim.scenario import HouseholdProfile, Scenario
 
 __all__ = [
+    "DEVIATION_EXTRA_WH",
+    "DEVIATION_INTERVALS",
     "FAULT_KINDS",
     "METER_KINDS",
     "NIGHT_EXPORT_INTERVALS",
@@ -60,10 +66,13 @@ REGISTER_REVERSAL = "register_reversal"
 NIGHT_EXPORT = "night_export"
 OVER_LIMIT = "over_limit"
 PHYSICAL_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT, OVER_LIMIT)
-FAULT_KINDS = PHYSICAL_KINDS
-STATISTICAL_KINDS = ("short_delivery", "forecast_deviation")
-"""Detected in the log but not injected: their flags in a run are all unexplained."""
+FORECAST_DEVIATION = "forecast_deviation"
+FAULT_KINDS = (*PHYSICAL_KINDS, FORECAST_DEVIATION)
 METER_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT)
+STATISTICAL_KINDS = ("short_delivery",)
+"""Detected in the log but not injected: their flags in a run are all unexplained."""
+DEVIATION_EXTRA_WH = 600
+DEVIATION_INTERVALS = 12
 REVERSAL_WH = 100
 OVER_LIMIT_EXTRA_WH = 500
 NIGHT_EXPORT_WH = 150
@@ -128,10 +137,15 @@ def plan_faults(scenario: Scenario, *, rate: float, seed: int) -> tuple[Injected
             day = scenario.history_intervals // season + d
             night = _night_slots(hh.pv_wh, day, season)
             can_night = hh.spec.pv_peak_w > 0 and hh.spec.battery is None and bool(night)
-            kinds = list(PHYSICAL_KINDS) if can_night else [REGISTER_REVERSAL, OVER_LIMIT]
+            kinds = (
+                [*FAULT_KINDS] if can_night else [REGISTER_REVERSAL, OVER_LIMIT, FORECAST_DEVIATION]
+            )
             kind = kinds[int(rng.integers(len(kinds)))]
             if kind == NIGHT_EXPORT:
                 slot, length = night[int(rng.integers(len(night)))], NIGHT_EXPORT_INTERVALS
+            elif kind == FORECAST_DEVIATION:  # within the day, ending before its last hours
+                slot = int(rng.integers(4, season - DEVIATION_INTERVALS - 8))
+                length = DEVIATION_INTERVALS
             else:
                 slot, length = int(rng.integers(2, season - 2)), 1
             start = int(scenario.interval_start(day * season + slot).timestamp())
@@ -140,20 +154,28 @@ def plan_faults(scenario: Scenario, *, rate: float, seed: int) -> tuple[Injected
 
 
 def inject_profiles(scenario: Scenario, faults: Iterable[InjectedFault]) -> Scenario:
-    """The scenario with the profile-level faults (over limit) applied."""
+    """The scenario with the profile-level faults (over limit, extra load) applied."""
     base = int(scenario.start.timestamp())
     limit = energy_limit_wh(DEFAULT_MAX_POWER_W, scenario.interval_s) + OVER_LIMIT_EXTRA_WH
     bumps: dict[str, list[int]] = {}
+    loads: dict[str, list[int]] = {}
     for f in faults:
+        k = (f.interval - base) // scenario.interval_s
         if f.kind == OVER_LIMIT:
-            bumps.setdefault(f.agent, []).append((f.interval - base) // scenario.interval_s)
+            bumps.setdefault(f.agent, []).append(k)
+        elif f.kind == FORECAST_DEVIATION:
+            n = (f.end - f.interval) // scenario.interval_s
+            loads.setdefault(f.agent, []).extend(range(k, k + n))
     profiles: list[HouseholdProfile] = []
     for hh in scenario.households:
-        at = bumps.get(hh.spec.agent_id)
-        if not at:
+        at = bumps.get(hh.spec.agent_id, [])
+        extra_load = loads.get(hh.spec.agent_id, [])
+        if not at and not extra_load:
             profiles.append(hh)
             continue
         demand = list(hh.demand_wh)
+        for k in extra_load:
+            demand[k] += DEVIATION_EXTRA_WH
         battery = hh.spec.battery
         cover = 0 if battery is None else battery.max_discharge_w * scenario.interval_s // 3600
         for k in at:  # beyond the limit whatever the PV and the battery cover
@@ -267,6 +289,6 @@ def score_faults(
         "rate": rate,
         "injected": len(faults),
         "kinds": kinds,
-        "statistical": "short_delivery and forecast_deviation are not injected by the"
-        " simulator (see docs/forecasting.md, Anomalies)",
+        "statistical": "short_delivery is not injected by the simulator: its flags are"
+        " all unexplained (see docs/forecasting.md, Anomalies)",
     }

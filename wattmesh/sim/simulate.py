@@ -25,6 +25,7 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
+from wattmesh.forecasting.anomaly import AnomalyFlag
 from wattmesh.forecasting.service import ForecasterConfig, ForecastService, ModelName
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
@@ -466,7 +467,7 @@ async def _trade(
     agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
     outcomes: list[IntervalOutcome] = []
     ledger = service.ledger
-    watch = LogAnomalies(ledger.store, interval_s=interval_s)
+    watch = LogAnomalies(ledger.store, interval_s=interval_s, band=forecaster.demand_band)
     counted = Counter(ledger.rejections), ledger.redeliveries  # at the previous summary
     try:
         for index in range(intervals):
@@ -481,8 +482,12 @@ async def _trade(
                 redeliveries=now[1] - counted[1],
             )
             counted = now
-            if (index + 1) % (86_400 // interval_s) == 0 or index + 1 == intervals:
-                await _check_anomalies(service, forecaster, watch, config.gate_timeout_s)
+            day = 86_400 // interval_s
+            if (index + 1) % day == 0 or index + 1 == intervals:
+                day_start = first + (index // day) * day * interval_s
+                await _check_anomalies(
+                    service, forecaster, watch.new_flags(day_start=day_start), config.gate_timeout_s
+                )
             if progress is not None:
                 progress(index + 1, intervals)
         end = first + intervals * interval_s
@@ -502,15 +507,16 @@ async def _trade(
 
 
 async def _check_anomalies(
-    service: LedgerService, forecaster: ForecastService, watch: LogAnomalies, timeout_s: float
+    service: LedgerService, forecaster: ForecastService, flags: list[AnomalyFlag], timeout_s: float
 ) -> None:
     """The forecaster's daily anomaly checks over the log (:mod:`wattmesh.sim.log_anomalies`):
-    each new flag signed and published, and taken by the ledger before the run goes on
-    (so the log it is written into does not depend on timing)."""
-    flags = watch.new_flags()
+    each new flag signed and published (its episode then not learnt from), and taken by
+    the ledger before the run goes on (so the log does not depend on timing)."""
     if not flags:
         return
     target = service.anomalies_taken + len(flags)
     for flag in flags:
         await forecaster.publish_anomaly(flag)
+        if flag.kind != "short_delivery":  # an interval-level episode: not learnt from
+            forecaster.forget(flag)
     await service.wait_until(lambda: service.anomalies_taken >= target, timeout_s)
