@@ -281,11 +281,12 @@ def market_series(
     if start is not None and end is not None and start >= end:
         raise BadRequest(f"start {start} is not before end {end}")
     s, f = t.interval_stats, t.forecast
-    fc = (
-        select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh).label("net"), func.count())
-        .group_by(f.c.interval)
-        .subquery()
-    )
+    fq = select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh).label("net"), func.count())
+    if start is not None:
+        fq = fq.where(f.c.interval >= start)
+    if end is not None:
+        fq = fq.where(f.c.interval < end)
+    fc = fq.group_by(f.c.interval).subquery()
     query = (
         select(
             *(s.c[n] for n in ("interval", *_PRICES, "volume_wh", "grid_buy_wh", "grid_sell_wh")),
