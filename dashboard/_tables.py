@@ -201,6 +201,7 @@ forecast = Table(
     Column("version", String(64), nullable=True),
     _int("trained_on_size", nullable=True, default=None),
     Column("trained_on_root", String(64), nullable=True),
+    Index("ix_forecast_interval", "interval"),  # the market's neighbourhood sums by range
 )
 """The first step of each forecast heard (its interval's): medians, 10 % and 90 %
 quantiles, the model and version, the checkpoint its training data reaches. The
@@ -211,6 +212,16 @@ ADDED_COLUMNS = {
 }
 """Nullable columns added to a table after its first release: a read model created
 before gets them with ``ALTER TABLE ... ADD COLUMN`` when it is opened."""
+
+forecast_total = Table(
+    "forecast_total",
+    METADATA,
+    _key("interval"),
+    _int("net_wh"),  # Σ (demand_wh - pv_wh) of the interval's forecast rows
+    _int("households"),  # how many rows
+)
+"""The neighbourhood's forecast per interval, kept up with each forecast row written
+(the market's 30-day series reads 2,880 rows instead of summing 1.44 M)."""
 
 presence = Table(
     "presence",

@@ -280,19 +280,13 @@ def market_series(
     heard for the interval (null without one; ``forecast_households`` says how many)."""
     if start is not None and end is not None and start >= end:
         raise BadRequest(f"start {start} is not before end {end}")
-    s, f = t.interval_stats, t.forecast
-    fq = select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh).label("net"), func.count())
-    if start is not None:
-        fq = fq.where(f.c.interval >= start)
-    if end is not None:
-        fq = fq.where(f.c.interval < end)
-    fc = fq.group_by(f.c.interval).subquery()
+    s, fc = t.interval_stats, t.forecast_total
     query = (
         select(
             *(s.c[n] for n in ("interval", *_PRICES, "volume_wh", "grid_buy_wh", "grid_sell_wh")),
             s.c.import_wh - s.c.export_wh,
-            fc.c.net,
-            func.coalesce(fc.c[2], 0),
+            fc.c.net_wh,
+            func.coalesce(fc.c.households, 0),
         )
         .select_from(s.outerjoin(fc, fc.c.interval == s.c.interval))
         .where(s.c.closed_idx.is_not(None))

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event, inspect, select, text
+from sqlalchemy import Table, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -102,6 +102,8 @@ class ReadModel:
                     )
             t.METADATA.create_all(self.engine)
             _add_columns(self.engine)
+            _add_indexes(self.engine)
+            _sum_forecasts(self.engine)
             with self.engine.begin() as conn:
                 if _get_state(conn, APPLIED_SIZE) is None:
                     _set_state(conn, APPLIED_SIZE, "0")
@@ -261,8 +263,29 @@ class ReadModel:
             "trained_on_size": None if trained is None else trained.tree_size,
             "trained_on_root": None if trained is None else trained.root,
         }
+        f, total = t.forecast, t.forecast_total
+        net = demand[1][0] - pv[1][0]
         with self.engine.begin() as conn:
-            _replace(conn, t.forecast, [row], ("household", "interval"), None)
+            old = conn.execute(
+                select(f.c.demand_wh - f.c.pv_wh).where(
+                    f.c.household == household, f.c.interval == body.start
+                )
+            ).scalar()
+            _replace(conn, f, [row], ("household", "interval"), None)
+            summed = conn.execute(
+                select(total.c.net_wh, total.c.households).where(total.c.interval == body.start)
+            ).first()
+            if summed is None:
+                conn.execute(total.insert().values(interval=body.start, net_wh=net, households=1))
+            else:
+                conn.execute(
+                    total.update()
+                    .where(total.c.interval == body.start)
+                    .values(
+                        net_wh=int(summed[0]) + net - int(old or 0),
+                        households=int(summed[1]) + (old is None),
+                    )
+                )
 
     def record_presence(self, household: str, *, online: bool, at_s: int) -> None:
         row = {"household": household, "online": int(online), "since_s": at_s}
@@ -299,6 +322,36 @@ def _add_columns(engine: Engine) -> None:
             for column in (table.c[c] for c in added if c not in have):
                 kind = column.type.compile(dialect=engine.dialect)
                 conn.execute(text(f'ALTER TABLE {where} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _sum_forecasts(engine: Engine) -> None:
+    """Fill ``forecast_total`` from ``forecast`` when it is empty and forecasts are not
+    (a read model made before the totals were kept)."""
+    f, total = t.forecast, t.forecast_total
+    with engine.begin() as conn:
+        if conn.execute(select(total.c.interval).limit(1)).first() is not None:
+            return
+        if conn.execute(select(f.c.interval).limit(1)).first() is None:
+            return
+        sums = select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh), func.count())
+        conn.execute(
+            total.insert().from_select(
+                ["interval", "net_wh", "households"], sums.group_by(f.c.interval)
+            )
+        )
+
+
+def _add_indexes(engine: Engine) -> None:
+    """The indexes a table made before them lacks (``create_all`` makes only tables)."""
+    schema = t.PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    with engine.begin() as conn:
+        for table in t.METADATA.sorted_tables:
+            where = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+            for index in table.indexes:
+                columns = ", ".join(f'"{c.name}"' for c in index.columns)
+                conn.execute(
+                    text(f'CREATE INDEX IF NOT EXISTS "{index.name}" ON {where} ({columns})')
+                )
 
 
 _UNFOLDED = frozenset({"reading", "checkpoint_ref"})

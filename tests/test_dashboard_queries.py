@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from tests.dashkit import MixedMarket, logged, statements
 from tests.ledgerkit import STEP, T0
@@ -19,6 +19,7 @@ from wattmesh.broker.bodies import ForecastBody
 from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody, TrainedOn
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import verify_inclusion
+from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard import queries as q
 from wattmesh.dashboard._tables import PG_SCHEMA
 from wattmesh.dashboard._tables import forecast as forecast_table
@@ -447,3 +448,38 @@ def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path:
     assert "differs from the postings" in str(got.value)
     rm.close()
     store.close()
+
+
+def test_the_neighbourhood_forecast_is_the_sum_of_the_rows_heard(tmp_path: Path) -> None:
+    """The market's forecast column is kept as forecasts arrive (a replaced forecast
+    replaces its share), equals the sum over the forecast rows, and is filled from them
+    for a read model made before the totals were kept."""
+    url = f"sqlite:///{tmp_path / 'rm.db'}"
+    rm = ReadModel(url)
+    heard = [
+        ("h001", T0, (500,), (100,)),
+        ("h002", T0, (300,), (700,)),
+        ("h001", T0, (450,), (0,)),  # a newer forecast for the same interval
+        ("h001", T0 + STEP, (200,), (0,)),
+    ]
+    for household, start, demand, pv in heard:
+        body = ForecastBody(start, STEP, demand, pv, "naive", None)
+        rm.record_forecast(household, body, issued_s=1)
+    f, total = forecast_table, t.forecast_total
+    with rm.engine.connect() as conn:
+        kept = dict(conn.execute(select(total.c.interval, total.c.net_wh)).all())
+        counts = dict(conn.execute(select(total.c.interval, total.c.households)).all())
+        summed = dict(
+            conn.execute(
+                select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh)).group_by(f.c.interval)
+            ).all()
+        )
+    assert kept == summed == {T0: 450 - 400, T0 + STEP: 200}
+    assert counts == {T0: 2, T0 + STEP: 1}
+    with rm.engine.begin() as conn:
+        conn.execute(total.delete())  # as before the totals were kept
+    rm.close()
+    again = ReadModel(url)
+    with again.engine.connect() as conn:
+        assert dict(conn.execute(select(total.c.interval, total.c.net_wh)).all()) == summed
+    again.close()
