@@ -36,7 +36,8 @@ from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
 from wattmesh.forecasting._models import intervals_per_day
-from wattmesh.forecasting.anomaly import anomaly_body, night_export_flags
+from wattmesh.forecasting._serve_anomalies import flags_after_fit
+from wattmesh.forecasting.anomaly import anomaly_body
 from wattmesh.forecasting.history import (
     HistoryStore,
     LoggedBatch,
@@ -232,20 +233,25 @@ class ForecastServer:
             _LOG.exception("%s: the fit failed; its previous model stays", agent)
             self.counters["fit_failures"] += 1
             return
+        previous = await asyncio.to_thread(self.store.fit, agent)
         fit = StoredFit(agent, now, trained_on, demand_fit, pv_fit)
         await asyncio.to_thread(self.store.save_fit, fit)
         self.counters["fits"] += 1
-        await self.publish_anomalies(agent, rows)
+        await self.publish_anomalies(agent, rows, previous)
 
     async def publish_anomalies(
-        self, agent: str, rows: list[tuple[int, bool, ReadingBody]]
+        self,
+        agent: str,
+        rows: list[tuple[int, bool, ReadingBody]],
+        previous: StoredFit | None = None,
     ) -> None:
         """The anomaly hook after each fit: the detectors over the household's logged
-        readings (the ledger's flagged ones left out); each new episode signed and
-        published on ``household/<id>/anomaly`` for the ledger to log."""
-        step = self.config.interval_s
-        readings = {r.meter_time - r.meter_time % step: r for _, flagged, r in rows if not flagged}
-        for flag in night_export_flags(agent, readings, interval_s=step):
+        readings (the ledger's flagged ones left out): night export, and the demand
+        logged since the ``previous`` fit against that fit's band (unless a stand-in
+        model made it); each new episode signed and published on
+        ``household/<id>/anomaly`` for the ledger to log."""
+        flags = flags_after_fit(agent, rows, previous, self.config.interval_s, STAND_IN)
+        for flag in flags:
             key = (flag.agent, flag.kind, flag.interval)
             if key in self._flagged:
                 continue

@@ -165,10 +165,14 @@ class ForecastService:
         self, agent: str, start: int, count: int
     ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """The p10 and p90 of the household's current demand fit for ``count`` intervals
-        from ``start`` (None when its fit does not cover them all)."""
+        from ``start``; None when its fit does not cover them all, or was trained on less
+        than ``min_history_intervals`` (e.g. its history restarted after a reading it could
+        not learn from): such a band is no basis for an anomaly flag."""
         hh = self._households.get(agent)
         fit = None if hh is None else hh.demand_fc
-        if fit is None or start < fit.start_s:
+        if hh is None or fit is None or start < fit.start_s:
+            return None
+        if (fit.start_s - hh.start) // self.config.interval_s < self.config.min_history_intervals:
             return None
         offset = (start - fit.start_s) // fit.interval_s
         if offset + count > len(fit.p10_wh):

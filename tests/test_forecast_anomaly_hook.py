@@ -72,3 +72,51 @@ async def test_night_export_is_published_once_and_signed(
         window_start=T0 + (96 + 8) * 900,
         window_end=T0 + (96 + 10) * 900,
     )
+
+
+async def test_demand_outside_the_previous_fits_band_is_flagged(
+    tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """Day 2's logged demand against the band of the fit made at its start: 10 intervals
+    of 700 Wh where the band says 100..300 Wh (flag above 300 + 100 + 100)."""
+    from wattmesh.forecasting._fit import Fitted
+    from wattmesh.forecasting.history import StoredFit
+
+    day2 = T0 + 86_400
+    flat = (200,) * 96
+    band = Fitted("demand", day2, 900, (100,) * 96, flat, (300,) * 96, "naive", "v1", None)
+    previous = StoredFit("h002", day2, None, band, band)
+    rows, imp = [], 0
+    for k in range(96 + 1):
+        rows.append((k, False, ReadingBody(day2 + k * 900, imp, 0, 0, 0)))
+        imp += 700 if 20 <= k < 30 else 200
+    topics = Topics("m1")
+    key = SigningKey.generate()
+    history = HistoryStore(f"sqlite:///{tmp_path / 'forecast.db'}")
+    listener = Transport(
+        TransportConfig(address=mosquitto, client_id="listener2"),
+        subscriptions=[(topics.all_anomalies, 1)],
+    )
+    sender = Transport(TransportConfig(address=mosquitto, client_id="forecaster2"))
+    try:
+        async with listener, sender:
+            await asyncio.gather(listener.wait_connected(), sender.wait_connected())
+            server = ForecastServer(
+                ServeConfig(topics, workers=0),
+                key=key, transport=sender, store=history, registry={},
+            )  # fmt: skip
+            await server.publish_anomalies("h002", rows, previous)
+            async with asyncio.timeout(10):
+                message = await anext(aiter(listener.messages()))
+    finally:
+        history.close()
+    body = take_anomaly(message.payload, agent="h002", market_id="m1", key=key.verifying).body
+    assert body == AnomalyBody(
+        agent="h002",
+        anomaly="forecast_deviation",
+        interval=day2 + 20 * 900,
+        reason="demand outside p10..p90 by more than the margin for 10 intervals",
+        score_milli=865,  # 1 - exp(-(700 - 300) / 200)
+        window_start=day2 + 20 * 900,
+        window_end=day2 + 30 * 900,
+    )

@@ -24,10 +24,12 @@ from wattmesh.forecasting.anomaly import (
     short_delivery,
 )
 from wattmesh.forecasting.history import series_from_readings
+from wattmesh.forecasting.service import ForecastService
 from wattmesh.ledger.entries import EntryKind
+from wattmesh.ledger.service import LedgerService
 from wattmesh.ledger.store import LedgerStore
 
-__all__ = ["LogAnomalies"]
+__all__ = ["LogAnomalies", "publish_flags"]
 
 
 Band = Callable[[str, int, int], tuple[Sequence[int], Sequence[int]] | None]
@@ -111,3 +113,19 @@ class LogAnomalies:
                     self._seen.add(key)
                     found.append(flag)
         return found
+
+
+async def publish_flags(
+    service: LedgerService, forecaster: ForecastService, flags: list[AnomalyFlag], timeout_s: float
+) -> None:
+    """Each of the day's new flags signed and published by the forecaster (its episode
+    then not learnt from), and taken by the ledger before the run goes on (so the log
+    does not depend on timing)."""
+    if not flags:
+        return
+    target = service.anomalies_taken + len(flags)
+    for flag in flags:
+        await forecaster.publish_anomaly(flag)
+        if flag.kind != "short_delivery":  # an interval-level episode: not learnt from
+            forecaster.forget(flag)
+    await service.wait_until(lambda: service.anomalies_taken >= target, timeout_s)

@@ -25,7 +25,6 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
-from wattmesh.forecasting.anomaly import AnomalyFlag
 from wattmesh.forecasting.service import ForecasterConfig, ForecastService, ModelName
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
@@ -45,7 +44,7 @@ from wattmesh.sim.faults import (
     score_faults,
     undeclared_export_wh,
 )
-from wattmesh.sim.log_anomalies import LogAnomalies
+from wattmesh.sim.log_anomalies import LogAnomalies, publish_flags
 from wattmesh.sim.report import build_report
 from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
@@ -485,7 +484,7 @@ async def _trade(
             day = 86_400 // interval_s
             if (index + 1) % day == 0 or index + 1 == intervals:
                 day_start = first + (index // day) * day * interval_s
-                await _check_anomalies(
+                await publish_flags(
                     service, forecaster, watch.new_flags(day_start=day_start), config.gate_timeout_s
                 )
             if progress is not None:
@@ -504,19 +503,3 @@ async def _trade(
             task.cancel()
         await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
     return outcomes
-
-
-async def _check_anomalies(
-    service: LedgerService, forecaster: ForecastService, flags: list[AnomalyFlag], timeout_s: float
-) -> None:
-    """The forecaster's daily anomaly checks over the log (:mod:`wattmesh.sim.log_anomalies`):
-    each new flag signed and published (its episode then not learnt from), and taken by
-    the ledger before the run goes on (so the log does not depend on timing)."""
-    if not flags:
-        return
-    target = service.anomalies_taken + len(flags)
-    for flag in flags:
-        await forecaster.publish_anomaly(flag)
-        if flag.kind != "short_delivery":  # an interval-level episode: not learnt from
-            forecaster.forget(flag)
-    await service.wait_until(lambda: service.anomalies_taken >= target, timeout_s)
