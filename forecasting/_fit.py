@@ -55,6 +55,8 @@ __all__ = [
     "fit_builtin",
     "fit_household",
     "fit_target",
+    "select_household",
+    "select_target",
 ]
 
 BuiltinChoice = Literal["auto", "naive", "same_slot_mean", "prophet"]
@@ -106,6 +108,26 @@ def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
         fit_target(demand, job.steps, "demand", job.demand_model, capacity_w=None),
         fit_target(pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w),
     )
+
+
+def select_household(job: FitJob) -> tuple[str, str]:
+    """What ``auto`` would fit for demand and PV of one household now (the choosing
+    backtests alone, runnable apart from the fits)."""
+    return (
+        select_target(Series(job.start_s, job.interval_s, job.demand_wh), "demand", None),
+        select_target(Series(job.start_s, job.interval_s, job.pv_wh), "pv", job.pv_capacity_w),
+    )
+
+
+def select_target(series: Series, kind: Kind, capacity_w: int | None) -> str:
+    """The model of :data:`CATALOG_AUTO` that ``auto`` fits for ``series`` (``zero`` when
+    nothing was measured, the stand-in's name under a day of history)."""
+    season = intervals_per_day(series.interval_s)
+    if not any(series.values_wh):
+        return "zero"
+    if len(series.values_wh) < season:
+        return "history_mean"
+    return _select_catalog(series, ModelContext(kind=kind, capacity_w=capacity_w), season)
 
 
 def check_choice(choice: str, kind: Kind) -> str | None:
