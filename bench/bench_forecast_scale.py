@@ -238,11 +238,15 @@ async def _refit(server: ForecastServer, store: HistoryStore, agents: list[str])
     return _models(store, agents)
 
 
-async def _backtests(store: HistoryStore, agents: list[str]) -> str:
-    jobs = await asyncio.to_thread(_jobs, store, agents)
+def _choose(store: HistoryStore, agents: list[str]) -> list[tuple[str, str]]:
+    jobs = _jobs(store, agents)
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-        chosen = list(pool.map(select_household, jobs, chunksize=16))
+        return list(pool.map(select_household, jobs, chunksize=16))
+
+
+async def _backtests(store: HistoryStore, agents: list[str]) -> str:
+    chosen = await asyncio.to_thread(_choose, store, agents)  # the loop keeps the link alive
     counts: dict[str, int] = {}
     for pair in chosen:
         for name in pair:

@@ -3,7 +3,9 @@
 Each is fitted twice per forecast: on the whole history for the forecast, and on the
 history less its last calibration days to forecast those days, whose errors calibrate the
 intervals (out of sample, so the intervals are honest; one to fourteen days ahead, so a
-little wide). A fit that fails falls back to the previous-day seasonal naive, with a reason.
+little wide). Prophet's calibration fit starts its optimiser from the full fit's parameters
+(a warm start: it converges in fewer steps). A fit that fails falls back to the
+previous-day seasonal naive, with a reason.
 
 Prophet for demand: daily (Fourier order 10) and weekly seasonality, the configured
 country's public holidays, and the temperature as a regressor when the weather provider
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from wattmesh.forecasting import _prophet
 from wattmesh.forecasting._baselines import naive_lag
@@ -85,6 +88,7 @@ def prophet(job: Job, *, model: str) -> PointRun:
     step = hist.interval_s
     pv = job.ctx.kind == "pv"
     regs = _regressors(job)
+    warm: dict[str, Any] = {}  # the calibration fit starts from the full fit's parameters
 
     def fit(train_len: int, steps: int) -> list[float]:
         epoch = [hist.start_epoch_s + i * step for i in range(train_len + steps)]
@@ -97,6 +101,7 @@ def prophet(job: Job, *, model: str) -> PointRun:
             regressors={k: v[: train_len + steps] for k, v in regs.items()},
             country=None if pv else job.ctx.country,
             utc_offset_s=job.ctx.utc_offset_s,
+            warm=warm,
         )
 
     return _two_fits(job, fit, model)
