@@ -15,7 +15,7 @@ in the same pool), and the update. Peak RSS of the parent and of the largest wor
 (sampled with psutil over the process tree) beside each.
 
 Usage: ``python bench/bench_forecast_scale.py [--households N] [--skip-prophet]
-[--window-days D]``
+[--skip-simple] [--window-days D]``
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _jobs(store: HistoryStore, agents: list[str]) -> list[FitJob]:
     return jobs
 
 
-async def run(households: int, skip_prophet: bool) -> list[Row]:
+async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(f"sqlite:///{tmp}/forecast.db")
@@ -206,11 +206,9 @@ async def run(households: int, skip_prophet: bool) -> list[Row]:
             address = BrokerAddress("127.0.0.1", port)
             async with Transport(TransportConfig(address=address, client_id="fc-bench")) as link:
                 await asyncio.wait_for(link.wait_connected(), 10)
-                models = [
-                    ("naive-day", "seasonal naive (baseline)"),
-                    ("auto", "auto: choose + fit"),
-                    ("mean-7d", "mean-7d by name"),
-                ]
+                models = [("naive-day", "seasonal naive (baseline)")]
+                if not skip_simple:
+                    models += [("auto", "auto: choose + fit"), ("mean-7d", "mean-7d by name")]
                 if not skip_prophet:
                     models.append(("prophet", "Prophet"))
                 for model, label in models:
@@ -222,8 +220,9 @@ async def run(households: int, skip_prophet: bool) -> list[Row]:
                         )  # fmt: skip
                     finally:
                         server.close()
-                await _timed("choosing backtests alone", 2 * households,
-                             lambda: _backtests(store, agents), rows)  # fmt: skip
+                if not skip_simple:
+                    await _timed("choosing backtests alone", 2 * households,
+                                 lambda: _backtests(store, agents), rows)  # fmt: skip
                 messages = [_reading(topics, a, keys[a]) for a in agents]
                 server = _server(topics, link, store, "auto", registry)
                 await _timed("forecast-only update", households,
@@ -274,6 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--households", type=int, default=1000)
     parser.add_argument("--skip-prophet", action="store_true")
+    parser.add_argument("--skip-simple", action="store_true", help="only baseline and Prophet")
     parser.add_argument("--window-days", type=int, default=DAYS, help="history fitted on")
     args = parser.parse_args()
     WINDOW_DAYS[0] = args.window_days
@@ -281,7 +281,7 @@ def main() -> None:
     print(f"forecast serve at scale: {args.households} households x 2 targets, {DAYS} days "
           f"hourly stored, {args.window_days}-day window fitted, {WORKERS} workers",
           flush=True)  # fmt: skip
-    rows = asyncio.run(run(args.households, args.skip_prophet))
+    rows = asyncio.run(run(args.households, args.skip_prophet, args.skip_simple))
     print("\n| run | wall s | series/s | parent peak RSS MiB | worker peak RSS MiB | models |")
     print("|---|---|---|---|---|---|")
     for r in rows:

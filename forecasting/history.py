@@ -269,6 +269,7 @@ def _fitted_json(f: Fitted) -> dict[str, Any]:
         "model": f.model,
         "version": f.version,
         "fallback": f.fallback,
+        "state": None if f.state is None else dict(f.state),
     }
 
 
@@ -283,6 +284,7 @@ def _fitted(obj: dict[str, Any]) -> Fitted:
         str(obj["model"]),
         str(obj["version"]),
         obj["fallback"],
+        obj.get("state"),  # absent in fits stored before warm starts
     )
 
 

@@ -202,6 +202,7 @@ class ForecastServer:
         since = now - self.config.window_days * 86_400
         rows = await asyncio.to_thread(self.store.readings, agent, since_s=since)
         _, trained_on = await asyncio.to_thread(self.store.position)
+        previous = await asyncio.to_thread(self.store.fit, agent)  # Prophet warm-starts from it
         start, demand, pv = series_from_readings(
             ((flagged, r) for _, flagged, r in rows), self.config.interval_s
         )
@@ -217,6 +218,8 @@ class ForecastServer:
             demand_model=self.config.demand_model,
             pv_model=self.config.pv_model,
             pv_capacity_w=self.config.pv_capacity_w.get(agent),
+            demand_state=None if previous is None else previous.demand.state,
+            pv_state=None if previous is None else previous.pv.state,
         )  # fmt: skip
         try:
             if self.config.workers == 0:
