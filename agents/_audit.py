@@ -189,6 +189,9 @@ def entry_parties(data: bytes) -> frozenset[str]:
     if obj.get("kind") == "trade":
         return frozenset(str(obj.get(k)) for k in ("buyer", "seller"))
     signed = obj.get("signed")
+    if obj.get("kind") == "anomaly" and isinstance(signed, dict):
+        body = signed.get("body")  # the forecaster signs a flag about a household
+        return frozenset({str(body.get("agent"))} if isinstance(body, dict) else ())
     if isinstance(signed, dict):
         return frozenset({str(signed.get("agent"))})
     return frozenset({str(obj.get("agent"))})

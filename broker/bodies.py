@@ -26,7 +26,12 @@ from wattmesh.broker._validate import (
 )
 from wattmesh.broker.audit_bodies import CheckpointNoteBody, ReceiptBody
 from wattmesh.broker.errors import RejectReason
-from wattmesh.broker.forecast_bodies import MAX_FORECAST_STEPS, ForecastBody, HealthBody
+from wattmesh.broker.forecast_bodies import (
+    MAX_FORECAST_STEPS,
+    AnomalyBody,
+    ForecastBody,
+    HealthBody,
+)
 
 __all__ = ["BODY_TYPES", "MAX_FORECAST_STEPS"]
 
@@ -431,6 +436,7 @@ BODY_TYPES: dict[str, Any] = {
         ReadingBody,
         OrderBody,
         ForecastBody,
+        AnomalyBody,
         HealthBody,
         AnnouncementBody,
         TradesBody,

@@ -1,4 +1,4 @@
-"""The forecasting service's messages: per-household ``forecast`` and its ``health``.
+"""The forecasting service's messages: per-household ``forecast`` and ``anomaly``, its ``health``.
 
 A ``forecast`` carries, per interval from ``start``, the median (``demand_wh``,
 ``pv_wh``: what every agent reads) and the 10 % and 90 % quantiles of demand and PV
@@ -26,7 +26,16 @@ from wattmesh.broker._validate import (
     schema_error,
 )
 
-__all__ = ["HEALTH_COUNTERS", "MAX_FORECAST_STEPS", "ForecastBody", "HealthBody", "TrainedOn"]
+__all__ = [
+    "ANOMALY_KINDS",
+    "HEALTH_COUNTERS",
+    "MAX_FORECAST_STEPS",
+    "MAX_REASON_CHARS",
+    "AnomalyBody",
+    "ForecastBody",
+    "HealthBody",
+    "TrainedOn",
+]
 
 MAX_FORECAST_STEPS: Final = 7 * 96
 HEALTH_COUNTERS: Final = (
@@ -183,4 +192,64 @@ class HealthBody:
             counters={k: get_int(counters, k) for k in HEALTH_COUNTERS},
             trained_on=TrainedOn.from_json(obj["trained_on"]),
             last_refit_s=None if last is None else get_int(obj, "last_refit_s"),
+        )
+
+
+ANOMALY_KINDS: Final = ("night_export", "short_delivery", "forecast_deviation")
+MAX_REASON_CHARS: Final = 200
+
+
+@dataclass(frozen=True)
+class AnomalyBody:
+    """An anomaly the forecasting service found in a household's logged data, on
+    ``household/<agent>/anomaly`` (not retained), signed by the forecaster and logged by
+    the ledger as an ``anomaly`` entry.
+
+    ``anomaly``: the detector (:data:`ANOMALY_KINDS`); ``interval``: the episode's first
+    interval (epoch s); ``score_milli``: the score in [0, 1] in thousandths;
+    ``window_start`` .. ``window_end``: the evidence window (epoch s, end exclusive).
+    """
+
+    KIND: ClassVar[str] = "anomaly"
+    agent: str
+    anomaly: str
+    interval: int
+    reason: str
+    score_milli: int
+    window_start: int
+    window_end: int
+
+    def __post_init__(self) -> None:
+        if self.anomaly not in ANOMALY_KINDS:
+            raise schema_error(f"anomaly must be one of {', '.join(ANOMALY_KINDS)}")
+        if not 0 <= self.score_milli <= 1000:
+            raise schema_error("score_milli must lie in [0, 1000]")
+        if not self.window_start <= self.interval < self.window_end:
+            raise schema_error("the interval must lie in the evidence window")
+        if len(self.reason) > MAX_REASON_CHARS:
+            raise schema_error(f"reason longer than {MAX_REASON_CHARS} characters")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "anomaly": self.anomaly,
+            "interval": self.interval,
+            "reason": self.reason,
+            "score_milli": self.score_milli,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> AnomalyBody:
+        keys = {"agent", "anomaly", "interval", "reason", "score_milli"}
+        exact_keys(obj, keys | {"window_start", "window_end"}, "anomaly")
+        return cls(
+            agent=get_str(obj, "agent", max_len=64),
+            anomaly=get_choice(obj, "anomaly", ANOMALY_KINDS),
+            interval=get_int(obj, "interval"),
+            reason=get_str(obj, "reason", max_len=MAX_REASON_CHARS),
+            score_milli=get_int(obj, "score_milli", minimum=0, maximum=1000),
+            window_start=get_int(obj, "window_start"),
+            window_end=get_int(obj, "window_end"),
         )

@@ -43,7 +43,7 @@ from wattmesh.broker.bodies import (
 )
 from wattmesh.broker.canonical import canonical_bytes, canonical_bytes_of_checked
 from wattmesh.broker.errors import MessageError, RejectReason
-from wattmesh.broker.forecast_bodies import ForecastBody, HealthBody, TrainedOn
+from wattmesh.broker.forecast_bodies import AnomalyBody, ForecastBody, HealthBody, TrainedOn
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "MAX_TRADES",
     "PROTOCOL_VERSION",
     "AnnouncementBody",
+    "AnomalyBody",
     "Body",
     "ForecastBody",
     "Header",

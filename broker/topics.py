@@ -14,6 +14,7 @@ from typing import NamedTuple
 from wattmesh.broker.errors import ConfigError
 
 __all__ = [
+    "ANOMALY",
     "AUDIT",
     "DEFAULT_PREFIX",
     "ORDER",
@@ -31,6 +32,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # The kinds (last level) of the household topics the services subscribe to.
 READING, ORDER, STATUS, AUDIT, FORECAST = "reading", "order", "status", "audit", "forecast"
+ANOMALY = "anomaly"  # published by the forecasting service, read by the ledger
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -91,6 +93,10 @@ class Topics:
     def forecast(self, agent_id: str) -> str:
         return f"{self.household(agent_id)}/{FORECAST}"
 
+    def anomaly(self, agent_id: str) -> str:
+        """The forecasting service's signed anomaly flags about the household."""
+        return f"{self.household(agent_id)}/{ANOMALY}"
+
     def error(self, agent_id: str) -> str:
         return f"{self.household(agent_id)}/error"
 
@@ -134,6 +140,10 @@ class Topics:
         return f"{self.root}/market/trades"
 
     # Wildcard subscriptions for the services.
+    @property
+    def all_anomalies(self) -> str:
+        return f"{self.root}/household/+/{ANOMALY}"
+
     @property
     def all_readings(self) -> str:
         return f"{self.root}/household/+/reading"

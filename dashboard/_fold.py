@@ -201,8 +201,30 @@ class _Fold:
                     "source": "log",
                 }
             )
+        elif kind == EntryKind.ANOMALY:
+            self.anomaly(idx, obj)
         elif kind in _KEY_KINDS:
             self.key(str(kind), interval_column, obj)
+
+    def anomaly(self, idx: int, obj: Mapping[str, Any]) -> None:
+        """The forecasting service's signed flag (ledger.anomalies), source ``forecaster``."""
+        body = obj["signed"]["body"]
+        detail = {
+            "reason": body["reason"],
+            "score_milli": body["score_milli"],
+            "window_start": body["window_start"],
+            "window_end": body["window_end"],
+            "idx": idx,
+        }
+        self.out.anomalies.append(
+            {
+                "household": str(body["agent"]),
+                "interval": int(body["interval"]),
+                "kind": str(body["anomaly"]),
+                "detail": json.dumps(detail, sort_keys=True),
+                "source": "forecaster",
+            }
+        )
 
     def trade(self, idx: int, obj: Mapping[str, Any]) -> None:
         interval, quantity = int(obj["interval"]), int(obj["quantity_wh"])

@@ -173,7 +173,7 @@ anomaly = Table(
     _key("interval"),
     Column("kind", String(64), primary_key=True),
     Column("detail", Text, nullable=False, default=""),
-    Column("source", String(8), nullable=False),
+    Column("source", String(16), nullable=False),  # log (flag), forecaster, bus
     Index("ix_anomaly_interval", "interval"),
 )
 

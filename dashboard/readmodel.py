@@ -169,7 +169,8 @@ class ReadModel:
         with self._failures(), self.engine.begin() as conn:
             t.METADATA.drop_all(conn, tables=list(t.LOG_TABLES))
             t.METADATA.create_all(conn, tables=list(t.LOG_TABLES))
-            conn.execute(t.anomaly.delete().where(t.anomaly.c.source == "log"))
+            from_log = t.anomaly.c.source.in_(("log", "forecaster"))
+            conn.execute(t.anomaly.delete().where(from_log))
             _set_state(conn, APPLIED_SIZE, "0")
         return self.sync(ledger)
 

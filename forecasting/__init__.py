@@ -10,4 +10,4 @@ only the names in its own ``__all__`` (tests/test_public_surface.py checks it); 
 other module and name is the package"s own.
 """
 
-__all__ = ["backtesting", "history", "models", "server", "service", "weather"]
+__all__ = ["anomaly", "backtesting", "history", "models", "server", "service", "weather"]

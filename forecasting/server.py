@@ -36,6 +36,7 @@ from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
 from wattmesh.forecasting._models import intervals_per_day
+from wattmesh.forecasting.anomaly import anomaly_body, night_export_flags
 from wattmesh.forecasting.history import (
     HistoryStore,
     LoggedBatch,
@@ -92,6 +93,7 @@ class ForecastServer:
         self._background: set[asyncio.Task[None]] = set()
         self._log_failed = False  # the last read of the log failed: health "degraded"
         self._day = intervals_per_day(config.interval_s)
+        self._flagged: set[tuple[str, str, int]] = set()  # anomaly episodes published
 
     # ------------------------------------------------------------------ inputs
 
@@ -236,6 +238,31 @@ class ForecastServer:
         fit = StoredFit(agent, now, trained_on, demand_fit, pv_fit)
         await asyncio.to_thread(self.store.save_fit, fit)
         self.counters["fits"] += 1
+        await self.publish_anomalies(agent, rows)
+
+    async def publish_anomalies(
+        self, agent: str, rows: list[tuple[int, bool, ReadingBody]]
+    ) -> None:
+        """The anomaly hook after each fit: the detectors over the household's logged
+        readings (the ledger's flagged ones left out); each new episode signed and
+        published on ``household/<id>/anomaly`` for the ledger to log."""
+        step = self.config.interval_s
+        readings = {r.meter_time - r.meter_time % step: r for _, flagged, r in rows if not flagged}
+        for flag in night_export_flags(agent, readings, interval_s=step):
+            key = (flag.agent, flag.kind, flag.interval)
+            if key in self._flagged:
+                continue
+            self._flagged.add(key)
+            message = self._signer.sign(
+                anomaly_body(flag),
+                interval=flag.interval,
+                seq=self._next_seq(),
+                expires=flag.window_end + 86_400,
+            )
+            await self.transport.publish(
+                self.config.topics.anomaly(agent), message.to_wire(), qos=1
+            )
+            self.counters["anomalies_published"] += 1
 
     def _steps(self, history_end: int, now: int) -> int:
         """Enough to forecast ``horizon`` intervals from now until a day from now."""

@@ -24,6 +24,7 @@ from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting._fit import Fitted, fit_builtin
 from wattmesh.forecasting._models import Series
+from wattmesh.forecasting.anomaly import AnomalyFlag, anomaly_body
 
 __all__ = ["ForecastService", "ForecasterConfig", "ModelName"]
 
@@ -159,6 +160,50 @@ class ForecastService:
         message = self._signer.sign(body, interval=now, seq=self._seq, expires=expires)
         topic = self.config.topics.forecast(agent)
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=True)
+
+    def demand_band(
+        self, agent: str, start: int, count: int
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """The p10 and p90 of the household's current demand fit for ``count`` intervals
+        from ``start`` (None when its fit does not cover them all)."""
+        hh = self._households.get(agent)
+        fit = None if hh is None else hh.demand_fc
+        if fit is None or start < fit.start_s:
+            return None
+        offset = (start - fit.start_s) // fit.interval_s
+        if offset + count > len(fit.p10_wh):
+            return None
+        cut = slice(offset, offset + count)
+        return fit.p10_wh[cut], fit.p90_wh[cut]
+
+    def forget(self, flag: AnomalyFlag) -> int:
+        """Not to learn from a flagged episode: the household's history over the flag's
+        evidence window takes the medians its current fits forecast for it (where they
+        cover it). Returns the intervals replaced."""
+        hh = self._households.get(flag.agent)
+        if hh is None or hh.demand_fc is None or hh.pv_fc is None:
+            return 0
+        step = self.config.interval_s
+        replaced = 0
+        for at in range(flag.window_start, flag.window_end, step):
+            i = (at - hh.start) // step
+            k = (at - hh.demand_fc.start_s) // step
+            if 0 <= i < len(hh.demand) and 0 <= k < len(hh.demand_fc.p50_wh):
+                hh.demand[i] = hh.demand_fc.p50_wh[k]
+                hh.pv[i] = hh.pv_fc.p50_wh[k] if k < len(hh.pv_fc.p50_wh) else hh.pv[i]
+                replaced += 1
+        return replaced
+
+    async def publish_anomaly(self, flag: AnomalyFlag) -> None:
+        """Sign and publish an anomaly flag on the household's ``anomaly`` topic (not
+        retained: the ledger logs it, which is its record)."""
+        body = anomaly_body(flag)
+        self._seq += 1
+        message = self._signer.sign(
+            body, interval=flag.interval, seq=self._seq, expires=flag.window_end + 86_400
+        )
+        topic = self.config.topics.anomaly(flag.agent)
+        await self.transport.publish(topic, message.to_wire(), qos=1)
 
     def _trim(self, hh: _Household) -> None:
         extra = len(hh.demand) - self.config.window_intervals

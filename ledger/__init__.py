@@ -12,6 +12,7 @@ other module and name is the package"s own.
 
 __all__ = [
     "accounts",
+    "anomalies",
     "checkpoint",
     "clearing",
     "entries",

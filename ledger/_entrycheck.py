@@ -8,6 +8,8 @@ hands a :data:`Row` to a :class:`RowChecker`:
 
 - a signed message: parse, schema, canonical (RFC 8785) bytes, columns, market and
   interval, key id and ECDSA signature (:mod:`ledger._logged`);
+- an anomaly flag: the forecaster's signature under the key it holds
+  (:mod:`ledger.anomalies`);
 - a clearing, settlement, correction, flag or posting: JSON of the kind its column
   names; settlements, corrections and flags parse and match their columns; postings
   parse, match their columns and balance.
@@ -34,6 +36,7 @@ from wattmesh.broker.errors import MessageError
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.ledger._logged import PlainHeader, decode_logged, plain_header
 from wattmesh.ledger.accounts import Cause, Posting, UnbalancedPosting
+from wattmesh.ledger.anomalies import ANOMALY_KIND, anomaly_problem
 from wattmesh.ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
 from wattmesh.ledger.settlement import Basis, FlagReason
 
@@ -65,6 +68,8 @@ def check_row(market: str, row: Row) -> str | None:
     kind = row[1]
     if kind in _MESSAGE_KINDS:
         return _check_message(market, row)
+    if kind == ANOMALY_KIND:
+        return anomaly_problem(market, row[2], row[4], row[5])
     obj = _entry_object(row)
     if isinstance(obj, str):
         return obj

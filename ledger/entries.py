@@ -35,6 +35,7 @@ class EntryKind:
     FLAG = "flag"
     POSTING = "posting"
     CHECKPOINT_REF = "checkpoint_ref"
+    ANOMALY = "anomaly"  # the forecasting service's signed flag (ledger.anomalies)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ class Ledger:
         self._last_fills = restored.last_fills
         self._open: OpenInterval | None = None
         self._intake: list[tuple[str | None, bytes]] = []  # accepted, not yet kept
+        self.anomalies: list[NewEntry] = []  # forecaster flags, logged at the next close
 
     # --- state -----------------------------------------------------------------------
 
@@ -406,9 +407,11 @@ class Ledger:
             keys, seqs = self._keyring, self._admission.last_seqs
             return encode_snapshot(LedgerState(tree, keys, seqs, metering, *last))
 
+        entries += self.anomalies  # the forecaster's flags taken since the last close
         checkpoint = self._append(
             entries, op.interval, intake_through=op.interval, snapshot=snapshot
         )
+        self.anomalies = []
         self._intake = []
         self._metering = metering
         self._last_interval, self._last_tariff, self._last_fills = last

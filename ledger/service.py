@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wattmesh.broker.errors import MessageError, RejectReason
-from wattmesh.broker.keys import SigningKey
+from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import (
     AnnouncementBody,
     Body,
@@ -30,7 +30,15 @@ from wattmesh.broker.messages import (
     TradeLine,
     TradesBody,
 )
-from wattmesh.broker.topics import AUDIT, ORDER, READING, STATUS, HouseholdTopic, Topics
+from wattmesh.broker.topics import (
+    ANOMALY,
+    AUDIT,
+    ORDER,
+    READING,
+    STATUS,
+    HouseholdTopic,
+    Topics,
+)
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.ledger._audit_messages import (
     AuditMessages,
@@ -46,6 +54,7 @@ from wattmesh.ledger._responder import (
     rejection_reference,
 )
 from wattmesh.ledger._status import Statuses, StatusStore
+from wattmesh.ledger.anomalies import anomaly_entry, take_anomaly
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger, RedeliveredError
 from wattmesh.ledger.sigcheck import Checked, InlineVerifier, SignatureVerifier
@@ -89,6 +98,7 @@ def ledger_subscriptions(topics: Topics) -> list[tuple[str, int]]:
         (topics.all_orders, 1),
         (topics.all_status, 1),
         (topics.all_audit_requests, 1),
+        (topics.all_anomalies, 1),
     ]
 
 
@@ -102,8 +112,11 @@ class LedgerService:
         *,
         key: SigningKey,
         transport: Transport,
+        forecaster_key: VerifyingKey | None = None,
     ) -> None:
         self.ledger = ledger
+        self.forecaster_key = forecaster_key  # signs the anomaly flags the ledger logs
+        self.anomalies_taken = 0
         self.config = config
         self.key = key
         self.transport = transport
@@ -246,6 +259,8 @@ class LedgerService:
             self._status(where.agent, message.payload)
         elif where is not None and where.kind == AUDIT:
             await self._answer_audit(where.agent, message.payload)
+        elif where is not None and where.kind == ANOMALY:
+            self._anomaly(where.agent, message.payload)
         else:
             self._bad_topic(message.topic, where)
 
@@ -270,6 +285,23 @@ class LedgerService:
                 self._offline_at[agent] = self._arrival
             else:
                 self._offline_at.pop(agent, None)
+            self._progress.set()
+
+    def _anomaly(self, agent: str, payload: bytes) -> None:
+        """Take the forecaster's signed anomaly flag about ``agent`` for the next close
+        (:mod:`ledger.anomalies`); anything else is counted by reason and dropped."""
+        key = self.forecaster_key
+        try:
+            message = take_anomaly(
+                payload, agent=agent, market_id=self.config.topics.market_id, key=key
+            )
+        except MessageError as exc:
+            self.ledger.rejections[exc.reason] += 1
+            _LOG.debug("refused an anomaly flag about %s: %s", agent, exc)
+            return
+        if key is not None:
+            self.ledger.anomalies.append(anomaly_entry(message, key))
+            self.anomalies_taken += 1
             self._progress.set()
 
     def _sent(self, agent: str, arrival: int) -> None:

@@ -117,6 +117,7 @@ def test_the_example_configuration_is_valid(
         ('registry_file = "registry.json"', 'registry_file = "none.json"', "registry_file: cannot read"),  # noqa: E501
         ('operator_key_file = "operator/private_key.pem"', 'operator_key_file = "registry.json"', "operator_key_file: "),  # noqa: E501
         ("80000\n", '80000\n[mqtt.tls]\nca_file = "ca.pem"\n', "mqtt.tls.ca_file: "),
+        ('registry_file = "registry.json"', 'registry_file = "registry.json"\nforecaster_key_file = "none.pem"', "forecaster_key_file: "),  # noqa: E501
     ],
 )  # fmt: skip
 def test_each_bad_value_exits_1_naming_its_toml_path(

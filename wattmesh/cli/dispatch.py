@@ -187,6 +187,14 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="the dashboard's port (default 8080; 0: any free port)",
     )
     sim.add_argument("--html", default=None, help="also write the report as one HTML file")
+    sim.add_argument(
+        "--inject-faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of household-days with one injected fault; the report scores the"
+        " flags in the log against them (default 0: none)",
+    )
     sim.set_defaults(func=_cmd_simulate)
 
 

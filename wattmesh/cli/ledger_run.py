@@ -220,6 +220,7 @@ async def _lead(
                 ),
                 key=config.operator_key,
                 transport=transport,
+                forecaster_key=config.forecaster_key,
             )
             ingest = asyncio.create_task(
                 service.run_ingest(

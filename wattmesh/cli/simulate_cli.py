@@ -35,6 +35,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         tariffs=None if args.tariffs is None else load_tariffs(Path(args.tariffs)),
         mechanism=_mechanism(args.mechanism, args.network_fee_micro_per_kwh),
         currency=args.currency,
+        inject_faults=args.inject_faults,
     )
     path = config.workdir / "report.json" if args.report is None else Path(args.report)
     html = None if args.html is None else Path(args.html)
@@ -173,9 +174,21 @@ def summary_table(report: dict[str, Any]) -> Table:
                 _money(batteries["mean_battery_savings_micro"], currency),
             ),
         )
+    for kind, row in report.get("faults", {}).get("kinds", {}).items():
+        rows.append((f"faults {kind}", _fault_cell(row)))
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _fault_cell(row: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.0f} %"
+
+    return (
+        f"{row['injected']} injected, recall {pct(row['recall'])},"
+        f" precision {pct(row['precision'])}"
+    )
 
 
 def _kwh(wh: int) -> str:

@@ -22,7 +22,7 @@ from typing import TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from wattmesh.broker.errors import ConfigError, WattmeshError
-from wattmesh.broker.keys import SigningKey, load_signing_key
+from wattmesh.broker.keys import SigningKey, VerifyingKey, load_signing_key, load_verifying_key
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Session, TlsConfig, TransportConfig
 from wattmesh.config.agent_validate import read_toml
@@ -59,6 +59,7 @@ class LedgerRunConfig:
     signature_workers: int
     lease_poll_s: float
     metrics: tuple[str, int] | None = None  # (host, port) of /metrics; None: not served
+    forecaster_key: VerifyingKey | None = None  # anomaly flags logged only under it
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -149,6 +150,12 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
         key = load_signing_key(base / s.operator_key_file)
     except WattmeshError as exc:
         add("operator_key_file", str(exc))
+    forecaster_key = None
+    if s.forecaster_key_file is not None:
+        try:
+            forecaster_key = load_verifying_key(base / s.forecaster_key_file)
+        except WattmeshError as exc:
+            add("forecaster_key_file", str(exc))
     registry = None
     registry_path = base / s.registry_file
     try:
@@ -209,6 +216,7 @@ def _build(s: LedgerSection, base: Path) -> tuple[LedgerRunConfig | None, list[s
         signature_workers=s.ingest.signature_workers,
         lease_poll_s=s.lease.poll_s,
         metrics=None if s.metrics is None else (s.metrics.host, s.metrics.port),
+        forecaster_key=forecaster_key,
     )
     return config, []
 

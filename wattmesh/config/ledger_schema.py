@@ -122,3 +122,4 @@ class LedgerSection:
     ingest: IngestSection = field(default_factory=IngestSection)
     lease: LeaseSection = field(default_factory=LeaseSection)
     metrics: MetricsSection | None = None
+    forecaster_key_file: str | None = None  # its public key: the anomaly flags it signs

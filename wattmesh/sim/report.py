@@ -104,7 +104,10 @@ def build_report(
     verified: bool,
     extra: dict[str, Any],
     batteries: Mapping[str, BatteryTotals] | None = None,
+    undeclared_wh: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``undeclared_wh``: energy each household exported with no source in its profile
+    (``simulate --inject-faults``' night export), counted in its energy balance."""
     batteries = batteries or {}
     first, count = scenario.history_intervals, scenario.simulated_intervals
     households = {
@@ -120,7 +123,7 @@ def build_report(
     _add_settlements(households, outcomes)
     rows = [households[a] for a in sorted(households)]
     accounts = balances(p for outcome in outcomes for p in outcome.postings)
-    energy, complete = _energy(rows, batteries, count)
+    energy, complete = _energy(rows, batteries, count, undeclared_wh or {})
     _check_money(rows, accounts)
     grid_only = sum(h.grid_only_micro for h in rows)
     per_household = _per_household(rows, scenario, batteries, config.tariff)
@@ -196,13 +199,16 @@ def _series(
 
 
 def _energy(
-    rows: Sequence[_Household], batteries: Mapping[str, BatteryTotals], count: int
+    rows: Sequence[_Household],
+    batteries: Mapping[str, BatteryTotals],
+    count: int,
+    undeclared: Mapping[str, int],
 ) -> tuple[dict[str, int], bool]:
     """The neighbourhood's energy (Wh) and whether every interval settled on readings;
     BalanceError if a household's or the neighbourhood's energy does not balance."""
     stored = {a: t.balance_wh for a, t in batteries.items()}
     for h in rows:
-        net = h.demand_wh - h.pv_wh + stored.get(h.agent, 0)
+        net = h.demand_wh - h.pv_wh + stored.get(h.agent, 0) - undeclared.get(h.agent, 0)
         if h.settled_intervals == count and net != h.import_wh - h.export_wh:
             raise BalanceError(f"{h.agent}: metered energy differs from the scenario")
     demand = sum(h.demand_wh for h in rows)
@@ -216,7 +222,8 @@ def _energy(
     complete = all(h.settled_intervals == count for h in rows)
     losses = sum(t.losses_wh for t in batteries.values())
     soc_change = sum(t.soc_end_wh - t.soc_start_wh for t in batteries.values())
-    if complete and demand - pv + losses + soc_change != grid_import - grid_export:
+    extra = sum(undeclared.values())
+    if complete and demand - pv - extra + losses + soc_change != grid_import - grid_export:
         raise BalanceError("demand - pv (+ battery terms) differs from grid import - export")
     energy = {
         "demand": demand,

@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 from wattmesh.agents.agent import AgentConfig, HouseholdAgent, agent_transport
 from wattmesh.agents.battery_meter import BatteryMeter
-from wattmesh.agents.meter import MarketClock, SimulatedMeter
+from wattmesh.agents.meter import MarketClock, Meter, SimulatedMeter
 from wattmesh.agents.presence import StatusSigner
 from wattmesh.agents.sequence import MemorySequence
 from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
+from wattmesh.forecasting.anomaly import AnomalyFlag
 from wattmesh.forecasting.service import ForecasterConfig, ForecastService, ModelName
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
@@ -34,6 +35,17 @@ from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscr
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
 from wattmesh.sim.battery_report import battery_balances
+from wattmesh.sim.faults import (
+    METER_KINDS,
+    FaultyMeter,
+    InjectedFault,
+    detections_from_log,
+    inject_profiles,
+    plan_faults,
+    score_faults,
+    undeclared_export_wh,
+)
+from wattmesh.sim.log_anomalies import LogAnomalies
 from wattmesh.sim.report import build_report
 from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
 from wattmesh.sim.simkeys import simulation_key
@@ -81,6 +93,7 @@ class SimulationConfig:
     mechanism: Mechanism = field(default_factory=Mechanism)
     gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
     currency: str = "EUR"  # ISO 4217 code of the micro-units (named in the report)
+    inject_faults: float = 0.0  # share of household-days with one injected fault
 
     def __post_init__(self) -> None:
         if self.households < 1:
@@ -101,6 +114,8 @@ class SimulationConfig:
             raise ConfigError(
                 f"--currency must be an ISO 4217 code like EUR, not {self.currency!r}"
             )
+        if not 0.0 <= self.inject_faults <= 1.0:
+            raise ConfigError(f"--inject-faults must lie in [0, 1], got {self.inject_faults}")
         if self.broker != "auto":
             parse_broker_url_or_config_error(self.broker)
 
@@ -183,6 +198,10 @@ async def run_simulation(
         history_days=config.history_days,
         interval_s=config.interval_s,
     )
+    faults: tuple[InjectedFault, ...] = ()
+    if config.inject_faults > 0:
+        faults = plan_faults(scenario, rate=config.inject_faults, seed=config.seed)
+        scenario = inject_profiles(scenario, faults)
     store, db_url = open_store(config)
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
@@ -193,9 +212,15 @@ async def run_simulation(
                 )
                 watcher.started(RunSite(db_url, address, config.market_id, operator, forecaster))
             outcomes, ledger, models, meters = await _run(
-                config, scenario, store, address, progress
+                config, scenario, store, address, progress, faults=faults
             )
             verified = verify_ledger(store)
+            extra: dict[str, Any] = {}
+            if config.inject_faults > 0:
+                found = detections_from_log(store, interval_s=scenario.interval_s)
+                extra["faults"] = score_faults(
+                    faults, found, interval_s=scenario.interval_s, rate=config.inject_faults
+                )
             report = build_report(
                 config=config,
                 scenario=scenario,
@@ -203,11 +228,13 @@ async def run_simulation(
                 ledger=ledger,
                 verified=verified.ok,
                 batteries=battery_balances(scenario, meters),
+                undeclared_wh=undeclared_export_wh(faults),
                 extra={
                     "broker": broker_kind,
                     "db": db_url,
                     "verify_problem": verified.problem,
                     "forecast_models": dict(sorted(models.items())),
+                    **extra,
                 },
             )
             if watcher is not None:
@@ -251,6 +278,8 @@ async def _run(
     store: LedgerStore,
     address: BrokerAddress,
     progress: Progress | None,
+    *,
+    faults: tuple[InjectedFault, ...] = (),
 ) -> tuple[list[IntervalOutcome], Ledger, Counter[str], dict[str, BatteryMeter]]:
     topics = Topics(config.market_id)
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
@@ -264,6 +293,7 @@ async def _run(
         service, ledger_transport = await _start_ledger(
             stack, config=config, interval_s=scenario.interval_s, address=address,
             topics=topics, ledger=ledger, key=keys.operator,
+            forecaster_key=keys.forecaster.verifying,
         )  # fmt: skip
         forecaster, forecast_transport = await _start_forecaster(
             stack, config=config, interval_s=scenario.interval_s, address=address,
@@ -276,6 +306,7 @@ async def _run(
             agent, status, battery = await _start_household(
                 stack, config=config, scenario=scenario, hh=hh, address=address,
                 topics=topics, keys=keys, forecaster=forecaster,
+                faults=[f for f in faults if f.agent == hh.spec.agent_id],
             )  # fmt: skip
             agents.append(agent)
             statuses.append(status)
@@ -299,6 +330,7 @@ async def _start_ledger(
     topics: Topics,
     ledger: Ledger,
     key: SigningKey,
+    forecaster_key: VerifyingKey,
 ) -> tuple[LedgerService, Transport]:
     """The ledger's connection and service, connected, the broker's retained state cleared."""
     ledger_transport = await stack.enter_async_context(
@@ -312,6 +344,7 @@ async def _start_ledger(
         OperatorConfig(topics, interval_s=interval_s, gate_timeout_s=config.gate_timeout_s),
         key=key,
         transport=ledger_transport,
+        forecaster_key=forecaster_key,
     )
     await ledger_transport.wait_connected()
     await service.clear_retained()  # a reused broker may hold an earlier run's state
@@ -353,6 +386,7 @@ async def _start_household(
     topics: Topics,
     keys: _Keys,
     forecaster: ForecastService,
+    faults: list[InjectedFault],
 ) -> tuple[HouseholdAgent, StatusSigner, BatteryMeter | None]:
     """One household: its history given to the forecaster, its connection (with its
     signed status), its meter (with a battery if it has one) and its agent."""
@@ -397,11 +431,14 @@ async def _start_household(
             battery=hh.spec.battery,
             clock=clock,
         )
+    read_by_agent: Meter = meter
+    if any(f.kind in METER_KINDS for f in faults):
+        read_by_agent = FaultyMeter(meter, faults, interval_s=scenario.interval_s)
     agent = HouseholdAgent(
         agent_config,
         key=keys.households[agent_id],
         transport=transport,
-        meter=meter,
+        meter=read_by_agent,
         sequence=MemorySequence(),
         market_clock=clock,
         battery=battery,
@@ -430,6 +467,7 @@ async def _trade(
     agent_tasks = [asyncio.create_task(a.run(), name=a.config.agent_id) for a in agents]
     outcomes: list[IntervalOutcome] = []
     ledger = service.ledger
+    watch = LogAnomalies(ledger.store, interval_s=interval_s, band=forecaster.demand_band)
     counted = Counter(ledger.rejections), ledger.redeliveries  # at the previous summary
     try:
         for index in range(intervals):
@@ -444,6 +482,12 @@ async def _trade(
                 redeliveries=now[1] - counted[1],
             )
             counted = now
+            day = 86_400 // interval_s
+            if (index + 1) % day == 0 or index + 1 == intervals:
+                day_start = first + (index // day) * day * interval_s
+                await _check_anomalies(
+                    service, forecaster, watch.new_flags(day_start=day_start), config.gate_timeout_s
+                )
             if progress is not None:
                 progress(index + 1, intervals)
         end = first + intervals * interval_s
@@ -460,3 +504,19 @@ async def _trade(
             task.cancel()
         await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
     return outcomes
+
+
+async def _check_anomalies(
+    service: LedgerService, forecaster: ForecastService, flags: list[AnomalyFlag], timeout_s: float
+) -> None:
+    """The forecaster's daily anomaly checks over the log (:mod:`wattmesh.sim.log_anomalies`):
+    each new flag signed and published (its episode then not learnt from), and taken by
+    the ledger before the run goes on (so the log does not depend on timing)."""
+    if not flags:
+        return
+    target = service.anomalies_taken + len(flags)
+    for flag in flags:
+        await forecaster.publish_anomaly(flag)
+        if flag.kind != "short_delivery":  # an interval-level episode: not learnt from
+            forecaster.forget(flag)
+    await service.wait_until(lambda: service.anomalies_taken >= target, timeout_s)
