@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import sys
 import tempfile
@@ -76,19 +77,20 @@ def _household(rng: random.Random, demand_w: list[float], pv_w: list[float], n: 
     ReadingBody
 ]:  # fmt: skip
     """Cumulative registers of one household over ``n`` hours (a reading each hour)."""
+    first = NOW - n * STEP
     d0 = rng.randrange(0, (len(demand_w) - n) // DAY) * DAY
     p0 = rng.randrange(0, (len(pv_w) - n) // DAY) * DAY
     scale = rng.uniform(0.5, 1.8)
     capacity = rng.choice((0.0, 0.6, 0.8, 1.0, 1.2, 1.6))  # x 5 kWp; a fifth without PV
     imp = exp = pv = 0
-    yield ReadingBody(T0, 0, 0, 0, 0)
+    yield ReadingBody(first, 0, 0, 0, 0)
     for i in range(n):
         d = max(round(demand_w[d0 + i] * scale * rng.uniform(0.8, 1.2)), 0)
         p = max(round(pv_w[p0 + i] * capacity * rng.uniform(0.9, 1.1)), 0)
         imp += max(d - p, 0)
         exp += max(p - d, 0)
         pv += p
-        yield ReadingBody(T0 + (i + 1) * STEP, imp, exp, pv, 0)
+        yield ReadingBody(first + (i + 1) * STEP, imp, exp, pv, 0)
 
 
 def populate(store: HistoryStore, households: int) -> list[str]:
@@ -99,7 +101,7 @@ def populate(store: HistoryStore, households: int) -> list[str]:
     for first in range(0, households, 50):
         readings = []
         for agent in agents[first : first + 50]:
-            for body in _household(rng, demand_w, pv_w, DAYS * DAY):
+            for body in _household(rng, demand_w, pv_w, (DAYS + 1) * DAY):
                 readings.append(LoggedReading(agent, idx, body.meter_time, body))
                 idx += 1
         on = TrainedOn(idx, "ab" * 32)
@@ -159,14 +161,14 @@ WINDOW_DAYS = [DAYS]
 
 def _server(topics: Topics, link: Transport, store: HistoryStore, model: str, registry: dict[
     str, VerifyingKey
-]) -> ForecastServer:  # fmt: skip
+], now: int = NOW) -> ForecastServer:  # fmt: skip
     config = ServeConfig(
         topics, interval_s=STEP, horizon=DAY, window_days=WINDOW_DAYS[0], demand_model=model,
         pv_model=model, workers=WORKERS,
     )  # fmt: skip
     return ForecastServer(
         config, key=FORECASTER, transport=link, store=store, registry=registry,
-        clock=lambda: NOW,
+        clock=lambda: now,
     )  # fmt: skip
 
 
@@ -197,7 +199,7 @@ async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Ro
         store = HistoryStore(f"sqlite:///{tmp}/forecast.db")
         started = time.perf_counter()
         agents = populate(store, households)
-        print(f"  history: {households} x {DAYS * DAY} hourly readings stored in "
+        print(f"  history: {households} x {(DAYS + 1) * DAY} hourly readings stored in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
         keys = {a: SigningKey.generate() for a in agents}
         registry = {a: k.verifying for a, k in keys.items()}
@@ -209,10 +211,12 @@ async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Ro
                 models = [("naive-day", "seasonal naive (baseline)")]
                 if not skip_simple:
                     models += [("auto", "auto: choose + fit"), ("mean-7d", "mean-7d by name")]
-                if not skip_prophet:
-                    models.append(("prophet", "Prophet"))
+                if not skip_prophet:  # yesterday's refit (cold), then today's (warm from it)
+                    models.append(("prophet", "Prophet, cold"))
+                    models.append(("prophet", "Prophet, warm (the next day)"))
                 for model, label in models:
-                    server = _server(topics, link, store, model, registry)
+                    now = NOW - 86_400 if label == "Prophet, cold" else NOW
+                    server = _server(topics, link, store, model, registry, now)
                     try:
                         await _timed(
                             f"full refit: {label}", 2 * households,
@@ -281,7 +285,12 @@ def main() -> None:
     print(f"forecast serve at scale: {args.households} households x 2 targets, {DAYS} days "
           f"hourly stored, {args.window_days}-day window fitted, {WORKERS} workers",
           flush=True)  # fmt: skip
+    print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     rows = asyncio.run(run(args.households, args.skip_prophet, args.skip_simple))
+    print(
+        f"load average after: {os.getloadavg()[0]:.1f} (1 min; other work on the machine "
+        "skews the figures)"
+    )
     print("\n| run | wall s | series/s | parent peak RSS MiB | worker peak RSS MiB | models |")
     print("|---|---|---|---|---|---|")
     for r in rows:
