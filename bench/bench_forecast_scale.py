@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -110,31 +111,50 @@ def populate(store: HistoryStore, households: int) -> list[str]:
 
 
 class PeakRss:
-    """Peak RSS (MiB) of this process and of its largest descendant, sampled every 50 ms."""
+    """Peak RSS (MiB) of this process and of its largest descendant, sampled every 50 ms,
+    and the CPU seconds the tree used meanwhile (this process, the forkserver, the pool's
+    workers with the cmdstan runs they waited for): with other work on the machine, CPU
+    seconds / cores is what the wall time would be alone."""
 
     def __init__(self) -> None:
         self.parent_mib = 0.0
         self.worker_mib = 0.0
+        self._cpu: dict[int, float] = {}
+        self._start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
+    def _once(self) -> None:
         me = psutil.Process()
+        self.parent_mib = max(self.parent_mib, me.memory_info().rss / 2**20)
+        self._cpu[me.pid] = sum(me.cpu_times()[:2])
+        for child in me.children():  # the forkserver
+            with contextlib.suppress(psutil.Error):
+                self._cpu[child.pid] = sum(child.cpu_times()[:2])
+                for worker in child.children():  # pool workers, with their cmdstan runs
+                    self.worker_mib = max(self.worker_mib, worker.memory_info().rss / 2**20)
+                    self._cpu[worker.pid] = sum(worker.cpu_times()[:4])
+
+    def _sample(self) -> None:
         while not self._stop.wait(0.05):
-            try:
-                self.parent_mib = max(self.parent_mib, me.memory_info().rss / 2**20)
-                for child in me.children(recursive=True):
-                    self.worker_mib = max(self.worker_mib, child.memory_info().rss / 2**20)
-            except psutil.Error:  # a worker that just ended
-                continue
+            with contextlib.suppress(psutil.Error):  # a worker that just ended
+                self._once()
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(v - self._start.get(pid, 0.0) for pid, v in self._cpu.items())
 
     def __enter__(self) -> PeakRss:
+        self._once()
+        self._start = dict(self._cpu)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+        with contextlib.suppress(psutil.Error):
+            self._once()
 
 
 @dataclass
@@ -144,6 +164,7 @@ class Row:
     per_s: float
     parent_mib: float
     worker_mib: float
+    cpu_s: float
     models: str = ""
 
 
@@ -152,8 +173,10 @@ async def _timed(name: str, count: int, run: Callable[[], Awaitable[str]], rows:
         started = time.perf_counter()
         models = await run()
         seconds = time.perf_counter() - started
-    rows.append(Row(name, seconds, count / seconds, peak.parent_mib, peak.worker_mib, models))
-    print(f"  {name}: {seconds:.1f} s ({models})", flush=True)
+    rows.append(
+        Row(name, seconds, count / seconds, peak.parent_mib, peak.worker_mib, peak.cpu_s, models)
+    )
+    print(f"  {name}: {seconds:.1f} s, {peak.cpu_s:.1f} CPU s ({models})", flush=True)
 
 
 WINDOW_DAYS = [DAYS]
@@ -291,11 +314,12 @@ def main() -> None:
         f"load average after: {os.getloadavg()[0]:.1f} (1 min; other work on the machine "
         "skews the figures)"
     )
-    print("\n| run | wall s | series/s | parent peak RSS MiB | worker peak RSS MiB | models |")
-    print("|---|---|---|---|---|---|")
+    print("\n| run | wall s | CPU s / 2 | series/s | parent peak RSS MiB | worker peak RSS MiB "
+          "| models |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.name} | {r.seconds:.1f} | {r.per_s:.0f} | {r.parent_mib:.0f} | "
-              f"{r.worker_mib:.0f} | {r.models} |")  # fmt: skip
+        print(f"| {r.name} | {r.seconds:.1f} | {r.cpu_s / WORKERS:.1f} | {r.per_s:.0f} | "
+              f"{r.parent_mib:.0f} | {r.worker_mib:.0f} | {r.models} |")  # fmt: skip
     base = rows[0].seconds
     print(f"\nbaseline (seasonal naive) full refit: {base:.1f} s")
     for r in rows:
