@@ -14,7 +14,9 @@ published retained and signed. Fits run in a process pool (``workers`` 0: inline
 household by household (never every household's model at once): all of them on the
 daily schedule (``refit_hour_utc``), and at once a household whose fit is a stand-in
 for too little history (refitted with every logged batch) or no longer covers the
-interval asked for. A retained signed ``health`` message reports state and counters.
+interval asked for. Each refit hands the fit the household's stored one (Prophet
+warm-starts from its parameters). A retained signed ``health`` message reports state and
+counters.
 """
 
 from __future__ import annotations
