@@ -176,6 +176,26 @@ class Bulk:
             row[name] = sum(r[name] for r in rows)
         return tuple(row[c.name] for c in t.interval_stats.columns)
 
+    def forecast_rows(self) -> Iterator[tuple[Any, ...]]:
+        """A forecast for every household and interval, with its 10/90 % band."""
+        rng = random.Random(7)
+        for interval in self.intervals:
+            for agent in self.agents:
+                demand, pv = rng.randint(0, 900), rng.randint(0, 1200)
+                yield (
+                    agent, interval, demand, pv, demand // 2, demand * 2, "mean-7d",
+                    interval - 900, pv // 2, pv * 2, "1", 1000, "00" * 32,
+                )  # fmt: skip
+
+    def forecast_totals(self) -> Iterator[tuple[Any, ...]]:
+        """``forecast_total`` as ``ReadModel.record_forecast`` keeps it."""
+        totals: dict[int, list[int]] = {}
+        for row in self.forecast_rows():
+            summed = totals.setdefault(row[1], [0, 0])
+            summed[0] += row[2] - row[3]
+            summed[1] += 1
+        return ((i, net, n) for i, (net, n) in totals.items())
+
     def trades_and_orders(self) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
         """One trade per buying household (seller: a PV household) and one order per
         household per interval; log indices increase through the intervals."""
@@ -210,6 +230,8 @@ def fill(rm: ReadModel, households: int, days: int) -> None:
     n_trades = _insert(rm, t.trade, trades)
     n_orders = _insert(rm, t.book_order, orders)
     _insert(rm, t.household_total, ((a, *v) for a, v in bulk.totals.items()))
+    n_forecasts = _insert(rm, t.forecast, bulk.forecast_rows())
+    _insert(rm, t.forecast_total, bulk.forecast_totals())
     key = SigningKey.generate().verifying
     _insert(rm, t.household, ((a, key.kid, key.der(), T0, 0) for a in bulk.agents))
     per = households * 3
@@ -232,7 +254,8 @@ def fill(rm: ReadModel, households: int, days: int) -> None:
             conn.execute(t.sync_state.insert().values(key=k, value=v))
     print(
         f"filled: {n:,} household_interval rows, {len(bulk.stats):,} intervals, "
-        f"{n_trades:,} trades, {n_orders:,} orders in {time.perf_counter() - start:.1f} s"
+        f"{n_trades:,} trades, {n_orders:,} orders, {n_forecasts:,} forecasts"
+        f" in {time.perf_counter() - start:.1f} s"
     )
 
 

@@ -93,17 +93,54 @@ def statement(rm: ReadModel, household: str) -> Statement:
     return Statement(household, rows)
 
 
+_BANDS = ("demand_wh", "demand_p10_wh", "demand_p90_wh", "pv_wh", "pv_p10_wh", "pv_p90_wh")
+
+
+def _get(row: Any, name: str) -> int | None:
+    """A forecast figure; a quantile stored before quantiles were is the median."""
+    if row is None:
+        return None
+    value = row._mapping[name]
+    if value is None:
+        value = row._mapping[name.replace("_p10", "").replace("_p90", "")]
+    return int(value)
+
+
+def _net(row: Any, demand: str, pv: str) -> int | None:
+    """Net import ``demand - pv`` of a forecast row (None without one)."""
+    if row is None:
+        return None
+    return int(_get(row, demand) or 0) - int(_get(row, pv) or 0)
+
+
+def _model(row: Any) -> dict[str, Any]:
+    """The model, version and training checkpoint of the latest forecast heard."""
+    size, root = row.trained_on_size, row.trained_on_root
+    return {
+        "interval": int(row.interval),
+        "model": row.model,
+        "version": row.version,
+        "issued_s": int(row.issued_s),
+        "trained_on": None if size is None else {"tree_size": int(size), "root": root},
+    }
+
+
 def household_detail(rm: ReadModel, household: str) -> dict[str, Any]:
     """One household's series per interval (metered, traded, forecast against actual net
-    import), its latest trades and its statement's totals."""
+    import with the forecast's 10-90 % band), the model of its latest forecast, its
+    latest trades and its statement's totals.
+
+    The net band is ``demand_p10 - pv_p90`` to ``demand_p90 - pv_p10``: where net import
+    lies when demand and PV each lie within their own 10-90 % band (the forecast gives
+    no joint quantiles, so this is wider than an 80 % interval of the net)."""
     f, tr = t.forecast, t.trade
     with rm.engine.connect() as conn:
         _known(conn, household)
         rows = _statement_rows(conn, household)
         forecasts = {
-            int(i): int(d) - int(p)
-            for i, d, p in conn.execute(
-                select(f.c.interval, f.c.demand_wh, f.c.pv_wh).where(f.c.household == household)
+            int(r.interval): r
+            for r in conn.execute(
+                select(f).where(f.c.household == household).order_by(f.c.interval)
             )
         }
         fills = conn.execute(
@@ -113,6 +150,8 @@ def household_detail(rm: ReadModel, household: str) -> dict[str, Any]:
             .limit(HOUSEHOLD_TRADES)
         ).all()
     intervals = [r.interval for r in rows]
+    heard = [forecasts.get(i) for i in intervals]
+    latest = max(forecasts.values(), key=lambda r: (r.issued_s, r.interval), default=None)
     return {
         "household": household,
         "series": {
@@ -121,9 +160,13 @@ def household_detail(rm: ReadModel, household: str) -> dict[str, Any]:
             "export_wh": [r.export_wh for r in rows],
             "bought_wh": [r.bought_wh for r in rows],
             "sold_wh": [r.sold_wh for r in rows],
-            "forecast_net_wh": [forecasts.get(i) for i in intervals],
+            "forecast_net_wh": [_net(r, "demand_wh", "pv_wh") for r in heard],
+            "forecast_net_p10_wh": [_net(r, "demand_p10_wh", "pv_p90_wh") for r in heard],
+            "forecast_net_p90_wh": [_net(r, "demand_p90_wh", "pv_p10_wh") for r in heard],
+            **{f"forecast_{name}": [_get(r, name) for r in heard] for name in _BANDS},
             "actual_net_wh": [r.metered_net_wh for r in rows],
         },
+        "forecast": None if latest is None else _model(latest),
         "trades": [_trade_json(r) for r in fills],
         "totals": Statement(household, rows).totals(),
     }

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from wattmesh.broker.errors import DashboardError
 from wattmesh.dashboard import _tables as t
 
-__all__ = ["BadRequest", "NotFound"]
+__all__ = ["FORECASTER_HEALTH", "BadRequest", "NotFound", "forecaster_json"]
 
 MAX_LIMIT = 10_000
 
@@ -59,3 +59,33 @@ def _known(conn: Connection, household: str) -> None:
     found = conn.execute(select(t.household.c.id).where(t.household.c.id == household)).first()
     if found is None:
         raise NotFound(f"no household {household!r} in the log")
+
+
+FORECASTER_HEALTH = "forecaster_health"
+"""The ``sync_state`` key of the forecasting service's last verified health."""
+
+
+def forecaster_json(
+    body: dict[str, Any] | None, *, heard_s: int | None, now_s: int
+) -> dict[str, Any]:
+    """The forecasting service's health as shown: its last signed ``health`` body (or
+    ``state`` "not heard" when none came), when it was heard and how long ago."""
+    if body is None or heard_s is None:
+        return {
+            "configured": True, "heard": False, "state": "not heard", "started_s": None,
+            "last_refit_s": None, "households": None, "counters": None, "trained_on": None,
+            "heard_s": None, "age_s": None,
+        }  # fmt: skip
+    counters = dict(body["counters"])
+    return {
+        "configured": True,
+        "heard": True,
+        "state": body["state"],
+        "started_s": body["started_s"],
+        "last_refit_s": body["last_refit_s"],
+        "households": counters.get("households"),
+        "counters": counters,
+        "trained_on": body["trained_on"],
+        "heard_s": heard_s,
+        "age_s": max(now_s - heard_s, 0),
+    }

@@ -165,6 +165,8 @@ async def health(request: web.Request) -> web.Response:
         queries.health, rt.rm, now_s=int(time.time()), ledger_ok=ok, ledger_problem=problem
     )
     data["broker"]["configured"] = rt.config.broker is not None
+    if rt.config.broker is None:
+        data["forecaster"].update(configured=False, state="not configured")
     return _json(data, status=200 if ok else 503)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["LOG_TABLES", "METADATA", "PG_SCHEMA"]
+__all__ = ["ADDED_COLUMNS", "LOG_TABLES", "METADATA", "PG_SCHEMA"]
 
 PG_SCHEMA = "wattmesh_dashboard"
 
@@ -196,7 +196,32 @@ forecast = Table(
     _int("demand_p90_wh", nullable=True, default=None),
     Column("model", String(64), nullable=False),
     _int("issued_s"),
+    _int("pv_p10_wh", nullable=True, default=None),
+    _int("pv_p90_wh", nullable=True, default=None),
+    Column("version", String(64), nullable=True),
+    _int("trained_on_size", nullable=True, default=None),
+    Column("trained_on_root", String(64), nullable=True),
+    Index("ix_forecast_interval", "interval"),  # the market's neighbourhood sums by range
 )
+"""The first step of each forecast heard (its interval's): medians, 10 % and 90 %
+quantiles, the model and version, the checkpoint its training data reaches. The
+columns after ``issued_s`` came later: :data:`ADDED_COLUMNS`."""
+
+ADDED_COLUMNS = {
+    "forecast": ("pv_p10_wh", "pv_p90_wh", "version", "trained_on_size", "trained_on_root")
+}
+"""Nullable columns added to a table after its first release: a read model created
+before gets them with ``ALTER TABLE ... ADD COLUMN`` when it is opened."""
+
+forecast_total = Table(
+    "forecast_total",
+    METADATA,
+    _key("interval"),
+    _int("net_wh"),  # Σ (demand_wh - pv_wh) of the interval's forecast rows
+    _int("households"),  # how many rows
+)
+"""The neighbourhood's forecast per interval, kept up with each forecast row written
+(the market's 30-day series reads 2,880 rows instead of summing 1.44 M)."""
 
 presence = Table(
     "presence",

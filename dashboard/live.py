@@ -10,10 +10,10 @@ Who must have signed what:
 
 - the market topics (``announce``, ``trades``, ``checkpoint``, ``summary``): the
   operator's key (given in the settings, else the one stored in the ledger);
-- a household's forecast (``household/<id>/forecast``): the forecaster's key when one
+- a household's forecast (``household/<id>/forecast``) and the forecasting service's
+  retained ``health`` (``service/forecaster/health``): the forecaster's key when one
   is configured (the agents trust only it), else the operator's (a deployment where
-  the operator runs the forecaster under its own key); forecasts signed by any other
-  key are dropped;
+  the operator runs the forecaster under its own key); any other key's are dropped;
 - a household's status (``household/<id>/status``): that household's registered key
   (from the read model's ``household`` table, as the ledger registered it), its
   header naming the household of the topic. A status that arrives before the read
@@ -30,7 +30,8 @@ interval, :func:`dashboard.queries.market_now`), and a change of the market's st
 with ``market``; a cleared announcement or a checkpoint wakes the log follower (which
 folds the log and pushes the ``interval`` event once the interval is in the read
 model); a summary's rejections are stored and pushed as a ``rejections`` event;
-forecasts are stored (never pushed: they are a household's own figures); statuses
+forecasts are stored (never pushed: they are a household's own figures); the
+forecaster's health is stored and pushed as a ``health`` event with ``forecaster``; statuses
 set the household's presence and push a ``presence`` event with counts only.
 """
 
@@ -50,6 +51,7 @@ from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import (
     AnnouncementBody,
     ForecastBody,
+    HealthBody,
     Phase,
     Presence,
     SignedMessage,
@@ -60,6 +62,7 @@ from wattmesh.broker.messages import (
 from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.dashboard._hub import Hub
+from wattmesh.dashboard._qbase import forecaster_json
 from wattmesh.dashboard.metrics import DashboardMetrics
 from wattmesh.dashboard.queries import Heard, market_now
 
@@ -83,6 +86,8 @@ class LiveSink(Protocol):
     def record_presence(self, household: str, *, online: bool, at_s: int) -> None: ...
 
     def record_broker(self, *, connected: bool, at_s: int) -> None: ...
+
+    def record_forecaster_health(self, body: HealthBody, *, at_s: int) -> None: ...
 
 
 class Writes:
@@ -138,7 +143,7 @@ class Listener:
 
     def subscriptions(self) -> list[tuple[str, int]]:
         t = self.topics
-        market = [t.announce, t.trades, t.checkpoint, t.summary]
+        market = [t.announce, t.trades, t.checkpoint, t.summary, t.forecaster_health]
         household = [f"{t.root}/household/+/forecast", t.all_status]
         return [(topic, 1) for topic in (*market, *household)]
 
@@ -235,6 +240,8 @@ class Listener:
         }
         if topic in market:
             return market[topic], self._operator, None
+        if topic == t.forecaster_health:
+            return HealthBody.KIND, self._forecaster, None
         where = t.classify(topic)
         if where is None:
             return None, None, None
@@ -269,6 +276,8 @@ class Listener:
             )
         elif isinstance(body, StatusBody) and judged.household is not None:
             await self._presence(judged.household, online=body.state is Presence.ONLINE)
+        elif isinstance(body, HealthBody):
+            await self._forecaster_health(body)
 
     def _announced(self, interval: int, body: AnnouncementBody) -> None:
         now_s = int(self._now())
@@ -284,6 +293,12 @@ class Listener:
         await self._writes.run(lambda: self._sink.record_summary(interval, rejections))
         event = {"type": "rejections", "interval": interval, "counts": dict(rejections)}
         self._hub.broadcast(json.dumps(event))
+
+    async def _forecaster_health(self, body: HealthBody) -> None:
+        at_s = int(self._now())
+        await self._writes.run(lambda: self._sink.record_forecaster_health(body, at_s=at_s))
+        shown = forecaster_json(body.to_json(), heard_s=at_s, now_s=at_s)
+        self._hub.broadcast(json.dumps({"type": "health", "forecaster": shown}))
 
     async def _presence(self, household: str, *, online: bool) -> None:
         at_s = int(self._now())

@@ -103,6 +103,9 @@ _MARKET = _obj(
     {
         **{c: _list(_NINT if c == "price_micro_per_kwh" else _INT) for c in _COLUMNS},
         **{c: _list(_INT) for c in ("p2p_wh", "grid_import_wh", "grid_export_wh")},
+        "metered_net_wh": _list(_INT),  # import - export of the interval's households
+        "forecast_net_wh": _list(_NINT),  # the sum of the household forecasts heard
+        "forecast_households": _list(_INT),  # how many households that sum covers
     }
 )
 _STEP = {"type": "array", "items": _NINT, "minItems": 2, "maxItems": 2}
@@ -126,17 +129,30 @@ _HOUSEHOLD_ROW = _obj(
     }
 )
 _SERIES = ("intervals", "import_wh", "export_wh", "bought_wh", "sold_wh", "actual_net_wh")
+_FORECAST_SERIES = (
+    "forecast_net_wh",  # demand - pv, the medians
+    "forecast_net_p10_wh",  # demand_p10 - pv_p90
+    "forecast_net_p90_wh",  # demand_p90 - pv_p10
+    *(f"forecast_{t}{q}_wh" for t in ("demand", "pv") for q in ("", "_p10", "_p90")),
+)
+_TRAINED_ON = _obj({"tree_size": _INT, "root": _STR}, nullable=True)
 _HOUSEHOLD = _obj(
     {
         "household": _STR,
         "series": {
             "type": "object",
+            "description": "per interval; the forecast columns null where none was heard",
             "properties": {
                 **{c: _list(_INT) for c in _SERIES},
-                "forecast_net_wh": _list(_NINT),
+                **{c: _list(_NINT) for c in _FORECAST_SERIES},
             },
-            "required": [*_SERIES, "forecast_net_wh"],
+            "required": [*_SERIES, *_FORECAST_SERIES],
         },
+        "forecast": _obj(  # the latest forecast heard
+            {"interval": _INT, "model": _STR, "version": _NSTR, "issued_s": _INT}
+            | {"trained_on": _TRAINED_ON},
+            nullable=True,
+        ),
         "trades": _list(_ref("Trade")),
         "totals": {"type": "object"},
     }
@@ -173,6 +189,16 @@ _PROOF = _obj(
         "operator": _obj({"kid": _NSTR, "public_key_spki_b64": _NSTR}),
     }
 )
+_FC_STATES = ["starting", "ok", "degraded", "stopped", "not heard", "not configured"]
+_FORECASTER = _obj(
+    {
+        **{k: _BOOL for k in ("configured", "heard")},
+        "state": {"enum": _FC_STATES},
+        **{k: _NINT for k in ("started_s", "last_refit_s", "households", "heard_s", "age_s")},
+        "counters": {"type": ["object", "null"], "additionalProperties": _INT},
+        "trained_on": _TRAINED_ON,
+    }
+)
 _HEALTH = _obj(
     {
         "status": {"enum": ["ok", "degraded"]},
@@ -180,6 +206,7 @@ _HEALTH = _obj(
         "read_model": _obj({"applied_size": _INT, "lag_entries": _NINT, "lag_s": _NINT}),
         "broker": _obj({"configured": _BOOL, "connected": _BOOL}),
         "last_interval_closed": _NINT,
+        "forecaster": _FORECASTER,
         "now_s": _INT,
     }
 )
@@ -262,7 +289,7 @@ def openapi_document() -> dict[str, Any]:
     household = _param("household", "path", _STR)
     statement_csv = _op("A household's statement as CSV (H)", "Statement", errors=_H)
     statement_csv["responses"]["200"]["content"] = {"text/csv": {"schema": _STR}}
-    health = _op("Data lag, broker, database, last interval closed (A)", "Health")
+    health = _op("Data lag, broker, database, last interval closed, forecaster (A)", "Health")
     health["responses"]["503"] = {
         "description": "the ledger database is unreachable",
         "content": {"application/json": {"schema": _ref("Health")}},

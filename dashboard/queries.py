@@ -21,12 +21,14 @@ from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard._household_queries import household_detail, households_table, statement
 from wattmesh.dashboard._ledger_queries import checkpoints, entry_owner, entry_proof, trades
 from wattmesh.dashboard._qbase import (
+    FORECASTER_HEALTH,
     BadRequest,
     NotFound,
     _json_state,
     _ratio,
     _state,
     _trade_json,
+    forecaster_json,
 )
 from wattmesh.dashboard._writes import APPLIED_SIZE
 from wattmesh.dashboard.readmodel import ReadModel
@@ -267,22 +269,28 @@ def overview(
         }
 
 
+_PRICES = ("price_micro_per_kwh", "retail_micro_per_kwh", "feed_in_micro_per_kwh")
+
+
 def market_series(
     rm: ReadModel, *, start: int | None = None, end: int | None = None
 ) -> dict[str, Any]:
-    """Columns over the cleared intervals in ``[start, end)``: price, tariffs, volumes."""
+    """Columns over the cleared intervals in ``[start, end)``: price, tariffs, volumes,
+    and the neighbourhood's metered net import beside the sum of the household forecasts
+    heard for the interval (null without one; ``forecast_households`` says how many)."""
     if start is not None and end is not None and start >= end:
         raise BadRequest(f"start {start} is not before end {end}")
-    s = t.interval_stats
-    query = select(
-        s.c.interval,
-        s.c.price_micro_per_kwh,
-        s.c.retail_micro_per_kwh,
-        s.c.feed_in_micro_per_kwh,
-        s.c.volume_wh,
-        s.c.grid_buy_wh,
-        s.c.grid_sell_wh,
-    ).where(s.c.closed_idx.is_not(None))
+    s, fc = t.interval_stats, t.forecast_total
+    query = (
+        select(
+            *(s.c[n] for n in ("interval", *_PRICES, "volume_wh", "grid_buy_wh", "grid_sell_wh")),
+            s.c.import_wh - s.c.export_wh,
+            fc.c.net_wh,
+            func.coalesce(fc.c.households, 0),
+        )
+        .select_from(s.outerjoin(fc, fc.c.interval == s.c.interval))
+        .where(s.c.closed_idx.is_not(None))
+    )
     if start is not None:
         query = query.where(s.c.interval >= start)
     if end is not None:
@@ -290,16 +298,16 @@ def market_series(
     with rm.engine.connect() as conn:
         rows = conn.execute(query.order_by(s.c.interval)).all()
     names = (
-        "intervals",
-        "price_micro_per_kwh",
-        "retail_micro_per_kwh",
-        "feed_in_micro_per_kwh",
-        "p2p_wh",
-        "grid_import_wh",
-        "grid_export_wh",
+        *("intervals", *_PRICES, "p2p_wh", "grid_import_wh", "grid_export_wh"),
+        *("metered_net_wh", "forecast_net_wh", "forecast_households"),
     )
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return {name: list(column) for name, column in zip(names, columns, strict=True)}
+    return {
+        name: [None if v is None else int(v) for v in column]
+        if name.endswith("_wh")
+        else list(column)
+        for name, column in zip(names, columns, strict=True)
+    }
 
 
 def _curve(orders: list[tuple[int, int]]) -> list[list[int]]:
@@ -349,10 +357,12 @@ def interval_detail(rm: ReadModel, interval: int) -> dict[str, Any]:
 def health(
     rm: ReadModel, *, now_s: int, ledger_ok: bool, ledger_problem: str | None
 ) -> dict[str, Any]:
-    """The service's health: ledger, read model lag, broker, last interval closed."""
+    """The service's health: ledger, read model lag, broker, last interval closed, and
+    the forecasting service's last signed health (``forecaster``)."""
     s = t.interval_stats
     with rm.engine.connect() as conn:
-        state = _state(conn, APPLIED_SIZE, "ledger_size", "synced_at_s", "broker")
+        keys = (APPLIED_SIZE, "ledger_size", "synced_at_s", "broker", FORECASTER_HEALTH)
+        state = _state(conn, *keys)
         last = conn.execute(
             select(func.max(s.c.interval)).where(s.c.closed_idx.is_not(None))
         ).scalar_one()
@@ -360,6 +370,7 @@ def health(
     ledger_size = int(state["ledger_size"] or 0)
     synced = state["synced_at_s"]
     broker = _json_state(state["broker"])
+    heard = _json_state(state[FORECASTER_HEALTH])
     connected = None if broker is None else bool(broker["connected"])
     ok = ledger_ok and connected is not False
     return {
@@ -372,5 +383,10 @@ def health(
         },
         "broker": {"configured": broker is not None, "connected": bool(connected)},
         "last_interval_closed": None if last is None else int(last),
+        "forecaster": forecaster_json(
+            None if heard is None else heard["body"],
+            heard_s=None if heard is None else int(heard["heard_s"]),
+            now_s=now_s,
+        ),
         "now_s": now_s,
     }

@@ -17,15 +17,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event, inspect, select, text
+from sqlalchemy import Table, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from wattmesh.broker.errors import DashboardError, FailureError
 from wattmesh.broker.keys import VerifyingKey
-from wattmesh.broker.messages import ForecastBody
+from wattmesh.broker.messages import ForecastBody, HealthBody
 from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard._fold import Changes, Entry, fold, touched
+from wattmesh.dashboard._qbase import FORECASTER_HEALTH
 from wattmesh.dashboard._writes import (
     APPLIED_SIZE,
     _add_totals,
@@ -100,6 +101,9 @@ class ReadModel:
                         " the read model needs a database of its own"
                     )
             t.METADATA.create_all(self.engine)
+            _add_columns(self.engine)
+            _add_indexes(self.engine)
+            _sum_forecasts(self.engine)
             with self.engine.begin() as conn:
                 if _get_state(conn, APPLIED_SIZE) is None:
                     _set_state(conn, APPLIED_SIZE, "0")
@@ -243,16 +247,45 @@ class ReadModel:
         """The first step of ``body``: the forecast for the interval at its start."""
         if not body.demand_wh:
             return
+        demand, pv, trained = body.quantiles("demand"), body.quantiles("pv"), body.trained_on
         row = {
             "household": household,
             "interval": body.start,
-            "demand_wh": body.demand_wh[0],
-            "pv_wh": body.pv_wh[0],
+            "demand_wh": demand[1][0],
+            "pv_wh": pv[1][0],
+            "demand_p10_wh": demand[0][0],
+            "demand_p90_wh": demand[2][0],
+            "pv_p10_wh": pv[0][0],
+            "pv_p90_wh": pv[2][0],
             "model": body.model,
+            "version": body.version,
             "issued_s": issued_s,
+            "trained_on_size": None if trained is None else trained.tree_size,
+            "trained_on_root": None if trained is None else trained.root,
         }
+        f, total = t.forecast, t.forecast_total
+        net = demand[1][0] - pv[1][0]
         with self.engine.begin() as conn:
-            _replace(conn, t.forecast, [row], ("household", "interval"), None)
+            old = conn.execute(
+                select(f.c.demand_wh - f.c.pv_wh).where(
+                    f.c.household == household, f.c.interval == body.start
+                )
+            ).scalar()
+            _replace(conn, f, [row], ("household", "interval"), None)
+            summed = conn.execute(
+                select(total.c.net_wh, total.c.households).where(total.c.interval == body.start)
+            ).first()
+            if summed is None:
+                conn.execute(total.insert().values(interval=body.start, net_wh=net, households=1))
+            else:
+                conn.execute(
+                    total.update()
+                    .where(total.c.interval == body.start)
+                    .values(
+                        net_wh=int(summed[0]) + net - int(old or 0),
+                        households=int(summed[1]) + (old is None),
+                    )
+                )
 
     def record_presence(self, household: str, *, online: bool, at_s: int) -> None:
         row = {"household": household, "online": int(online), "since_s": at_s}
@@ -269,6 +302,56 @@ class ReadModel:
     def record_broker(self, *, connected: bool, at_s: int) -> None:
         with self.engine.begin() as conn:
             _set_state(conn, "broker", json.dumps({"connected": connected, "at_s": at_s}))
+
+    def record_forecaster_health(self, body: HealthBody, *, at_s: int) -> None:
+        """The forecasting service's last verified ``health``, heard at ``at_s``."""
+        value = json.dumps({"body": body.to_json(), "heard_s": at_s})
+        with self.engine.begin() as conn:
+            _set_state(conn, FORECASTER_HEALTH, value)
+
+
+def _add_columns(engine: Engine) -> None:
+    """The columns of :data:`_tables.ADDED_COLUMNS` a table made before them lacks."""
+    schema = t.PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    inspector = inspect(engine)
+    for name, added in t.ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(name, schema=schema)}
+        table = t.METADATA.tables[name]
+        where = f'"{schema}"."{name}"' if schema else f'"{name}"'
+        with engine.begin() as conn:
+            for column in (table.c[c] for c in added if c not in have):
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE {where} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _sum_forecasts(engine: Engine) -> None:
+    """Fill ``forecast_total`` from ``forecast`` when it is empty and forecasts are not
+    (a read model made before the totals were kept)."""
+    f, total = t.forecast, t.forecast_total
+    with engine.begin() as conn:
+        if conn.execute(select(total.c.interval).limit(1)).first() is not None:
+            return
+        if conn.execute(select(f.c.interval).limit(1)).first() is None:
+            return
+        sums = select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh), func.count())
+        conn.execute(
+            total.insert().from_select(
+                ["interval", "net_wh", "households"], sums.group_by(f.c.interval)
+            )
+        )
+
+
+def _add_indexes(engine: Engine) -> None:
+    """The indexes a table made before them lacks (``create_all`` makes only tables)."""
+    schema = t.PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    with engine.begin() as conn:
+        for table in t.METADATA.sorted_tables:
+            where = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+            for index in table.indexes:
+                columns = ", ".join(f'"{c.name}"' for c in index.columns)
+                conn.execute(
+                    text(f'CREATE INDEX IF NOT EXISTS "{index.name}" ON {where} ({columns})')
+                )
 
 
 _UNFOLDED = frozenset({"reading", "checkpoint_ref"})

@@ -31,6 +31,7 @@ from tests.dashsimkit import (
     simulate_ledger,
     started,
 )
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody, TrainedOn
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import (
     AnnouncementBody,
@@ -107,6 +108,7 @@ async def test_every_public_endpoint_answers_its_shape(client: Client, sim: SimL
     health = await get_json(client, "/api/health")
     check_shape(health, "Health")
     assert health["status"] == "ok" and health["read_model"]["lag_entries"] == 0
+    assert health["forecaster"]["state"] == "not configured"  # no broker to hear it on
     check_shape(await get_json(client, "/api/session"), "Session")
     document = await get_json(client, "/api/openapi.json")
     validate(document)
@@ -373,6 +375,56 @@ async def test_a_signed_cleared_interval_reaches_the_browser(
         await socket.close()
     finally:
         await client.close()
+
+
+async def test_the_forecasters_signed_health_reaches_the_health_page(
+    sim: SimLedger, tmp_path: Path, mosquitto: BrokerAddress
+) -> None:
+    """Over Mosquitto with real keys: a forged health is counted and never shown; the
+    forecaster's own (retained, as `forecast serve` publishes it) is stored and pushed."""
+    market = f"{MARKET}-fch-{tmp_path.name}"[:60]
+    topics = Topics(market)
+    forecaster = Signer(sim.key("forecaster"), market, "forecaster")
+    forger = Signer(SigningKey.generate(), market, "forecaster")
+    counters = dict.fromkeys(HEALTH_COUNTERS, 0) | {"households": 3, "forecasts_published": 9}
+    real = HealthBody("ok", 1_000, counters, TrainedOn(5, "ab" * 32), 1_100)
+    fake = HealthBody("ok", 1_000, {**counters, "households": 999}, None, None)
+    publisher = TransportConfig(address=mosquitto, client_id=f"fpub-{tmp_path.name}"[:60])
+    async with Transport(publisher) as bus:
+        await bus.wait_connected()  # retained before the dashboard starts, as on a restart
+        await bus.publish(topics.forecaster_health, forger.sign(fake, interval=0, seq=50,
+                          expires=0).to_wire(), qos=1, retain=True)  # fmt: skip
+    broker = TransportConfig(address=mosquitto, client_id=f"fdash-{tmp_path.name}"[:60])
+    settings = _settings(
+        sim.path, tmp_path, broker=broker, market_id=market,
+        forecaster_key=sim.key("forecaster").verifying, sync_every_s=3600,
+    )  # fmt: skip
+    client = await started(settings)
+    try:
+        await asyncio.wait_for(client.app[RUNTIME].on_bus.wait(), 10)
+        socket = await client.ws_connect("/ws")
+        async with Transport(publisher) as bus:
+            await bus.wait_connected()
+            signed = forecaster.sign(real, interval=0, seq=51, expires=0)
+            await bus.publish(topics.forecaster_health, signed.to_wire(), qos=1, retain=True)
+            event = await _next_event(socket, "health")
+            while "forecaster" not in event:
+                event = await _next_event(socket, "health")
+        assert event["forecaster"]["households"] == 3
+        assert await _rejected(client, "key_mismatch") == 1  # the forged retained one
+        health = await get_json(client, "/api/health", status=200)
+        check_shape(health, "Health")
+        shown = health["forecaster"]
+        assert (shown["configured"], shown["heard"], shown["state"]) == (True, True, "ok")
+        assert shown["counters"] == counters and shown["last_refit_s"] == 1_100
+        assert shown["trained_on"] == {"tree_size": 5, "root": "ab" * 32}
+        assert shown["age_s"] is not None and shown["age_s"] >= 0
+        await socket.close()
+    finally:
+        await client.close()
+        async with Transport(publisher) as bus:  # clear the retained message
+            await bus.wait_connected()
+            await bus.publish(topics.forecaster_health, b"", qos=1, retain=True)
 
 
 def _summary_body(tail: Tail, *, late: int) -> SummaryBody:

@@ -24,7 +24,10 @@ import pytest
 from playwright.async_api import Page, Route
 
 from tests.browserkit import chromium, screenshots  # noqa: F401 (a fixture)
-from wattmesh.broker.transport import BrokerAddress, TransportConfig
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody
+from wattmesh.broker.messages import Signer
+from wattmesh.broker.topics import Topics
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.dashboard.app import DashboardSettings, serve
 from wattmesh.dashboard.auth import login_link
 from wattmesh.sim.simkeys import simulation_key
@@ -347,9 +350,52 @@ async def test_the_overview_follows_the_market_live(
                 " return m.dataset.view === 'household' && m.dataset.ready === '1'; }"
             )
             forecast = (await _charts(page))["forecast"]
-            assert sum(v is not None for v in forecast["data"][1]) > 48  # most of the day
-            assert sum(v is not None for v in forecast["data"][2]) == 96
+            high, median, low, actual = forecast["data"][1:]
+            assert forecast["labels"][1:] == [
+                "forecast 90 %", "forecast net demand", "forecast 10 %", "actual net demand",
+            ]  # fmt: skip
+            assert sum(v is not None for v in median) > 48  # most of the day
+            assert sum(v is not None for v in actual) == 96
+            # The 10-90 % band: drawn wherever a forecast is, around its median.
+            banded = [(lo, mid, hi) for lo, mid, hi in zip(low, median, high, strict=True)
+                      if mid is not None]  # fmt: skip
+            assert len(banded) == sum(v is not None for v in median)
+            assert all(lo <= mid <= hi for lo, mid, hi in banded)
+            assert sum(hi - lo for lo, _mid, hi in banded) > 0
+            mine = await _api(page, base, "api/households/h002")
+            model = mine["forecast"]["model"]
+            assert model in await page.inner_text("#hh-forecast-model")
             await _shot(page, screenshots, "household-forecast")
+
+            # The neighbourhood: the sum of the household forecasts against the meters.
+            await _show(page, base, "market")
+            summed = (await _charts(page))["market-forecast"]
+            assert summed["labels"][1:] == ["forecast (sum of households)", "metered"]
+            assert sum(v is not None for v in summed["data"][1]) > 48
+            assert sum(v is not None for v in summed["data"][2]) == len(summed["data"][0])
+            assert int(await page.inner_text("#market-forecast-n")) > 0
+            await page.locator("#market-forecast-note").scroll_into_view_if_needed()
+            await _shot(page, screenshots, "market-forecast")
+
+            # The forecasting service's signed health, as `forecast serve` publishes it.
+            topics = Topics(config.market_id)
+            counters = dict.fromkeys(HEALTH_COUNTERS, 0) | {"households": 3, "fits": 6}
+            body = HealthBody("ok", last - 86_400, counters, None, last)
+            signer = Signer(simulation_key(SEED, "forecaster"), config.market_id, "forecaster")
+            signed = signer.sign(body, interval=last, seq=1, expires=0)
+            await _show(page, base, "health")
+            publisher = TransportConfig(address=mosquitto, client_id="browser-fc-health")
+            async with Transport(publisher) as bus:
+                await bus.wait_connected()
+                await bus.publish(topics.forecaster_health, signed.to_wire(), retain=True)
+            await page.wait_for_function(
+                "() => document.getElementById('forecaster-state').textContent === 'ok'"
+            )
+            assert "fits" in await page.inner_text("#forecaster")
+            await _shot(page, screenshots, "health-live")
+            async with Transport(publisher) as bus:  # clear the retained message
+                await bus.wait_connected()
+                await bus.publish(topics.forecaster_health, b"", retain=True)
     finally:
         page_open.set()
         await asyncio.gather(run, return_exceptions=True)

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import (
     AnnouncementBody,
     ForecastBody,
+    HealthBody,
     Phase,
     Presence,
     Signer,
@@ -38,6 +40,7 @@ class Recorded:
     forecasts: list[tuple[str, int]] = field(default_factory=list)
     presence: dict[str, bool] = field(default_factory=dict)
     broker: list[bool] = field(default_factory=list)
+    health: list[tuple[str, int]] = field(default_factory=list)
 
     def record_summary(self, interval: int, rejections: Mapping[str, int]) -> None:
         self.summaries.append((interval, dict(rejections)))
@@ -50,6 +53,9 @@ class Recorded:
 
     def record_broker(self, *, connected: bool, at_s: int) -> None:
         self.broker.append(connected)
+
+    def record_forecaster_health(self, body: HealthBody, *, at_s: int) -> None:
+        self.health.append((body.state, at_s))
 
 
 @dataclass
@@ -294,3 +300,22 @@ async def test_the_last_announcement_is_the_markets_current_interval(setup: Setu
         {"state": "idle", "clock": None, "current_interval": None,
          "next_close_s": None, "interval_s": 900},
     ]  # fmt: skip
+
+
+async def test_the_forecasters_health_counts_only_with_its_key(setup: Setup) -> None:
+    counters = dict.fromkeys(HEALTH_COUNTERS, 1)
+    body = HealthBody("degraded", T0 - 60, counters, None, None)
+    topic = setup.topics.forecaster_health
+    assert (topic, 1) in setup.listener.subscriptions()
+    forged = Signer(SigningKey.generate(), MARKET, "forecaster")
+    await setup.listener.handle(Message(topic, _wire(forged, body), retain=True))
+    await setup.listener.handle(Message(topic, _wire(setup.operator, body), retain=True))
+    assert setup.recorded.health == [] and setup.pushed() == []
+    assert setup.rejected("key_mismatch") == 2
+    await setup.listener.handle(Message(topic, _wire(setup.forecaster, body, seq=3), True))
+    assert setup.recorded.health == [("degraded", T0)]
+    (event,) = setup.pushed()
+    assert event["type"] == "health"
+    shown = event["forecaster"]
+    assert (shown["state"], shown["heard"], shown["age_s"]) == ("degraded", True, 0)
+    assert shown["counters"] == counters and shown["households"] == 1

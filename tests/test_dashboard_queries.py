@@ -11,13 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from tests.dashkit import MixedMarket, logged, statements
 from tests.ledgerkit import STEP, T0
 from wattmesh.broker.bodies import ForecastBody
+from wattmesh.broker.forecast_bodies import HEALTH_COUNTERS, HealthBody, TrainedOn
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import verify_inclusion
+from wattmesh.dashboard import _tables as t
 from wattmesh.dashboard import queries as q
+from wattmesh.dashboard._tables import PG_SCHEMA
+from wattmesh.dashboard._tables import forecast as forecast_table
 from wattmesh.dashboard.readmodel import ReadModel
 from wattmesh.ledger.checkpoint import checkpoint_text
 from wattmesh.ledger.entries import NewEntry
@@ -122,6 +127,12 @@ def test_an_empty_read_model_answers_without_data(tmp_path: Path) -> None:
         "lag_entries": 0,
         "lag_s": None,
     }
+    forecaster = q.health(rm, now_s=5, ledger_ok=True, ledger_problem=None)["forecaster"]
+    assert (forecaster["heard"], forecaster["state"], forecaster["age_s"]) == (
+        False,
+        "not heard",
+        None,
+    )
     rm.close()
 
 
@@ -308,6 +319,106 @@ def test_what_the_bus_records_shows(tmp_path: Path) -> None:
     store.close()
 
 
+def test_forecast_bands_and_model_show_on_the_household_page(tmp_path: Path) -> None:
+    rm, store = _fresh(tmp_path)
+    trained = TrainedOn(12, "cd" * 32)
+    banded = ForecastBody(
+        T0 + STEP, STEP, (500, 400), (200, 0), "prophet", None, version="3", issued_s=T0,
+        trained_on=trained, demand_p10_wh=(420, 300), demand_p90_wh=(650, 500),
+        pv_p10_wh=(120, 0), pv_p90_wh=(260, 0),
+    )  # fmt: skip
+    rm.record_forecast("h002", banded, issued_s=T0 + 5)
+    plain = ForecastBody(T0 + 2 * STEP, STEP, (300,), (100,), "naive-day", None)
+    rm.record_forecast("h002", plain, issued_s=T0 + 1)  # issued earlier: not the latest
+    detail = q.household_detail(rm, "h002")
+    series = detail["series"]
+    at = series["intervals"].index(T0 + STEP)
+    assert series["forecast_net_wh"][at] == 300  # 500 - 200
+    assert series["forecast_net_p10_wh"][at] == 420 - 260
+    assert series["forecast_net_p90_wh"][at] == 650 - 120
+    band = {k: series[f"forecast_{k}"][at] for k in ("demand_p10_wh", "demand_p90_wh")}
+    assert band == {"demand_p10_wh": 420, "demand_p90_wh": 650}
+    assert (series["forecast_pv_p10_wh"][at], series["forecast_pv_p90_wh"][at]) == (120, 260)
+    later = series["intervals"].index(T0 + 2 * STEP)  # no spread given: the band is the median
+    assert series["forecast_net_p10_wh"][later] == series["forecast_net_p90_wh"][later] == 200
+    assert all(series["forecast_net_p10_wh"][i] is None for i in range(at))
+    assert detail["forecast"] == {
+        "interval": T0 + STEP,
+        "model": "prophet",
+        "version": "3",
+        "issued_s": T0 + 5,
+        "trained_on": {"tree_size": 12, "root": "cd" * 32},
+    }
+    assert q.household_detail(rm, "h001")["forecast"] is None
+    # The neighbourhood's net import beside the sum of the forecasts heard.
+    other = ForecastBody(T0 + STEP, STEP, (100,), (0,), "naive-day", None)
+    rm.record_forecast("h001", other, issued_s=T0)
+    market = q.market_series(rm)
+    at = market["intervals"].index(T0 + STEP)
+    assert (market["forecast_net_wh"][at], market["forecast_households"][at]) == (400, 2)
+    assert market["forecast_net_wh"][0] is None and market["forecast_households"][0] == 0
+    metered = 0
+    for row in q.households_table(rm)["households"]:
+        own = q.household_detail(rm, row["household"])["series"]
+        if T0 + STEP in own["intervals"]:
+            metered += own["actual_net_wh"][own["intervals"].index(T0 + STEP)]
+    assert market["metered_net_wh"][at] == metered
+    rm.close()
+    store.close()
+
+
+def test_the_forecasters_health_shows_with_its_age(tmp_path: Path) -> None:
+    rm = ReadModel(f"sqlite:///{tmp_path / 'rm.db'}")
+    counters = dict.fromkeys(HEALTH_COUNTERS, 0) | {"households": 7, "fits": 14}
+    body = HealthBody("ok", T0, counters, TrainedOn(40, "ab" * 32), T0 + 60)
+    rm.record_forecaster_health(body, at_s=T0 + 100)
+    shown = q.health(rm, now_s=T0 + 130, ledger_ok=True, ledger_problem=None)["forecaster"]
+    assert shown == {
+        "configured": True,
+        "heard": True,
+        "state": "ok",
+        "started_s": T0,
+        "last_refit_s": T0 + 60,
+        "households": 7,
+        "counters": counters,
+        "trained_on": {"tree_size": 40, "root": "ab" * 32},
+        "heard_s": T0 + 100,
+        "age_s": 30,
+    }
+    rm.close()
+
+
+def test_an_older_read_model_gets_the_new_forecast_columns(db_url: str) -> None:
+    """A read model made before the PV quantiles and the model's version were kept."""
+    engine = create_engine(db_url)
+    table = "forecast"
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f'CREATE SCHEMA "{PG_SCHEMA}"'))
+            table = f'"{PG_SCHEMA}".forecast'
+        conn.execute(
+            text(
+                f"CREATE TABLE {table} (household VARCHAR(128), interval BIGINT,"
+                " demand_wh BIGINT, pv_wh BIGINT, demand_p10_wh BIGINT, demand_p90_wh BIGINT,"
+                " model VARCHAR(64), issued_s BIGINT, PRIMARY KEY (household, interval))"
+            )
+        )
+        conn.execute(text(f"INSERT INTO {table} VALUES ('h1', 900, 5, 1, NULL, NULL, 'naive', 1)"))
+    engine.dispose()
+    rm = ReadModel(db_url)
+    schema = PG_SCHEMA if engine.dialect.name == "postgresql" else None
+    have = {c["name"] for c in inspect(rm.engine).get_columns("forecast", schema=schema)}
+    assert have >= {"pv_p10_wh", "pv_p90_wh", "version", "trained_on_size", "trained_on_root"}
+    body = ForecastBody(1800, 900, (5,), (1,), "naive", None, trained_on=TrainedOn(3, "ef" * 32))
+    f = forecast_table
+    rm.record_forecast("h1", body, issued_s=2)
+    with rm.engine.connect() as conn:
+        rows = conn.execute(select(f.c.interval, f.c.pv_p90_wh, f.c.trained_on_size))
+        assert sorted(tuple(r) for r in rows) == [(900, None, None), (1800, 1, 3)]
+    rm.close()
+    ReadModel(db_url).close()  # opening it again adds nothing
+
+
 def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path: Path) -> None:
     """A signed, balanced posting no settlement explains: the read model's statement
     raises the same StatementError as the ledger's builder."""
@@ -337,3 +448,38 @@ def test_a_statement_that_does_not_reconcile_fails_as_the_ledgers_does(tmp_path:
     assert "differs from the postings" in str(got.value)
     rm.close()
     store.close()
+
+
+def test_the_neighbourhood_forecast_is_the_sum_of_the_rows_heard(tmp_path: Path) -> None:
+    """The market's forecast column is kept as forecasts arrive (a replaced forecast
+    replaces its share), equals the sum over the forecast rows, and is filled from them
+    for a read model made before the totals were kept."""
+    url = f"sqlite:///{tmp_path / 'rm.db'}"
+    rm = ReadModel(url)
+    heard = [
+        ("h001", T0, (500,), (100,)),
+        ("h002", T0, (300,), (700,)),
+        ("h001", T0, (450,), (0,)),  # a newer forecast for the same interval
+        ("h001", T0 + STEP, (200,), (0,)),
+    ]
+    for household, start, demand, pv in heard:
+        body = ForecastBody(start, STEP, demand, pv, "naive", None)
+        rm.record_forecast(household, body, issued_s=1)
+    f, total = forecast_table, t.forecast_total
+    with rm.engine.connect() as conn:
+        kept = dict(conn.execute(select(total.c.interval, total.c.net_wh)).all())
+        counts = dict(conn.execute(select(total.c.interval, total.c.households)).all())
+        summed = dict(
+            conn.execute(
+                select(f.c.interval, func.sum(f.c.demand_wh - f.c.pv_wh)).group_by(f.c.interval)
+            ).all()
+        )
+    assert kept == summed == {T0: 450 - 400, T0 + STEP: 200}
+    assert counts == {T0: 2, T0 + STEP: 1}
+    with rm.engine.begin() as conn:
+        conn.execute(total.delete())  # as before the totals were kept
+    rm.close()
+    again = ReadModel(url)
+    with again.engine.connect() as conn:
+        assert dict(conn.execute(select(total.c.interval, total.c.net_wh)).all()) == summed
+    again.close()

@@ -255,24 +255,32 @@
     );
   }
 
-  function forecastChart(el, series) {
-    const labels = ["interval start (UTC)", "forecast net demand", "actual net demand"];
-    const forecast = series.forecast_net_wh || series.intervals.map(() => null);
+  /* Net import, forecast against metered, with the forecast's 10-90 % band (filled
+   * between the two dashed band lines); `model` names the latest forecast's model. */
+  function forecastChart(el, series, model) {
+    const labels = ["interval start (UTC)", "forecast 90 %", "forecast net demand", "forecast 10 %", "actual net demand"];
+    const none = series.intervals.map(() => null);
+    const col = (name) => (series[name] || none).map(kwh);
+    const named = model ? model.model + ", " : "";
+    const band = { label: "", stroke: COLORS.forecast, width: 1, dash: [2, 3], spanGaps: false };
     return makeChart(
       el,
       "forecast",
       {
-        title: "Net demand: forecast against metered (kWh; negative = export)",
+        title: "Net demand: forecast (" + named + "10-90 % band) against metered (kWh; negative = export)",
         scales: { x: { time: true }, y: fromZero },
         series: [
           timeSeries(),
-          { label: labels[1], stroke: COLORS.forecast, width: 1.5, dash: [5, 3], spanGaps: false },
-          { label: labels[2], stroke: COLORS.actual, width: 1.5 },
+          Object.assign({}, band, { label: labels[1] }),
+          { label: labels[2], stroke: COLORS.forecast, width: 1.5, dash: [5, 3], spanGaps: false },
+          Object.assign({}, band, { label: labels[3] }),
+          { label: labels[4], stroke: COLORS.actual, width: 1.5 },
         ],
+        bands: [{ series: [1, 3], fill: fill(COLORS.forecast) }],
         axes: [timeAxis(), { label: "kWh", size: 60 }],
       },
       labels,
-      [series.intervals.slice(), forecast.map(kwh), series.actual_net_wh.map(kwh)],
+      [series.intervals.slice(), col("forecast_net_p90_wh"), col("forecast_net_wh"), col("forecast_net_p10_wh"), series.actual_net_wh.map(kwh)],
     );
   }
 

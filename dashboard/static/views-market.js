@@ -144,7 +144,7 @@
   }
 
   function emptyMarket() {
-    return { intervals: [], price_micro_per_kwh: [], retail_micro_per_kwh: [], feed_in_micro_per_kwh: [], p2p_wh: [], grid_import_wh: [], grid_export_wh: [] };
+    return { intervals: [], price_micro_per_kwh: [], retail_micro_per_kwh: [], feed_in_micro_per_kwh: [], p2p_wh: [], grid_import_wh: [], grid_export_wh: [], metered_net_wh: [], forecast_net_wh: [], forecast_households: [] };
   }
 
   /* Follow the market on an interval event: fetch the market columns from a few
@@ -185,6 +185,7 @@
     let market = res.body;
     const priceEl = h("div", { id: "market-price" });
     const volumeEl = h("div", { id: "market-volume" });
+    const forecastEl = h("div", { id: "market-forecast" });
     const picker = h("select", { id: "interval-picker", "aria-label": "interval" });
     const detail = h("div", { id: "interval-detail" });
     ctx.main.append(
@@ -196,8 +197,10 @@
           h("button", { type: "button", onclick: () => step(-1), text: "\u2190 earlier" }),
           h("button", { type: "button", onclick: () => step(1), text: "later \u2192" })),
         detail),
+      h("h2", { text: "Forecast against metered" }),
+      h("div", { class: "charts" }, forecastEl, h("div", { id: "market-forecast-note" }, forecastNote(market))),
     );
-    const charts = [WMCharts.priceChart(priceEl, market, state.currency), WMCharts.volumeChart(volumeEl, market)];
+    const charts = [WMCharts.priceChart(priceEl, market, state.currency), WMCharts.volumeChart(volumeEl, market), neighbourhoodForecast(forecastEl, market)];
     for (const c of charts) {
       c.plot.over.addEventListener("click", () => {
         const idx = c.plot.cursor.idx;
@@ -231,10 +234,44 @@
           market = m;
           charts[0].set(WMCharts.priceData(market));
           charts[1].set(WMCharts.volumeData(market));
+          charts[2].set(neighbourhoodData(market));
+          document.getElementById("market-forecast-note").replaceChildren(forecastNote(market));
           fillPicker();
         });
       },
     };
+  }
+
+  /* The neighbourhood's net import: the sum of the household forecasts heard against
+   * what the meters said (the market clears on the aggregate). */
+  const kwhs = (col) => (col || []).map((v) => (isNum(v) ? v / 1000 : null));
+  function neighbourhoodData(m) {
+    return [m.intervals.slice(), kwhs(m.forecast_net_wh), kwhs(m.metered_net_wh)];
+  }
+  function neighbourhoodForecast(el, m) {
+    return WMCharts.lineChart(el, "market-forecast", "Neighbourhood net import: forecast against metered", "kWh", m.intervals, [
+      { label: "forecast (sum of households)", values: kwhs(m.forecast_net_wh), color: WMCharts.COLORS.forecast },
+      { label: "metered", values: kwhs(m.metered_net_wh), color: WMCharts.COLORS.actual },
+    ]);
+  }
+
+  /* Mean absolute error of that sum over the intervals every household forecast. */
+  function forecastNote(m) {
+    const known = Math.max(0, ...(m.forecast_households || []));
+    let n = 0, err = 0, total = 0;
+    (m.forecast_net_wh || []).forEach((f, i) => {
+      if (!isNum(f) || m.forecast_households[i] < known) return;
+      n++;
+      err += Math.abs(f - m.metered_net_wh[i]);
+      total += Math.abs(m.metered_net_wh[i]);
+    });
+    if (!n) return message("muted", "No forecast heard for these intervals.");
+    return kv([
+      ["intervals forecast", h("span", { id: "market-forecast-n", text: int(n) })],
+      ["households per interval", int(known)],
+      ["mean absolute error", kwh(err / n)],
+      ["normalised MAE", pct(total ? err / total : null)],
+    ]);
   }
 
   function lastCleared(m) {

@@ -75,17 +75,27 @@
         h("p", { class: "downloads" },
           h("a", { class: "btn", id: "statement-csv", href: base + ".csv", download: "statement-" + id + ".csv", text: "Download the statement (CSV)" }), " ",
           h("a", { href: base, text: "statement as JSON" })),
-        h("div", { class: "charts" }, h("div", { id: "hh-energy" }), h("div", { id: "hh-forecast" })),
+        h("div", { class: "charts" }, h("div", { id: "hh-energy" }), h("div", {}, h("div", { id: "hh-forecast" }), forecastNote(d.forecast))),
         h("h2", { text: "Trades" }),
         h("div", { id: "hh-trades", class: "scroll" }, tradesTable(d.trades.slice(-200).reverse(), true)),
       );
       charts = drawCharts(d);
     }
     function drawCharts(d) {
-      return [WMCharts.householdEnergyChart(document.getElementById("hh-energy"), d.series), WMCharts.forecastChart(document.getElementById("hh-forecast"), d.series)];
+      const note = holder.querySelector("#hh-forecast-model");
+      if (note) note.replaceWith(forecastNote(d.forecast));
+      return [WMCharts.householdEnergyChart(document.getElementById("hh-energy"), d.series), WMCharts.forecastChart(document.getElementById("hh-forecast"), d.series, d.forecast)];
     }
     await load();
     return { onEvent: (evt) => evt.type === "interval" && load() };
+  }
+
+  /* Which model made the latest forecast, and on what training data. */
+  function forecastNote(f) {
+    if (!f) return h("p", { id: "hh-forecast-model", class: "muted", text: "No forecast heard for this household yet." });
+    const trained = f.trained_on ? "trained on the log up to entry " + int(f.trained_on.tree_size) + " (root " + f.trained_on.root.slice(0, 12) + "…)" : "training checkpoint not given";
+    return h("p", { id: "hh-forecast-model", class: "muted" },
+      "Latest forecast: ", h("strong", { text: f.model }), (f.version ? " version " + f.version : "") + ", issued " + when(f.issued_s) + "; " + trained + ".");
   }
 
   function totalsTiles(t) {
@@ -196,8 +206,26 @@
           tile("Data lag", int(rm.lag_entries) + " entries", kv([["read model folded", int(rm.applied_size) + " entries"], ["lag", isNum(rm.lag_s) ? NF1.format(rm.lag_s) + " s" : "\u2013"]])),
           tile("Broker", h("span", { class: !br.configured ? "muted" : br.connected ? "ok" : "bad", text: !br.configured ? "not configured" : br.connected ? "connected" : "disconnected" })),
           tile("Last interval closed", when(hl.last_interval_closed), kv([["server time", when(hl.now_s)]])),
+          forecasterTiles(hl.forecaster || {}),
         ),
       );
+    }
+    /* The forecasting service's last signed health: its state, then its counters. */
+    function forecasterTiles(fc) {
+      const cls = fc.state === "ok" ? "ok" : fc.state === "starting" || !fc.heard ? "muted" : "bad";
+      const c = fc.counters || {};
+      const counted = ["forecasts_published", "fits", "fit_failures", "readings_verified", "readings_ignored", "logged_readings", "logged_refused"];
+      return [
+        tile("Forecaster", h("span", { id: "forecaster-state", class: cls, text: fc.state || "not heard" }),
+          kv([
+            ["households", int(fc.households)],
+            ["last refit", when(fc.last_refit_s)],
+            ["trained on", fc.trained_on ? int(fc.trained_on.tree_size) + " log entries" : "\u2013"],
+            ["heard", isNum(fc.age_s) ? int(fc.age_s) + " s ago" : "never"],
+          ])),
+        fc.heard ? tile("Forecaster counters", int(c.forecasts_published) + " forecasts", h("div", { id: "forecaster" },
+          kv(counted.map((k) => [k.replace(/_/g, " "), int(c[k])])))) : null,
+      ].filter(Boolean);
     }
     async function load() {
       const res = await getJSON("/api/health"); // 503 carries the same shape
