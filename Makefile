@@ -58,6 +58,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_restart.py
 	$(BIN)/python bench/bench_ledger_memory.py
+	$(BIN)/python bench/bench_forecast_scale.py
 	$(BIN)/python bench/bench_proofs.py
 	$(BIN)/python bench/bench_receipts.py
 	$(BIN)/python bench/bench_flood.py

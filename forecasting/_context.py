@@ -40,7 +40,9 @@ class ModelContext:
     ``site``: the PV site, for pvlib's clear-sky power (without it the clear-sky profile is
     the envelope of the last two weeks); ``weather``: a weather provider (optional);
     ``country``: ISO 3166 code whose public holidays the demand model knows;
-    ``utc_offset_s``: the households' local clock (the days and holidays the models see).
+    ``utc_offset_s``: the households' local clock (the days and holidays the models see);
+    ``prophet_state``: Prophet's warm start: the previous fit's parameters in, this forecast's
+    full fit's parameters out (None: cold, nothing kept).
     """
 
     kind: Kind
@@ -50,6 +52,7 @@ class ModelContext:
     country: str | None = None
     utc_offset_s: int = 0
     calib_days: int = CALIB_DAYS
+    prophet_state: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass

@@ -18,10 +18,10 @@ day).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from wattmesh.forecasting import _prophet, models
 from wattmesh.forecasting._context import ModelContext
@@ -55,6 +55,8 @@ __all__ = [
     "fit_builtin",
     "fit_household",
     "fit_target",
+    "select_household",
+    "select_target",
 ]
 
 BuiltinChoice = Literal["auto", "naive", "same_slot_mean", "prophet"]
@@ -81,11 +83,14 @@ class FitJob:
     demand_model: ModelChoice = "auto"
     pv_model: ModelChoice = "auto"
     pv_capacity_w: int | None = None
+    demand_state: Mapping[str, Any] | None = None  # the previous fit's Prophet parameters
+    pv_state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Fitted:
-    """One target's forecast from ``start_s``: its bands, model, version, fallback."""
+    """One target's forecast from ``start_s``: its bands, model, version, fallback, and
+    what the next refit starts from (``state``: Prophet's parameters; None for the others)."""
 
     target: Kind
     start_s: int
@@ -96,6 +101,7 @@ class Fitted:
     model: str
     version: str
     fallback: str | None
+    state: Mapping[str, Any] | None = None
 
 
 def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
@@ -103,9 +109,33 @@ def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
     demand = Series(job.start_s, job.interval_s, job.demand_wh)
     pv = Series(job.start_s, job.interval_s, job.pv_wh)
     return (
-        fit_target(demand, job.steps, "demand", job.demand_model, capacity_w=None),
-        fit_target(pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w),
+        fit_target(
+            demand, job.steps, "demand", job.demand_model, capacity_w=None, state=job.demand_state
+        ),
+        fit_target(
+            pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w, state=job.pv_state
+        ),
     )
+
+
+def select_household(job: FitJob) -> tuple[str, str]:
+    """What ``auto`` would fit for demand and PV of one household now (the choosing
+    backtests alone, runnable apart from the fits)."""
+    return (
+        select_target(Series(job.start_s, job.interval_s, job.demand_wh), "demand", None),
+        select_target(Series(job.start_s, job.interval_s, job.pv_wh), "pv", job.pv_capacity_w),
+    )
+
+
+def select_target(series: Series, kind: Kind, capacity_w: int | None) -> str:
+    """The model of :data:`CATALOG_AUTO` that ``auto`` fits for ``series`` (``zero`` when
+    nothing was measured, the stand-in's name under a day of history)."""
+    season = intervals_per_day(series.interval_s)
+    if not any(series.values_wh):
+        return "zero"
+    if len(series.values_wh) < season:
+        return "history_mean"
+    return _select_catalog(series, ModelContext(kind=kind, capacity_w=capacity_w), season)
 
 
 def check_choice(choice: str, kind: Kind) -> str | None:
@@ -117,11 +147,18 @@ def check_choice(choice: str, kind: Kind) -> str | None:
 
 
 def fit_target(
-    series: Series, steps: int, kind: Kind, choice: ModelChoice, *, capacity_w: int | None
+    series: Series,
+    steps: int,
+    kind: Kind,
+    choice: ModelChoice,
+    *,
+    capacity_w: int | None,
+    state: Mapping[str, Any] | None = None,
 ) -> Fitted:
     """The service's forecast of one target: ``choice`` from :mod:`forecasting.models`
     (``auto``: the one of :data:`CATALOG_AUTO` its backtest selects). Under a day of
-    history, the built-in stand-in (its mean and spread, model ``history_mean``)."""
+    history, the built-in stand-in (its mean and spread, model ``history_mean``).
+    ``state``: the previous fit's (Prophet warm-starts from it); the result carries its own."""
     problem = check_choice(choice, kind)
     if problem is not None:
         raise ValueError(problem)
@@ -131,14 +168,15 @@ def fit_target(
         return fit_builtin(
             series, steps, kind, "naive", min_history=season, capacity_wh=capacity_wh
         )
-    ctx = ModelContext(kind=kind, capacity_w=capacity_w)
+    kept = dict(state or {})
+    ctx = ModelContext(kind=kind, capacity_w=capacity_w, prophet_state=kept)
     name = ALIASES.get(choice, choice)
     if name == "auto":
         name = _select_catalog(series, ctx, season)
     q = models.forecast(name, series, steps, ctx)
     return Fitted(
         kind, q.start_epoch_s, q.interval_s, q.p10_wh, q.p50_wh, q.p90_wh, model=q.model,
-        version=_version(q.model), fallback=q.fallback_reason,
+        version=_version(q.model), fallback=q.fallback_reason, state=kept or None,
     )  # fmt: skip
 
 

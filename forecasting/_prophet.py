@@ -97,12 +97,17 @@ def fit_predict_with(
     regressors: dict[str, Sequence[float]] | None = None,
     country: str | None = None,
     utc_offset_s: int = 0,
+    warm: dict[str, Any] | None = None,
 ) -> list[float]:
     """Like :func:`fit_predict`, with extra regressors and a country's public holidays.
 
     ``regressors`` maps a name to its values over the history and then the future
     (``len(history) + len(future)`` floats). ``utc_offset_s`` shifts the timestamps Prophet
     sees to local time, so its days and holidays are the households' own.
+
+    ``warm`` (a warm start): when it holds a previous fit's parameters (``k``, ``m``,
+    ``delta``, ``beta``, ``sigma_obs``) the optimiser starts from them (from Prophet's own
+    start if they do not fit this model's shape); it is then updated with this fit's.
     """
     prophet_cls = _prophet_class()
     import pandas as pd
@@ -116,9 +121,8 @@ def fit_predict_with(
     for name, series in (regressors or {}).items():
         train[name] = [float(v) for v in series[:n]]
         future[name] = [float(v) for v in series[n:]]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=_PROPHET_MODULES)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=_PROPHET_MODULES)
+
+    def make() -> Any:
         model = prophet_cls(
             growth="linear",
             yearly_seasonality=False,
@@ -131,6 +135,35 @@ def fit_predict_with(
             model.add_country_holidays(country_name=country)
         for name in regressors or {}:
             model.add_regressor(name)
-        model.fit(train)
+        return model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=_PROPHET_MODULES)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=_PROPHET_MODULES)
+        model = make()
+        if warm and set(warm) >= set(_PARAMS):
+            try:
+                model.fit(train, init={k: warm[k] for k in _PARAMS})
+            except Exception:  # the previous shape does not fit this model: a cold start
+                model = make()
+                model.fit(train)
+        else:
+            model.fit(train)
         predicted = model.predict(future)
+    if warm is not None:
+        warm.update(fitted_params(model))
     return [float(v) for v in predicted["yhat"].to_numpy()]
+
+
+_PARAMS = ("k", "m", "delta", "beta", "sigma_obs")
+
+
+def fitted_params(model: Any) -> dict[str, Any]:
+    """A fitted Prophet's MAP parameters as plain floats (scalars and lists): a warm start."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for name in _PARAMS:
+        flat = [float(v) for v in np.ravel(model.params[name])]
+        out[name] = flat if name in ("delta", "beta") else flat[0]
+    return out

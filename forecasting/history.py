@@ -5,7 +5,8 @@ SQLAlchemy takes). Readings come in from the ledger's log with the signed checkp
 whose tree covers them (:meth:`HistoryStore.add_logged`, one transaction with the log
 position read up to), so the training data of every fit is "the logged readings up to
 checkpoint N". A household's fit (both targets' bands, model, version, the checkpoint
-it was trained on) is kept, so a restarted service need not refit. Nothing here holds
+it was trained on, and Prophet's fitted parameters, the next refit's warm start) is kept,
+so a restarted service need not refit. Nothing here holds
 every household at once: history and fits are read per household.
 """
 
@@ -269,6 +270,7 @@ def _fitted_json(f: Fitted) -> dict[str, Any]:
         "model": f.model,
         "version": f.version,
         "fallback": f.fallback,
+        "state": None if f.state is None else dict(f.state),
     }
 
 
@@ -283,6 +285,7 @@ def _fitted(obj: dict[str, Any]) -> Fitted:
         str(obj["model"]),
         str(obj["version"]),
         obj["fallback"],
+        obj.get("state"),  # absent in fits stored before warm starts
     )
 
 

@@ -14,7 +14,9 @@ published retained and signed. Fits run in a process pool (``workers`` 0: inline
 household by household (never every household's model at once): all of them on the
 daily schedule (``refit_hour_utc``), and at once a household whose fit is a stand-in
 for too little history (refitted with every logged batch) or no longer covers the
-interval asked for. A retained signed ``health`` message reports state and counters.
+interval asked for. Each refit hands the fit the household's stored one (Prophet
+warm-starts from its parameters). A retained signed ``health`` message reports state and
+counters.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ class ForecastServer:
         since = now - self.config.window_days * 86_400
         rows = await asyncio.to_thread(self.store.readings, agent, since_s=since)
         _, trained_on = await asyncio.to_thread(self.store.position)
+        previous = await asyncio.to_thread(self.store.fit, agent)  # Prophet warm-starts from it
         start, demand, pv = series_from_readings(
             ((flagged, r) for _, flagged, r in rows), self.config.interval_s
         )
@@ -220,6 +223,8 @@ class ForecastServer:
             demand_model=self.config.demand_model,
             pv_model=self.config.pv_model,
             pv_capacity_w=self.config.pv_capacity_w.get(agent),
+            demand_state=None if previous is None else previous.demand.state,
+            pv_state=None if previous is None else previous.pv.state,
         )  # fmt: skip
         try:
             if self.config.workers == 0:
