@@ -43,6 +43,7 @@ _LOG = logging.getLogger(__name__)
 SYNC_BATCH = 20_000
 """Log entries folded by one sync call; a long catch-up takes several ticks."""
 _EVENTS_PER_SYNC = 16  # a catch-up pushes the last intervals only
+VERIFY_GRACE_S = 30.0  # how long a stop waits for a verification in progress
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,15 @@ class Runtime:
         await self.ready.wait()  # the ledger's stored key is known if it has one
         while True:
             started = time.monotonic()
-            result = await asyncio.to_thread(self.verify_now)
+            check = asyncio.ensure_future(asyncio.to_thread(self.verify_now))
+            try:
+                result = await asyncio.shield(check)
+            except asyncio.CancelledError:
+                # The thread reads through a connection of its own: let it finish and
+                # close it (a stop would otherwise leave it open), for a while at most.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(check), VERIFY_GRACE_S)
+                raise
             if result is not None:
                 at_s = int(time.time())
                 if not result["ok"]:
