@@ -17,6 +17,7 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
 from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.sim.html_report import summary_figures
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
@@ -142,38 +143,15 @@ def load_tariffs(path: Path) -> TariffSchedule:
 
 
 def summary_table(report: dict[str, Any]) -> Table:
-    energy, money, currency = report["energy_wh"], report["money_micro"], report["currency"]
     table = Table(
         title=f"wattmesh simulate: {report['households']} households, "
         f"{report['days']} days, seed {report['seed']}"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")
-    rows = [
-        ("demand", _kwh(energy["demand"])),
-        ("PV production", _kwh(energy["pv"])),
-        ("traded between neighbours", _kwh(energy["p2p"])),
-        ("bought from the grid", _kwh(energy["grid_import"])),
-        ("sold to the grid", _kwh(energy["grid_export"])),
-        ("cost with the grid only", _money(money["grid_only"], currency)),
-        ("cost in the community", _money(money["community"], currency)),
-        ("network fees collected", _money(money["network_fees"], currency)),
-        ("savings", f"{report['savings_pct']:.2f} %"),
-        ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
-        ("trades", str(report["trades"])),
-        ("orders rejected", str(report["orders_rejected"])),
-        ("ledger root", report["ledger_root"][:16] + "…"),
-        ("ledger verified", "yes" if report["verified"] else "NO"),
-    ]
-    batteries = report.get("battery_comparison", {}).get("pv_battery", {})
-    if batteries.get("households"):
-        rows.insert(
-            -3,
-            (
-                f"battery savings ({batteries['households']} households, mean)",
-                _money(batteries["mean_battery_savings_micro"], currency),
-            ),
-        )
+    rows = summary_figures(report)
+    rows.append(("ledger root", report["ledger_root"][:16] + "…"))
+    rows.append(("ledger verified", "yes" if report["verified"] else "NO"))
     for kind, row in report.get("faults", {}).get("kinds", {}).items():
         rows.append((f"faults {kind}", _fault_cell(row)))
     for name, value in rows:
@@ -189,11 +167,3 @@ def _fault_cell(row: dict[str, Any]) -> str:
         f"{row['injected']} injected, recall {pct(row['recall'])},"
         f" precision {pct(row['precision'])}"
     )
-
-
-def _kwh(wh: int) -> str:
-    return f"{wh / 1000:,.1f} kWh"
-
-
-def _money(micro: int, currency: str) -> str:
-    return f"{micro / 1_000_000:,.2f} {currency}"

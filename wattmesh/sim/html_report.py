@@ -21,7 +21,7 @@ from typing import Any
 
 from wattmesh.broker.errors import ConfigError
 
-__all__ = ["render_html_report", "write_html_report"]
+__all__ = ["render_html_report", "summary_figures", "write_html_report"]
 
 _STATIC = "static"
 _UPLOT_JS = ("vendor", "uPlot.iife.min.js")
@@ -113,8 +113,9 @@ def _money(micro: int, currency: str) -> str:
     return f"{micro / 1_000_000:,.2f} {currency}"
 
 
-def _figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The figures of ``wattmesh simulate``'s summary table, as (name, text)."""
+def summary_figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The figures of ``wattmesh simulate``'s report, as (name, text): this page's table
+    and the terminal's summary table (which adds the ledger's root and verdict)."""
     energy, money, cur = report["energy_wh"], report["money_micro"], report["currency"]
     rows = [
         ("demand", _kwh(energy["demand"])),
@@ -208,7 +209,7 @@ def render_html_report(report: Mapping[str, Any]) -> str:
         f"battery share {report['battery_share']}; money in {report['currency']}"
     )
     data = {"currency": report["currency"], "series": report.get("series")}
-    figures = _table(["figure", "value"], [[_e(k), _e(v)] for k, v in _figures(report)], 1)
+    figures = _table(["figure", "value"], [[_e(k), _e(v)] for k, v in summary_figures(report)], 1)
     licence = _static(*_UPLOT_LICENSE).replace("--", "- -")
     uplot = _static(*_UPLOT_JS).replace(
         _UPLOT_BANNER, "/*! uPlot v1.6.32 (github.com/leeoniya/uPlot), MIT licence */"
