@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_forecast_commands(sub)
     _add_forecast(sub)  # after any other ``forecast`` commands: it joins their group
+    from wattmesh.cli.provision_cli import add_provision_command  # stdlib only at import
+
+    add_provision_command(sub)
     return parser
 
 
