@@ -157,7 +157,9 @@ class MosquittoProcess:
     ``mosquitto.stderr``. ``message_size_limit_bytes`` is Mosquitto's payload limit
     (default the contract's :data:`broker.messages.MAX_MESSAGE_BYTES`; 0: none). The
     port is chosen once (``free_port()`` if not given) and kept across restarts so
-    clients can reconnect to the same address.
+    clients can reconnect to the same address. ``config``: a whole ``mosquitto.conf``
+    to run instead of the generated one (``wattmesh provision``'s, with a listener on
+    ``port`` and its log in ``workdir/mosquitto.log``).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class MosquittoProcess:
         executable: str | None = None,
         persistence: Persistence = Persistence.OFF,
         message_size_limit_bytes: int = MAX_MESSAGE_BYTES,
+        config: str | None = None,
     ) -> None:
         found = executable if executable is not None else find_mosquitto()
         if found is None:
@@ -177,6 +180,7 @@ class MosquittoProcess:
         self._port = port if port is not None else free_port()
         self._persistence = persistence
         self._message_size_limit_bytes = message_size_limit_bytes
+        self._config = config
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -206,12 +210,10 @@ class MosquittoProcess:
         _ensure_port_free(self._port)
         self._workdir.mkdir(parents=True, exist_ok=True)
         config_path = self._workdir / "mosquitto.conf"
-        config_path.write_text(
-            _config_text(
-                self._port, self.log_path, self._persistence, self._message_size_limit_bytes
-            ),
-            encoding="utf-8",
+        text = self._config or _config_text(
+            self._port, self.log_path, self._persistence, self._message_size_limit_bytes
         )
+        config_path.write_text(text, encoding="utf-8")
         stderr_fd = _open_append(self._workdir / "mosquitto.stderr")
         try:
             process = await asyncio.create_subprocess_exec(

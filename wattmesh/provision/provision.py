@@ -84,6 +84,7 @@ class Provisioned:
     the configs' database URL), and the ``chown`` commands still to run (not root)."""
 
     layout: Layout
+    market_id: str
     agent_ids: tuple[str, ...]
     postgres_password: str
     endpoints: cfg.Endpoints
@@ -195,7 +196,7 @@ def provision(
     for folder in (layout.households, layout.root):
         folder.chmod(0o755)  # the containers' folders below keep their own modes
     chown = w.chown()
-    done = Provisioned(layout, plan.agent_ids, pg_password, ends, tuple(chown))
+    done = Provisioned(layout, plan.market_id, plan.agent_ids, pg_password, ends, tuple(chown))
     write_docker_files(done)
     return done
 
