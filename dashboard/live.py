@@ -66,7 +66,7 @@ from wattmesh.dashboard._qbase import forecaster_json
 from wattmesh.dashboard.metrics import DashboardMetrics
 from wattmesh.dashboard.queries import Heard, market_now
 
-__all__ = ["MAX_WAITING", "Listener", "LiveSink", "Writes"]
+__all__ = ["MAX_WAITING", "Listener", "LiveSink", "Writes", "live_subscriptions"]
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,6 +107,13 @@ class _Judged:
     household: str | None  # the household of a household topic
 
 
+def live_subscriptions(t: Topics) -> list[tuple[str, int]]:
+    """What the dashboard reads from the bus (the broker's ACL grants exactly these)."""
+    market = [t.announce, t.trades, t.checkpoint, t.summary, t.forecaster_health]
+    household = [f"{t.root}/household/+/forecast", t.all_status]
+    return [(topic, 1) for topic in (*market, *household)]
+
+
 class Listener:
     """Judges each bus message and acts on those that verify."""
 
@@ -142,10 +149,7 @@ class Listener:
         self._market_pushed: tuple[str, str | None] | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        t = self.topics
-        market = [t.announce, t.trades, t.checkpoint, t.summary, t.forecaster_health]
-        household = [f"{t.root}/household/+/forecast", t.all_status]
-        return [(topic, 1) for topic in (*market, *household)]
+        return live_subscriptions(self.topics)
 
     async def run(self, transport: Transport) -> None:
         """Take the transport's messages until it closes."""

@@ -31,9 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from wattmesh.broker.topics import Topics
     from wattmesh.config.forecast_config import ForecastServeConfig
 
-__all__ = ["add_forecast_commands", "run_serve_command", "validate_config_command"]
+__all__ = [
+    "add_forecast_commands",
+    "run_serve_command",
+    "serve_subscriptions",
+    "validate_config_command",
+]
 
 _LOG = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -76,6 +82,12 @@ def validate_config_command(path: Path) -> int:
     return EXIT_OK
 
 
+def serve_subscriptions(topics: Topics) -> list[tuple[str, int]]:
+    """What ``forecast serve`` reads: the readings, and the checkpoints that say which
+    of them the log holds (the broker's ACL grants exactly these, broker/acl.py)."""
+    return [(topics.all_readings, 1), (topics.checkpoint, 1)]
+
+
 def run_serve_command(path: Path) -> int:
     from wattmesh.config.forecast_config import load_forecast_config
 
@@ -109,9 +121,7 @@ async def _main(config: ForecastServeConfig) -> int:
         position, _ = await asyncio.to_thread(store.position)
         return await asyncio.to_thread(feed.read, position)
 
-    transport = Transport(
-        config.transport, subscriptions=[(topics.all_readings, 1), (topics.checkpoint, 1)]
-    )
+    transport = Transport(config.transport, subscriptions=serve_subscriptions(topics))
     try:
         async with transport:
             server = ForecastServer(
