@@ -8,8 +8,10 @@ the ACL follows the topic tree. The roles and what each really uses
   ``household/<id>/``: reading, order, status (also its last will), diagnostics, audit
   request, and its Home Assistant state (``ha/...``, which its bridge also reads back);
   it reads the public market topics (announce, trades, checkpoint, summary) and its
-  own forecast, error, receipt and checkpoint reply; with Home Assistant, it writes the
-  discovery configs of its own device and reads ``<prefix>/status``;
+  own forecast, error, receipt and checkpoint reply, and its own status and
+  diagnostics (for its owner's tools: Home Assistant logs in as the household); with
+  Home Assistant, it writes the discovery configs of its own device and reads
+  ``<prefix>/status``;
 - the ledger (operator) reads every household's reading, order, status, audit request
   and the forecaster's anomaly flags; it writes the market topics and each household's
   error, receipt and checkpoint reply;
@@ -121,8 +123,11 @@ def household_grants(
         topics.error(me),
         topics.receipt(me),
         topics.checkpoint_reply(me),
+        topics.status(me),
+        topics.diagnostics(me),
     ]
-    grants = [Grant(Access.WRITE, t) for t in writes] + [Grant(Access.READ, t) for t in reads]
+    grants = [Grant(Access.WRITE, t) for t in writes if t not in reads]
+    grants += [Grant(Access.READWRITE if t in writes else Access.READ, t) for t in reads]
     if home_assistant is not None:
         ha = home_assistant
         grants += [

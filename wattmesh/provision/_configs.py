@@ -87,6 +87,7 @@ def ledger_toml(market_id: str, ends: Endpoints, *, interval_s: int) -> str:
         f"interval_s = {interval_s}\n"
         f"[database]\nurl = {_s(ends.db_url)}\n"
         + _service_mqtt(ends, LEDGER, f"{market_id}-ledger")
+        + _gate(interval_s)
         + '[mechanism]\nname = "uniform"\n'
         "[[tariffs]]\nstart_hour_utc = 0\n"
         "retail_micro_per_kwh = 250000\nfeed_in_micro_per_kwh = 70000\n"
@@ -95,6 +96,13 @@ def ledger_toml(market_id: str, ends: Endpoints, *, interval_s: int) -> str:
         "[[tariffs]]\nstart_hour_utc = 20\n"
         "retail_micro_per_kwh = 250000\nfeed_in_micro_per_kwh = 70000\n" + _metrics(ends)
     )
+
+
+def _gate(interval_s: int) -> str:
+    """The defaults (120 s, 30 s) where the interval allows, else 3/4 and 1/4 of it."""
+    timeout_s = min(120.0, interval_s * 0.75)
+    grace_s = min(30.0, interval_s * 0.25)
+    return f"[gate]\ntimeout_s = {timeout_s}\ngrace_s = {grace_s}\n"
 
 
 def _metrics(ends: Endpoints) -> str:

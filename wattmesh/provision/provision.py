@@ -65,6 +65,8 @@ class Plan:
         if not 1 <= self.households <= 9999:
             raise ConfigError(f"--households must be in 1..9999, got {self.households}")
         check_segment(self.market_id, "market id")
+        if not 1 <= self.interval_s <= 86_400 or 86_400 % self.interval_s:
+            raise ConfigError(f"the interval must divide a day (s), got {self.interval_s}")
         if not 1 <= self.profile_days <= 366:
             raise ConfigError(f"profile days must be in 1..366, got {self.profile_days}")
         for name in self.hostnames:
