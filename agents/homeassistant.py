@@ -32,7 +32,7 @@ from wattmesh.agents.meter import MeterReading
 from wattmesh.broker.messages import Presence
 from wattmesh.broker.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 
-__all__ = ["HomeAssistantConfig"]
+__all__ = ["HaTopics", "HomeAssistantConfig"]
 
 # The state in the agent's signed status message (docs/protocol.md, "Status").
 STATUS_STATE_TEMPLATE = "{{ value_json.signed.body.state }}"

@@ -12,6 +12,7 @@ other module and name is the package's own.
 """
 
 __all__ = [
+    "acl",
     "audit_bodies",
     "bodies",
     "canonical",
@@ -22,6 +23,7 @@ __all__ = [
     "keys",
     "messages",
     "mosquitto",
+    "mosquitto_passwd",
     "subscriber",
     "tlog",
     "tlog_json",

@@ -31,6 +31,7 @@ from wattmesh.broker.messages import MAX_MESSAGE_BYTES
 from wattmesh.broker.transport import BrokerAddress, parse_broker_url
 
 __all__ = [
+    "MAX_QUEUED_MESSAGES",
     "BrokerAddress",
     "MosquittoNotFoundError",
     "MosquittoProcess",

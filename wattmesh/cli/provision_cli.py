@@ -1,5 +1,7 @@
-"""``wattmesh provision --households N --out DIR [--market-id ID] [--hostname NAME ...]
-[--force]``: a neighbourhood's keys, certificates, broker files and configurations.
+"""``wattmesh provision``: a neighbourhood's keys, certificates, broker files and configs.
+
+``wattmesh provision --households N --out DIR [--market-id ID] [--hostname NAME ...]
+[--force]`` (and ``--interval-s``, ``--profile-days``, ``--home-assistant``).
 
 Exit codes: 0 written; 2 a bad argument or a folder holding keys already (without
 ``--force``).

@@ -1,5 +1,7 @@
-"""The neighbourhood's TLS certificates, made with ``cryptography`` (pure but for the
-OS's randomness): a CA, the broker's server certificate and client certificates.
+"""The neighbourhood's TLS certificates, made with ``cryptography``.
+
+Pure but for the OS's randomness: a CA, the broker's server certificate and client
+certificates.
 
 Keys are P-256 from the OS's randomness. The server certificate names ``mosquitto``,
 ``localhost``, ``127.0.0.1`` and the given host names (subject alternative names);

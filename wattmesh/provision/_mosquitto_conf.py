@@ -1,6 +1,7 @@
-"""``mosquitto.conf`` for the neighbourhood's broker (pure), parameterised by paths and
-ports so that the same file serves the container (``/mosquitto/config``) and a local
-process (free ports, a test's folders).
+"""``mosquitto.conf`` for the neighbourhood's broker (pure).
+
+Parameterised by paths and ports, so that the same text serves the container
+(``/mosquitto/config``) and a local process (free ports, a test's folders).
 
 Two listeners share one password file and ACL (``per_listener_settings false``): a
 plain one for the local network and a TLS one that also requires a client certificate

@@ -1,5 +1,4 @@
-"""``wattmesh provision``: write a neighbourhood's keys, certificates, broker and
-service configurations into one folder (I/O).
+"""``wattmesh provision``: a neighbourhood's keys, certificates and configs, in one folder (I/O).
 
 Every key comes from the OS's randomness (``cryptography``'s key generation,
 :mod:`secrets`); only the households' replayed load profiles come from a seed (the
