@@ -16,7 +16,9 @@ from cryptography import x509
 from wattmesh.broker.keys import load_signing_key
 from wattmesh.cli.dispatch import main
 from wattmesh.ledger.household_registry import load_registry
+from wattmesh.provision._configs import Endpoints
 from wattmesh.provision._layout import MOSQUITTO_UID, SERVICE_UID
+from wattmesh.provision.provision import Plan, provision
 
 N = 3
 AGENTS = ("h001", "h002", "h003")
@@ -182,3 +184,31 @@ def test_help_and_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     )
     assert "market id" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_forced_with_fewer_households_names_the_stale_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "hood"
+    assert _provision(folder) == 0
+    assert main(["provision", "--households", "1", "--out", str(folder), "--force"]) == 0
+    assert "households/{h002,h003} of an earlier run" in capsys.readouterr().out
+    assert "h002" not in (folder / "mosquitto/acl").read_text()
+
+
+def test_tls_endpoints_give_configurations_that_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The TLS variant: every part connects to 8883 with its client certificate."""
+
+    def tls(password: str) -> Endpoints:
+        return Endpoints(db_url=f"postgresql://wattmesh:{password}@postgres/wattmesh", tls=True)
+
+    done = provision(tmp_path / "hood", Plan(households=1, profile_days=1), endpoints=tls)
+    agent = done.layout.household("h001") / "agent.toml"
+    ledger = done.layout.ledger / "ledger.toml"
+    assert 'broker = "mqtts://mosquitto:8883"' in agent.read_text()
+    assert "[mqtt.tls]" in ledger.read_text() and "port = 8883" in ledger.read_text()
+    assert main(["agent", "--validate-config", "--config", str(agent)]) == 0
+    assert main(["ledger", "run", "--validate-config", "--config", str(ledger)]) == 0
+    assert capsys.readouterr().out.count(": ok") == 2

@@ -85,6 +85,11 @@ def run_provision_command(args: argparse.Namespace) -> int:
     )
     done = provision(Path(args.out), plan, force=args.force)
     print(f"{done.layout.root}: market {plan.market_id}, {len(done.agent_ids)} households")
+    if done.stale:
+        print(
+            f"left alone: households/{{{','.join(done.stale)}}} of an earlier run; they are in"
+            " neither the registry nor the broker's ACL now: delete them"
+        )
     for command in done.chown_commands:
         print(f"not root: run  {command}")
     return 0

@@ -90,6 +90,7 @@ class Provisioned:
     postgres_password: str
     endpoints: cfg.Endpoints
     chown_commands: tuple[str, ...]
+    stale: tuple[str, ...] = ()  # household folders of an earlier run, not provisioned now
 
 
 def compose_db_url(password: str) -> str:
@@ -197,7 +198,10 @@ def provision(
     for folder in (layout.households, layout.root):
         folder.chmod(0o755)  # the containers' folders below keep their own modes
     chown = w.chown()
-    done = Provisioned(layout, plan.market_id, plan.agent_ids, pg_password, ends, tuple(chown))
+    stale = sorted(p.name for p in layout.households.iterdir() if p.name not in agents)
+    done = Provisioned(
+        layout, plan.market_id, plan.agent_ids, pg_password, ends, tuple(chown), tuple(stale)
+    )
     write_docker_files(done)
     return done
 
