@@ -16,7 +16,7 @@ the ACL follows the topic tree. The roles and what each really uses
   and the forecaster's anomaly flags; it writes the market topics and each household's
   error, receipt and checkpoint reply;
 - the forecasting service reads readings and the checkpoint; it writes forecasts,
-  anomaly flags and its health;
+  anomaly flags and its health (which its health probe reads back);
 - the dashboard reads the market topics, the forecaster's health, forecasts and
   statuses; it writes nothing.
 
@@ -57,7 +57,7 @@ __all__ = [
 LEDGER: Final = "ledger"
 FORECASTER: Final = "forecaster"
 DASHBOARD: Final = "dashboard"
-MONITOR: Final = "monitor"  # health checks: reads the broker's uptime only
+MONITOR: Final = "healthcheck"  # health checks: reads the broker's uptime only
 _SERVICES: Final = (LEDGER, FORECASTER, DASHBOARD, MONITOR)
 _UPTIME: Final = "$SYS/broker/uptime"
 _PLACEHOLDER: Final = "x"  # an agent id, replaced by "+" in a per-household filter
@@ -156,13 +156,14 @@ def ledger_grants(topics: Topics) -> tuple[Grant, ...]:
 
 
 def forecaster_grants(topics: Topics) -> tuple[Grant, ...]:
+    """Also reads its own retained health: its container's health probe does."""
     reads = [topics.all_readings, topics.checkpoint]
-    writes = [
-        _every(topics, topics.forecast),
-        _every(topics, topics.anomaly),
-        topics.forecaster_health,
-    ]
-    return (*(Grant(Access.READ, t) for t in reads), *(Grant(Access.WRITE, t) for t in writes))
+    writes = [_every(topics, topics.forecast), _every(topics, topics.anomaly)]
+    return (
+        *(Grant(Access.READ, t) for t in reads),
+        *(Grant(Access.WRITE, t) for t in writes),
+        Grant(Access.READWRITE, topics.forecaster_health),
+    )
 
 
 def dashboard_grants(topics: Topics) -> tuple[Grant, ...]:

@@ -137,10 +137,14 @@ def test_each_role_may_publish_everything_its_code_publishes(role: str) -> None:
 def test_each_role_is_granted_nothing_its_code_does_not_use(role: str) -> None:
     """Exactly what they need: every grant is used by a subscription or a publish
     (a household's reads of the public summary, its own status and diagnostics aside:
-    for its owner's tools, such as Home Assistant logged in as the household)."""
+    for its owner's tools, such as Home Assistant logged in as the household; and the
+    forecaster's read of its own health, for its container's health probe)."""
     grants, subscriptions, publishes = ROLES[role]
     used = [(Access.READ, f) for f in subscriptions()] + [(Access.WRITE, t) for t in publishes()]
-    own = {T.summary, T.status(ME), T.diagnostics(ME)} if role == "household" else set()
+    own = {
+        "household": {T.summary, T.status(ME), T.diagnostics(ME)},
+        "forecaster": {T.forecaster_health},  # the container's health probe reads it
+    }.get(role, set())
     for grant in grants():
         wanted = [Access.READ, Access.WRITE] if grant.access is Access.READWRITE else [grant.access]
         if grant.filter in own:
@@ -185,7 +189,7 @@ def test_the_rendered_file_has_a_block_per_user_and_nothing_for_anonymous() -> N
     before_users = text.split("\nuser ", 1)[0]
     assert [line for line in before_users.splitlines() if not line.startswith("#")] == []
     users = [line.split()[1] for line in text.splitlines() if line.startswith("user ")]
-    assert users == ["ledger", "forecaster", "dashboard", "monitor", ME, OTHER]
+    assert users == ["ledger", "forecaster", "dashboard", "healthcheck", ME, OTHER]
     assert f"topic write {T.reading(ME)}" in text
     assert f"topic read {T.all_readings}" in text
 

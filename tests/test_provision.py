@@ -109,7 +109,7 @@ def test_the_layout_and_what_refers_to_what(out: Path) -> None:
     assert "user h002\ntopic write wattmesh/m7/household/h002/reading\n" in acl
     passwd = (out / "mosquitto/passwd").read_text().splitlines()
     assert sorted(line.split(":")[0] for line in passwd) == sorted(
-        ("dashboard", "forecaster", "ledger", "monitor", *AGENTS)
+        ("dashboard", "forecaster", "healthcheck", "ledger", *AGENTS)
     )
     assert all(line.split(":")[1].startswith("$7$101$") for line in passwd)
     conf = (out / "mosquitto/mosquitto.conf").read_text()

@@ -55,7 +55,7 @@ class Endpoints:
     state_root: str = "/var/lib/wattmesh"
     dashboard_host: str = "0.0.0.0"  # noqa: S104 - inside its container, published by compose
     dashboard_port: int = 8080
-    ledger_metrics_port: int | None = 9108  # the ledger's /metrics (its health); None: off
+    ledger_metrics_port: int | None = 9100  # the ledger's /metrics (its health); None: off
 
 
 def _s(value: str) -> str:

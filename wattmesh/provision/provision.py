@@ -233,7 +233,7 @@ def _write_mosquitto(
     w.file(folder / "ca.crt", ca.cert_pem)
     w.file(folder / "server.crt", server.cert_pem)
     w.file(folder / "server.key", server.key_pem)
-    w.file(folder / "monitor_password", passwords[MONITOR] + "\n")  # its health check
+    w.file(folder / "healthcheck_password", passwords[MONITOR] + "\n")  # its health check
     return passwords
 
 
