@@ -1,0 +1,1 @@
+"""``wattmesh provision``: everything a neighbourhood needs, in one folder (issue 15)."""
