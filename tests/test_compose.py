@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from wattmesh.cli.dispatch import build_parser
 from wattmesh.provision.compose import (
     MOSQUITTO_IMAGE,
     POSTGRES_IMAGE,
@@ -169,18 +170,28 @@ def test_what_each_service_runs_and_mounts() -> None:
     assert services["dashboard"]["ports"] == ["${WATTMESH_DASHBOARD_PORT:-8080}:8080"]
 
 
-def test_health_probes_run_as_written(tmp_path: Path) -> None:
-    """The Python probes are real programs: the forecaster's accepts a live process and
-    the HTTP one fails on a port where nothing answers."""
+def test_health_probes_run_as_written() -> None:
+    """The probes are real programs: the HTTP one fails on a port where nothing answers,
+    the forecaster's is a command this wattmesh parses (tests/test_forecast_health.py
+    runs it against a broker)."""
     services = _parse(render_compose(["h001"]))["services"]
-    forecaster = services["forecaster"]["healthcheck"]["test"][-1]
-    # /proc/1 here is no `wattmesh` process: the check must say unhealthy
-    assert subprocess.run([sys.executable, "-c", forecaster], check=False).returncode == 1
     http = services["ledger"]["healthcheck"]["test"][-1].replace("9100", "9")
     assert (
         subprocess.run([sys.executable, "-c", http], check=False, capture_output=True).returncode
         == 1
     )
+    forecaster = services["forecaster"]["healthcheck"]["test"]
+    assert forecaster[:4] == ["CMD", "wattmesh", "forecast", "health"]
+    args = build_parser().parse_args(forecaster[2:])
+    assert (args.config, args.timeout) == ("/etc/wattmesh/forecast.toml", 10.0)
+    for name in ("ledger", "forecaster", "dashboard"):
+        assert (
+            build_parser()
+            .parse_args(services[name]["command"][1:])
+            .config.startswith("/etc/wattmesh/")
+        )
+    agent = _parse(render_compose(["h001"]))["x-household"]["command"]
+    assert build_parser().parse_args(agent[1:]).config == "/etc/wattmesh/agent.toml"
 
 
 def test_bad_households_are_refused() -> None:
