@@ -235,3 +235,18 @@ def test_env_refuses_values_it_cannot_write(field: str, value: object, reason: s
     settings: dict[str, Any] = {"postgres_password": "p", "source_dir": "/s", field: value}
     with pytest.raises(ValueError, match=reason):
         render_env(**settings)
+
+
+def test_the_yaml_writer_keeps_every_value_as_written() -> None:
+    from wattmesh.provision._yaml import Anchored, Merge, dump
+
+    tricky = ["yes", "no", "on", "null", "~", "1.0", "0o17", "a: b", "x # y", "", "é", "'q'"]
+    document = {
+        "x-t": Anchored("t", {"list": tricky, "n": 3, "b": True, "empty": {}}),
+        "odd key: 1": {"<<": Merge("t"), "n": 4},
+    }
+    parsed = _parse(dump(document))
+    assert parsed["x-t"] == {"list": tricky, "n": 3, "b": True, "empty": {}}
+    assert parsed["odd key: 1"] == {"list": tricky, "n": 4, "b": True, "empty": {}}
+    with pytest.raises(ValueError, match="anchor"):
+        dump({"k": Anchored("bad name", {})})

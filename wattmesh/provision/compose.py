@@ -55,7 +55,7 @@ _MOSQUITTO_PROBE = (
     " -t '$$SYS/broker/uptime' -C 1 -W 3"
 )
 # The forecasting service serves no port: its probe reads its retained, signed health
-# (wattmesh.cli.forecast_health), which costs an interpreter start (about 0.8 s of CPU).
+# (wattmesh.cli.forecast_health), which costs an interpreter start (about 1 s of CPU, measured).
 _FORECASTER_PROBE = ["CMD", "wattmesh", "forecast", "health", "--timeout", "10", "--config"]
 
 
