@@ -245,7 +245,7 @@ def _forecaster() -> dict[str, Node]:
 
 
 def _dashboard() -> dict[str, Node]:
-    # /api/health answers 503 while the ledger's log does not verify.
+    # /api/health answers 503 while the ledger's database cannot be opened and read.
     url = f"http://127.0.0.1:{DASHBOARD_PORT}/api/health"
     return {
         **_service("dashboard", "dashboard-data"),
