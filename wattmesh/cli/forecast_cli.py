@@ -1,6 +1,8 @@
 """``wattmesh forecast ...``: the forecasting service's commands.
 
-``forecast serve --config forecast.toml [--validate-config]`` runs the service
+``forecast health --config forecast.toml`` is its health check
+(:mod:`wattmesh.cli.forecast_health`). ``forecast serve --config forecast.toml
+[--validate-config]`` runs the service
 (:mod:`forecasting.server`) as the composition root wires it:
 
 1. read and check ``forecast.toml`` (:mod:`wattmesh.config.forecast_config`), the
@@ -57,12 +59,26 @@ def add_forecast_commands(sub: Any) -> None:
         "--validate-config", action="store_true", help="check the configuration, exit 0/1"
     )
     serve.set_defaults(func=_cmd_serve)
+    health = forecast_sub.add_parser(
+        "health", help="exit 0 if the running service's signed health says ok"
+    )
+    health.add_argument("--config", required=True, help="the service's configuration (TOML)")
+    health.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the broker (default 5)"
+    )
+    health.set_defaults(func=_cmd_health)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.validate_config:
         return validate_config_command(Path(args.config))
     return run_serve_command(Path(args.config))
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from wattmesh.cli.forecast_health import run_health_command
+
+    return run_health_command(Path(args.config), args.timeout)
 
 
 def validate_config_command(path: Path) -> int:

@@ -2,7 +2,8 @@
 
 Keys come from the operating system's randomness only. Layout, roles and what the
 broker's ACL allows: docs/provisioning.md. ``provision`` writes the files;
-``_certs``, ``_configs``, ``_mosquitto_conf`` and ``_layout`` are its pure parts.
+``_certs``, ``_configs``, ``_mosquitto_conf``, ``_layout`` and ``compose`` (the
+Docker side: ``compose.yaml`` and ``.env``) are its pure parts.
 """
 
-__all__ = ["provision"]
+__all__ = ["compose", "provision"]
