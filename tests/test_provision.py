@@ -112,6 +112,13 @@ def test_the_layout_and_what_refers_to_what(out: Path) -> None:
         ("dashboard", "forecaster", "healthcheck", "ledger", *AGENTS)
     )
     assert all(line.split(":")[1].startswith("$7$101$") for line in passwd)
+    env = (out / ".env").read_text()
+    password = next(x for x in env.splitlines() if x.startswith("POSTGRES_PASSWORD="))
+    db_url = f"postgresql://wattmesh:{password.split('=', 1)[1]}@postgres:5432/wattmesh"
+    assert f'url = "{db_url}"' in (out / "ledger/ledger.toml").read_text()
+    assert stat.S_IMODE((out / ".env").stat().st_mode) == 0o600
+    compose = (out / "compose.yaml").read_text()
+    assert all(f"household-{a}:" in compose for a in AGENTS)
     conf = (out / "mosquitto/mosquitto.conf").read_text()
     for line in ("allow_anonymous false", "persistence true", "listener 1883", "listener 8883"):
         assert line in conf.splitlines()

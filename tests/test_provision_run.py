@@ -2,8 +2,9 @@
 and two ``wattmesh agent`` processes (with Home Assistant discovery on) run from the
 files ``wattmesh provision`` wrote, against the generated Mosquitto (``log_type all``:
 it logs every publish its ACL denies), for a few 2 s intervals until the agents
-trade and audit the ledger's receipts. Only the addresses, the database and the state
-folders are the machine's own (tests/provisionkit.py), and, as no forecasting service
+trade and audit the ledger's receipts; then ``ledger verify``'s check passes. Only
+the addresses, the database and the state folders are the machine's own
+(tests/provisionkit.py), and, as no forecasting service
 runs here and the intervals are 2 s, the agents order on their own forecast and replay
 a small profile of 2 s steps (h001 imports, h002 exports 5 Wh each interval). No
 sleeps: the test waits for the ledger's summaries and the agents' retained
@@ -21,6 +22,9 @@ import pytest
 from tests.ledgerrunkit import LedgerProcess
 from tests.provisionkit import Neighbourhood, client, generated_broker, make_neighbourhood
 from tests.test_production_path import AgentProcess
+from wattmesh.broker.keys import load_signing_key
+from wattmesh.ledger.store import LedgerStore
+from wattmesh.ledger.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +102,13 @@ async def test_ledger_and_agents_run_under_the_generated_acl_with_nothing_denied
     assert codes == [0, 0], [p.lines[-10:] for p in agents]
     assert all(r["audit"]["alarms"] == {} for r in reports), reports  # type: ignore[index]
     assert "Traceback" not in log
+    store = LedgerStore.read_only(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        operator = load_signing_key(layout.ledger / "operator_key.pem").verifying
+        report = verify_ledger(store, operator)
+    finally:
+        store.close()
+    assert report.ok, report.problem
     denied = [line for line in broker_log.splitlines() if "Denied" in line]
     assert denied == []
     # The log is the one the ACL writes to: every part connected and published there,

@@ -38,7 +38,7 @@ from wattmesh.provision._files import Writer
 from wattmesh.provision._layout import MOSQUITTO_UID, SERVICE_UID, Layout
 from wattmesh.provision._mosquitto_conf import BrokerFiles, render_mosquitto_conf
 
-__all__ = ["Plan", "Provisioned", "provision", "write_docker_files"]
+__all__ = ["Plan", "Provisioned", "local_broker_files", "provision"]
 
 PROFILE_INTERVAL_S: Final = 900  # the replayed profiles' step (the simulation's)
 _DB_NAME: Final = "wattmesh"
@@ -197,13 +197,12 @@ def provision(
         )
     for folder in (layout.households, layout.root):
         folder.chmod(0o755)  # the containers' folders below keep their own modes
+    _write_docker_files(w, layout, plan.agent_ids, pg_password)
     chown = w.chown()
     stale = sorted(p.name for p in layout.households.iterdir() if p.name not in agents)
-    done = Provisioned(
+    return Provisioned(
         layout, plan.market_id, plan.agent_ids, pg_password, ends, tuple(chown), tuple(stale)
     )
-    write_docker_files(done)
-    return done
 
 
 def _write_mosquitto(
@@ -286,11 +285,15 @@ def _profiles(plan: Plan, when: dt.datetime) -> list[str]:
     ]
 
 
-def write_docker_files(done: Provisioned) -> bool:
-    """``compose.yaml`` and ``.env`` (the Docker side, wattmesh/provision/compose.py).
+def _write_docker_files(
+    w: Writer, layout: Layout, agent_ids: tuple[str, ...], postgres_password: str
+) -> None:
+    """``compose.yaml`` and ``.env`` (0600: PostgreSQL's password), whose images build
+    from the source tree this package runs from (:mod:`wattmesh.provision.compose`)."""
+    import wattmesh
+    from wattmesh.provision.compose import render_compose, render_env
 
-    HOOK for the lead: not wired in this branch (compose.py did not exist on main when
-    it was written); returns whether the files were written.
-    """
-    del done
-    return False
+    source = Path(wattmesh.__file__).resolve().parent.parent
+    w.file(layout.compose_file, render_compose(agent_ids), mode=0o644)
+    env = render_env(postgres_password=postgres_password, source_dir=str(source))
+    w.file(layout.env_file, env)
