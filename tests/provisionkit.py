@@ -4,7 +4,10 @@ generated Mosquitto (its ACL, passwords and TLS) as a local process."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import ssl
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +20,8 @@ from wattmesh.broker.mosquitto import MosquittoProcess, free_port
 from wattmesh.broker.topics import Topics
 from wattmesh.provision._configs import Endpoints
 from wattmesh.provision.provision import Plan, Provisioned, local_broker_files, provision
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,9 @@ def make_neighbourhood(
     db_url: str = "sqlite:///unused.db",
     interval_s: int = 900,
     home_assistant: bool = False,
+    tls: bool = False,
 ) -> Neighbourhood:
-    plain, tls = free_port(), free_port()
+    plain, tls_port = free_port(), free_port()
     state = out.parent / f"{out.name}-state"
 
     def local(_password: str) -> Endpoints:
@@ -69,7 +75,8 @@ def make_neighbourhood(
             db_url=db_url,
             mqtt_host="127.0.0.1",
             mqtt_port=plain,
-            mqtt_tls_port=tls,
+            mqtt_tls_port=tls_port,
+            tls=tls,
             state_root=str(state),
             ledger_metrics_port=None,
             dashboard_host="127.0.0.1",
@@ -83,7 +90,7 @@ def make_neighbourhood(
         profile_days=2,
         home_assistant=home_assistant,
     )
-    return Neighbourhood(provision(out, plan, endpoints=local), plain, tls)
+    return Neighbourhood(provision(out, plan, endpoints=local), plain, tls_port)
 
 
 @asynccontextmanager
@@ -119,3 +126,61 @@ def client(
         tls_context=tls,
         timeout=10,
     )
+
+
+class PartProcess:
+    """``python -m wattmesh.cli ARGS...``, its output (stdout and stderr) read line by
+    line as it comes; :meth:`until` waits for a line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str) -> PartProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "wattmesh.cli",
+            *args,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            async with self._changed:
+                self.lines.append(raw.decode().rstrip("\n"))
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, needle: str, timeout_s: float = 60.0) -> str:
+        """The first line containing ``needle`` (AssertionError if the process ends)."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            while True:
+                found = next((line for line in self.lines if needle in line), None)
+                if found is not None:
+                    return found
+                if self._reader.done():
+                    raise AssertionError(f"ended without {needle!r}: {self.lines[-20:]}")
+                await self._changed.wait()
+
+    async def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM; the exit code once it has gone and its output is read."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.process.wait(), timeout_s)
+        await asyncio.wait_for(self._reader, timeout_s)
+        return code
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self._reader.cancel()

@@ -1,14 +1,18 @@
-"""The parts need nothing the generated ACL denies (issue 15): ``wattmesh ledger run``
-and two ``wattmesh agent`` processes (with Home Assistant discovery on) run from the
-files ``wattmesh provision`` wrote, against the generated Mosquitto (``log_type all``:
-it logs every publish its ACL denies), for a few 2 s intervals until the agents
-trade and audit the ledger's receipts; then ``ledger verify``'s check passes. Only
-the addresses, the database and the state folders are the machine's own
-(tests/provisionkit.py), and, as no forecasting service
-runs here and the intervals are 2 s, the agents order on their own forecast and replay
-a small profile of 2 s steps (h001 imports, h002 exports 5 Wh each interval). No
-sleeps: the test waits for the ledger's summaries and the agents' retained
-diagnostics."""
+"""The neighbourhood ``wattmesh provision`` writes, run as local processes (issue 15):
+the generated Mosquitto (its ACL, passwords and TLS listener; ``log_type all``, so it
+logs every publish its ACL denies), a private PostgreSQL, ``ledger run``, ``forecast
+serve``, ``dashboard serve`` and two ``wattmesh agent`` processes (Home Assistant
+discovery on), every part connecting over TLS with its client certificate and password.
+A few 2 s intervals: the agents trade and audit their receipts, the dashboard shows
+the trades, the agents online and the forecaster's health, Mosquitto denied nothing,
+and ``ledger verify``'s check passes.
+
+Only what is the machine's own is overridden: addresses and ports (1883 and 5432 are
+taken here), the database URL, the state folders (tests/provisionkit.py), and, as the
+forecasting service has no history to fit and the intervals are 2 s, the agents order
+on their own forecast from a small profile of 2 s steps (h001 imports, h002 exports
+5 Wh each interval). No sleeps: the test waits for log lines, the ledger's summaries,
+the agents' retained diagnostics and the dashboard's pushed events."""
 
 from __future__ import annotations
 
@@ -16,20 +20,27 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.ledgerrunkit import LedgerProcess
-from tests.provisionkit import Neighbourhood, client, generated_broker, make_neighbourhood
-from tests.test_production_path import AgentProcess
+from tests.provisionkit import (
+    Neighbourhood,
+    PartProcess,
+    client,
+    generated_broker,
+    make_neighbourhood,
+)
 from wattmesh.broker.keys import load_signing_key
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-TIMEOUT_S = 30.0
-SUMMARIES = 8  # at most, until both agents' orders are in one interval
+TIMEOUT_S = 60.0
+SUMMARIES = 8  # at most, once both agents' readings are in, until a trade
 
 
 def _on_own_forecast(folder: Path, *, buyer: bool) -> None:
@@ -47,72 +58,104 @@ def _on_own_forecast(folder: Path, *, buyer: bool) -> None:
     (folder / "profile.json").write_text(json.dumps(profile), encoding="utf-8")
 
 
-async def _audited(hood: Neighbourhood, agent: str) -> dict[str, object]:
+async def _audited(hood: Neighbourhood, agent: str) -> dict[str, Any]:
     """The agent's retained diagnostics, read with its own credentials, once its audit
     has checked a receipt (it read its receipts and the checkpoints)."""
     async with client(hood, agent) as viewer:
         await viewer.subscribe(hood.topics.diagnostics(agent), qos=1)
         async with asyncio.timeout(TIMEOUT_S):
             async for message in viewer.messages:
-                report = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-                audit = report["audit"]
-                if audit is not None and audit["receipts_checked"] > 0:
-                    return dict(report)
+                report: dict[str, Any] = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                if report["audit"] is not None and report["audit"]["receipts_checked"] > 0:
+                    return report
     raise AssertionError("unreachable")
 
 
-async def test_ledger_and_agents_run_under_the_generated_acl_with_nothing_denied(
-    tmp_path: Path,
+async def _dashboard_shows(socket: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The dashboard's pushed events until one overview has trades and both agents
+    online, and the forecaster's health came from the bus; that overview."""
+    overview: dict[str, Any] | None = None
+    forecaster = False
+    async with asyncio.timeout(TIMEOUT_S):
+        async for frame in socket:
+            event = json.loads(frame.data)
+            if event["type"] == "health" and event.get("forecaster"):
+                forecaster = True
+            shown = event.get("overview") if event["type"] == "interval" else None
+            if shown and shown["ledger"]["trades"] > 0 and shown["agents"]["online"] == 2:
+                overview = shown
+            if overview is not None and forecaster:
+                return overview
+    raise AssertionError("the dashboard's socket closed")
+
+
+async def test_the_provisioned_neighbourhood_runs_over_tls_with_nothing_denied(
+    tmp_path: Path, pg_url: str
 ) -> None:
     hood = make_neighbourhood(
-        tmp_path / "hood",
-        households=2,
-        db_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        interval_s=2,
-        home_assistant=True,
+        tmp_path / "hood", households=2, db_url=pg_url, interval_s=2, home_assistant=True, tls=True
     )
     layout = hood.done.layout
+    agents: list[PartProcess] = []
+    parts: list[PartProcess] = []
     async with generated_broker(hood, tmp_path / "mosquitto") as broker:
         ledger = await LedgerProcess.start(layout.ledger / "ledger.toml")
-        agents: list[AgentProcess] = []
         try:
             await ledger.until("leader of market")
-            for agent in hood.done.agent_ids:
-                _on_own_forecast(layout.household(agent), buyer=agent == "h001")
-                agents.append(await AgentProcess.start(layout.household(agent) / "agent.toml"))
-            for _ in range(SUMMARIES):
-                summary = await ledger.summary()
-                if summary["orders"] == summary["readings"] == "2":
-                    break
-            assert (summary["orders"], summary["readings"]) == ("2", "2"), summary.string
-            assert summary["rejected"] == "0", summary.string
-            for _ in range(SUMMARIES):
-                if int(summary["trades"]) > 0:
-                    break
-                summary = await ledger.summary()
-            assert int(summary["trades"]) > 0, summary.string
+            dashboard = await PartProcess.start(
+                "dashboard", "serve", "--config", str(layout.dashboard / "dashboard.toml")
+            )
+            parts.append(dashboard)
+            url = (await dashboard.until("dashboard: http")).split("dashboard: ", 1)[1]
+            async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}ws") as socket:
+                forecaster = await PartProcess.start(
+                    "forecast", "serve", "--config", str(layout.forecasting / "forecast.toml")
+                )
+                parts.append(forecaster)
+                for agent in hood.done.agent_ids:
+                    _on_own_forecast(layout.household(agent), buyer=agent == "h001")
+                    config = str(layout.household(agent) / "agent.toml")
+                    agents.append(await PartProcess.start("agent", "--config", config))
+                async with asyncio.timeout(TIMEOUT_S):  # the agents' start, on a busy machine
+                    while (summary := await ledger.summary())["readings"] != "2":
+                        pass
+                for _ in range(SUMMARIES):
+                    if int(summary["trades"]) > 0:
+                        break
+                    summary = await ledger.summary()
+                assert (summary["orders"], summary["readings"]) == ("2", "2"), summary.string
+                assert int(summary["trades"]) > 0 and summary["rejected"] == "0", summary.string
+                overview = await _dashboard_shows(socket)
+                async with http.get(f"{url}api/ledger/trades?limit=5") as response:
+                    trades = (await response.json())["trades"]
             reports = [await _audited(hood, agent) for agent in hood.done.agent_ids]
-            codes = [await process.stop() for process in agents]
+            codes = [await process.stop() for process in (*agents, *parts)]
             log = await ledger.stop()
         finally:
-            for process in agents:
+            for process in (*agents, *parts):
                 await process.kill()
             await ledger.kill()
         broker_log = broker.log_path.read_text(encoding="utf-8")
-    assert codes == [0, 0], [p.lines[-10:] for p in agents]
-    assert all(r["audit"]["alarms"] == {} for r in reports), reports  # type: ignore[index]
+    assert codes == [0] * 4, [p.lines[-10:] for p in (*agents, *parts)]
+    assert {t["buyer"] for t in trades} == {"h001"} and {t["seller"] for t in trades} == {"h002"}
+    assert overview["market_id"] == hood.done.market_id
+    assert all(r["audit"]["alarms"] == {} for r in reports), reports
     assert "Traceback" not in log
-    store = LedgerStore.read_only(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert not any("Traceback" in line for p in (*agents, *parts) for line in p.lines)
+    store = LedgerStore.read_only(pg_url)
     try:
         operator = load_signing_key(layout.ledger / "operator_key.pem").verifying
         report = verify_ledger(store, operator)
     finally:
         store.close()
     assert report.ok, report.problem
-    denied = [line for line in broker_log.splitlines() if "Denied" in line]
-    assert denied == []
-    # The log is the one the ACL writes to: every part connected and published there,
-    # Home Assistant's discovery included.
-    for user in ("ledger", *hood.done.agent_ids):
-        assert f"u'{user}'" in broker_log
-    assert "Received PUBLISH from" in broker_log and "/config'" in broker_log
+    assert [line for line in broker_log.splitlines() if "Denied" in line] == []
+    # That log is the ACL's: every part logged in over TLS as its user, and Home
+    # Assistant's discovery was published there.
+    for user in ("ledger", "forecaster", "dashboard", *hood.done.agent_ids):
+        assert f"u'{user}'" in broker_log, user
+    assert (
+        f"listener on port {hood.tls_port}" in broker_log.lower()
+        or str(hood.tls_port) in broker_log
+    )
+    assert "/config'" in broker_log
