@@ -219,3 +219,11 @@ def test_tls_endpoints_give_configurations_that_validate(
     assert main(["agent", "--validate-config", "--config", str(agent)]) == 0
     assert main(["ledger", "run", "--validate-config", "--config", str(ledger)]) == 0
     assert capsys.readouterr().out.count(": ok") == 2
+
+
+def test_the_tls_flag(tmp_path: Path) -> None:
+    folder = tmp_path / "hood"
+    args = ["provision", "--households", "1", "--profile-days", "1", "--tls", "--out"]
+    assert main([*args, str(folder)]) == 0
+    assert "port = 8883" in (folder / "dashboard/dashboard.toml").read_text()
+    assert "mqtts://mosquitto:8883" in (folder / "households/h001/agent.toml").read_text()

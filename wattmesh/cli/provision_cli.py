@@ -19,6 +19,8 @@ _DESCRIPTION = """\
 Generate everything a neighbourhood needs into DIR, with keys from the operating
 system's randomness:
 
+  compose.yaml .env  the neighbourhood in Docker (docker/README.md); .env holds
+                     PostgreSQL's password
   mosquitto/         mosquitto.conf (plain and TLS listeners, no anonymous clients),
                      passwd (hashed passwords), acl (who may publish and read what),
                      ca.crt, server.crt, server.key
@@ -68,12 +70,19 @@ def add_provision_command(sub: Any) -> None:
         action="store_true",
         help="turn on each agent's Home Assistant discovery (the ACL allows it either way)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="every part connects over TLS (8883) with its client certificate and password"
+        " (default: the plain listener 1883 with its password, inside the compose network)",
+    )
     p.add_argument("--force", action="store_true", help="replace the keys DIR holds already")
     p.set_defaults(func=run_provision_command)
 
 
 def run_provision_command(args: argparse.Namespace) -> int:
-    from wattmesh.provision.provision import Plan, provision
+    from wattmesh.provision._configs import Endpoints
+    from wattmesh.provision.provision import Plan, compose_db_url, provision
 
     plan = Plan(
         households=args.households,
@@ -83,7 +92,12 @@ def run_provision_command(args: argparse.Namespace) -> int:
         profile_days=args.profile_days,
         home_assistant=args.home_assistant,
     )
-    done = provision(Path(args.out), plan, force=args.force)
+    tls: bool = args.tls
+
+    def endpoints(password: str) -> Endpoints:
+        return Endpoints(db_url=compose_db_url(password), tls=tls)
+
+    done = provision(Path(args.out), plan, force=args.force, endpoints=endpoints)
     print(f"{done.layout.root}: market {plan.market_id}, {len(done.agent_ids)} households")
     if done.stale:
         print(

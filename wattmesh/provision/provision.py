@@ -38,7 +38,7 @@ from wattmesh.provision._files import Writer
 from wattmesh.provision._layout import MOSQUITTO_UID, SERVICE_UID, Layout
 from wattmesh.provision._mosquitto_conf import BrokerFiles, render_mosquitto_conf
 
-__all__ = ["Plan", "Provisioned", "local_broker_files", "provision"]
+__all__ = ["Plan", "Provisioned", "compose_db_url", "local_broker_files", "provision"]
 
 PROFILE_INTERVAL_S: Final = 900  # the replayed profiles' step (the simulation's)
 _DB_NAME: Final = "wattmesh"
