@@ -7,9 +7,9 @@ add up forecasts, so the bands know how much the households' errors cancel).
 
 Households' histories differ in span (one joined later, one's series starts again after
 a flagged reading): the sum is taken over their common window. A household whose span
-would leave that window under a day is left out (the one of the window's limiting
-households with the shortest span first, until the window holds a day), and the
-forecast's ``fallback`` says how many were.
+would leave that window under a day (under half the longest span while none has two
+days yet) is left out (the one of the window's limiting households with the shortest span first,
+until the window holds that much), and the forecast's ``fallback`` says how many were.
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ def aggregate(series: Mapping[str, History], *, interval_s: int) -> Aggregate | 
     without any history."""
     spans = {a: (s, s + len(d) * interval_s) for a, (s, d, _) in series.items() if d}
     kept = sorted(spans)
-    day_s = intervals_per_day(interval_s) * interval_s
+    longest = max((b - a for a, b in spans.values()), default=0)
+    wanted = min(intervals_per_day(interval_s) * interval_s, longest // 2)
     while kept:
         lo = max(spans[a][0] for a in kept)
         hi = min(spans[a][1] for a in kept)
-        if hi - lo >= day_s or len(kept) == 1:
+        if hi - lo >= wanted or len(kept) == 1:
             break
         limiting = [a for a in kept if spans[a][0] == lo or spans[a][1] == hi]
         kept.remove(min(limiting, key=lambda a: (spans[a][1] - spans[a][0], a)))

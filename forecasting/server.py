@@ -111,8 +111,10 @@ class ForecastServer:
         agents = sorted({r.agent for r in batch.readings})
         stale = [a for a in agents if await self._needs_refit(a)]
         if stale:
+            fitted = set(await asyncio.to_thread(self.store.fitted_agents))
             await self.refit(stale)
-            await self.publish_neighbourhood()  # the first fits, and stand-ins refitted
+            if not set(stale) <= fitted:  # households got their first fits
+                await self.publish_neighbourhood()
         _LOG.info(
             "log read to checkpoint %d: %d readings, %d refused; %d households refitted",
             batch.checkpoint.tree_size,

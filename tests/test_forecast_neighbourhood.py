@@ -39,6 +39,12 @@ def test_the_sum_is_taken_over_the_common_window_leaving_out_too_short_spans() -
     assert agg.demand_wh == (11,) * (2 * DAY)
     assert agg.pv_wh == (1,) * (2 * DAY)  # 0 + 1 per interval
     assert aggregate({}, interval_s=STEP) is None
+    # the first hours, nobody with two days yet: half the longest span is wanted
+    young = {"a": _series(T0, [1] * 8), "b": _series(T0 + 2 * STEP, [10] * 6)}
+    young["c"] = _series(T0 + 6 * STEP, [100] * 2)  # would leave two intervals
+    agg = aggregate(young, interval_s=STEP)
+    assert agg is not None and (agg.agents, agg.left_out) == (("a", "b"), ("c",))
+    assert (agg.start_s, agg.demand_wh) == (T0 + 2 * STEP, (11,) * 6)
 
 
 def _readings(agent: str, first_day: int, days: int, evening_wh: int) -> list[LoggedReading]:
