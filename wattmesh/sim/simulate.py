@@ -227,7 +227,7 @@ async def run_simulation(
                 ledger=ledger,
                 verified=verified.ok,
                 batteries=battery_balances(scenario, meters),
-                undeclared_wh=undeclared_export_wh(faults),
+                undeclared_wh=undeclared_export_wh(faults, scenario),
                 extra={
                     "broker": broker_kind,
                     "db": db_url,
