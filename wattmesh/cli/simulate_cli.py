@@ -17,7 +17,7 @@ from wattmesh.broker.errors import ConfigError
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
 from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
-from wattmesh.sim.html_report import summary_figures
+from wattmesh.sim.html_report import HOUSEHOLD_KPI_HEAD, household_cells, summary_figures
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 
@@ -99,6 +99,9 @@ def _publish(report: dict[str, Any], path: Path, html: Path | None, *, quiet: bo
             raise ConfigError(f"--html: cannot write {html}: {exc.strerror}") from exc
     if not quiet:
         Console().print(summary_table(report))
+        households = household_table(report)
+        if households is not None:
+            Console().print(households)
         Console().print(f"report written to {path}")
         if html is not None:
             Console().print(f"HTML report written to {html}")
@@ -156,6 +159,29 @@ def summary_table(report: dict[str, Any]) -> Table:
         rows.append((f"faults {kind}", _fault_cell(row)))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+HOUSEHOLD_ROWS = 25
+"""The terminal shows every household up to this many, else the ones worst off."""
+
+
+def household_table(report: dict[str, Any]) -> Table | None:
+    """Each household's bill against its grid-only bill and its KPIs (the households
+    worst off first when there are more than ``HOUSEHOLD_ROWS``); None without KPIs."""
+    rows = [h for h in report.get("per_household", []) if h.get("kpi")]
+    if not rows:
+        return None
+    title = "households: bill against the grid-only bill (KPIs from metered energy)"
+    if len(rows) > HOUSEHOLD_ROWS:
+        rows = sorted(rows, key=lambda h: h["kpi"]["saving_micro"])[:HOUSEHOLD_ROWS]
+        title += f"; the {HOUSEHOLD_ROWS} with the smallest saving (all in the report)"
+    table = Table(title=title)
+    table.add_column("household")
+    for name in HOUSEHOLD_KPI_HEAD:
+        table.add_column(name, justify="right")
+    for h in rows:
+        table.add_row(h["agent"], *household_cells(h, report["currency"]))
     return table
 
 

@@ -14,9 +14,13 @@ Per household (simulated period only; energy Wh, money micro-units):
 
 ``battery_comparison`` groups households as ``pv_battery``, ``pv_only`` and ``none``
 and gives, per group, the count, ``mean_savings_pct`` (mean over the group's
-households of ``100 * (reference - community) / reference``) and ``mean_cost_micro``
-(mean community cost); for ``pv_battery`` also ``mean_battery_savings_micro``, the mean
-of ``pv_only - grid_only``: what the batteries alone saved against the grid.
+households of their KPI ``savings_pct``, :mod:`wattmesh.sim.kpi`: the market's bill
+against the grid-only bill of the same metered energy; households whose grid-only bill
+is 0 are left out) and ``mean_cost_micro`` (mean community cost); for ``pv_battery`` also
+``mean_battery_savings_micro``, the mean of ``pv_only - grid_only``: what the batteries
+alone saved against the grid. (Before, ``mean_savings_pct`` compared the bill with
+``reference_micro``, demand at retail, so it counted the PV's own value and feed-in
+revenue as market savings: 111-130 % for PV households.)
 """
 
 from __future__ import annotations
@@ -105,11 +109,7 @@ def battery_comparison(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     for kind, members in groups.items():
         n = len(members)
-        pcts = [
-            100 * (r["reference_micro"] - r["community_micro"]) / r["reference_micro"]
-            for r in members
-            if r["reference_micro"] > 0
-        ]
+        pcts = [r["kpi"]["savings_pct"] for r in members if r["kpi"]["savings_pct"] is not None]
         figures: dict[str, Any] = {
             "households": n,
             "mean_savings_pct": round(sum(pcts) / len(pcts), 2) if pcts else 0.0,

@@ -21,7 +21,14 @@ from typing import Any
 
 from wattmesh.broker.errors import ConfigError
 
-__all__ = ["render_html_report", "summary_figures", "write_html_report"]
+__all__ = [
+    "HOUSEHOLD_KPI_HEAD",
+    "household_cells",
+    "pct",
+    "render_html_report",
+    "summary_figures",
+    "write_html_report",
+]
 
 _STATIC = "static"
 _UPLOT_JS = ("vendor", "uPlot.iife.min.js")
@@ -126,8 +133,9 @@ def summary_figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("cost with the grid only", _money(money["grid_only"], cur)),
         ("cost in the community", _money(money["community"], cur)),
         ("network fees collected", _money(money["network_fees"], cur)),
-        ("savings", f"{report['savings_pct']:.2f} %"),
-        ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
+        *_kpi_figures(report.get("kpi"), cur),
+        ("savings (settlement-based)", f"{report['savings_pct']:.2f} %"),
+        ("self-sufficiency (settlement-based)", f"{100 * report['self_sufficiency']:.1f} %"),
         ("trades", f"{report['trades']:,}"),
         ("orders rejected", f"{report['orders_rejected']:,}"),
     ]
@@ -140,6 +148,58 @@ def summary_figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def pct(value: float | None, *, ratio: bool = True) -> str:
+    """A KPI ratio (or, ``ratio=False``, a percentage) as text; ``-`` for None."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f} %" if ratio else f"{value:.2f} %"
+
+
+def _kpi_figures(kpi: Mapping[str, Any] | None, cur: str) -> list[tuple[str, str]]:
+    """The metered KPIs (:mod:`wattmesh.sim.kpi`) as summary rows; none in an older report."""
+    if not kpi:
+        return []
+    return [
+        ("self-sufficiency (KPI)", pct(kpi["self_sufficiency"])),
+        ("self-consumption (KPI)", pct(kpi["self_consumption"])),
+        ("savings vs grid-only bills (KPI)", pct(kpi["savings_pct"], ratio=False)),
+        ("saving vs grid-only bills", _money(kpi["saving_micro"], cur)),
+        (
+            "households worse off than grid-only",
+            f"{kpi['households_worse_off_overall']:,} overall, "
+            f"{kpi['households_worse_off_sometimes']:,} in some interval",
+        ),
+        (
+            "intervals worse off than grid-only",
+            f"{kpi['worse_off_intervals']:,} ({_money(kpi['worse_off_micro'], cur)})",
+        ),
+    ]
+
+
+def household_cells(h: Mapping[str, Any], cur: str) -> list[str]:
+    """A household's KPI cells (unescaped): bill, grid-only bill, saving, savings,
+    self-sufficiency, self-consumption, worse-off intervals and their amount."""
+    k = h.get("kpi")
+    if not k:
+        return ["-"] * 8
+    return [
+        _money(k["bill_micro"], cur),
+        _money(k["grid_only_bill_micro"], cur),
+        _money(k["saving_micro"], cur),
+        pct(k["savings_pct"], ratio=False),
+        pct(k["self_sufficiency"]),
+        pct(k["self_consumption"]),
+        f"{k['worse_off_intervals']:,}",
+        _money(k["worse_off_micro"], cur),
+    ]
+
+
+HOUSEHOLD_KPI_HEAD = (
+    "bill", "grid-only bill", "saving", "savings", "self-sufficiency",
+    "self-consumption", "worse-off intervals", "worse off by",
+)  # fmt: skip
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
@@ -162,7 +222,7 @@ def _households(report: Mapping[str, Any]) -> str:
     cur = report["currency"]
     head = [
         "household", "PV peak", "demand", "PV", "import", "export", "P2P bought",
-        "P2P sold", "grid-only cost", "community cost", "savings", "settled intervals",
+        "P2P sold", *HOUSEHOLD_KPI_HEAD, "settled intervals",
     ]  # fmt: skip
     rows = [
         [
@@ -170,9 +230,7 @@ def _households(report: Mapping[str, Any]) -> str:
             _e(f"{h['pv_peak_w'] / 1000:,.1f} kW"),
             *(_e(_kwh(h[k])) for k in ("demand_wh", "pv_wh", "import_wh", "export_wh")),
             *(_e(_kwh(h[k])) for k in ("p2p_bought_wh", "p2p_sold_wh")),
-            _e(_money(h["grid_only_micro"], cur)),
-            _e(_money(h["community_micro"], cur)),
-            _e(_money(h["grid_only_micro"] - h["community_micro"], cur)),
+            *(_e(c) for c in household_cells(h, cur)),
             _e(f"{h['settled_intervals']:,}"),
         ]
         for h in report.get("per_household", [])
