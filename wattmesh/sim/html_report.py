@@ -25,6 +25,7 @@ __all__ = [
     "HOUSEHOLD_KPI_HEAD",
     "household_cells",
     "pct",
+    "render_comparison_html",
     "render_html_report",
     "summary_figures",
     "write_html_report",
@@ -310,9 +311,56 @@ def render_html_report(report: Mapping[str, Any]) -> str:
     )
 
 
+def render_comparison_html(report: Mapping[str, Any]) -> str:
+    """The main report of ``simulate --mechanism a,b,...`` (:mod:`wattmesh.sim.comparison`)
+    as one HTML document: the comparison table and where each mechanism's report is."""
+    from wattmesh.sim.comparison import comparison_figures
+
+    title = (
+        f"wattmesh simulate: {len(report['mechanisms'])} mechanisms compared, "
+        f"{report['households']} households, {report['days']} days, seed {report['seed']}"
+    )
+    subtitle = (
+        f"the same scenario and seed under each mechanism; {report['intervals']:,} intervals "
+        f"of {report['interval_s'] // 60} min; forecaster {report['forecaster']}; "
+        f"money in {report['currency']}"
+    )
+    head, rows = comparison_figures(report)
+    table = _table([_e(h) for h in head], [[_e(c) for c in row] for row in rows], 1)
+    files = _table(
+        ["mechanism", "its report (JSON; with --html, report.html beside it)"],
+        [[_e(name), f"<code>{_e(path)}</code>"] for name, path in report["reports"].items()],
+        99,
+    )
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head><body>",
+            f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>",
+            "<main>",
+            "<h2>Comparison</h2>",
+            table,
+            "<h2>Runs</h2>",
+            files,
+            "</main>",
+            "<footer>Written by wattmesh simulate --html; nothing is fetched.</footer>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
 def write_html_report(report: Mapping[str, Any], path: Path) -> None:
-    """Write :func:`render_html_report` to ``path`` (UTF-8); ConfigError if it cannot be."""
-    text = render_html_report(report)
+    """Write :func:`render_html_report` (or, for a comparison, :func:`render_comparison_html`)
+    to ``path`` (UTF-8); ConfigError if it cannot be."""
+    if report.get("kind") == "comparison":
+        text = render_comparison_html(report)
+    else:
+        text = render_html_report(report)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
