@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.settlement import settle_flows
+from wattmesh.sim.battery_report import battery_comparison
 from wattmesh.sim.kpi import community_kpi, household_kpis, ratio, savings_pct
 
 TARIFF = GridTariff(300_000, 80_000)  # retail 0.30, feed-in 0.08 per kWh
@@ -91,3 +92,29 @@ def test_ratios_are_capped_and_none_without_a_denominator() -> None:
     assert ratio(1, 3) == 0.3333
     assert savings_pct(10, 0) is None
     assert savings_pct(-5, -10) == -50.0
+
+
+def test_the_battery_groups_pool_their_savings_against_grid_only_bills() -> None:
+    def row(pv: int, battery: object, bill: int, grid_only: int) -> dict[str, object]:
+        kpi = {"saving_micro": grid_only - bill, "grid_only_bill_micro": grid_only}
+        return {
+            "pv_peak_w": pv, "battery": battery, "community_micro": bill,
+            "grid_only_micro": grid_only, "pv_only_micro": grid_only, "kpi": kpi,
+        }  # fmt: skip
+
+    # A net producer (grid-only -0.50, market -0.70) and a consumer (1.00 -> 0.90):
+    # 0.30 saved against 1.50 of grid-only bills (in absolute value) = 20 %, however
+    # much the PV itself is worth against buying all demand at retail.
+    groups = battery_comparison(
+        [
+            row(5000, None, -700_000, -500_000),
+            row(4000, None, 900_000, 1_000_000),
+            row(0, None, 2_000_000, 2_000_000),
+        ]
+    )
+    assert groups["pv_only"] == {
+        "households": 2, "savings_pct": 20.0, "mean_saving_micro": 150_000,
+        "mean_cost_micro": 100_000,
+    }  # fmt: skip
+    assert groups["none"]["savings_pct"] == 0.0
+    assert groups["pv_battery"]["savings_pct"] is None
