@@ -123,6 +123,12 @@ class Topics:
         return f"{self.root}/market/summary"
 
     @property
+    def neighbourhood_forecast(self) -> str:
+        """Retained signed ``forecast`` of the neighbourhood's total demand and PV (the
+        forecasting service's; the market clears on the aggregate)."""
+        return f"{self.root}/market/forecast"
+
+    @property
     def forecaster_health(self) -> str:
         """Retained signed ``health`` of the forecasting service (state and counters)."""
         return f"{self.root}/service/forecaster/health"

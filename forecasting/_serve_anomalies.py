@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from wattmesh.broker.messages import ReadingBody
-from wattmesh.forecasting.anomaly import AnomalyFlag, forecast_deviation, night_export_flags
+from wattmesh.forecasting.anomaly import (
+    AnomalyFlag,
+    forecast_deviation,
+    night_export_flags,
+    short_delivery_flags,
+)
 from wattmesh.forecasting.history import StoredFit, series_from_readings
 
 __all__ = ["flags_after_fit"]
@@ -15,13 +22,17 @@ def flags_after_fit(
     previous: StoredFit | None,
     interval_s: int,
     stand_in: str,
+    *,
+    settled: Mapping[int, tuple[int, int]] | None = None,
 ) -> list[AnomalyFlag]:
-    """Night export over the logged readings (the ledger's flagged ones left out), and the
-    demand logged since the ``previous`` fit against that fit's band (unless the
-    ``stand_in`` model made it, or the band does not cover it all)."""
+    """Night export over the logged readings (the flagged ones left out), short delivery
+    over the logged settlements (``{interval: (export Wh, sold Wh)}``), and the demand
+    logged since the ``previous`` fit against that fit's band (unless the ``stand_in``
+    model made it, or the band does not cover it all)."""
     step = interval_s
     readings = {r.meter_time - r.meter_time % step: r for _, flagged, r in rows if not flagged}
     flags = night_export_flags(agent, readings, interval_s=step)
+    flags += short_delivery_flags(agent, settled or {}, interval_s=step)
     if previous is None or previous.demand.model == stand_in:
         return flags
     band = previous.demand

@@ -50,6 +50,7 @@ __all__ = [
     "night_from_clearsky",
     "night_from_history",
     "short_delivery",
+    "short_delivery_flags",
 ]
 
 NIGHT_EXPORT = "night_export"
@@ -195,6 +196,27 @@ def short_delivery(
             )
         )
     return flags
+
+
+def short_delivery_flags(
+    agent: str, settled: Mapping[int, tuple[int, int]], *, interval_s: int
+) -> list[AnomalyFlag]:
+    """Short-delivery episodes in one household's settlements: ``{interval: (metered
+    export Wh, P2P sold Wh)}`` as the ledger logged them, its days counted from midnight
+    UTC (intervals without a settlement count as 0 and 0)."""
+    if not settled:
+        return []
+    season = 86_400 // interval_s
+    first = min(settled)
+    start = first - (first // interval_s % season) * interval_s  # midnight UTC
+    count = (max(settled) - start) // interval_s + 1
+    export, sold = [0] * count, [0] * count
+    for at, (out, s) in settled.items():
+        k = (at - start) // interval_s
+        export[k], sold[k] = out, s
+    return short_delivery(
+        agent, start_s=start, interval_s=interval_s, export_wh=export, sold_wh=sold
+    )
 
 
 def forecast_deviation(

@@ -8,6 +8,12 @@ checkpoint N". A household's fit (both targets' bands, model, version, the check
 it was trained on, and Prophet's fitted parameters, the next refit's warm start) is kept,
 so a restarted service need not refit. Nothing here holds
 every household at once: history and fits are read per household.
+
+The settlements the log holds (metered export and P2P energy sold per household and
+interval) are kept for the short-delivery check, and so is every anomaly episode the
+service published (``forecast_episode``): a restarted service does not publish it
+again, and the readings inside an episode's window are not learnt from (they read
+back as flagged, like the ledger's own flags).
 """
 
 from __future__ import annotations
@@ -40,7 +46,15 @@ from wattmesh.broker.messages import ReadingBody
 from wattmesh.forecasting._fit import Fitted
 from wattmesh.forecasting.service import demand_and_pv
 
-__all__ = ["HistoryStore", "LoggedBatch", "LoggedReading", "StoredFit", "series_from_readings"]
+__all__ = [
+    "Episode",
+    "HistoryStore",
+    "LoggedBatch",
+    "LoggedReading",
+    "LoggedSettlement",
+    "StoredFit",
+    "series_from_readings",
+]
 
 _META = MetaData()
 READINGS = Table(
@@ -65,6 +79,23 @@ FITS = Table(
     Column("trained_size", BigInteger),
     Column("trained_root", String(64)),
     Column("data", Text, nullable=False),  # JSON: both targets' Fitted
+)
+SETTLED = Table(
+    "forecast_settled",
+    _META,
+    Column("agent", String(64), primary_key=True),
+    Column("interval", BigInteger, primary_key=True, autoincrement=False),
+    Column("export_wh", BigInteger, nullable=False),  # metered
+    Column("sold_wh", BigInteger, nullable=False),  # P2P
+)
+EPISODES = Table(
+    "forecast_episode",
+    _META,
+    Column("agent", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("interval", BigInteger, primary_key=True, autoincrement=False),  # as published
+    Column("window_start", BigInteger, nullable=False),  # evidence window, widened by
+    Column("window_end", BigInteger, nullable=False),  # later flags overlapping it
 )
 STATE = Table(
     "forecast_state",
@@ -98,6 +129,30 @@ class LoggedBatch:
     refused: int
     position: int  # log entries read: the checkpoint's tree size
     checkpoint: TrainedOn
+    settled: Sequence[LoggedSettlement] = ()
+
+
+@dataclass(frozen=True)
+class LoggedSettlement:
+    """A logged ``settlement`` (or the ``correction`` that revised it): the household's
+    metered export and P2P energy sold in ``interval``."""
+
+    agent: str
+    interval: int
+    export_wh: int
+    sold_wh: int
+
+
+@dataclass(frozen=True)
+class Episode:
+    """An anomaly episode the service published: its key (agent, kind, first interval)
+    and its evidence window ``[window_start, window_end)`` (epoch s)."""
+
+    agent: str
+    kind: str
+    interval: int
+    window_start: int
+    window_end: int
 
 
 @dataclass(frozen=True)
@@ -163,6 +218,13 @@ class HistoryStore:
                     .where(READINGS.c.agent == agent, READINGS.c.interval == interval)
                     .values(flagged=True)
                 )
+            latest = {(x.agent, x.interval): x for x in batch.settled}  # corrections last
+            if latest:
+                conn.execute(_upsert(self.engine, SETTLED, ["agent", "interval"]), [
+                    {"agent": x.agent, "interval": x.interval, "export_wh": x.export_wh,
+                     "sold_wh": x.sold_wh}
+                    for x in latest.values()
+                ])  # fmt: skip
             conn.execute(delete(STATE))
             conn.execute(STATE.insert(), [state])
 
@@ -172,17 +234,20 @@ class HistoryStore:
             return [str(a) for a in conn.execute(select(READINGS.c.agent).distinct()).scalars()]
 
     def readings(self, agent: str, *, since_s: int = 0) -> list[tuple[int, bool, ReadingBody]]:
-        """(log index, flagged, reading) of ``agent`` from ``since_s`` on, by meter time."""
+        """(log index, flagged, reading) of ``agent`` from ``since_s`` on, by meter time;
+        flagged: by the ledger, or closing an interval inside one of the service's own
+        episodes (``window_start < meter_time <= window_end``)."""
         query = (
             select(READINGS)
             .where(READINGS.c.agent == agent, READINGS.c.meter_time >= since_s)
             .order_by(READINGS.c.meter_time)
         )
+        windows = [(e.window_start, e.window_end) for e in self.episodes(agent)]
         with self.engine.connect() as conn:
             return [
                 (
                     int(r.log_idx),
-                    bool(r.flagged),
+                    bool(r.flagged) or any(a < r.meter_time <= b for a, b in windows),
                     ReadingBody(
                         r.meter_time,
                         r.import_wh,
@@ -197,9 +262,59 @@ class HistoryStore:
             ]
 
     def forget_before(self, since_s: int) -> None:
-        """Drop readings older than ``since_s`` (outside every fit's window)."""
+        """Drop readings, settlements and episodes older than ``since_s`` (outside every
+        fit's window)."""
         with self.engine.begin() as conn:
             conn.execute(delete(READINGS).where(READINGS.c.meter_time < since_s))
+            conn.execute(delete(SETTLED).where(SETTLED.c.interval < since_s))
+            conn.execute(delete(EPISODES).where(EPISODES.c.window_end < since_s))
+
+    def settled(self, agent: str, *, since_s: int = 0) -> dict[int, tuple[int, int]]:
+        """``{interval: (metered export Wh, P2P sold Wh)}`` of ``agent`` from ``since_s``."""
+        query = select(SETTLED).where(SETTLED.c.agent == agent, SETTLED.c.interval >= since_s)
+        with self.engine.connect() as conn:
+            return {
+                int(r.interval): (int(r.export_wh), int(r.sold_wh)) for r in conn.execute(query)
+            }
+
+    def episodes(self, agent: str) -> list[Episode]:
+        """The episodes published about ``agent``, by first interval."""
+        query = select(EPISODES).where(EPISODES.c.agent == agent).order_by(EPISODES.c.interval)
+        with self.engine.connect() as conn:
+            return [
+                Episode(agent, str(r.kind), int(r.interval), int(r.window_start), int(r.window_end))
+                for r in conn.execute(query)
+            ]
+
+    def add_episode(self, episode: Episode) -> bool:
+        """Keep ``episode`` and say True, unless one of the same household and kind with
+        the same key or an overlapping window is kept: then widen that one's window to
+        cover both and say False (the same episode, already published)."""
+        e = EPISODES.c
+        same = (e.agent == episode.agent, e.kind == episode.kind)
+        with self.engine.begin() as conn:
+            known = conn.execute(
+                select(EPISODES).where(
+                    *same,
+                    (e.interval == episode.interval)
+                    | (
+                        (e.window_start < episode.window_end)
+                        & (episode.window_start < e.window_end)
+                    ),
+                )
+            ).first()
+            if known is None:
+                conn.execute(EPISODES.insert(), [episode.__dict__])
+                return True
+            conn.execute(
+                update(EPISODES)
+                .where(*same, e.interval == known.interval)
+                .values(
+                    window_start=min(int(known.window_start), episode.window_start),
+                    window_end=max(int(known.window_end), episode.window_end),
+                )
+            )
+            return False
 
     def save_fit(self, fit: StoredFit) -> None:
         row = {
@@ -293,6 +408,13 @@ def _insert_ignore(engine: Engine, table: Table, keys: list[str]) -> Any:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _upsert(engine: Engine, table: Table, keys: list[str]) -> Any:
+    """Insert, or on a key already kept replace its other columns."""
+    stmt = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
+    others = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=others)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import multiprocessing
 import time
@@ -36,11 +38,13 @@ from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.messages import ForecastBody, HealthBody, ReadingBody, Signer, decode_message
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
+from wattmesh.forecasting import _neighbourhood
 from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
 from wattmesh.forecasting._models import intervals_per_day
 from wattmesh.forecasting._serve_anomalies import flags_after_fit
 from wattmesh.forecasting.anomaly import anomaly_body
 from wattmesh.forecasting.history import (
+    Episode,
     HistoryStore,
     LoggedBatch,
     StoredFit,
@@ -96,7 +100,6 @@ class ForecastServer:
         self._background: set[asyncio.Task[None]] = set()
         self._log_failed = False  # the last read of the log failed: health "degraded"
         self._day = intervals_per_day(config.interval_s)
-        self._flagged: set[tuple[str, str, int]] = set()  # anomaly episodes published
 
     # ------------------------------------------------------------------ inputs
 
@@ -108,7 +111,10 @@ class ForecastServer:
         agents = sorted({r.agent for r in batch.readings})
         stale = [a for a in agents if await self._needs_refit(a)]
         if stale:
+            fitted = set(await asyncio.to_thread(self.store.fitted_agents))
             await self.refit(stale)
+            if not set(stale) <= fitted:  # households got their first fits
+                await self.publish_neighbourhood()
         _LOG.info(
             "log read to checkpoint %d: %d readings, %d refused; %d households refitted",
             batch.checkpoint.tree_size,
@@ -165,6 +171,57 @@ class ForecastServer:
         await self.transport.publish(topic, message.to_wire(), qos=1, retain=True)
         self.counters["forecasts_published"] += 1
 
+    async def publish_neighbourhood(self) -> None:
+        """The neighbourhood's forecast (:mod:`forecasting._neighbourhood`: the sum of
+        the households' trainable histories over their common window), from the current
+        interval, retained and signed on ``market/forecast``. A failure is logged and
+        counted; the service goes on."""
+        step, horizon = self.config.interval_s, self.config.horizon
+        now = int(self.clock())
+        since = now - self.config.window_days * 86_400
+        try:
+            series = await asyncio.to_thread(
+                _neighbourhood.histories, self.store, since_s=since, interval_s=step
+            )
+            agg = _neighbourhood.aggregate(series, interval_s=step)
+            del series
+            if agg is None:
+                return
+            call = functools.partial(
+                _neighbourhood.neighbourhood_fit,
+                agg,
+                steps=self._steps(agg.start_s + len(agg.demand_wh) * step, now),
+                demand_model=self.config.demand_model,
+                pv_model=self.config.pv_model,
+                pv_capacity_w=dict(self.config.pv_capacity_w),
+            )
+            if self.config.workers == 0:
+                demand, pv = call()
+            else:
+                demand, pv = await asyncio.get_running_loop().run_in_executor(
+                    self._executor(), call
+                )
+        except Exception:
+            _LOG.exception("the neighbourhood forecast failed")
+            self.counters["neighbourhood_failures"] += 1
+            return
+        _, trained_on = await asyncio.to_thread(self.store.position)
+        interval = now - now % step
+        fit = StoredFit(_neighbourhood.NEIGHBOURHOOD, now, trained_on, demand, pv)
+        body = _body(fit, interval, horizon, issued_s=now)
+        reason = _neighbourhood.left_out_reason(agg)
+        if reason is not None:
+            body = dataclasses.replace(
+                body, fallback=reason if body.fallback is None else f"{body.fallback}; {reason}"
+            )
+        message = self._signer.sign(
+            body, interval=interval, seq=self._next_seq(), expires=interval + horizon * step
+        )
+        topic = self.config.topics.neighbourhood_forecast
+        await self.transport.publish(topic, message.to_wire(), qos=1, retain=True)
+        self.counters["neighbourhood_forecasts_published"] += 1
+        self.counters["neighbourhood_households"] = len(agg.agents)
+
     async def publish_health(self, state: str) -> None:
         """The retained signed health; ``ok`` says ``degraded`` while the last read of the
         ledger's log failed."""
@@ -200,6 +257,7 @@ class ForecastServer:
         _LOG.info("refitted %d households in %.1f s", len(agents), time.monotonic() - started)
         keep_from = int(self.clock()) - (self.config.window_days + 1) * 86_400
         await asyncio.to_thread(self.store.forget_before, keep_from)
+        await self.publish_neighbourhood()
         await self.publish_health("ok")
 
     async def _refit_one(self, agent: str) -> None:
@@ -251,16 +309,22 @@ class ForecastServer:
         previous: StoredFit | None = None,
     ) -> None:
         """The anomaly hook after each fit: the detectors over the household's logged
-        readings (the ledger's flagged ones left out): night export, and the demand
-        logged since the ``previous`` fit against that fit's band (unless a stand-in
-        model made it); each new episode signed and published on
-        ``household/<id>/anomaly`` for the ledger to log."""
-        flags = flags_after_fit(agent, rows, previous, self.config.interval_s, STAND_IN)
+        readings (flagged ones left out) and settlements: night export, short delivery,
+        and the demand logged since the ``previous`` fit against that fit's band (unless
+        a stand-in model made it); each new episode kept in the store (one overlapping a
+        kept episode of its kind is the same episode), then signed and published on
+        ``household/<id>/anomaly`` for the ledger to log: once, restarts included."""
+        since = int(self.clock()) - self.config.window_days * 86_400
+        settled = await asyncio.to_thread(self.store.settled, agent, since_s=since)
+        flags = flags_after_fit(
+            agent, rows, previous, self.config.interval_s, STAND_IN, settled=settled
+        )
         for flag in flags:
-            key = (flag.agent, flag.kind, flag.interval)
-            if key in self._flagged:
+            episode = Episode(
+                flag.agent, flag.kind, flag.interval, flag.window_start, flag.window_end
+            )
+            if not await asyncio.to_thread(self.store.add_episode, episode):
                 continue
-            self._flagged.add(key)
             message = self._signer.sign(
                 anomaly_body(flag),
                 interval=flag.interval,

@@ -103,7 +103,8 @@ async def test_forecasts_arrive_trades_clear_and_only_logged_readings_are_learnt
             assert rejected >= 2 and trades >= 1, ledger.lines[-10:]
             retained = await _retained(
                 mosquitto,
-                [topics.forecast(a) for a in METERS] + [topics.forecaster_health],
+                [topics.forecast(a) for a in METERS]
+                + [topics.forecaster_health, topics.neighbourhood_forecast],
             )
         log = await serve.stop()
         assert "stopped cleanly" in log and "Traceback" not in log
@@ -129,6 +130,14 @@ async def test_forecasts_arrive_trades_clear_and_only_logged_readings_are_learnt
                 low, mid, high = body.quantiles(target)
                 assert all(lo <= m <= hi for lo, m, hi in zip(low, mid, high, strict=True))
         assert ForecastBody.from_json(body.to_json()) == body
+        # the neighbourhood's total, retained and signed like a household's
+        message = decode_message(retained[topics.neighbourhood_forecast])
+        message.verify(forecaster.verifying)
+        hood = message.body_as(ForecastBody)
+        assert hood.model != "zero" and hood.trained_on is not None
+        checkpoint = store.checkpoint_at(hood.trained_on.tree_size)
+        assert checkpoint is not None and checkpoint.root.hex() == hood.trained_on.root
+        assert min(hood.demand_wh) > 0  # three households' demand, none left out
         health = decode_message(retained[topics.forecaster_health])
         health.verify(forecaster.verifying)
         state = health.body_as(HealthBody)
@@ -147,6 +156,7 @@ async def test_forecasts_arrive_trades_clear_and_only_logged_readings_are_learnt
             named = store.checkpoint_at(trained_on.tree_size)
             assert named is not None and named.root.hex() == trained_on.root
             for agent in METERS:
+                assert history.settled(agent)  # the log's settlements, for short delivery
                 rows = history.readings(agent)
                 assert len(rows) >= 3
                 for log_idx, _, reading in rows:

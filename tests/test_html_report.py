@@ -62,6 +62,17 @@ def _report(**overrides: Any) -> dict[str, Any]:
         "agent": EVIL, "pv_peak_w": 5400, "demand_wh": 1390, "pv_wh": 540, "import_wh": 1060,
         "export_wh": 210, "p2p_bought_wh": 200, "p2p_sold_wh": 200, "grid_only_micro": 318_000,
         "community_micro": 290_000, "settled_intervals": 4,
+        "kpi": {
+            "self_sufficiency": 0.2374, "self_consumption": None, "savings_pct": 8.81,
+            "self_consumed_wh": 330, "bill_micro": 290_000, "grid_only_bill_micro": 318_000,
+            "saving_micro": 28_000, "worse_off_intervals": 1, "worse_off_micro": 4_500,
+        },
+    }  # fmt: skip
+    kpi = {
+        "self_sufficiency": 0.3813, "self_consumption": 0.9815, "savings_pct": 8.81,
+        "self_consumed_wh": 530, "bill_micro": 290_000, "grid_only_bill_micro": 318_000,
+        "saving_micro": 28_000, "households_worse_off_overall": 0,
+        "households_worse_off_sometimes": 1, "worse_off_intervals": 1, "worse_off_micro": 4_500,
     }  # fmt: skip
     report: dict[str, Any] = {
         "households": 1, "days": 1, "intervals": 4, "interval_s": 900, "seed": 7,
@@ -72,7 +83,7 @@ def _report(**overrides: Any) -> dict[str, Any]:
         "money_micro": {"grid_only": 318_000, "community": 290_000, "network_fees": 0},
         "savings_pct": 8.81, "self_sufficiency": 0.3813, "trades": 2, "orders_rejected": 0,
         "settlement_complete": True, "ledger_entries": 40, "ledger_root": "ab" * 32,
-        "verified": True, "per_household": [household], "series": series,
+        "verified": True, "per_household": [household], "series": series, "kpi": kpi,
     }  # fmt: skip
     report.update(overrides)
     return report
@@ -105,6 +116,46 @@ def test_the_file_is_self_contained_and_escapes_what_it_shows() -> None:
     data = json.loads(scan.data_block)
     assert data == {"currency": "EUR", "series": report["series"]}
     assert "ab" * 32 in text  # the whole root hash
+
+
+def test_the_kpis_are_in_the_figures_and_the_households_table() -> None:
+    text = render_html_report(_report())
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", text)
+    figures = dict(zip(cells[::2], cells[1::2], strict=False))
+    assert figures["self-sufficiency (KPI)"] == "38.1 %"
+    assert figures["self-consumption (KPI)"] == "98.2 %"
+    assert figures["savings vs grid-only bills (KPI)"] == "8.81 %"
+    assert figures["intervals worse off than grid-only"] == "1 (0.00 EUR)"
+    assert figures["self-sufficiency (settlement-based)"] == "38.1 %"
+    # the household's row: bill, grid-only bill, saving, savings, KPIs, worse-off
+    at = len(cells) - 1 - cells[::-1].index("0.29 EUR")  # the last: the households table
+    assert cells[at : at + 8] == [
+        "0.29 EUR", "0.32 EUR", "0.03 EUR", "8.81 %", "23.7 %", "-", "1", "0.00 EUR",
+    ]  # fmt: skip
+
+
+def test_the_comparison_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    from wattmesh.sim.comparison import comparison_report
+
+    runs = [
+        ("uniform", _report(), "out/uniform/report.json"),
+        ("sdr", _report(trades=5, kpi={**_report()["kpi"], "savings_pct": 9.5}), EVIL),
+    ]
+    main = comparison_report(runs)
+    assert main["comparison"][1]["savings_pct"] == 9.5
+    assert main["comparison"][0]["mean_price_micro_per_kwh"] == 188_000  # by volume
+    path = tmp_path / "c.html"
+    write_html_report(main, path)
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"https?://", text) and "url(" not in text
+    scan = _scan(text)
+    assert scan.refs == [] and "script" not in scan.tags
+    assert EVIL not in text
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", text)
+    at = cells.index("savings vs grid-only bills")
+    assert cells[at : at + 3] == ["savings vs grid-only bills", "8.81 %", "9.50 %"]
+    at = cells.index("trades")
+    assert cells[at : at + 3] == ["trades", "2", "5"]
 
 
 def test_a_report_without_series_still_renders(tmp_path: Path) -> None:

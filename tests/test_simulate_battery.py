@@ -111,6 +111,14 @@ async def test_simulation_with_batteries_balances_and_imports_less(
     assert comparison["none"]["households"] == 0
     saved = sum(r["pv_only_micro"] - r["grid_only_micro"] for r in owners) // 2
     assert comparison["pv_battery"]["mean_battery_savings_micro"] == saved
+    # Savings against the grid-only bill of the same metered energy (the KPI's), pooled.
+    for kind in ("pv_battery", "pv_only"):
+        members = [r for r in rows if (r["battery"] is not None) == (kind == "pv_battery")]
+        members = [r for r in members if r["pv_peak_w"] > 0]
+        base = sum(abs(r["grid_only_micro"]) for r in members)
+        gained = sum(r["grid_only_micro"] - r["community_micro"] for r in members)
+        assert comparison[kind]["savings_pct"] == round(100 * gained / base, 2)
+        assert comparison[kind]["mean_saving_micro"] == gained // len(members)
 
 
 def test_cli_refuses_a_bad_battery_share(tmp_path: Path) -> None:

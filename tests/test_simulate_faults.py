@@ -25,11 +25,19 @@ def test_plan_faults_is_seeded_and_fits_the_households() -> None:
     scenario = build_scenario(households=8, days=3, seed=2, pv_share=0.5, history_days=2)
     assert plan_faults(scenario, rate=0.0, seed=2) == ()
     every = plan_faults(scenario, rate=1.0, seed=2)
-    assert len(every) == 8 * 3
+    days = sum(3 if f.kind == "short_delivery" else 1 for f in every)
+    assert days == 8 * 3  # every household-day, a short delivery taking up three
     assert every == plan_faults(scenario, rate=1.0, seed=2)
     pv = {hh.spec.agent_id for hh in scenario.households if hh.spec.pv_peak_w > 0}
+    pv_only = {hh.spec.agent_id for hh in scenario.households if hh.spec.pv_peak_w > 0
+               and hh.spec.battery is None}  # fmt: skip
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
+    assert any(f.kind == "short_delivery" for f in every)
     for f in every:
+        if f.kind == "short_delivery":  # the run's three days, from midnight
+            assert f.agent in pv_only
+            assert (f.interval, f.end - f.interval) == (first, 3 * 86_400)
+            continue
         assert f.interval > first
         if f.kind == "night_export":
             assert f.agent in pv
@@ -86,7 +94,8 @@ async def test_faults_are_scored_from_the_log(tmp_path: Path, mosquitto: BrokerA
     assert faults["injected"] == 6
     kinds = faults["kinds"]
     assert sum(k["injected"] for k in kinds.values()) == 6
-    assert all(kinds[k]["injected"] for k in FAULT_KINDS)
+    # short delivery takes three days: a one-day run has every other kind
+    assert all(kinds[k]["injected"] for k in FAULT_KINDS if k != "short_delivery")
     # the figures are those of the log: its flag entries and the detector over its readings
     store = LedgerStore(report["db"])
     try:
@@ -103,3 +112,30 @@ async def test_faults_are_scored_from_the_log(tmp_path: Path, mosquitto: BrokerA
     forecaster = {"night_export", "forecast_deviation", "short_delivery"}
     assert {d.source for d in found if d.kind in forecaster} == {"anomaly"}
     assert {d.source for d in found if d.kind not in forecaster} == {"flag"}
+
+
+async def test_a_short_delivery_fault_curtails_export_and_pv_alike() -> None:
+    """Intervals 2 and 3 of five: what the household would export is cut from both its
+    export and PV registers (its demand reads the same)."""
+    from wattmesh.agents.meter import SimulatedMeter
+    from wattmesh.sim.faults import FaultyMeter
+
+    demand, pv = [100, 100, 100, 100, 100], [300, 50, 400, 250, 300]
+    now = 0
+    inner = SimulatedMeter(start=0, interval_s=900, demand_wh=demand, pv_wh=pv,
+                           clock=lambda: now)  # fmt: skip
+    fault = InjectedFault("h1", "short_delivery", 2 * 900, 4 * 900)
+    meter = FaultyMeter(inner, [fault], interval_s=900)
+    seen = []
+    for k in range(6):
+        now = k * 900
+        seen.append(await meter.read())
+        seen.append(await meter.read())  # read twice in an interval: the same registers
+    registers = [(r.import_wh, r.export_wh, r.pv_wh) for r in seen[::2]]
+    assert seen[::2] == seen[1::2]
+    assert registers == [
+        (0, 0, 0), (0, 200, 300), (50, 200, 350), (50, 200, 450),  # 300 + 150 cut
+        (50, 200, 550), (50, 400, 850),
+    ]  # fmt: skip
+    for (i0, e0, p0), (i1, e1, p1), d in zip(registers, registers[1:], demand, strict=False):
+        assert i1 - i0 + p1 - p0 - (e1 - e0) == d

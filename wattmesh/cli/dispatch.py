@@ -138,26 +138,36 @@ def _add_forecast(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     sim = sub.add_parser("simulate", help="run a whole neighbourhood on this machine")
-    sim.add_argument("--households", type=int, default=20, help="how many (default 20)")
-    sim.add_argument("--days", type=int, default=2, help="simulated days to trade (default 2)")
+    # Flags a scenario file may set default to None here: given, they override the file
+    # (wattmesh/cli/simulate_setup.py applies the defaults named in their help).
     sim.add_argument(
-        "--seed", type=int, default=1, help="seed of every random choice; same seed, same run"
+        "--scenario", default=None, help="scenario file (TOML): households, tariffs, market"
     )
     sim.add_argument(
-        "--pv-share", type=float, default=0.4, help="share of households with PV (default 0.4)"
+        "--validate-config", action="store_true", help="check --scenario, exit 0/1; no run"
+    )
+    sim.add_argument("--households", type=int, default=None, help="how many (default 20)")
+    sim.add_argument("--days", type=int, default=None, help="simulated days to trade (default 2)")
+    sim.add_argument(
+        "--seed", type=int, default=None, help="seed of every random choice (default 1)"
     )
     sim.add_argument(
-        "--battery-share", type=float, default=0.0, help="share of PV households with a battery"
+        "--pv-share", type=float, default=None, help="share of households with PV (default 0.4)"
+    )
+    sim.add_argument(
+        "--battery-share", type=float, default=None, help="share of PV households with a battery"
     )
     sim.add_argument("--broker", default="auto", help="auto, or mqtt://host:port")
     sim.add_argument("--db", default=None, help="ledger database URL (default: out/ledger.db)")
     sim.add_argument(
         "--forecaster",
         choices=("prophet", "naive"),
-        default="prophet",
+        default=None,
         help="the households' forecasts (default prophet; naive is quicker)",
     )
-    sim.add_argument("--history-days", type=int, default=28, help="history before the period")
+    sim.add_argument(
+        "--history-days", type=int, default=None, help="history before the period (default 28)"
+    )
     sim.add_argument(
         "--report", default=None, help="report file (JSON; default WORKDIR/report.json)"
     )
@@ -165,15 +175,19 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--workdir", default="out", help="folder for the ledger, broker and report (default out)"
     )
     sim.add_argument(
-        "--currency", default="EUR", help="currency of the amounts, ISO 4217 (default EUR)"
+        "--currency", default=None, help="currency of the amounts, ISO 4217 (default EUR)"
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    sim.add_argument("--mechanism", default="uniform", help="uniform, pay-as-bid, sdr or mmr")
+    sim.add_argument(
+        "--mechanism",
+        default=None,
+        help="uniform (default), pay-as-bid, sdr or mmr; several, comma-separated, compare",
+    )
     sim.add_argument("--tariffs", default=None, help="time-of-use tariff schedule (JSON)")
     sim.add_argument(
         "--network-fee-micro-per-kwh",
         type=int,
-        default=0,
+        default=None,
         help="operator's network fee per locally traded kWh (micro-units; default 0)",
     )
     sim.add_argument(

@@ -6,7 +6,9 @@ latest checkpoint, checks the operator's signature on it, and reads the log entr
 from where it stopped up to that checkpoint's tree size. Of those it keeps each
 ``reading`` entry of a registered household whose signature verifies under the
 household's registry key (others are counted as refused), and notes each ``flag``
-entry (the ledger's own checks: the bracket it names is not learnt from). The result
+entry (the ledger's own checks: the bracket it names is not learnt from) and each
+``settlement`` or ``correction`` (metered export against P2P energy sold, for the
+service's short-delivery check). The result
 is a :class:`forecasting.history.LoggedBatch` of plain values, named by the checkpoint
 that covers every reading in it.
 """
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from wattmesh.broker.errors import MessageError
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.messages import ReadingBody, TrainedOn, decode_message
-from wattmesh.forecasting.history import LoggedBatch, LoggedReading
+from wattmesh.forecasting.history import LoggedBatch, LoggedReading, LoggedSettlement
 from wattmesh.ledger.checkpoint import origin_for, verify_checkpoint
 from wattmesh.ledger.entries import EntryKind, parse_flag
 from wattmesh.ledger.store import LedgerStore
@@ -29,6 +31,7 @@ from wattmesh.ledger.store_errors import NoLedgerDatabase, StoreError
 __all__ = ["LedgerFeed", "logged_reading"]
 
 _LOG = logging.getLogger(__name__)
+_SETTLED = (EntryKind.SETTLEMENT, EntryKind.CORRECTION)
 
 
 def logged_reading(
@@ -88,6 +91,7 @@ class LedgerFeed:
             return None
         readings: list[LoggedReading] = []
         flagged: list[tuple[str, int]] = []
+        settled: list[LoggedSettlement] = []
         refused = 0
         for batch in store.iter_entry_batches(start=position):
             for entry in batch:
@@ -104,12 +108,20 @@ class LedgerFeed:
                 elif entry.kind == EntryKind.FLAG:
                     flag = parse_flag(json.loads(entry.data))
                     flagged.append((flag.agent, flag.end_interval))
+                elif entry.kind in _SETTLED and entry.agent is not None:
+                    obj = json.loads(entry.data)
+                    settled.append(
+                        LoggedSettlement(
+                            entry.agent, entry.interval, int(obj["export_wh"]), int(obj["sold_wh"])
+                        )
+                    )
             if batch and batch[-1].idx >= checkpoint.tree_size - 1:
                 break
         return LoggedBatch(
             readings=readings,
             flagged=flagged,
             refused=refused,
+            settled=settled,
             position=checkpoint.tree_size,
             checkpoint=TrainedOn(checkpoint.tree_size, checkpoint.root.hex()),
         )

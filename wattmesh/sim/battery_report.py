@@ -13,10 +13,15 @@ Per household (simulated period only; energy Wh, money micro-units):
   equals ``grid_only_micro``, which the settlements compute from the meter.
 
 ``battery_comparison`` groups households as ``pv_battery``, ``pv_only`` and ``none``
-and gives, per group, the count, ``mean_savings_pct`` (mean over the group's
-households of ``100 * (reference - community) / reference``) and ``mean_cost_micro``
-(mean community cost); for ``pv_battery`` also ``mean_battery_savings_micro``, the mean
-of ``pv_only - grid_only``: what the batteries alone saved against the grid.
+and gives, per group, the count, ``savings_pct`` (the group's KPI savings, pooled:
+``100 * sum(grid_only_bill - bill) / sum(|grid_only_bill|)`` over its households, see
+:mod:`wattmesh.sim.kpi`; None when that sum is 0), ``mean_saving_micro`` (the mean of
+``grid_only_bill - bill``) and ``mean_cost_micro`` (mean community cost); for
+``pv_battery`` also ``mean_battery_savings_micro``, the mean of ``pv_only - grid_only``:
+what the batteries alone saved against the grid. (It used to give ``mean_savings_pct``,
+the mean of ``100 * (reference - community) / reference``: demand at retail against the
+bill, so it counted the PV's own value and its feed-in revenue as market savings and
+showed 111-130 % for the PV households.)
 """
 
 from __future__ import annotations
@@ -105,19 +110,17 @@ def battery_comparison(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     for kind, members in groups.items():
         n = len(members)
-        pcts = [
-            100 * (r["reference_micro"] - r["community_micro"]) / r["reference_micro"]
-            for r in members
-            if r["reference_micro"] > 0
-        ]
+        saved = sum(r["kpi"]["saving_micro"] for r in members)
+        base = sum(abs(r["kpi"]["grid_only_bill_micro"]) for r in members)
         figures: dict[str, Any] = {
             "households": n,
-            "mean_savings_pct": round(sum(pcts) / len(pcts), 2) if pcts else 0.0,
+            "savings_pct": round(100 * saved / base, 2) if base else None,
+            "mean_saving_micro": saved // n if n else 0,
             "mean_cost_micro": sum(r["community_micro"] for r in members) // n if n else 0,
         }
         if kind == "pv_battery":
-            saved = sum(r["pv_only_micro"] - r["grid_only_micro"] for r in members)
-            figures["mean_battery_savings_micro"] = saved // n if n else 0
+            battery = sum(r["pv_only_micro"] - r["grid_only_micro"] for r in members)
+            figures["mean_battery_savings_micro"] = battery // n if n else 0
         result[kind] = figures
     return result
 

@@ -14,6 +14,13 @@ those the household can have, at a seeded time of that day:
   meter's export register; undeclared generation); the anomaly detector
   (:func:`forecasting.anomaly.night_export`) flags it.
 
+- ``short_delivery``: a household with PV and no battery whose export is cut (its
+  inverter curtailed to its own consumption, so its PV and export registers both lose
+  what it would have exported) over ``SHORT_WINDOW_DAYS`` whole days, after its orders
+  were placed on the forecast it had: it keeps selling and delivers nothing; the
+  forecaster's short-delivery check (:func:`forecasting.anomaly.short_delivery`, metered
+  export against P2P energy sold in the logged settlements) flags it. Only planned where
+  the run has those days left; it takes up the household's days it spans.
 - ``forecast_deviation``: an extra load of ``DEVIATION_EXTRA_WH`` in each of
   ``DEVIATION_INTERVALS`` daytime intervals (the profile: 2.4 kW for 3 h); the
   forecaster's deviation check (its demand band against the logged demand) flags it.
@@ -36,7 +43,7 @@ import numpy as np
 from wattmesh.agents.meter import Meter, MeterReading
 from wattmesh.broker.connection import DEFAULT_MAX_POWER_W, energy_limit_wh
 from wattmesh.broker.messages import ReadingBody, decode_message
-from wattmesh.forecasting.anomaly import night_export_flags
+from wattmesh.forecasting.anomaly import SHORT_WINDOW_DAYS, night_export_flags
 from wattmesh.ledger.entries import EntryKind, parse_flag
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.sim.scenario import HouseholdProfile, Scenario
@@ -51,6 +58,7 @@ __all__ = [
     "OVER_LIMIT_EXTRA_WH",
     "PHYSICAL_KINDS",
     "REVERSAL_WH",
+    "SHORT_DELIVERY",
     "STATISTICAL_KINDS",
     "Detection",
     "FaultyMeter",
@@ -67,10 +75,11 @@ NIGHT_EXPORT = "night_export"
 OVER_LIMIT = "over_limit"
 PHYSICAL_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT, OVER_LIMIT)
 FORECAST_DEVIATION = "forecast_deviation"
-FAULT_KINDS = (*PHYSICAL_KINDS, FORECAST_DEVIATION)
-METER_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT)
-STATISTICAL_KINDS = ("short_delivery",)
-"""Detected in the log but not injected: their flags in a run are all unexplained."""
+SHORT_DELIVERY = "short_delivery"
+FAULT_KINDS = (*PHYSICAL_KINDS, FORECAST_DEVIATION, SHORT_DELIVERY)
+METER_KINDS = (REGISTER_REVERSAL, NIGHT_EXPORT, SHORT_DELIVERY)
+STATISTICAL_KINDS = (FORECAST_DEVIATION, SHORT_DELIVERY)
+"""Caught by the forecaster's statistics over history, not by a rule on one reading."""
 DEVIATION_EXTRA_WH = 600
 DEVIATION_INTERVALS = 12
 REVERSAL_WH = 100
@@ -131,17 +140,26 @@ def plan_faults(scenario: Scenario, *, rate: float, seed: int) -> tuple[Injected
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_FAULTS,)))
     faults: list[InjectedFault] = []
     for hh in scenario.households:
+        busy_until = 0  # days a short-delivery fault already takes up
         for d in range(days):
-            if rng.random() >= rate:
+            if rng.random() >= rate or d < busy_until:
                 continue
             day = scenario.history_intervals // season + d
             night = _night_slots(hh.pv_wh, day, season)
-            can_night = hh.spec.pv_peak_w > 0 and hh.spec.battery is None and bool(night)
+            pv_only = hh.spec.pv_peak_w > 0 and hh.spec.battery is None
+            can_night = pv_only and bool(night)
             kinds = (
-                [*FAULT_KINDS] if can_night else [REGISTER_REVERSAL, OVER_LIMIT, FORECAST_DEVIATION]
+                [*PHYSICAL_KINDS, FORECAST_DEVIATION]
+                if can_night
+                else [REGISTER_REVERSAL, OVER_LIMIT, FORECAST_DEVIATION]
             )
+            if pv_only and d + SHORT_WINDOW_DAYS <= days:
+                kinds.append(SHORT_DELIVERY)
             kind = kinds[int(rng.integers(len(kinds)))]
-            if kind == NIGHT_EXPORT:
+            if kind == SHORT_DELIVERY:  # whole days from midnight
+                slot, length = 0, SHORT_WINDOW_DAYS * season
+                busy_until = d + SHORT_WINDOW_DAYS
+            elif kind == NIGHT_EXPORT:
                 slot, length = night[int(rng.integers(len(night)))], NIGHT_EXPORT_INTERVALS
             elif kind == FORECAST_DEVIATION:  # within the day, ending before its last hours
                 slot = int(rng.integers(4, season - DEVIATION_INTERVALS - 8))
@@ -184,19 +202,37 @@ def inject_profiles(scenario: Scenario, faults: Iterable[InjectedFault]) -> Scen
     return replace(scenario, households=tuple(profiles))
 
 
-def undeclared_export_wh(faults: Iterable[InjectedFault]) -> dict[str, int]:
-    """Per household, the energy its injected night export sends to the grid."""
+def undeclared_export_wh(
+    faults: Iterable[InjectedFault], scenario: Scenario | None = None
+) -> dict[str, int]:
+    """Per household, the energy its meter exports beyond its profile: its injected
+    night export, less (given the ``scenario``) the export a short-delivery fault cut."""
     out: dict[str, int] = {}
+    profiles = {} if scenario is None else {hh.spec.agent_id: hh for hh in scenario.households}
     for f in faults:
         if f.kind == NIGHT_EXPORT:
             out[f.agent] = out.get(f.agent, 0) + NIGHT_EXPORT_WH * NIGHT_EXPORT_INTERVALS
+        elif f.kind == SHORT_DELIVERY and f.agent in profiles and scenario is not None:
+            hh = profiles[f.agent]
+            first = (f.interval - int(scenario.start.timestamp())) // scenario.interval_s
+            count = (f.end - f.interval) // scenario.interval_s
+            cut = sum(
+                max(p - d, 0)
+                for p, d in zip(
+                    hh.pv_wh[first : first + count],
+                    hh.demand_wh[first : first + count],
+                    strict=True,
+                )
+            )
+            out[f.agent] = out.get(f.agent, 0) - cut
     return out
 
 
 class FaultyMeter:
     """A meter with the household's meter-level faults: a register reversal (import
-    ``REVERSAL_WH`` below the reading one interval earlier) and night export (the export
-    register grows with no PV behind it)."""
+    ``REVERSAL_WH`` below the reading one interval earlier), night export (the export
+    register grows with no PV behind it) and short delivery (what the household would
+    export in the fault's days taken off its export and PV registers: curtailed)."""
 
     def __init__(self, inner: Meter, faults: Iterable[InjectedFault], *, interval_s: int) -> None:
         self.inner = inner
@@ -209,10 +245,25 @@ class FaultyMeter:
             for k in range((f.end - f.interval) // interval_s)
         ]
         self._import_at: dict[int, int] = {}  # the import register reported at each time
+        self._cuts = [(f.interval, f.end) for f in faults if f.kind == SHORT_DELIVERY]
+        self._last: tuple[int, int] | None = None  # the inner meter's last (time, export)
+        self._cut_wh = 0  # export (and PV) curtailed so far
 
     async def read(self) -> MeterReading:
         reading = await self.inner.read()
         t = reading.time
+        if self._last is not None and t > self._last[0]:
+            since, exported = self._last
+            if any(a <= since and t <= b for a, b in self._cuts):
+                self._cut_wh += reading.export_wh - exported
+        if self._last is None or t > self._last[0]:
+            self._last = (t, reading.export_wh)
+        if self._cut_wh:
+            reading = replace(
+                reading,
+                export_wh=reading.export_wh - self._cut_wh,
+                pv_wh=reading.pv_wh - self._cut_wh,
+            )
         added = NIGHT_EXPORT_WH * sum(1 for k in self._exports if k + self.interval_s <= t)
         if added:
             reading = replace(reading, export_wh=reading.export_wh + added)
@@ -272,7 +323,7 @@ def score_faults(
         )
 
     kinds: dict[str, Any] = {}
-    for kind in (*FAULT_KINDS, *STATISTICAL_KINDS):
+    for kind in FAULT_KINDS:
         injected = [f for f in faults if f.kind == kind]
         flagged = [d for d in detections if d.kind == kind]
         caught = sum(1 for f in injected if any(matches(f, d) for d in flagged))
@@ -289,6 +340,5 @@ def score_faults(
         "rate": rate,
         "injected": len(faults),
         "kinds": kinds,
-        "statistical": "short_delivery is not injected by the simulator: its flags are"
-        " all unexplained (see docs/forecasting.md, Anomalies)",
+        "statistical": list(STATISTICAL_KINDS),
     }

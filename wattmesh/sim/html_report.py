@@ -21,7 +21,15 @@ from typing import Any
 
 from wattmesh.broker.errors import ConfigError
 
-__all__ = ["render_html_report", "summary_figures", "write_html_report"]
+__all__ = [
+    "HOUSEHOLD_KPI_HEAD",
+    "household_cells",
+    "pct",
+    "render_comparison_html",
+    "render_html_report",
+    "summary_figures",
+    "write_html_report",
+]
 
 _STATIC = "static"
 _UPLOT_JS = ("vendor", "uPlot.iife.min.js")
@@ -126,8 +134,9 @@ def summary_figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("cost with the grid only", _money(money["grid_only"], cur)),
         ("cost in the community", _money(money["community"], cur)),
         ("network fees collected", _money(money["network_fees"], cur)),
-        ("savings", f"{report['savings_pct']:.2f} %"),
-        ("self-sufficiency", f"{100 * report['self_sufficiency']:.1f} %"),
+        *_kpi_figures(report.get("kpi"), cur),
+        ("savings (settlement-based)", f"{report['savings_pct']:.2f} %"),
+        ("self-sufficiency (settlement-based)", f"{100 * report['self_sufficiency']:.1f} %"),
         ("trades", f"{report['trades']:,}"),
         ("orders rejected", f"{report['orders_rejected']:,}"),
     ]
@@ -140,6 +149,58 @@ def summary_figures(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def pct(value: float | None, *, ratio: bool = True) -> str:
+    """A KPI ratio (or, ``ratio=False``, a percentage) as text; ``-`` for None."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f} %" if ratio else f"{value:.2f} %"
+
+
+def _kpi_figures(kpi: Mapping[str, Any] | None, cur: str) -> list[tuple[str, str]]:
+    """The metered KPIs (:mod:`wattmesh.sim.kpi`) as summary rows; none in an older report."""
+    if not kpi:
+        return []
+    return [
+        ("self-sufficiency (KPI)", pct(kpi["self_sufficiency"])),
+        ("self-consumption (KPI)", pct(kpi["self_consumption"])),
+        ("savings vs grid-only bills (KPI)", pct(kpi["savings_pct"], ratio=False)),
+        ("saving vs grid-only bills", _money(kpi["saving_micro"], cur)),
+        (
+            "households worse off than grid-only",
+            f"{kpi['households_worse_off_overall']:,} overall, "
+            f"{kpi['households_worse_off_sometimes']:,} in some interval",
+        ),
+        (
+            "intervals worse off than grid-only",
+            f"{kpi['worse_off_intervals']:,} ({_money(kpi['worse_off_micro'], cur)})",
+        ),
+    ]
+
+
+def household_cells(h: Mapping[str, Any], cur: str) -> list[str]:
+    """A household's KPI cells (unescaped): bill, grid-only bill, saving, savings,
+    self-sufficiency, self-consumption, worse-off intervals and their amount."""
+    k = h.get("kpi")
+    if not k:
+        return ["-"] * 8
+    return [
+        _money(k["bill_micro"], cur),
+        _money(k["grid_only_bill_micro"], cur),
+        _money(k["saving_micro"], cur),
+        pct(k["savings_pct"], ratio=False),
+        pct(k["self_sufficiency"]),
+        pct(k["self_consumption"]),
+        f"{k['worse_off_intervals']:,}",
+        _money(k["worse_off_micro"], cur),
+    ]
+
+
+HOUSEHOLD_KPI_HEAD = (
+    "bill", "grid-only bill", "saving", "savings", "self-sufficiency",
+    "self-consumption", "worse-off intervals", "worse off by",
+)  # fmt: skip
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
@@ -162,7 +223,7 @@ def _households(report: Mapping[str, Any]) -> str:
     cur = report["currency"]
     head = [
         "household", "PV peak", "demand", "PV", "import", "export", "P2P bought",
-        "P2P sold", "grid-only cost", "community cost", "savings", "settled intervals",
+        "P2P sold", *HOUSEHOLD_KPI_HEAD, "settled intervals",
     ]  # fmt: skip
     rows = [
         [
@@ -170,9 +231,7 @@ def _households(report: Mapping[str, Any]) -> str:
             _e(f"{h['pv_peak_w'] / 1000:,.1f} kW"),
             *(_e(_kwh(h[k])) for k in ("demand_wh", "pv_wh", "import_wh", "export_wh")),
             *(_e(_kwh(h[k])) for k in ("p2p_bought_wh", "p2p_sold_wh")),
-            _e(_money(h["grid_only_micro"], cur)),
-            _e(_money(h["community_micro"], cur)),
-            _e(_money(h["grid_only_micro"] - h["community_micro"], cur)),
+            *(_e(c) for c in household_cells(h, cur)),
             _e(f"{h['settled_intervals']:,}"),
         ]
         for h in report.get("per_household", [])
@@ -252,9 +311,56 @@ def render_html_report(report: Mapping[str, Any]) -> str:
     )
 
 
+def render_comparison_html(report: Mapping[str, Any]) -> str:
+    """The main report of ``simulate --mechanism a,b,...`` (:mod:`wattmesh.sim.comparison`)
+    as one HTML document: the comparison table and where each mechanism's report is."""
+    from wattmesh.sim.comparison import comparison_figures
+
+    title = (
+        f"wattmesh simulate: {len(report['mechanisms'])} mechanisms compared, "
+        f"{report['households']} households, {report['days']} days, seed {report['seed']}"
+    )
+    subtitle = (
+        f"the same scenario and seed under each mechanism; {report['intervals']:,} intervals "
+        f"of {report['interval_s'] // 60} min; forecaster {report['forecaster']}; "
+        f"money in {report['currency']}"
+    )
+    head, rows = comparison_figures(report)
+    table = _table([_e(h) for h in head], [[_e(c) for c in row] for row in rows], 1)
+    files = _table(
+        ["mechanism", "its report (JSON; with --html, report.html beside it)"],
+        [[_e(name), f"<code>{_e(path)}</code>"] for name, path in report["reports"].items()],
+        99,
+    )
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head><body>",
+            f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>",
+            "<main>",
+            "<h2>Comparison</h2>",
+            table,
+            "<h2>Runs</h2>",
+            files,
+            "</main>",
+            "<footer>Written by wattmesh simulate --html; nothing is fetched.</footer>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
 def write_html_report(report: Mapping[str, Any], path: Path) -> None:
-    """Write :func:`render_html_report` to ``path`` (UTF-8); ConfigError if it cannot be."""
-    text = render_html_report(report)
+    """Write :func:`render_html_report` (or, for a comparison, :func:`render_comparison_html`)
+    to ``path`` (UTF-8); ConfigError if it cannot be."""
+    if report.get("kind") == "comparison":
+        text = render_comparison_html(report)
+    else:
+        text = render_html_report(report)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

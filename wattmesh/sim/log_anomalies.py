@@ -21,7 +21,7 @@ from wattmesh.forecasting.anomaly import (
     AnomalyFlag,
     forecast_deviation,
     night_export_flags,
-    short_delivery,
+    short_delivery_flags,
 )
 from wattmesh.forecasting.history import series_from_readings
 from wattmesh.forecasting.service import ForecastService
@@ -66,19 +66,7 @@ class LogAnomalies:
 
     def _short(self, agent: str) -> list[AnomalyFlag]:
         settled = self._settled.get(agent, {})
-        if not settled:
-            return []
-        season = 86_400 // self.interval_s
-        first = min(settled)
-        start = first - (first // self.interval_s % season) * self.interval_s  # midnight
-        count = (max(settled) - start) // self.interval_s + 1
-        export, sold = [0] * count, [0] * count
-        for at, (out, s) in settled.items():
-            k = (at - start) // self.interval_s
-            export[k], sold[k] = out, s
-        return short_delivery(
-            agent, start_s=start, interval_s=self.interval_s, export_wh=export, sold_wh=sold
-        )
+        return short_delivery_flags(agent, settled, interval_s=self.interval_s)
 
     def _deviation(self, agent: str, since: int) -> list[AnomalyFlag]:
         """Logged demand from ``since`` on against the forecaster's band for it."""

@@ -1,7 +1,12 @@
 """The simulation report: energy and money per household and for the neighbourhood.
 
 Energy figures are integers (Wh) and balance exactly; money in integer micro-units.
-Only the derived ratios (``savings_pct``, ``self_sufficiency``) are floats.
+Only the derived ratios (``savings_pct``, ``self_sufficiency`` and the ``kpi`` ratios) are
+floats. ``kpi`` (for the neighbourhood and in each household's row) holds the field's
+KPIs computed from metered energy (:mod:`wattmesh.sim.kpi`); the top-level
+``savings_pct`` and ``self_sufficiency`` are the settlement-based figures (grid energy as
+the settlements count it: a P2P purchase that was not needed and went back to the grid
+counts as the seller's grid import there, not in ``kpi``).
 
 With home batteries (``wattmesh/sim/battery_report.py``) the balance, per household and for
 the neighbourhood, is
@@ -33,6 +38,7 @@ from wattmesh.sim.battery_report import (
     household_battery_json,
     reference_costs,
 )
+from wattmesh.sim.kpi import HouseholdKpi, community_kpi, household_kpis
 
 if TYPE_CHECKING:
     from wattmesh.ledger.clearing import GridTariff
@@ -67,17 +73,25 @@ class _Household:
         return dict(self.__dict__)
 
 
-def _add_settlements(
-    households: dict[str, _Household], outcomes: Sequence[IntervalOutcome]
-) -> None:
-    """Add each interval's last revision (settlement or correction) to its household."""
+def _latest(outcomes: Sequence[IntervalOutcome]) -> list[Revision]:
+    """Each household-interval's last revision (settlement or correction)."""
     latest: dict[tuple[str, int], Revision] = {}
     for outcome in outcomes:
         for revision in outcome.revisions:
             latest[(revision.after.agent, revision.after.interval)] = revision
+    return list(latest.values())
+
+
+def _add_settlements(
+    households: dict[str, _Household],
+    outcomes: Sequence[IntervalOutcome],
+    latest: Sequence[Revision],
+) -> None:
+    """Add each interval's last revision (settlement or correction) to its household."""
+    for outcome in outcomes:
         for flag in outcome.flags:
             households[flag.agent].flagged_intervals += 1
-    for revision in latest.values():
+    for revision in latest:
         s = revision.after
         h = households[s.agent]
         if revision.basis is Basis.ESTIMATED:
@@ -120,13 +134,15 @@ def build_report(
         for hh in scenario.households
     }
     trades = sum(len(outcome.clearing.fills) for outcome in outcomes)
-    _add_settlements(households, outcomes)
+    latest = _latest(outcomes)
+    _add_settlements(households, outcomes, latest)
     rows = [households[a] for a in sorted(households)]
     accounts = balances(p for outcome in outcomes for p in outcome.postings)
     energy, complete = _energy(rows, batteries, count, undeclared_wh or {})
     _check_money(rows, accounts)
     grid_only = sum(h.grid_only_micro for h in rows)
-    per_household = _per_household(rows, scenario, batteries, config.tariff)
+    kpis = _kpis(scenario, latest)
+    per_household = _per_household(rows, scenario, batteries, config.tariff, kpis)
     community = sum(h.community_micro for h in rows)
     fees = sum(h.network_fee_micro for h in rows)
     demand, grid_import = energy["demand"], energy["grid_import"]
@@ -146,6 +162,9 @@ def build_report(
         "accounts_micro": {a: accounts[a] for a in (GRID_ACCOUNT, MARKET_ACCOUNT, FEES_ACCOUNT)},
         "savings_pct": round(100 * (grid_only - community) / grid_only, 2) if grid_only else 0.0,
         "self_sufficiency": round((demand - grid_import) / demand, 4) if demand else 0.0,
+        "kpi": community_kpi(
+            kpis, demand_wh=_window(scenario, "demand"), intervals=_starts(scenario)
+        ),
         "trades": trades,
         "orders_rejected": sum(ledger.rejections.values()),
         "settlement_complete": complete,
@@ -155,26 +174,49 @@ def build_report(
         **extra,
         "per_household": per_household,
         "battery_comparison": battery_comparison(per_household),
-        "series": _series(config, scenario, outcomes),
+        "series": _series(config, scenario, outcomes, latest),
     }
 
 
+def _starts(scenario: Scenario) -> list[int]:
+    """The simulated intervals' starts (epoch s)."""
+    first, count = scenario.history_intervals, scenario.simulated_intervals
+    return [int(scenario.interval_start(first + i).timestamp()) for i in range(count)]
+
+
+def _window(scenario: Scenario, what: str) -> dict[str, tuple[int, ...]]:
+    """Each household's demand or PV (``what``) over the simulated intervals."""
+    first, count = scenario.history_intervals, scenario.simulated_intervals
+    return {
+        hh.spec.agent_id: (hh.demand_wh if what == "demand" else hh.pv_wh)[first : first + count]
+        for hh in scenario.households
+    }
+
+
+def _kpis(scenario: Scenario, latest: Sequence[Revision]) -> dict[str, HouseholdKpi]:
+    return household_kpis(
+        (r.after for r in latest),
+        demand_wh=_window(scenario, "demand"),
+        pv_wh=_window(scenario, "pv"),
+        intervals=_starts(scenario),
+    )
+
+
 def _series(
-    config: SimulationConfig, scenario: Scenario, outcomes: Sequence[IntervalOutcome]
+    config: SimulationConfig,
+    scenario: Scenario,
+    outcomes: Sequence[IntervalOutcome],
+    latest: Sequence[Revision],
 ) -> dict[str, list[int | None]]:
     """The neighbourhood per simulated interval, as columns of equal length: interval
     start (epoch s), clearing price (None: no clearing) and tariffs in micro-units per
     kWh, P2P volume, metered import/export and grid import/export (each interval's last
     revision) and the scenario's demand and PV, in Wh."""
     first, count = scenario.history_intervals, scenario.simulated_intervals
-    starts = [int(scenario.interval_start(first + i).timestamp()) for i in range(count)]
+    starts = _starts(scenario)
     clearing = {o.interval: o.clearing for o in outcomes}
     metered: dict[int, list[int]] = {t: [0, 0, 0, 0] for t in starts}
-    latest: dict[tuple[str, int], Revision] = {}
-    for outcome in outcomes:
-        for revision in outcome.revisions:
-            latest[(revision.after.agent, revision.after.interval)] = revision
-    for s in (revision.after for revision in latest.values()):
+    for s in (revision.after for revision in latest):
         if s.interval in metered:
             row = metered[s.interval]
             for i, wh in enumerate((s.import_wh, s.export_wh, s.grid_buy_wh, s.grid_sell_wh)):
@@ -254,8 +296,9 @@ def _per_household(
     scenario: Scenario,
     batteries: Mapping[str, BatteryTotals],
     tariff: GridTariff,
+    kpis: Mapping[str, HouseholdKpi],
 ) -> list[dict[str, Any]]:
-    """Each household's row: its figures, its battery and its reference costs."""
+    """Each household's row: its figures, its KPIs, its battery and its reference costs."""
     first, count = scenario.history_intervals, scenario.simulated_intervals
     profiles = {hh.spec.agent_id: hh for hh in scenario.households}
     per_household = []
@@ -265,6 +308,7 @@ def _per_household(
         per_household.append(
             {
                 **h.to_json(),
+                "kpi": kpis[h.agent].to_json(),
                 "battery": household_battery_json(hh, batteries.get(h.agent)),
                 "reference_micro": reference,
                 "pv_only_micro": pv_only,

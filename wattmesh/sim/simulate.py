@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,15 +21,14 @@ from wattmesh.agents.battery_meter import BatteryMeter
 from wattmesh.agents.meter import MarketClock, Meter, SimulatedMeter
 from wattmesh.agents.presence import StatusSigner
 from wattmesh.agents.sequence import MemorySequence
+from wattmesh.broker.connection import DEFAULT_MAX_POWER_W
 from wattmesh.broker.errors import ConfigError
 from wattmesh.broker.keys import SigningKey, VerifyingKey
 from wattmesh.broker.topics import Topics
-from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig, parse_broker_url
-from wattmesh.forecasting.service import ForecasterConfig, ForecastService, ModelName
-from wattmesh.ledger.clearing import GridTariff
+from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
+from wattmesh.forecasting.service import ForecasterConfig, ForecastService
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
-from wattmesh.ledger.mechanisms.catalog import Mechanism
-from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
+from wattmesh.ledger.metering import MeteringConfig
 from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
@@ -45,11 +44,14 @@ from wattmesh.sim.faults import (
     undeclared_export_wh,
 )
 from wattmesh.sim.log_anomalies import LogAnomalies, publish_flags
+from wattmesh.sim.plan import build_planned
 from wattmesh.sim.report import build_report
-from wattmesh.sim.scenario import HouseholdProfile, Scenario, build_scenario
+from wattmesh.sim.scenario import HouseholdProfile, Scenario
+from wattmesh.sim.sim_config import SimulationConfig, parse_broker_url_or_config_error
 from wattmesh.sim.simkeys import simulation_key
 
 Progress = Callable[[int, int], None]
+__all__ = ["RunSite", "SimulationConfig", "Watcher", "run_simulation"]
 
 
 @dataclass(frozen=True)
@@ -71,63 +73,6 @@ class Watcher(Protocol):
     def started(self, site: RunSite) -> None: ...
 
     async def finished(self, report: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    households: int
-    days: int
-    seed: int
-    pv_share: float = 0.4
-    battery_share: float = 0.0  # of the PV households
-    broker: str = "auto"  # "auto" or mqtt://host:port
-    db_url: str | None = None  # default: sqlite in workdir, recreated
-    forecaster: ModelName = "prophet"
-    workdir: Path = Path("out")
-    market_id: str = "sim"
-    interval_s: int = 900
-    history_days: int = 28
-    tariff: GridTariff = field(default_factory=lambda: GridTariff(300_000, 80_000))
-    tariffs: TariffSchedule | None = None  # time-of-use schedule; None: ``tariff`` all day
-    mechanism: Mechanism = field(default_factory=Mechanism)
-    gate_timeout_s: float = 600.0  # wall-clock backstop only; a healthy run never waits it
-    currency: str = "EUR"  # ISO 4217 code of the micro-units (named in the report)
-    inject_faults: float = 0.0  # share of household-days with one injected fault
-
-    def __post_init__(self) -> None:
-        if self.households < 1:
-            raise ConfigError(f"--households must be at least 1, got {self.households}")
-        if self.days < 1:
-            raise ConfigError(f"--days must be at least 1, got {self.days}")
-        if self.history_days < 1:
-            raise ConfigError(f"--history-days must be at least 1, got {self.history_days}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must not be negative, got {self.seed}")
-        if not 0.0 <= self.pv_share <= 1.0:
-            raise ConfigError(f"--pv-share must lie in [0, 1], got {self.pv_share}")
-        if not 0.0 <= self.battery_share <= 1.0:
-            raise ConfigError(f"--battery-share must lie in [0, 1], got {self.battery_share}")
-        if self.forecaster not in ("prophet", "naive"):
-            raise ConfigError(f"--forecaster must be prophet or naive, not {self.forecaster!r}")
-        if not (len(self.currency) == 3 and self.currency.isascii() and self.currency.isupper()):
-            raise ConfigError(
-                f"--currency must be an ISO 4217 code like EUR, not {self.currency!r}"
-            )
-        if not 0.0 <= self.inject_faults <= 1.0:
-            raise ConfigError(f"--inject-faults must lie in [0, 1], got {self.inject_faults}")
-        if self.broker != "auto":
-            parse_broker_url_or_config_error(self.broker)
-
-    def tariff_at(self, interval: int) -> GridTariff:
-        """The grid tariff of the interval starting at ``interval`` (epoch s)."""
-        return self.tariff if self.tariffs is None else self.tariffs.at(interval)
-
-
-def parse_broker_url_or_config_error(url: str) -> BrokerAddress:
-    try:
-        return parse_broker_url(url)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 async def check_reachable(address: BrokerAddress, timeout_s: float = 5.0) -> None:
@@ -188,14 +133,8 @@ async def run_simulation(
     """Run the neighbourhood and return the report (see docs/ARCHITECTURE.md);
     ``watcher`` (e.g. the dashboard) learns where it runs and gets the report first."""
     config.workdir.mkdir(parents=True, exist_ok=True)
-    scenario = build_scenario(
-        households=config.households,
-        days=config.days,
-        seed=config.seed,
-        pv_share=config.pv_share,
-        battery_share=config.battery_share,
-        history_days=config.history_days,
-        interval_s=config.interval_s,
+    scenario = build_planned(
+        config.plan(), days=config.days, seed=config.seed, history_days=config.history_days
     )
     faults: tuple[InjectedFault, ...] = ()
     if config.inject_faults > 0:
@@ -227,7 +166,7 @@ async def run_simulation(
                 ledger=ledger,
                 verified=verified.ok,
                 batteries=battery_balances(scenario, meters),
-                undeclared_wh=undeclared_export_wh(faults),
+                undeclared_wh=undeclared_export_wh(faults, scenario),
                 extra={
                     "broker": broker_kind,
                     "db": db_url,
@@ -284,7 +223,11 @@ async def _run(
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
     keys = _Keys.of(config, scenario)
     ledger = Ledger(
-        store, market_id=config.market_id, operator_key=keys.operator, mechanism=config.mechanism
+        store,
+        market_id=config.market_id,
+        operator_key=keys.operator,
+        mechanism=config.mechanism,
+        metering=MeteringConfig(max_power_w=config.plan().max_power_w),
     )
     ledger.register(keys.registry(), interval=first)
 
@@ -405,6 +348,7 @@ async def _start_household(
         operator_key=keys.operator.verifying,
         forecaster_key=keys.forecaster.verifying,
         forecast_timeout_s=config.gate_timeout_s,
+        max_power_w=config.plan().max_power_w.get(agent_id, DEFAULT_MAX_POWER_W),
     )
     # signed online/offline (its last will), as a real agent publishes
     status = StatusSigner(keys.households[agent_id], topics, agent_id)
