@@ -7,7 +7,8 @@ the ACL follows the topic tree. The roles and what each really uses
 - a household (MQTT username = its agent id) writes only below its own
   ``household/<id>/``: reading, order, status (also its last will), diagnostics, audit
   request, and its Home Assistant state (``ha/...``, which its bridge also reads back);
-  it reads the public market topics (announce, trades, checkpoint, summary) and its
+  it reads the public market topics (announce, trades, checkpoint, summary, the
+  neighbourhood's forecast) and its
   own forecast, error, receipt and checkpoint reply, and its own status and
   diagnostics (for its owner's tools: Home Assistant logs in as the household); with
   Home Assistant, it writes the discovery configs of its own device and reads
@@ -15,8 +16,9 @@ the ACL follows the topic tree. The roles and what each really uses
 - the ledger (operator) reads every household's reading, order, status, audit request
   and the forecaster's anomaly flags; it writes the market topics and each household's
   error, receipt and checkpoint reply;
-- the forecasting service reads readings and the checkpoint; it writes forecasts,
-  anomaly flags and its health (which its health probe reads back);
+- the forecasting service reads readings and the checkpoint; it writes forecasts (the
+  households' and the neighbourhood's), anomaly flags and its health (which its
+  health probe reads back);
 - the dashboard reads the market topics, the forecaster's health, forecasts and
   statuses; it writes nothing.
 
@@ -102,6 +104,7 @@ def _every(topics: Topics, per_household: Callable[[str], str]) -> str:
 
 
 def _public_market(topics: Topics) -> list[str]:
+    """The operator's market topics."""
     return [topics.announce, topics.trades, topics.checkpoint, topics.summary]
 
 
@@ -119,6 +122,7 @@ def household_grants(
     ]
     reads = [
         *_public_market(topics),
+        topics.neighbourhood_forecast,
         topics.forecast(me),
         topics.error(me),
         topics.receipt(me),
@@ -158,7 +162,11 @@ def ledger_grants(topics: Topics) -> tuple[Grant, ...]:
 def forecaster_grants(topics: Topics) -> tuple[Grant, ...]:
     """Also reads its own retained health: its container's health probe does."""
     reads = [topics.all_readings, topics.checkpoint]
-    writes = [_every(topics, topics.forecast), _every(topics, topics.anomaly)]
+    writes = [
+        _every(topics, topics.forecast),
+        _every(topics, topics.anomaly),
+        topics.neighbourhood_forecast,
+    ]
     return (
         *(Grant(Access.READ, t) for t in reads),
         *(Grant(Access.WRITE, t) for t in writes),

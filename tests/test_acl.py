@@ -108,8 +108,8 @@ ROLES = {
     "forecaster": (
         lambda: forecaster_grants(T),
         lambda: [f for f, _ in serve_subscriptions(T)],
-        # forecasting/server.py: forecasts, anomaly flags, its health.
-        lambda: [T.forecast(ME), T.anomaly(OTHER), T.forecaster_health],
+        # forecasting/server.py: forecasts, the neighbourhood's, anomaly flags, its health.
+        lambda: [T.forecast(ME), T.neighbourhood_forecast, T.anomaly(OTHER), T.forecaster_health],
     ),
     "dashboard": (
         lambda: dashboard_grants(T),
@@ -136,13 +136,14 @@ def test_each_role_may_publish_everything_its_code_publishes(role: str) -> None:
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_is_granted_nothing_its_code_does_not_use(role: str) -> None:
     """Exactly what they need: every grant is used by a subscription or a publish
-    (a household's reads of the public summary, its own status and diagnostics aside:
+    (a household's reads of the public summary and neighbourhood forecast, its own
+    status and diagnostics aside:
     for its owner's tools, such as Home Assistant logged in as the household; and the
     forecaster's read of its own health, for its container's health probe)."""
     grants, subscriptions, publishes = ROLES[role]
     used = [(Access.READ, f) for f in subscriptions()] + [(Access.WRITE, t) for t in publishes()]
     own = {
-        "household": {T.summary, T.status(ME), T.diagnostics(ME)},
+        "household": {T.summary, T.neighbourhood_forecast, T.status(ME), T.diagnostics(ME)},
         "forecaster": {T.forecaster_health},  # the container's health probe reads it
     }.get(role, set())
     for grant in grants():
