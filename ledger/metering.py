@@ -41,7 +41,7 @@ from wattmesh.ledger.settlement import (
     with_energy,
 )
 
-__all__ = ["Revision"]
+__all__ = ["MeteringConfig", "Revision"]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.ledger.clearing import Fill, GridTariff
 from wattmesh.ledger.money import cost_micro, network_fee_micro
 
-__all__ = ["Basis"]
+__all__ = ["Basis", "Settlement"]
 
 
 @dataclass(frozen=True)

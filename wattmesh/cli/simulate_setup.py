@@ -1,5 +1,6 @@
-"""``wattmesh simulate``'s settings: the command line's flags over a scenario file's values
-over the defaults, as one :class:`SimulationConfig` per mechanism to run.
+"""``wattmesh simulate``'s settings: flags over a scenario file over the defaults.
+
+One :class:`SimulationConfig` per mechanism to run.
 
 A flag given on the command line wins; a value the scenario file (``--scenario``) gives
 comes next; the default (:data:`DEFAULTS`) last. ``--mechanism`` (or the file's

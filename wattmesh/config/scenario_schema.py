@@ -1,5 +1,6 @@
-"""The sections of a scenario file (``wattmesh simulate --scenario FILE``) as frozen
-dataclasses: the shape pydantic validates.
+"""The sections of a scenario file (``simulate --scenario FILE``): what pydantic validates.
+
+Frozen dataclasses.
 
 Like :mod:`wattmesh.config.ledger_schema` (strict numbers, unknown keys refused).
 :mod:`wattmesh.config.scenario_config` validates and reads the CSV files. Every value

@@ -1,5 +1,6 @@
-"""Scenarios a researcher describes (``simulate --scenario FILE``): households given one
-by one, with measured profiles where there are some, seeded ones for the rest.
+"""Scenarios a researcher describes (``simulate --scenario FILE``), household by household.
+
+Measured profiles where there are some, seeded ones for the rest.
 
 A :class:`HouseholdPlan` fixes what the scenario file says of one household (its PV,
 orientation, battery, connection limit, annual demand, measured demand and/or PV); what
