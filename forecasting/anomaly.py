@@ -66,7 +66,7 @@ NIGHT_DAY_SHARE = 0.75
 """History rule: a slot of the day is night if PV was 0 on at least this share of days."""
 SHORT_WINDOW_DAYS = 3
 SHORT_RATIO = 0.5
-SHORT_MIN_SOLD_WH = 500
+SHORT_MIN_SOLD_WH = 100  # Wh: well above meter resolution; 500 missed 4 of 5 faults (BENCHMARKS.md)
 DEVIATION_MARGIN = 0.5
 DEVIATION_MIN_WH = 100
 DEVIATION_RUN = 8
