@@ -36,6 +36,7 @@ class EntryKind:
     POSTING = "posting"
     CHECKPOINT_REF = "checkpoint_ref"
     ANOMALY = "anomaly"  # the forecasting service's signed flag (ledger.anomalies)
+    MARKET_PARAMS = "market_params"  # mechanism and metering rules (ledger._params)
 
 
 @dataclass(frozen=True)

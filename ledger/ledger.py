@@ -28,6 +28,7 @@ from wattmesh.ledger._batch import DecodeJobs, PreparedBatch, decode_jobs, prepa
 from wattmesh.ledger._booking import book
 from wattmesh.ledger._gcpause import gc_paused
 from wattmesh.ledger._merkle import CompactRange, leaf_hash
+from wattmesh.ledger._params import market_params_entry, params_logged
 from wattmesh.ledger._restore import logged_message, registers_of, restore_state
 from wattmesh.ledger._snapshot import LedgerState, encode_snapshot
 from wattmesh.ledger.accounts import Posting
@@ -122,6 +123,7 @@ class Ledger:
         self._open: OpenInterval | None = None
         self._intake: list[tuple[str | None, bytes]] = []  # accepted, not yet kept
         self.anomalies: list[NewEntry] = []  # forecaster flags, logged at the next close
+        self._params_logged = params_logged(store, mechanism, self._metering.config)
 
     # --- state -----------------------------------------------------------------------
 
@@ -369,6 +371,9 @@ class Ledger:
                     interval=op.interval, tree_size=self._tree.size, root=self._tree.root()
                 )
             )
+        if not self._params_logged:
+            config = self._metering.config
+            entries.append(market_params_entry(op.interval, self.mechanism, config))
         entries += [message_entry(m) for m in readings]
         entries += [message_entry(m) for m in late]
         entries += [message_entry(m) for m in orders]
@@ -411,8 +416,7 @@ class Ledger:
         checkpoint = self._append(
             entries, op.interval, intake_through=op.interval, snapshot=snapshot
         )
-        self.anomalies = []
-        self._intake = []
+        self.anomalies, self._intake, self._params_logged = [], [], True
         self._metering = metering
         self._last_interval, self._last_tariff, self._last_fills = last
         self._admission.interval_closed()
