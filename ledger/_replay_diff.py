@@ -9,11 +9,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from wattmesh.broker.messages import canonical_bytes
 from wattmesh.ledger.entries import NewEntry
 from wattmesh.ledger.store import StoredEntry
 
 Problem = tuple[int, str]
 """``(log position, problem)``."""
+
+_encode_text = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
+def fast_encode(obj: dict[str, Any]) -> bytes:
+    """What ``canonical_bytes`` makes of the values the log's entries hold (ASCII keys,
+    safe integers, strings), without its type checks (a third of the replay's time): an
+    entry whose bytes differ is compared again under ``canonical_bytes``
+    (:func:`difference`), so the shortcut never decides a failure."""
+    return _encode_text(obj).encode("utf-8")
 
 
 def _describe(kind: str, obj: dict[str, Any] | None, interval: int) -> str:
@@ -35,23 +48,41 @@ def _short(value: object) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _same(logged: StoredEntry, replayed: NewEntry, mine: dict[str, Any] | None) -> bool:
+    """Kind, columns and bytes equal (the bytes under ``canonical_bytes`` when the quick
+    encoding differs)."""
+    _idx, interval, kind, agent, _seq, data, _leaf = logged
+    if (kind, interval, agent) != (replayed.kind, replayed.interval, replayed.agent):
+        return False
+    if data == replayed.data:
+        return True
+    try:
+        return mine is not None and canonical_bytes(mine) == data
+    except ValueError:
+        return False
+
+
 def difference(logged: StoredEntry, replayed: NewEntry) -> str | None:
     """None when ``logged`` is ``replayed`` (kind, columns, bytes); else what differs."""
-    idx, interval, kind, agent, _seq, data, _leaf = logged
-    if (
-        kind == replayed.kind
-        and data == replayed.data
-        and interval == replayed.interval
-        and agent == replayed.agent
-    ):
-        return None
+    idx, _interval, kind, _agent, _seq, data, _leaf = logged
     mine = _object(replayed.data)
+    if _same(logged, replayed, mine):
+        return None
     what = _describe(replayed.kind, mine, replayed.interval)
     if kind != replayed.kind:
         return f"replay: entry {idx} is a {kind} where the replay makes a {what}"
     theirs = _object(data)
     if theirs is None or mine is None:
         return f"replay: entry {idx} ({what}) is not JSON"
+    return _field_difference(logged, replayed, theirs, mine)
+
+
+def _field_difference(
+    logged: StoredEntry, replayed: NewEntry, theirs: dict[str, Any], mine: dict[str, Any]
+) -> str:
+    """The first field (by name) in which two entries of one kind differ."""
+    idx, interval, _kind, agent, _seq, _data, _leaf = logged
+    what = _describe(replayed.kind, mine, replayed.interval)
     for field in sorted(theirs.keys() | mine.keys()):
         if field not in theirs or field not in mine or theirs[field] != mine[field]:
             logged_value = _short(theirs[field]) if field in theirs else "(absent)"
@@ -75,6 +106,13 @@ def first_difference(
     an entry one of them lacks; ``after``: the log position the group ends at (where a
     missing entry is named when the log holds none of the group's derived entries)."""
     for entry, mine in zip(logged, replayed, strict=False):
+        if (
+            entry[5] == mine.data
+            and entry[2] == mine.kind
+            and entry[1] == mine.interval
+            and entry[3] == mine.agent
+        ):
+            continue
         problem = difference(entry, mine)
         if problem is not None:
             return entry[0], problem

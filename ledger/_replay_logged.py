@@ -15,6 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from wattmesh.ledger._booking import book
+from wattmesh.ledger._replay_diff import fast_encode
 from wattmesh.ledger.entries import EntryKind, NewEntry, flag_entry, parse_flag, parse_revision
 from wattmesh.ledger.metering import Revision
 from wattmesh.ledger.settlement import Basis, RegisterError, traded_position, with_energy
@@ -46,7 +47,7 @@ def logged_revisions(
         try:
             obj = json.loads(entry[5])
             if kind == EntryKind.FLAG:
-                out.append(flag_entry(parse_flag(obj)))
+                out.append(flag_entry(parse_flag(obj), fast_encode))
                 continue
             revision = _revision(kind, obj, due, estimates)
         except (KeyError, TypeError, ValueError, RegisterError):
@@ -56,7 +57,7 @@ def logged_revisions(
             estimates[(s.agent, s.interval)] = revision
         else:
             estimates.pop((s.agent, s.interval), None)
-        out += book([revision], [])[1]
+        out += book([revision], [], fast_encode)[1]
     return out
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from wattmesh.broker.messages import Side
 from wattmesh.ledger._booking import book, replay
 from wattmesh.ledger._params import MarketParams, mechanism_of, parse_market_params
-from wattmesh.ledger._replay_diff import Problem, first_difference
+from wattmesh.ledger._replay_diff import Problem, fast_encode, first_difference
 from wattmesh.ledger._replay_logged import logged_revisions
 from wattmesh.ledger.clearing import Fill, GridTariff, Order
 from wattmesh.ledger.entries import EntryKind, NewEntry, clearing_entry, trade_entry
@@ -264,7 +264,7 @@ class Replay:
             settle=None if due is None else (due.interval, due.tariff, due.fills),
             network_fee_micro_per_kwh=self.params.mechanism.rules.network_fee_micro_per_kwh,
         )
-        return book(revisions, flags)[1]
+        return book(revisions, flags, fast_encode)[1]
 
     def _restore(self, close: _Close) -> None:
         """The meter state after ``close`` as :mod:`ledger._restore` rebuilds it."""
