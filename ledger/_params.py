@@ -4,8 +4,9 @@ Logged (docs/protocol.md, "Market parameters") as the first entry after the chec
 reference of the first close after a start of the ledger whose parameters are not the
 last ones logged (they change only with a restart), so that ``ledger verify``
 re-executes the market from the log alone (:mod:`ledger.replay`): the mechanism's name,
-``k`` (uniform and pay-as-bid), the network fee, and the metering rules that decide
-settlements and flags (each connection's limit, the backfill window).
+``k`` (uniform and pay-as-bid), the network fee, the metering rules that decide
+settlements and flags (each connection's limit, the backfill window) and the tariff
+schedule, when the ledger is given one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from wattmesh.broker.messages import canonical_bytes
+from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.entries import EntryKind, NewEntry
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import USES_K, Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule, TouPeriod
 from wattmesh.ledger.metering import MeteringConfig
 from wattmesh.ledger.store import LedgerStore, LogEntry
 
@@ -41,28 +44,47 @@ _KEYS = frozenset(
         "default_max_power_w",
         "max_power_w",
         "backfill_window_s",
+        "tariffs",
     }
 )
 
 
 @dataclass(frozen=True)
 class MarketParams:
-    """What a ``market_params`` entry says."""
+    """What a ``market_params`` entry says. ``tariffs``: the schedule every interval's
+    tariff must follow, None when the ledger was not given one (the tariff each
+    clearing entry names is then the only record)."""
 
     mechanism: Mechanism
     metering: MeteringConfig
+    tariffs: TariffSchedule | None = None
+
+    def check_tariff(self, interval: int, tariff: GridTariff) -> None:
+        """ValueError unless ``tariff`` is the schedule's for ``interval`` (if any)."""
+        if self.tariffs is not None and self.tariffs.at(interval) != tariff:
+            raise ValueError(f"{tariff} is not the tariff schedule's for {interval}")
 
 
-def market_params_entry(interval: int, mechanism: Mechanism, metering: MeteringConfig) -> NewEntry:
+def market_params_entry(interval: int, params: MarketParams) -> NewEntry:
+    metering, tariffs = params.metering, params.tariffs
     obj: dict[str, Any] = {
         "kind": EntryKind.MARKET_PARAMS,
         "interval": interval,
-        **mechanism.to_json(),
+        **params.mechanism.to_json(),
         "default_max_power_w": metering.default_max_power_w,
         "max_power_w": dict(sorted(metering.max_power_w.items())),
         "backfill_window_s": metering.backfill_window_s,
+        "tariffs": None if tariffs is None else [_period(p) for p in tariffs.periods],
     }
     return NewEntry(EntryKind.MARKET_PARAMS, interval, None, None, canonical_bytes(obj))
+
+
+def _period(period: TouPeriod) -> dict[str, int]:
+    return {
+        "start_hour_utc": period.start_hour_utc,
+        "retail_micro_per_kwh": period.tariff.retail_micro_per_kwh,
+        "feed_in_micro_per_kwh": period.tariff.feed_in_micro_per_kwh,
+    }
 
 
 def _int(obj: dict[str, Any], name: str, low: int) -> int:
@@ -109,10 +131,14 @@ def parse_market_params(obj: dict[str, Any]) -> MarketParams:
         max_power_w=dict(limits),
         backfill_window_s=_int(obj, "backfill_window_s", 0),
     )
-    return MarketParams(mechanism_of(obj), config)
+    rows = obj["tariffs"]
+    if rows is not None and not isinstance(rows, list):
+        raise ValueError("tariffs must be null or a list of periods")
+    tariffs = None if rows is None else TariffSchedule.from_json(rows)
+    return MarketParams(mechanism_of(obj), config, tariffs)
 
 
-def params_logged(store: LedgerStore, mechanism: Mechanism, metering: MeteringConfig) -> bool:
+def params_logged(store: LedgerStore, params: MarketParams) -> bool:
     """Whether the last ``market_params`` entry of ``store``'s log says these parameters
     (one query at start; the ledger logs them at its first close if not)."""
     query = (
@@ -129,4 +155,4 @@ def params_logged(store: LedgerStore, mechanism: Mechanism, metering: MeteringCo
         logged = parse_market_params(json.loads(data))
     except ValueError:
         return False
-    return logged == MarketParams(mechanism, metering)
+    return logged == params

@@ -218,6 +218,8 @@ class Replay:
         try:
             obj = json.loads(logged[5])
             tariff = GridTariff(int(obj["retail_micro_per_kwh"]), int(obj["feed_in_micro_per_kwh"]))
+            if self.params is not None and self.params.tariffs is not None:
+                tariff = self.params.tariffs.at(interval)  # the logged schedule's, not the entry's
             mechanism = mechanism_of(obj) if self.params is None else self.params.mechanism
             rejected = obj["rejected"]
             if type(rejected) is not int or rejected < 0:

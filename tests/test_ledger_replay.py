@@ -16,17 +16,20 @@ from typing import Any
 
 import pytest
 
-from tests.ledgerkit import STEP, T0, TARIFF, House, households, new_ledger
+from tests.ledgerkit import MARKET, STEP, T0, TARIFF, House, households, new_ledger
 from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.messages import Side, canonical_bytes
+from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.entries import EntryKind, NewEntry
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import VerifyReport, verify_ledger
 
 FEE = Mechanism("uniform", MarketRules(network_fee_micro_per_kwh=10_000))
+SCHEDULE = TariffSchedule.flat(TARIFF)
 Edit = Callable[[list[NewEntry]], list[NewEntry] | None]
 """A close's entries -> the dishonest ones, or None to leave this close alone."""
 
@@ -78,7 +81,14 @@ def _ledger(
     (the position of the first entry it changed is returned). ``log_params=False``:
     as the code before market_params entries."""
     houses = households("h001", "h002", "h003")
-    ledger = new_ledger(db_url, SigningKey.generate(), houses.values(), mechanism=FEE)
+    ledger = Ledger(
+        LedgerStore(db_url),
+        market_id=MARKET,
+        operator_key=SigningKey.generate(),
+        mechanism=FEE,
+        tariffs=SCHEDULE,
+    )
+    ledger.register({h.agent: h.key.verifying for h in houses.values()}, interval=T0)
     ledger._params_logged = not log_params
     changed: list[int] = []
     if edit is not None:
@@ -174,6 +184,11 @@ CASES: dict[str, tuple[Edit, str]] = {
     "clearing price": (
         _change("clearing", lambda o: True, price_micro_per_kwh=160_000),
         "price_micro_per_kwh is 160000",
+    ),
+    # the tariff is the logged schedule's, not what the clearing entry says
+    "clearing tariff": (
+        _change("clearing", lambda o: True, retail_micro_per_kwh=350_000),
+        "retail_micro_per_kwh is 350000 in the log, 300000 replayed",
     ),
     "clearing fee": (
         _change("clearing", lambda o: True, network_fee_micro_per_kwh=0),
@@ -312,4 +327,11 @@ def test_before_market_params_wrong_money_still_fails(db_url: str) -> None:
     report = verify_ledger(ledger.store)
     assert not report.ok and report.first_bad_entry == changed[0]
     assert "grid_cost_micro is" in str(report.problem)
+    ledger.store.close()
+
+
+def test_an_interval_off_the_tariff_schedule_is_refused(db_url: str) -> None:
+    ledger, _ = _ledger(db_url)
+    with pytest.raises(ValueError, match="tariff schedule"):
+        ledger.open_interval(T0 + 9 * STEP, GridTariff(310_000, 80_000))
     ledger.store.close()

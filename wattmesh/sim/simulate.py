@@ -284,8 +284,9 @@ async def _run(
     first = int(scenario.interval_start(scenario.history_intervals).timestamp())
     keys = _Keys.of(config, scenario)
     ledger = Ledger(
-        store, market_id=config.market_id, operator_key=keys.operator, mechanism=config.mechanism
-    )
+        store, market_id=config.market_id, operator_key=keys.operator, mechanism=config.mechanism,
+        tariffs=config.tariffs or TariffSchedule.flat(config.tariff),
+    )  # fmt: skip
     ledger.register(keys.registry(), interval=first)
 
     async with contextlib.AsyncExitStack() as stack:
