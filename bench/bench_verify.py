@@ -4,7 +4,9 @@ Builds (once per run, through the real ingest path) a SQLite ledger of about N e
 H households, each interval a signed reading and a signed order per household, the
 clearing, the trades and the settlements, one signed checkpoint per interval. Then
 times the full verification (every hash, signature, stored tree node, checkpoint note,
-consistency proof between consecutive checkpoints) inline and with worker processes,
+consistency proof between consecutive checkpoints, and the market replayed from the log)
+inline and with worker processes, each with and without the replay (alternated, so
+the replay's cost is measured in the same run),
 and beside it, in the same run, the naive Merkle baseline: recompute every checkpoint's
 root from all leaf hashes up to its size.
 
@@ -110,10 +112,12 @@ def incremental_merkle(store: LedgerStore) -> float:
     return time.perf_counter() - start
 
 
-def timed_verify(store: LedgerStore, workers: int | None) -> tuple[float, int, str]:
+def timed_verify(
+    store: LedgerStore, workers: int | None, *, replay: bool = True
+) -> tuple[float, int, str]:
     """Wall time, entries, and the CPU seconds of this process and of its workers."""
     start, before = time.perf_counter(), os.times()
-    report = verify_ledger(store, workers=workers)
+    report = verify_ledger(store, workers=workers, replay=replay)
     elapsed, after = time.perf_counter() - start, os.times()
     if not report.ok:
         raise SystemExit(f"verify failed: {report.problem}")
@@ -129,6 +133,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--households", type=int, default=500)
     parser.add_argument("--db", help="reuse or build this database (default: a temp SQLite)")
+    parser.add_argument("--rounds", type=int, default=3, help="each verify variant, alternated")
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,13 +150,19 @@ def main() -> None:
         for entry in store.iter_entries():
             kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
         print(f"entries by kind: {kinds}; checkpoints: {len(store.checkpoints())}")
-        for label, workers in (("inline (1 process)", 1), ("2 worker processes", 2)):
-            load = os.getloadavg()[0]
-            elapsed, n, cpu = timed_verify(store, workers)
-            print(
-                f"verify, {label}: {elapsed:.2f} s, {n / elapsed:,.0f} entries/s, {cpu} "
-                f"(load average before: {load:.1f})"
-            )
+        runs = [
+            (f"{label}, {'with' if replay else 'without'} replay", workers, replay)
+            for label, workers in (("inline (1 process)", 1), ("2 worker processes", 2))
+            for replay in (True, False)
+        ]
+        for _round in range(args.rounds):
+            for label, workers, replay in runs:
+                load = os.getloadavg()[0]
+                elapsed, n, cpu = timed_verify(store, workers, replay=replay)
+                print(
+                    f"verify, {label}: {elapsed:.2f} s, {n / elapsed:,.0f} entries/s, {cpu} "
+                    f"(load average before: {load:.1f})"
+                )
         naive = naive_merkle(store)
         print(f"baseline, naive Merkle recompute per checkpoint (roots only): {naive:.2f} s")
         print(f"ours, incremental compact range (roots only): {incremental_merkle(store):.2f} s")

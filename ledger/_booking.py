@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wattmesh.broker.messages import canonical_bytes
 from wattmesh.ledger.accounts import Posting, correction_postings, settlement_postings
 from wattmesh.ledger.entries import (
+    Encode,
     EntryKind,
     NewEntry,
     flag_entry,
@@ -19,8 +21,11 @@ from wattmesh.ledger.entries import (
 from wattmesh.ledger.metering import Flag, Metering, Revision
 
 
-def book(revisions: list[Revision], flags: list[Flag]) -> tuple[list[Posting], list[NewEntry]]:
-    """Each settlement or correction entry followed by its postings, then the flags.
+def book(
+    revisions: list[Revision], flags: list[Flag], encode: Encode = canonical_bytes
+) -> tuple[list[Posting], list[NewEntry]]:
+    """Each settlement or correction entry followed by its postings, then the flags
+    (``encode``: see :data:`ledger.entries.Encode`).
 
     A settlement's network fee (a seller's, ``Settlement.network_fee_micro``, computed
     from its fills when it was settled) is posted with it, to ``operator/fees``.
@@ -29,14 +34,14 @@ def book(revisions: list[Revision], flags: list[Flag]) -> tuple[list[Posting], l
     postings: list[Posting] = []
     entries: list[NewEntry] = []
     for revision in revisions:
-        entries.append(revision_entry(revision))
+        entries.append(revision_entry(revision, encode))
         if revision.before is None:
             posted = settlement_postings(revision.after, basis=revision.basis)
         else:
             posted = correction_postings(revision.before, revision.after)
         postings += posted
-        entries += [posting_entry(p) for p in posted]
-    entries += [flag_entry(f) for f in flags]
+        entries += [posting_entry(p, encode) for p in posted]
+    entries += [flag_entry(f, encode) for f in flags]
     return postings, entries
 
 

@@ -10,9 +10,9 @@ hands a :data:`Row` to a :class:`RowChecker`:
   interval, key id and ECDSA signature (:mod:`ledger._logged`);
 - an anomaly flag: the forecaster's signature under the key it holds
   (:mod:`ledger.anomalies`);
-- a clearing, settlement, correction, flag or posting: JSON of the kind its column
-  names; settlements, corrections and flags parse and match their columns; postings
-  parse, match their columns and balance.
+- a clearing, settlement, correction, flag, posting or market_params: JSON of the kind
+  its column names; market parameters parse; settlements, corrections and flags parse
+  and match their columns; postings parse, match their columns and balance.
 
 ``cryptography`` holds the GIL while it verifies, so threads do not help; worker
 processes take chunks of rows and return the first that fails, with the reason. The
@@ -35,6 +35,7 @@ from typing import Any
 from wattmesh.broker.errors import MessageError
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.ledger._logged import PlainHeader, decode_logged, plain_header
+from wattmesh.ledger._params import parse_market_params
 from wattmesh.ledger.accounts import Cause, Posting, UnbalancedPosting
 from wattmesh.ledger.anomalies import ANOMALY_KIND, anomaly_problem
 from wattmesh.ledger.entries import SETTLEMENT_FIELDS, EntryKind, parse_flag, parse_revision
@@ -77,7 +78,20 @@ def check_row(market: str, row: Row) -> str | None:
         return _check_posting(row, obj)
     if kind in (EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG):
         return _check_settlement(row, obj)
-    return None if kind == EntryKind.CLEARING else f"unknown entry kind {kind!r}"
+    return _check_other(kind, obj)
+
+
+def _check_other(kind: str, obj: dict[str, Any]) -> str | None:
+    """A clearing (its figures are the replay's: :mod:`ledger.replay`) or market_params."""
+    if kind == EntryKind.CLEARING:
+        return None
+    if kind != EntryKind.MARKET_PARAMS:
+        return f"unknown entry kind {kind!r}"
+    try:
+        parse_market_params(obj)
+    except ValueError as exc:
+        return f"market_params entry is malformed: {exc}"
+    return None
 
 
 def _entry_object(row: Row) -> dict[str, Any] | str:

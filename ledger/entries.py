@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +37,7 @@ class EntryKind:
     POSTING = "posting"
     CHECKPOINT_REF = "checkpoint_ref"
     ANOMALY = "anomaly"  # the forecasting service's signed flag (ledger.anomalies)
+    MARKET_PARAMS = "market_params"  # mechanism and metering rules (ledger._params)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,12 @@ def _trade_object(interval: int, fill: Fill) -> dict[str, Any]:
     }
 
 
-def revision_entry(revision: Revision) -> NewEntry:
+Encode = Callable[[dict[str, Any]], bytes]
+"""How an entry's object becomes its bytes: ``canonical_bytes``; the replay
+(:mod:`ledger.replay`) passes the same encoder without its type checks."""
+
+
+def revision_entry(revision: Revision, encode: Encode = canonical_bytes) -> NewEntry:
     """A ``settlement`` (first revision) or a ``correction`` (a later one, in full)."""
     s = revision.after
     kind = EntryKind.SETTLEMENT if revision.before is None else EntryKind.CORRECTION
@@ -184,7 +191,7 @@ def revision_entry(revision: Revision) -> NewEntry:
     }
     if revision.before is not None:
         obj["delta_grid_cost_micro"] = s.grid_cost_micro - revision.before.grid_cost_micro
-    return NewEntry(kind, s.interval, s.agent, None, canonical_bytes(obj))
+    return NewEntry(kind, s.interval, s.agent, None, encode(obj))
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,7 @@ def parse_revision(obj: dict[str, Any]) -> LoggedRevision:
     return LoggedRevision(settlement, Basis(obj["basis"]), int(obj["end_interval"]), tariff)
 
 
-def flag_entry(flag: Flag) -> NewEntry:
+def flag_entry(flag: Flag, encode: Encode = canonical_bytes) -> NewEntry:
     obj: dict[str, Any] = {
         "kind": EntryKind.FLAG,
         "agent": flag.agent,
@@ -236,7 +243,7 @@ def flag_entry(flag: Flag) -> NewEntry:
         "elapsed_s": flag.elapsed_s,
         "limit_wh": flag.limit_wh,
     }
-    return NewEntry(EntryKind.FLAG, flag.interval, flag.agent, None, canonical_bytes(obj))
+    return NewEntry(EntryKind.FLAG, flag.interval, flag.agent, None, encode(obj))
 
 
 def parse_flag(obj: dict[str, Any]) -> Flag:
@@ -252,9 +259,9 @@ def parse_flag(obj: dict[str, Any]) -> Flag:
     )
 
 
-def posting_entry(posting: Posting) -> NewEntry:
+def posting_entry(posting: Posting, encode: Encode = canonical_bytes) -> NewEntry:
     obj: dict[str, Any] = {"kind": EntryKind.POSTING, **posting.to_json()}
-    return NewEntry(EntryKind.POSTING, posting.interval, posting.agent, None, canonical_bytes(obj))
+    return NewEntry(EntryKind.POSTING, posting.interval, posting.agent, None, encode(obj))
 
 
 def checkpoint_ref_entry(*, interval: int, tree_size: int, root: bytes) -> NewEntry:

@@ -28,6 +28,7 @@ from wattmesh.ledger._batch import DecodeJobs, PreparedBatch, decode_jobs, prepa
 from wattmesh.ledger._booking import book
 from wattmesh.ledger._gcpause import gc_paused
 from wattmesh.ledger._merkle import CompactRange, leaf_hash
+from wattmesh.ledger._params import MarketParams, market_params_entry, params_logged
 from wattmesh.ledger._restore import logged_message, registers_of, restore_state
 from wattmesh.ledger._snapshot import LedgerState, encode_snapshot
 from wattmesh.ledger.accounts import Posting
@@ -44,6 +45,7 @@ from wattmesh.ledger.entries import (
 from wattmesh.ledger.keyring import KeyLogError
 from wattmesh.ledger.mechanisms.base import MarketRules
 from wattmesh.ledger.mechanisms.catalog import Mechanism
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.ledger.meta import META_MARKET, META_MECHANISM, META_OPERATOR_KEY, META_ORIGIN
 from wattmesh.ledger.metering import Flag, Metering, MeteringConfig, Revision
 from wattmesh.ledger.settlement import Settlement
@@ -86,10 +88,12 @@ class Ledger:
         mechanism: Mechanism | None = None,
         clearing_k: Fraction = Fraction(1, 2),
         metering: MeteringConfig | None = None,
+        tariffs: TariffSchedule | None = None,
     ) -> None:
         """``mechanism`` defaults to uniform pricing with ``clearing_k``; it is recorded
         once in the store's meta table, and a restart with another one is refused. Its
-        network fee, if any, is settled with each seller (:mod:`ledger.settlement`)."""
+        network fee, if any, is settled with each seller (:mod:`ledger.settlement`). Each
+        opened interval's tariff must follow ``tariffs`` (logged: :mod:`ledger._params`)."""
         if mechanism is None:
             mechanism = Mechanism("uniform", MarketRules(k=clearing_k))
         self.store = store
@@ -122,6 +126,8 @@ class Ledger:
         self._open: OpenInterval | None = None
         self._intake: list[tuple[str | None, bytes]] = []  # accepted, not yet kept
         self.anomalies: list[NewEntry] = []  # forecaster flags, logged at the next close
+        self._params = MarketParams(mechanism, self._metering.config, tariffs)
+        self._params_logged = params_logged(store, self._params)
 
     # --- state -----------------------------------------------------------------------
 
@@ -247,6 +253,7 @@ class Ledger:
             raise ValueError(f"interval {interval} was closed already")
         if interval_s is not None and interval_s < 1:
             raise ValueError(f"interval_s must be at least 1, got {interval_s}")
+        self._params.check_tariff(interval, tariff)
         self._open = OpenInterval(interval, tariff, trading, interval_s)
         self._readmit(self.store.intake(interval))
 
@@ -369,6 +376,8 @@ class Ledger:
                     interval=op.interval, tree_size=self._tree.size, root=self._tree.root()
                 )
             )
+        if not self._params_logged:
+            entries.append(market_params_entry(op.interval, self._params))
         entries += [message_entry(m) for m in readings]
         entries += [message_entry(m) for m in late]
         entries += [message_entry(m) for m in orders]
@@ -411,8 +420,7 @@ class Ledger:
         checkpoint = self._append(
             entries, op.interval, intake_through=op.interval, snapshot=snapshot
         )
-        self.anomalies = []
-        self._intake = []
+        self.anomalies, self._intake, self._params_logged = [], [], True
         self._metering = metering
         self._last_interval, self._last_tariff, self._last_fills = last
         self._admission.interval_closed()

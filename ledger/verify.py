@@ -1,7 +1,9 @@
 """``ledger verify``: check a whole ledger from its tables alone.
 
 Hashes, signatures, Merkle roots, stored tree nodes, checkpoints (their signed notes)
-and the proofs between them.
+and the proofs between them; and the market re-executed from the log's signed inputs
+(:mod:`ledger.replay`): every clearing, trade, settlement, correction, flag and posting
+must be what the logged orders, readings and market parameters make.
 
 Used by ``wattmesh ledger verify``. Any changed, removed or inserted row shows up as
 the first entry (or checkpoint) that does not hold. A stored tree node that disagrees
@@ -33,6 +35,7 @@ from wattmesh.ledger.proofs import (
     inclusion_proof_from_source,
     root_from_source,
 )
+from wattmesh.ledger.replay import Replay, ReplayMismatch
 from wattmesh.ledger.store import Checkpoint, LedgerStore, StoredEntry
 
 __all__ = ["verify_ledger"]
@@ -49,13 +52,16 @@ class VerifyReport:
     root: bytes
     first_bad_entry: int | None = None
     problem: str | None = None
+    replayed: int | None = None  # closes re-executed (None: the replay was not run)
+    unparameterised: int = 0  # of them, before the log's first market_params entry
 
 
 class _Bad(LedgerError, FailureError):
-    def __init__(self, idx: int | None, problem: str) -> None:
+    def __init__(self, idx: int | None, problem: str, *, replay: bool = False) -> None:
         super().__init__(problem)
         self.idx = idx
         self.problem = problem
+        self.replay = replay  # the replay's: an entry's own problem at its index comes first
 
 
 def _add(state: _State, entry: StoredEntry, der: bytes | None) -> None:
@@ -103,6 +109,7 @@ class _State:
     rows: RowChecker
     keys: KeyRing = field(default_factory=KeyRing)
     order_ids: set[str] = field(default_factory=set)
+    replay: Replay | None = None
 
 
 _SIGNED_SEP = b'","signed":'
@@ -172,6 +179,7 @@ def verify_ledger(
     *,
     workers: int | None = None,
     size: int | None = None,
+    replay: bool = True,
 ) -> VerifyReport:
     """Recompute every hash, signature, root, stored tree node and checkpoint, check every
     checkpoint's signed note and the consistency proofs between consecutive checkpoints;
@@ -194,20 +202,32 @@ def verify_ledger(
         )
     if workers is None:
         workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
-    state = _State(market, RowChecker(market, workers))
+    state = _State(market, RowChecker(market, workers), replay=Replay() if replay else None)
     walk = _Walk(store, origin, operator_key, checkpoints, state, size=size)
     try:
         walk.run()
     except _Bad as bad:
         failed = walk.state.rows.drain()
-        if failed is not None and (bad.idx is None or failed[0] < bad.idx):
+        if failed is not None and (
+            bad.idx is None or failed[0] < bad.idx or (bad.replay and failed[0] == bad.idx)
+        ):
             bad = _Bad(*failed)
         return VerifyReport(
             False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem
         )
     finally:
         walk.state.rows.close()
-    return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
+    replayed = state.replay
+    if replayed is None:
+        return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
+    return VerifyReport(
+        True,
+        walk.count,
+        len(checkpoints),
+        walk.tree.root(),
+        replayed=replayed.closes,
+        unparameterised=replayed.unparameterised,
+    )
 
 
 class _Walk:
@@ -243,6 +263,7 @@ class _Walk:
             stored = self.store.nodes_completed_in(self.count, self.count + len(batch))
             for lo, hi in self._segments(batch):
                 self._walk_segment(batch[lo:hi], stored)
+        self._replay_finish()
         # The proof paths need only the stored tree: check them while the workers finish
         # the queued rows, and report their outcome where it falls in the order below.
         self.state.rows.hand_over()
@@ -313,7 +334,22 @@ class _Walk:
         if self.node_problem is None:
             self.node_problem = _node_problem(nodes, stored)
         self.count = start + len(segment)
+        replay = state.replay
+        if replay is not None:
+            try:
+                for entry in segment:
+                    replay.add(entry)
+            except ReplayMismatch as exc:
+                raise _Bad(exc.idx, exc.problem, replay=True) from exc
         self._checkpoints_due()
+
+    def _replay_finish(self) -> None:
+        replay = self.state.replay
+        if replay is not None:
+            try:
+                replay.finish()
+            except ReplayMismatch as exc:
+                raise _Bad(exc.idx, exc.problem, replay=True) from exc
 
     def _check_reference(self, entry: StoredEntry) -> None:
         """A checkpoint reference names the size and root a signed checkpoint had then

@@ -5,6 +5,10 @@ error tree, module moves), which must change no behaviour, wire byte or log entr
 each run covers a different part of the path (uniform pricing; MMR with time-of-use
 tariffs and a network fee; pay-as-bid with home batteries). A deliberate change of
 the wire format or the log records new roots here, in the same commit, saying why.
+
+Issue 16 (verify replays the market) re-recorded all three: the log now holds a
+``market_params`` entry (mechanism, fee, metering rules, tariff schedule) at the
+start of the first close; every other entry is as before.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ TOU = [
 ]
 
 RUNS: dict[str, tuple[dict[str, Any], str]] = {
-    "uniform": ({"seed": 7}, "c2f46c0b90f4d2db8ded012e91f01d47ab326c8d86d6861ca02a227b8268f74a"),
+    "uniform": ({"seed": 7}, "5e1d4bc44e1997bd82d1d6b2022f5ee8ed8829eff7a93418e31c7490fa3dc8d3"),
     "mmr-tou-fee": (
         {
             "seed": 3,
             "mechanism": Mechanism("mmr", MarketRules(network_fee_micro_per_kwh=10_000)),
             "tariffs": TariffSchedule.from_json(TOU),
         },
-        "9e419ec739e21d9d6ebfa1f11a5a3e7adabedc183115ae0c3833ca55f9b8d2e4",
+        "72e5c009ecb99ef6611fb00af59e1bd72e0902539d1cd7a944d0f369995fa07e",
     ),
     "pay-as-bid-batteries": (
         {
@@ -45,7 +49,7 @@ RUNS: dict[str, tuple[dict[str, Any], str]] = {
             "battery_share": 0.5,
             "mechanism": Mechanism("pay-as-bid", MarketRules(k=Fraction(1, 3))),
         },
-        "02f4f45633db74035731bbe2cd1080f217b2909e9d7be50dbb99877cba7a8ccc",
+        "c17feef4ca856a2e3d73f38233ac02e7cca3282a474e7ef4006ebfee3fae4405",
     ),
 }
 

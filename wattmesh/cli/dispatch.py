@@ -53,9 +53,15 @@ def _cmd_ledger_verify(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if report.ok:
+        replayed = f", replayed {report.replayed} closes"
+        if report.unparameterised:
+            replayed += (
+                f" ({report.unparameterised} before the log's market parameters: "
+                "energy taken as logged)"
+            )
         print(
             f"ok: {report.entries} entries, {report.checkpoints} checkpoints, "
-            f"root {report.root.hex()}"
+            f"root {report.root.hex()}{replayed}"
         )
         return 0
     where = "" if report.first_bad_entry is None else f"entry {report.first_bad_entry}: "

@@ -164,6 +164,7 @@ async def _lead(
             operator_key=config.operator_key,
             mechanism=config.mechanism,
             metering=config.registry.metering(),
+            tariffs=config.tariffs,
         )
         last = ledger.last_closed_interval
         first = config.schedule.next_interval(clock.now_s(), last)

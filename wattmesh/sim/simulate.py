@@ -28,6 +28,7 @@ from wattmesh.broker.topics import Topics
 from wattmesh.broker.transport import BrokerAddress, Transport, TransportConfig
 from wattmesh.forecasting.service import ForecasterConfig, ForecastService
 from wattmesh.ledger.ledger import IntervalOutcome, Ledger
+from wattmesh.ledger.mechanisms.tariffs import TariffSchedule
 from wattmesh.ledger.metering import MeteringConfig
 from wattmesh.ledger.service import LedgerService, OperatorConfig, ledger_subscriptions
 from wattmesh.ledger.store import LedgerStore
@@ -228,6 +229,7 @@ async def _run(
         operator_key=keys.operator,
         mechanism=config.mechanism,
         metering=MeteringConfig(max_power_w=config.plan().max_power_w),
+        tariffs=config.tariffs or TariffSchedule.flat(config.tariff),
     )
     ledger.register(keys.registry(), interval=first)
 
