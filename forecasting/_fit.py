@@ -5,8 +5,12 @@ and result are plain, picklable values): per target, :func:`fit_target` forecast
 ``steps`` intervals from the end of the history with the configured model of
 :mod:`forecasting.models` and its quantiles (``auto``: the one of :data:`CATALOG_AUTO`
 that :func:`forecasting.models.select_model` picks from day-ahead backtests on the
-household's own last days). Under a day of history (no model has a season yet) it uses
-the stand-in of :func:`fit_builtin`.
+household's own last days; the service runs that choice every ``select_every_days`` and
+otherwise names the stored one). Under a day of history (no model has a season yet) it uses
+the stand-in of :func:`fit_builtin`. The fitted models (:data:`USES_PAST`) take the
+service's own earlier forecasts of the history's last intervals (``FitJob.demand_past``,
+``pv_past``) as their calibration forecasts: one fit instead of two, and the band from
+those forecasts' errors (see :mod:`forecasting._fitted`).
 
 :func:`fit_builtin` is this module's own (``wattmesh simulate``'s service): seasonal
 naive, same-slot mean or Prophet, with the empirical quantiles of the model's own
@@ -48,6 +52,7 @@ from wattmesh.forecasting._quantiles import (
 __all__ = [
     "AUTO_CANDIDATES",
     "CATALOG_AUTO",
+    "USES_PAST",
     "FitJob",
     "Fitted",
     "ModelChoice",
@@ -55,6 +60,7 @@ __all__ = [
     "fit_builtin",
     "fit_household",
     "fit_target",
+    "past_tail",
     "select_household",
     "select_target",
 ]
@@ -66,6 +72,11 @@ CATALOG_AUTO: tuple[str, ...] = ("naive-day", "mean-7d", "mean-14d")
 """What ``auto`` chooses among in the service, by a backtest on the household's own last
 days at each refit (cheap models only; name a costlier one to use it)."""
 ALIASES = {"naive": "naive-day", "same_slot_mean": "mean-7d"}
+USES_PAST = frozenset(("prophet", "mstl"))
+"""The models whose bands the service's own past forecasts calibrate (instead of a second
+fit); the service keeps past forecasts of these only."""
+PastRows = tuple[tuple[int, str, int], ...]
+"""Past point forecasts: ``(interval start epoch s, model version, p50 Wh)`` by interval."""
 RESIDUAL_DAYS = 7
 FIT_VERSION = 1  # bumped when what a fit does changes
 
@@ -85,6 +96,8 @@ class FitJob:
     pv_capacity_w: int | None = None
     demand_state: Mapping[str, Any] | None = None  # the previous fit's Prophet parameters
     pv_state: Mapping[str, Any] | None = None
+    demand_past: PastRows = ()  # the service's earlier forecasts (forecast_past)
+    pv_past: PastRows = ()
 
 
 @dataclass(frozen=True)
@@ -110,12 +123,14 @@ def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
     pv = Series(job.start_s, job.interval_s, job.pv_wh)
     return (
         fit_target(
-            demand, job.steps, "demand", job.demand_model, capacity_w=None, state=job.demand_state
+            demand, job.steps, "demand", job.demand_model, capacity_w=None,
+            state=job.demand_state, past=job.demand_past,
         ),
         fit_target(
-            pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w, state=job.pv_state
+            pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w, state=job.pv_state,
+            past=job.pv_past,
         ),
-    )
+    )  # fmt: skip
 
 
 def select_household(job: FitJob) -> tuple[str, str]:
@@ -154,11 +169,15 @@ def fit_target(
     *,
     capacity_w: int | None,
     state: Mapping[str, Any] | None = None,
+    past: PastRows = (),
 ) -> Fitted:
     """The service's forecast of one target: ``choice`` from :mod:`forecasting.models`
     (``auto``: the one of :data:`CATALOG_AUTO` its backtest selects). Under a day of
     history, the built-in stand-in (its mean and spread, model ``history_mean``).
-    ``state``: the previous fit's (Prophet warm-starts from it); the result carries its own."""
+    ``state``: the previous fit's (Prophet warm-starts from it); the result carries its own.
+    ``past``: the service's earlier forecasts; the stretch of them that the chosen model
+    made (same version) and that ends where the history ends calibrates its band
+    (:func:`past_tail`)."""
     problem = check_choice(choice, kind)
     if problem is not None:
         raise ValueError(problem)
@@ -173,11 +192,26 @@ def fit_target(
     name = ALIASES.get(choice, choice)
     if name == "auto":
         name = _select_catalog(series, ctx, season)
+    if name in USES_PAST and (tail := past_tail(past, series, _version(name))):
+        ctx = ModelContext(kind=kind, capacity_w=capacity_w, prophet_state=kept,
+                           past_forecasts={name: tail})  # fmt: skip
     q = models.forecast(name, series, steps, ctx)
     return Fitted(
         kind, q.start_epoch_s, q.interval_s, q.p10_wh, q.p50_wh, q.p90_wh, model=q.model,
         version=_version(q.model), fallback=q.fallback_reason, state=kept or None,
     )  # fmt: skip
+
+
+def past_tail(past: PastRows, series: Series, version: str) -> tuple[float, ...]:
+    """The longest run of ``past`` forecasts made by ``version`` for consecutive intervals
+    that ends with the history's last interval (empty if that interval has none)."""
+    by_interval = {t: (v, wh) for t, v, wh in past}
+    out: list[float] = []
+    t = series.end_epoch_s - series.interval_s
+    while len(out) < len(series.values_wh) and (row := by_interval.get(t)) and row[0] == version:
+        out.append(float(row[1]))
+        t -= series.interval_s
+    return tuple(reversed(out))
 
 
 @dataclass(frozen=True)
