@@ -14,9 +14,10 @@ those forecasts' errors (see :mod:`forecasting._fitted`).
 
 :func:`fit_builtin` is this module's own (``wattmesh simulate``'s service): seasonal
 naive, same-slot mean or Prophet, with the empirical quantiles of the model's own
-day-ahead errors (:mod:`forecasting._quantiles`); Prophet's bands come from its
-in-sample errors on the last days (refitting it for each past day would cost a fit per
-day).
+day-ahead errors over the last 7 days (:func:`forecasting._intervals.to_quantile_forecast`,
+pooling the slots within an hour when those hold 20 errors, else all of them); Prophet's
+bands come from its in-sample errors on the last days (refitting it for each past day
+would cost a fit per day).
 """
 
 from __future__ import annotations
@@ -29,24 +30,19 @@ from typing import Any, Literal, get_args
 
 from wattmesh.forecasting import _prophet, models
 from wattmesh.forecasting._context import ModelContext
+from wattmesh.forecasting._intervals import PointRun, to_quantile_forecast
 from wattmesh.forecasting._models import (
     Forecast,
     Kind,
     Series,
     backtest,
     intervals_per_day,
+    night_slots,
     postprocess_demand,
     postprocess_pv,
     prophet_forecast,
     same_slot_mean,
     seasonal_naive,
-)
-from wattmesh.forecasting._quantiles import (
-    Band,
-    bands,
-    day_ahead_residuals,
-    forecast_slots,
-    slot_offsets,
 )
 
 __all__ = [
@@ -78,6 +74,8 @@ fit); the service keeps past forecasts of these only."""
 PastRows = tuple[tuple[int, str, int], ...]
 """Past point forecasts: ``(interval start epoch s, model version, p50 Wh)`` by interval."""
 RESIDUAL_DAYS = 7
+MIN_PER_WINDOW = 20
+"""Day-ahead errors an hour's window needs for the built-in bands (else all are pooled)."""
 FIT_VERSION = 1  # bumped when what a fit does changes
 
 
@@ -263,26 +261,29 @@ def fit_builtin(
     if choice == "auto":
         choice = _select(series, kind, season)
     if choice == "prophet":
-        forecast, band = _prophet_band(
-            series, steps, kind, minimum=min_history, season=season, capacity_wh=capacity_wh
-        )
+        forecast, calib = _prophet_calib(series, steps, kind, minimum=min_history, season=season)
     else:
         model = _cheap(choice, kind, season)
         forecast = model(series, steps)
-        residuals = day_ahead_residuals(series, model, season_intervals=season, days=RESIDUAL_DAYS)
-        if not residuals and forecast.values_wh:  # under a day: the spread about its mean
-            mean = forecast.values_wh[0]
-            residuals = [(i % season, v - mean) for i, v in enumerate(series.values_wh)]
-        slots = forecast_slots(series, steps, season)
-        offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
-        band = bands(
-            forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
-        )
+        calib = day_ahead_calib(series, model, season=season, days=RESIDUAL_DAYS)
+        if not calib and forecast.values_wh:  # under two days: the spread about its first value
+            calib = (float(forecast.values_wh[0]),) * len(series.values_wh)
+    cap = capacity_wh
+    values = tuple(float(v if cap is None else min(v, cap)) for v in forecast.values_wh)
+    q = to_quantile_forecast(
+        PointRun(values, calib, forecast.model), history_wh=series.values_wh,
+        start_epoch_s=forecast.start_epoch_s, interval_s=series.interval_s, season=season,
+        upper_wh=cap, shift_median=False, pool_slots=max(season // 24, 1),
+        min_per_window=MIN_PER_WINDOW,
+        zero_slots=night_slots(series, season_intervals=season) if kind == "pv" else (),
+    )  # fmt: skip
     return Fitted(
         kind,
         forecast.start_epoch_s,
         series.interval_s,
-        *band,
+        q.p10_wh,
+        q.p50_wh,
+        q.p90_wh,
         model=forecast.model,
         version=_version(forecast.model),
         fallback=forecast.fallback_reason,
@@ -312,9 +313,25 @@ def _select(series: Series, kind: Kind, season: int) -> BuiltinChoice:
     return min(scores)[2]
 
 
-def _prophet_band(
-    series: Series, steps: int, kind: Kind, *, minimum: int, season: int, capacity_wh: int | None
-) -> tuple[Forecast, Band]:
+def day_ahead_calib(
+    series: Series, model: Callable[[Series, int], Forecast], *, season: int, days: int
+) -> tuple[float, ...]:
+    """``model``'s day-ahead forecasts of the last ``days`` days of ``series`` (fewer when
+    the history is shorter: each needs a day of history before it), each from the history
+    before its day; for the last ``len`` intervals of the history."""
+    values = series.values_wh
+    n = len(values)
+    k = max(min(days, n // season - 1), 0)
+    out: list[float] = []
+    for origin in range(n - k * season, n, season):
+        history = Series(series.start_epoch_s, series.interval_s, values[:origin])
+        out.extend(float(v) for v in model(history, season).values_wh)
+    return tuple(out)
+
+
+def _prophet_calib(
+    series: Series, steps: int, kind: Kind, *, minimum: int, season: int
+) -> tuple[Forecast, tuple[float, ...]]:
     n = len(series.values_wh)
     tail = min(RESIDUAL_DAYS * season, n)
     step = series.interval_s
@@ -338,8 +355,8 @@ def _prophet_band(
             naive = seasonal_naive(series, steps, season_intervals=season, kind=kind)
             forecast = Forecast(naive.start_epoch_s, naive.interval_s, naive.values_wh,
                                 naive.model, "prophet failed")  # fmt: skip
-        model = _cheap("naive", kind, season)
-        residuals = day_ahead_residuals(series, model, season_intervals=season, days=RESIDUAL_DAYS)
+        calib = day_ahead_calib(series, _cheap("naive", kind, season), season=season,
+                                days=RESIDUAL_DAYS)  # fmt: skip
     else:
         future = raw[tail:]
         values = (
@@ -348,16 +365,8 @@ def _prophet_band(
             else postprocess_demand(future)
         )
         forecast = Forecast(series.end_epoch_s, step, values, "prophet", None)
-        residuals = [
-            ((n - tail + i) % season, series.values_wh[n - tail + i] - round(raw[i]))
-            for i in range(tail)
-        ]
-    slots = forecast_slots(series, steps, season)
-    offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
-    band = bands(
-        forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
-    )
-    return forecast, band
+        calib = tuple(float(round(raw[i])) for i in range(tail))  # in sample
+    return forecast, calib
 
 
 def _version(model: str) -> str:
