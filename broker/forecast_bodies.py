@@ -47,7 +47,6 @@ HEALTH_COUNTERS: Final = (
     "forecasts_published",
     "fits",  # household fits (both targets) done
     "fit_failures",  # fits that raised (the household keeps its previous model)
-    "model_choices",  # auto's per-household model choices made (backtests) and stored
 )
 HEALTH_STATES: Final = ("starting", "ok", "degraded", "stopped")
 _HEX = "0123456789abcdef"

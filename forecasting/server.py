@@ -21,7 +21,8 @@ models calibrate their bands on them instead of fitting twice). ``auto`` chooses
 household and target's model by backtests every ``select_every_days`` (from
 :data:`SELECT_MIN_DAYS` of history; shorter ones choose at each refit); in between the
 stored choice is fitted by name. A retained signed ``health`` message reports state and
-counters (``model_choices``: choices made and stored).
+counters (``model_choices``, the choices made and stored, is counted in
+:attr:`ForecastServer.counters` but not yet on the wire).
 """
 
 from __future__ import annotations

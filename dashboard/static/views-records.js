@@ -214,7 +214,7 @@
     function forecasterTiles(fc) {
       const cls = fc.state === "ok" ? "ok" : fc.state === "starting" || !fc.heard ? "muted" : "bad";
       const c = fc.counters || {};
-      const counted = ["forecasts_published", "fits", "fit_failures", "model_choices", "readings_verified", "readings_ignored", "logged_readings", "logged_refused"];
+      const counted = ["forecasts_published", "fits", "fit_failures", "readings_verified", "readings_ignored", "logged_readings", "logged_refused"];
       return [
         tile("Forecaster", h("span", { id: "forecaster-state", class: cls, text: fc.state || "not heard" }),
           kv([
