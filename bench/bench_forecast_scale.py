@@ -8,11 +8,16 @@ update (stored fit -> signed retained forecast, no refit). The history: 60 days 
 household, the UCI household's demand (tests/data) and the 5 kWp Greensboro PV, each
 household on its own days, scaled and with its own noise, as cumulative meter registers.
 
-Rows: the one-day seasonal naive (the baseline), ``auto`` (the backtests that choose among
-naive-day, mean-7d and mean-14d, then the chosen model), ``mean-7d`` by name, Prophet
-(demand and PV), the choosing backtests on their own (:func:`forecasting._fit.select_household`
-in the same pool), and the update. Peak RSS of the parent and of the largest worker
-(sampled with psutil over the process tree) beside each.
+The service's days as they come: the history is logged up to a day before the end, and
+the first refits run then (the baseline, and Prophet's first refit: two fits per
+forecast, the second calibrating its band); then the last day's readings are logged and
+the next day's refits run: Prophet's steady state (one fit per forecast, warm-started,
+its band calibrated on its own stored forecasts of the day just logged), the baseline
+again, ``auto`` when it chooses (the backtests among naive-day, mean-7d and mean-14d,
+then the chosen model; stored) and on a day it fits the stored choice, ``mean-7d`` by
+name, the choosing backtests on their own (:func:`forecasting._fit.select_household` in
+the same pool), and the update. Peak RSS of the parent and of the largest worker
+(sampled with psutil over the process tree) and the tree's CPU seconds beside each.
 
 Usage: ``python bench/bench_forecast_scale.py [--households N] [--skip-prophet]
 [--skip-simple] [--window-days D]``
@@ -94,20 +99,24 @@ def _household(rng: random.Random, demand_w: list[float], pv_w: list[float], n: 
         yield ReadingBody(first + (i + 1) * STEP, imp, exp, pv, 0)
 
 
-def populate(store: HistoryStore, households: int) -> list[str]:
+def populate(store: HistoryStore, households: int) -> tuple[list[str], list[LoggedReading]]:
+    """Log every household's readings up to a day before ``NOW``; the last day's readings
+    (logged later, for the next day's refit) are returned."""
     rng = random.Random(14)
     demand_w, pv_w = _profile("uci_household_demand.csv"), _profile("greensboro_pv_5kwp.csv")
     agents = [f"h{k:04d}" for k in range(households)]
     idx = 0
+    last_day: list[LoggedReading] = []
     for first in range(0, households, 50):
-        readings = []
+        readings: list[LoggedReading] = []
         for agent in agents[first : first + 50]:
             for body in _household(rng, demand_w, pv_w, (DAYS + 1) * DAY):
-                readings.append(LoggedReading(agent, idx, body.meter_time, body))
+                logged = LoggedReading(agent, idx, body.meter_time, body)
+                (last_day if body.meter_time > NOW - 86_400 else readings).append(logged)
                 idx += 1
         on = TrainedOn(idx, "ab" * 32)
         store.add_logged(LoggedBatch(readings, [], 0, idx, on))
-    return agents
+    return agents, last_day
 
 
 class PeakRss:
@@ -221,7 +230,7 @@ async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Ro
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(f"sqlite:///{tmp}/forecast.db")
         started = time.perf_counter()
-        agents = populate(store, households)
+        agents, last_day = populate(store, households)
         print(f"  history: {households} x {(DAYS + 1) * DAY} hourly readings stored in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
         keys = {a: SigningKey.generate() for a in agents}
@@ -231,14 +240,26 @@ async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Ro
             address = BrokerAddress("127.0.0.1", port)
             async with Transport(TransportConfig(address=address, client_id="fc-bench")) as link:
                 await asyncio.wait_for(link.wait_connected(), 10)
-                models = [("naive-day", "seasonal naive (baseline)")]
+                yesterday: list[tuple[int, str, str] | None]
+                yesterday = [(NOW - 86_400, "naive-day", "seasonal naive (baseline), day 1")]
+                if not skip_prophet:  # the first refit: cold, two fits per forecast
+                    yesterday.append((NOW - 86_400, "prophet", "Prophet, first (cold, 2 fits)"))
+                today: list[tuple[int, str, str] | None] = []
+                if not skip_prophet:  # the next day's: warm, one fit, band from the past
+                    today.append((NOW, "prophet", "Prophet, steady state (the next day)"))
+                today.append((NOW, "naive-day", "seasonal naive (baseline), day 2"))
                 if not skip_simple:
-                    models += [("auto", "auto: choose + fit"), ("mean-7d", "mean-7d by name")]
-                if not skip_prophet:  # yesterday's refit (cold), then today's (warm from it)
-                    models.append(("prophet", "Prophet, cold"))
-                    models.append(("prophet", "Prophet, warm (the next day)"))
-                for model, label in models:
-                    now = NOW - 86_400 if label == "Prophet, cold" else NOW
+                    today += [
+                        (NOW, "auto", "auto: choose + fit"),
+                        (NOW, "auto", "auto: the stored choice"),
+                        (NOW, "mean-7d", "mean-7d by name"),
+                    ]
+                for step in [*yesterday, None, *today]:
+                    if step is None:  # the last day is logged
+                        on = TrainedOn(len(last_day), "cd" * 32)
+                        store.add_logged(LoggedBatch(last_day, [], 0, len(last_day), on))
+                        continue
+                    now, model, label = step
                     server = _server(topics, link, store, model, registry, now)
                     try:
                         await _timed(
@@ -261,7 +282,8 @@ async def run(households: int, skip_prophet: bool, skip_simple: bool) -> list[Ro
 async def _refit(server: ForecastServer, store: HistoryStore, agents: list[str]) -> str:
     await server.refit_all()
     assert server.counters["fits"] == len(agents), server.counters
-    return _models(store, agents)
+    choices = server.counters["model_choices"]
+    return _models(store, agents) + (f"; {choices} choices made" if choices else "")
 
 
 def _choose(store: HistoryStore, agents: list[str]) -> list[tuple[str, str]]:

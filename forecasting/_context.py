@@ -7,7 +7,7 @@ combinations reuse their members' runs instead of fitting them again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,12 @@ class ModelContext:
     ``country``: ISO 3166 code whose public holidays the demand model knows;
     ``utc_offset_s``: the households' local clock (the days and holidays the models see);
     ``prophet_state``: Prophet's warm start: the previous fit's parameters in, this forecast's
-    full fit's parameters out (None: cold, nothing kept).
+    full fit's parameters out (None: cold, nothing kept);
+    ``past_forecasts``: per model name, that model's own earlier point forecasts (Wh per
+    interval, made by the service at its earlier refits, each from an origin before the
+    interval) for the last ``len`` intervals of the history, one contiguous stretch ending
+    where the history ends. The fitted models use them as their calibration forecasts
+    instead of a second fit on the shortened history (:mod:`forecasting._fitted`).
     """
 
     kind: Kind
@@ -53,6 +58,9 @@ class ModelContext:
     utc_offset_s: int = 0
     calib_days: int = CALIB_DAYS
     prophet_state: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    past_forecasts: Mapping[str, tuple[float, ...]] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
 
 @dataclass

@@ -5,14 +5,19 @@ and result are plain, picklable values): per target, :func:`fit_target` forecast
 ``steps`` intervals from the end of the history with the configured model of
 :mod:`forecasting.models` and its quantiles (``auto``: the one of :data:`CATALOG_AUTO`
 that :func:`forecasting.models.select_model` picks from day-ahead backtests on the
-household's own last days). Under a day of history (no model has a season yet) it uses
-the stand-in of :func:`fit_builtin`.
+household's own last days; the service runs that choice every ``select_every_days`` and
+otherwise names the stored one). Under a day of history (no model has a season yet) it uses
+the stand-in of :func:`fit_builtin`. The fitted models (:data:`USES_PAST`) take the
+service's own earlier forecasts of the history's last intervals (``FitJob.demand_past``,
+``pv_past``) as their calibration forecasts: one fit instead of two, and the band from
+those forecasts' errors (see :mod:`forecasting._fitted`).
 
 :func:`fit_builtin` is this module's own (``wattmesh simulate``'s service): seasonal
 naive, same-slot mean or Prophet, with the empirical quantiles of the model's own
-day-ahead errors (:mod:`forecasting._quantiles`); Prophet's bands come from its
-in-sample errors on the last days (refitting it for each past day would cost a fit per
-day).
+day-ahead errors over the last 7 days (:func:`forecasting._intervals.to_quantile_forecast`,
+pooling the slots within an hour when those hold 20 errors, else all of them); Prophet's
+bands come from its in-sample errors on the last days (refitting it for each past day
+would cost a fit per day).
 """
 
 from __future__ import annotations
@@ -25,29 +30,25 @@ from typing import Any, Literal, get_args
 
 from wattmesh.forecasting import _prophet, models
 from wattmesh.forecasting._context import ModelContext
+from wattmesh.forecasting._intervals import PointRun, to_quantile_forecast
 from wattmesh.forecasting._models import (
     Forecast,
     Kind,
     Series,
     backtest,
     intervals_per_day,
+    night_slots,
     postprocess_demand,
     postprocess_pv,
     prophet_forecast,
     same_slot_mean,
     seasonal_naive,
 )
-from wattmesh.forecasting._quantiles import (
-    Band,
-    bands,
-    day_ahead_residuals,
-    forecast_slots,
-    slot_offsets,
-)
 
 __all__ = [
     "AUTO_CANDIDATES",
     "CATALOG_AUTO",
+    "USES_PAST",
     "FitJob",
     "Fitted",
     "ModelChoice",
@@ -55,6 +56,7 @@ __all__ = [
     "fit_builtin",
     "fit_household",
     "fit_target",
+    "past_tail",
     "select_household",
     "select_target",
 ]
@@ -66,7 +68,14 @@ CATALOG_AUTO: tuple[str, ...] = ("naive-day", "mean-7d", "mean-14d")
 """What ``auto`` chooses among in the service, by a backtest on the household's own last
 days at each refit (cheap models only; name a costlier one to use it)."""
 ALIASES = {"naive": "naive-day", "same_slot_mean": "mean-7d"}
+USES_PAST = frozenset(("prophet", "mstl"))
+"""The models whose bands the service's own past forecasts calibrate (instead of a second
+fit); the service keeps past forecasts of these only."""
+PastRows = tuple[tuple[int, str, int], ...]
+"""Past point forecasts: ``(interval start epoch s, model version, p50 Wh)`` by interval."""
 RESIDUAL_DAYS = 7
+MIN_PER_WINDOW = 20
+"""Day-ahead errors an hour's window needs for the built-in bands (else all are pooled)."""
 FIT_VERSION = 1  # bumped when what a fit does changes
 
 
@@ -85,6 +94,8 @@ class FitJob:
     pv_capacity_w: int | None = None
     demand_state: Mapping[str, Any] | None = None  # the previous fit's Prophet parameters
     pv_state: Mapping[str, Any] | None = None
+    demand_past: PastRows = ()  # the service's earlier forecasts (forecast_past)
+    pv_past: PastRows = ()
 
 
 @dataclass(frozen=True)
@@ -110,12 +121,14 @@ def fit_household(job: FitJob) -> tuple[Fitted, Fitted]:
     pv = Series(job.start_s, job.interval_s, job.pv_wh)
     return (
         fit_target(
-            demand, job.steps, "demand", job.demand_model, capacity_w=None, state=job.demand_state
+            demand, job.steps, "demand", job.demand_model, capacity_w=None,
+            state=job.demand_state, past=job.demand_past,
         ),
         fit_target(
-            pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w, state=job.pv_state
+            pv, job.steps, "pv", job.pv_model, capacity_w=job.pv_capacity_w, state=job.pv_state,
+            past=job.pv_past,
         ),
-    )
+    )  # fmt: skip
 
 
 def select_household(job: FitJob) -> tuple[str, str]:
@@ -154,11 +167,15 @@ def fit_target(
     *,
     capacity_w: int | None,
     state: Mapping[str, Any] | None = None,
+    past: PastRows = (),
 ) -> Fitted:
     """The service's forecast of one target: ``choice`` from :mod:`forecasting.models`
     (``auto``: the one of :data:`CATALOG_AUTO` its backtest selects). Under a day of
     history, the built-in stand-in (its mean and spread, model ``history_mean``).
-    ``state``: the previous fit's (Prophet warm-starts from it); the result carries its own."""
+    ``state``: the previous fit's (Prophet warm-starts from it); the result carries its own.
+    ``past``: the service's earlier forecasts; the stretch of them that the chosen model
+    made (same version) and that ends where the history ends calibrates its band
+    (:func:`past_tail`)."""
     problem = check_choice(choice, kind)
     if problem is not None:
         raise ValueError(problem)
@@ -173,11 +190,26 @@ def fit_target(
     name = ALIASES.get(choice, choice)
     if name == "auto":
         name = _select_catalog(series, ctx, season)
+    if name in USES_PAST and (tail := past_tail(past, series, _version(name))):
+        ctx = ModelContext(kind=kind, capacity_w=capacity_w, prophet_state=kept,
+                           past_forecasts={name: tail})  # fmt: skip
     q = models.forecast(name, series, steps, ctx)
     return Fitted(
         kind, q.start_epoch_s, q.interval_s, q.p10_wh, q.p50_wh, q.p90_wh, model=q.model,
         version=_version(q.model), fallback=q.fallback_reason, state=kept or None,
     )  # fmt: skip
+
+
+def past_tail(past: PastRows, series: Series, version: str) -> tuple[float, ...]:
+    """The longest run of ``past`` forecasts made by ``version`` for consecutive intervals
+    that ends with the history's last interval (empty if that interval has none)."""
+    by_interval = {t: (v, wh) for t, v, wh in past}
+    out: list[float] = []
+    t = series.end_epoch_s - series.interval_s
+    while len(out) < len(series.values_wh) and (row := by_interval.get(t)) and row[0] == version:
+        out.append(float(row[1]))
+        t -= series.interval_s
+    return tuple(reversed(out))
 
 
 @dataclass(frozen=True)
@@ -229,26 +261,29 @@ def fit_builtin(
     if choice == "auto":
         choice = _select(series, kind, season)
     if choice == "prophet":
-        forecast, band = _prophet_band(
-            series, steps, kind, minimum=min_history, season=season, capacity_wh=capacity_wh
-        )
+        forecast, calib = _prophet_calib(series, steps, kind, minimum=min_history, season=season)
     else:
         model = _cheap(choice, kind, season)
         forecast = model(series, steps)
-        residuals = day_ahead_residuals(series, model, season_intervals=season, days=RESIDUAL_DAYS)
-        if not residuals and forecast.values_wh:  # under a day: the spread about its mean
-            mean = forecast.values_wh[0]
-            residuals = [(i % season, v - mean) for i, v in enumerate(series.values_wh)]
-        slots = forecast_slots(series, steps, season)
-        offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
-        band = bands(
-            forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
-        )
+        calib = day_ahead_calib(series, model, season=season, days=RESIDUAL_DAYS)
+        if not calib and forecast.values_wh:  # under two days: the spread about its first value
+            calib = (float(forecast.values_wh[0]),) * len(series.values_wh)
+    cap = capacity_wh
+    values = tuple(float(v if cap is None else min(v, cap)) for v in forecast.values_wh)
+    q = to_quantile_forecast(
+        PointRun(values, calib, forecast.model), history_wh=series.values_wh,
+        start_epoch_s=forecast.start_epoch_s, interval_s=series.interval_s, season=season,
+        upper_wh=cap, shift_median=False, pool_slots=max(season // 24, 1),
+        min_per_window=MIN_PER_WINDOW,
+        zero_slots=night_slots(series, season_intervals=season) if kind == "pv" else (),
+    )  # fmt: skip
     return Fitted(
         kind,
         forecast.start_epoch_s,
         series.interval_s,
-        *band,
+        q.p10_wh,
+        q.p50_wh,
+        q.p90_wh,
         model=forecast.model,
         version=_version(forecast.model),
         fallback=forecast.fallback_reason,
@@ -278,9 +313,25 @@ def _select(series: Series, kind: Kind, season: int) -> BuiltinChoice:
     return min(scores)[2]
 
 
-def _prophet_band(
-    series: Series, steps: int, kind: Kind, *, minimum: int, season: int, capacity_wh: int | None
-) -> tuple[Forecast, Band]:
+def day_ahead_calib(
+    series: Series, model: Callable[[Series, int], Forecast], *, season: int, days: int
+) -> tuple[float, ...]:
+    """``model``'s day-ahead forecasts of the last ``days`` days of ``series`` (fewer when
+    the history is shorter: each needs a day of history before it), each from the history
+    before its day; for the last ``len`` intervals of the history."""
+    values = series.values_wh
+    n = len(values)
+    k = max(min(days, n // season - 1), 0)
+    out: list[float] = []
+    for origin in range(n - k * season, n, season):
+        history = Series(series.start_epoch_s, series.interval_s, values[:origin])
+        out.extend(float(v) for v in model(history, season).values_wh)
+    return tuple(out)
+
+
+def _prophet_calib(
+    series: Series, steps: int, kind: Kind, *, minimum: int, season: int
+) -> tuple[Forecast, tuple[float, ...]]:
     n = len(series.values_wh)
     tail = min(RESIDUAL_DAYS * season, n)
     step = series.interval_s
@@ -304,8 +355,8 @@ def _prophet_band(
             naive = seasonal_naive(series, steps, season_intervals=season, kind=kind)
             forecast = Forecast(naive.start_epoch_s, naive.interval_s, naive.values_wh,
                                 naive.model, "prophet failed")  # fmt: skip
-        model = _cheap("naive", kind, season)
-        residuals = day_ahead_residuals(series, model, season_intervals=season, days=RESIDUAL_DAYS)
+        calib = day_ahead_calib(series, _cheap("naive", kind, season), season=season,
+                                days=RESIDUAL_DAYS)  # fmt: skip
     else:
         future = raw[tail:]
         values = (
@@ -314,16 +365,8 @@ def _prophet_band(
             else postprocess_demand(future)
         )
         forecast = Forecast(series.end_epoch_s, step, values, "prophet", None)
-        residuals = [
-            ((n - tail + i) % season, series.values_wh[n - tail + i] - round(raw[i]))
-            for i in range(tail)
-        ]
-    slots = forecast_slots(series, steps, season)
-    offsets = slot_offsets(residuals, season_intervals=season, slots=slots)
-    band = bands(
-        forecast, series, offsets, kind=kind, season_intervals=season, capacity_wh=capacity_wh
-    )
-    return forecast, band
+        calib = tuple(float(round(raw[i])) for i in range(tail))  # in sample
+    return forecast, calib
 
 
 def _version(model: str) -> str:

@@ -1,12 +1,21 @@
 """The fitted models: Prophet (demand and PV variants) and MSTL from statsforecast.
 
-Each is fitted twice per forecast: on the whole history for the forecast, and on the
+Where the 10/90 % band comes from: the model's own out-of-sample errors on the last days
+of the history. In the service (``forecast serve``) those are the model's own earlier
+forecasts: at each refit the previous refit's point forecasts of the intervals logged
+since are kept (:class:`forecasting.history.HistoryStore`, the last
+:data:`~forecasting.history.PAST_DAYS` days) and come back as
+``ModelContext.past_forecasts``; with at least :data:`MIN_PAST_DAYS` day of them (a contiguous
+stretch ending at the history's end, by the same model) the model is fitted once, on the
+whole history, and its band comes from the errors of those forecasts (mostly up to a day
+ahead, like the forecast it serves). Without them (a household's first fit, a model just
+changed, a backtest) it is fitted twice: on the whole history for the forecast, and on the
 history less its last calibration days to forecast those days, whose errors calibrate the
-intervals (out of sample, so the intervals are honest; one to fourteen days ahead, so a
-little wide). Prophet's calibration fit starts its optimiser from the full fit's parameters
-(a warm start: it converges in fewer steps), and the full fit from the previous refit's
-when the caller keeps them (``ModelContext.prophet_state``). A fit that fails falls back to the
-previous-day seasonal naive, with a reason.
+band (out of sample too; one to fourteen days ahead, so a little wide). Prophet's
+calibration fit starts its optimiser from the full fit's parameters (a warm start: it
+converges in fewer steps), and the full fit from the previous refit's when the caller keeps
+them (``ModelContext.prophet_state``). A fit that fails falls back to the previous-day
+seasonal naive, with a reason.
 
 Prophet for demand: daily (Fourier order 10) and weekly seasonality, the configured
 country's public holidays, and the temperature as a regressor when the weather provider
@@ -34,6 +43,8 @@ _log = logging.getLogger(__name__)
 _MAX_REASON_CHARS = 300
 MIN_FIT_DAYS = 3
 """Fewer days of history than this and the fitted models fall back to seasonal naive."""
+MIN_PAST_DAYS = 1
+"""Days of the model's own past forecasts that replace its calibration fit."""
 
 Fit = Callable[[int, int], list[float]]
 """``fit(train_len, steps)``: fit on the first ``train_len`` values, forecast ``steps``."""
@@ -45,16 +56,32 @@ def _two_fits(job: Job, fit: Fit, model: str) -> PointRun:
         substitute = naive_lag(job, days=1, model="naive-day")
         reason = f"history of {n} intervals is under {MIN_FIT_DAYS} days: seasonal naive"
         return PointRun(substitute.values, substitute.calib, model=model, fallback_reason=reason)
+    past = _past(job, model)
     try:
         values = fit(n, job.horizon)
         m = job.calib_len
-        calib = fit(n - m, m) if m > 0 and n - m >= MIN_FIT_DAYS * job.season else []
+        if past:
+            calib: Sequence[float] = past  # the model's own earlier forecasts: no second fit
+        elif m > 0 and n - m >= MIN_FIT_DAYS * job.season:
+            calib = fit(n - m, m)
+        else:
+            calib = []
     except Exception as exc:  # any library failure means: use the substitute, and say so
         _log.debug("%s failed, falling back to seasonal naive", model, exc_info=True)
         substitute = naive_lag(job, days=1, model="naive-day")
         reason = f"{model} failed: {type(exc).__name__}: {exc}"[:_MAX_REASON_CHARS]
         return PointRun(substitute.values, substitute.calib, model=model, fallback_reason=reason)
     return PointRun(tuple(values), tuple(calib), model=model)
+
+
+def _past(job: Job, model: str) -> tuple[float, ...]:
+    """``model``'s own past forecasts of the history's last intervals (at most the
+    calibration length), or () when there is under :data:`MIN_PAST_DAYS` of them."""
+    past = job.ctx.past_forecasts.get(model, ())
+    keep = min(len(past), len(job.values), job.ctx.calib_days * job.season)
+    if keep < MIN_PAST_DAYS * job.season:
+        return ()
+    return tuple(past[len(past) - keep :])
 
 
 def _filled(values: Sequence[float | None]) -> list[float] | None:

@@ -8,6 +8,11 @@ forecast (empirical, split-conformal style). For demand the 50 % quantile shifts
 forecast by the median of its errors, towards the forecast whose absolute error is smallest
 (household demand is skewed: rare high peaks pull a mean up).
 
+The one implementation of residual quantiles: the service's models (:mod:`forecasting.models`)
+and ``wattmesh simulate``'s built-in forecaster (:func:`forecasting._fit.fit_builtin`,
+which pools the slots within an hour, falls back to all residuals where a window holds
+under 20, and does not shift the median) both end here.
+
 Units: Wh per interval (floats inside, integer Wh out), epoch seconds, interval seconds.
 """
 
@@ -98,12 +103,15 @@ def _slot_residuals(
 
 
 def _slot_quantiles(
-    by_slot: list[list[float]], pool: int, *, shift_median: bool
+    by_slot: list[list[float]], pool: int, *, shift_median: bool, min_per_window: int
 ) -> list[tuple[float, float, float]]:
     season = len(by_slot)
+    everywhere = sorted(r for rs in by_slot for r in rs)
     out: list[tuple[float, float, float]] = []
     for slot in range(season):
         pooled = sorted(r for d in range(-pool, pool + 1) for r in by_slot[(slot + d) % season])
+        if len(pooled) < min_per_window or len(everywhere) < min_per_window:
+            pooled = everywhere
         if not pooled:
             out.append((0.0, 0.0, 0.0))
             continue
@@ -123,23 +131,29 @@ def to_quantile_forecast(
     upper_wh: int | None = None,
     zero_slots: Collection[int] = (),
     shift_median: bool = True,
+    pool_slots: int | None = None,
+    min_per_window: int = 0,
 ) -> QuantileForecast:
     """The quantile forecast for ``run`` made after ``history_wh`` (see the module docstring).
 
     Steps whose slot (``(len(history) + h) % season``) is in ``zero_slots`` (PV nights) are
     exactly 0; every quantile is clipped to ``[0, upper_wh]``. With ``shift_median`` False
     the 50 % quantile is the point forecast itself (PV: the shift did worse on the tuning
-    months, whose errors are bimodal: sunny or not).
+    months, whose errors are bimodal: sunny or not). ``pool_slots``: the slots either side
+    pooled (default: those within :data:`POOL_SECONDS`); a window holding fewer than
+    ``min_per_window`` residuals (or all of them fewer) takes every residual instead.
     """
     n = len(history_wh)
     m = len(run.calib)
     if m > n:
         raise ValueError("more calibration forecasts than history")
-    pool = POOL_SECONDS // interval_s
+    pool = POOL_SECONDS // interval_s if pool_slots is None else pool_slots
     by_slot = _slot_residuals(
         history_wh[n - m :], run.calib, first_slot=(n - m) % season, season=season
     )
-    quants = _slot_quantiles(by_slot, min(pool, season // 2), shift_median=shift_median)
+    quants = _slot_quantiles(
+        by_slot, min(pool, season // 2), shift_median=shift_median, min_per_window=min_per_window
+    )
     zero = frozenset(zero_slots)
     p10: list[int] = []
     p50: list[int] = []

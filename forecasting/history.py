@@ -6,7 +6,12 @@ whose tree covers them (:meth:`HistoryStore.add_logged`, one transaction with th
 position read up to), so the training data of every fit is "the logged readings up to
 checkpoint N". A household's fit (both targets' bands, model, version, the checkpoint
 it was trained on, and Prophet's fitted parameters, the next refit's warm start) is kept,
-so a restarted service need not refit. Nothing here holds
+so a restarted service need not refit. Two small tables serve the next refits: the point
+forecasts earlier fits made of intervals logged since (``forecast_past``, the last
+:data:`PAST_DAYS` days: the fitted models' out-of-sample errors, their bands' calibration,
+see :mod:`forecasting._fitted`), and each household and target's ``auto`` model choice
+with when it was made (``forecast_choice``: the choosing backtests run every
+``select_every_days``, not at every refit). Nothing here holds
 every household at once: history and fits are read per household.
 
 The settlements the log holds (metered export and P2P energy sold per household and
@@ -19,20 +24,13 @@ back as flagged, like the ledger's own flags).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Engine,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     create_engine,
     delete,
     event,
@@ -44,9 +42,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from wattmesh.broker.forecast_bodies import TrainedOn
 from wattmesh.broker.messages import ReadingBody
 from wattmesh.forecasting._fit import Fitted
+from wattmesh.forecasting._history_tables import (
+    CHOICE,
+    EPISODES,
+    FITS,
+    META,
+    PAST,
+    READINGS,
+    SETTLED,
+    STATE,
+)
 from wattmesh.forecasting.service import demand_and_pv
 
 __all__ = [
+    "PAST_DAYS",
     "Episode",
     "HistoryStore",
     "LoggedBatch",
@@ -56,55 +65,8 @@ __all__ = [
     "series_from_readings",
 ]
 
-_META = MetaData()
-READINGS = Table(
-    "forecast_reading",
-    _META,
-    Column("agent", String(64), primary_key=True),
-    Column("meter_time", BigInteger, primary_key=True, autoincrement=False),
-    Column("log_idx", BigInteger, nullable=False),
-    Column("interval", BigInteger, nullable=False),  # the signed header's interval
-    Column("flagged", Boolean, nullable=False, default=False),  # by the ledger: not learnt
-    Column("import_wh", BigInteger, nullable=False),
-    Column("export_wh", BigInteger, nullable=False),
-    Column("pv_wh", BigInteger, nullable=False),
-    Column("battery_in_wh", BigInteger),
-    Column("battery_out_wh", BigInteger),
-)
-FITS = Table(
-    "forecast_fit",
-    _META,
-    Column("agent", String(64), primary_key=True),
-    Column("fitted_s", BigInteger, nullable=False),
-    Column("trained_size", BigInteger),
-    Column("trained_root", String(64)),
-    Column("data", Text, nullable=False),  # JSON: both targets' Fitted
-)
-SETTLED = Table(
-    "forecast_settled",
-    _META,
-    Column("agent", String(64), primary_key=True),
-    Column("interval", BigInteger, primary_key=True, autoincrement=False),
-    Column("export_wh", BigInteger, nullable=False),  # metered
-    Column("sold_wh", BigInteger, nullable=False),  # P2P
-)
-EPISODES = Table(
-    "forecast_episode",
-    _META,
-    Column("agent", String(64), primary_key=True),
-    Column("kind", String(32), primary_key=True),
-    Column("interval", BigInteger, primary_key=True, autoincrement=False),  # as published
-    Column("window_start", BigInteger, nullable=False),  # evidence window, widened by
-    Column("window_end", BigInteger, nullable=False),  # later flags overlapping it
-)
-STATE = Table(
-    "forecast_state",
-    _META,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("log_position", BigInteger, nullable=False),  # log entries read so far
-    Column("tree_size", BigInteger),
-    Column("root", String(64)),
-)
+PAST_DAYS = 7
+"""Days of past point forecasts kept per household and target (older rows are deleted)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +133,7 @@ class HistoryStore:
         self.engine: Engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _META.create_all(self.engine)
+        META.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -340,6 +302,58 @@ class HistoryStore:
     def fitted_agents(self) -> list[str]:
         with self.engine.connect() as conn:
             return [str(a) for a in conn.execute(select(FITS.c.agent)).scalars()]
+
+    def keep_past(self, previous: StoredFit, history_end_s: int, models: Collection[str]) -> None:
+        """Keep ``previous``'s point forecasts of the intervals logged since it was made
+        (from its start up to ``history_end_s``) for the targets whose model is one of
+        ``models`` (a fallback's forecasts are not that model's); a forecast already kept
+        for an interval stays (the earliest origin). Rows more than :data:`PAST_DAYS` days
+        before ``history_end_s`` are deleted."""
+        rows = []
+        for f in (previous.demand, previous.pv):
+            if f.model not in models or f.fallback is not None:
+                continue
+            count = min(len(f.p50_wh), max(history_end_s - f.start_s, 0) // f.interval_s)
+            rows += [
+                {"agent": previous.agent, "target": f.target, "version": f.version,
+                 "interval": f.start_s + i * f.interval_s, "p50_wh": f.p50_wh[i]}
+                for i in range(count)
+            ]  # fmt: skip
+        with self.engine.begin() as conn:
+            if rows:
+                keys = ["agent", "target", "interval"]
+                conn.execute(_insert_ignore(self.engine, PAST, keys), rows)
+            conn.execute(
+                delete(PAST).where(
+                    PAST.c.agent == previous.agent,
+                    PAST.c.interval < history_end_s - PAST_DAYS * 86_400,
+                )
+            )
+
+    def past(self, agent: str) -> dict[str, tuple[tuple[int, str, int], ...]]:
+        """Per target, the kept past forecasts ``(interval, version, p50 Wh)`` by interval."""
+        query = select(PAST).where(PAST.c.agent == agent).order_by(PAST.c.interval)
+        out: dict[str, list[tuple[int, str, int]]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                out.setdefault(str(r.target), []).append(
+                    (int(r.interval), str(r.version), int(r.p50_wh))
+                )
+        return {target: tuple(rows) for target, rows in out.items()}
+
+    def choices(self, agent: str) -> dict[str, tuple[str, int]]:
+        """Per target, the model ``auto`` chose for ``agent`` and when (epoch s)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(CHOICE).where(CHOICE.c.agent == agent))
+            return {str(r.target): (str(r.model), int(r.chosen_s)) for r in rows}
+
+    def save_choice(self, agent: str, target: str, model: str, chosen_s: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(CHOICE).where(CHOICE.c.agent == agent, CHOICE.c.target == target))
+            conn.execute(
+                CHOICE.insert(),
+                [{"agent": agent, "target": target, "model": model, "chosen_s": chosen_s}],
+            )
 
 
 def series_from_readings(

@@ -15,8 +15,14 @@ household by household (never every household's model at once): all of them on t
 daily schedule (``refit_hour_utc``), and at once a household whose fit is a stand-in
 for too little history (refitted with every logged batch) or no longer covers the
 interval asked for. Each refit hands the fit the household's stored one (Prophet
-warm-starts from its parameters). A retained signed ``health`` message reports state and
-counters.
+warm-starts from its parameters) and the point forecasts earlier fits made of the
+intervals logged since (kept for :data:`~forecasting.history.PAST_DAYS` days: the fitted
+models calibrate their bands on them instead of fitting twice). ``auto`` chooses each
+household and target's model by backtests every ``select_every_days`` (from
+:data:`SELECT_MIN_DAYS` of history; shorter ones choose at each refit); in between the
+stored choice is fitted by name. A retained signed ``health`` message reports state and
+counters (``model_choices``, the choices made and stored, is counted in
+:attr:`ForecastServer.counters` but not yet on the wire).
 """
 
 from __future__ import annotations
@@ -39,9 +45,17 @@ from wattmesh.broker.messages import ForecastBody, HealthBody, ReadingBody, Sign
 from wattmesh.broker.topics import READING, Topics
 from wattmesh.broker.transport import Message, Transport
 from wattmesh.forecasting import _neighbourhood
-from wattmesh.forecasting._fit import FitJob, ModelChoice, check_choice, fit_household
+from wattmesh.forecasting._fit import (
+    CATALOG_AUTO,
+    USES_PAST,
+    FitJob,
+    ModelChoice,
+    check_choice,
+    fit_household,
+)
 from wattmesh.forecasting._models import intervals_per_day
 from wattmesh.forecasting._serve_anomalies import flags_after_fit
+from wattmesh.forecasting._serve_bodies import body_of, covers, was_chosen
 from wattmesh.forecasting.anomaly import anomaly_body
 from wattmesh.forecasting.history import (
     Episode,
@@ -56,6 +70,9 @@ __all__ = ["ForecastServer", "ModelChoice", "ServeConfig", "check_choice"]
 _LOG = logging.getLogger(__name__)
 SERVICE_ID = "forecaster"
 STAND_IN = "history_mean"  # the model of too little history
+SELECT_MIN_DAYS = 7
+"""Days of history from which an ``auto`` choice is stored and kept (its backtest has
+its full 5 day-ahead origins)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class ServeConfig:
     pv_model: ModelChoice = "auto"
     refit_hour_utc: int = 2
     workers: int = 2  # 0: fit in this process
+    select_every_days: int = 7  # auto: the choosing backtests' schedule
     pv_capacity_w: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -152,17 +170,17 @@ class ForecastServer:
         does not reach that far; a forecast of zeros before it has any history)."""
         horizon = self.config.horizon
         fit = await asyncio.to_thread(self.store.fit, agent)
-        if fit is None or not _covers(fit, interval, horizon):
+        if fit is None or not covers(fit, interval, horizon):
             await self.refit([agent])
             fit = await asyncio.to_thread(self.store.fit, agent)
-        if fit is None or not _covers(fit, interval, horizon):
+        if fit is None or not covers(fit, interval, horizon):
             zero = (0,) * horizon
             body = ForecastBody(
                 interval, self.config.interval_s, zero, zero, "zero", "no logged history yet",
                 version="zero/1", issued_s=int(self.clock()), trained_on=None,
             )  # fmt: skip
         else:
-            body = _body(fit, interval, horizon, issued_s=int(self.clock()))
+            body = body_of(fit, interval, horizon, issued_s=int(self.clock()))
         message = self._signer.sign(
             body, interval=interval, seq=self._next_seq(),
             expires=interval + horizon * self.config.interval_s,
@@ -208,7 +226,7 @@ class ForecastServer:
         _, trained_on = await asyncio.to_thread(self.store.position)
         interval = now - now % step
         fit = StoredFit(_neighbourhood.NEIGHBOURHOOD, now, trained_on, demand, pv)
-        body = _body(fit, interval, horizon, issued_s=now)
+        body = body_of(fit, interval, horizon, issued_s=now)
         reason = _neighbourhood.left_out_reason(agg)
         if reason is not None:
             body = dataclasses.replace(
@@ -271,6 +289,18 @@ class ForecastServer:
         )
         if not demand:
             return
+        history_end = start + len(demand) * self.config.interval_s
+        if previous is not None:  # its forecasts of what was logged since: the next bands
+            await asyncio.to_thread(self.store.keep_past, previous, history_end, USES_PAST)
+        past = await asyncio.to_thread(self.store.past, agent)
+        choices = await asyncio.to_thread(self.store.choices, agent)
+        days = len(demand) // self._day
+        models = {
+            target: self._model(configured, choices.get(target), now, days)
+            for target, configured in (
+                ("demand", self.config.demand_model), ("pv", self.config.pv_model)
+            )
+        }  # fmt: skip
         job = FitJob(
             agent=agent,
             start_s=start,
@@ -278,11 +308,13 @@ class ForecastServer:
             demand_wh=tuple(demand),
             pv_wh=tuple(pv),
             steps=self._steps(start + len(demand) * self.config.interval_s, now),
-            demand_model=self.config.demand_model,
-            pv_model=self.config.pv_model,
+            demand_model=models["demand"],
+            pv_model=models["pv"],
             pv_capacity_w=self.config.pv_capacity_w.get(agent),
             demand_state=None if previous is None else previous.demand.state,
             pv_state=None if previous is None else previous.pv.state,
+            demand_past=past.get("demand", ()),
+            pv_past=past.get("pv", ()),
         )  # fmt: skip
         try:
             if self.config.workers == 0:
@@ -300,6 +332,11 @@ class ForecastServer:
         fit = StoredFit(agent, now, trained_on, demand_fit, pv_fit)
         await asyncio.to_thread(self.store.save_fit, fit)
         self.counters["fits"] += 1
+        for fitted in (demand_fit, pv_fit):
+            if models[fitted.target] == "auto" and was_chosen(fitted) and days >= SELECT_MIN_DAYS:
+                await asyncio.to_thread(self.store.save_choice, agent, fitted.target,
+                                        fitted.model, now)  # fmt: skip
+                self.counters["model_choices"] += 1
         await self.publish_anomalies(agent, rows, previous)
 
     async def publish_anomalies(
@@ -335,6 +372,17 @@ class ForecastServer:
                 self.config.topics.anomaly(agent), message.to_wire(), qos=1
             )
             self.counters["anomalies_published"] += 1
+
+    def _model(
+        self, configured: ModelChoice, stored: tuple[str, int] | None, now: int, days: int
+    ) -> ModelChoice:
+        """What to fit: ``auto``'s stored choice while younger than ``select_every_days``
+        (and the history long enough to have made it), else what is configured."""
+        if configured != "auto" or stored is None or days < SELECT_MIN_DAYS:
+            return configured
+        model, chosen_s = stored
+        fresh = now - chosen_s < self.config.select_every_days * 86_400
+        return model if fresh and model in CATALOG_AUTO else configured
 
     def _steps(self, history_end: int, now: int) -> int:
         """Enough to forecast ``horizon`` intervals from now until a day from now."""
@@ -433,29 +481,3 @@ class ForecastServer:
         if isinstance(self._pool, ProcessPoolExecutor):
             self._pool.shutdown(cancel_futures=True)
         self._pool = None
-
-
-def _covers(fit: StoredFit, interval: int, horizon: int) -> bool:
-    offset = (interval - fit.demand.start_s) // fit.demand.interval_s
-    return offset >= 0 and offset + horizon <= len(fit.demand.p50_wh)
-
-
-def _body(fit: StoredFit, interval: int, horizon: int, *, issued_s: int) -> ForecastBody:
-    d, p = fit.demand, fit.pv
-    a = (interval - d.start_s) // d.interval_s
-    b = a + horizon
-    return ForecastBody(
-        start=interval,
-        interval_s=d.interval_s,
-        demand_wh=d.p50_wh[a:b],
-        pv_wh=p.p50_wh[a:b],
-        model=d.model if d.model == p.model else f"{d.model}+{p.model}",
-        fallback=d.fallback or p.fallback,
-        version=d.version if d.version == p.version else f"{d.version}+{p.version}",
-        issued_s=issued_s,
-        trained_on=fit.trained_on,
-        demand_p10_wh=d.p10_wh[a:b],
-        demand_p90_wh=d.p90_wh[a:b],
-        pv_p10_wh=p.p10_wh[a:b],
-        pv_p90_wh=p.p90_wh[a:b],
-    )

@@ -50,6 +50,7 @@ def test_defaults_fill_a_minimal_file(folder: Path) -> None:
     path.write_text(BASE, encoding="utf-8")
     config = load_forecast_config(path)
     assert (config.demand_model, config.pv_model, config.refit_hour_utc) == ("auto", "auto", 2)
+    assert config.select_every_days == 7
     assert config.db_url == f"sqlite:///{folder / 'forecast.db'}"
     assert config.ledger_url == f"sqlite:///{folder / 'ledger.db'}"
     assert set(config.households) == {"h001"}
@@ -78,7 +79,7 @@ def test_every_problem_is_named_by_its_path_in_one_round(
         BASE.replace('"forecaster/private_key.pem"', '"missing.pem"').replace(
             'registry_file = "registry.json"', 'registry_file = "none.json"\nbogus = 1'
         )
-        + '[models]\ndemand = "magic"\nhorizon = 0\n'
+        + '[models]\ndemand = "magic"\nhorizon = 0\nselect_every_days = 0\n'
         + "[refit]\nhour_utc = 24\n"
         + '[database]\nurl = "sqlite:///:memory:"\n',
         encoding="utf-8",
@@ -86,7 +87,13 @@ def test_every_problem_is_named_by_its_path_in_one_round(
     code, out, err = _validate(path, capsys)
     assert (code, out) == (1, "")
     lines = err.splitlines()
-    for where in ("bogus: unknown key", "models.demand:", "models.horizon:", "refit.hour_utc:"):
+    for where in (
+        "bogus: unknown key",
+        "models.demand:",
+        "models.horizon:",
+        "models.select_every_days:",
+        "refit.hour_utc:",
+    ):
         assert any(f"{path}: {where}" in line for line in lines), (where, lines)
     assert any("database.url:" in line for line in lines), lines  # beside the schema's
 

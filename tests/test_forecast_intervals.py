@@ -1,12 +1,28 @@
-"""Prediction intervals: empirical quantiles of a model's own day-ahead errors, clipped."""
+"""Prediction intervals: empirical quantiles of a model's own day-ahead errors, clipped
+(``wattmesh simulate``'s built-in forecaster's bands, by the one implementation in
+``forecasting._intervals``)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
-from wattmesh.forecasting._fit import FitJob, fit_builtin, fit_household
-from wattmesh.forecasting._models import Forecast, Series, seasonal_naive
-from wattmesh.forecasting._quantiles import bands, day_ahead_residuals, quantile, slot_offsets
+import pytest
+
+from wattmesh.forecasting._fit import (
+    MIN_PER_WINDOW,
+    FitJob,
+    day_ahead_calib,
+    fit_builtin,
+    fit_household,
+)
+from wattmesh.forecasting._intervals import (
+    PointRun,
+    QuantileForecast,
+    quantile,
+    to_quantile_forecast,
+)
+from wattmesh.forecasting._models import Forecast, Series, night_slots, seasonal_naive
 
 DAY = 96
 STEP = 900
@@ -22,8 +38,28 @@ def _pv(days: int, seed: int = 4) -> list[int]:
     return [rng.randint(50, 400) if 28 <= i % DAY < 72 else 0 for i in range(days * DAY)]
 
 
+def _builtin(
+    history: Sequence[int],
+    calib: Sequence[float],
+    point: float,
+    *,
+    pv: bool = False,
+    capacity_wh: int | None = None,
+) -> QuantileForecast:
+    """A day's band around ``point`` as the built-in forecaster makes it: residuals
+    ``history - calib`` over the history's last intervals, pooled within an hour."""
+    series = Series(0, STEP, tuple(history))
+    return to_quantile_forecast(
+        PointRun((point,) * DAY, tuple(calib), "x"), history_wh=history,
+        start_epoch_s=series.end_epoch_s, interval_s=STEP, season=DAY, upper_wh=capacity_wh,
+        shift_median=False, pool_slots=DAY // 24, min_per_window=MIN_PER_WINDOW,
+        zero_slots=night_slots(series, season_intervals=DAY) if pv else (),
+    )  # fmt: skip
+
+
 def test_quantile_interpolates_between_order_statistics() -> None:
-    assert quantile([], 0.1) == 0.0
+    with pytest.raises(ValueError, match="no values"):
+        quantile([], 0.1)
     assert quantile([5], 0.9) == 5
     assert quantile(list(range(11)), 0.1) == 1.0
     assert quantile([0, 10], 0.25) == 2.5
@@ -35,30 +71,28 @@ def test_residuals_are_the_models_own_day_ahead_errors() -> None:
     def naive(s: Series, h: int) -> Forecast:
         return seasonal_naive(s, h, season_intervals=DAY, kind="demand")
 
-    residuals = day_ahead_residuals(series, naive, season_intervals=DAY, days=7)
-    assert len(residuals) == 3 * DAY  # the first day has no day before it
+    calib = day_ahead_calib(series, naive, season=DAY, days=7)
+    assert len(calib) == 3 * DAY  # the first day has no day before it
     values = series.values_wh
-    # the last day's errors: actual minus the day before, slot by slot
-    last_day = residuals[:DAY]
-    assert last_day == [(i, values[3 * DAY + i] - values[2 * DAY + i]) for i in range(DAY)]
+    # each day's forecast: the day before it, slot by slot
+    assert calib == tuple(float(v) for v in values[: 3 * DAY])
 
 
 def test_offsets_are_per_slot_when_the_windows_are_full_and_pooled_otherwise() -> None:
-    wide = [(slot, 100 if 40 <= slot < 50 else 1) for slot in range(DAY) for _ in range(3)]
-    offsets = slot_offsets(wide, season_intervals=DAY, slots=range(DAY))
-    assert offsets[45] == (100, 100)  # its window holds only the wide slots
-    assert offsets[0] == (1, 1)
-    few = [(0, -5), (1, 5)]
-    assert slot_offsets(few, season_intervals=DAY, slots=[3, 7]) == {3: (-4, 4), 7: (-4, 4)}
+    history = [1_000] * 3 * DAY
+    wide = [1_000 - (100 if 40 <= i % DAY < 50 else 1) for i in range(3 * DAY)]  # 3 per slot
+    band = _builtin(history, wide, 500.0)
+    assert (band.p10_wh[45], band.p90_wh[45]) == (500, 600)  # its window: only the wide slots
+    assert (band.p10_wh[0], band.p90_wh[0]) == (500, 501)
+    few = _builtin(history, [1_005.0, 995.0], 500.0)  # errors -5 and 5: all pooled
+    assert {(lo, hi) for lo, hi in zip(few.p10_wh, few.p90_wh, strict=True)} == {(496, 504)}
 
 
 def test_bands_are_ordered_and_clipped_at_zero_night_and_capacity() -> None:
-    history = Series(0, STEP, tuple(_pv(3)))
-    forecast = Forecast(history.end_epoch_s, STEP, tuple([300] * DAY), "x", None)
-    offsets = dict.fromkeys(range(DAY), (-500.0, 500.0))
-    low, mid, high = bands(
-        forecast, history, offsets, kind="pv", season_intervals=DAY, capacity_wh=350
-    )
+    history = _pv(3)
+    calib = [v + (500 if i < DAY else -500) for i, v in enumerate(history)]  # errors -+500
+    band = _builtin(history, calib, 300.0, pv=True, capacity_wh=350)
+    low, mid, high = band.p10_wh, band.p50_wh, band.p90_wh
     for slot in range(DAY):
         if not 28 <= slot < 72:  # night: exactly zero
             assert (low[slot], mid[slot], high[slot]) == (0, 0, 0)

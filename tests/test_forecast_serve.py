@@ -11,6 +11,7 @@ never sleeps.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -39,20 +40,36 @@ METERS = {  # two buyers and a seller, Wh per read
 }
 
 
-async def _retained(broker: BrokerAddress, topics: list[str]) -> dict[str, bytes]:
-    """The retained message of each topic (a fresh subscription gets them)."""
+async def _retained(
+    broker: BrokerAddress,
+    topics: list[str],
+    until: Mapping[str, Callable[[bytes], bool]] | None = None,
+) -> dict[str, bytes]:
+    """The retained message of each topic (a fresh subscription gets them); for a topic
+    in ``until``, the first message (retained or published later) that satisfies it."""
+    wanted = dict(until or {})
     link = Transport(
         TransportConfig(address=broker, client_id="retained-reader"),
         subscriptions=[(topic, 1) for topic in topics],
     )
     found: dict[str, bytes] = {}
     async with link:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             async for message in link.messages():
-                found[message.topic] = message.payload
+                check = wanted.get(message.topic)
+                if message.topic in found and check is None:
+                    continue
+                if check is None or check(message.payload):
+                    found[message.topic] = message.payload
+                    wanted.pop(message.topic, None)
                 if len(found) == len(topics):
                     break
     return found
+
+
+def _fitted_all(payload: bytes) -> bool:
+    """A health message that counts every household as fitted."""
+    return decode_message(payload).body_as(HealthBody).counters.get("households") == len(METERS)
 
 
 async def test_forecasts_arrive_trades_clear_and_only_logged_readings_are_learnt(
@@ -105,6 +122,9 @@ async def test_forecasts_arrive_trades_clear_and_only_logged_readings_are_learnt
                 mosquitto,
                 [topics.forecast(a) for a in METERS]
                 + [topics.forecaster_health, topics.neighbourhood_forecast],
+                # trades may clear on the agents' own forecasts before the service has
+                # fitted everyone: wait for the health that follows the fits
+                until={topics.forecaster_health: _fitted_all},
             )
         log = await serve.stop()
         assert "stopped cleanly" in log and "Traceback" not in log

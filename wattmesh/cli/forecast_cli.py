@@ -146,6 +146,7 @@ async def _main(config: ForecastServeConfig) -> int:
                     interval_s=config.interval_s,
                     horizon=config.horizon,
                     window_days=config.window_days,
+                    select_every_days=config.select_every_days,
                     demand_model=config.demand_model,
                     pv_model=config.pv_model,
                     refit_hour_utc=config.refit_hour_utc,

@@ -47,6 +47,7 @@ class ForecastServeConfig:
     pv_model: str = "auto"
     horizon: int = 96
     window_days: int = 28
+    select_every_days: int = 7
     refit_hour_utc: int = 2
     workers: int = 2
     pv_capacity_w: Mapping[str, int] = field(default_factory=dict)
@@ -195,6 +196,7 @@ def _build(s: ForecastSection, base: Path) -> tuple[ForecastServeConfig | None, 
         pv_model=s.models.pv,
         horizon=s.models.horizon,
         window_days=s.models.window_days,
+        select_every_days=s.models.select_every_days,
         refit_hour_utc=s.refit.hour_utc,
         workers=s.refit.workers,
         pv_capacity_w=dict(s.pv_capacity_w),

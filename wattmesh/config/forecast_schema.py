@@ -47,6 +47,7 @@ class ModelsSection:
     pv: Model = "auto"
     horizon: Annotated[Int, Ge(1), Le(672)] = 96  # intervals in each forecast
     window_days: Annotated[Int, Ge(1), Le(366)] = 28
+    select_every_days: Annotated[Int, Ge(1), Le(366)] = 7  # auto: re-choose each model this often
 
 
 @dataclass(frozen=True)
