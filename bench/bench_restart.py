@@ -110,14 +110,14 @@ def main() -> None:
             from_snapshot.append(elapsed)
         checks = [timed_start_check(url) for _ in range(args.repeat)]
         snapshot = LedgerStore(url).latest_snapshot()
-        background = check_log(url, ledger.size, snapshot=snapshot)
+        background = check_log(url, ledger.size, operator.verifying, snapshot=snapshot)
         assert background.problem is None, background.problem
-        verify_only = check_log(url, ledger.size)
+        verify_only = check_log(url, ledger.size, operator.verifying)
         verify_s = []
         for _ in range(args.repeat):
             store = LedgerStore(url)
             t = time.perf_counter()
-            report = verify_ledger(store)
+            report = verify_ledger(store, operator.verifying)
             verify_s.append(time.perf_counter() - t)
             store.close()
             assert report.ok, report.problem

@@ -30,7 +30,7 @@ from wattmesh.ledger._merkle import CompactRange, root_from_leaf_hashes
 from wattmesh.ledger.clearing import GridTariff
 from wattmesh.ledger.ledger import Ledger
 from wattmesh.ledger.store import LedgerStore
-from wattmesh.ledger.verify import verify_ledger
+from wattmesh.ledger.verify import stored_operator_key, verify_ledger
 
 MARKET = "bench"
 T0 = 1_750_000_500 - 1_750_000_500 % 900
@@ -117,7 +117,9 @@ def timed_verify(
 ) -> tuple[float, int, str]:
     """Wall time, entries, and the CPU seconds of this process and of its workers."""
     start, before = time.perf_counter(), os.times()
-    report = verify_ledger(store, workers=workers, replay=replay)
+    key = stored_operator_key(store)  # the ledger this script just wrote
+    assert key is not None
+    report = verify_ledger(store, key, workers=workers, replay=replay)
     elapsed, after = time.perf_counter() - start, os.times()
     if not report.ok:
         raise SystemExit(f"verify failed: {report.problem}")

@@ -34,7 +34,7 @@ from wattmesh.dashboard.metrics import DashboardMetrics
 from wattmesh.dashboard.readmodel import ReadModel, ReadModelError, SyncResult
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.store_open import failure_reason
-from wattmesh.ledger.verify import verify_ledger
+from wattmesh.ledger.verify import stored_operator_key, verify_ledger
 
 __all__ = ["SYNC_BATCH", "Runtime", "RuntimeConfig", "public_overview"]
 
@@ -209,15 +209,22 @@ class Runtime:
     def verify_now(self) -> dict[str, Any] | None:
         """Verify the whole log as it is now (a fresh read-only connection; the check
         :func:`ledger.verify.verify_ledger` makes, as ``wattmesh ledger verify``) against
-        the configured operator key, else the ledger's stored one; the result, or None
-        when there is nothing to verify (an empty ledger) or the database could not be
-        read (that is the ledger's health, said on /health, not a verification's)."""
-        key = self.operator_key
+        the configured operator key (``operator_key_file``: anchored); without one,
+        against the key the ledger stores, and the result says it is not anchored (the
+        database alone vouches for it). The result, or None when there is nothing to
+        verify (an empty ledger) or the database could not be read (that is the
+        ledger's health, said on /health, not a verification's)."""
+        key = self.config.operator_key
         try:
             store = LedgerStore.read_only(self.config.ledger_url)
             try:
                 size = store.size()
-                report = None if size == 0 else verify_ledger(store, key, size=size)
+                trusted = key if key is not None else stored_operator_key(store)
+                report = (
+                    None
+                    if size == 0 or trusted is None
+                    else verify_ledger(store, trusted, size=size)
+                )
             finally:
                 store.close()
         except Exception as exc:
@@ -225,8 +232,13 @@ class Runtime:
             return None
         if report is None:
             return None
-        kid = None if key is None else key.kid
-        return {"ok": report.ok, "problem": report.problem, "tree_size": size, "kid": kid}
+        return {
+            "ok": report.ok,
+            "problem": report.problem,
+            "tree_size": size,
+            "kid": report.key_id,
+            "anchored": key is not None,
+        }
 
     async def verify_every(self, every_s: float) -> None:
         """Verify the log at start and then every ``every_s`` seconds (in a worker

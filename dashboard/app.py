@@ -56,7 +56,7 @@ class DashboardSettings:
     read_model_url: str | None = None
     broker: TransportConfig | None = None
     market_id: str | None = None  # default: the ledger's meta market id
-    operator_key: VerifyingKey | None = None  # default: the ledger's stored key
+    operator_key: VerifyingKey | None = None  # default: the stored key (verify: not anchored)
     operator_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080

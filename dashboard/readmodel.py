@@ -293,9 +293,25 @@ class ReadModel:
             _replace(conn, t.presence, [row], ("household",), None)
 
     def record_verify(
-        self, *, ok: bool, problem: str | None, tree_size: int, kid: str | None, at_s: int
+        self,
+        *,
+        ok: bool,
+        problem: str | None,
+        tree_size: int,
+        kid: str | None,
+        at_s: int,
+        anchored: bool = True,
     ) -> None:
-        value = {"ok": ok, "problem": problem, "tree_size": tree_size, "kid": kid, "at_s": at_s}
+        """The last verification of the whole log: ``anchored`` False when it trusted the
+        key the ledger stores (no ``operator_key_file`` configured)."""
+        value = {
+            "ok": ok,
+            "problem": problem,
+            "tree_size": tree_size,
+            "kid": kid,
+            "at_s": at_s,
+            "anchored": anchored,
+        }
         with self.engine.begin() as conn:
             _set_state(conn, "last_verify", json.dumps(value))
 

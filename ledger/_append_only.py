@@ -30,12 +30,17 @@ def trigger_names(table: str) -> tuple[str, ...]:
 def install_append_only_triggers(engine: Engine, tables: Sequence[str]) -> None:
     """Create (if missing) the triggers that make ``tables`` append-only."""
     with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            _install_sqlite(conn, tables)
-        elif engine.dialect.name == "postgresql":
-            _install_postgres(conn, tables)
-        else:  # pragma: no cover - make_engine accepts only these two
-            raise ValueError(f"no append-only triggers for {engine.dialect.name}")
+        install_append_only_triggers_on(conn, tables)
+
+
+def install_append_only_triggers_on(conn: Connection, tables: Sequence[str]) -> None:
+    """:func:`install_append_only_triggers` in the transaction of ``conn`` (a migration's)."""
+    if conn.dialect.name == "sqlite":
+        _install_sqlite(conn, tables)
+    elif conn.dialect.name == "postgresql":
+        _install_postgres(conn, tables)
+    else:  # pragma: no cover - make_engine accepts only these two
+        raise ValueError(f"no append-only triggers for {conn.dialect.name}")
 
 
 def _install_sqlite(conn: Connection, tables: Sequence[str]) -> None:

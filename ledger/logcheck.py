@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
+from wattmesh.broker.keys import VerifyingKey
 from wattmesh.ledger._restore import replay_state, snapshot_state
 from wattmesh.ledger._snapshot import SnapshotError, encode_snapshot
 from wattmesh.ledger.metering import MeteringConfig
@@ -81,17 +82,19 @@ class LogCheckReport:
 def check_log(
     url: str,
     size: int,
+    operator_key: VerifyingKey,
     *,
     snapshot: tuple[int, bytes] | None = None,
     metering: MeteringConfig | None = None,
 ) -> LogCheckReport:
-    """The full check of the first ``size`` entries of the ledger at ``url``, read-only;
-    then, if the log holds, ``snapshot`` (tree size, data; the one the restore used)
-    against a replay of the log up to its size."""
+    """The full check of the first ``size`` entries of the ledger at ``url``, read-only,
+    against ``operator_key`` (the configured one, not the database's); then, if the log
+    holds, ``snapshot`` (tree size, data; the one the restore used) against a replay of
+    the log up to its size."""
     start = time.perf_counter()
     store = LedgerStore.read_only(url)
     try:
-        report = verify_ledger(store, workers=1, size=size)
+        report = verify_ledger(store, operator_key, workers=1, size=size)
         disagrees = None
         if report.ok and snapshot is not None:
             disagrees = _snapshot_problem(store, metering, snapshot)
@@ -129,6 +132,7 @@ def _snapshot_problem(
 class _Job:
     url: str
     size: int
+    operator_der: bytes
     snapshot: tuple[int, bytes] | None
     metering: MeteringConfig | None
 
@@ -142,7 +146,8 @@ def _child(job: _Job, found: multiprocessing.synchronize.Event, out: Connection)
     with contextlib.suppress(OSError):
         os.nice(_NICE)
     try:
-        report = check_log(job.url, job.size, snapshot=job.snapshot, metering=job.metering)
+        key = VerifyingKey.from_der(job.operator_der)
+        report = check_log(job.url, job.size, key, snapshot=job.snapshot, metering=job.metering)
     except Exception as exc:  # any failure is reported: the ledger stops on it
         report = LogCheckReport(0, 0.0, None, f"the log check failed: {exc!r}"[:300])
     if report.problem is not None:
@@ -158,6 +163,7 @@ class LogCheck:
         self,
         url: str,
         size: int,
+        operator_key: VerifyingKey,
         *,
         snapshot: tuple[int, bytes] | None = None,
         metering: MeteringConfig | None = None,
@@ -168,7 +174,7 @@ class LogCheck:
         self._reader, writer = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child,
-            args=(_Job(url, size, snapshot, metering), self._found, writer),
+            args=(_Job(url, size, operator_key.der(), snapshot, metering), self._found, writer),
             name="ledger-logcheck",
         )
         self._process.daemon = True
@@ -260,24 +266,27 @@ def start_log_check(
     url: str,
     stop: asyncio.Event,
     metering: MeteringConfig | None,
+    operator_key: VerifyingKey,
 ) -> tuple[LogCheck, asyncio.Task[LogCheckReport]]:
     """Start checking, in the background, the log at ``url`` as ``store`` holds it now
-    (its size, and the snapshot the restore just used); the check and the task that
-    watches it (which sets ``stop`` on damage)."""
+    (its size, and the snapshot the restore just used) against ``operator_key``; the
+    check and the task that watches it (which sets ``stop`` on damage)."""
     size = store.size()
-    log_check = LogCheck(url, size, snapshot=store.latest_snapshot(), metering=metering)
+    log_check = LogCheck(
+        url, size, operator_key, snapshot=store.latest_snapshot(), metering=metering
+    )
     _LOG.info("log check: checking the %d entries before this start in the background", size)
     task = asyncio.create_task(log_check.watch(stop), name="ledger-logcheck")
     return log_check, task
 
 
-def first_damage(url: str, found: LogDamaged) -> LogDamaged:
-    """The first bad entry of the ledger at ``url`` by the full check (the start check
-    stops at what it read first: a root that does not match names no entry), or
-    ``found`` if the full check names none."""
+def first_damage(url: str, found: LogDamaged, operator_key: VerifyingKey) -> LogDamaged:
+    """The first bad entry of the ledger at ``url`` by the full check against
+    ``operator_key`` (the start check stops at what it read first: a root that does not
+    match names no entry), or ``found`` if the full check names none."""
     store = LedgerStore.read_only(url)
     try:
-        report = verify_ledger(store)
+        report = verify_ledger(store, operator_key)
     finally:
         store.close()
     if report.ok or report.problem is None:

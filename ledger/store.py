@@ -26,7 +26,6 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
-    inspect,
     text,
 )
 from sqlalchemy import select as sa_select
@@ -40,9 +39,8 @@ from wattmesh.ledger._bulk import CHECKPOINT_COLUMNS, LOG_COLUMNS, NODE_COLUMNS,
 from wattmesh.ledger._merkle import leaf_hash
 from wattmesh.ledger.entries import NewEntry
 from wattmesh.ledger.proofs import NodeRef, nodes_ending_in
-from wattmesh.ledger.store_errors import NoLedgerDatabase
+from wattmesh.ledger.schema import check_readable, open_for_writing
 from wattmesh.ledger.store_open import (
-    LEDGER_TABLES,
     check_sqlite_location,
     normalise_db_url,
     pg_connect_args,
@@ -174,11 +172,11 @@ class SnapshotRow(SQLModel, table=True):
 class LedgerStore:
     """Append-only access to the log tables.
 
-    ``LedgerStore(url)`` opens the database, creating the tables it lacks (and a SQLite
-    file in an existing folder); :meth:`read_only` opens an existing ledger database
-    without changing anything. Either raises :class:`NoLedgerDatabase` for a URL that
-    names no usable database and :class:`ledger.store_errors.StoreError` when the
-    database fails.
+    ``LedgerStore(url)`` opens the database to write: an empty one gets a new ledger's
+    schema (a SQLite file in an existing folder), another schema version is refused
+    (``ledger/schema.py``); :meth:`read_only` opens an existing ledger, changing
+    nothing. :class:`NoLedgerDatabase`: the URL names no usable database;
+    :class:`ledger.store_errors.StoreError`: the database fails.
     """
 
     def __init__(self, url: str) -> None:
@@ -186,28 +184,27 @@ class LedgerStore:
         if path is not None:
             check_sqlite_location(path, url)
         self.engine = make_engine(url)
-        with store_failures(url):
-            SQLModel.metadata.create_all(
-                self.engine,
-                tables=[
-                    _table(name)
-                    for name in (*APPEND_ONLY_TABLES, META_TABLE, INTAKE_TABLE, SNAPSHOT_TABLE)
-                ],
-            )
-            install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
+        try:
+            with store_failures(url):
+                open_for_writing(self.engine, url)  # SchemaVersionError: migrate first
+                install_append_only_triggers(self.engine, APPEND_ONLY_TABLES)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def read_only(cls, url: str) -> LedgerStore:
         """An existing ledger database, opened so that nothing can be written: SQLite
         ``mode=ro`` (a missing file is :class:`NoLedgerDatabase`, never created),
-        PostgreSQL in read-only transactions; its tables are not created."""
+        PostgreSQL in read-only transactions; an older schema is read as it is."""
         store = cls.__new__(cls)
         store.engine = read_only_engine(url)
-        with store_failures(url):
-            tables = set(inspect(store.engine).get_table_names())
-        if not tables >= LEDGER_TABLES:
+        try:
+            with store_failures(url):
+                check_readable(store.engine, url)  # no ledger, or a newer schema: refused
+        except BaseException:
             store.close()
-            raise NoLedgerDatabase(f"database {url} holds no ledger")
+            raise
         return store
 
     def close(self) -> None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from wattmesh.broker.errors import ConfigError, FailureError, LedgerError
 
-__all__ = ["NoLedgerDatabase", "StoreError"]
+__all__ = ["NoLedgerDatabase", "SchemaVersionError", "StoreError"]
 
 
 class NoLedgerDatabase(LedgerError, ConfigError):
     """The URL names no usable ledger database: no such file or folder, a file that is
     not a SQLite database, a database without the ledger's tables, an in-memory
     database where a file is needed."""
+
+
+class SchemaVersionError(LedgerError, ConfigError):
+    """The database's schema version is not the one this code writes: an older one
+    (``wattmesh ledger migrate`` brings it up to date) or one this code does not know
+    (written by a newer wattmesh)."""
 
 
 class StoreError(LedgerError, FailureError):

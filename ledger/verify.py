@@ -1,9 +1,14 @@
-"""``ledger verify``: check a whole ledger from its tables alone.
+"""``ledger verify``: check a whole ledger from its tables and a trusted operator key.
 
 Hashes, signatures, Merkle roots, stored tree nodes, checkpoints (their signed notes)
 and the proofs between them; and the market re-executed from the log's signed inputs
 (:mod:`ledger.replay`): every clearing, trade, settlement, correction, flag and posting
 must be what the logged orders, readings and market parameters make.
+
+The operator key the checkpoints must verify under comes from outside the database
+(anchored trust, docs/protocol.md): the caller passes it, or its key id. The key the
+database stores must be that key, or the ledger fails; a database alone (its key and
+checkpoints both replaced) can never satisfy the check.
 
 Used by ``wattmesh ledger verify``. Any changed, removed or inserted row shows up as
 the first entry (or checkpoint) that does not hold. A stored tree node that disagrees
@@ -20,7 +25,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from wattmesh.broker.errors import FailureError, LedgerError, RejectReason
+from wattmesh.broker.errors import FailureError, LedgerError, RejectReason, WattmeshError
 from wattmesh.broker.keys import VerifyingKey
 from wattmesh.broker.tlog import EMPTY_ROOT_HASH, verify_consistency, verify_inclusion_hash
 from wattmesh.ledger._entrycheck import RowChecker
@@ -38,7 +43,7 @@ from wattmesh.ledger.proofs import (
 from wattmesh.ledger.replay import Replay, ReplayMismatch
 from wattmesh.ledger.store import Checkpoint, LedgerStore, StoredEntry
 
-__all__ = ["verify_ledger"]
+__all__ = ["VerifyReport", "stored_operator_key", "verify_ledger"]
 
 PARALLEL_FROM_ENTRIES = 20_000
 """Below this many entries, entries are checked inline (starting workers costs more)."""
@@ -52,6 +57,8 @@ class VerifyReport:
     root: bytes
     first_bad_entry: int | None = None
     problem: str | None = None
+    key_id: str = ""
+    """The trusted operator key id the checkpoints were checked against."""
     replayed: int | None = None  # closes re-executed (None: the replay was not run)
     unparameterised: int = 0  # of them, before the log's first market_params entry
 
@@ -173,9 +180,39 @@ def default_workers(entries: int) -> int:
     return min(cores, 4)
 
 
+def stored_operator_key(store: LedgerStore) -> VerifyingKey | None:
+    """The operator key the ledger's meta table records (None: none, or not a key).
+    Never trust it on its own: compare it with a key from outside the database."""
+    pem = store.get_meta(META_OPERATOR_KEY)
+    if pem is None:
+        return None
+    try:
+        return VerifyingKey.from_pem(pem.encode())
+    except (ValueError, WattmeshError):
+        return None
+
+
+def _anchor(
+    store: LedgerStore, trusted: VerifyingKey | str
+) -> tuple[str, VerifyingKey | None, str | None]:
+    """The trusted key id, the key to check checkpoints with (the trusted key, or for a
+    trusted key id the stored key that has it) and the problem (None: the stored key is
+    the trusted one)."""
+    kid = trusted.kid if isinstance(trusted, VerifyingKey) else trusted.lower()
+    if store.get_meta(META_OPERATOR_KEY) is None:
+        return kid, None, "ledger has no metadata"
+    stored = stored_operator_key(store)
+    if stored is None:
+        return kid, None, "the ledger's stored operator key is not a P-256 public key"
+    if stored.kid != kid:
+        problem = f"the ledger's stored operator key {stored.kid} is not the trusted key {kid}"
+        return kid, None, problem
+    return kid, trusted if isinstance(trusted, VerifyingKey) else stored, None
+
+
 def verify_ledger(
     store: LedgerStore,
-    operator_key: VerifyingKey | None = None,
+    operator_key: VerifyingKey | str,
     *,
     workers: int | None = None,
     size: int | None = None,
@@ -183,27 +220,26 @@ def verify_ledger(
 ) -> VerifyReport:
     """Recompute every hash, signature, root, stored tree node and checkpoint, check every
     checkpoint's signed note and the consistency proofs between consecutive checkpoints;
-    stop at the first failure. ``workers``: message-checking processes (default: by size
-    and idle cores, see :func:`default_workers`). ``size``: check the first ``size``
-    entries and the checkpoints up to that size only (a log another process appends to
-    while this one reads it; the stored nodes beyond are not counted).
+    stop at the first failure. ``operator_key``: the key trusted from outside the
+    database, or its whole key id (64 hex digits: SHA-256 of its DER public key); the
+    ledger's stored key must be it. ``workers``: message-checking processes (default:
+    by size and idle cores, see :func:`default_workers`). ``size``: check the first
+    ``size`` entries and the checkpoints up to that size only (a log another process
+    appends to while this one reads it; the stored nodes beyond are not counted).
     """
     market = store.get_meta(META_MARKET)
     origin = store.get_meta(META_ORIGIN)
-    if operator_key is None:
-        pem = store.get_meta(META_OPERATOR_KEY)
-        operator_key = VerifyingKey.from_pem(pem.encode()) if pem else None
+    kid, key, problem = _anchor(store, operator_key)
     checkpoints = store.checkpoints()
     if size is not None:
         checkpoints = [cp for cp in checkpoints if cp.tree_size <= size]
-    if market is None or origin is None or operator_key is None:
-        return VerifyReport(
-            False, 0, len(checkpoints), EMPTY_ROOT_HASH, None, "ledger has no metadata"
-        )
+    if market is None or origin is None or key is None:
+        problem = problem if market and origin else "ledger has no metadata"
+        return VerifyReport(False, 0, len(checkpoints), EMPTY_ROOT_HASH, None, problem, kid)
     if workers is None:
         workers = default_workers(checkpoints[-1].tree_size if checkpoints else 0)
     state = _State(market, RowChecker(market, workers), replay=Replay() if replay else None)
-    walk = _Walk(store, origin, operator_key, checkpoints, state, size=size)
+    walk = _Walk(store, origin, key, checkpoints, state, size=size)
     try:
         walk.run()
     except _Bad as bad:
@@ -213,18 +249,19 @@ def verify_ledger(
         ):
             bad = _Bad(*failed)
         return VerifyReport(
-            False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem
+            False, walk.count, len(checkpoints), walk.tree.root(), bad.idx, bad.problem, kid
         )
     finally:
         walk.state.rows.close()
     replayed = state.replay
     if replayed is None:
-        return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root())
+        return VerifyReport(True, walk.count, len(checkpoints), walk.tree.root(), key_id=kid)
     return VerifyReport(
         True,
         walk.count,
         len(checkpoints),
         walk.tree.root(),
+        key_id=kid,
         replayed=replayed.closes,
         unparameterised=replayed.unparameterised,
     )

@@ -193,7 +193,7 @@ def test_the_pair_out_of_order_is_logged_the_log_verifies_and_a_restart_agrees(
             ("h001", "order", 2),
             ("h002", "order", 1),
         ]
-        report = verify_ledger(ledger.store)
+        report = verify_ledger(ledger.store, ledger.operator_key.verifying)
         assert report.ok, report.problem
     finally:
         ledger.store.close()

@@ -40,7 +40,7 @@ def test_each_interval_starts_with_a_reference_to_the_checkpoint_before(db_url: 
             obj = json.loads(ref.data)
             assert obj["tree_size"] == ref.idx  # it refers to everything before it
             assert bytes.fromhex(obj["root"]) == sizes[ref.idx] == root_hash(leaves[: ref.idx])
-        assert verify_ledger(ledger.store).ok
+        assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     finally:
         ledger.store.close()
 
@@ -82,7 +82,7 @@ def test_a_false_reference_signed_by_the_operator_fails_verify(
             ]
             bad_index = size + 1
         ledger._append(entries, at)  # the operator's own key signs the checkpoint after it
-        report = verify_ledger(ledger.store)
+        report = verify_ledger(ledger.store, ledger.operator_key.verifying)
         assert not report.ok
         assert report.first_bad_entry == bad_index
         assert problem in (report.problem or "")

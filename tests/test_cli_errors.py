@@ -256,8 +256,9 @@ def _damage(path: Path, table: str) -> None:
 
 @pytest.fixture
 def damaged(tmp_path: Path) -> Path:
-    """A real ledger's SQLite file, to damage."""
-    _real_ledger(tmp_path / "ledger.db")
+    """A real ledger's SQLite file, to damage (its operator's key beside it)."""
+    operator = _real_ledger(tmp_path / "ledger.db")
+    (tmp_path / "operator.pem").write_bytes(operator.verifying.pem())
     return tmp_path / "ledger.db"
 
 
@@ -265,7 +266,8 @@ def damaged(tmp_path: Path) -> Path:
 def test_a_damaged_log_is_a_failure_of_one_line(damaged: Path, command: str) -> None:
     path = damaged
     _damage(path, "log_entry")
-    extra = ("--household", "h001") if command == "statement" else ()
+    key = str(path.parent / "operator.pem")
+    extra = ("--household", "h001") if command == "statement" else ("--operator-key", key)
     result = _cli("ledger", command, "--db", f"sqlite:///{path}", *extra, cwd=path.parent)
     _fails_with_one_line(result, 1, "malformed", str(path))
 

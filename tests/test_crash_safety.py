@@ -43,7 +43,7 @@ def _check_consistent(db_url: str) -> int:
     """Verify the log and its interval structure; return the number of closed intervals."""
     store = LedgerStore(db_url)
     try:
-        report = verify_ledger(store)
+        report = verify_ledger(store, crashkit.operator_key().verifying)
         assert report.ok, f"entry {report.first_bad_entry}: {report.problem}"
         kinds: Counter[tuple[int, str]] = Counter()
         settled: Counter[tuple[str, int]] = Counter()
@@ -130,7 +130,7 @@ def test_ledger_resumes_exactly_after_repeated_sigkills(db_url: str, tmp_path: P
     assert _check_consistent(db_url) == INTERVALS
     store = LedgerStore(db_url)
     try:
-        assert verify_ledger(store).root == reference
+        assert verify_ledger(store, crashkit.operator_key().verifying).root == reference
     finally:
         store.close()
 

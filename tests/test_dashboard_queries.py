@@ -302,6 +302,7 @@ def test_what_the_bus_records_shows(tmp_path: Path) -> None:
         "tree_size": store.size(),
         "kid": "ab",
         "at_s": last,
+        "anchored": True,
     }
     detail = q.household_detail(rm, "h002")
     at = detail["series"]["intervals"].index(T0 + STEP)

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.dashsimkit import TOKEN, Client, SimLedger, check_shape, get_json, simulate_ledger
 from tests.ledgerkit import drop_append_only_triggers
 from wattmesh.broker.errors import ConfigError
+from wattmesh.broker.keys import SigningKey
 from wattmesh.broker.transport import BrokerAddress
 from wattmesh.dashboard.app import DashboardSettings, make_app
 from wattmesh.dashboard.readmodel import ReadModel
@@ -92,7 +93,25 @@ async def test_the_server_verifies_the_ledger_at_start_and_shows_it(
     assert verified["ok"] is True and verified["problem"] is None
     assert verified["tree_size"] == sim.report["ledger_entries"]
     assert verified["kid"] == operator.kid  # the configured key, checked against
+    assert verified["anchored"] is True
     assert isinstance(verified["at_s"], int)
+
+
+async def test_a_ledger_whose_stored_key_is_not_the_configured_one_fails(
+    sim: SimLedger, tmp_path: Path
+) -> None:
+    other = SigningKey.generate().verifying  # operator_key_file names another operator
+    client = await _start(_settings(sim.copy(tmp_path / "other"), tmp_path, operator_key=other))
+    try:
+        verified = await _verified(client)
+    finally:
+        await client.close()
+    assert verified["ok"] is False and verified["anchored"] is True
+    assert verified["kid"] == other.kid
+    stored = sim.key("operator").verifying.kid
+    assert verified["problem"] == (
+        f"the ledger's stored operator key {stored} is not the trusted key {other.kid}"
+    )
 
 
 async def test_a_tampered_ledger_fails_verification_on_the_page(
@@ -109,6 +128,7 @@ async def test_a_tampered_ledger_fails_verification_on_the_page(
     assert verified["problem"]
     assert verified["tree_size"] == sim.report["ledger_entries"]
     assert verified["kid"] == sim.key("operator").verifying.kid  # the stored one
+    assert verified["anchored"] is False  # no operator_key_file: the page says so
 
 
 async def test_never_with_zero_and_a_result_recorded_elsewhere_is_pushed(
@@ -134,7 +154,14 @@ async def test_never_with_zero_and_a_result_recorded_elsewhere_is_pushed(
             if event["type"] == "health" and "last_verify" in event:
                 break
         await socket.close()
-        expected = {"ok": True, "problem": None, "tree_size": 7, "kid": "k1", "at_s": 1_800_000_000}
+        expected = {
+            "ok": True,
+            "problem": None,
+            "tree_size": 7,
+            "kid": "k1",
+            "at_s": 1_800_000_000,
+            "anchored": True,
+        }
         assert event["last_verify"] == expected
         overview = await get_json(client, "/api/overview")
         assert overview["ledger"]["last_verify"] == expected

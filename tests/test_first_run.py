@@ -77,11 +77,14 @@ def test_python_dash_m_wattmesh_runs_the_command() -> None:
     assert result.stdout.startswith("usage: wattmesh market")
 
 
+OPERATOR = SigningKey.generate()
+
+
 @pytest.fixture
 def ledger_db(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     house = House("h001")
-    ledger = new_ledger(url, SigningKey.generate(), (house,))
+    ledger = new_ledger(url, OPERATOR, (house,))
     ledger.open_interval(T0, TARIFF, trading=False)
     ledger.ingest(house.reading(T0))
     ledger.close_interval()
@@ -94,7 +97,7 @@ def ledger_db(tmp_path: Path) -> str:
     [
         ["ledger", "statement", "--household", "h001", "--format", "csv", "--db"],
         ["ledger", "statement", "--household", "h001", "--db"],
-        ["ledger", "verify", "--db"],
+        ["ledger", "verify", "--operator-key-id", OPERATOR.kid, "--db"],
         ["ledger", "prove", "--entry", "0", "--db"],
     ],
     ids=["statement-csv", "statement-json", "verify", "prove"],

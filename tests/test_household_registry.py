@@ -155,5 +155,5 @@ def test_a_households_own_limit_flags_a_reading_beyond_it(db_url: str, tmp_path:
         ("h001", T0, FlagReason.BEYOND_LIMIT, 1_000)
     ]
     assert [(s.agent, s.import_wh) for s in outcome.settlements] == [("h002", 1_500)]
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     ledger.store.close()

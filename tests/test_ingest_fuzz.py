@@ -163,7 +163,7 @@ class IngestMachine(RuleBasedStateMachine):
             return
         try:
             self.ledger.close_interval()
-            report = verify_ledger(self.ledger.store)
+            report = verify_ledger(self.ledger.store, self.ledger.operator_key.verifying)
             assert report.ok, report.problem
             stored = set()
             for entry in self.ledger.store.iter_entries():

@@ -96,10 +96,10 @@ def test_rotation_mid_run_rejects_the_old_key_and_verifies_both_periods(
         ledger.ingest(house.order(T1, Side.BUY, 0, 1))
     ledger.close_interval()
     assert _logged_kids(ledger, "h001") == [old.key.kid] * 2 + [a.key.kid] * 2
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     assert report.entries == ledger.size
-    assert main(["ledger", "verify", "--db", db_url]) == 0
+    assert main(["ledger", "verify", "--db", db_url, "--operator-key-id", operator.kid]) == 0
     ledger.store.close()
 
     restarted = Ledger(LedgerStore(db_url), market_id=MARKET, operator_key=operator)
@@ -130,7 +130,7 @@ def test_rotation_or_revocation_waits_for_the_open_interval_to_close(
     assert ledger.register({"h004": newcomer.key.verifying}, interval=T0) == 1  # a new one may
     assert ledger.size == size + 1
     ledger.close_interval()
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     ledger.store.close()
 
 
@@ -158,7 +158,7 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
     assert ledger.rejections[RejectReason.REVOKED_KEY] == 2
     ledger.ingest(c.reading(T1))
     ledger.close_interval()
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     ledger.store.close()
 
@@ -178,7 +178,7 @@ def test_revocation_rejects_the_key_counts_it_and_verify_passes(
     assert rejection_reason(restarted, old_b.reading(T3)) is RejectReason.REVOKED_KEY
     restarted.ingest(b.reading(T3))
     restarted.close_interval()
-    report = verify_ledger(restarted.store)
+    report = verify_ledger(restarted.store, restarted.operator_key.verifying)
     assert report.ok, report.problem
     restarted.store.close()
 
@@ -199,15 +199,18 @@ def test_verify_names_an_old_key_message_logged_after_the_revocation(
     _interval(ledger, T0, list(houses.values()))
     ledger.register({}, interval=T1, revoked={"h002": {b.key.kid: "stolen"}})
     revocation_at = ledger.size - 1
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     forged = decode_message(b.reading(T1))
     bad = _sneak_in(ledger, [message_entry(forged)], T1)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok
     assert report.first_bad_entry == bad
     assert report.problem is not None
     assert f"revoked at entry {revocation_at}" in report.problem
-    assert main(["ledger", "verify", "--db", db_url]) == 1
+    assert (
+        main(["ledger", "verify", "--db", db_url, "--operator-key-id", ledger.operator_key.kid])
+        == 1
+    )
     ledger.store.close()
 
 
@@ -219,7 +222,7 @@ def test_verify_names_an_old_key_message_logged_after_the_rotation(
     old = House("h001", key=a.key, seq=a.seq)
     ledger.register({"h001": SigningKey.generate().verifying}, interval=T0)
     bad = _sneak_in(ledger, [message_entry(decode_message(old.reading(T0)))], T0)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert (report.ok, report.first_bad_entry) == (False, bad)
     assert report.problem is not None and "rotated out at entry 3" in report.problem
     ledger.store.close()
@@ -259,7 +262,7 @@ def test_verify_refuses_key_entries_that_do_not_follow(
         "bad_kid": [key_revocation_entry(agent="h001", kid="ab" * 31, reason="x", interval=T0)],
     }[case]
     at = _sneak_in(ledger, entries, T0) + len(entries) - 1
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert (report.ok, report.first_bad_entry) == (False, at)
     assert report.problem is not None and problem in report.problem
     ledger.store.close()

@@ -50,7 +50,7 @@ def test_interval_cycle_verifies_and_survives_restart(
 ) -> None:
     ledger = new_ledger(db_url, operator, houses.values())
     _run_two_intervals(ledger, houses)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     assert report.entries == ledger.size and report.root == ledger.root
     root, size = ledger.root, ledger.size
@@ -142,7 +142,7 @@ def test_registers_going_backwards_are_logged_flagged_and_not_settled(
     kinds = [e.kind for e in ledger.store.iter_entries()]
     assert kinds.count("reading") == 2 and kinds.count("flag") == 1
     assert "settlement" not in kinds and "posting" not in kinds
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     ledger.store.close()
 
 

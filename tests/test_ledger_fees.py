@@ -123,7 +123,7 @@ def test_mmr_with_a_fee_settles_the_fee_with_the_seller(db_url: str) -> None:
     assert statement.totals()["fee_micro"] == 10_000
     settlement = next(o for o in logged if o["kind"] == "settlement" and o["agent"] == "a")
     assert settlement["network_fee_micro"] == 10_000
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     ledger.store.close()
 
@@ -169,7 +169,7 @@ def test_a_correction_keeps_the_fee_of_an_estimated_settlement(db_url: str) -> N
         10_000,
         -80_000,
     )
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     ledger.store.close()
 
@@ -297,6 +297,6 @@ def test_fees_balance_respect_limits_and_reconcile(
         assert totals_row["cost_micro"] == totals_row["posted_micro"]
         assert totals_row["posted_micro"] == totals[household_account(agent)]
         assert row.basis == "metered"  # backfills made every estimate exact
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     ledger.store.close()

@@ -68,7 +68,7 @@ def test_a_restart_mid_interval_admits_the_kept_messages_again(db_url: str, tmp_
     outcome = restarted.close_interval()
     assert (outcome.readings, outcome.orders) == (4, 4)
     assert _intake_rows(restarted, T0) == 0  # logged, so deleted with the log's append
-    report = verify_ledger(restarted.store)
+    report = verify_ledger(restarted.store, restarted.operator_key.verifying)
     assert report.ok, report.problem
 
     # The same messages into a ledger that never stopped give the same log.
@@ -112,5 +112,5 @@ def test_the_intake_of_an_interval_never_closed_goes_with_the_next_close(db_url:
     assert outcome.orders == len(AGENTS)
     assert _intake_rows(restarted, T0) == 0
     assert _intake_rows(restarted, later) == 0
-    assert verify_ledger(restarted.store).ok
+    assert verify_ledger(restarted.store, restarted.operator_key.verifying).ok
     restarted.store.close()

@@ -173,7 +173,7 @@ def test_a_changed_entry_before_the_snapshot(db_url: str, snapshot: str) -> None
         restarted = _restart(db_url, operator)  # what the restore reads holds
         size = restarted.size
         restarted.store.close()
-        report = check_log(db_url, size)
+        report = check_log(db_url, size, operator.verifying)
         assert (report.first_bad_entry, report.entries) == (old, old), report.problem
         assert "leaf hash" in str(report.problem)
     else:
@@ -185,11 +185,11 @@ def test_a_changed_entry_before_the_snapshot(db_url: str, snapshot: str) -> None
 def test_the_background_check_reads_only_up_to_its_size_and_gates(db_url: str) -> None:
     """Entries appended while it runs are not its business; a clean log passes, a damaged
     one sets the gate, which then refuses the lease check the operator makes."""
-    ledger, _operator, _houses = _market(db_url, 3)
+    ledger, operator, _houses = _market(db_url, 3)
     size = ledger.size
     ledger.register({"h009": House("h009").key.verifying}, interval=T0 + 3 * STEP)
     assert ledger.size > size
-    report = check_log(db_url, size)
+    report = check_log(db_url, size, operator.verifying)
     assert report.problem is None and report.entries == size
     ledger.store.close()
 
@@ -206,7 +206,7 @@ def test_the_background_check_reads_only_up_to_its_size_and_gates(db_url: str) -
         return stop.is_set(), gate
 
     store = LedgerStore(db_url)
-    clean = LogCheck(db_url, size)
+    clean = LogCheck(db_url, size, operator.verifying)
     try:
         stopped, gate = asyncio.run(watch(clean))
         gate.check()  # passes
@@ -214,7 +214,7 @@ def test_the_background_check_reads_only_up_to_its_size_and_gates(db_url: str) -
     finally:
         clean.close(store)
     _change_byte(db_url, _first_of(db_url, "posting"), rehash=True)
-    damaged = LogCheck(db_url, size)
+    damaged = LogCheck(db_url, size, operator.verifying)
     try:
         stopped, gate = asyncio.run(watch(damaged))
         assert stopped
@@ -255,15 +255,15 @@ def test_a_snapshot_that_disagrees_with_a_log_that_verifies_is_found_and_deleted
     intact = reader.latest_snapshot()
     reader.close()
     assert intact is not None
-    assert check_log(db_url, intact[0], snapshot=intact).problem is None
+    assert check_log(db_url, intact[0], operator.verifying, snapshot=intact).problem is None
     size, doctored = _doctor_snapshot(db_url)
     restarted = _restart(db_url, operator)  # taken: its tree is the signed checkpoint's
     restarted.store.close()
-    report = check_log(db_url, size, snapshot=(size, doctored))
+    report = check_log(db_url, size, operator.verifying, snapshot=(size, doctored))
     assert report.snapshot_size == size and report.first_bad_entry is None
     assert report.problem is not None and "(last_seqs)" in report.problem
     unusable = (size, b"{not json")  # the restore replayed the log: nothing to compare
-    assert check_log(db_url, size, snapshot=unusable).problem is None
+    assert check_log(db_url, size, operator.verifying, snapshot=unusable).problem is None
 
     async def watch(check: LogCheck) -> bool:
         stop = asyncio.Event()
@@ -271,7 +271,7 @@ def test_a_snapshot_that_disagrees_with_a_log_that_verifies_is_found_and_deleted
         return stop.is_set()
 
     store = LedgerStore(db_url)
-    check = LogCheck(db_url, size, snapshot=(size, doctored))
+    check = LogCheck(db_url, size, operator.verifying, snapshot=(size, doctored))
     try:
         assert asyncio.run(watch(check))
         with pytest.raises(SnapshotDisagrees, match=r"disagrees .* \(last_seqs\): it is deleted"):

@@ -55,7 +55,7 @@ def test_a_configured_mechanism_clears_logs_and_verifies(
         for t in _logged(ledger, EntryKind.TRADE)
     ]
     assert logged == trades
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     root = ledger.root
     ledger.store.close()

@@ -141,7 +141,7 @@ def _change(kind: str, when: Callable[[dict[str, Any]], bool], **fields: Any) ->
 def _failed(db_url: str, edit: Edit) -> tuple[VerifyReport, int]:
     ledger, changed = _ledger(db_url, edit)
     assert len(changed) == 1, "the edit found nothing to change"
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     ledger.store.close()
     assert not report.ok
     assert report.problem is not None and report.problem.startswith("replay: "), report.problem
@@ -157,10 +157,10 @@ def test_an_honest_ledger_replays(db_url: str) -> None:
         json.loads(e.data)["cause"] for e in ledger.store.iter_entries() if e.kind == "posting"
     }
     assert {"network_fee", "estimate", "correction", "p2p_trade"} <= causes
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     assert (report.replayed, report.unparameterised) == (4, 0)
-    assert verify_ledger(ledger.store, replay=False).replayed is None
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying, replay=False).replayed is None
     ledger.store.close()
 
 
@@ -303,7 +303,7 @@ def test_a_log_before_market_params_says_how_much_it_could_not_replay(db_url: st
     ledger = new_ledger(db_url, operator, houses.values(), mechanism=FEE)
     ledger._params_logged = True  # as the code before market_params entries
     _run(ledger, houses)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     assert (report.replayed, report.unparameterised) == (4, 4)
     ledger.store.close()
@@ -315,7 +315,7 @@ def test_a_log_before_market_params_says_how_much_it_could_not_replay(db_url: st
         again.ingest(house.reading(T0 + 4 * STEP))
     again.ingest(houses["h002"].order(T0 + 4 * STEP, Side.BUY, 10, 250_000))
     again.close_interval()
-    report = verify_ledger(again.store)
+    report = verify_ledger(again.store, again.operator_key.verifying)
     assert report.ok, report.problem
     assert (report.replayed, report.unparameterised) == (5, 4)
     again.store.close()
@@ -324,7 +324,7 @@ def test_a_log_before_market_params_says_how_much_it_could_not_replay(db_url: st
 def test_before_market_params_wrong_money_still_fails(db_url: str) -> None:
     edit = _change("settlement", _is("h003"), grid_cost_micro=lambda o: o["grid_cost_micro"] + 7)
     ledger, changed = _ledger(db_url, edit, log_params=False)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and report.first_bad_entry == changed[0]
     assert "grid_cost_micro is" in str(report.problem)
     ledger.store.close()

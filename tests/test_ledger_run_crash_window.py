@@ -90,7 +90,7 @@ async def test_a_reading_the_dead_leader_acknowledged_and_never_kept_is_admitted
     assert "Traceback" not in log
     store = LedgerStore(db_url)
     try:
-        report = verify_ledger(store)
+        report = verify_ledger(store, market.operator.verifying)
         assert report.ok, report.problem
         logged = store.message_entry("h003", 1)
         assert logged is not None and (logged.kind, logged.interval) == ("reading", interval)

@@ -109,7 +109,7 @@ def test_missing_reading_is_estimated_then_corrected_by_the_backfill(db_url: str
     # a: -500 Wh at 0.175, 300 Wh over-delivered at feed-in.
     assert totals[household_account("h001")] == -87_500 - 24_000
     assert totals[GRID_ACCOUNT] == 4_000 - 30_000 + 24_000
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     ledger.store.close()
 
@@ -151,7 +151,7 @@ def test_verify_refuses_a_posting_that_does_not_balance(db_url: str) -> None:
     }
     data = json.dumps(bad, sort_keys=True, separators=(",", ":")).encode()
     ledger._append([NewEntry("posting", T0, "h001", None, data)], T0)  # a signed bad entry
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok
     assert (report.first_bad_entry, report.problem) == (
         1,
@@ -193,7 +193,7 @@ def _eventful_run(
         ledger.ingest(b.order(t, Side.SELL, 250, 100_000))
         ledger.ingest(c.order(t, Side.BUY, 0, 100_000))
         ledger.close_interval()
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     result = ledger.root, ledger.size, _balances(ledger)
     kinds = Counter(e.kind for e in ledger.store.iter_entries())
@@ -236,7 +236,7 @@ def test_verify_refuses_malformed_settlement_entries(
     data = json.dumps({"kind": kind, **obj}, sort_keys=True).encode()
     agent = str(obj["agent"])
     ledger._append([NewEntry(kind, T0, agent, None, data)], T0)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and report.first_bad_entry == 1
     assert report.problem is not None and report.problem.startswith(problem), report.problem
     ledger.store.close()

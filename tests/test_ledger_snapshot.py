@@ -115,7 +115,7 @@ def test_restart_from_the_snapshot_equals_a_replay_of_the_whole_log(db_url: str)
     state = json.loads(_state_bytes(ledger))
     assert len(state["key_entries"]) == 5 + 2  # five keys, d's rotation, e's revocation
     assert "h005" not in ledger.keys and ledger.keys["h004"].kid == houses["h004"].key.kid
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     ledger.store.close()
 
 

@@ -26,7 +26,7 @@ def built(db_url: str) -> tuple[str, Ledger]:
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
     ledger = new_ledger(db_url, SigningKey.generate(), houses.values())
     _run_two_intervals(ledger, houses)
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     return db_url, ledger
 
 
@@ -141,7 +141,7 @@ def test_verify_names_the_first_bad_entry(
 ) -> None:
     _url, ledger = built
     bad = TAMPERS[tamper](ledger)
-    report = verify_ledger(ledger.store, workers=workers)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying, workers=workers)
     assert not report.ok
     assert report.first_bad_entry == bad, report.problem
     ledger.store.close()
@@ -150,7 +150,7 @@ def test_verify_names_the_first_bad_entry(
 def test_a_swapped_key_breaks_the_checkpoint_that_covered_it(built: tuple[str, Ledger]) -> None:
     _url, ledger = built
     _swap_key(ledger)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok
     # The first message signed under the real key no longer verifies.
     first_reading, _ = _entry(ledger, "reading")
@@ -164,7 +164,7 @@ def test_a_changed_unsigned_entry_fails_its_checkpoint(built: tuple[str, Ledger]
     obj = json.loads(data)
     obj["quantity_wh"] += 1
     _set_data(ledger, idx, json.dumps(obj).encode(), rehash=True)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and report.first_bad_entry is not None
     assert report.first_bad_entry >= idx
     assert "checkpoint" in (report.problem or "")
@@ -174,7 +174,7 @@ def test_a_changed_unsigned_entry_fails_its_checkpoint(built: tuple[str, Ledger]
 def test_a_changed_checkpoint_fails(built: tuple[str, Ledger]) -> None:
     _url, ledger = built
     _tamper(ledger, "UPDATE checkpoint SET root=:r WHERE tree_size=:s", r=b"\1" * 32, s=ledger.size)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and "checkpoint" in (report.problem or "")
     ledger.store.close()
 
@@ -191,13 +191,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_verify_exit_codes(built: tuple[str, Ledger]) -> None:
     url, ledger = built
-    good = _cli("ledger", "verify", "--db", url)
+    kid = ledger.operator_key.kid
+    good = _cli("ledger", "verify", "--db", url, "--operator-key-id", kid)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith(f"ok: {ledger.size} entries")
     assert good.stdout.rstrip().endswith("replayed 2 closes")
     bad_idx = _change_order_quantity(ledger)
     ledger.store.close()
-    bad = _cli("ledger", "verify", "--db", url)
+    bad = _cli("ledger", "verify", "--db", url, "--operator-key-id", kid)
     assert bad.returncode == 1
     assert f"entry {bad_idx}:" in bad.stderr
     assert "Traceback" not in bad.stderr

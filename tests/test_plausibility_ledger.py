@@ -56,7 +56,7 @@ def test_a_far_future_meter_clock_is_flagged_not_settled(db_url: str) -> None:
     assert [(r.after.agent, r.basis, r.after.import_wh) for r in outcome.revisions] == [
         ("h002", Basis.METERED, 96)
     ]
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert report.ok, report.problem
     state = ledger.state().metering.to_state()
     ledger.store.close()

@@ -64,7 +64,7 @@ def test_registry_commands_drive_what_the_ledger_logs(
         ("key_revocation", "h001", a.kid),
         ("key_revocation", "h002", b.kid),
     ]
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     ledger.store.close()
 
 

@@ -18,6 +18,7 @@ from wattmesh.broker.mosquitto import free_port
 from wattmesh.broker.transport import BrokerAddress
 from wattmesh.ledger.store import LedgerStore
 from wattmesh.ledger.verify import verify_ledger
+from wattmesh.sim.simkeys import simulation_key
 from wattmesh.sim.simulate import SimulationConfig, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ async def test_simulation_on_postgresql_matches_sqlite(
         drop_append_only_triggers(store.engine)  # ...unless an admin drops the triggers
         with store.engine.begin() as conn:
             conn.execute(update, {"d": changed, "i": idx})
-        report = verify_ledger(store)
+        report = verify_ledger(store, simulation_key(7, "operator").verifying)
         assert not report.ok and report.first_bad_entry is not None
     finally:
         store.close()
@@ -174,8 +175,11 @@ def test_cli_writes_report_and_table(tmp_path: Path, mosquitto: BrokerAddress) -
     assert "ledger verified" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["verified"] is True and report["households"] == 3
-    verify = _cli("ledger", "verify", "--db", report["db"], cwd=ROOT)
+    key = tmp_path / "out" / "operator_public_key.pem"
+    verify = _cli("ledger", "verify", "--db", report["db"], "--operator-key", str(key), cwd=ROOT)
     assert verify.returncode == 0 and report["ledger_root"] in verify.stdout
+    kid = simulation_key(3, "operator").kid  # the seed above
+    assert report["operator_key_id"] == kid and f"operator key {kid}" in verify.stdout
 
 
 def test_cli_report_goes_into_the_workdir_with_amounts_in_its_currency(

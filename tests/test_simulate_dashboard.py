@@ -106,6 +106,7 @@ async def test_the_dashboard_serves_the_run_and_after_it_until_sigint(
             assert verified["ok"] is True and verified["problem"] is None
             assert verified["tree_size"] == report["ledger_entries"]
             assert verified["kid"] == checkpoints["operator"]["kid"]
+            assert verified["anchored"] is True  # the run's own key, not the stored one
             assert last["agents"] == {"online": 0, "known": 3}  # they went offline cleanly
             # simulated time in 2025, closed: no wall-clock interval, no countdown
             assert (last["current_interval"], last["next_close_s"]) == (None, None)

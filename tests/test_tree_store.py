@@ -153,7 +153,7 @@ def ledger(db_url: str) -> Ledger:
     houses = {name: House(name) for name in ("h001", "h002", "h003")}
     ledger = new_ledger(db_url, SigningKey.generate(), houses.values())
     _run_two_intervals(ledger, houses)
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     return ledger
 
 
@@ -166,7 +166,7 @@ def _admin(ledger: Ledger, sql: str, **params: object) -> None:
 
 def test_verify_finds_a_changed_stored_node(ledger: Ledger) -> None:
     _admin(ledger, "UPDATE merkle_node SET hash=:h WHERE level=2 AND idx=1", h=b"\7" * 32)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok
     assert report.problem == "stored tree node (2, 1) does not match the entries"
     assert report.first_bad_entry == 7  # the entry that completes node (2, 1)
@@ -175,13 +175,13 @@ def test_verify_finds_a_changed_stored_node(ledger: Ledger) -> None:
 
 def test_verify_finds_a_missing_and_an_extra_node(ledger: Ledger) -> None:
     _admin(ledger, "DELETE FROM merkle_node WHERE level=1 AND idx=0")
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and report.problem == "stored tree node (1, 0) is missing the entries"
     _admin(ledger, "INSERT INTO merkle_node (level, idx, hash) VALUES (1, 0, :h)", h=b"\0" * 32)
     _admin(ledger, "UPDATE merkle_node SET hash=:h WHERE level=1 AND idx=0", h=_node_1_0(ledger))
-    assert verify_ledger(ledger.store).ok
+    assert verify_ledger(ledger.store, ledger.operator_key.verifying).ok
     _admin(ledger, "INSERT INTO merkle_node (level, idx, hash) VALUES (1, 999, :h)", h=b"\0" * 32)
-    report = verify_ledger(ledger.store)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying)
     assert not report.ok and report.problem == "stored tree holds nodes beyond the log"
     ledger.store.close()
 
@@ -206,8 +206,8 @@ def test_parallel_signature_checks_name_the_same_first_bad_entry(ledger: Ledger)
         h=leaf_hash(data),
         i=target.idx,
     )
-    inline = verify_ledger(ledger.store, workers=1)
-    parallel = verify_ledger(ledger.store, workers=2)
+    inline = verify_ledger(ledger.store, ledger.operator_key.verifying, workers=1)
+    parallel = verify_ledger(ledger.store, ledger.operator_key.verifying, workers=2)
     assert not inline.ok and not parallel.ok
     assert inline.first_bad_entry == parallel.first_bad_entry == target.idx
     assert parallel.problem == "signature check failed: signature does not verify"
@@ -237,16 +237,16 @@ def test_a_proof_path_failure_is_reported_after_the_checks_before_it(
         raise RuntimeError("the database went away")
 
     monkeypatch.setattr(verify._Walk, "_check_proof_paths", failing)
-    report = verify_ledger(ledger.store, workers=workers)
+    report = verify_ledger(ledger.store, ledger.operator_key.verifying, workers=workers)
     assert (report.ok, report.first_bad_entry) == (False, 1)
     assert report.problem == "stored tree gives another root at size 2"
     monkeypatch.setattr(verify._Walk, "_check_proof_paths", erring)
     with pytest.raises(RuntimeError, match="went away"):
-        verify_ledger(ledger.store, workers=workers)
+        verify_ledger(ledger.store, ledger.operator_key.verifying, workers=workers)
     bad = _move_a_posting(ledger)  # a row check fails (on the workers, with 2)
     for check in (failing, erring):
         monkeypatch.setattr(verify._Walk, "_check_proof_paths", check)
-        report = verify_ledger(ledger.store, workers=workers)
+        report = verify_ledger(ledger.store, ledger.operator_key.verifying, workers=workers)
         assert not report.ok and report.first_bad_entry == bad
         assert report.problem == "posting columns do not match its data"
     ledger.store.close()

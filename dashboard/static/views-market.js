@@ -130,7 +130,8 @@
     if (!v) return h("span", { class: "muted", text: "not verified yet" });
     const cls = v.ok ? "ok" : "bad";
     return h("span", { class: cls, id: "ov-verify", "data-ok": v.ok ? "1" : "0" },
-      v.ok ? "ok" : "FAILED: " + (v.problem || "?"), " ", h("span", { class: "muted", text: "(" + int(v.tree_size) + " entries, " + when(v.at_s) + ")" }));
+      v.ok ? "ok" : "FAILED: " + (v.problem || "?"), " ", h("span", { class: "muted", text: "(" + int(v.tree_size) + " entries, " + when(v.at_s) + ")" }),
+      v.anchored === false ? h("span", { class: "bad", id: "ov-unanchored", text: " against the ledger's own stored key: not anchored (configure operator_key_file)" }) : null);
   }
 
   function renderFeed(el, rows) {

@@ -40,33 +40,20 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from wattmesh.broker.keys import load_verifying_key
-    from wattmesh.ledger.store import LedgerStore
-    from wattmesh.ledger.store_open import store_failures
-    from wattmesh.ledger.verify import verify_ledger
+    from wattmesh.cli.verify_cli import run_verify
 
-    operator = load_verifying_key(Path(args.operator_key)) if args.operator_key else None
-    store = LedgerStore.read_only(args.db)
-    try:
-        with store_failures(args.db):
-            report = verify_ledger(store, operator)
-    finally:
-        store.close()
-    if report.ok:
-        replayed = f", replayed {report.replayed} closes"
-        if report.unparameterised:
-            replayed += (
-                f" ({report.unparameterised} before the log's market parameters: "
-                "energy taken as logged)"
-            )
-        print(
-            f"ok: {report.entries} entries, {report.checkpoints} checkpoints, "
-            f"root {report.root.hex()}{replayed}"
-        )
-        return 0
-    where = "" if report.first_bad_entry is None else f"entry {report.first_bad_entry}: "
-    print(f"FAILED: {where}{report.problem}", file=sys.stderr)
-    return EXIT_FAILED
+    return run_verify(args)
+
+
+def _cmd_ledger_migrate(args: argparse.Namespace) -> int:
+    from wattmesh.ledger.schema import migrate_database
+
+    before, after = migrate_database(args.db)
+    if before == after:
+        print(f"ok: the ledger schema is at revision {after} already; nothing to do")
+    else:
+        print(f"ok: migrated the ledger schema from revision {before} to {after}")
+    return 0
 
 
 def _cmd_ledger_statement(args: argparse.Namespace) -> int:
@@ -240,8 +227,18 @@ def _add_ledger(sub: argparse._SubParsersAction[_Parser]) -> None:
     run.set_defaults(func=_cmd_ledger_run)
     verify = ledger_sub.add_parser("verify", help="recheck every hash, signature and checkpoint")
     verify.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
-    verify.add_argument("--operator-key", help="the operator's public key (PEM)")
+    trusted = verify.add_mutually_exclusive_group()
+    trusted.add_argument("--operator-key", help="the operator's public key (PEM) to trust")
+    trusted.add_argument(
+        "--operator-key-id", help="the operator key id to trust (64 hex digits, SHA-256 of its DER)"
+    )
     verify.set_defaults(func=_cmd_ledger_verify)
+
+    migrate = ledger_sub.add_parser(
+        "migrate", help="bring the ledger database's schema up to this version (back it up first)"
+    )
+    migrate.add_argument("--db", required=True, help="database URL, e.g. sqlite:///out/ledger.db")
+    migrate.set_defaults(func=_cmd_ledger_migrate)
     statement = ledger_sub.add_parser("statement", help="one household's bill, from the log")
     statement.add_argument("--db", required=True, help="database URL")
     statement.add_argument("--household", required=True, help="the household's agent id")

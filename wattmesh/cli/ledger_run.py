@@ -120,7 +120,8 @@ async def serve_ledger(config: LedgerRunConfig, *, stop: asyncio.Event, clock: C
         return EXIT_FAILED
     except LogDamaged as exc:
         if not isinstance(exc, DamageFound):  # the start check: name the first bad entry
-            exc = await asyncio.to_thread(first_damage, config.db_url, exc)
+            operator = config.operator_key.verifying
+            exc = await asyncio.to_thread(first_damage, config.db_url, exc, operator)
         _LOG.error("stopping: %s; nothing more is appended", exc)
         return EXIT_FAILED
     finally:
@@ -184,7 +185,7 @@ async def _lead(
         # in the background, and the operator's lease check refuses to write after it
         # found damage (ledger/logcheck.py).
         log_check, checking = start_log_check(
-            store, config.db_url, stop, config.registry.metering()
+            store, config.db_url, stop, config.registry.metering(), config.operator_key.verifying
         )
         verifier = _verifier(config.signature_workers, ledger.key_ders())
         # The state restored at start (log, keys) lives as long as the process: out of

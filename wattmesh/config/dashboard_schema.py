@@ -56,7 +56,7 @@ class DashboardSection:
     currency: str = DEFAULT_CURRENCY  # ISO 4217 code of the ledger's micro-units
     # verify the whole log at start and then every so many seconds; 0: never
     verify_every_s: Annotated[Int, Ge(0), Le(30 * 86_400)] = DEFAULT_VERIFY_EVERY_S
-    operator_key_file: str | None = None  # PEM public key; default: the ledger's stored key
+    operator_key_file: str | None = None  # PEM public key; needed for an anchored verify
     operator_token_file: str | None = None  # mode 0600; none: no operator login
     forecaster_key_file: str | None = None  # PEM public key; default: operator_key_file's
     mqtt: LedgerMqttSection | None = None  # none: history only, no live updates

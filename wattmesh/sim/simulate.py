@@ -54,6 +54,9 @@ from wattmesh.sim.simkeys import simulation_key
 Progress = Callable[[int, int], None]
 __all__ = ["RunSite", "SimulationConfig", "Watcher", "run_simulation"]
 
+OPERATOR_KEY_FILE = "operator_public_key.pem"
+"""In the workdir: the run's operator public key, for ``ledger verify --operator-key``."""
+
 
 @dataclass(frozen=True)
 class RunSite:
@@ -142,18 +145,18 @@ async def run_simulation(
         faults = plan_faults(scenario, rate=config.inject_faults, seed=config.seed)
         scenario = inject_profiles(scenario, faults)
     store, db_url = open_store(config)
+    operator, forecaster = (
+        simulation_key(config.seed, name).verifying for name in ("operator", "forecaster")
+    )
+    (config.workdir / OPERATOR_KEY_FILE).write_bytes(operator.pem())  # for `ledger verify`
     try:
         async with open_broker(config.broker, config.workdir) as (address, broker_kind):
             if watcher is not None:
-                operator, forecaster = (
-                    simulation_key(config.seed, name).verifying
-                    for name in ("operator", "forecaster")
-                )
                 watcher.started(RunSite(db_url, address, config.market_id, operator, forecaster))
             outcomes, ledger, models, meters = await _run(
                 config, scenario, store, address, progress, faults=faults
             )
-            verified = verify_ledger(store)
+            verified = verify_ledger(store, operator)  # the key this run made: anchored
             extra: dict[str, Any] = {}
             if config.inject_faults > 0:
                 found = detections_from_log(store, interval_s=scenario.interval_s)
@@ -172,6 +175,7 @@ async def run_simulation(
                     "broker": broker_kind,
                     "db": db_url,
                     "verify_problem": verified.problem,
+                    "operator_key_id": verified.key_id,
                     "forecast_models": dict(sorted(models.items())),
                     **extra,
                 },

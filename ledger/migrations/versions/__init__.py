@@ -1,0 +1,1 @@
+"""The revisions, oldest first (Alembic loads them by path; see ``ledger.migrations``)."""
