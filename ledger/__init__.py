@@ -28,6 +28,7 @@ __all__ = [
     "operator",
     "proofs",
     "schedule",
+    "schema",
     "service",
     "settlement",
     "sigcheck",

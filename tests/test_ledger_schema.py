@@ -34,6 +34,7 @@ FIXTURE = Path(__file__).resolve().parent / "data" / "ledger_v0"
 OPERATOR_PEM = FIXTURE / "operator_public_key.pem"
 V0_ROOT = "ea58cd08b973cc6974ac30179215cdf54c82ae9a98d76b731389fd1e5170f158"
 V0_ENTRIES, V0_CHECKPOINTS = 1556, 98
+V0_CLOSES = 97  # interval closes in the fixture's log
 LEDGER_TABLES = {
     "log_entry",
     "checkpoint",
@@ -111,7 +112,9 @@ def test_the_v0_fixture_opens_migrates_and_verifies(
     assert main(["ledger", "verify", "--db", v0_url, "--operator-key", str(OPERATOR_PEM)]) == 0
     assert capsys.readouterr().out == (
         f"ok: {V0_ENTRIES} entries, {V0_CHECKPOINTS} checkpoints, root {V0_ROOT}, "
-        f"operator key {operator.kid}\n"
+        # a log from before market_params: every close re-cleared, its energy as logged
+        f"replayed {V0_CLOSES} closes ({V0_CLOSES} before the log's market parameters: "
+        f"energy taken as logged), operator key {operator.kid}\n"
     )
     # The migrated ledger opens for writing and restores its state from its log.
     ledger = Ledger(

@@ -195,7 +195,7 @@ def test_cli_verify_exit_codes(built: tuple[str, Ledger]) -> None:
     good = _cli("ledger", "verify", "--db", url, "--operator-key-id", kid)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith(f"ok: {ledger.size} entries")
-    assert good.stdout.rstrip().endswith("replayed 2 closes")
+    assert good.stdout.rstrip().endswith(f"replayed 2 closes, operator key {kid}")
     bad_idx = _change_order_quantity(ledger)
     ledger.store.close()
     bad = _cli("ledger", "verify", "--db", url, "--operator-key-id", kid)

@@ -7,3 +7,5 @@ the schema every ledger had before the schema was versioned. A new revision: a f
 one, and ``upgrade()`` written with ``alembic.op`` (``downgrade()`` raises: a ledger is
 never migrated back; restore the backup taken before ``wattmesh ledger migrate``).
 """
+
+__all__ = ["env", "versions"]
