@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.ledger._booking import book
 from wattmesh.ledger._replay_diff import fast_encode
 from wattmesh.ledger.entries import EntryKind, NewEntry, flag_entry, parse_flag, parse_revision
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 _REVISIONS = frozenset({EntryKind.SETTLEMENT, EntryKind.CORRECTION, EntryKind.FLAG})
 
 
-class _Unreplayable(ValueError):
+class _Unreplayable(LedgerError, FailureError, ValueError):
     pass
 
 

@@ -37,6 +37,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from wattmesh.broker.errors import FailureError, LedgerError
 from wattmesh.broker.messages import Side
 from wattmesh.ledger._booking import book, replay
 from wattmesh.ledger._params import MarketParams, mechanism_of, parse_market_params
@@ -66,7 +67,7 @@ _SIGNED_SEP = b'","signed":'
 _SIDES = {side.value: side for side in Side}
 
 
-class ReplayMismatch(Exception):
+class ReplayMismatch(LedgerError, FailureError):
     """The first entry the replay does not agree with, and why."""
 
     def __init__(self, idx: int, problem: str) -> None:

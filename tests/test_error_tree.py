@@ -50,10 +50,15 @@ BRANCHES: dict[str, type[WattmeshError]] = {
 NODES = {WattmeshError, ConfigError, FailureError, *BRANCHES.values()}
 
 
+# Alembic's environment script runs a migration when imported (Alembic executes it with
+# a connection in hand); it defines no exception.
+SCRIPTS = {"wattmesh.ledger.migrations.env"}
+
+
 def _modules(package: str) -> list[ModuleType]:
     root = importlib.import_module(package)
     names = [m.name for m in pkgutil.walk_packages(root.__path__, f"{package}.")]
-    return [root, *(importlib.import_module(name) for name in names)]
+    return [root, *(importlib.import_module(name) for name in names if name not in SCRIPTS)]
 
 
 def _owner(module: str) -> str:
