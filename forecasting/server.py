@@ -32,9 +32,11 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from wattmesh.broker.errors import MessageError
@@ -52,7 +54,6 @@ from wattmesh.forecasting._fit import (
     fit_household,
 )
 from wattmesh.forecasting._models import intervals_per_day
-from wattmesh.forecasting._pool import FitPool
 from wattmesh.forecasting._serve_anomalies import flags_after_fit
 from wattmesh.forecasting._serve_bodies import body_of, covers, was_chosen
 from wattmesh.forecasting.anomaly import anomaly_body
@@ -112,7 +113,7 @@ class ForecastServer:
         self._signer = Signer(key, config.topics.market_id, SERVICE_ID)
         self._seq = 0
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pool = FitPool(max(config.workers, 1))
+        self._pool: Executor | None = None
         self._log_lock = asyncio.Lock()  # log batches apply one at a time, in order
         self._background: set[asyncio.Task[None]] = set()
         self._log_failed = False  # the last read of the log failed: health "degraded"
@@ -215,7 +216,9 @@ class ForecastServer:
             if self.config.workers == 0:
                 demand, pv = call()
             else:
-                demand, pv = await self._pool.run(call)
+                demand, pv = await asyncio.get_running_loop().run_in_executor(
+                    self._executor(), call
+                )
         except Exception:
             _LOG.exception("the neighbourhood forecast failed")
             self.counters["neighbourhood_failures"] += 1
@@ -317,7 +320,10 @@ class ForecastServer:
             if self.config.workers == 0:
                 demand_fit, pv_fit = fit_household(job)
             else:
-                demand_fit, pv_fit = await self._pool.run(functools.partial(fit_household, job))
+                loop = asyncio.get_running_loop()
+                demand_fit, pv_fit = await loop.run_in_executor(
+                    self._executor(), fit_household, job
+                )
         except Exception:
             _LOG.exception("%s: the fit failed; its previous model stays", agent)
             self.counters["fit_failures"] += 1
@@ -388,6 +394,12 @@ class ForecastServer:
         if fit is None or STAND_IN in (fit.demand.model, fit.pv.model):
             return True
         return fit.demand.model == fit.pv.model == "zero"  # nothing measured yet
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+        return self._pool
 
     def _next_seq(self) -> int:
         self._seq = max(self._seq + 1, time.time_ns() // 1000)
@@ -466,4 +478,6 @@ class ForecastServer:
                 await self.refit_all()
 
     def close(self) -> None:
-        self._pool.close()
+        if isinstance(self._pool, ProcessPoolExecutor):
+            self._pool.shutdown(cancel_futures=True)
+        self._pool = None
