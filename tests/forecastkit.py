@@ -72,6 +72,7 @@ async def serve_process(config: Path) -> LedgerProcess:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wattmesh.cli", "forecast", "serve", "--config", str(config),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # kill() stops its fitting processes too
     )  # fmt: skip
     return LedgerProcess(process)
 

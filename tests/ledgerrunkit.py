@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -347,8 +348,14 @@ class LedgerProcess:
         return "\n".join(self.lines)
 
     async def kill(self) -> None:
+        """SIGKILL, to its whole session when it leads one (``forecast serve``'s forkserver
+        and fitting processes hold its stderr: a killed service alone would leave them,
+        and ``wait()`` waits for the pipe to close as well as for the exit)."""
         if self.process.returncode is None:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # not a session leader: the process alone
+                self.process.kill()
             await self.process.wait()
 
 
